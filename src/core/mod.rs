@@ -1,1 +1,13 @@
+//! The pure diff/merge core: what changed, whether changes are concurrent, what the merged
+//! record is, and the per-entity sync plan. No I/O, no async, no store, no connector.
 
+pub mod diff;
+pub mod merge;
+pub mod plan;
+
+pub use diff::{apply, diff, diff_versions, Delta, FieldChange};
+pub use merge::{
+    merge, Conflict, ConflictSide, DeleteRule, FieldPolicy, MergeOutcome, Policy, Resolution,
+    Resolver, Side,
+};
+pub use plan::{plan, EntityPlan, Observation, SystemState};

@@ -175,7 +175,10 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn byte(&mut self) -> Result<u8, DecodeError> {
-        let v = *self.b.get(self.pos).ok_or_else(|| err(self.pos, "unexpected end"))?;
+        let v = *self
+            .b
+            .get(self.pos)
+            .ok_or_else(|| err(self.pos, "unexpected end"))?;
         self.pos += 1;
         Ok(v)
     }
@@ -208,7 +211,10 @@ pub fn decode(bytes: &[u8]) -> Result<Fields, DecodeError> {
     let mut r = Reader { b: bytes, pos: 0 };
     let version = r.byte()?;
     if version != FORMAT_V1 {
-        return Err(err(0, format!("unknown canonical format version {version}")));
+        return Err(err(
+            0,
+            format!("unknown canonical format version {version}"),
+        ));
     }
     let count = r.varint(64)? as u64;
     if count > bytes.len() as u64 {
@@ -228,7 +234,10 @@ pub fn decode(bytes: &[u8]) -> Result<Fields, DecodeError> {
         let vat = r.pos;
         let value = decode_value(&mut r)?;
         if !value.is_normalized() {
-            return Err(err(vat, format!("value of field {name:?} is not in normal form")));
+            return Err(err(
+                vat,
+                format!("value of field {name:?} is not in normal form"),
+            ));
         }
         fields.insert_normalized(name.to_string(), value);
     }
@@ -297,8 +306,14 @@ mod tests {
             .with("Count", 3i64)
             .with("Active", true)
             .with("Since", Value::date_str("2024-02-29").unwrap())
-            .with("Seen", Value::datetime_str("2024-05-01T08:00:00.123Z").unwrap())
-            .with("Meta", Value::Json(serde_json::json!({"b": [1, 2], "a": {"z": null}})))
+            .with(
+                "Seen",
+                Value::datetime_str("2024-05-01T08:00:00.123Z").unwrap(),
+            )
+            .with(
+                "Meta",
+                Value::Json(serde_json::json!({"b": [1, 2], "a": {"z": null}})),
+            )
     }
 
     #[test]
@@ -312,19 +327,30 @@ mod tests {
     fn golden_bytes_are_stable() {
         // A change to this test is a change of the on-disk format and of every stored hash.
         let f = Fields::new().with("a", 1i64).with("b", "x");
-        assert_eq!(f.canonical_bytes(), vec![1, 2, 1, b'a', 3, 2, 1, b'b', 5, 1, b'x']);
+        assert_eq!(
+            f.canonical_bytes(),
+            vec![1, 2, 1, b'a', 3, 2, 1, b'b', 5, 1, b'x']
+        );
         assert_eq!(
             f.content_hash().to_hex(),
-            blake3::hash(&[1, 2, 1, b'a', 3, 2, 1, b'b', 5, 1, b'x']).to_hex().to_string()
+            blake3::hash(&[1, 2, 1, b'a', 3, 2, 1, b'b', 5, 1, b'x'])
+                .to_hex()
+                .to_string()
         );
     }
 
     #[test]
     fn rejects_non_canonical_input() {
-        let good = Fields::new().with("a", 1i64).with("b", "x").canonical_bytes();
+        let good = Fields::new()
+            .with("a", 1i64)
+            .with("b", "x")
+            .canonical_bytes();
         // Fields swapped.
         let swapped = vec![1, 2, 1, b'b', 5, 1, b'x', 1, b'a', 3, 2];
-        assert!(decode(&swapped).unwrap_err().reason.contains("out of order"));
+        assert!(decode(&swapped)
+            .unwrap_err()
+            .reason
+            .contains("out of order"));
         // Truncated.
         for cut in 0..good.len() {
             assert!(decode(&good[..cut]).is_err(), "cut at {cut}");
@@ -340,7 +366,10 @@ mod tests {
         assert!(decode(&d).unwrap_err().reason.contains("normal form"));
         // Unknown version and tag.
         assert!(decode(&[2, 0]).is_err());
-        assert!(decode(&[1, 1, 1, b'a', 0x7f]).unwrap_err().reason.contains("tag"));
+        assert!(decode(&[1, 1, 1, b'a', 0x7f])
+            .unwrap_err()
+            .reason
+            .contains("tag"));
         // Non-canonical JSON.
         let mut j = vec![1, 1, 1, b'j', T_JSON, 9];
         j.extend_from_slice(b"{\"a\": 1 }");
@@ -351,9 +380,15 @@ mod tests {
     fn equal_business_values_hash_equal() {
         let a = Fields::new()
             .with("amount", Value::decimal_str("12.50").unwrap())
-            .with("at", Value::datetime_str("2024-05-01T10:00:00+02:00").unwrap());
+            .with(
+                "at",
+                Value::datetime_str("2024-05-01T10:00:00+02:00").unwrap(),
+            );
         let b = Fields::new()
-            .with("at", Value::datetime_str("2024-05-01T08:00:00.000+0000").unwrap())
+            .with(
+                "at",
+                Value::datetime_str("2024-05-01T08:00:00.000+0000").unwrap(),
+            )
             .with("amount", Value::from_f64(12.5).unwrap());
         assert_eq!(a.content_hash(), b.content_hash());
     }

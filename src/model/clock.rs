@@ -103,7 +103,10 @@ impl VectorClock {
 
     /// Increments `actor`'s counter and returns the new value.
     pub fn increment(&mut self, actor: ActorId) -> u64 {
-        let next = self.get(actor).checked_add(1).expect("clock counter overflow");
+        let next = self
+            .get(actor)
+            .checked_add(1)
+            .expect("clock counter overflow");
         self.set(actor, next);
         next
     }

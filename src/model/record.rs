@@ -254,14 +254,20 @@ mod tests {
         let b = Key::composite(&["a", "b\u{1f}c"]);
         assert_ne!(a, b);
         assert_eq!(a.parts(), vec!["a\u{1f}b".to_string(), "c".to_string()]);
-        assert_eq!(Key::composite(&["x", "\u{1b}"]).parts(), vec!["x", "\u{1b}"]);
+        assert_eq!(
+            Key::composite(&["x", "\u{1b}"]).parts(),
+            vec!["x", "\u{1b}"]
+        );
         assert_eq!(Key::new("001").to_string(), "001");
         assert_eq!(Key::composite(&["10248", "11"]).to_string(), "(10248, 11)");
     }
 
     #[test]
     fn null_is_absent_and_options_apply() {
-        let mut f = Fields::new().with("a", "x").with("b", Value::Null).with("c", "");
+        let mut f = Fields::new()
+            .with("a", "x")
+            .with("b", Value::Null)
+            .with("c", "");
         assert_eq!(f.len(), 2);
         assert!(f.get("b").is_none());
         f.apply_options(&NormalizeOptions::default());

@@ -242,12 +242,24 @@ mod tests {
 
     #[test]
     fn decimals_normalise() {
-        assert_eq!(Value::decimal_str("12.50").unwrap(), Value::decimal_str("12.5").unwrap());
-        assert_eq!(Value::from_f64(12.5).unwrap(), Value::decimal_str("12.500").unwrap());
+        assert_eq!(
+            Value::decimal_str("12.50").unwrap(),
+            Value::decimal_str("12.5").unwrap()
+        );
+        assert_eq!(
+            Value::from_f64(12.5).unwrap(),
+            Value::decimal_str("12.500").unwrap()
+        );
         assert_eq!(Value::decimal_str("5.000").unwrap(), Value::Int(5));
         assert_eq!(Value::decimal_str("-0.00").unwrap(), Value::Int(0));
-        assert_eq!(Value::from_f64(0.1).unwrap(), Value::decimal_str("0.1").unwrap());
-        assert!(Value::decimal_str("abc").unwrap_err().to_string().contains("decimal"));
+        assert_eq!(
+            Value::from_f64(0.1).unwrap(),
+            Value::decimal_str("0.1").unwrap()
+        );
+        assert!(Value::decimal_str("abc")
+            .unwrap_err()
+            .to_string()
+            .contains("decimal"));
         assert!(Value::from_f64(f64::NAN).is_err());
         assert!(Value::decimal_str("12.5").unwrap().is_normalized());
         assert!(!Value::Decimal(Decimal::new(1250, 2)).is_normalized());
@@ -265,9 +277,13 @@ mod tests {
         assert_eq!(b, d);
         assert_eq!(b.to_string(), "2024-05-01T08:00:00.123Z");
         assert!(Timestamp::parse("yesterday").is_err());
-        let naive = NaiveDateTime::parse_from_str("2024-05-01 10:00:00", "%Y-%m-%d %H:%M:%S").unwrap();
+        let naive =
+            NaiveDateTime::parse_from_str("2024-05-01 10:00:00", "%Y-%m-%d %H:%M:%S").unwrap();
         let cet = FixedOffset::east_opt(2 * 3600).unwrap();
-        assert_eq!(Timestamp::from_naive(naive, cet).unwrap().millis(), b.millis() - 123);
+        assert_eq!(
+            Timestamp::from_naive(naive, cet).unwrap().millis(),
+            b.millis() - 123
+        );
     }
 
     #[test]

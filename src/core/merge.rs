@@ -1,0 +1,521 @@
+//! Three-way field merge and conflict policies.
+//!
+//! `merge(base, a, b, policy)` never depends on which side is passed first: the two sides are put
+//! in a canonical order (by system, then content hash) before anything is decided, so even a
+//! custom resolver that prefers "the first argument" yields the same record for (a, b) and (b, a).
+
+use crate::model::{ContentHash, Fields, SystemId, Timestamp, Value};
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+/// One side of a merge: a system's version of the record.
+#[derive(Debug, Clone, Copy)]
+pub struct Side<'a> {
+    pub system: &'a SystemId,
+    /// `None`: the record is deleted on this side.
+    pub content: Option<&'a Fields>,
+    pub modstamp: Option<Timestamp>,
+}
+
+impl<'a> Side<'a> {
+    pub fn new(
+        system: &'a SystemId,
+        content: Option<&'a Fields>,
+        modstamp: Option<Timestamp>,
+    ) -> Self {
+        Side {
+            system,
+            content,
+            modstamp,
+        }
+    }
+    fn hash(&self) -> Option<ContentHash> {
+        self.content.map(Fields::content_hash)
+    }
+}
+
+/// How a conflicting field is decided.
+#[derive(Clone)]
+pub enum FieldPolicy {
+    /// The named system's value wins. When neither side is that system, `Newest` decides.
+    Prefer(SystemId),
+    /// The side with the later source modification time wins; used only between concurrent
+    /// versions (causally ordered versions never reach a policy). Equal or missing times fall
+    /// back to the deterministic tie-break: the smaller system id wins.
+    Newest,
+    /// The field is parked in the conflict queue; until resolved the merged record keeps the base
+    /// value and the engine holds the field back from writes.
+    Manual,
+    /// A library user's resolver.
+    Custom(Arc<dyn Resolver>),
+}
+
+impl fmt::Debug for FieldPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FieldPolicy::Prefer(s) => write!(f, "Prefer({s})"),
+            FieldPolicy::Newest => f.write_str("Newest"),
+            FieldPolicy::Manual => f.write_str("Manual"),
+            FieldPolicy::Custom(_) => f.write_str("Custom(..)"),
+        }
+    }
+}
+
+/// What happens when one side deleted the record and the other changed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteRule {
+    DeleteWins,
+    /// The record survives with the updated side's content (it is re-created where deleted).
+    UpdateWins,
+    /// The record is held in the conflict queue, unchanged everywhere, until resolved.
+    Manual,
+}
+
+/// A job's conflict policy: a default, per-field overrides, and the delete rule.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub default: FieldPolicy,
+    pub fields: BTreeMap<String, FieldPolicy>,
+    pub delete: DeleteRule,
+}
+
+impl Policy {
+    pub fn new(default: FieldPolicy, delete: DeleteRule) -> Self {
+        Policy {
+            default,
+            fields: BTreeMap::new(),
+            delete,
+        }
+    }
+    pub fn with_field(mut self, field: impl Into<String>, p: FieldPolicy) -> Self {
+        self.fields.insert(field.into(), p);
+        self
+    }
+    pub fn for_field(&self, field: &str) -> &FieldPolicy {
+        self.fields.get(field).unwrap_or(&self.default)
+    }
+}
+
+/// One side's view of a conflicting field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConflictSide {
+    pub system: SystemId,
+    /// `None`: the field is null on this side (or, for a record conflict, the record is deleted).
+    pub value: Option<Value>,
+    pub modstamp: Option<Timestamp>,
+}
+
+/// A field changed on both sides to different values (or, with `field == None`, a delete against
+/// an update), and how it was decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    /// `None` for a record-level (delete vs update) conflict.
+    pub field: Option<String>,
+    pub base: Option<Value>,
+    /// In canonical order (system, then content hash).
+    pub sides: [ConflictSide; 2],
+    pub resolution: Resolution,
+}
+
+/// What a policy decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    /// The side of this system won.
+    Took(SystemId),
+    /// A custom resolver produced this value (`None`: null).
+    Value(Option<Value>),
+    /// Waiting in the conflict queue.
+    Parked,
+}
+
+/// A custom conflict resolver (library API). Receives the two sides in canonical order.
+pub trait Resolver: Send + Sync {
+    /// Decides one conflicting field. Returning [`Resolution::Took`] with a system that is not one
+    /// of the two sides parks the field.
+    fn resolve(
+        &self,
+        field: &str,
+        base: Option<&Value>,
+        a: &ConflictSide,
+        b: &ConflictSide,
+    ) -> Resolution;
+}
+
+/// The result of a merge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MergeOutcome {
+    /// The merged record; `None` when the merge result is a delete.
+    pub content: Option<Fields>,
+    /// Every conflict met, with its resolution.
+    pub conflicts: Vec<Conflict>,
+    /// A record-level conflict is parked: nothing may be written for this record until resolved.
+    pub held: bool,
+}
+
+impl MergeOutcome {
+    /// The fields parked for manual resolution.
+    pub fn parked_fields(&self) -> impl Iterator<Item = &str> {
+        self.conflicts
+            .iter()
+            .filter(|c| c.resolution == Resolution::Parked)
+            .filter_map(|c| c.field.as_deref())
+    }
+}
+
+fn value_cmp(a: Option<&Value>, b: Option<&Value>) -> Ordering {
+    fn bytes(v: Option<&Value>) -> Vec<u8> {
+        match v {
+            None => Vec::new(),
+            Some(v) => Fields::new().with("v", v.clone()).canonical_bytes(),
+        }
+    }
+    bytes(a).cmp(&bytes(b))
+}
+
+/// Three-way merge of `a` and `b` against their common `base` (`None`: the record did not exist
+/// at the base, e.g. created on both sides).
+pub fn merge(base: Option<&Fields>, a: Side<'_>, b: Side<'_>, policy: &Policy) -> MergeOutcome {
+    // Canonical order: the result cannot depend on argument order.
+    let (ha, hb) = (a.hash(), b.hash());
+    let (a, b, ha, hb) = if (a.system, ha) <= (b.system, hb) {
+        (a, b, ha, hb)
+    } else {
+        (b, a, hb, ha)
+    };
+    let hbase = base.map(Fields::content_hash);
+    let done = |content: Option<&Fields>| MergeOutcome {
+        content: content.cloned(),
+        conflicts: Vec::new(),
+        held: false,
+    };
+    if ha == hb {
+        return done(a.content);
+    }
+    if ha == hbase {
+        return done(b.content);
+    }
+    if hb == hbase {
+        return done(a.content);
+    }
+    match (a.content, b.content) {
+        (None, None) => done(None),
+        (None, Some(upd)) | (Some(upd), None) => {
+            let (del_side, upd_side) = if a.content.is_none() { (a, b) } else { (b, a) };
+            let resolution = match policy.delete {
+                DeleteRule::DeleteWins => Resolution::Took(del_side.system.clone()),
+                DeleteRule::UpdateWins => Resolution::Took(upd_side.system.clone()),
+                DeleteRule::Manual => Resolution::Parked,
+            };
+            let conflict = Conflict {
+                field: None,
+                base: None,
+                sides: [
+                    ConflictSide {
+                        system: a.system.clone(),
+                        value: None,
+                        modstamp: a.modstamp,
+                    },
+                    ConflictSide {
+                        system: b.system.clone(),
+                        value: None,
+                        modstamp: b.modstamp,
+                    },
+                ],
+                resolution: resolution.clone(),
+            };
+            let (content, held) = match policy.delete {
+                DeleteRule::DeleteWins => (None, false),
+                DeleteRule::UpdateWins => (Some(upd.clone()), false),
+                DeleteRule::Manual => (base.cloned(), true),
+            };
+            MergeOutcome {
+                content,
+                conflicts: vec![conflict],
+                held,
+            }
+        }
+        (Some(fa), Some(fb)) => merge_fields(base, a, fa, b, fb, policy),
+    }
+}
+
+fn merge_fields(
+    base: Option<&Fields>,
+    a: Side<'_>,
+    fa: &Fields,
+    b: Side<'_>,
+    fb: &Fields,
+    policy: &Policy,
+) -> MergeOutcome {
+    let empty = Fields::new();
+    let base = base.unwrap_or(&empty);
+    let mut names: Vec<&String> = base.names().chain(fa.names()).chain(fb.names()).collect();
+    names.sort();
+    names.dedup();
+    let mut out = Fields::new();
+    let mut conflicts = Vec::new();
+    for name in names {
+        let (vb, va, vbb) = (base.get(name), fa.get(name), fb.get(name));
+        let chosen = if va == vbb || vbb == vb {
+            va
+        } else if va == vb {
+            vbb
+        } else {
+            let sides = [
+                ConflictSide {
+                    system: a.system.clone(),
+                    value: va.cloned(),
+                    modstamp: a.modstamp,
+                },
+                ConflictSide {
+                    system: b.system.clone(),
+                    value: vbb.cloned(),
+                    modstamp: b.modstamp,
+                },
+            ];
+            let resolution = decide(policy.for_field(name), name, vb, &sides);
+            let value = match &resolution {
+                Resolution::Took(s) if *s == sides[0].system => va,
+                Resolution::Took(_) => vbb,
+                Resolution::Value(v) => v.as_ref(),
+                Resolution::Parked => vb,
+            }
+            .cloned();
+            conflicts.push(Conflict {
+                field: Some(name.clone()),
+                base: vb.cloned(),
+                sides,
+                resolution,
+            });
+            if let Some(v) = value {
+                out.set(name.clone(), v);
+            }
+            continue;
+        };
+        if let Some(v) = chosen {
+            out.insert_normalized(name.clone(), v.clone());
+        }
+    }
+    MergeOutcome {
+        content: Some(out),
+        conflicts,
+        held: false,
+    }
+}
+
+fn newest(sides: &[ConflictSide; 2]) -> Resolution {
+    let pick = match sides[0].modstamp.cmp(&sides[1].modstamp) {
+        Ordering::Greater => 0,
+        Ordering::Less => 1,
+        Ordering::Equal => tie_break(sides),
+    };
+    Resolution::Took(sides[pick].system.clone())
+}
+
+/// Deterministic, content-based: smaller system id, then the larger value's canonical bytes.
+fn tie_break(sides: &[ConflictSide; 2]) -> usize {
+    match sides[0].system.cmp(&sides[1].system) {
+        Ordering::Less => 0,
+        Ordering::Greater => 1,
+        Ordering::Equal => match value_cmp(sides[0].value.as_ref(), sides[1].value.as_ref()) {
+            Ordering::Less => 1,
+            _ => 0,
+        },
+    }
+}
+
+fn decide(
+    p: &FieldPolicy,
+    field: &str,
+    base: Option<&Value>,
+    sides: &[ConflictSide; 2],
+) -> Resolution {
+    match p {
+        FieldPolicy::Prefer(sys) => {
+            let (is0, is1) = (sides[0].system == *sys, sides[1].system == *sys);
+            if is0 && !is1 {
+                Resolution::Took(sides[0].system.clone())
+            } else if is1 && !is0 {
+                Resolution::Took(sides[1].system.clone())
+            } else {
+                newest(sides)
+            }
+        }
+        FieldPolicy::Newest => newest(sides),
+        FieldPolicy::Manual => Resolution::Parked,
+        FieldPolicy::Custom(r) => match r.resolve(field, base, &sides[0], &sides[1]) {
+            Resolution::Took(s) if s != sides[0].system && s != sides[1].system => {
+                Resolution::Parked
+            }
+            other => other,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sys(s: &str) -> SystemId {
+        SystemId::new(s).unwrap()
+    }
+
+    #[test]
+    fn worked_example_from_design_doc() {
+        let (sf, erp) = (sys("sf"), sys("erp"));
+        let base = Fields::new()
+            .with("Name", "Acme")
+            .with("Phone", "555-0100")
+            .with("City", "Paris")
+            .with("Rating", "Warm");
+        let ours = Fields::new() // sf
+            .with("Name", "Acme Corp")
+            .with("Phone", "555-0100")
+            .with("City", "Lyon")
+            .with("Rating", "Hot");
+        let theirs = Fields::new() // erp
+            .with("Name", "Acme")
+            .with("Phone", "555-0199")
+            .with("City", "Lyon")
+            .with("Rating", "Cold");
+        let policy = Policy::new(FieldPolicy::Prefer(erp.clone()), DeleteRule::UpdateWins);
+        let out = merge(
+            Some(&base),
+            Side::new(&sf, Some(&ours), None),
+            Side::new(&erp, Some(&theirs), None),
+            &policy,
+        );
+        let m = out.content.unwrap();
+        assert_eq!(m.get("Name"), Some(&Value::text("Acme Corp")));
+        assert_eq!(m.get("Phone"), Some(&Value::text("555-0199")));
+        assert_eq!(m.get("City"), Some(&Value::text("Lyon")));
+        assert_eq!(m.get("Rating"), Some(&Value::text("Cold")));
+        assert_eq!(out.conflicts.len(), 1);
+        assert_eq!(out.conflicts[0].field.as_deref(), Some("Rating"));
+        assert_eq!(out.conflicts[0].resolution, Resolution::Took(erp.clone()));
+    }
+
+    #[test]
+    fn newest_uses_modstamps_then_system_order() {
+        let (a, b) = (sys("a"), sys("b"));
+        let base = Fields::new().with("x", 1i64);
+        let fa = Fields::new().with("x", 2i64);
+        let fb = Fields::new().with("x", 3i64);
+        let p = Policy::new(FieldPolicy::Newest, DeleteRule::DeleteWins);
+        let r = merge(
+            Some(&base),
+            Side::new(&a, Some(&fa), Some(Timestamp(10))),
+            Side::new(&b, Some(&fb), Some(Timestamp(20))),
+            &p,
+        );
+        assert_eq!(r.content.unwrap().get("x"), Some(&Value::Int(3)));
+        let r = merge(
+            Some(&base),
+            Side::new(&b, Some(&fb), None),
+            Side::new(&a, Some(&fa), None),
+            &p,
+        );
+        assert_eq!(
+            r.content.unwrap().get("x"),
+            Some(&Value::Int(2)),
+            "tie: smaller system id"
+        );
+    }
+
+    #[test]
+    fn manual_parks_the_field_and_keeps_the_rest() {
+        let (a, b) = (sys("a"), sys("b"));
+        let base = Fields::new().with("x", 1i64).with("y", 1i64);
+        let fa = Fields::new().with("x", 2i64).with("y", 5i64);
+        let fb = Fields::new().with("x", 3i64).with("y", 1i64);
+        let p = Policy::new(FieldPolicy::Newest, DeleteRule::DeleteWins)
+            .with_field("x", FieldPolicy::Manual);
+        let r = merge(
+            Some(&base),
+            Side::new(&a, Some(&fa), None),
+            Side::new(&b, Some(&fb), None),
+            &p,
+        );
+        assert_eq!(r.parked_fields().collect::<Vec<_>>(), vec!["x"]);
+        let c = r.content.unwrap();
+        assert_eq!(c.get("x"), Some(&Value::Int(1)), "base value while parked");
+        assert_eq!(
+            c.get("y"),
+            Some(&Value::Int(5)),
+            "one-sided edit still merges"
+        );
+    }
+
+    #[test]
+    fn delete_rules() {
+        let (a, b) = (sys("a"), sys("b"));
+        let base = Fields::new().with("x", 1i64);
+        let upd = Fields::new().with("x", 2i64);
+        for (rule, expect, held) in [
+            (DeleteRule::DeleteWins, None, false),
+            (DeleteRule::UpdateWins, Some(upd.clone()), false),
+            (DeleteRule::Manual, Some(base.clone()), true),
+        ] {
+            let p = Policy::new(FieldPolicy::Newest, rule);
+            for flip in [false, true] {
+                let (s1, s2) = (Side::new(&a, None, None), Side::new(&b, Some(&upd), None));
+                let r = if flip {
+                    merge(Some(&base), s2, s1, &p)
+                } else {
+                    merge(Some(&base), s1, s2, &p)
+                };
+                assert_eq!(r.content, expect, "{rule:?}");
+                assert_eq!(r.held, held);
+                assert_eq!(r.conflicts.len(), 1);
+            }
+        }
+        // Delete against an unchanged side is no conflict.
+        let p = Policy::new(FieldPolicy::Newest, DeleteRule::UpdateWins);
+        let r = merge(
+            Some(&base),
+            Side::new(&a, None, None),
+            Side::new(&b, Some(&base), None),
+            &p,
+        );
+        assert_eq!(r.content, None);
+        assert!(r.conflicts.is_empty());
+    }
+
+    struct FirstArg;
+    impl Resolver for FirstArg {
+        fn resolve(
+            &self,
+            _: &str,
+            _: Option<&Value>,
+            a: &ConflictSide,
+            _: &ConflictSide,
+        ) -> Resolution {
+            Resolution::Took(a.system.clone())
+        }
+    }
+
+    #[test]
+    fn custom_resolver_cannot_break_symmetry() {
+        let (a, b) = (sys("a"), sys("b"));
+        let fa = Fields::new().with("x", 2i64);
+        let fb = Fields::new().with("x", 3i64);
+        let p = Policy::new(
+            FieldPolicy::Custom(Arc::new(FirstArg)),
+            DeleteRule::DeleteWins,
+        );
+        let r1 = merge(
+            None,
+            Side::new(&a, Some(&fa), None),
+            Side::new(&b, Some(&fb), None),
+            &p,
+        );
+        let r2 = merge(
+            None,
+            Side::new(&b, Some(&fb), None),
+            Side::new(&a, Some(&fa), None),
+            &p,
+        );
+        assert_eq!(r1, r2);
+    }
+}

@@ -1,0 +1,306 @@
+//! The per-entity sync plan: from the stored head and per-system snapshots plus what was just
+//! read, decide the new head, the snapshot updates and which systems need a write.
+//!
+//! Rules (see `docs/design.md`, "Sync plan"):
+//! 1. A system whose observed content hashes like its snapshot did not change.
+//! 2. A system whose observed content hashes like the head already holds the head (our own
+//!    write read back, or a write whose checkpoint was lost in a crash): its snapshot becomes the
+//!    head. This is the echo suppression; it creates no new version.
+//! 3. Otherwise the system changed: a new version with the snapshot's clock advanced at the
+//!    (instance, system) actor past anything the head has seen for that actor.
+//! 4. New versions fold into the head in system order: a version whose clock dominates the head
+//!    fast-forwards it; a concurrent one is merged 3-way against that system's snapshot (the base
+//!    it was edited from), and the merged head's clock is the pointwise max.
+//! 5. Every system whose snapshot differs from the head is dirty and gets the head written.
+
+use super::merge::{merge, Conflict, Policy, Side};
+use crate::model::{ActorId, ClockOrdering, Fields, SystemId, Timestamp, Version};
+
+/// What a sync pass read from one system for this entity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observation {
+    /// The system was not read in this pass (partial sync): its snapshot stands.
+    NotRead,
+    /// The record as it is now.
+    Present {
+        fields: Fields,
+        modstamp: Option<Timestamp>,
+    },
+    /// The record is not there (deleted, or never created there).
+    Absent,
+}
+
+/// One system's inputs to the plan.
+#[derive(Debug, Clone)]
+pub struct SystemState<'a> {
+    pub system: &'a SystemId,
+    /// The (this instance, system) actor.
+    pub actor: ActorId,
+    /// What the store last knew this system to hold.
+    pub snapshot: Option<&'a Version>,
+    pub observed: Observation,
+}
+
+/// The decisions for one entity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntityPlan {
+    /// The new head (`None`: the entity is still unknown everywhere).
+    pub head: Option<Version>,
+    pub head_changed: bool,
+    /// Snapshot updates to commit: what the systems were just observed to hold.
+    pub snapshots: Vec<(SystemId, Version)>,
+    /// Systems that need the head written (created, updated or deleted).
+    pub dirty: Vec<SystemId>,
+    /// Conflicts met while merging, with their resolutions.
+    pub conflicts: Vec<Conflict>,
+    /// A record-level conflict was parked: the head is unchanged and nothing must be written.
+    pub held: bool,
+}
+
+fn hash_of(v: Option<&Version>) -> Option<crate::model::ContentHash> {
+    v.and_then(|v| v.hash)
+}
+
+/// Plans one entity. `systems` must be every system of the job (read or not), each once.
+pub fn plan(head: Option<&Version>, systems: &[SystemState<'_>], policy: &Policy) -> EntityPlan {
+    let mut order: Vec<&SystemState<'_>> = systems.iter().collect();
+    order.sort_by(|a, b| a.system.cmp(b.system));
+
+    let mut snapshots: Vec<(SystemId, Version)> = Vec::new();
+    let mut changes: Vec<(&SystemState<'_>, Version)> = Vec::new();
+    for s in &order {
+        let (content, modstamp) = match &s.observed {
+            Observation::NotRead => continue,
+            Observation::Present { fields, modstamp } => (Some(fields), *modstamp),
+            Observation::Absent => (None, None),
+        };
+        let observed_hash = content.map(Fields::content_hash);
+        if s.snapshot.is_none() && content.is_none() {
+            continue; // nothing known, nothing there
+        }
+        if s.snapshot.is_some() && hash_of(s.snapshot) == observed_hash {
+            continue; // rule 1
+        }
+        if let Some(h) = head {
+            if h.hash == observed_hash {
+                snapshots.push((s.system.clone(), h.clone())); // rule 2
+                continue;
+            }
+        }
+        // rule 3
+        let mut clock = s.snapshot.map(|v| v.clock.clone()).unwrap_or_default();
+        let seen = clock
+            .get(s.actor)
+            .max(head.map_or(0, |h| h.clock.get(s.actor)));
+        clock.set(s.actor, seen + 1);
+        let v = Version {
+            content: content.cloned(),
+            hash: observed_hash,
+            clock,
+            modstamp,
+            origin: Some(s.system.clone()),
+        };
+        snapshots.push((s.system.clone(), v.clone()));
+        changes.push((s, v));
+    }
+
+    // rule 4
+    let mut new_head: Option<Version> = head.cloned();
+    let mut conflicts = Vec::new();
+    let mut held = false;
+    for (s, v) in changes {
+        let Some(h) = new_head.as_ref() else {
+            new_head = Some(v);
+            continue;
+        };
+        match v.clock.compare(&h.clock) {
+            ClockOrdering::After | ClockOrdering::Equal => new_head = Some(v),
+            ClockOrdering::Before => {} // cannot happen: rule 3 advances past the head
+            ClockOrdering::Concurrent => {
+                let base = s.snapshot.and_then(|b| b.content.as_ref());
+                let head_sys = h.origin.clone().unwrap_or_else(|| s.system.clone());
+                let out = merge(
+                    base,
+                    Side::new(&head_sys, h.content.as_ref(), h.modstamp),
+                    Side::new(s.system, v.content.as_ref(), v.modstamp),
+                    policy,
+                );
+                conflicts.extend(out.conflicts);
+                if out.held {
+                    held = true;
+                    continue;
+                }
+                let clock = h.clock.merge(&v.clock);
+                let modstamp = h.modstamp.max(v.modstamp);
+                new_head = Some(Version::new(
+                    out.content,
+                    clock,
+                    modstamp,
+                    Some(s.system.clone()),
+                ));
+            }
+        }
+    }
+
+    let head_changed = new_head.as_ref() != head;
+    let mut dirty = Vec::new();
+    if let Some(h) = &new_head {
+        if !held {
+            for s in &order {
+                let snap = snapshots
+                    .iter()
+                    .find(|(sys, _)| sys == s.system)
+                    .map(|(_, v)| v)
+                    .or(s.snapshot);
+                if hash_of(snap) != h.hash {
+                    dirty.push(s.system.clone());
+                }
+            }
+        }
+    }
+    EntityPlan {
+        head: new_head,
+        head_changed,
+        snapshots,
+        dirty,
+        conflicts,
+        held,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::merge::{DeleteRule, FieldPolicy};
+    use crate::model::{InstanceId, Value};
+
+    struct Fixture {
+        a: SystemId,
+        b: SystemId,
+        inst: InstanceId,
+    }
+    impl Fixture {
+        fn new() -> Self {
+            Fixture {
+                a: SystemId::new("a").unwrap(),
+                b: SystemId::new("b").unwrap(),
+                inst: InstanceId::new("n1").unwrap(),
+            }
+        }
+        fn st<'x>(
+            &'x self,
+            sys: &'x SystemId,
+            snap: Option<&'x Version>,
+            obs: Observation,
+        ) -> SystemState<'x> {
+            SystemState {
+                system: sys,
+                actor: ActorId::of(&self.inst, sys),
+                snapshot: snap,
+                observed: obs,
+            }
+        }
+    }
+    fn present(f: &Fields) -> Observation {
+        Observation::Present {
+            fields: f.clone(),
+            modstamp: None,
+        }
+    }
+    fn policy() -> Policy {
+        Policy::new(FieldPolicy::Newest, DeleteRule::DeleteWins)
+    }
+
+    #[test]
+    fn create_flows_then_echo_is_suppressed() {
+        let fx = Fixture::new();
+        let rec = Fields::new().with("n", "x");
+        let p = plan(
+            None,
+            &[
+                fx.st(&fx.a, None, present(&rec)),
+                fx.st(&fx.b, None, Observation::Absent),
+            ],
+            &policy(),
+        );
+        let head = p.head.clone().unwrap();
+        assert!(p.head_changed);
+        assert_eq!(p.dirty, vec![fx.b.clone()]);
+        // After the write, b's snapshot is the head; reading b back changes nothing.
+        let snap_a = p.snapshots[0].1.clone();
+        let p2 = plan(
+            Some(&head),
+            &[
+                fx.st(&fx.a, Some(&snap_a), present(&rec)),
+                fx.st(&fx.b, Some(&head), present(&rec)),
+            ],
+            &policy(),
+        );
+        assert!(!p2.head_changed);
+        assert!(p2.dirty.is_empty());
+        assert!(p2.snapshots.is_empty());
+    }
+
+    #[test]
+    fn lost_checkpoint_after_write_is_an_echo_not_a_change() {
+        let fx = Fixture::new();
+        let rec = Fields::new().with("n", "x");
+        let p = plan(
+            None,
+            &[
+                fx.st(&fx.a, None, present(&rec)),
+                fx.st(&fx.b, None, Observation::NotRead),
+            ],
+            &policy(),
+        );
+        let head = p.head.unwrap();
+        // b was written but its snapshot update was lost: b has no snapshot, yet holds the head.
+        let p2 = plan(
+            Some(&head),
+            &[
+                fx.st(&fx.a, Some(&head), Observation::NotRead),
+                fx.st(&fx.b, None, present(&rec)),
+            ],
+            &policy(),
+        );
+        assert!(!p2.head_changed);
+        assert!(p2.dirty.is_empty());
+        assert_eq!(p2.snapshots.len(), 1);
+        assert_eq!(p2.snapshots[0].1, head);
+    }
+
+    #[test]
+    fn concurrent_edits_merge_field_by_field() {
+        let fx = Fixture::new();
+        let base = Fields::new().with("x", 1i64).with("y", 1i64);
+        let p0 = plan(
+            None,
+            &[
+                fx.st(&fx.a, None, present(&base)),
+                fx.st(&fx.b, None, Observation::NotRead),
+            ],
+            &policy(),
+        );
+        let head = p0.head.unwrap();
+        let ea = Fields::new().with("x", 2i64).with("y", 1i64);
+        let eb = Fields::new().with("x", 1i64).with("y", 3i64);
+        let p = plan(
+            Some(&head),
+            &[
+                fx.st(&fx.a, Some(&head), present(&ea)),
+                fx.st(&fx.b, Some(&head), present(&eb)),
+            ],
+            &policy(),
+        );
+        let h = p.head.unwrap();
+        let c = h.content.as_ref().unwrap();
+        assert_eq!(c.get("x"), Some(&Value::Int(2)));
+        assert_eq!(c.get("y"), Some(&Value::Int(3)));
+        assert!(p.conflicts.is_empty());
+        assert_eq!(p.dirty, vec![fx.a.clone(), fx.b.clone()]);
+        assert!(
+            h.clock.dominates(&p.snapshots[0].1.clock)
+                && h.clock.dominates(&p.snapshots[1].1.clock)
+        );
+    }
+}
