@@ -168,6 +168,32 @@ pub fn canonical_json(j: &serde_json::Value, out: &mut String) {
     }
 }
 
+/// The canonical encoding of a single value (tag and payload, no record frame); used where a
+/// value is stored on its own (conflict entries). Null encodes as the empty string.
+pub fn value_bytes(value: &Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    if !value.is_null() {
+        encode_value(&value.clone().normalize(), &mut out);
+    }
+    out
+}
+
+/// Decodes [`value_bytes`].
+pub fn value_from_bytes(bytes: &[u8]) -> Result<Value, DecodeError> {
+    if bytes.is_empty() {
+        return Ok(Value::Null);
+    }
+    let mut r = Reader { b: bytes, pos: 0 };
+    let v = decode_value(&mut r)?;
+    if r.pos != bytes.len() {
+        return Err(err(r.pos, "trailing bytes after the value"));
+    }
+    if !v.is_normalized() {
+        return Err(err(0, "value not in normal form"));
+    }
+    Ok(v)
+}
+
 struct Reader<'a> {
     b: &'a [u8],
     pos: usize,

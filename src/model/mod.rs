@@ -8,7 +8,7 @@ pub mod clock;
 pub mod ids;
 pub mod record;
 pub mod value;
-pub(crate) mod varint;
+pub mod varint;
 
 pub use canonical::{ContentHash, DecodeError};
 pub use clock::{Actor, ActorId, ClockOrdering, VectorClock};

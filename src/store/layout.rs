@@ -1,0 +1,183 @@
+//! The store layout: logical trees as one-byte key prefixes, and their key formats.
+//!
+//! ```text
+//! tree       prefix  key after the prefix                      value
+//! meta       0x00    name (UTF-8)                              per name, see state.rs
+//! head       'h'     entity(16)                                version entry
+//! snapshot   's'     system 0x00 entity(16)                    version entry
+//! xref       'x'     system 0x00 native-key (UTF-8)            entity(16)
+//! xref_rev   'e'     entity(16) system                         native-key (UTF-8)
+//! cursor     'k'     job 0x00 system                           entry v1 + connector bytes
+//! outbox     'o'     system 0x00 entity(16)                    entry v1 + bincode(OutboxEntry)
+//! conflict   'c'     entity(16) 0x00 | 0x01 field              entry v1 + bincode(ConflictEntry)
+//! runlog     'r'     started-ms (u64 BE) job                   entry v1 + bincode(RunLogEntry)
+//! ```
+//! System, instance and job names are restricted to `[A-Za-z0-9_.-]`, so 0x00 never occurs in
+//! them and the separators are unambiguous.
+
+use crate::model::{EntityId, SystemId};
+use std::fmt;
+
+/// A logical tree of the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tree {
+    Meta,
+    Head,
+    Snapshot,
+    Xref,
+    XrefRev,
+    Cursor,
+    Outbox,
+    Conflict,
+    RunLog,
+}
+
+impl Tree {
+    pub const ALL: [Tree; 9] = [
+        Tree::Meta,
+        Tree::Head,
+        Tree::Snapshot,
+        Tree::Xref,
+        Tree::XrefRev,
+        Tree::Cursor,
+        Tree::Outbox,
+        Tree::Conflict,
+        Tree::RunLog,
+    ];
+    pub fn prefix(self) -> u8 {
+        match self {
+            Tree::Meta => 0x00,
+            Tree::Head => b'h',
+            Tree::Snapshot => b's',
+            Tree::Xref => b'x',
+            Tree::XrefRev => b'e',
+            Tree::Cursor => b'k',
+            Tree::Outbox => b'o',
+            Tree::Conflict => b'c',
+            Tree::RunLog => b'r',
+        }
+    }
+    pub fn of_key(key: &[u8]) -> Option<Tree> {
+        let p = *key.first()?;
+        Tree::ALL.into_iter().find(|t| t.prefix() == p)
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Tree::Meta => "meta",
+            Tree::Head => "head",
+            Tree::Snapshot => "snapshot",
+            Tree::Xref => "xref",
+            Tree::XrefRev => "xref_rev",
+            Tree::Cursor => "cursor",
+            Tree::Outbox => "outbox",
+            Tree::Conflict => "conflict",
+            Tree::RunLog => "runlog",
+        }
+    }
+}
+
+impl fmt::Display for Tree {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A key shown for humans: printable ASCII as is, other bytes as `\xNN`.
+pub fn show_key(key: &[u8]) -> String {
+    let mut s = String::new();
+    for &b in key {
+        if (0x20..0x7f).contains(&b) && b != b'\\' {
+            s.push(b as char);
+        } else {
+            s.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    s
+}
+
+pub fn meta(name: &str) -> Vec<u8> {
+    let mut k = vec![Tree::Meta.prefix()];
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+pub fn head(e: &EntityId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(17);
+    k.push(Tree::Head.prefix());
+    k.extend_from_slice(&e.0);
+    k
+}
+
+pub fn system_prefix(tree: Tree, sys: &SystemId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + sys.as_str().len() + 16);
+    k.push(tree.prefix());
+    k.extend_from_slice(sys.as_str().as_bytes());
+    k.push(0);
+    k
+}
+
+pub fn snapshot(sys: &SystemId, e: &EntityId) -> Vec<u8> {
+    let mut k = system_prefix(Tree::Snapshot, sys);
+    k.extend_from_slice(&e.0);
+    k
+}
+
+pub fn xref(sys: &SystemId, native: &str) -> Vec<u8> {
+    let mut k = system_prefix(Tree::Xref, sys);
+    k.extend_from_slice(native.as_bytes());
+    k
+}
+
+pub fn xref_rev(e: &EntityId, sys: &SystemId) -> Vec<u8> {
+    let mut k = vec![Tree::XrefRev.prefix()];
+    k.extend_from_slice(&e.0);
+    k.extend_from_slice(sys.as_str().as_bytes());
+    k
+}
+
+pub fn cursor(job: &str, sys: &SystemId) -> Vec<u8> {
+    let mut k = vec![Tree::Cursor.prefix()];
+    k.extend_from_slice(job.as_bytes());
+    k.push(0);
+    k.extend_from_slice(sys.as_str().as_bytes());
+    k
+}
+
+pub fn outbox(sys: &SystemId, e: &EntityId) -> Vec<u8> {
+    let mut k = system_prefix(Tree::Outbox, sys);
+    k.extend_from_slice(&e.0);
+    k
+}
+
+pub fn conflict_prefix(e: &EntityId) -> Vec<u8> {
+    let mut k = vec![Tree::Conflict.prefix()];
+    k.extend_from_slice(&e.0);
+    k
+}
+
+pub fn conflict(e: &EntityId, field: Option<&str>) -> Vec<u8> {
+    let mut k = conflict_prefix(e);
+    match field {
+        None => k.push(0),
+        Some(f) => {
+            k.push(1);
+            k.extend_from_slice(f.as_bytes());
+        }
+    }
+    k
+}
+
+pub fn runlog(started_ms: i64, job: &str) -> Vec<u8> {
+    let mut k = vec![Tree::RunLog.prefix()];
+    k.extend_from_slice(&(started_ms.max(0) as u64).to_be_bytes());
+    k.extend_from_slice(job.as_bytes());
+    k
+}
+
+/// The entity id at the end of a snapshot / outbox key.
+pub fn entity_suffix(key: &[u8]) -> Option<EntityId> {
+    let tail = key.len().checked_sub(16)?;
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&key[tail..]);
+    Some(EntityId(id))
+}

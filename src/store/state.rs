@@ -1,0 +1,601 @@
+//! The typed store: concord's state on top of any [`Store`], versioned entry by entry.
+
+use super::layout::{self, show_key, Tree};
+use super::{scan_prefix, Batch, Store, StoreError};
+use crate::model::varint;
+use crate::model::{
+    canonical, ContentHash, EntityId, InstanceId, Key, SystemId, Timestamp, VectorClock, Version,
+};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use std::sync::Arc;
+
+/// The store format this build reads and writes. A store with another version is refused.
+pub const FORMAT_VERSION: u32 = 1;
+/// Version byte that starts every entry value.
+const ENTRY_V1: u8 = 1;
+
+const F_TOMB: u8 = 1;
+const F_MODSTAMP: u8 = 2;
+const F_ORIGIN: u8 = 4;
+
+fn corrupt(key: &[u8], reason: impl Into<String>) -> StoreError {
+    StoreError::Corrupt {
+        tree: Tree::of_key(key).unwrap_or(Tree::Meta),
+        key: show_key(key),
+        reason: reason.into(),
+    }
+}
+
+/// Encodes a head or snapshot version.
+pub(crate) fn encode_version(v: &Version, out: &mut Vec<u8>) {
+    out.push(ENTRY_V1);
+    let mut flags = 0;
+    if v.content.is_none() {
+        flags |= F_TOMB;
+    }
+    if v.modstamp.is_some() {
+        flags |= F_MODSTAMP;
+    }
+    if v.origin.is_some() {
+        flags |= F_ORIGIN;
+    }
+    out.push(flags);
+    if let Some(h) = &v.hash {
+        out.extend_from_slice(&h.0);
+    }
+    v.clock.encode_into(out);
+    if let Some(m) = v.modstamp {
+        varint::put_u64(out, varint::zigzag64(m.millis()));
+    }
+    if let Some(o) = &v.origin {
+        varint::put_u64(out, o.as_str().len() as u64);
+        out.extend_from_slice(o.as_str().as_bytes());
+    }
+    if let Some(c) = &v.content {
+        canonical::encode_into(c, out);
+    }
+}
+
+/// The cheap part of a version entry: no field decoding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionMeta {
+    pub hash: Option<ContentHash>,
+    pub clock: VectorClock,
+    pub modstamp: Option<Timestamp>,
+    pub origin: Option<SystemId>,
+}
+
+fn decode_version_parts<'a>(
+    key: &[u8],
+    b: &'a [u8],
+) -> Result<(VersionMeta, &'a [u8]), StoreError> {
+    let Some((&ver, rest)) = b.split_first() else {
+        return Err(corrupt(key, "empty value"));
+    };
+    if ver != ENTRY_V1 {
+        return Err(corrupt(key, format!("unknown entry version {ver}")));
+    }
+    let Some((&flags, mut rest)) = rest.split_first() else {
+        return Err(corrupt(key, "truncated flags"));
+    };
+    if flags & !(F_TOMB | F_MODSTAMP | F_ORIGIN) != 0 {
+        return Err(corrupt(key, format!("unknown flags 0x{flags:02x}")));
+    }
+    let hash = if flags & F_TOMB == 0 {
+        if rest.len() < 32 {
+            return Err(corrupt(key, "truncated hash"));
+        }
+        let mut h = [0u8; 32];
+        h.copy_from_slice(&rest[..32]);
+        rest = &rest[32..];
+        Some(ContentHash(h))
+    } else {
+        None
+    };
+    let (clock, used) = VectorClock::decode(rest).map_err(|e| corrupt(key, e.to_string()))?;
+    let mut pos = used;
+    let modstamp = if flags & F_MODSTAMP != 0 {
+        let m = varint::get_u64(rest, &mut pos).map_err(|_| corrupt(key, "bad modstamp"))?;
+        Some(Timestamp(varint::unzigzag64(m)))
+    } else {
+        None
+    };
+    let origin = if flags & F_ORIGIN != 0 {
+        let n = varint::get_u64(rest, &mut pos).map_err(|_| corrupt(key, "bad origin length"))?
+            as usize;
+        let raw = rest
+            .get(pos..pos.saturating_add(n))
+            .ok_or_else(|| corrupt(key, "truncated origin"))?;
+        pos += n;
+        let s = std::str::from_utf8(raw).map_err(|_| corrupt(key, "origin not UTF-8"))?;
+        Some(SystemId::new(s).map_err(|e| corrupt(key, e.to_string()))?)
+    } else {
+        None
+    };
+    let content = &rest[pos..];
+    if hash.is_none() && !content.is_empty() {
+        return Err(corrupt(key, "tombstone with content"));
+    }
+    Ok((
+        VersionMeta {
+            hash,
+            clock,
+            modstamp,
+            origin,
+        },
+        content,
+    ))
+}
+
+/// Decodes a version entry, checking that the content matches its stored hash.
+pub fn decode_version(key: &[u8], b: &[u8]) -> Result<Version, StoreError> {
+    let (meta, content) = decode_version_parts(key, b)?;
+    let content = match meta.hash {
+        None => None,
+        Some(h) => {
+            if ContentHash::of_bytes(content) != h {
+                return Err(corrupt(key, "content does not match its hash"));
+            }
+            Some(canonical::decode(content).map_err(|e| corrupt(key, e.to_string()))?)
+        }
+    };
+    Ok(Version {
+        content,
+        hash: meta.hash,
+        clock: meta.clock,
+        modstamp: meta.modstamp,
+        origin: meta.origin,
+    })
+}
+
+fn encode_entry<T: Serialize>(v: &T) -> Vec<u8> {
+    let mut out = vec![ENTRY_V1];
+    out.extend(
+        bincode::serde::encode_to_vec(v, bincode::config::standard())
+            .expect("in-memory encoding cannot fail"),
+    );
+    out
+}
+
+fn decode_entry<T: DeserializeOwned>(key: &[u8], b: &[u8]) -> Result<T, StoreError> {
+    match b.split_first() {
+        Some((&ENTRY_V1, rest)) => {
+            let (v, used) = bincode::serde::decode_from_slice(rest, bincode::config::standard())
+                .map_err(|e| corrupt(key, e.to_string()))?;
+            if used != rest.len() {
+                return Err(corrupt(key, "trailing bytes"));
+            }
+            Ok(v)
+        }
+        Some((&v, _)) => Err(corrupt(key, format!("unknown entry version {v}"))),
+        None => Err(corrupt(key, "empty value")),
+    }
+}
+
+/// A pending write of an entity's head to one system.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    pub enqueued_ms: i64,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+}
+
+/// One side of a stored conflict; values in the canonical single-value encoding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConflictSideEntry {
+    pub system: String,
+    pub value: Vec<u8>,
+    pub modstamp: Option<i64>,
+}
+
+/// A conflict waiting for (or decided by) a policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConflictEntry {
+    pub job: String,
+    pub entity: [u8; 16],
+    /// `None`: record-level (delete vs update).
+    pub field: Option<String>,
+    pub base: Vec<u8>,
+    pub sides: Vec<ConflictSideEntry>,
+    pub detected_ms: i64,
+}
+
+/// One run of a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunLogEntry {
+    pub job: String,
+    pub started_ms: i64,
+    pub finished_ms: i64,
+    pub status: String,
+    pub counts: Vec<(String, u64)>,
+    pub message: Option<String>,
+}
+
+/// Writes collected for one atomic, durable checkpoint.
+#[derive(Debug, Default)]
+pub struct Checkpoint {
+    batch: Batch,
+}
+
+impl Checkpoint {
+    pub fn put_head(&mut self, e: &EntityId, v: &Version) {
+        let mut buf = Vec::with_capacity(128);
+        encode_version(v, &mut buf);
+        self.batch.put(layout::head(e), buf);
+    }
+    pub fn put_snapshot(&mut self, sys: &SystemId, e: &EntityId, v: &Version) {
+        let mut buf = Vec::with_capacity(128);
+        encode_version(v, &mut buf);
+        self.batch.put(layout::snapshot(sys, e), buf);
+    }
+    pub fn delete_snapshot(&mut self, sys: &SystemId, e: &EntityId) {
+        self.batch.delete(layout::snapshot(sys, e));
+    }
+    /// Records both directions of the cross-reference.
+    pub fn put_xref(&mut self, sys: &SystemId, native: &Key, e: &EntityId) {
+        self.batch
+            .put(layout::xref(sys, native.as_str()), e.0.to_vec());
+        self.batch.put(
+            layout::xref_rev(e, sys),
+            native.as_str().as_bytes().to_vec(),
+        );
+    }
+    pub fn delete_xref(&mut self, sys: &SystemId, native: &Key, e: &EntityId) {
+        self.batch.delete(layout::xref(sys, native.as_str()));
+        self.batch.delete(layout::xref_rev(e, sys));
+    }
+    pub fn put_cursor(&mut self, job: &str, sys: &SystemId, cursor: &[u8]) {
+        let mut v = vec![ENTRY_V1];
+        v.extend_from_slice(cursor);
+        self.batch.put(layout::cursor(job, sys), v);
+    }
+    pub fn outbox_put(&mut self, sys: &SystemId, e: &EntityId, entry: &OutboxEntry) {
+        self.batch.put(layout::outbox(sys, e), encode_entry(entry));
+    }
+    pub fn outbox_remove(&mut self, sys: &SystemId, e: &EntityId) {
+        self.batch.delete(layout::outbox(sys, e));
+    }
+    pub fn put_conflict(&mut self, c: &ConflictEntry) {
+        let e = EntityId(c.entity);
+        self.batch
+            .put(layout::conflict(&e, c.field.as_deref()), encode_entry(c));
+    }
+    pub fn remove_conflict(&mut self, e: &EntityId, field: Option<&str>) {
+        self.batch.delete(layout::conflict(e, field));
+    }
+    pub fn log_run(&mut self, r: &RunLogEntry) {
+        self.batch
+            .put(layout::runlog(r.started_ms, &r.job), encode_entry(r));
+    }
+    pub fn len(&self) -> usize {
+        self.batch.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.batch.is_empty()
+    }
+}
+
+/// concord's state in a [`Store`].
+#[derive(Clone)]
+pub struct StateStore {
+    store: Arc<dyn Store>,
+    instance: InstanceId,
+}
+
+const META_FORMAT: &str = "format";
+const META_INSTANCE: &str = "instance";
+
+impl StateStore {
+    /// Opens the state in `store` for `instance`. An empty store is initialised (format marker and
+    /// instance, flushed); a store with another format version, another instance, or data without
+    /// a marker is refused and left untouched.
+    pub fn open(store: Arc<dyn Store>, instance: InstanceId) -> Result<Self, StoreError> {
+        let fkey = layout::meta(META_FORMAT);
+        match store.get(&fkey)? {
+            Some(v) => {
+                let raw: [u8; 4] = v
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| corrupt(&fkey, "format marker is not 4 bytes"))?;
+                let found = u32::from_be_bytes(raw);
+                if found != FORMAT_VERSION {
+                    return Err(StoreError::UnsupportedFormat {
+                        found,
+                        supported: FORMAT_VERSION,
+                    });
+                }
+                let ikey = layout::meta(META_INSTANCE);
+                let inst = store
+                    .get(&ikey)?
+                    .ok_or_else(|| corrupt(&ikey, "missing instance name"))?;
+                let inst =
+                    String::from_utf8(inst).map_err(|_| corrupt(&ikey, "instance not UTF-8"))?;
+                if inst != instance.as_str() {
+                    return Err(StoreError::WrongInstance {
+                        found: inst,
+                        expected: instance.to_string(),
+                    });
+                }
+            }
+            None => {
+                let mut any = false;
+                store.scan(&[], None, &mut |_, _| {
+                    any = true;
+                    false
+                })?;
+                if any {
+                    return Err(StoreError::NotAConcordStore("the store".into()));
+                }
+                let mut b = Batch::new();
+                b.put(fkey, FORMAT_VERSION.to_be_bytes().to_vec());
+                b.put(
+                    layout::meta(META_INSTANCE),
+                    instance.as_str().as_bytes().to_vec(),
+                );
+                store.commit(b)?;
+            }
+        }
+        Ok(StateStore { store, instance })
+    }
+
+    pub fn instance(&self) -> &InstanceId {
+        &self.instance
+    }
+
+    pub fn raw(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint::default()
+    }
+
+    /// Applies the checkpoint atomically and flushes it to disk before returning.
+    pub fn commit(&self, cp: Checkpoint) -> Result<(), StoreError> {
+        if cp.is_empty() {
+            return Ok(());
+        }
+        self.store.commit(cp.batch)
+    }
+
+    /// Applies without flushing (for non-critical entries, e.g. retry counters).
+    pub fn apply(&self, cp: Checkpoint) -> Result<(), StoreError> {
+        self.store.apply(cp.batch)
+    }
+
+    fn get_version(&self, key: Vec<u8>) -> Result<Option<Version>, StoreError> {
+        match self.store.get(&key)? {
+            None => Ok(None),
+            Some(b) => decode_version(&key, &b).map(Some),
+        }
+    }
+
+    pub fn head(&self, e: &EntityId) -> Result<Option<Version>, StoreError> {
+        self.get_version(layout::head(e))
+    }
+
+    pub fn snapshot(&self, sys: &SystemId, e: &EntityId) -> Result<Option<Version>, StoreError> {
+        self.get_version(layout::snapshot(sys, e))
+    }
+
+    pub fn entity_for(&self, sys: &SystemId, native: &Key) -> Result<Option<EntityId>, StoreError> {
+        let key = layout::xref(sys, native.as_str());
+        match self.store.get(&key)? {
+            None => Ok(None),
+            Some(b) => {
+                let raw: [u8; 16] = b
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| corrupt(&key, "entity id is not 16 bytes"))?;
+                Ok(Some(EntityId(raw)))
+            }
+        }
+    }
+
+    pub fn native_key(&self, e: &EntityId, sys: &SystemId) -> Result<Option<Key>, StoreError> {
+        let key = layout::xref_rev(e, sys);
+        match self.store.get(&key)? {
+            None => Ok(None),
+            Some(b) => Ok(Some(Key::new(
+                String::from_utf8(b).map_err(|_| corrupt(&key, "native key not UTF-8"))?,
+            ))),
+        }
+    }
+
+    pub fn cursor(&self, job: &str, sys: &SystemId) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = layout::cursor(job, sys);
+        match self.store.get(&key)? {
+            None => Ok(None),
+            Some(b) => match b.split_first() {
+                Some((&ENTRY_V1, rest)) => Ok(Some(rest.to_vec())),
+                Some((&v, _)) => Err(corrupt(&key, format!("unknown entry version {v}"))),
+                None => Err(corrupt(&key, "empty value")),
+            },
+        }
+    }
+
+    /// Up to `limit` pending writes for `sys`, in entity order.
+    pub fn outbox(
+        &self,
+        sys: &SystemId,
+        limit: usize,
+    ) -> Result<Vec<(EntityId, OutboxEntry)>, StoreError> {
+        let mut out = Vec::new();
+        let mut failure = None;
+        scan_prefix(
+            self.raw(),
+            &layout::system_prefix(Tree::Outbox, sys),
+            &mut |k, v| {
+                let res = layout::entity_suffix(k)
+                    .ok_or_else(|| corrupt(k, "short key"))
+                    .and_then(|e| decode_entry::<OutboxEntry>(k, v).map(|o| (e, o)));
+                match res {
+                    Ok(x) => out.push(x),
+                    Err(e) => {
+                        failure = Some(e);
+                        return false;
+                    }
+                }
+                out.len() < limit
+            },
+        )?;
+        failure.map_or(Ok(out), Err)
+    }
+
+    pub fn outbox_len(&self, sys: &SystemId) -> Result<u64, StoreError> {
+        let mut n = 0;
+        scan_prefix(
+            self.raw(),
+            &layout::system_prefix(Tree::Outbox, sys),
+            &mut |_, _| {
+                n += 1;
+                true
+            },
+        )?;
+        Ok(n)
+    }
+
+    /// Calls `f` for each snapshot of `sys` with the entity and its decoded version.
+    pub fn scan_snapshots(
+        &self,
+        sys: &SystemId,
+        f: &mut dyn FnMut(EntityId, Version) -> bool,
+    ) -> Result<(), StoreError> {
+        let mut failure = None;
+        scan_prefix(
+            self.raw(),
+            &layout::system_prefix(Tree::Snapshot, sys),
+            &mut |k, v| {
+                let res = layout::entity_suffix(k)
+                    .ok_or_else(|| corrupt(k, "short key"))
+                    .and_then(|e| decode_version(k, v).map(|ver| (e, ver)));
+                match res {
+                    Ok((e, ver)) => f(e, ver),
+                    Err(e) => {
+                        failure = Some(e);
+                        false
+                    }
+                }
+            },
+        )?;
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// Like [`StateStore::scan_snapshots`] but decodes only hash, clock and modstamp.
+    pub fn scan_snapshot_meta(
+        &self,
+        sys: &SystemId,
+        f: &mut dyn FnMut(EntityId, VersionMeta) -> bool,
+    ) -> Result<(), StoreError> {
+        let mut failure = None;
+        scan_prefix(
+            self.raw(),
+            &layout::system_prefix(Tree::Snapshot, sys),
+            &mut |k, v| {
+                let res = layout::entity_suffix(k)
+                    .ok_or_else(|| corrupt(k, "short key"))
+                    .and_then(|e| decode_version_parts(k, v).map(|(m, _)| (e, m)));
+                match res {
+                    Ok((e, m)) => f(e, m),
+                    Err(e) => {
+                        failure = Some(e);
+                        false
+                    }
+                }
+            },
+        )?;
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// Every entity with a head, in id order.
+    pub fn scan_heads(
+        &self,
+        f: &mut dyn FnMut(EntityId, Version) -> bool,
+    ) -> Result<(), StoreError> {
+        let mut failure = None;
+        scan_prefix(self.raw(), &[Tree::Head.prefix()], &mut |k, v| {
+            let res = layout::entity_suffix(k)
+                .ok_or_else(|| corrupt(k, "short key"))
+                .and_then(|e| decode_version(k, v).map(|ver| (e, ver)));
+            match res {
+                Ok((e, ver)) => f(e, ver),
+                Err(e) => {
+                    failure = Some(e);
+                    false
+                }
+            }
+        })?;
+        failure.map_or(Ok(()), Err)
+    }
+
+    fn collect<T: DeserializeOwned>(&self, prefix: &[u8]) -> Result<Vec<T>, StoreError> {
+        let mut out = Vec::new();
+        let mut failure = None;
+        scan_prefix(self.raw(), prefix, &mut |k, v| match decode_entry(k, v) {
+            Ok(x) => {
+                out.push(x);
+                true
+            }
+            Err(e) => {
+                failure = Some(e);
+                false
+            }
+        })?;
+        failure.map_or(Ok(out), Err)
+    }
+
+    pub fn conflicts(&self) -> Result<Vec<ConflictEntry>, StoreError> {
+        self.collect(&[Tree::Conflict.prefix()])
+    }
+
+    pub fn conflicts_of(&self, e: &EntityId) -> Result<Vec<ConflictEntry>, StoreError> {
+        self.collect(&layout::conflict_prefix(e))
+    }
+
+    pub fn run_log(&self) -> Result<Vec<RunLogEntry>, StoreError> {
+        self.collect(&[Tree::RunLog.prefix()])
+    }
+
+    /// Reads every entry of every tree and decodes it: the first corrupt one is the error.
+    pub fn verify(&self) -> Result<u64, StoreError> {
+        let mut n = 0u64;
+        let mut failure = None;
+        self.store.scan(&[], None, &mut |k, v| {
+            n += 1;
+            let res = match Tree::of_key(k) {
+                None => Err(corrupt(k, "key outside every tree")),
+                Some(Tree::Head) | Some(Tree::Snapshot) => decode_version(k, v).map(|_| ()),
+                Some(Tree::Outbox) => decode_entry::<OutboxEntry>(k, v).map(|_| ()),
+                Some(Tree::Conflict) => decode_entry::<ConflictEntry>(k, v).map(|_| ()),
+                Some(Tree::RunLog) => decode_entry::<RunLogEntry>(k, v).map(|_| ()),
+                Some(Tree::Xref) if v.len() != 16 => Err(corrupt(k, "entity id is not 16 bytes")),
+                Some(Tree::XrefRev) if std::str::from_utf8(v).is_err() => {
+                    Err(corrupt(k, "native key not UTF-8"))
+                }
+                Some(Tree::Cursor) if v.first() != Some(&ENTRY_V1) => {
+                    Err(corrupt(k, "unknown entry version"))
+                }
+                _ => Ok(()),
+            };
+            match res {
+                Ok(()) => true,
+                Err(e) => {
+                    failure = Some(e);
+                    false
+                }
+            }
+        })?;
+        failure.map_or(Ok(n), Err)
+    }
+}
+
+/// Decodes a raw store entry by its tree (fuzzing and `verify`): never panics.
+pub fn decode_any_entry(key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+    match Tree::of_key(key) {
+        Some(Tree::Head) | Some(Tree::Snapshot) => decode_version(key, value).map(|_| ()),
+        Some(Tree::Outbox) => decode_entry::<OutboxEntry>(key, value).map(|_| ()),
+        Some(Tree::Conflict) => decode_entry::<ConflictEntry>(key, value).map(|_| ()),
+        Some(Tree::RunLog) => decode_entry::<RunLogEntry>(key, value).map(|_| ()),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,230 @@
+use super::*;
+use crate::model::{Fields, InstanceId, Key, SystemId, Timestamp, VectorClock, Version};
+use std::sync::Arc;
+
+fn inst() -> InstanceId {
+    InstanceId::new("n1").unwrap()
+}
+
+fn backends() -> Vec<(&'static str, Arc<dyn Store>, Option<tempfile::TempDir>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let sled: Arc<dyn Store> = Arc::new(SledStore::open(dir.path().join("db")).unwrap());
+    vec![
+        ("memory", Arc::new(MemoryStore::new()), None),
+        ("fault", Arc::new(FaultStore::new()), None),
+        ("sled", sled, Some(dir)),
+    ]
+}
+
+fn version(n: i64) -> Version {
+    let mut clock = VectorClock::new();
+    clock.set(crate::model::ActorId(7), n as u64 + 1);
+    Version::new(
+        Some(Fields::new().with("n", n).with("name", format!("rec {n}"))),
+        clock,
+        Some(Timestamp(1_700_000_000_000 + n)),
+        Some(SystemId::new("sf").unwrap()),
+    )
+}
+
+#[test]
+fn raw_trait_contract() {
+    for (name, s, _dir) in backends() {
+        let mut b = Batch::new();
+        b.put(b"a1".to_vec(), b"x".to_vec());
+        b.put(b"a2".to_vec(), b"y".to_vec());
+        b.put(b"b1".to_vec(), b"z".to_vec());
+        s.commit(b).unwrap();
+        assert_eq!(s.get(b"a2").unwrap(), Some(b"y".to_vec()), "{name}");
+        let mut seen = Vec::new();
+        scan_prefix(s.as_ref(), b"a", &mut |k, _| {
+            seen.push(k.to_vec());
+            true
+        })
+        .unwrap();
+        assert_eq!(seen, vec![b"a1".to_vec(), b"a2".to_vec()], "{name}");
+        let mut first = Vec::new();
+        s.scan(b"", None, &mut |k, _| {
+            first.push(k.to_vec());
+            false
+        })
+        .unwrap();
+        assert_eq!(first.len(), 1, "{name}: scan stops when told");
+        let mut b = Batch::new();
+        b.delete(b"a1".to_vec());
+        s.commit(b).unwrap();
+        assert_eq!(s.get(b"a1").unwrap(), None, "{name}");
+    }
+}
+
+#[test]
+fn typed_state_round_trips() {
+    for (name, s, _dir) in backends() {
+        let st = StateStore::open(s, inst()).unwrap();
+        let sf = SystemId::new("sf").unwrap();
+        let e = crate::model::EntityId::derive(&sf, "001A");
+        let mut cp = st.checkpoint();
+        cp.put_head(&e, &version(1));
+        cp.put_snapshot(&sf, &e, &version(1));
+        let tomb = Version::new(None, VectorClock::new(), None, None);
+        let e2 = crate::model::EntityId::derive(&sf, "001B");
+        cp.put_snapshot(&sf, &e2, &tomb);
+        cp.put_xref(&sf, &Key::new("001A"), &e);
+        cp.put_cursor("job1", &sf, b"cursor-bytes");
+        cp.outbox_put(
+            &sf,
+            &e,
+            &OutboxEntry {
+                enqueued_ms: 5,
+                attempts: 0,
+                last_error: None,
+            },
+        );
+        cp.put_conflict(&ConflictEntry {
+            job: "job1".into(),
+            entity: e.0,
+            field: Some("Phone".into()),
+            base: vec![],
+            sides: vec![],
+            detected_ms: 9,
+        });
+        cp.log_run(&RunLogEntry {
+            job: "job1".into(),
+            started_ms: 1,
+            finished_ms: 2,
+            status: "ok".into(),
+            counts: vec![("read".into(), 3)],
+            message: None,
+        });
+        st.commit(cp).unwrap();
+        assert_eq!(st.head(&e).unwrap(), Some(version(1)), "{name}");
+        assert_eq!(st.snapshot(&sf, &e2).unwrap(), Some(tomb.clone()), "{name}");
+        assert_eq!(st.entity_for(&sf, &Key::new("001A")).unwrap(), Some(e));
+        assert_eq!(st.native_key(&e, &sf).unwrap(), Some(Key::new("001A")));
+        assert_eq!(
+            st.cursor("job1", &sf).unwrap().as_deref(),
+            Some(&b"cursor-bytes"[..])
+        );
+        assert_eq!(st.outbox(&sf, 10).unwrap().len(), 1);
+        assert_eq!(st.outbox_len(&sf).unwrap(), 1);
+        assert_eq!(st.conflicts().unwrap().len(), 1);
+        assert_eq!(st.conflicts_of(&e).unwrap().len(), 1);
+        assert_eq!(st.run_log().unwrap()[0].counts[0].1, 3);
+        let mut n = 0;
+        st.scan_snapshots(&sf, &mut |_, _| {
+            n += 1;
+            true
+        })
+        .unwrap();
+        assert_eq!(n, 2);
+        assert!(st.verify().unwrap() >= 9, "{name}");
+    }
+}
+
+#[test]
+fn corrupt_entries_are_named_and_left_alone() {
+    let s: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let st = StateStore::open(s.clone(), inst()).unwrap();
+    let sf = SystemId::new("sf").unwrap();
+    let e = crate::model::EntityId::derive(&sf, "1");
+    let mut cp = st.checkpoint();
+    cp.put_snapshot(&sf, &e, &version(3));
+    st.commit(cp).unwrap();
+    let key = layout::snapshot(&sf, &e);
+    let mut bytes = s.get(&key).unwrap().unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x55; // flip content bits: hash no longer matches
+    let mut b = Batch::new();
+    b.put(key.clone(), bytes.clone());
+    s.commit(b).unwrap();
+    let err = st.snapshot(&sf, &e).unwrap_err().to_string();
+    assert!(err.contains("snapshot") && err.contains("sf\\x00"), "{err}");
+    assert!(err.contains("hash"), "{err}");
+    assert!(st.verify().is_err());
+    assert_eq!(s.get(&key).unwrap(), Some(bytes), "never repaired silently");
+    // Unknown entry version.
+    let mut b = Batch::new();
+    b.put(key.clone(), vec![9, 0]);
+    s.commit(b).unwrap();
+    assert!(st
+        .snapshot(&sf, &e)
+        .unwrap_err()
+        .to_string()
+        .contains("unknown entry version 9"));
+}
+
+#[test]
+fn format_version_and_instance_are_checked() {
+    let s: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    StateStore::open(s.clone(), inst()).unwrap();
+    StateStore::open(s.clone(), inst()).unwrap();
+    let other = StateStore::open(s.clone(), InstanceId::new("n2").unwrap());
+    assert!(matches!(other, Err(StoreError::WrongInstance { .. })));
+    let mut b = Batch::new();
+    b.put(layout::meta("format"), 99u32.to_be_bytes().to_vec());
+    s.commit(b).unwrap();
+    let before = s.get(&layout::meta("format")).unwrap();
+    let e = StateStore::open(s.clone(), inst()).err().unwrap();
+    assert!(
+        matches!(e, StoreError::UnsupportedFormat { found: 99, .. }),
+        "{e}"
+    );
+    assert_eq!(
+        s.get(&layout::meta("format")).unwrap(),
+        before,
+        "left untouched"
+    );
+    // Data without a marker.
+    let foreign: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let mut b = Batch::new();
+    b.put(b"hello".to_vec(), b"world".to_vec());
+    foreign.commit(b).unwrap();
+    assert!(matches!(
+        StateStore::open(foreign, inst()),
+        Err(StoreError::NotAConcordStore(_))
+    ));
+}
+
+#[test]
+fn sled_persists_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let sf = SystemId::new("sf").unwrap();
+    let e = crate::model::EntityId::derive(&sf, "1");
+    {
+        let st = StateStore::open(Arc::new(SledStore::open(&path).unwrap()), inst()).unwrap();
+        let mut cp = st.checkpoint();
+        cp.put_head(&e, &version(4));
+        st.commit(cp).unwrap();
+    }
+    let st = StateStore::open(Arc::new(SledStore::open(&path).unwrap()), inst()).unwrap();
+    assert_eq!(st.head(&e).unwrap(), Some(version(4)));
+}
+
+#[test]
+fn fault_store_loses_only_unflushed_data() {
+    let f = Arc::new(FaultStore::new());
+    let mut b = Batch::new();
+    b.put(b"k1".to_vec(), b"1".to_vec());
+    f.commit(b).unwrap();
+    let mut b = Batch::new();
+    b.put(b"k2".to_vec(), b"2".to_vec());
+    f.apply(b).unwrap();
+    f.arm(1, FaultKind::Crash);
+    assert!(f.flush().is_err());
+    assert!(matches!(f.get(b"k1"), Err(StoreError::Crashed)));
+    f.restart();
+    assert_eq!(f.get(b"k1").unwrap(), Some(b"1".to_vec()));
+    assert_eq!(
+        f.get(b"k2").unwrap(),
+        None,
+        "unflushed write lost by the crash"
+    );
+    // A plain error changes nothing and the store goes on.
+    f.arm(1, FaultKind::Error);
+    let mut b = Batch::new();
+    b.put(b"k3".to_vec(), b"3".to_vec());
+    assert!(f.commit(b).is_err());
+    assert_eq!(f.get(b"k3").unwrap(), None);
+    assert_eq!(f.faults_fired(), 2);
+}
