@@ -8,6 +8,8 @@
 //! - [`connector`]: one folder per kind of system.
 //! - [`engine`]: the only place that joins store, core and connectors.
 
+pub mod connector;
 pub mod core;
+pub mod engine;
 pub mod model;
 pub mod store;

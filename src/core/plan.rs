@@ -5,9 +5,13 @@
 //! 1. A system whose observed content hashes like its snapshot did not change.
 //! 2. A system whose observed content hashes like the head already holds the head (our own
 //!    write read back, or a write whose checkpoint was lost in a crash): its snapshot becomes the
-//!    head. This is the echo suppression; it creates no new version.
+//!    head. This is the echo suppression; it creates no new version. Likewise a system holding
+//!    the version last sent to it (`pending`, recorded before the write) holds that version.
 //! 3. Otherwise the system changed: a new version with the snapshot's clock advanced at the
-//!    (instance, system) actor past anything the head has seen for that actor.
+//!    (instance, system) actor past anything the head has seen for that actor. Its merge base is
+//!    the snapshot; when a sent write is unconfirmed, the base is taken field by field from the
+//!    snapshot or the sent version, whichever the system still agrees with (see
+//!    [`uncertain_base`]).
 //! 4. New versions fold into the head in system order: a version whose clock dominates the head
 //!    fast-forwards it; a concurrent one is merged 3-way against that system's snapshot (the base
 //!    it was edited from), and the merged head's clock is the pointwise max.
@@ -38,6 +42,8 @@ pub struct SystemState<'a> {
     pub actor: ActorId,
     /// What the store last knew this system to hold.
     pub snapshot: Option<&'a Version>,
+    /// A version sent to this system whose success was never confirmed.
+    pub pending: Option<&'a Version>,
     pub observed: Observation,
 }
 
@@ -61,13 +67,48 @@ fn hash_of(v: Option<&Version>) -> Option<crate::model::ContentHash> {
     v.and_then(|v| v.hash)
 }
 
+/// The merge base for a system that was sent `sent` but never confirmed it, and now holds
+/// `observed`, which matches neither: each field's base is the sent value if the system still
+/// has it, else the snapshot's value if the system still has that, else the sent value. A field
+/// counts as the user's edit exactly when it matches neither. (A user who, after an unconfirmed
+/// write, sets a field back to its old value is not seen as editing it.)
+pub fn uncertain_base(
+    snapshot: Option<&Fields>,
+    sent: Option<&Fields>,
+    observed: Option<&Fields>,
+) -> Option<Fields> {
+    let (Some(o), Some(p)) = (observed, sent) else {
+        return snapshot.cloned();
+    };
+    let empty = Fields::new();
+    let s = snapshot.unwrap_or(&empty);
+    let mut names: Vec<&String> = s.names().chain(p.names()).chain(o.names()).collect();
+    names.sort();
+    names.dedup();
+    let mut base = Fields::new();
+    for n in names {
+        let (of, pf, sf) = (o.get(n), p.get(n), s.get(n));
+        let b = if of == pf {
+            pf
+        } else if of == sf {
+            sf
+        } else {
+            pf
+        };
+        if let Some(v) = b {
+            base.set(n.clone(), v.clone());
+        }
+    }
+    Some(base)
+}
+
 /// Plans one entity. `systems` must be every system of the job (read or not), each once.
 pub fn plan(head: Option<&Version>, systems: &[SystemState<'_>], policy: &Policy) -> EntityPlan {
     let mut order: Vec<&SystemState<'_>> = systems.iter().collect();
     order.sort_by(|a, b| a.system.cmp(b.system));
 
     let mut snapshots: Vec<(SystemId, Version)> = Vec::new();
-    let mut changes: Vec<(&SystemState<'_>, Version)> = Vec::new();
+    let mut changes: Vec<(&SystemState<'_>, Option<Fields>, Version)> = Vec::new();
     for s in &order {
         let (content, modstamp) = match &s.observed {
             Observation::NotRead => continue,
@@ -87,6 +128,12 @@ pub fn plan(head: Option<&Version>, systems: &[SystemState<'_>], policy: &Policy
                 continue;
             }
         }
+        if let Some(p) = s.pending {
+            if p.hash == observed_hash {
+                snapshots.push((s.system.clone(), p.clone())); // rule 2, older sent version
+                continue;
+            }
+        }
         // rule 3
         let mut clock = s.snapshot.map(|v| v.clock.clone()).unwrap_or_default();
         let seen = clock
@@ -100,15 +147,20 @@ pub fn plan(head: Option<&Version>, systems: &[SystemState<'_>], policy: &Policy
             modstamp,
             origin: Some(s.system.clone()),
         };
+        let snap_content = s.snapshot.and_then(|b| b.content.as_ref());
+        let base = match s.pending {
+            None => snap_content.cloned(),
+            Some(p) => uncertain_base(snap_content, p.content.as_ref(), content),
+        };
         snapshots.push((s.system.clone(), v.clone()));
-        changes.push((s, v));
+        changes.push((s, base, v));
     }
 
     // rule 4
     let mut new_head: Option<Version> = head.cloned();
     let mut conflicts = Vec::new();
     let mut held = false;
-    for (s, v) in changes {
+    for (s, base, v) in changes {
         let Some(h) = new_head.as_ref() else {
             new_head = Some(v);
             continue;
@@ -117,7 +169,7 @@ pub fn plan(head: Option<&Version>, systems: &[SystemState<'_>], policy: &Policy
             ClockOrdering::After | ClockOrdering::Equal => new_head = Some(v),
             ClockOrdering::Before => {} // cannot happen: rule 3 advances past the head
             ClockOrdering::Concurrent => {
-                let base = s.snapshot.and_then(|b| b.content.as_ref());
+                let base = base.as_ref();
                 let head_sys = h.origin.clone().unwrap_or_else(|| s.system.clone());
                 let out = merge(
                     base,
@@ -197,6 +249,7 @@ mod tests {
                 system: sys,
                 actor: ActorId::of(&self.inst, sys),
                 snapshot: snap,
+                pending: None,
                 observed: obs,
             }
         }

@@ -9,6 +9,7 @@
 //! xref_rev   'e'     entity(16) system                         native-key (UTF-8)
 //! cursor     'k'     job 0x00 system                           entry v1 + connector bytes
 //! outbox     'o'     system 0x00 entity(16)                    entry v1 + bincode(OutboxEntry)
+//! pending    'p'     system 0x00 entity(16)                    version entry (write in flight)
 //! conflict   'c'     entity(16) 0x00 | 0x01 field              entry v1 + bincode(ConflictEntry)
 //! runlog     'r'     started-ms (u64 BE) job                   entry v1 + bincode(RunLogEntry)
 //! ```
@@ -28,12 +29,13 @@ pub enum Tree {
     XrefRev,
     Cursor,
     Outbox,
+    Pending,
     Conflict,
     RunLog,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 9] = [
+    pub const ALL: [Tree; 10] = [
         Tree::Meta,
         Tree::Head,
         Tree::Snapshot,
@@ -41,6 +43,7 @@ impl Tree {
         Tree::XrefRev,
         Tree::Cursor,
         Tree::Outbox,
+        Tree::Pending,
         Tree::Conflict,
         Tree::RunLog,
     ];
@@ -53,6 +56,7 @@ impl Tree {
             Tree::XrefRev => b'e',
             Tree::Cursor => b'k',
             Tree::Outbox => b'o',
+            Tree::Pending => b'p',
             Tree::Conflict => b'c',
             Tree::RunLog => b'r',
         }
@@ -70,6 +74,7 @@ impl Tree {
             Tree::XrefRev => "xref_rev",
             Tree::Cursor => "cursor",
             Tree::Outbox => "outbox",
+            Tree::Pending => "pending",
             Tree::Conflict => "conflict",
             Tree::RunLog => "runlog",
         }
@@ -145,6 +150,12 @@ pub fn cursor(job: &str, sys: &SystemId) -> Vec<u8> {
 
 pub fn outbox(sys: &SystemId, e: &EntityId) -> Vec<u8> {
     let mut k = system_prefix(Tree::Outbox, sys);
+    k.extend_from_slice(&e.0);
+    k
+}
+
+pub fn pending(sys: &SystemId, e: &EntityId) -> Vec<u8> {
+    let mut k = system_prefix(Tree::Pending, sys);
     k.extend_from_slice(&e.0);
     k
 }

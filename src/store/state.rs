@@ -228,6 +228,16 @@ impl Checkpoint {
         encode_version(v, &mut buf);
         self.batch.put(layout::snapshot(sys, e), buf);
     }
+    /// Records the version about to be written to `sys` (write-ahead), so that a read after a
+    /// lost confirmation recognises it.
+    pub fn put_pending(&mut self, sys: &SystemId, e: &EntityId, v: &Version) {
+        let mut buf = Vec::with_capacity(128);
+        encode_version(v, &mut buf);
+        self.batch.put(layout::pending(sys, e), buf);
+    }
+    pub fn delete_pending(&mut self, sys: &SystemId, e: &EntityId) {
+        self.batch.delete(layout::pending(sys, e));
+    }
     pub fn delete_snapshot(&mut self, sys: &SystemId, e: &EntityId) {
         self.batch.delete(layout::snapshot(sys, e));
     }
@@ -376,6 +386,11 @@ impl StateStore {
 
     pub fn snapshot(&self, sys: &SystemId, e: &EntityId) -> Result<Option<Version>, StoreError> {
         self.get_version(layout::snapshot(sys, e))
+    }
+
+    /// The version last sent to `sys` whose success is not yet confirmed.
+    pub fn pending(&self, sys: &SystemId, e: &EntityId) -> Result<Option<Version>, StoreError> {
+        self.get_version(layout::pending(sys, e))
     }
 
     pub fn entity_for(&self, sys: &SystemId, native: &Key) -> Result<Option<EntityId>, StoreError> {
@@ -564,7 +579,9 @@ impl StateStore {
             n += 1;
             let res = match Tree::of_key(k) {
                 None => Err(corrupt(k, "key outside every tree")),
-                Some(Tree::Head) | Some(Tree::Snapshot) => decode_version(k, v).map(|_| ()),
+                Some(Tree::Head) | Some(Tree::Snapshot) | Some(Tree::Pending) => {
+                    decode_version(k, v).map(|_| ())
+                }
                 Some(Tree::Outbox) => decode_entry::<OutboxEntry>(k, v).map(|_| ()),
                 Some(Tree::Conflict) => decode_entry::<ConflictEntry>(k, v).map(|_| ()),
                 Some(Tree::RunLog) => decode_entry::<RunLogEntry>(k, v).map(|_| ()),
@@ -592,7 +609,9 @@ impl StateStore {
 /// Decodes a raw store entry by its tree (fuzzing and `verify`): never panics.
 pub fn decode_any_entry(key: &[u8], value: &[u8]) -> Result<(), StoreError> {
     match Tree::of_key(key) {
-        Some(Tree::Head) | Some(Tree::Snapshot) => decode_version(key, value).map(|_| ()),
+        Some(Tree::Head) | Some(Tree::Snapshot) | Some(Tree::Pending) => {
+            decode_version(key, value).map(|_| ())
+        }
         Some(Tree::Outbox) => decode_entry::<OutboxEntry>(key, value).map(|_| ()),
         Some(Tree::Conflict) => decode_entry::<ConflictEntry>(key, value).map(|_| ()),
         Some(Tree::RunLog) => decode_entry::<RunLogEntry>(key, value).map(|_| ()),

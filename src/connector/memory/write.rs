@@ -1,0 +1,66 @@
+//! Upserts (idempotent by entity id) and deletes.
+
+use super::{MemorySystem, Row};
+use crate::connector::{WriteErrorKind, WriteOp, WriteResult};
+use crate::model::Key;
+use std::sync::atomic::Ordering;
+
+pub(super) fn apply(sys: &MemorySystem, ops: Vec<WriteOp>) -> Vec<WriteResult> {
+    let mut t = sys.table.lock().expect("lock");
+    let mut out = Vec::with_capacity(ops.len());
+    for op in ops {
+        let modstamp = MemorySystem::tick(&mut t);
+        let res = match op {
+            WriteOp::Upsert {
+                entity,
+                key,
+                fields,
+            } => {
+                let existing = match key {
+                    Some(k) => {
+                        if t.rows.contains_key(&k) {
+                            Some(k)
+                        } else {
+                            out.push(WriteResult::Err {
+                                kind: WriteErrorKind::NotFound,
+                                message: format!("record {k} not found"),
+                            });
+                            continue;
+                        }
+                    }
+                    None => t
+                        .rows
+                        .iter()
+                        .find(|(_, r)| r.entity == Some(entity))
+                        .map(|(k, _)| k.clone()),
+                };
+                let key = match existing {
+                    Some(k) => k,
+                    None => {
+                        t.next_key += 1;
+                        Key::new(format!("{}-{}", sys.system, t.next_key))
+                    }
+                };
+                let row = t.rows.entry(key.clone()).or_insert(Row {
+                    fields: fields.clone(),
+                    entity: Some(entity),
+                    modstamp,
+                });
+                row.fields = fields;
+                row.modstamp = modstamp;
+                if row.entity.is_none() {
+                    row.entity = Some(entity);
+                }
+                WriteResult::Ok { key }
+            }
+            WriteOp::Delete { key, .. } => {
+                // Deleting what is already gone is success: deletes are idempotent.
+                t.rows.remove(&key);
+                WriteResult::Ok { key }
+            }
+        };
+        sys.writes.fetch_add(1, Ordering::SeqCst);
+        out.push(res);
+    }
+    out
+}

@@ -1,0 +1,105 @@
+//! Connectors: one folder per kind of system, each implementing [`Connector`].
+//!
+//! A connector reads records (all of them, or the changes since a cursor it defines) and writes
+//! batches of upserts and deletes. It knows nothing of the store or of merging: the engine owns
+//! those. Errors name the system and the object they concern.
+
+pub mod memory;
+
+use crate::model::{EntityId, Fields, Key, SystemId, Timestamp};
+use async_trait::async_trait;
+
+/// One record as read: present (with content) or deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub key: Key,
+    /// The concord entity id the record carries (an external-id field written by concord on
+    /// create), if the system keeps one. Lets the engine re-link a record it created but whose
+    /// cross-reference was lost in a crash, instead of creating it twice.
+    pub entity_hint: Option<EntityId>,
+    /// `None`: the record was deleted.
+    pub fields: Option<Fields>,
+    pub modstamp: Option<Timestamp>,
+}
+
+/// A page of a read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadPage {
+    pub changes: Vec<Change>,
+    /// Where the next read (or the next page) starts. Opaque to the engine; stored with the
+    /// checkpoint that commits what this page produced.
+    pub cursor: Option<Vec<u8>>,
+    /// There are more pages: call `read` again with `cursor`.
+    pub more: bool,
+    /// The pages of this read together list every record the system holds (a scan): a stored
+    /// record missing from them was deleted.
+    pub complete: bool,
+}
+
+/// A write for one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOp {
+    /// Create or update. `key: None` creates, idempotently when the system keeps the entity id
+    /// (an existing record carrying it is updated instead).
+    Upsert {
+        entity: EntityId,
+        key: Option<Key>,
+        fields: Fields,
+    },
+    Delete {
+        entity: EntityId,
+        key: Key,
+    },
+}
+
+impl WriteOp {
+    pub fn entity(&self) -> EntityId {
+        match self {
+            WriteOp::Upsert { entity, .. } | WriteOp::Delete { entity, .. } => *entity,
+        }
+    }
+}
+
+/// Why one record's write failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteErrorKind {
+    /// Try again later (lock, throttling, timeout).
+    Retryable,
+    /// The record is not there any more (deleted behind our back): the next read will say so.
+    NotFound,
+    /// The system refused the content (validation, duplicate, permissions).
+    Rejected,
+}
+
+/// The outcome of one op, in the order of the ops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteResult {
+    /// Done; the record's native key (new for a create).
+    Ok { key: Key },
+    Err {
+        kind: WriteErrorKind,
+        message: String,
+    },
+}
+
+/// A failure of a whole call (connection, authentication, limits).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("system '{system}' ({object}): {message}")]
+pub struct ConnectorError {
+    pub system: String,
+    pub object: String,
+    pub message: String,
+    pub retryable: bool,
+}
+
+#[async_trait]
+pub trait Connector: Send + Sync {
+    /// The system's name in the job.
+    fn system(&self) -> &SystemId;
+
+    /// Reads one page of records: from `cursor` (`None`: from the start).
+    async fn read(&self, cursor: Option<&[u8]>) -> Result<ReadPage, ConnectorError>;
+
+    /// Writes a batch; one result per op, in order.
+    async fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteResult>, ConnectorError>;
+}

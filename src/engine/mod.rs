@@ -1,0 +1,20 @@
+//! The engine: the only place that joins the store, the core and the connectors.
+
+mod sync;
+
+pub use sync::{Engine, SyncJob, SyncReport};
+
+use crate::connector::ConnectorError;
+use crate::store::StoreError;
+
+/// Why a sync pass stopped. Everything committed before the error stays; the next pass resumes
+/// from the last checkpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Connector(#[from] ConnectorError),
+    #[error("job '{job}': {message}")]
+    Config { job: String, message: String },
+}
