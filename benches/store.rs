@@ -1,1 +1,127 @@
-fn main() {}
+//! Store throughput on sled: batch write of snapshots (10 000 per checkpoint, flushed), point
+//! read, full scan of one system's snapshots (decoded). `cargo bench --bench store`.
+
+use concord::model::{
+    ActorId, EntityId, Fields, InstanceId, SystemId, Timestamp, VectorClock, Version,
+};
+use concord::store::{SledStore, StateStore, Store};
+use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[path = "common/mod.rs"]
+mod common;
+
+fn sizes() -> Vec<u64> {
+    match std::env::var("CONCORD_BENCH_SIZES") {
+        Ok(s) => s.split(',').filter_map(|x| x.trim().parse().ok()).collect(),
+        Err(_) => vec![10_000, 1_000_000],
+    }
+}
+
+fn version(i: u64, f: Fields) -> Version {
+    let mut clock = VectorClock::new();
+    clock.set(ActorId(1), i % 5 + 1);
+    clock.set(ActorId(2), 1);
+    Version::new(
+        Some(f),
+        clock,
+        Some(Timestamp(1_700_000_000_000 + i as i64)),
+        None,
+    )
+}
+
+fn fill(st: &StateStore, sys: &SystemId, n: u64, ents: &[EntityId], versions: &[Version]) {
+    for chunk in (0..n as usize).collect::<Vec<_>>().chunks(10_000) {
+        let mut cp = st.checkpoint();
+        for &i in chunk {
+            cp.put_snapshot(sys, &ents[i], &versions[i]);
+        }
+        st.commit(cp).unwrap();
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let mut g = c.benchmark_group("store_sled");
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(10))
+        .warm_up_time(Duration::from_secs(1));
+    let sys = SystemId::new("erp").unwrap();
+    for &n in &sizes() {
+        let ents: Vec<EntityId> = (0..n)
+            .map(|i| EntityId::derive(&sys, &i.to_string()))
+            .collect();
+        let versions: Vec<Version> = (0..n).map(|i| version(i, common::record(i))).collect();
+        g.throughput(Throughput::Elements(n));
+
+        g.bench_function(format!("batch_write_10k_per_checkpoint/{n}"), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let dir = tempfile::tempdir().unwrap();
+                    let st = StateStore::open(
+                        Arc::new(SledStore::open(dir.path()).unwrap()) as Arc<dyn Store>,
+                        InstanceId::new("bench").unwrap(),
+                    )
+                    .unwrap();
+                    let t = Instant::now();
+                    fill(&st, &sys, n, &ents, &versions);
+                    total += t.elapsed();
+                }
+                total
+            })
+        });
+
+        let dir = tempfile::tempdir().unwrap();
+        let st = StateStore::open(
+            Arc::new(SledStore::open(dir.path()).unwrap()) as Arc<dyn Store>,
+            InstanceId::new("bench").unwrap(),
+        )
+        .unwrap();
+        fill(&st, &sys, n, &ents, &versions);
+
+        g.bench_function(format!("scan_decode_full/{n}"), |b| {
+            b.iter(|| {
+                let mut k = 0u64;
+                st.scan_snapshots(&sys, &mut |_, v| {
+                    k += v.content.map_or(0, |c| c.len() as u64);
+                    true
+                })
+                .unwrap();
+                black_box(k)
+            })
+        });
+
+        g.bench_function(format!("scan_hash_and_clock/{n}"), |b| {
+            b.iter(|| {
+                let mut k = 0u64;
+                st.scan_snapshot_meta(&sys, &mut |_, m| {
+                    k += m.clock.len() as u64;
+                    true
+                })
+                .unwrap();
+                black_box(k)
+            })
+        });
+
+        let probes = 10_000u64.min(n);
+        g.throughput(Throughput::Elements(probes));
+        g.bench_function(format!("point_read_decoded/{n}"), |b| {
+            b.iter(|| {
+                let mut k = 0usize;
+                for i in 0..probes {
+                    let idx = (i.wrapping_mul(2_654_435_761) % n) as usize;
+                    k += st
+                        .snapshot(&sys, &ents[idx])
+                        .unwrap()
+                        .map_or(0, |v| v.content.map_or(0, |c| c.len()));
+                }
+                black_box(k)
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

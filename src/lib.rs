@@ -11,5 +11,7 @@
 pub mod connector;
 pub mod core;
 pub mod engine;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod model;
 pub mod store;

@@ -47,7 +47,9 @@ fn fields_strategy() -> impl Strategy<Value = Fields> {
 /// Small field names and values, so that independent records share fields and values often.
 fn small_fields() -> impl Strategy<Value = Fields> {
     prop::collection::btree_map(0usize..6, 0i64..3, 0..6).prop_map(|m| {
-        m.into_iter().map(|(k, v)| (format!("f{k}"), Value::Int(v))).collect::<Fields>()
+        m.into_iter()
+            .map(|(k, v)| (format!("f{k}"), Value::Int(v)))
+            .collect::<Fields>()
     })
 }
 
@@ -77,14 +79,13 @@ fn policy_strategy() -> impl Strategy<Value = Policy> {
         Just(DeleteRule::UpdateWins),
         Just(DeleteRule::Manual)
     ];
-    (fp.clone(), rule, prop::option::of((0usize..6, fp)))
-        .prop_map(|(d, r, per)| {
-            let p = Policy::new(d, r);
-            match per {
-                Some((f, fp)) => p.with_field(format!("f{f}"), fp),
-                None => p,
-            }
-        })
+    (fp.clone(), rule, prop::option::of((0usize..6, fp))).prop_map(|(d, r, per)| {
+        let p = Policy::new(d, r);
+        match per {
+            Some((f, fp)) => p.with_field(format!("f{f}"), fp),
+            None => p,
+        }
+    })
 }
 
 proptest! {

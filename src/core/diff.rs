@@ -2,6 +2,7 @@
 
 use crate::model::{Fields, Value, Version};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// What happened to one field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,7 +21,7 @@ pub enum Delta {
     /// The record was deleted (tombstone).
     Delete,
     /// Field-level changes, in field-name order; never empty.
-    Update(BTreeMap<String, FieldChange>),
+    Update(BTreeMap<Arc<str>, FieldChange>),
 }
 
 /// The delta that turns `base` into `current` (`None` = absent / deleted).

@@ -177,30 +177,24 @@ fn value_cmp(a: Option<&Value>, b: Option<&Value>) -> Ordering {
 /// Three-way merge of `a` and `b` against their common `base` (`None`: the record did not exist
 /// at the base, e.g. created on both sides).
 pub fn merge(base: Option<&Fields>, a: Side<'_>, b: Side<'_>, policy: &Policy) -> MergeOutcome {
-    // Canonical order: the result cannot depend on argument order.
-    let (ha, hb) = (a.hash(), b.hash());
-    let (a, b, ha, hb) = if (a.system, ha) <= (b.system, hb) {
-        (a, b, ha, hb)
-    } else {
-        (b, a, hb, ha)
+    // Canonical order: the result cannot depend on argument order. Systems almost always
+    // differ; only for two sides of the same system is the content hash needed.
+    let swap = match a.system.cmp(b.system) {
+        Ordering::Less => false,
+        Ordering::Greater => true,
+        Ordering::Equal => a.hash() > b.hash(),
     };
-    let hbase = base.map(Fields::content_hash);
+    let (a, b) = if swap { (b, a) } else { (a, b) };
     let done = |content: Option<&Fields>| MergeOutcome {
         content: content.cloned(),
         conflicts: Vec::new(),
         held: false,
     };
-    if ha == hb {
-        return done(a.content);
-    }
-    if ha == hbase {
-        return done(b.content);
-    }
-    if hb == hbase {
-        return done(a.content);
-    }
     match (a.content, b.content) {
         (None, None) => done(None),
+        // Delete against an unchanged side is no conflict.
+        (None, Some(other)) | (Some(other), None) if Some(other) == base => done(None),
+        (None, Some(upd)) | (Some(upd), None) if base.is_none() => done(Some(upd)),
         (None, Some(upd)) | (Some(upd), None) => {
             let (del_side, upd_side) = if a.content.is_none() { (a, b) } else { (b, a) };
             let resolution = match policy.delete {
@@ -250,13 +244,28 @@ fn merge_fields(
 ) -> MergeOutcome {
     let empty = Fields::new();
     let base = base.unwrap_or(&empty);
-    let mut names: Vec<&String> = base.names().chain(fa.names()).chain(fb.names()).collect();
-    names.sort();
-    names.dedup();
-    let mut out = Fields::new();
+    let mut out: Vec<(Arc<str>, Value)> = Vec::with_capacity(fa.len().max(fb.len()));
     let mut conflicts = Vec::new();
-    for name in names {
-        let (vb, va, vbb) = (base.get(name), fa.get(name), fb.get(name));
+    // A merge-join over the three name-sorted field maps: no lookups, no name collection.
+    let (mut ib, mut ia, mut ibb) = (
+        base.map().iter().peekable(),
+        fa.map().iter().peekable(),
+        fb.map().iter().peekable(),
+    );
+    loop {
+        let mut name: Option<&Arc<str>> = None;
+        for (k, _) in [ib.peek(), ia.peek(), ibb.peek()].into_iter().flatten() {
+            name = match name {
+                Some(n) if Arc::ptr_eq(n, k) || **n <= ***k => Some(n),
+                _ => Some(*k),
+            };
+        }
+        let Some(name) = name else { break };
+        let (vb, va, vbb) = (
+            take_if(&mut ib, name),
+            take_if(&mut ia, name),
+            take_if(&mut ibb, name),
+        );
         let chosen = if va == vbb || vbb == vb {
             va
         } else if va == vb {
@@ -281,26 +290,42 @@ fn merge_fields(
                 Resolution::Value(v) => v.as_ref(),
                 Resolution::Parked => vb,
             }
-            .cloned();
+            .cloned()
+            .map(Value::normalize)
+            .filter(|v| !v.is_null());
             conflicts.push(Conflict {
-                field: Some(name.clone()),
+                field: Some(name.to_string()),
                 base: vb.cloned(),
                 sides,
                 resolution,
             });
             if let Some(v) = value {
-                out.set(name.clone(), v);
+                out.push((name.clone(), v));
             }
             continue;
         };
         if let Some(v) = chosen {
-            out.insert_normalized(name.clone(), v.clone());
+            out.push((name.clone(), v.clone()));
         }
     }
+    let out = Fields::from_sorted_normalized(out);
     MergeOutcome {
         content: Some(out),
         conflicts,
         held: false,
+    }
+}
+
+type FieldIter<'m> = std::iter::Peekable<std::collections::btree_map::Iter<'m, Arc<str>, Value>>;
+
+fn take_if<'m>(it: &mut FieldIter<'m>, name: &Arc<str>) -> Option<&'m Value> {
+    if it
+        .peek()
+        .is_some_and(|(k, _)| Arc::ptr_eq(k, name) || ***k == **name)
+    {
+        it.next().map(|(_, v)| v)
+    } else {
+        None
     }
 }
 

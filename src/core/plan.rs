@@ -82,7 +82,8 @@ pub fn uncertain_base(
     };
     let empty = Fields::new();
     let s = snapshot.unwrap_or(&empty);
-    let mut names: Vec<&String> = s.names().chain(p.names()).chain(o.names()).collect();
+    let mut names: Vec<&std::sync::Arc<str>> =
+        s.names().chain(p.names()).chain(o.names()).collect();
     names.sort();
     names.dedup();
     let mut base = Fields::new();

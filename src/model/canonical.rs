@@ -265,7 +265,7 @@ pub fn decode(bytes: &[u8]) -> Result<Fields, DecodeError> {
                 format!("value of field {name:?} is not in normal form"),
             ));
         }
-        fields.insert_normalized(name.to_string(), value);
+        fields.insert_normalized(name.into(), value);
     }
     if r.pos != bytes.len() {
         return Err(err(r.pos, "trailing bytes after the last field"));

@@ -6,6 +6,7 @@ use super::ids::SystemId;
 use super::value::{Timestamp, Value};
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 /// A record's key in its own system (Salesforce Id, SQL primary key, file row key).
 ///
@@ -94,7 +95,7 @@ impl Default for NormalizeOptions {
 /// and an absent field are the same thing). Iteration is in byte order of the field names, the
 /// order of the canonical encoding.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Fields(BTreeMap<String, Value>);
+pub struct Fields(BTreeMap<Arc<str>, Value>);
 
 impl Fields {
     pub fn new() -> Self {
@@ -102,11 +103,11 @@ impl Fields {
     }
 
     /// Sets a field (normalising the value); setting null removes it.
-    pub fn set(&mut self, name: impl Into<String>, value: impl Into<Value>) {
+    pub fn set(&mut self, name: impl Into<Arc<str>>, value: impl Into<Value>) {
         let name = name.into();
         match value.into().normalize() {
             Value::Null => {
-                self.0.remove(&name);
+                self.0.remove(&*name);
             }
             v => {
                 self.0.insert(name, v);
@@ -115,7 +116,7 @@ impl Fields {
     }
 
     /// Builder form of [`Fields::set`].
-    pub fn with(mut self, name: impl Into<String>, value: impl Into<Value>) -> Self {
+    pub fn with(mut self, name: impl Into<Arc<str>>, value: impl Into<Value>) -> Self {
         self.set(name, value);
         self
     }
@@ -132,10 +133,10 @@ impl Fields {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &Value)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &Value)> {
         self.0.iter()
     }
-    pub fn names(&self) -> impl Iterator<Item = &String> {
+    pub fn names(&self) -> impl Iterator<Item = &Arc<str>> {
         self.0.keys()
     }
 
@@ -174,17 +175,23 @@ impl Fields {
     }
 
     /// Inserts a value known to be normalised and non-null (decoder use).
-    pub(crate) fn insert_normalized(&mut self, name: String, value: Value) {
+    pub(crate) fn insert_normalized(&mut self, name: Arc<str>, value: Value) {
         debug_assert!(!value.is_null());
         self.0.insert(name, value);
     }
 
-    pub(crate) fn map(&self) -> &BTreeMap<String, Value> {
+    /// Builds from pairs already sorted by name, unique, normalised and non-null (merge output).
+    pub(crate) fn from_sorted_normalized(pairs: Vec<(Arc<str>, Value)>) -> Self {
+        debug_assert!(pairs.windows(2).all(|w| w[0].0 < w[1].0));
+        Fields(pairs.into_iter().collect())
+    }
+
+    pub(crate) fn map(&self) -> &BTreeMap<Arc<str>, Value> {
         &self.0
     }
 }
 
-impl<N: Into<String>, V: Into<Value>> FromIterator<(N, V)> for Fields {
+impl<N: Into<Arc<str>>, V: Into<Value>> FromIterator<(N, V)> for Fields {
     fn from_iter<I: IntoIterator<Item = (N, V)>>(iter: I) -> Self {
         let mut f = Fields::new();
         for (n, v) in iter {

@@ -98,3 +98,9 @@ pub fn scan_prefix(
 
 #[cfg(test)]
 mod tests;
+
+/// Encodes a head/snapshot entry value (seed generation for the fuzz corpus).
+#[doc(hidden)]
+pub fn encode_version_for_fuzz(v: &crate::model::Version, out: &mut Vec<u8>) {
+    state::encode_version(v, out)
+}
