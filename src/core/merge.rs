@@ -244,7 +244,9 @@ fn merge_fields(
 ) -> MergeOutcome {
     let empty = Fields::new();
     let base = base.unwrap_or(&empty);
-    let mut out: Vec<(Arc<str>, Value)> = Vec::with_capacity(fa.len().max(fb.len()));
+    // Start from a's fields and patch where the merge chose otherwise: a BTreeMap clone is
+    // cheaper than building a new map, and most merges patch only a few fields.
+    let mut out = fa.clone();
     let mut conflicts = Vec::new();
     // A merge-join over the three name-sorted field maps: no lookups, no name collection.
     let (mut ib, mut ia, mut ibb) = (
@@ -299,16 +301,15 @@ fn merge_fields(
                 sides,
                 resolution,
             });
-            if let Some(v) = value {
-                out.push((name.clone(), v));
+            if value.as_ref() != va {
+                out.patch(name, value);
             }
             continue;
         };
-        if let Some(v) = chosen {
-            out.push((name.clone(), v.clone()));
+        if chosen != va {
+            out.patch(name, chosen.cloned());
         }
     }
-    let out = Fields::from_sorted_normalized(out);
     MergeOutcome {
         content: Some(out),
         conflicts,

@@ -57,6 +57,10 @@ pub struct EntityPlan {
     pub snapshots: Vec<(SystemId, Version)>,
     /// Systems that need the head written (created, updated or deleted).
     pub dirty: Vec<SystemId>,
+    /// Systems where a genuine change was observed (rule 3).
+    pub changed_in: Vec<SystemId>,
+    /// Systems found holding a version concord wrote (rule 2): echoes, suppressed.
+    pub echoes: Vec<SystemId>,
     /// Conflicts met while merging, with their resolutions.
     pub conflicts: Vec<Conflict>,
     /// A record-level conflict was parked: the head is unchanged and nothing must be written.
@@ -110,6 +114,7 @@ pub fn plan(head: Option<&Version>, systems: &[SystemState<'_>], policy: &Policy
 
     let mut snapshots: Vec<(SystemId, Version)> = Vec::new();
     let mut changes: Vec<(&SystemState<'_>, Option<Fields>, Version)> = Vec::new();
+    let mut echoes = Vec::new();
     for s in &order {
         let (content, modstamp) = match &s.observed {
             Observation::NotRead => continue,
@@ -126,12 +131,14 @@ pub fn plan(head: Option<&Version>, systems: &[SystemState<'_>], policy: &Policy
         if let Some(h) = head {
             if h.hash == observed_hash {
                 snapshots.push((s.system.clone(), h.clone())); // rule 2
+                echoes.push(s.system.clone());
                 continue;
             }
         }
         if let Some(p) = s.pending {
             if p.hash == observed_hash {
                 snapshots.push((s.system.clone(), p.clone())); // rule 2, older sent version
+                echoes.push(s.system.clone());
                 continue;
             }
         }
@@ -157,6 +164,7 @@ pub fn plan(head: Option<&Version>, systems: &[SystemState<'_>], policy: &Policy
         changes.push((s, base, v));
     }
 
+    let changed_in: Vec<SystemId> = changes.iter().map(|(s, _, _)| s.system.clone()).collect();
     // rule 4
     let mut new_head: Option<Version> = head.cloned();
     let mut conflicts = Vec::new();
@@ -216,6 +224,8 @@ pub fn plan(head: Option<&Version>, systems: &[SystemState<'_>], policy: &Policy
         head_changed,
         snapshots,
         dirty,
+        changed_in,
+        echoes,
         conflicts,
         held,
     }
@@ -280,6 +290,8 @@ mod tests {
         let head = p.head.clone().unwrap();
         assert!(p.head_changed);
         assert_eq!(p.dirty, vec![fx.b.clone()]);
+        assert_eq!(p.changed_in, vec![fx.a.clone()]);
+        assert!(p.echoes.is_empty());
         // After the write, b's snapshot is the head; reading b back changes nothing.
         let snap_a = p.snapshots[0].1.clone();
         let p2 = plan(
@@ -321,6 +333,8 @@ mod tests {
         assert!(p2.dirty.is_empty());
         assert_eq!(p2.snapshots.len(), 1);
         assert_eq!(p2.snapshots[0].1, head);
+        assert_eq!(p2.echoes, vec![fx.b.clone()]);
+        assert!(p2.changed_in.is_empty());
     }
 
     #[test]

@@ -91,9 +91,19 @@ impl Engine {
         // 1. Read.
         let mut observed: BTreeMap<EntityId, BTreeMap<SystemId, Observation>> = BTreeMap::new();
         let mut cp = self.state.checkpoint();
+        // Cursors move only in the last checkpoint of the planning phase, after every change
+        // read has been committed: a crash in between re-reads instead of skipping.
+        let mut cursors = self.state.checkpoint();
         for conn in &active {
-            self.read_system(job, conn.as_ref(), &mut observed, &mut cp, &mut report)
-                .await?;
+            self.read_system(
+                job,
+                conn.as_ref(),
+                &mut observed,
+                &mut cp,
+                &mut cursors,
+                &mut report,
+            )
+            .await?;
         }
 
         // 2. Plan each touched entity.
@@ -127,15 +137,10 @@ impl Engine {
                 }
             }
             let p = plan(head.as_ref(), &states, &job.policy);
-            let genuine = p
-                .snapshots
-                .iter()
-                .filter(|(_, v)| Some(v) != p.head.as_ref())
-                .count();
-            if genuine > 0 {
+            if !p.changed_in.is_empty() {
                 report.changed += 1;
             }
-            report.echoes += (p.snapshots.len() - genuine) as u64;
+            report.echoes += p.echoes.len() as u64;
             for c in &p.conflicts {
                 if c.resolution == Resolution::Parked {
                     report.conflicts_parked += 1;
@@ -167,6 +172,7 @@ impl Engine {
                 self.state.commit(std::mem::take(&mut cp))?;
             }
         }
+        cp.extend(cursors);
         self.state.commit(cp)?;
 
         // 3. Write what the active systems are owed.
@@ -182,6 +188,7 @@ impl Engine {
         conn: &dyn Connector,
         observed: &mut BTreeMap<EntityId, BTreeMap<SystemId, Observation>>,
         cp: &mut Checkpoint,
+        cursors: &mut Checkpoint,
         report: &mut SyncReport,
     ) -> Result<(), EngineError> {
         let sys = conn.system().clone();
@@ -241,7 +248,7 @@ impl Engine {
             if !page.more {
                 if !page.complete {
                     if let Some(c) = &page.cursor {
-                        cp.put_cursor(&job.name, &sys, c);
+                        cursors.put_cursor(&job.name, &sys, c);
                     }
                 }
                 break;

@@ -232,8 +232,43 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Shares field-name allocations between decoded records: records of one object have the same
+/// field names, so a scan decodes each name once and later records reuse it (cheaper decoding,
+/// and merges compare names by pointer).
+#[derive(Debug, Default)]
+pub struct NameCache {
+    names: Vec<std::sync::Arc<str>>,
+}
+
+impl NameCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn get(&mut self, position: usize, name: &str) -> std::sync::Arc<str> {
+        if let Some(n) = self.names.get(position) {
+            if &**n == name {
+                return n.clone();
+            }
+        }
+        if let Some(n) = self.names.iter().find(|n| &***n == name) {
+            return n.clone();
+        }
+        let n: std::sync::Arc<str> = name.into();
+        if self.names.len() < 4096 {
+            self.names.push(n.clone());
+        }
+        n
+    }
+}
+
 /// Decodes canonical bytes. Accepts only what [`encode_into`] produces.
 pub fn decode(bytes: &[u8]) -> Result<Fields, DecodeError> {
+    decode_with(bytes, &mut NameCache::new())
+}
+
+/// [`decode`], sharing field names through `names`.
+pub fn decode_with(bytes: &[u8], names: &mut NameCache) -> Result<Fields, DecodeError> {
     let mut r = Reader { b: bytes, pos: 0 };
     let version = r.byte()?;
     if version != FORMAT_V1 {
@@ -246,9 +281,9 @@ pub fn decode(bytes: &[u8]) -> Result<Fields, DecodeError> {
     if count > bytes.len() as u64 {
         return Err(err(1, format!("field count {count} larger than the input")));
     }
-    let mut fields = Fields::new();
+    let mut fields: Vec<(std::sync::Arc<str>, Value)> = Vec::with_capacity(count as usize);
     let mut prev: Option<&str> = None;
-    for _ in 0..count {
+    for i in 0..count as usize {
         let at = r.pos;
         let name = r.str()?;
         if let Some(p) = prev {
@@ -265,12 +300,12 @@ pub fn decode(bytes: &[u8]) -> Result<Fields, DecodeError> {
                 format!("value of field {name:?} is not in normal form"),
             ));
         }
-        fields.insert_normalized(name.into(), value);
+        fields.push((names.get(i, name), value));
     }
     if r.pos != bytes.len() {
         return Err(err(r.pos, "trailing bytes after the last field"));
     }
-    Ok(fields)
+    Ok(Fields::from_sorted_unique(fields))
 }
 
 fn decode_value(r: &mut Reader<'_>) -> Result<Value, DecodeError> {

@@ -175,15 +175,22 @@ impl Fields {
     }
 
     /// Inserts a value known to be normalised and non-null (decoder use).
-    pub(crate) fn insert_normalized(&mut self, name: Arc<str>, value: Value) {
-        debug_assert!(!value.is_null());
-        self.0.insert(name, value);
-    }
-
-    /// Builds from pairs already sorted by name, unique, normalised and non-null (merge output).
-    pub(crate) fn from_sorted_normalized(pairs: Vec<(Arc<str>, Value)>) -> Self {
+    /// Builds from pairs in strictly increasing name order, normalised, non-null (decoder use).
+    pub(crate) fn from_sorted_unique(pairs: Vec<(Arc<str>, Value)>) -> Self {
         debug_assert!(pairs.windows(2).all(|w| w[0].0 < w[1].0));
         Fields(pairs.into_iter().collect())
+    }
+
+    /// Sets (an already normalised value) or removes a field, reusing the name's allocation.
+    pub(crate) fn patch(&mut self, name: &Arc<str>, value: Option<Value>) {
+        match value {
+            Some(v) if !v.is_null() => {
+                self.0.insert(name.clone(), v);
+            }
+            _ => {
+                self.0.remove(&**name);
+            }
+        }
     }
 
     pub(crate) fn map(&self) -> &BTreeMap<Arc<str>, Value> {

@@ -118,7 +118,7 @@ impl Value {
                 Value::Decimal(d)
             }
             Value::Text(s) => {
-                if is_nfc_quick(s.chars()) == IsNormalized::Yes {
+                if s.is_ascii() || is_nfc_quick(s.chars()) == IsNormalized::Yes {
                     Value::Text(s)
                 } else {
                     Value::Text(s.nfc().collect())
@@ -136,7 +136,7 @@ impl Value {
                 Value::Decimal(n) => n.scale() == d.scale() && n.mantissa() == d.mantissa(),
                 _ => false,
             },
-            Value::Text(s) => unicode_normalization::is_nfc(s),
+            Value::Text(s) => s.is_ascii() || unicode_normalization::is_nfc(s),
             Value::Json(serde_json::Value::Null) => false,
             _ => true,
         }

@@ -129,14 +129,26 @@ fn decode_version_parts<'a>(
 
 /// Decodes a version entry, checking that the content matches its stored hash.
 pub fn decode_version(key: &[u8], b: &[u8]) -> Result<Version, StoreError> {
+    decode_version_with(key, b, true, &mut canonical::NameCache::new())
+}
+
+/// Decodes a version entry. Structure and canonical form are always checked; the content hash
+/// is recomputed only with `verify_hash` (point reads and `verify`; bulk scans rely on the
+/// structural checks and sled's own checksums).
+pub(crate) fn decode_version_with(
+    key: &[u8],
+    b: &[u8],
+    verify_hash: bool,
+    names: &mut canonical::NameCache,
+) -> Result<Version, StoreError> {
     let (meta, content) = decode_version_parts(key, b)?;
     let content = match meta.hash {
         None => None,
         Some(h) => {
-            if ContentHash::of_bytes(content) != h {
+            if verify_hash && ContentHash::of_bytes(content) != h {
                 return Err(corrupt(key, "content does not match its hash"));
             }
-            Some(canonical::decode(content).map_err(|e| corrupt(key, e.to_string()))?)
+            Some(canonical::decode_with(content, names).map_err(|e| corrupt(key, e.to_string()))?)
         }
     };
     Ok(Version {
@@ -276,6 +288,10 @@ impl Checkpoint {
     pub fn log_run(&mut self, r: &RunLogEntry) {
         self.batch
             .put(layout::runlog(r.started_ms, &r.job), encode_entry(r));
+    }
+    /// Appends another checkpoint's writes (applied after this one's).
+    pub fn extend(&mut self, other: Checkpoint) {
+        self.batch.ops.extend(other.batch.ops);
     }
     pub fn len(&self) -> usize {
         self.batch.len()
@@ -477,13 +493,14 @@ impl StateStore {
         f: &mut dyn FnMut(EntityId, Version) -> bool,
     ) -> Result<(), StoreError> {
         let mut failure = None;
+        let mut names = canonical::NameCache::new();
         scan_prefix(
             self.raw(),
             &layout::system_prefix(Tree::Snapshot, sys),
             &mut |k, v| {
                 let res = layout::entity_suffix(k)
                     .ok_or_else(|| corrupt(k, "short key"))
-                    .and_then(|e| decode_version(k, v).map(|ver| (e, ver)));
+                    .and_then(|e| decode_version_with(k, v, false, &mut names).map(|ver| (e, ver)));
                 match res {
                     Ok((e, ver)) => f(e, ver),
                     Err(e) => {
@@ -528,10 +545,11 @@ impl StateStore {
         f: &mut dyn FnMut(EntityId, Version) -> bool,
     ) -> Result<(), StoreError> {
         let mut failure = None;
+        let mut names = canonical::NameCache::new();
         scan_prefix(self.raw(), &[Tree::Head.prefix()], &mut |k, v| {
             let res = layout::entity_suffix(k)
                 .ok_or_else(|| corrupt(k, "short key"))
-                .and_then(|e| decode_version(k, v).map(|ver| (e, ver)));
+                .and_then(|e| decode_version_with(k, v, false, &mut names).map(|ver| (e, ver)));
             match res {
                 Ok((e, ver)) => f(e, ver),
                 Err(e) => {
