@@ -10,4 +10,4 @@ pub use merge::{
     merge, Conflict, ConflictSide, DeleteRule, FieldPolicy, MergeOutcome, Policy, Resolution,
     Resolver, Side,
 };
-pub use plan::{plan, EntityPlan, Observation, SystemState};
+pub use plan::{plan, target_for, EntityPlan, Observation, Parked, SystemState};

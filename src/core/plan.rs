@@ -17,8 +17,9 @@
 //!    it was edited from), and the merged head's clock is the pointwise max.
 //! 5. Every system whose snapshot differs from the head is dirty and gets the head written.
 
-use super::merge::{merge, Conflict, Policy, Side};
+use super::merge::{merge, Conflict, Policy, Resolution, Side};
 use crate::model::{ActorId, ClockOrdering, Fields, SystemId, Timestamp, Version};
+use std::collections::BTreeSet;
 
 /// What a sync pass read from one system for this entity.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,7 +109,50 @@ pub fn uncertain_base(
 }
 
 /// Plans one entity. `systems` must be every system of the job (read or not), each once.
-pub fn plan(head: Option<&Version>, systems: &[SystemState<'_>], policy: &Policy) -> EntityPlan {
+/// What is parked for an entity in the conflict queue.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Parked {
+    /// Fields waiting for manual resolution: held back from writes (each system keeps its value).
+    pub fields: BTreeSet<String>,
+    /// A record-level (delete vs update) conflict: nothing is written for the entity.
+    pub held: bool,
+}
+
+/// The content a system should hold: the head, except that parked fields keep the value the
+/// system has (from its snapshot). Returns the content and its hash.
+pub fn target_for(
+    head: &Version,
+    snapshot: Option<&Version>,
+    parked: &BTreeSet<String>,
+) -> (Option<Fields>, Option<crate::model::ContentHash>) {
+    let Some(content) = &head.content else {
+        return (None, None);
+    };
+    let own = snapshot.and_then(|s| s.content.as_ref());
+    if parked.is_empty() || own.is_none() {
+        return (Some(content.clone()), head.hash);
+    }
+    let own = own.expect("checked");
+    let mut t = content.clone();
+    for f in parked {
+        match own.get(f) {
+            Some(v) => t.set(f.as_str(), v.clone()),
+            None => {
+                t.remove(f);
+            }
+        }
+    }
+    let h = t.content_hash();
+    (Some(t), Some(h))
+}
+
+/// Plans one entity. `systems` must be every system of the job (read or not), each once.
+pub fn plan(
+    head: Option<&Version>,
+    systems: &[SystemState<'_>],
+    policy: &Policy,
+    parked: &Parked,
+) -> EntityPlan {
     let mut order: Vec<&SystemState<'_>> = systems.iter().collect();
     order.sort_by(|a, b| a.system.cmp(b.system));
 
@@ -204,6 +248,13 @@ pub fn plan(head: Option<&Version>, systems: &[SystemState<'_>], policy: &Policy
     }
 
     let head_changed = new_head.as_ref() != head;
+    let held = held || parked.held;
+    let mut parked_fields = parked.fields.clone();
+    for c in &conflicts {
+        if let (Some(f), Resolution::Parked) = (&c.field, &c.resolution) {
+            parked_fields.insert(f.clone());
+        }
+    }
     let mut dirty = Vec::new();
     if let Some(h) = &new_head {
         if !held {
@@ -213,7 +264,8 @@ pub fn plan(head: Option<&Version>, systems: &[SystemState<'_>], policy: &Policy
                     .find(|(sys, _)| sys == s.system)
                     .map(|(_, v)| v)
                     .or(s.snapshot);
-                if hash_of(snap) != h.hash {
+                let (_, target_hash) = target_for(h, snap, &parked_fields);
+                if hash_of(snap) != target_hash {
                     dirty.push(s.system.clone());
                 }
             }
@@ -286,6 +338,7 @@ mod tests {
                 fx.st(&fx.b, None, Observation::Absent),
             ],
             &policy(),
+            &Parked::default(),
         );
         let head = p.head.clone().unwrap();
         assert!(p.head_changed);
@@ -301,6 +354,7 @@ mod tests {
                 fx.st(&fx.b, Some(&head), present(&rec)),
             ],
             &policy(),
+            &Parked::default(),
         );
         assert!(!p2.head_changed);
         assert!(p2.dirty.is_empty());
@@ -318,6 +372,7 @@ mod tests {
                 fx.st(&fx.b, None, Observation::NotRead),
             ],
             &policy(),
+            &Parked::default(),
         );
         let head = p.head.unwrap();
         // b was written but its snapshot update was lost: b has no snapshot, yet holds the head.
@@ -328,6 +383,7 @@ mod tests {
                 fx.st(&fx.b, None, present(&rec)),
             ],
             &policy(),
+            &Parked::default(),
         );
         assert!(!p2.head_changed);
         assert!(p2.dirty.is_empty());
@@ -348,6 +404,7 @@ mod tests {
                 fx.st(&fx.b, None, Observation::NotRead),
             ],
             &policy(),
+            &Parked::default(),
         );
         let head = p0.head.unwrap();
         let ea = Fields::new().with("x", 2i64).with("y", 1i64);
@@ -359,6 +416,7 @@ mod tests {
                 fx.st(&fx.b, Some(&head), present(&eb)),
             ],
             &policy(),
+            &Parked::default(),
         );
         let h = p.head.unwrap();
         let c = h.content.as_ref().unwrap();

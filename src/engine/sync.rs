@@ -12,9 +12,11 @@
 
 use super::EngineError;
 use crate::connector::{Change, Connector, WriteErrorKind, WriteOp, WriteResult};
-use crate::core::{plan, Observation, Policy, Resolution, SystemState};
+use crate::core::{plan, target_for, Observation, Parked, Policy, Resolution, SystemState};
 use crate::model::{canonical, Actor, EntityId, NormalizeOptions, SystemId, Timestamp, Version};
-use crate::store::{Checkpoint, ConflictEntry, ConflictSideEntry, OutboxEntry, StateStore};
+use crate::store::{
+    Checkpoint, ConflictEntry, ConflictSideEntry, OutboxEntry, RunLogEntry, StateStore,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -53,6 +55,24 @@ impl SyncReport {
     pub fn total_written(&self) -> u64 {
         self.written.values().sum()
     }
+
+    /// The figures as (name, count) pairs, for the run log.
+    pub fn counts(&self) -> Vec<(String, u64)> {
+        let mut c: Vec<(String, u64)> = Vec::new();
+        for (s, n) in &self.read {
+            c.push((format!("read.{s}"), *n));
+        }
+        for (s, n) in &self.written {
+            c.push((format!("written.{s}"), *n));
+        }
+        c.push(("changed".into(), self.changed));
+        c.push(("failed".into(), self.failed));
+        c.push(("echoes".into(), self.echoes));
+        c.push(("conflicts_resolved".into(), self.conflicts_resolved));
+        c.push(("conflicts_parked".into(), self.conflicts_parked));
+        c.push(("duplicates_ignored".into(), self.duplicates_ignored));
+        c
+    }
 }
 
 /// The engine over one state store.
@@ -76,6 +96,39 @@ impl Engine {
     /// One pass over `only` (default: every system of the job). Systems not read keep their
     /// snapshots; writes they need stay in their outbox for a later pass.
     pub async fn sync(
+        &self,
+        job: &SyncJob,
+        only: Option<&[SystemId]>,
+    ) -> Result<SyncReport, EngineError> {
+        let started = Timestamp::now().millis();
+        let res = self.sync_inner(job, only).await;
+        let (status, message, counts) = match &res {
+            Ok(r) => ("ok", None, r.counts()),
+            Err(e) => ("failed", Some(e.to_string()), Vec::new()),
+        };
+        let mut cp = self.state.checkpoint();
+        cp.log_run(&RunLogEntry {
+            job: job.name.clone(),
+            started_ms: started,
+            finished_ms: Timestamp::now().millis(),
+            status: status.into(),
+            counts,
+            message,
+        });
+        match res {
+            Ok(r) => {
+                self.state.commit(cp)?;
+                Ok(r)
+            }
+            Err(e) => {
+                // Best effort: the store may be the thing that failed.
+                let _ = self.state.commit(cp);
+                Err(e)
+            }
+        }
+    }
+
+    async fn sync_inner(
         &self,
         job: &SyncJob,
         only: Option<&[SystemId]>,
@@ -136,7 +189,8 @@ impl Engine {
                     cp.delete_pending(sys, entity);
                 }
             }
-            let p = plan(head.as_ref(), &states, &job.policy);
+            let parked = self.parked(entity)?;
+            let p = plan(head.as_ref(), &states, &job.policy, &parked);
             if !p.changed_in.is_empty() {
                 report.changed += 1;
             }
@@ -275,6 +329,20 @@ impl Engine {
         Ok(())
     }
 
+    /// The entity's entries in the conflict queue, as the plan needs them.
+    fn parked(&self, entity: &EntityId) -> Result<Parked, EngineError> {
+        let mut p = Parked::default();
+        for c in self.state.conflicts_of(entity)? {
+            match c.field {
+                Some(f) => {
+                    p.fields.insert(f);
+                }
+                None => p.held = true,
+            }
+        }
+        Ok(p)
+    }
+
     async fn drain_outbox(
         &self,
         job: &SyncJob,
@@ -294,8 +362,23 @@ impl Engine {
                     cp.outbox_remove(&sys, entity);
                     continue;
                 };
-                if snap.as_ref().and_then(|s| s.hash) == head.hash {
-                    cp.outbox_remove(&sys, entity); // already holds the head
+                let parked = self.parked(entity)?;
+                if parked.held {
+                    // A record-level conflict waits for resolution: nothing goes out.
+                    cp.outbox_remove(&sys, entity);
+                    continue;
+                }
+                // What this system should hold: the head, minus parked fields (it keeps its own).
+                let (content, hash) = target_for(&head, snap.as_ref(), &parked.fields);
+                let target = Version {
+                    content,
+                    hash,
+                    clock: head.clock.clone(),
+                    modstamp: head.modstamp,
+                    origin: head.origin.clone(),
+                };
+                if snap.as_ref().and_then(|s| s.hash) == target.hash {
+                    cp.outbox_remove(&sys, entity); // already holds it
                     continue;
                 }
                 // A system whose snapshot is a tombstone (or absent) has no record to update:
@@ -306,7 +389,7 @@ impl Engine {
                 } else {
                     None
                 };
-                let op = match (&head.content, key) {
+                let op = match (&target.content, key) {
                     (Some(f), key) => WriteOp::Upsert {
                         entity: *entity,
                         key,
@@ -318,13 +401,13 @@ impl Engine {
                     },
                     (None, None) => {
                         // Never existed there: nothing to delete.
-                        cp.put_snapshot(&sys, entity, &head);
+                        cp.put_snapshot(&sys, entity, &target);
                         cp.outbox_remove(&sys, entity);
                         continue;
                     }
                 };
                 ops.push(op);
-                heads.push((*entity, head, entry.clone()));
+                heads.push((*entity, target, entry.clone()));
             }
             if !ops.is_empty() {
                 // Write-ahead: record what is about to be sent, durably, before sending it.

@@ -11,7 +11,7 @@
 //! outbox     'o'     system 0x00 entity(16)                    entry v1 + bincode(OutboxEntry)
 //! pending    'p'     system 0x00 entity(16)                    version entry (write in flight)
 //! conflict   'c'     entity(16) 0x00 | 0x01 field              entry v1 + bincode(ConflictEntry)
-//! runlog     'r'     started-ms (u64 BE) job                   entry v1 + bincode(RunLogEntry)
+//! runlog     'r'     started-ms (u64 BE) job 0x00 seq (u32 BE)  entry v1 + bincode(RunLogEntry)
 //! ```
 //! System, instance and job names are restricted to `[A-Za-z0-9_.-]`, so 0x00 never occurs in
 //! them and the separators are unambiguous.
@@ -179,9 +179,14 @@ pub fn conflict(e: &EntityId, field: Option<&str>) -> Vec<u8> {
 }
 
 pub fn runlog(started_ms: i64, job: &str) -> Vec<u8> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static SEQ: AtomicU32 = AtomicU32::new(0);
     let mut k = vec![Tree::RunLog.prefix()];
     k.extend_from_slice(&(started_ms.max(0) as u64).to_be_bytes());
     k.extend_from_slice(job.as_bytes());
+    k.push(0);
+    // Two runs of one job starting in the same millisecond keep two entries.
+    k.extend_from_slice(&SEQ.fetch_add(1, Ordering::Relaxed).to_be_bytes());
     k
 }
 

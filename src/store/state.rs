@@ -11,6 +11,8 @@ use std::sync::Arc;
 
 /// The store format this build reads and writes. A store with another version is refused.
 pub const FORMAT_VERSION: u32 = 1;
+/// The largest bincode entry (outbox, conflict, run log) the decoder will allocate for.
+const ENTRY_LIMIT: usize = 16 << 20;
 /// Version byte that starts every entry value.
 const ENTRY_V1: u8 = 1;
 
@@ -172,7 +174,9 @@ fn encode_entry<T: Serialize>(v: &T) -> Vec<u8> {
 fn decode_entry<T: DeserializeOwned>(key: &[u8], b: &[u8]) -> Result<T, StoreError> {
     match b.split_first() {
         Some((&ENTRY_V1, rest)) => {
-            let (v, used) = bincode::serde::decode_from_slice(rest, bincode::config::standard())
+            // The limit caps what a corrupt length prefix can make the decoder allocate.
+            let config = bincode::config::standard().with_limit::<ENTRY_LIMIT>();
+            let (v, used) = bincode::serde::decode_from_slice(rest, config)
                 .map_err(|e| corrupt(key, e.to_string()))?;
             if used != rest.len() {
                 return Err(corrupt(key, "trailing bytes"));

@@ -1,0 +1,183 @@
+//! Deterministic engine scenarios (the model-based test covers random ones).
+
+use concord::connector::memory::MemorySystem;
+use concord::connector::Connector;
+use concord::core::{DeleteRule, FieldPolicy, Policy};
+use concord::engine::{Engine, SyncJob};
+use concord::model::{Fields, InstanceId, Key, NormalizeOptions, SystemId, Value};
+use concord::store::{MemoryStore, SledStore, StateStore, Store};
+use std::sync::Arc;
+
+struct Setup {
+    a: Arc<MemorySystem>,
+    b: Arc<MemorySystem>,
+    job: SyncJob,
+}
+
+fn setup(policy: Policy) -> Setup {
+    let a = Arc::new(MemorySystem::new(SystemId::new("a").unwrap()));
+    let b = Arc::new(MemorySystem::new(SystemId::new("b").unwrap()));
+    let job = SyncJob {
+        name: "t".into(),
+        systems: vec![
+            a.clone() as Arc<dyn Connector>,
+            b.clone() as Arc<dyn Connector>,
+        ],
+        policy,
+        normalize: NormalizeOptions::default(),
+        batch_size: 10,
+    };
+    Setup { a, b, job }
+}
+
+fn engine() -> Engine {
+    Engine::new(
+        StateStore::open(Arc::new(MemoryStore::new()), InstanceId::new("n1").unwrap()).unwrap(),
+    )
+}
+
+fn only(sys: &MemorySystem) -> (Key, Fields) {
+    let rows = sys.rows();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let (k, r) = rows.into_iter().next().unwrap();
+    (k, r.fields)
+}
+
+#[tokio::test]
+async fn failed_writes_wait_in_the_outbox_and_go_out_later() {
+    let s = setup(Policy::new(FieldPolicy::Newest, DeleteRule::DeleteWins));
+    let e = engine();
+    s.a.user_create(Fields::new().with("n", 1i64));
+    // b is unreachable for the read: the pass fails, nothing is lost.
+    s.b.fail_next_calls(1);
+    assert!(e.sync(&s.job, None).await.is_err());
+    assert!(s.b.rows().is_empty());
+    // Sync only a: the write owed to b is recorded in b's outbox.
+    e.sync(&s.job, Some(&[SystemId::new("a").unwrap()]))
+        .await
+        .unwrap();
+    assert_eq!(
+        e.state().outbox_len(&SystemId::new("b").unwrap()).unwrap(),
+        1
+    );
+    assert!(s.b.rows().is_empty());
+    let r = e.sync(&s.job, None).await.unwrap();
+    assert_eq!(r.written.get("b"), Some(&1));
+    assert_eq!(only(&s.b).1.get("n"), Some(&Value::Int(1)));
+    assert_eq!(
+        e.state().outbox_len(&SystemId::new("b").unwrap()).unwrap(),
+        0
+    );
+    // The run log has every pass, the failed one too.
+    let log = e.state().run_log().unwrap();
+    assert_eq!(log.len(), 3);
+    assert_eq!(log.iter().filter(|r| r.status == "failed").count(), 1);
+    assert!(log
+        .iter()
+        .any(|r| r.counts.contains(&("written.b".to_string(), 1))));
+}
+
+#[tokio::test]
+async fn manual_policy_parks_the_field_in_the_conflict_queue() {
+    let s = setup(
+        Policy::new(FieldPolicy::Newest, DeleteRule::DeleteWins)
+            .with_field("price", FieldPolicy::Manual),
+    );
+    let e = engine();
+    s.a.user_create(Fields::new().with("price", 10i64).with("name", "x"));
+    e.sync(&s.job, None).await.unwrap();
+    let (ka, fa) = only(&s.a);
+    let (kb, fb) = only(&s.b);
+    s.a.user_update(&ka, fa.with("price", 11i64));
+    s.b.user_update(&kb, fb.with("price", 12i64).with("name", "y"));
+    let r = e.sync(&s.job, None).await.unwrap();
+    assert_eq!(r.conflicts_parked, 1);
+    let q = e.state().conflicts().unwrap();
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0].field.as_deref(), Some("price"));
+    assert_eq!(q[0].sides.len(), 2);
+    // The non-conflicting field kept syncing; the parked one kept each side's value.
+    assert_eq!(only(&s.a).1.get("name"), Some(&Value::text("y")));
+    assert_eq!(only(&s.a).1.get("price"), Some(&Value::Int(11)));
+    assert_eq!(only(&s.b).1.get("price"), Some(&Value::Int(12)));
+    // And nothing flip-flops while it waits.
+    let r = e.sync(&s.job, None).await.unwrap();
+    assert_eq!(r.total_written(), 0, "{r:?}");
+    assert_eq!(r.changed, 0);
+}
+
+#[tokio::test]
+async fn same_business_value_in_another_form_is_not_a_change() {
+    let s = setup(Policy::new(FieldPolicy::Newest, DeleteRule::DeleteWins));
+    let e = engine();
+    s.a.user_create(
+        Fields::new()
+            .with("amount", Value::decimal_str("12.50").unwrap())
+            .with("note", "x"),
+    );
+    e.sync(&s.job, None).await.unwrap();
+    let (kb, fb) = only(&s.b);
+    // b rewrites the amount as 12.500 and adds an empty string: the same business content.
+    s.b.user_update(
+        &kb,
+        fb.with("amount", Value::decimal_str("12.500").unwrap())
+            .with("extra", ""),
+    );
+    let r = e.sync(&s.job, None).await.unwrap();
+    assert_eq!(r.changed, 0, "{r:?}");
+    assert_eq!(r.total_written(), 0);
+}
+
+#[tokio::test]
+async fn state_survives_a_reopen_of_the_sled_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = setup(Policy::new(FieldPolicy::Newest, DeleteRule::DeleteWins));
+    let open = || {
+        let st: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
+        Engine::new(StateStore::open(st, InstanceId::new("n1").unwrap()).unwrap())
+    };
+    {
+        let e = open();
+        s.a.user_create(Fields::new().with("n", 1i64));
+        e.sync(&s.job, None).await.unwrap();
+    }
+    let e = open();
+    let r = e.sync(&s.job, None).await.unwrap();
+    assert_eq!(
+        r.total_written(),
+        0,
+        "restart does not start from zero: {r:?}"
+    );
+    assert_eq!(r.changed, 0);
+    let (ka, fa) = only(&s.a);
+    s.a.user_update(&ka, fa.with("n", 2i64));
+    let r = e.sync(&s.job, None).await.unwrap();
+    assert_eq!(r.written.get("b"), Some(&1));
+    assert_eq!(only(&s.b).1.get("n"), Some(&Value::Int(2)));
+}
+
+#[tokio::test]
+async fn manual_delete_rule_holds_the_record_everywhere() {
+    let s = setup(Policy::new(FieldPolicy::Newest, DeleteRule::Manual));
+    let e = engine();
+    s.a.user_create(Fields::new().with("n", 1i64));
+    e.sync(&s.job, None).await.unwrap();
+    let (ka, _) = only(&s.a);
+    let (kb, fb) = only(&s.b);
+    s.a.user_delete(&ka);
+    s.b.user_update(&kb, fb.with("n", 2i64));
+    let r = e.sync(&s.job, None).await.unwrap();
+    assert_eq!(r.conflicts_parked, 1);
+    assert_eq!(r.total_written(), 0, "held: nothing written {r:?}");
+    assert!(s.a.rows().is_empty(), "not re-created while held");
+    assert_eq!(
+        only(&s.b).1.get("n"),
+        Some(&Value::Int(2)),
+        "not deleted while held"
+    );
+    let q = e.state().conflicts().unwrap();
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0].field, None);
+    let r = e.sync(&s.job, None).await.unwrap();
+    assert_eq!(r.total_written(), 0);
+}
