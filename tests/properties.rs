@@ -36,6 +36,7 @@ fn value_strategy() -> impl Strategy<Value = Value> {
         )),
         (-10_000_000_000_000i64..10_000_000_000_000).prop_map(|ms| Value::DateTime(Timestamp(ms))),
         json_strategy().prop_map(Value::Json),
+        prop::collection::vec(any::<u8>(), 0..16).prop_map(Value::Bytes),
     ]
 }
 

@@ -13,6 +13,7 @@
 //!         | 0x06 zigzag(days since 1970-01-01)
 //!         | 0x07 zigzag(ms since 1970-01-01T00:00:00Z)
 //!         | 0x08 len canonical-json       sorted keys, no white space
+//!         | 0x09 len bytes                binary
 //! ```
 //!
 //! Nulls are never encoded (a null field is an absent field). The decoder accepts exactly the
@@ -37,6 +38,7 @@ const T_TEXT: u8 = 0x05;
 const T_DATE: u8 = 0x06;
 const T_DATETIME: u8 = 0x07;
 const T_JSON: u8 = 0x08;
+const T_BYTES: u8 = 0x09;
 
 /// blake3 of a record's canonical encoding.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -125,6 +127,11 @@ fn encode_value(value: &Value, out: &mut Vec<u8>) {
         Value::DateTime(t) => {
             out.push(T_DATETIME);
             varint::put_u64(out, varint::zigzag64(t.millis()));
+        }
+        Value::Bytes(b) => {
+            out.push(T_BYTES);
+            varint::put_u64(out, b.len() as u64);
+            out.extend_from_slice(b);
         }
         Value::Json(j) => {
             out.push(T_JSON);
@@ -351,6 +358,12 @@ fn decode_value(r: &mut Reader<'_>) -> Result<Value, DecodeError> {
                 return Err(err(at, "JSON not in canonical form"));
             }
             Value::Json(j)
+        }
+        T_BYTES => {
+            let n = r.len()?;
+            let b = r.b[r.pos..r.pos + n].to_vec();
+            r.pos += n;
+            Value::Bytes(b)
         }
         other => return Err(err(at, format!("unknown value tag 0x{other:02x}"))),
     })

@@ -102,6 +102,8 @@ pub enum Value {
     DateTime(Timestamp),
     /// Nested data; encoded as canonical JSON (sorted keys, no white space).
     Json(serde_json::Value),
+    /// Binary data (bytea, blob).
+    Bytes(Vec<u8>),
 }
 
 impl Value {
@@ -151,6 +153,15 @@ impl Value {
         Ok(Value::Decimal(d).normalize())
     }
 
+    /// A single-precision float (SQL `real`) as the decimal it prints as in f32 precision:
+    /// 19.45f32 → 19.45, not 19.450000762939453.
+    pub fn from_f32(f: f32) -> Result<Value, ValueError> {
+        if !f.is_finite() {
+            return Err(ValueError::new("finite number", f.to_string()));
+        }
+        Value::decimal_str(&f.to_string())
+    }
+
     /// A binary float as the decimal it prints as (shortest round-trip form): 12.5 → 12.5,
     /// 0.1 → 0.1. NaN and infinities are errors.
     pub fn from_f64(f: f64) -> Result<Value, ValueError> {
@@ -191,6 +202,7 @@ impl Value {
             Value::Date(_) => "date",
             Value::DateTime(_) => "datetime",
             Value::Json(_) => "json",
+            Value::Bytes(_) => "bytes",
         }
     }
 }
@@ -206,6 +218,7 @@ impl fmt::Display for Value {
             Value::Date(d) => write!(f, "{}", d.format("%Y-%m-%d")),
             Value::DateTime(t) => write!(f, "{t}"),
             Value::Json(j) => write!(f, "{j}"),
+            Value::Bytes(b) => write!(f, "<{} bytes>", b.len()),
         }
     }
 }
@@ -283,6 +296,19 @@ mod tests {
         assert_eq!(
             Timestamp::from_naive(naive, cet).unwrap().millis(),
             b.millis() - 123
+        );
+    }
+
+    #[test]
+    fn floats_become_the_decimal_they_print_as() {
+        assert_eq!(
+            Value::from_f32(19.45).unwrap(),
+            Value::decimal_str("19.45").unwrap()
+        );
+        assert_eq!(Value::from_f32(18.0).unwrap(), Value::Int(18));
+        assert_eq!(
+            Value::from_f64(0.1 + 0.2).unwrap(),
+            Value::decimal_str("0.30000000000000004").unwrap()
         );
     }
 

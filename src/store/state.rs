@@ -162,6 +162,11 @@ pub(crate) fn decode_version_with(
     })
 }
 
+/// The entity id that ends a snapshot / outbox / head key.
+fn entity_of(k: &[u8]) -> Result<EntityId, StoreError> {
+    layout::entity_suffix(k).ok_or_else(|| corrupt(k, "short key"))
+}
+
 fn encode_entry<T: Serialize>(v: &T) -> Vec<u8> {
     let mut out = vec![ENTRY_V1];
     out.extend(
@@ -449,6 +454,25 @@ impl StateStore {
         }
     }
 
+    /// Scans `prefix`, decoding each entry with `decode`, until `f` returns false; the first
+    /// entry that does not decode stops the scan and is the error.
+    fn scan_decoded<T>(
+        &self,
+        prefix: &[u8],
+        mut decode: impl FnMut(&[u8], &[u8]) -> Result<T, StoreError>,
+        mut f: impl FnMut(T) -> bool,
+    ) -> Result<(), StoreError> {
+        let mut failure = None;
+        scan_prefix(self.raw(), prefix, &mut |k, v| match decode(k, v) {
+            Ok(x) => f(x),
+            Err(e) => {
+                failure = Some(e);
+                false
+            }
+        })?;
+        failure.map_or(Ok(()), Err)
+    }
+
     /// Up to `limit` pending writes for `sys`, in entity order.
     pub fn outbox(
         &self,
@@ -456,25 +480,15 @@ impl StateStore {
         limit: usize,
     ) -> Result<Vec<(EntityId, OutboxEntry)>, StoreError> {
         let mut out = Vec::new();
-        let mut failure = None;
-        scan_prefix(
-            self.raw(),
+        self.scan_decoded(
             &layout::system_prefix(Tree::Outbox, sys),
-            &mut |k, v| {
-                let res = layout::entity_suffix(k)
-                    .ok_or_else(|| corrupt(k, "short key"))
-                    .and_then(|e| decode_entry::<OutboxEntry>(k, v).map(|o| (e, o)));
-                match res {
-                    Ok(x) => out.push(x),
-                    Err(e) => {
-                        failure = Some(e);
-                        return false;
-                    }
-                }
+            |k, v| Ok((entity_of(k)?, decode_entry::<OutboxEntry>(k, v)?)),
+            |x| {
+                out.push(x);
                 out.len() < limit
             },
         )?;
-        failure.map_or(Ok(out), Err)
+        Ok(out)
     }
 
     pub fn outbox_len(&self, sys: &SystemId) -> Result<u64, StoreError> {
@@ -496,25 +510,12 @@ impl StateStore {
         sys: &SystemId,
         f: &mut dyn FnMut(EntityId, Version) -> bool,
     ) -> Result<(), StoreError> {
-        let mut failure = None;
         let mut names = canonical::NameCache::new();
-        scan_prefix(
-            self.raw(),
+        self.scan_decoded(
             &layout::system_prefix(Tree::Snapshot, sys),
-            &mut |k, v| {
-                let res = layout::entity_suffix(k)
-                    .ok_or_else(|| corrupt(k, "short key"))
-                    .and_then(|e| decode_version_with(k, v, false, &mut names).map(|ver| (e, ver)));
-                match res {
-                    Ok((e, ver)) => f(e, ver),
-                    Err(e) => {
-                        failure = Some(e);
-                        false
-                    }
-                }
-            },
-        )?;
-        failure.map_or(Ok(()), Err)
+            |k, v| Ok((entity_of(k)?, decode_version_with(k, v, false, &mut names)?)),
+            |(e, ver)| f(e, ver),
+        )
     }
 
     /// Like [`StateStore::scan_snapshots`] but decodes only hash, clock and modstamp.
@@ -523,24 +524,11 @@ impl StateStore {
         sys: &SystemId,
         f: &mut dyn FnMut(EntityId, VersionMeta) -> bool,
     ) -> Result<(), StoreError> {
-        let mut failure = None;
-        scan_prefix(
-            self.raw(),
+        self.scan_decoded(
             &layout::system_prefix(Tree::Snapshot, sys),
-            &mut |k, v| {
-                let res = layout::entity_suffix(k)
-                    .ok_or_else(|| corrupt(k, "short key"))
-                    .and_then(|e| decode_version_parts(k, v).map(|(m, _)| (e, m)));
-                match res {
-                    Ok((e, m)) => f(e, m),
-                    Err(e) => {
-                        failure = Some(e);
-                        false
-                    }
-                }
-            },
-        )?;
-        failure.map_or(Ok(()), Err)
+            |k, v| Ok((entity_of(k)?, decode_version_parts(k, v)?.0)),
+            |(e, m)| f(e, m),
+        )
     }
 
     /// Every entity with a head, in id order.
@@ -548,37 +536,21 @@ impl StateStore {
         &self,
         f: &mut dyn FnMut(EntityId, Version) -> bool,
     ) -> Result<(), StoreError> {
-        let mut failure = None;
         let mut names = canonical::NameCache::new();
-        scan_prefix(self.raw(), &[Tree::Head.prefix()], &mut |k, v| {
-            let res = layout::entity_suffix(k)
-                .ok_or_else(|| corrupt(k, "short key"))
-                .and_then(|e| decode_version_with(k, v, false, &mut names).map(|ver| (e, ver)));
-            match res {
-                Ok((e, ver)) => f(e, ver),
-                Err(e) => {
-                    failure = Some(e);
-                    false
-                }
-            }
-        })?;
-        failure.map_or(Ok(()), Err)
+        self.scan_decoded(
+            &[Tree::Head.prefix()],
+            |k, v| Ok((entity_of(k)?, decode_version_with(k, v, false, &mut names)?)),
+            |(e, ver)| f(e, ver),
+        )
     }
 
     fn collect<T: DeserializeOwned>(&self, prefix: &[u8]) -> Result<Vec<T>, StoreError> {
         let mut out = Vec::new();
-        let mut failure = None;
-        scan_prefix(self.raw(), prefix, &mut |k, v| match decode_entry(k, v) {
-            Ok(x) => {
-                out.push(x);
-                true
-            }
-            Err(e) => {
-                failure = Some(e);
-                false
-            }
+        self.scan_decoded(prefix, decode_entry, |x| {
+            out.push(x);
+            true
         })?;
-        failure.map_or(Ok(out), Err)
+        Ok(out)
     }
 
     pub fn conflicts(&self) -> Result<Vec<ConflictEntry>, StoreError> {
@@ -596,47 +568,31 @@ impl StateStore {
     /// Reads every entry of every tree and decodes it: the first corrupt one is the error.
     pub fn verify(&self) -> Result<u64, StoreError> {
         let mut n = 0u64;
-        let mut failure = None;
-        self.store.scan(&[], None, &mut |k, v| {
+        self.scan_decoded(&[], decode_any_entry, |()| {
             n += 1;
-            let res = match Tree::of_key(k) {
-                None => Err(corrupt(k, "key outside every tree")),
-                Some(Tree::Head) | Some(Tree::Snapshot) | Some(Tree::Pending) => {
-                    decode_version(k, v).map(|_| ())
-                }
-                Some(Tree::Outbox) => decode_entry::<OutboxEntry>(k, v).map(|_| ()),
-                Some(Tree::Conflict) => decode_entry::<ConflictEntry>(k, v).map(|_| ()),
-                Some(Tree::RunLog) => decode_entry::<RunLogEntry>(k, v).map(|_| ()),
-                Some(Tree::Xref) if v.len() != 16 => Err(corrupt(k, "entity id is not 16 bytes")),
-                Some(Tree::XrefRev) if std::str::from_utf8(v).is_err() => {
-                    Err(corrupt(k, "native key not UTF-8"))
-                }
-                Some(Tree::Cursor) if v.first() != Some(&ENTRY_V1) => {
-                    Err(corrupt(k, "unknown entry version"))
-                }
-                _ => Ok(()),
-            };
-            match res {
-                Ok(()) => true,
-                Err(e) => {
-                    failure = Some(e);
-                    false
-                }
-            }
+            true
         })?;
-        failure.map_or(Ok(n), Err)
+        Ok(n)
     }
 }
 
 /// Decodes a raw store entry by its tree (fuzzing and `verify`): never panics.
-pub fn decode_any_entry(key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-    match Tree::of_key(key) {
+pub fn decode_any_entry(k: &[u8], v: &[u8]) -> Result<(), StoreError> {
+    match Tree::of_key(k) {
+        None => Err(corrupt(k, "key outside every tree")),
         Some(Tree::Head) | Some(Tree::Snapshot) | Some(Tree::Pending) => {
-            decode_version(key, value).map(|_| ())
+            decode_version(k, v).map(|_| ())
         }
-        Some(Tree::Outbox) => decode_entry::<OutboxEntry>(key, value).map(|_| ()),
-        Some(Tree::Conflict) => decode_entry::<ConflictEntry>(key, value).map(|_| ()),
-        Some(Tree::RunLog) => decode_entry::<RunLogEntry>(key, value).map(|_| ()),
+        Some(Tree::Outbox) => decode_entry::<OutboxEntry>(k, v).map(|_| ()),
+        Some(Tree::Conflict) => decode_entry::<ConflictEntry>(k, v).map(|_| ()),
+        Some(Tree::RunLog) => decode_entry::<RunLogEntry>(k, v).map(|_| ()),
+        Some(Tree::Xref) if v.len() != 16 => Err(corrupt(k, "entity id is not 16 bytes")),
+        Some(Tree::XrefRev) if std::str::from_utf8(v).is_err() => {
+            Err(corrupt(k, "native key not UTF-8"))
+        }
+        Some(Tree::Cursor) if v.first() != Some(&ENTRY_V1) => {
+            Err(corrupt(k, "unknown entry version"))
+        }
         _ => Ok(()),
     }
 }
