@@ -5,6 +5,7 @@
 //! those. Errors name the system and the object they concern.
 
 pub mod memory;
+pub mod sql;
 
 use crate::model::{EntityId, Fields, Key, SystemId, Timestamp};
 use async_trait::async_trait;

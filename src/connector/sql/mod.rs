@@ -1,0 +1,381 @@
+//! SQL tables as systems: PostgreSQL, MariaDB/MySQL and SQLite through one code path on sqlx.
+//!
+//! Modes (per table): `scan` reads the whole table in key order (keyset paging) and lets the
+//! engine find changes and hard deletes against its stored hashes; `column` reads rows whose
+//! updated-at column is at or after the cursor, with an overlap window and a compound
+//! (updated, key) position for ties. See `docs/connectors/sql.md`.
+
+pub mod client;
+pub mod config;
+pub mod read;
+#[cfg(test)]
+mod tests;
+pub mod write;
+
+pub use client::{ColType, Column, Dialect, Pool};
+pub use config::{CaptureMode, SqlTableConfig};
+
+use crate::connector::{Change, Connector, ConnectorError, ReadPage, WriteOp, WriteResult};
+use crate::model::{SystemId, Timestamp, Value};
+use async_trait::async_trait;
+use chrono::FixedOffset;
+use read::{decode, param_for, row_key, select_expr, tuple_gt, value_hex, value_unhex, Cursor};
+
+/// One mapped table.
+pub struct SqlConnector {
+    system: SystemId,
+    cfg: SqlTableConfig,
+    pool: Pool,
+    columns: Vec<Column>,
+    key: Vec<Column>,
+    updated: Option<Column>,
+    offset: FixedOffset,
+}
+
+impl std::fmt::Debug for SqlConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlConnector")
+            .field("system", &self.system)
+            .field("dialect", &self.pool.dialect())
+            .field("table", &self.cfg.table)
+            .finish()
+    }
+}
+
+impl SqlConnector {
+    /// Connects with the URL from the environment variable `cfg.url_env` and checks the table.
+    pub async fn connect(system: SystemId, cfg: SqlTableConfig) -> Result<Self, ConnectorError> {
+        let object = cfg.table.clone();
+        let err = |message: String| ConnectorError {
+            system: system.to_string(),
+            object: object.clone(),
+            message,
+            retryable: false,
+        };
+        let url = std::env::var(&cfg.url_env).map_err(|_| {
+            err(format!(
+                "environment variable {} is not set (it holds the connection URL)",
+                cfg.url_env
+            ))
+        })?;
+        let pool = Pool::connect(&url, system.as_str(), &object).await?;
+        Self::with_pool(system, cfg, pool).await
+    }
+
+    /// Uses an existing pool (tests, several tables of one database).
+    pub async fn with_pool(
+        system: SystemId,
+        cfg: SqlTableConfig,
+        pool: Pool,
+    ) -> Result<Self, ConnectorError> {
+        let object = cfg.table.clone();
+        let err = |message: String| ConnectorError {
+            system: system.to_string(),
+            object: object.clone(),
+            message,
+            retryable: false,
+        };
+        if cfg.key.is_empty() {
+            return Err(err("no key columns configured".into()));
+        }
+        let all = pool
+            .columns(cfg.schema.as_deref(), &cfg.table)
+            .await
+            .map_err(|e| client::conn_error(system.as_str(), &object, &e))?;
+        if all.is_empty() {
+            return Err(err(format!(
+                "table {} not found{}",
+                cfg.table,
+                cfg.schema
+                    .as_deref()
+                    .map(|s| format!(" in schema {s}"))
+                    .unwrap_or_default()
+            )));
+        }
+        let find = |name: &str| all.iter().find(|c| c.name == name).cloned();
+        let columns: Vec<Column> = match &cfg.columns {
+            None => all.clone(),
+            Some(names) => {
+                let mut cols = Vec::new();
+                for n in names {
+                    cols.push(find(n).ok_or_else(|| err(format!("column {n} not found")))?);
+                }
+                for k in &cfg.key {
+                    if !names.contains(k) {
+                        cols.push(find(k).ok_or_else(|| err(format!("key column {k} not found")))?);
+                    }
+                }
+                cols
+            }
+        };
+        let mut key = Vec::new();
+        for k in &cfg.key {
+            key.push(find(k).ok_or_else(|| err(format!("key column {k} not found")))?);
+        }
+        let updated = match (cfg.mode, &cfg.updated_column) {
+            (CaptureMode::Column, None) => {
+                return Err(err("mode = \"column\" needs updated_column".into()))
+            }
+            (CaptureMode::Column, Some(u)) => {
+                Some(find(u).ok_or_else(|| err(format!("updated column {u} not found")))?)
+            }
+            _ => None,
+        };
+        let offset = FixedOffset::east_opt(cfg.naive_utc_offset_minutes * 60)
+            .ok_or_else(|| err("naive_utc_offset_minutes out of range".into()))?;
+        Ok(SqlConnector {
+            system,
+            cfg,
+            pool,
+            columns,
+            key,
+            updated,
+            offset,
+        })
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.pool.dialect()
+    }
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+    pub fn columns(&self) -> &[Column] {
+        &self.columns
+    }
+    pub fn key_cols(&self) -> &[Column] {
+        &self.key
+    }
+    pub fn offset(&self) -> FixedOffset {
+        self.offset
+    }
+    pub fn config(&self) -> &SqlTableConfig {
+        &self.cfg
+    }
+
+    /// The quoted, schema-qualified table name.
+    pub fn table_ref(&self) -> String {
+        let d = self.dialect();
+        match (&self.cfg.schema, d) {
+            (Some(s), Dialect::Postgres | Dialect::MySql) => {
+                format!("{}.{}", d.quote(s), d.quote(&self.cfg.table))
+            }
+            _ => d.quote(&self.cfg.table),
+        }
+    }
+
+    pub(crate) fn error(&self, e: &sqlx::Error) -> ConnectorError {
+        client::conn_error(self.system.as_str(), &self.cfg.table, e)
+    }
+
+    fn bad(&self, message: String) -> ConnectorError {
+        ConnectorError {
+            system: self.system.to_string(),
+            object: self.cfg.table.clone(),
+            message,
+            retryable: false,
+        }
+    }
+
+    fn page_size(&self) -> usize {
+        self.cfg.batch_size.clamp(1, 100_000)
+    }
+
+    async fn read_scan(&self, cursor: Cursor) -> Result<ReadPage, ConnectorError> {
+        let d = self.dialect();
+        let list: Vec<String> = self.columns.iter().map(|c| select_expr(d, c)).collect();
+        let keys: Vec<&Column> = self.key.iter().collect();
+        let order: Vec<String> = keys.iter().map(|c| d.quote(&c.name)).collect();
+        let mut params = Vec::new();
+        let mut sql = format!("SELECT {} FROM {}", list.join(", "), self.table_ref());
+        if let Some(after) = &cursor.after_key {
+            sql.push_str(&format!(" WHERE {}", tuple_gt(d, &keys, 1)));
+            for (c, hex) in keys.iter().zip(after) {
+                let v = value_unhex(hex).ok_or_else(|| self.bad("corrupt read cursor".into()))?;
+                params.push(param_for(d, c, Some(&v), self.offset).map_err(|e| self.bad(e))?);
+            }
+        }
+        sql.push_str(&format!(
+            " ORDER BY {} LIMIT {}",
+            order.join(", "),
+            self.page_size()
+        ));
+        let rows = self
+            .pool
+            .fetch(&sql, &params)
+            .await
+            .map_err(|e| self.error(&e))?;
+        let decoded = decode(&rows, &self.columns, self.offset).map_err(|e| self.bad(e))?;
+        let more = decoded.len() == self.page_size();
+        let mut changes = Vec::with_capacity(decoded.len());
+        let mut last_key = None;
+        for f in decoded {
+            let key = row_key(&f, &keys).map_err(|e| self.bad(e))?;
+            last_key = Some(
+                keys.iter()
+                    .map(|c| value_hex(f.get(&c.name).unwrap_or(&Value::Null)))
+                    .collect(),
+            );
+            changes.push(Change {
+                key,
+                entity_hint: None,
+                fields: Some(f),
+                modstamp: None,
+            });
+        }
+        let cursor = if more {
+            Some(
+                serde_json::to_vec(&Cursor {
+                    after_key: last_key,
+                    ..Cursor::default()
+                })
+                .expect("cursor serialises"),
+            )
+        } else {
+            None
+        };
+        Ok(ReadPage {
+            changes,
+            cursor,
+            more,
+            complete: true,
+        })
+    }
+
+    async fn read_column(&self, cursor: Cursor) -> Result<ReadPage, ConnectorError> {
+        let d = self.dialect();
+        let upd = self
+            .updated
+            .as_ref()
+            .expect("column mode has an updated column");
+        let list: Vec<String> = self.columns.iter().map(|c| select_expr(d, c)).collect();
+        let mut order_cols: Vec<&Column> = vec![upd];
+        order_cols.extend(self.key.iter().filter(|k| k.name != upd.name));
+        let order: Vec<String> = order_cols.iter().map(|c| d.quote(&c.name)).collect();
+        let mut params = Vec::new();
+        let mut sql = format!(
+            "SELECT {}, {} FROM {}",
+            list.join(", "),
+            select_expr(d, upd),
+            self.table_ref()
+        );
+        let mut wheres = vec![format!("{} IS NOT NULL", d.quote(&upd.name))];
+        if let (Some(u), Some(k)) = (&cursor.after_updated, &cursor.after_key) {
+            wheres.push(tuple_gt(d, &order_cols, 1));
+            let mut values = vec![u.clone()];
+            values.extend(k.iter().cloned());
+            for (c, hex) in order_cols.iter().zip(&values) {
+                let v = value_unhex(hex).ok_or_else(|| self.bad("corrupt read cursor".into()))?;
+                params.push(param_for(d, c, Some(&v), self.offset).map_err(|e| self.bad(e))?);
+            }
+        } else if let Some(since) = &cursor.since {
+            let v = value_unhex(since).ok_or_else(|| self.bad("corrupt read cursor".into()))?;
+            wheres.push(format!(
+                "{} >= {}",
+                d.quote(&upd.name),
+                read::placeholder(d, 1, upd)
+            ));
+            params.push(param_for(d, upd, Some(&v), self.offset).map_err(|e| self.bad(e))?);
+        }
+        sql.push_str(&format!(" WHERE {}", wheres.join(" AND ")));
+        sql.push_str(&format!(
+            " ORDER BY {} LIMIT {}",
+            order.join(", "),
+            self.page_size()
+        ));
+        let mut cols = self.columns.clone();
+        cols.push(Column {
+            name: format!("{}\u{0}updated", upd.name),
+            ..upd.clone()
+        });
+        let rows = self
+            .pool
+            .fetch(&sql, &params)
+            .await
+            .map_err(|e| self.error(&e))?;
+        let decoded = decode(&rows, &cols, self.offset).map_err(|e| self.bad(e))?;
+        let more = decoded.len() == self.page_size();
+        let keys: Vec<&Column> = self.key.iter().collect();
+        let mut changes = Vec::with_capacity(decoded.len());
+        let mut last = None;
+        let mut newest: Option<Value> = None;
+        for mut f in decoded {
+            let u = f
+                .remove(&format!("{}\u{0}updated", upd.name))
+                .unwrap_or(Value::Null);
+            let key = row_key(&f, &keys).map_err(|e| self.bad(e))?;
+            let k: Vec<String> = order_cols[1..]
+                .iter()
+                .map(|c| value_hex(f.get(&c.name).unwrap_or(&Value::Null)))
+                .collect();
+            last = Some((value_hex(&u), k));
+            let modstamp = match &u {
+                Value::DateTime(t) => Some(*t),
+                _ => None,
+            };
+            newest = Some(u);
+            changes.push(Change {
+                key,
+                entity_hint: None,
+                fields: Some(f),
+                modstamp,
+            });
+        }
+        let next = if more {
+            let (u, k) = last.expect("a full page has a last row");
+            Cursor {
+                after_key: Some(k),
+                after_updated: Some(u),
+                since: cursor.since.clone(),
+            }
+        } else {
+            // The next read starts `overlap` before the newest value seen (or where this one
+            // started): rows committed late with an older timestamp are still found, and rows
+            // read twice are recognised by their unchanged hash.
+            let since = match newest {
+                Some(Value::DateTime(t)) => Some(value_hex(&Value::DateTime(Timestamp(
+                    t.millis() - (self.cfg.overlap_secs as i64) * 1000,
+                )))),
+                Some(Value::Int(i)) => {
+                    Some(value_hex(&Value::Int(i - self.cfg.overlap_secs as i64)))
+                }
+                Some(other) => Some(value_hex(&other)),
+                None => cursor.since.clone(),
+            };
+            Cursor {
+                since,
+                ..Cursor::default()
+            }
+        };
+        Ok(ReadPage {
+            changes,
+            cursor: Some(serde_json::to_vec(&next).expect("cursor serialises")),
+            more,
+            complete: false,
+        })
+    }
+}
+
+#[async_trait]
+impl Connector for SqlConnector {
+    fn system(&self) -> &SystemId {
+        &self.system
+    }
+
+    async fn read(&self, cursor: Option<&[u8]>) -> Result<ReadPage, ConnectorError> {
+        let cursor: Cursor = match cursor {
+            None => Cursor::default(),
+            Some(b) => {
+                serde_json::from_slice(b).map_err(|_| self.bad("corrupt read cursor".into()))?
+            }
+        };
+        match self.cfg.mode {
+            CaptureMode::Scan => self.read_scan(cursor).await,
+            CaptureMode::Column => self.read_column(cursor).await,
+        }
+    }
+
+    async fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteResult>, ConnectorError> {
+        write::apply(self, ops).await
+    }
+}

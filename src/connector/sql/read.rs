@@ -1,0 +1,389 @@
+//! Reading rows: SELECT building, keyset paging, and decoding every column type to a value.
+
+use super::client::{ColType, Column, Dialect, Param, Rows};
+use crate::model::{canonical, Fields, Key, Timestamp, Value};
+use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Where a read continues. Values are kept in the canonical single-value encoding (hex), so a
+/// cursor round-trips every type exactly.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// Key of the last row of the previous page (scan paging, and column-mode ties).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_key: Option<Vec<String>>,
+    /// Column mode: updated-column value of the last row of the previous page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_updated: Option<String>,
+    /// Column mode: where the next read starts (inclusive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+}
+
+pub fn value_hex(v: &Value) -> String {
+    canonical::value_bytes(v)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+pub fn value_unhex(s: &str) -> Option<Value> {
+    if s.len() % 2 != 0 || !s.is_ascii() {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+        .collect();
+    canonical::value_from_bytes(&bytes?).ok()
+}
+
+/// The select-list expression for a column (text casts for types concord reads as text).
+pub fn select_expr(d: Dialect, c: &Column) -> String {
+    let q = d.quote(&c.name);
+    match (d, &c.ty) {
+        (Dialect::Postgres, ColType::Other) => format!("{q}::text"),
+        (Dialect::MySql, ColType::Other) => format!("CAST({q} AS CHAR)"),
+        _ => q,
+    }
+}
+
+/// A bind placeholder for parameter number `n` (1-based) of column `c`.
+pub fn placeholder(d: Dialect, n: usize, c: &Column) -> String {
+    match d {
+        Dialect::Postgres => {
+            let ty = if c
+                .db_type
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+            {
+                c.db_type.clone()
+            } else {
+                d.quote(&c.db_type)
+            };
+            format!("${n}::{ty}")
+        }
+        _ => "?".into(),
+    }
+}
+
+/// A row-value comparison `(a, b) > (p1, p2)` with placeholders from `first`.
+pub fn tuple_gt(d: Dialect, cols: &[&Column], first: usize) -> String {
+    let names: Vec<String> = cols.iter().map(|c| d.quote(&c.name)).collect();
+    let ph: Vec<String> = cols
+        .iter()
+        .enumerate()
+        .map(|(i, c)| placeholder(d, first + i, c))
+        .collect();
+    format!("({}) > ({})", names.join(", "), ph.join(", "))
+}
+
+/// The plain text of a key value (for native keys).
+pub fn key_part(v: &Value) -> String {
+    match v {
+        Value::Text(s) => s.clone(),
+        Value::Date(d) => d.format("%Y-%m-%d").to_string(),
+        Value::Bytes(b) => b.iter().map(|x| format!("{x:02x}")).collect(),
+        Value::Json(j) => {
+            let mut s = String::new();
+            canonical::canonical_json(j, &mut s);
+            s
+        }
+        other => other.to_string(),
+    }
+}
+
+pub fn row_key(fields: &Fields, key: &[&Column]) -> Result<Key, String> {
+    let mut parts = Vec::with_capacity(key.len());
+    for c in key {
+        match fields.get(&c.name) {
+            Some(v) => parts.push(key_part(v)),
+            None => return Err(format!("key column {} is null", c.name)),
+        }
+    }
+    Ok(if parts.len() == 1 {
+        Key::new(parts.pop().expect("one part"))
+    } else {
+        Key::composite(&parts)
+    })
+}
+
+fn naive_to_value(n: NaiveDateTime, off: FixedOffset) -> Result<Value, String> {
+    Timestamp::from_naive(n, off)
+        .map(Value::DateTime)
+        .map_err(|e| e.to_string())
+}
+
+fn parse_naive(s: &str) -> Option<NaiveDateTime> {
+    let s = s.trim();
+    for f in [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%d",
+    ] {
+        if let Ok(n) = NaiveDateTime::parse_from_str(s, f) {
+            return Some(n);
+        }
+        if f == "%Y-%m-%d" {
+            if let Ok(d) = NaiveDate::parse_from_str(s, f) {
+                return d.and_hms_opt(0, 0, 0);
+            }
+        }
+    }
+    None
+}
+
+fn text_to(ty: &ColType, s: String, off: FixedOffset) -> Result<Value, String> {
+    Ok(match ty {
+        ColType::Int { .. } | ColType::Decimal | ColType::Float32 | ColType::Float64 => {
+            Value::decimal_str(&s).map_err(|e| e.to_string())?
+        }
+        ColType::Bool => match s.to_ascii_lowercase().as_str() {
+            "1" | "true" | "t" | "yes" => Value::Bool(true),
+            "0" | "false" | "f" | "no" => Value::Bool(false),
+            _ => return Err(format!("not a boolean: {s:?}")),
+        },
+        ColType::Date => Value::date_str(s.get(..10).unwrap_or(&s)).map_err(|e| e.to_string())?,
+        ColType::Timestamp => match parse_naive(&s) {
+            Some(n) => naive_to_value(n, off)?,
+            None => Value::datetime_str(&s).map_err(|e| e.to_string())?,
+        },
+        ColType::TimestampTz => Value::datetime_str(&s).map_err(|e| e.to_string())?,
+        ColType::Json => {
+            Value::Json(serde_json::from_str(&s).map_err(|e| format!("invalid JSON: {e}"))?)
+        }
+        ColType::Text { padded: true } => Value::text(s.trim_end_matches(' ')),
+        _ => Value::text(s),
+    })
+}
+
+macro_rules! get {
+    ($row:expr, $i:expr, $t:ty) => {
+        $row.try_get::<Option<$t>, _>($i)
+            .map_err(|e| e.to_string())?
+    };
+}
+
+fn pg_value(
+    row: &sqlx::postgres::PgRow,
+    i: usize,
+    c: &Column,
+    off: FixedOffset,
+) -> Result<Option<Value>, String> {
+    use sqlx::Row;
+    Ok(match &c.ty {
+        ColType::Bool => get!(row, i, bool).map(Value::Bool),
+        ColType::Int { bits: 16, .. } => get!(row, i, i16).map(|v| Value::Int(v as i64)),
+        ColType::Int { bits: 32, .. } => get!(row, i, i32).map(|v| Value::Int(v as i64)),
+        ColType::Int { .. } => get!(row, i, i64).map(Value::Int),
+        ColType::Decimal => get!(row, i, rust_decimal::Decimal).map(Value::from),
+        ColType::Float32 => match get!(row, i, f32) {
+            Some(f) => Some(Value::from_f32(f).map_err(|e| e.to_string())?),
+            None => None,
+        },
+        ColType::Float64 => match get!(row, i, f64) {
+            Some(f) => Some(Value::from_f64(f).map_err(|e| e.to_string())?),
+            None => None,
+        },
+        ColType::Text { padded } => get!(row, i, String).map(|s| {
+            if *padded {
+                Value::text(s.trim_end_matches(' '))
+            } else {
+                Value::text(s)
+            }
+        }),
+        ColType::Date => get!(row, i, NaiveDate).map(Value::Date),
+        ColType::Timestamp => match get!(row, i, NaiveDateTime) {
+            Some(n) => Some(naive_to_value(n, off)?),
+            None => None,
+        },
+        ColType::TimestampTz => {
+            get!(row, i, DateTime<Utc>).map(|d| Value::DateTime(Timestamp::from_chrono(&d)))
+        }
+        ColType::Json => get!(row, i, serde_json::Value).map(Value::Json),
+        ColType::Uuid => get!(row, i, sqlx::types::Uuid).map(|u| Value::text(u.to_string())),
+        ColType::Bytes => get!(row, i, Vec<u8>).map(Value::Bytes),
+        ColType::Other => get!(row, i, String).map(Value::text),
+    })
+}
+
+fn my_value(
+    row: &sqlx::mysql::MySqlRow,
+    i: usize,
+    c: &Column,
+    off: FixedOffset,
+) -> Result<Option<Value>, String> {
+    use sqlx::Row;
+    Ok(match &c.ty {
+        ColType::Bool => get!(row, i, bool).map(Value::Bool),
+        ColType::Int { unsigned: true, .. } => get!(row, i, u64).map(|u| match i64::try_from(u) {
+            Ok(v) => Value::Int(v),
+            Err(_) => Value::from(rust_decimal::Decimal::from(u)),
+        }),
+        ColType::Int { .. } => get!(row, i, i64).map(Value::Int),
+        ColType::Decimal => get!(row, i, rust_decimal::Decimal).map(Value::from),
+        ColType::Float32 => match get!(row, i, f32) {
+            Some(f) => Some(Value::from_f32(f).map_err(|e| e.to_string())?),
+            None => None,
+        },
+        ColType::Float64 => match get!(row, i, f64) {
+            Some(f) => Some(Value::from_f64(f).map_err(|e| e.to_string())?),
+            None => None,
+        },
+        ColType::Text { .. } | ColType::Uuid | ColType::Other => {
+            get!(row, i, String).map(Value::text)
+        }
+        ColType::Date => get!(row, i, NaiveDate).map(Value::Date),
+        ColType::Timestamp => match get!(row, i, NaiveDateTime) {
+            Some(n) => Some(naive_to_value(n, off)?),
+            None => None,
+        },
+        ColType::TimestampTz => {
+            get!(row, i, DateTime<Utc>).map(|d| Value::DateTime(Timestamp::from_chrono(&d)))
+        }
+        ColType::Json => get!(row, i, serde_json::Value).map(Value::Json),
+        ColType::Bytes => get!(row, i, Vec<u8>).map(Value::Bytes),
+    })
+}
+
+fn lite_value(
+    row: &sqlx::sqlite::SqliteRow,
+    i: usize,
+    c: &Column,
+    off: FixedOffset,
+) -> Result<Option<Value>, String> {
+    use sqlx::{Row, TypeInfo, ValueRef};
+    let raw = row.try_get_raw(i).map_err(|e| e.to_string())?;
+    if raw.is_null() {
+        return Ok(None);
+    }
+    let storage = raw.type_info().name().to_string();
+    let v = match storage.as_str() {
+        "INTEGER" => {
+            let n: i64 = row.try_get(i).map_err(|e| e.to_string())?;
+            match &c.ty {
+                ColType::Bool => Value::Bool(n != 0),
+                ColType::Text { .. } | ColType::Other => Value::text(n.to_string()),
+                ColType::Timestamp | ColType::TimestampTz => {
+                    Value::DateTime(Timestamp(n.saturating_mul(1000)))
+                }
+                _ => Value::Int(n),
+            }
+        }
+        "REAL" => {
+            let f: f64 = row.try_get(i).map_err(|e| e.to_string())?;
+            match &c.ty {
+                ColType::Text { .. } | ColType::Other => Value::text(f.to_string()),
+                _ => Value::from_f64(f).map_err(|e| e.to_string())?,
+            }
+        }
+        "BLOB" => {
+            let b: Vec<u8> = row.try_get(i).map_err(|e| e.to_string())?;
+            Value::Bytes(b)
+        }
+        _ => {
+            let s: String = row.try_get(i).map_err(|e| e.to_string())?;
+            text_to(&c.ty, s, off)?
+        }
+    };
+    Ok(Some(v))
+}
+
+/// Decodes fetched rows into field sets (column name → value).
+pub fn decode(rows: &Rows, cols: &[Column], off: FixedOffset) -> Result<Vec<Fields>, String> {
+    let mut out = Vec::new();
+    macro_rules! each {
+        ($rows:expr, $f:ident) => {
+            for row in $rows {
+                let mut fields = Fields::new();
+                for (i, c) in cols.iter().enumerate() {
+                    match $f(row, i, c, off) {
+                        Ok(Some(v)) => fields.set(c.name.as_str(), v),
+                        Ok(None) => {}
+                        Err(e) => return Err(format!("column {}: {e}", c.name)),
+                    }
+                }
+                out.push(fields);
+            }
+        };
+    }
+    match rows {
+        Rows::Pg(r) => each!(r, pg_value),
+        Rows::My(r) => each!(r, my_value),
+        Rows::Lite(r) => each!(r, lite_value),
+    }
+    Ok(out)
+}
+
+/// The bound parameter for a value written to (or compared with) column `c`.
+pub fn param_for(
+    d: Dialect,
+    c: &Column,
+    v: Option<&Value>,
+    off: FixedOffset,
+) -> Result<Param, String> {
+    let Some(v) = v else {
+        return Ok(Param::Null);
+    };
+    let mismatch = || {
+        format!(
+            "cannot store a {} value in column {} ({})",
+            v.type_name(),
+            c.name,
+            c.db_type
+        )
+    };
+    // Which values a column accepts.
+    let ok = match (&c.ty, v) {
+        (ColType::Int { .. }, Value::Int(_)) => true,
+        (
+            ColType::Decimal | ColType::Float32 | ColType::Float64,
+            Value::Int(_) | Value::Decimal(_),
+        ) => true,
+        (ColType::Bool, Value::Bool(_)) => true,
+        (ColType::Date, Value::Date(_)) => true,
+        (ColType::Timestamp | ColType::TimestampTz, Value::DateTime(_)) => true,
+        (ColType::Bytes, Value::Bytes(_)) => true,
+        (ColType::Bytes, _) => false,
+        (ColType::Text { .. } | ColType::Uuid | ColType::Other | ColType::Json, _) => true,
+        _ => false,
+    };
+    if !ok {
+        return Err(mismatch());
+    }
+    let text = |v: &Value| -> String {
+        match v {
+            Value::DateTime(t) => {
+                let utc = t.to_chrono().unwrap_or_default();
+                match (&c.ty, d) {
+                    (ColType::Timestamp, _) => utc
+                        .with_timezone(&off)
+                        .naive_local()
+                        .format("%Y-%m-%d %H:%M:%S%.3f")
+                        .to_string(),
+                    (_, Dialect::MySql) => {
+                        utc.naive_utc().format("%Y-%m-%d %H:%M:%S%.3f").to_string()
+                    }
+                    _ => t.to_string(),
+                }
+            }
+            Value::Bool(b) => if *b { "true" } else { "false" }.into(),
+            other => key_part(other),
+        }
+    };
+    Ok(match (d, v) {
+        (_, Value::Bytes(b)) => Param::Bytes(b.clone()),
+        (Dialect::Postgres, _) => Param::Text(text(v)),
+        (_, Value::Bool(b)) => Param::Int(*b as i64),
+        (_, Value::Int(i)) if !matches!(c.ty, ColType::Text { .. } | ColType::Other) => {
+            Param::Int(*i)
+        }
+        (Dialect::Sqlite, Value::Decimal(x))
+            if matches!(c.ty, ColType::Float32 | ColType::Float64) =>
+        {
+            Param::Float(x.to_string().parse::<f64>().map_err(|_| mismatch())?)
+        }
+        _ => Param::Text(text(v)),
+    })
+}

@@ -1,0 +1,277 @@
+//! Writing: batched idempotent creates (INSERT … ON CONFLICT / ON DUPLICATE KEY), updates that
+//! report a vanished row, and deletes; one transaction per batch, every value a bound parameter.
+
+use super::client::{Column, Dialect, Param};
+use super::read::{param_for, placeholder, row_key};
+use super::SqlConnector;
+use crate::connector::{ConnectorError, WriteErrorKind, WriteOp, WriteResult};
+use crate::model::{Fields, Key, Value};
+use std::collections::BTreeSet;
+
+/// `INSERT … VALUES (…), (…) ON CONFLICT (key) DO UPDATE …` for `rows` rows.
+pub fn upsert_sql(d: Dialect, table: &str, cols: &[Column], key: &[String], rows: usize) -> String {
+    let names: Vec<String> = cols.iter().map(|c| d.quote(&c.name)).collect();
+    let mut sql = format!("INSERT INTO {table} ({}) VALUES ", names.join(", "));
+    let mut n = 1;
+    for r in 0..rows {
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        let ph: Vec<String> = cols
+            .iter()
+            .map(|c| {
+                let p = placeholder(d, n, c);
+                n += 1;
+                p
+            })
+            .collect();
+        sql.push('(');
+        sql.push_str(&ph.join(", "));
+        sql.push(')');
+    }
+    let non_key: Vec<&Column> = cols.iter().filter(|c| !key.contains(&c.name)).collect();
+    let keys: Vec<String> = key.iter().map(|k| d.quote(k)).collect();
+    match d {
+        Dialect::MySql => {
+            if non_key.is_empty() {
+                sql.push_str(&format!(" ON DUPLICATE KEY UPDATE {0} = {0}", keys[0]));
+            } else {
+                let sets: Vec<String> = non_key
+                    .iter()
+                    .map(|c| format!("{0} = VALUES({0})", d.quote(&c.name)))
+                    .collect();
+                sql.push_str(&format!(" ON DUPLICATE KEY UPDATE {}", sets.join(", ")));
+            }
+        }
+        _ => {
+            let excluded = if d == Dialect::Postgres {
+                "EXCLUDED"
+            } else {
+                "excluded"
+            };
+            if non_key.is_empty() {
+                sql.push_str(&format!(" ON CONFLICT ({}) DO NOTHING", keys.join(", ")));
+            } else {
+                let sets: Vec<String> = non_key
+                    .iter()
+                    .map(|c| format!("{0} = {excluded}.{0}", d.quote(&c.name)))
+                    .collect();
+                sql.push_str(&format!(
+                    " ON CONFLICT ({}) DO UPDATE SET {}",
+                    keys.join(", "),
+                    sets.join(", ")
+                ));
+            }
+        }
+    }
+    sql
+}
+
+/// `UPDATE … SET … WHERE key = …`; parameters: non-key columns, then key columns.
+pub fn update_sql(d: Dialect, table: &str, cols: &[Column], key: &[String]) -> String {
+    let mut n = 1;
+    let mut sets = Vec::new();
+    for c in cols.iter().filter(|c| !key.contains(&c.name)) {
+        sets.push(format!("{} = {}", d.quote(&c.name), placeholder(d, n, c)));
+        n += 1;
+    }
+    let mut wheres = Vec::new();
+    for k in key {
+        let c = cols
+            .iter()
+            .find(|c| &c.name == k)
+            .expect("key column is mapped");
+        wheres.push(format!("{} = {}", d.quote(k), placeholder(d, n, c)));
+        n += 1;
+    }
+    if sets.is_empty() {
+        // Nothing but the key: touch the key so the statement still reports a match.
+        let k = d.quote(&key[0]);
+        sets.push(format!("{k} = {k}"));
+    }
+    format!(
+        "UPDATE {table} SET {} WHERE {}",
+        sets.join(", "),
+        wheres.join(" AND ")
+    )
+}
+
+/// `SELECT COUNT(*) … WHERE key = …`.
+pub fn exists_sql(d: Dialect, table: &str, cols: &[Column], key: &[String]) -> String {
+    delete_sql(d, table, cols, key).replacen("DELETE FROM", "SELECT COUNT(*) FROM", 1)
+}
+
+/// `DELETE … WHERE key = …`.
+pub fn delete_sql(d: Dialect, table: &str, cols: &[Column], key: &[String]) -> String {
+    let wheres: Vec<String> = key
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let c = cols
+                .iter()
+                .find(|c| &c.name == k)
+                .expect("key column is mapped");
+            format!("{} = {}", d.quote(k), placeholder(d, i + 1, c))
+        })
+        .collect();
+    format!("DELETE FROM {table} WHERE {}", wheres.join(" AND "))
+}
+
+/// The record's fields with the native key's parts put into the key columns.
+fn with_key(conn: &SqlConnector, fields: &Fields, key: Option<&Key>) -> Result<Fields, String> {
+    let mut f = fields.clone();
+    if let Some(k) = key {
+        let parts = k.parts();
+        if parts.len() != conn.key_cols().len() {
+            return Err(format!(
+                "native key {k} does not have {} parts",
+                conn.key_cols().len()
+            ));
+        }
+        for (c, p) in conn.key_cols().iter().zip(parts) {
+            let v = match f.get(&c.name) {
+                Some(existing) if super::read::key_part(existing) == p => existing.clone(),
+                _ => Value::text(p),
+            };
+            f.set(c.name.as_str(), v);
+        }
+    }
+    Ok(f)
+}
+
+fn params(conn: &SqlConnector, cols: &[&Column], f: &Fields) -> Result<Vec<Param>, String> {
+    cols.iter()
+        .map(|c| param_for(conn.dialect(), c, f.get(&c.name), conn.offset()))
+        .collect()
+}
+
+fn rejected(message: String) -> WriteResult {
+    WriteResult::Err {
+        kind: WriteErrorKind::Rejected,
+        message,
+    }
+}
+
+/// Applies a batch in one transaction. Per-record problems (a value the column cannot hold, a
+/// missing key) reject that record only; a database error fails the whole batch (nothing of it
+/// is committed) and is returned as the call's error.
+pub async fn apply(
+    conn: &SqlConnector,
+    ops: Vec<WriteOp>,
+) -> Result<Vec<WriteResult>, ConnectorError> {
+    let d = conn.dialect();
+    let table = conn.table_ref();
+    let cols = conn.columns();
+    let key_names: Vec<String> = conn.key_cols().iter().map(|c| c.name.clone()).collect();
+    let non_key: Vec<&Column> = cols
+        .iter()
+        .filter(|c| !key_names.contains(&c.name))
+        .collect();
+    let key_cols: Vec<&Column> = conn.key_cols().iter().collect();
+    let all: Vec<&Column> = cols.iter().collect();
+
+    let mut results: Vec<Option<WriteResult>> = vec![None; ops.len()];
+    // Creates, grouped so that no statement holds one key twice.
+    let mut creates: Vec<Vec<(usize, Key, Vec<Param>)>> = Vec::new();
+    let mut updates: Vec<(usize, Key, Vec<Param>)> = Vec::new();
+    let mut deletes: Vec<(usize, Key, Vec<Param>)> = Vec::new();
+    for (i, op) in ops.iter().enumerate() {
+        let prepared = match op {
+            WriteOp::Upsert { fields, key, .. } => {
+                with_key(conn, fields, key.as_ref()).and_then(|f| {
+                    let k = row_key(&f, &key_cols)?;
+                    Ok((f, k))
+                })
+            }
+            WriteOp::Delete { key, .. } => {
+                with_key(conn, &Fields::new(), Some(key)).map(|f| (f, key.clone()))
+            }
+        };
+        let (f, k) = match prepared {
+            Ok(x) => x,
+            Err(e) => {
+                results[i] = Some(rejected(e));
+                continue;
+            }
+        };
+        match op {
+            WriteOp::Upsert { key: None, .. } => match params(conn, &all, &f) {
+                Ok(p) => {
+                    let slot = creates
+                        .iter_mut()
+                        .find(|g| !g.iter().any(|(_, gk, _)| *gk == k));
+                    match slot {
+                        Some(g) => g.push((i, k, p)),
+                        None => creates.push(vec![(i, k, p)]),
+                    }
+                }
+                Err(e) => results[i] = Some(rejected(e)),
+            },
+            WriteOp::Upsert { key: Some(_), .. } => {
+                let mut ordered = non_key.clone();
+                ordered.extend(key_cols.iter().copied());
+                match params(conn, &ordered, &f) {
+                    Ok(p) => updates.push((i, k, p)),
+                    Err(e) => results[i] = Some(rejected(e)),
+                }
+            }
+            WriteOp::Delete { .. } => match params(conn, &key_cols, &f) {
+                Ok(p) => deletes.push((i, k, p)),
+                Err(e) => results[i] = Some(rejected(e)),
+            },
+        }
+    }
+
+    let fail = |e: sqlx::Error| conn.error(&e);
+    let mut tx = conn.pool().begin().await.map_err(fail)?;
+    let per_stmt = (d.max_params() / cols.len().max(1)).clamp(1, 1000);
+    for group in creates {
+        for chunk in group.chunks(per_stmt) {
+            let sql = upsert_sql(d, &table, cols, &key_names, chunk.len());
+            let ps: Vec<Param> = chunk
+                .iter()
+                .flat_map(|(_, _, p)| p.iter().cloned())
+                .collect();
+            tx.execute(&sql, &ps).await.map_err(fail)?;
+            for (i, k, _) in chunk {
+                results[*i] = Some(WriteResult::Ok { key: k.clone() });
+            }
+        }
+    }
+    if !updates.is_empty() {
+        let sql = update_sql(d, &table, cols, &key_names);
+        let exists = exists_sql(d, &table, cols, &key_names);
+        let nk = non_key.len();
+        for (i, k, p) in updates {
+            let mut n = tx.execute(&sql, &p).await.map_err(fail)?;
+            if n == 0 {
+                // MySQL counts changed rows, not matched ones: an update to identical values
+                // reports 0. Ask whether the row is there.
+                n = tx.count(&exists, &p[nk..]).await.map_err(fail)?;
+            }
+            results[i] = Some(if n == 0 {
+                WriteResult::Err {
+                    kind: WriteErrorKind::NotFound,
+                    message: format!("row {k} not found in {table}"),
+                }
+            } else {
+                WriteResult::Ok { key: k }
+            });
+        }
+    }
+    if !deletes.is_empty() {
+        let sql = delete_sql(d, &table, cols, &key_names);
+        let mut seen = BTreeSet::new();
+        for (i, k, p) in deletes {
+            if seen.insert(k.clone()) {
+                tx.execute(&sql, &p).await.map_err(fail)?;
+            }
+            results[i] = Some(WriteResult::Ok { key: k });
+        }
+    }
+    tx.commit().await.map_err(fail)?;
+    Ok(results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| rejected("not processed".into())))
+        .collect())
+}
