@@ -321,25 +321,43 @@ impl Pool {
                 }
             })
             .collect(),
-            Pool::My(p) => sqlx::query(
-                "SELECT CAST(COLUMN_NAME AS CHAR), CAST(DATA_TYPE AS CHAR), CAST(COLUMN_TYPE AS CHAR) \
-                 FROM information_schema.columns WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ? \
-                 ORDER BY ordinal_position",
-            )
-            .bind(schema)
-            .bind(table)
-            .fetch_all(p)
-            .await?
-            .iter()
-            .map(|r| {
-                let (name, dt, ct): (String, String, String) = (r.get(0), r.get(1), r.get(2));
-                Column {
-                    ty: mysql_type(&dt, &ct),
-                    name,
-                    db_type: ct,
-                }
-            })
-            .collect(),
+            Pool::My(p) => {
+                // MariaDB stores JSON as LONGTEXT with a json_valid() check: find those columns,
+                // so that JSON reads back as JSON (a type change would look like an edit).
+                let checks: Vec<String> = sqlx::query(
+                    "SELECT CAST(CHECK_CLAUSE AS CHAR) FROM information_schema.CHECK_CONSTRAINTS \
+                     WHERE CONSTRAINT_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ?",
+                )
+                .bind(schema)
+                .bind(table)
+                .fetch_all(p)
+                .await
+                .map(|rows| rows.iter().map(|r| r.get::<String, _>(0)).collect())
+                .unwrap_or_default();
+                sqlx::query(
+                    "SELECT CAST(COLUMN_NAME AS CHAR), CAST(DATA_TYPE AS CHAR), CAST(COLUMN_TYPE AS CHAR) \
+                     FROM information_schema.columns WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ? \
+                     ORDER BY ordinal_position",
+                )
+                .bind(schema)
+                .bind(table)
+                .fetch_all(p)
+                .await?
+                .iter()
+                .map(|r| {
+                    let (name, dt, ct): (String, String, String) = (r.get(0), r.get(1), r.get(2));
+                    let json_check = format!("json_valid(`{name}`)");
+                    let ty = if dt.eq_ignore_ascii_case("longtext")
+                        && checks.iter().any(|c| c.eq_ignore_ascii_case(&json_check))
+                    {
+                        ColType::Json
+                    } else {
+                        mysql_type(&dt, &ct)
+                    };
+                    Column { ty, name, db_type: ct }
+                })
+                .collect()
+            }
             Pool::Lite(p) => sqlx::query("SELECT name, type FROM pragma_table_info(?)")
                 .bind(table)
                 .fetch_all(p)

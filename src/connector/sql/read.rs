@@ -93,6 +93,28 @@ pub fn key_part(v: &Value) -> String {
     }
 }
 
+/// The typed value of one part of a native key (the inverse of [`key_part`]).
+pub fn value_from_key_part(c: &Column, part: &str, off: FixedOffset) -> Result<Value, String> {
+    match &c.ty {
+        ColType::Bytes => {
+            if part.len() % 2 != 0 {
+                return Err("odd-length hex".into());
+            }
+            (0..part.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(part.get(i..i + 2).unwrap_or("zz"), 16))
+                .collect::<Result<Vec<u8>, _>>()
+                .map(Value::Bytes)
+                .map_err(|_| "not hex".into())
+        }
+        ColType::TimestampTz => Value::datetime_str(part).map_err(|e| e.to_string()),
+        ColType::Timestamp => {
+            Value::datetime_str(part).or_else(|_| text_to(&c.ty, part.to_string(), off))
+        }
+        ty => text_to(ty, part.to_string(), off),
+    }
+}
+
 pub fn row_key(fields: &Fields, key: &[&Column]) -> Result<Key, String> {
     let mut parts = Vec::with_capacity(key.len());
     for c in key {
@@ -242,7 +264,17 @@ fn my_value(
         ColType::TimestampTz => {
             get!(row, i, DateTime<Utc>).map(|d| Value::DateTime(Timestamp::from_chrono(&d)))
         }
-        ColType::Json => get!(row, i, serde_json::Value).map(Value::Json),
+        ColType::Json => match row.try_get::<Option<String>, _>(i) {
+            // MariaDB: LONGTEXT with a json_valid() check.
+            Ok(s) => match s {
+                Some(s) => Some(Value::Json(
+                    serde_json::from_str(&s).map_err(|e| format!("invalid JSON: {e}"))?,
+                )),
+                None => None,
+            },
+            // MySQL: a native JSON column.
+            Err(_) => get!(row, i, serde_json::Value).map(Value::Json),
+        },
         ColType::Bytes => get!(row, i, Vec<u8>).map(Value::Bytes),
     })
 }

@@ -5,7 +5,7 @@ use super::client::{Column, Dialect, Param};
 use super::read::{param_for, placeholder, row_key};
 use super::SqlConnector;
 use crate::connector::{ConnectorError, WriteErrorKind, WriteOp, WriteResult};
-use crate::model::{Fields, Key, Value};
+use crate::model::{Fields, Key};
 use std::collections::BTreeSet;
 
 /// `INSERT … VALUES (…), (…) ON CONFLICT (key) DO UPDATE …` for `rows` rows.
@@ -131,7 +131,8 @@ fn with_key(conn: &SqlConnector, fields: &Fields, key: Option<&Key>) -> Result<F
         for (c, p) in conn.key_cols().iter().zip(parts) {
             let v = match f.get(&c.name) {
                 Some(existing) if super::read::key_part(existing) == p => existing.clone(),
-                _ => Value::text(p),
+                _ => super::read::value_from_key_part(c, &p, conn.offset())
+                    .map_err(|e| format!("native key {k}: column {}: {e}", c.name))?,
             };
             f.set(c.name.as_str(), v);
         }

@@ -1,0 +1,566 @@
+//! The connector compliance suite: the same scenarios for every SQL dialect (and, as they come,
+//! every other connector). A `Subject` knows how to make a table, mutate it natively (as a user
+//! or an ERP would) and build connectors on it.
+
+use concord::connector::memory::MemorySystem;
+use concord::connector::sql::client::Param;
+use concord::connector::sql::{CaptureMode, Pool, SqlConnector, SqlTableConfig};
+use concord::connector::{Connector, WriteErrorKind, WriteOp, WriteResult};
+use concord::core::{DeleteRule, FieldPolicy, Policy};
+use concord::engine::{Engine, SyncJob};
+use concord::model::{
+    EntityId, Fields, InstanceId, Key, NormalizeOptions, SystemId, Timestamp, Value,
+};
+use concord::store::{MemoryStore, StateStore};
+use std::sync::Arc;
+
+/// Whether a test needing `what` runs: true when reachable; when not, prints why and returns
+/// false, unless CONCORD_REQUIRE_SERVICES=1, which makes it a failure.
+pub async fn service(what: &str, port: u16) -> bool {
+    let ok = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_ok();
+    if !ok {
+        if std::env::var("CONCORD_REQUIRE_SERVICES").as_deref() == Ok("1") {
+            panic!("{what} on 127.0.0.1:{port} is unreachable and CONCORD_REQUIRE_SERVICES=1");
+        }
+        eprintln!("SKIPPED: {what} on 127.0.0.1:{port} is unreachable");
+    }
+    ok
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Postgres,
+    MariaDb,
+    Sqlite,
+}
+
+/// One database table under test.
+pub struct Subject {
+    pub kind: Kind,
+    pub env: String,
+    pub table: String,
+    pub pool: Pool,
+    _dir: Option<tempfile::TempDir>,
+}
+
+static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+impl Subject {
+    /// A fresh table `name` with columns id (int key), name, amount (decimal), updated_at.
+    pub async fn new(kind: Kind, scenario: &str) -> Option<Subject> {
+        let (url, dir) = match kind {
+            Kind::Postgres => {
+                if !service("PostgreSQL", 5432).await {
+                    return None;
+                }
+                ("postgres://postgres@127.0.0.1:5432/test".to_string(), None)
+            }
+            Kind::MariaDb => {
+                if !service("MariaDB", 3306).await {
+                    return None;
+                }
+                ("mysql://root@127.0.0.1:3306/test".to_string(), None)
+            }
+            Kind::Sqlite => {
+                let d = tempfile::tempdir().unwrap();
+                (
+                    format!("sqlite:{}", d.path().join("erp.db").display()),
+                    Some(d),
+                )
+            }
+        };
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let table = format!("cc_{scenario}_{}_{n}", std::process::id());
+        let env = format!("CONCORD_TEST_URL_{}", table.to_uppercase());
+        // SAFETY of set_var: each test sets its own unique variable before any connector reads it.
+        unsafe { std::env::set_var(&env, &url) };
+        let pool = Pool::connect(&url, "test", &table).await.expect("connect");
+        let ddl = match kind {
+            Kind::Postgres => format!(
+                "CREATE TABLE {table} (id integer PRIMARY KEY, name varchar(40), amount numeric(12,2), \
+                 updated_at timestamptz(3))"
+            ),
+            Kind::MariaDb => format!(
+                "CREATE TABLE {table} (id INT PRIMARY KEY, name VARCHAR(40), amount DECIMAL(12,2), \
+                 updated_at DATETIME(3))"
+            ),
+            Kind::Sqlite => format!(
+                "CREATE TABLE {table} (id INTEGER PRIMARY KEY, name TEXT, amount DECIMAL(12,2), updated_at DATETIME)"
+            ),
+        };
+        pool.execute(&format!("DROP TABLE IF EXISTS {table}"), &[])
+            .await
+            .unwrap();
+        pool.execute(&ddl, &[]).await.unwrap();
+        Some(Subject {
+            kind,
+            env,
+            table,
+            pool,
+            _dir: dir,
+        })
+    }
+
+    pub fn config(&self, mode: CaptureMode, page: usize) -> SqlTableConfig {
+        let mut c = SqlTableConfig::new(&self.env, &self.table, &["id"]);
+        c.mode = mode;
+        c.batch_size = page;
+        if mode == CaptureMode::Column {
+            c.updated_column = Some("updated_at".into());
+        }
+        c
+    }
+
+    pub async fn connector(&self, mode: CaptureMode, page: usize) -> Arc<SqlConnector> {
+        Arc::new(
+            SqlConnector::connect(SystemId::new("erp").unwrap(), self.config(mode, page))
+                .await
+                .expect("connector"),
+        )
+    }
+
+    fn ph(&self, n: usize) -> String {
+        match self.kind {
+            Kind::Postgres => format!("${n}"),
+            _ => "?".into(),
+        }
+    }
+
+    fn ts(&self, ms: i64) -> Param {
+        let t = Timestamp(ms).to_chrono().unwrap();
+        match self.kind {
+            Kind::Postgres => Param::Text(t.to_rfc3339()),
+            _ => Param::Text(t.naive_utc().format("%Y-%m-%d %H:%M:%S%.3f").to_string()),
+        }
+    }
+
+    fn ts_cast(&self, n: usize) -> String {
+        match self.kind {
+            Kind::Postgres => format!("${n}::timestamptz"),
+            _ => "?".into(),
+        }
+    }
+
+    /// A user's native insert.
+    pub async fn insert(&self, id: i64, name: &str, amount: &str, updated_ms: i64) {
+        let amount_ph = match self.kind {
+            Kind::Postgres => "$3::numeric".to_string(),
+            _ => "?".into(),
+        };
+        let sql = format!(
+            "INSERT INTO {} (id, name, amount, updated_at) VALUES ({}, {}, {amount_ph}, {})",
+            self.table,
+            self.ph(1),
+            self.ph(2),
+            self.ts_cast(4)
+        );
+        let params = [
+            Param::Int(id),
+            Param::Text(name.into()),
+            Param::Text(amount.into()),
+            self.ts(updated_ms),
+        ];
+        self.pool.execute(&sql, &params).await.unwrap();
+    }
+
+    pub async fn update_name(&self, id: i64, name: &str, updated_ms: i64) {
+        let sql = format!(
+            "UPDATE {} SET name = {}, updated_at = {} WHERE id = {}",
+            self.table,
+            self.ph(1),
+            self.ts_cast(2),
+            self.ph(3)
+        );
+        self.pool
+            .execute(
+                &sql,
+                &[
+                    Param::Text(name.into()),
+                    self.ts(updated_ms),
+                    Param::Int(id),
+                ],
+            )
+            .await
+            .unwrap();
+    }
+
+    pub async fn delete(&self, id: i64) {
+        let sql = format!("DELETE FROM {} WHERE id = {}", self.table, self.ph(1));
+        self.pool.execute(&sql, &[Param::Int(id)]).await.unwrap();
+    }
+
+    pub async fn count(&self) -> i64 {
+        let c = self.connector(CaptureMode::Scan, 10_000).await;
+        read_all(c.as_ref()).await.len() as i64
+    }
+
+    pub async fn drop(self) {
+        let _ = self
+            .pool
+            .execute(&format!("DROP TABLE IF EXISTS {}", self.table), &[])
+            .await;
+        self.pool.close().await;
+    }
+}
+
+/// Reads every page; returns (key, fields) of present records.
+pub async fn read_all(c: &dyn Connector) -> Vec<(Key, Fields)> {
+    let mut out = Vec::new();
+    let mut cursor: Option<Vec<u8>> = None;
+    loop {
+        let page = c.read(cursor.as_deref()).await.expect("read");
+        for ch in page.changes {
+            out.push((ch.key, ch.fields.expect("present")));
+        }
+        if !page.more {
+            return out;
+        }
+        cursor = page.cursor;
+    }
+}
+
+/// Reads from `cursor` to the end; returns the changes and the cursor to store.
+pub async fn read_from(
+    c: &dyn Connector,
+    mut cursor: Option<Vec<u8>>,
+) -> (Vec<(Key, Fields)>, Option<Vec<u8>>) {
+    let mut out = Vec::new();
+    loop {
+        let page = c.read(cursor.as_deref()).await.expect("read");
+        for ch in page.changes {
+            out.push((ch.key, ch.fields.expect("present")));
+        }
+        cursor = page.cursor;
+        if !page.more {
+            return (out, cursor);
+        }
+    }
+}
+
+const T0: i64 = 1_717_200_000_000; // 2024-06-01T00:00:00Z
+
+fn name_of(f: &Fields) -> String {
+    match f.get("name") {
+        Some(Value::Text(s)) => s.clone(),
+        other => panic!("name: {other:?}"),
+    }
+}
+
+pub async fn read_all_pages(kind: Kind) {
+    let Some(s) = Subject::new(kind, "readall").await else {
+        return;
+    };
+    for i in 0..25 {
+        s.insert(i, &format!("row {i}"), "12.50", T0 + i).await;
+    }
+    let c = s.connector(CaptureMode::Scan, 7).await;
+    let rows = read_all(c.as_ref()).await;
+    assert_eq!(rows.len(), 25, "{kind:?}");
+    let keys: Vec<String> = rows.iter().map(|(k, _)| k.to_string()).collect();
+    let want: Vec<String> = (0..25).map(|i: i64| i.to_string()).collect();
+    assert_eq!(keys, want, "key order and completeness");
+    let f = &rows[3].1;
+    assert_eq!(f.get("id"), Some(&Value::Int(3)));
+    assert_eq!(f.get("amount"), Some(&Value::decimal_str("12.5").unwrap()));
+    assert_eq!(
+        f.get("updated_at"),
+        Some(&Value::DateTime(Timestamp(T0 + 3)))
+    );
+    s.drop().await;
+}
+
+pub async fn write_update_delete(kind: Kind) {
+    let Some(s) = Subject::new(kind, "write").await else {
+        return;
+    };
+    let c = s.connector(CaptureMode::Scan, 100).await;
+    let sys = SystemId::new("erp").unwrap();
+    let rec = |i: i64, name: &str| {
+        Fields::new()
+            .with("id", i)
+            .with("name", name)
+            .with("amount", Value::decimal_str("3.10").unwrap())
+            .with("updated_at", Value::DateTime(Timestamp(T0)))
+    };
+    let creates: Vec<WriteOp> = (0..10)
+        .map(|i| WriteOp::Upsert {
+            entity: EntityId::derive(&sys, &i.to_string()),
+            key: None,
+            fields: rec(i, "new"),
+        })
+        .collect();
+    let res = c.write(creates.clone()).await.unwrap();
+    assert!(
+        res.iter().all(|r| matches!(r, WriteResult::Ok { .. })),
+        "{res:?}"
+    );
+    assert_eq!(res[4], WriteResult::Ok { key: Key::new("4") });
+    // Creating again is idempotent (a retried batch does not duplicate).
+    let res = c.write(creates).await.unwrap();
+    assert!(res.iter().all(|r| matches!(r, WriteResult::Ok { .. })));
+    assert_eq!(s.count().await, 10);
+    // Updates by key; an update of a vanished row reports NotFound; a bad value is rejected alone.
+    let res = c
+        .write(vec![
+            WriteOp::Upsert {
+                entity: EntityId::derive(&sys, "1"),
+                key: Some(Key::new("1")),
+                fields: rec(1, "renamed"),
+            },
+            WriteOp::Upsert {
+                entity: EntityId::derive(&sys, "99"),
+                key: Some(Key::new("99")),
+                fields: rec(99, "ghost"),
+            },
+            WriteOp::Upsert {
+                entity: EntityId::derive(&sys, "2"),
+                key: Some(Key::new("2")),
+                fields: rec(2, "x").with("amount", Value::Bool(true)),
+            },
+            // Same content again: still a success (MySQL reports 0 changed rows).
+            WriteOp::Upsert {
+                entity: EntityId::derive(&sys, "3"),
+                key: Some(Key::new("3")),
+                fields: rec(3, "new"),
+            },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(res[0], WriteResult::Ok { key: Key::new("1") });
+    assert!(
+        matches!(
+            res[1],
+            WriteResult::Err {
+                kind: WriteErrorKind::NotFound,
+                ..
+            }
+        ),
+        "{res:?}"
+    );
+    assert!(
+        matches!(&res[2], WriteResult::Err { kind: WriteErrorKind::Rejected, message } if message.contains("amount")),
+        "{res:?}"
+    );
+    assert_eq!(res[3], WriteResult::Ok { key: Key::new("3") });
+    let rows = read_all(c.as_ref()).await;
+    assert_eq!(name_of(&rows[1].1), "renamed");
+    assert_eq!(rows.len(), 10, "the NotFound update created nothing");
+    // Deletes, idempotent.
+    let dels: Vec<WriteOp> = [2, 5, 7]
+        .iter()
+        .map(|i| WriteOp::Delete {
+            entity: EntityId::derive(&sys, &i.to_string()),
+            key: Key::new(i.to_string()),
+        })
+        .collect();
+    assert!(c
+        .write(dels.clone())
+        .await
+        .unwrap()
+        .iter()
+        .all(|r| matches!(r, WriteResult::Ok { .. })));
+    assert!(c
+        .write(dels)
+        .await
+        .unwrap()
+        .iter()
+        .all(|r| matches!(r, WriteResult::Ok { .. })));
+    assert_eq!(s.count().await, 7);
+    s.drop().await;
+}
+
+fn job(a: Arc<MemorySystem>, b: Arc<dyn Connector>) -> SyncJob {
+    SyncJob {
+        name: "cc".into(),
+        systems: vec![a as Arc<dyn Connector>, b],
+        policy: Policy::new(FieldPolicy::Newest, DeleteRule::DeleteWins),
+        normalize: NormalizeOptions::default(),
+        batch_size: 50,
+    }
+}
+
+fn engine() -> Engine {
+    Engine::new(
+        StateStore::open(Arc::new(MemoryStore::new()), InstanceId::new("cc").unwrap()).unwrap(),
+    )
+}
+
+pub async fn own_writes_are_not_changes(kind: Kind) {
+    let Some(s) = Subject::new(kind, "echo").await else {
+        return;
+    };
+    let mem = Arc::new(MemorySystem::new(SystemId::new("mem").unwrap()));
+    for i in 0..20 {
+        mem.user_create(
+            Fields::new()
+                .with("id", i as i64)
+                .with("name", format!("from mem {i}"))
+                .with("amount", Value::decimal_str("7.25").unwrap())
+                .with("updated_at", Value::DateTime(Timestamp(T0 + i))),
+        );
+    }
+    let sql = s.connector(CaptureMode::Scan, 8).await;
+    let j = job(mem.clone(), sql.clone());
+    let e = engine();
+    let r = e.sync(&j, None).await.unwrap();
+    assert_eq!(r.written.get("erp"), Some(&20), "{kind:?} {r:?}");
+    let r = e.sync(&j, None).await.unwrap();
+    assert_eq!(
+        (r.changed, r.total_written()),
+        (0, 0),
+        "{kind:?}: own writes read back as changes: {r:?}"
+    );
+    // A native edit flows back, and then everything is quiet again.
+    s.update_name(4, "edited in the ERP", T0 + 100).await;
+    let r = e.sync(&j, None).await.unwrap();
+    assert_eq!(
+        (r.changed, r.written.get("mem").copied()),
+        (1, Some(1)),
+        "{r:?}"
+    );
+    let r = e.sync(&j, None).await.unwrap();
+    assert_eq!((r.changed, r.total_written()), (0, 0), "{r:?}");
+    // A hard delete found by the scan propagates.
+    s.delete(7).await;
+    let r = e.sync(&j, None).await.unwrap();
+    assert_eq!(r.written.get("mem"), Some(&1), "{r:?}");
+    assert_eq!(mem.rows().len(), 19);
+    s.drop().await;
+}
+
+pub async fn column_mode_cursor_ties_late_commits_restart(kind: Kind) {
+    let Some(s) = Subject::new(kind, "column").await else {
+        return;
+    };
+    // 30 rows share one timestamp, more than a page (7): the (updated, key) position keeps
+    // paging exact.
+    for i in 0..30 {
+        s.insert(i, "tie", "1", T0).await;
+    }
+    let c = s.connector(CaptureMode::Column, 7).await;
+    let (rows, cursor) = read_from(c.as_ref(), None).await;
+    let mut ids: Vec<String> = rows.iter().map(|(k, _)| k.to_string()).collect();
+    ids.dedup();
+    assert_eq!(
+        ids.len(),
+        30,
+        "{kind:?}: rows sharing a timestamp lost or repeated within a read"
+    );
+    // A row that commits late with an older timestamp (inside the overlap window) is found; so
+    // is a new row. Restart: a new connector from the saved cursor.
+    s.insert(100, "late", "1", T0 - 60_000).await;
+    s.insert(101, "new", "1", T0 + 5_000).await;
+    let c2 = s.connector(CaptureMode::Column, 7).await;
+    let (rows2, _) = read_from(c2.as_ref(), cursor).await;
+    let got: Vec<String> = rows2.iter().map(|(k, _)| k.to_string()).collect();
+    assert!(
+        got.contains(&"100".to_string()),
+        "{kind:?}: late commit lost: {got:?}"
+    );
+    assert!(
+        got.contains(&"101".to_string()),
+        "{kind:?}: new row lost: {got:?}"
+    );
+    s.drop().await;
+}
+
+pub async fn column_mode_through_the_engine_repeats_nothing(kind: Kind) {
+    let Some(s) = Subject::new(kind, "colengine").await else {
+        return;
+    };
+    for i in 0..12 {
+        s.insert(i, &format!("r{i}"), "2", T0).await;
+    }
+    let mem = Arc::new(MemorySystem::new(SystemId::new("mem").unwrap()));
+    let sql = s.connector(CaptureMode::Column, 5).await;
+    let j = job(mem.clone(), sql);
+    let e = engine();
+    let r = e.sync(&j, None).await.unwrap();
+    assert_eq!(r.changed, 12, "{r:?}");
+    // The overlap window re-reads rows; their unchanged hash means no change is reported.
+    let r = e.sync(&j, None).await.unwrap();
+    assert_eq!(
+        (r.changed, r.total_written()),
+        (0, 0),
+        "{kind:?}: overlap re-read reported as change: {r:?}"
+    );
+    s.update_name(3, "changed", T0 + 1000).await;
+    // Restart the engine's connector: the cursor comes from the store.
+    let sql2 = s.connector(CaptureMode::Column, 5).await;
+    let j2 = job(mem.clone(), sql2);
+    let r = e.sync(&j2, None).await.unwrap();
+    assert_eq!(r.changed, 1, "{kind:?}: {r:?}");
+    s.drop().await;
+}
+
+pub async fn clear_errors(kind: Kind) {
+    let sys = SystemId::new("erp").unwrap();
+    let (unreachable, bad_auth) = match kind {
+        Kind::Postgres => (
+            "postgres://postgres@127.0.0.1:1/test",
+            Some("postgres://no_such_role_concord@127.0.0.1:5432/test"),
+        ),
+        Kind::MariaDb => (
+            "mysql://root@127.0.0.1:1/test",
+            Some("mysql://root:wrong-password@127.0.0.1:3306/test"),
+        ),
+        Kind::Sqlite => ("sqlite:/nonexistent-dir-concord/x.db", None),
+    };
+    if kind != Kind::Sqlite
+        && !service("database", if kind == Kind::Postgres { 5432 } else { 3306 }).await
+    {
+        return;
+    }
+    let env = format!("CONCORD_TEST_BAD_{kind:?}").to_uppercase();
+    unsafe { std::env::set_var(&env, unreachable) };
+    let e = SqlConnector::connect(sys.clone(), SqlTableConfig::new(&env, "customers", &["id"]))
+        .await
+        .unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("erp") && msg.contains("customers"), "{msg}");
+    assert!(
+        !msg.contains("127.0.0.1:1"),
+        "the URL must not leak into errors: {msg}"
+    );
+    if let Some(bad) = bad_auth {
+        unsafe { std::env::set_var(&env, bad) };
+        let msg =
+            SqlConnector::connect(sys.clone(), SqlTableConfig::new(&env, "customers", &["id"]))
+                .await
+                .unwrap_err()
+                .to_string();
+        assert!(msg.contains("authentication failed"), "{msg}");
+        assert!(!msg.contains("wrong-password"), "{msg}");
+    }
+    let missing = SqlConnector::connect(
+        sys.clone(),
+        SqlTableConfig::new("CONCORD_TEST_UNSET_VAR", "t", &["id"]),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(missing.contains("CONCORD_TEST_UNSET_VAR"), "{missing}");
+    // A table that does not exist.
+    if let Some(s) = Subject::new(kind, "errors").await {
+        let mut cfg = s.config(CaptureMode::Scan, 10);
+        cfg.table = "no_such_table_concord".into();
+        let msg = SqlConnector::connect(sys.clone(), cfg)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("no_such_table_concord") && msg.contains("not found"),
+            "{msg}"
+        );
+        let mut cfg = s.config(CaptureMode::Scan, 10);
+        cfg.key = vec!["nope".into()];
+        let msg = SqlConnector::connect(sys, cfg)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("key column nope"), "{msg}");
+        s.drop().await;
+    }
+}

@@ -1,0 +1,41 @@
+//! Runs the compliance suite (tests/compliance) against the real PostgreSQL and MariaDB on this
+//! machine and against SQLite.
+
+mod compliance;
+use compliance::*;
+
+macro_rules! suite {
+    ($modname:ident, $kind:expr) => {
+        mod $modname {
+            use super::*;
+            #[tokio::test]
+            async fn read_all() {
+                read_all_pages($kind).await
+            }
+            #[tokio::test]
+            async fn write_update_delete_batch() {
+                write_update_delete($kind).await
+            }
+            #[tokio::test]
+            async fn own_writes_are_not_read_back_as_changes() {
+                own_writes_are_not_changes($kind).await
+            }
+            #[tokio::test]
+            async fn column_mode_ties_late_commits_and_restart() {
+                column_mode_cursor_ties_late_commits_restart($kind).await
+            }
+            #[tokio::test]
+            async fn column_mode_engine_repeats_nothing() {
+                column_mode_through_the_engine_repeats_nothing($kind).await
+            }
+            #[tokio::test]
+            async fn errors_name_system_and_object() {
+                clear_errors($kind).await
+            }
+        }
+    };
+}
+
+suite!(postgres, Kind::Postgres);
+suite!(mariadb, Kind::MariaDb);
+suite!(sqlite, Kind::Sqlite);
