@@ -395,7 +395,7 @@ pub async fn own_writes_are_not_changes(kind: Kind) {
     for i in 0..20 {
         mem.user_create(
             Fields::new()
-                .with("id", i as i64)
+                .with("id", i)
                 .with("name", format!("from mem {i}"))
                 .with("amount", Value::decimal_str("7.25").unwrap())
                 .with("updated_at", Value::DateTime(Timestamp(T0 + i))),
