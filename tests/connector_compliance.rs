@@ -29,6 +29,10 @@ macro_rules! suite {
                 column_mode_through_the_engine_repeats_nothing($kind).await
             }
             #[tokio::test]
+            async fn every_type_round_trips() {
+                types_round_trip($kind).await
+            }
+            #[tokio::test]
             async fn errors_name_system_and_object() {
                 clear_errors($kind).await
             }

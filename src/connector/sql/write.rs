@@ -153,13 +153,63 @@ fn rejected(message: String) -> WriteResult {
     }
 }
 
-/// Applies a batch in one transaction. Per-record problems (a value the column cannot hold, a
-/// missing key) reject that record only; a database error fails the whole batch (nothing of it
-/// is committed) and is returned as the call's error.
+/// Whether a database error is about the data of a record (too long, wrong value, constraint),
+/// as opposed to the connection or the server.
+fn is_data_error(e: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = e else {
+        return false;
+    };
+    match db.kind() {
+        sqlx::error::ErrorKind::UniqueViolation
+        | sqlx::error::ErrorKind::ForeignKeyViolation
+        | sqlx::error::ErrorKind::NotNullViolation
+        | sqlx::error::ErrorKind::CheckViolation => return true,
+        _ => {}
+    }
+    let code = db.code().map(|c| c.to_string()).unwrap_or_default();
+    code.starts_with("22")
+        || code.starts_with("23")
+        || matches!(
+            code.as_str(),
+            "1048" | "1062" | "1264" | "1292" | "1366" | "1406" | "1452" | "3140" | "4025"
+        )
+}
+
+/// Applies a batch in one transaction. Per-record problems found before sending (a value the
+/// column cannot hold, a missing key) reject that record only. When the database refuses the
+/// batch for a record's data (too long, constraint), nothing of it is committed and every record
+/// is retried alone, so only the offending ones are rejected. Any other database error fails the
+/// call (nothing committed).
 pub async fn apply(
     conn: &SqlConnector,
     ops: Vec<WriteOp>,
 ) -> Result<Vec<WriteResult>, ConnectorError> {
+    match apply_batch(conn, ops.clone()).await {
+        Ok(r) => Ok(r),
+        Err(e) if is_data_error(&e) && ops.len() > 1 => {
+            let mut out = Vec::with_capacity(ops.len());
+            for op in ops {
+                match apply_batch(conn, vec![op]).await {
+                    Ok(mut r) => {
+                        out.push(r.pop().unwrap_or_else(|| rejected("not processed".into())))
+                    }
+                    Err(e) if is_data_error(&e) => {
+                        out.push(rejected(super::client::describe(&e).0))
+                    }
+                    Err(e) => return Err(conn.error(&e)),
+                }
+            }
+            Ok(out)
+        }
+        Err(e) if is_data_error(&e) => Ok(vec![rejected(super::client::describe(&e).0)]),
+        Err(e) => Err(conn.error(&e)),
+    }
+}
+
+async fn apply_batch(
+    conn: &SqlConnector,
+    ops: Vec<WriteOp>,
+) -> Result<Vec<WriteResult>, sqlx::Error> {
     let d = conn.dialect();
     let table = conn.table_ref();
     let cols = conn.columns();
@@ -223,8 +273,7 @@ pub async fn apply(
         }
     }
 
-    let fail = |e: sqlx::Error| conn.error(&e);
-    let mut tx = conn.pool().begin().await.map_err(fail)?;
+    let mut tx = conn.pool().begin().await?;
     let per_stmt = (d.max_params() / cols.len().max(1)).clamp(1, 1000);
     for group in creates {
         for chunk in group.chunks(per_stmt) {
@@ -233,7 +282,7 @@ pub async fn apply(
                 .iter()
                 .flat_map(|(_, _, p)| p.iter().cloned())
                 .collect();
-            tx.execute(&sql, &ps).await.map_err(fail)?;
+            tx.execute(&sql, &ps).await?;
             for (i, k, _) in chunk {
                 results[*i] = Some(WriteResult::Ok { key: k.clone() });
             }
@@ -244,11 +293,11 @@ pub async fn apply(
         let exists = exists_sql(d, &table, cols, &key_names);
         let nk = non_key.len();
         for (i, k, p) in updates {
-            let mut n = tx.execute(&sql, &p).await.map_err(fail)?;
+            let mut n = tx.execute(&sql, &p).await?;
             if n == 0 {
                 // MySQL counts changed rows, not matched ones: an update to identical values
                 // reports 0. Ask whether the row is there.
-                n = tx.count(&exists, &p[nk..]).await.map_err(fail)?;
+                n = tx.count(&exists, &p[nk..]).await?;
             }
             results[i] = Some(if n == 0 {
                 WriteResult::Err {
@@ -265,12 +314,12 @@ pub async fn apply(
         let mut seen = BTreeSet::new();
         for (i, k, p) in deletes {
             if seen.insert(k.clone()) {
-                tx.execute(&sql, &p).await.map_err(fail)?;
+                tx.execute(&sql, &p).await?;
             }
             results[i] = Some(WriteResult::Ok { key: k });
         }
     }
-    tx.commit().await.map_err(fail)?;
+    tx.commit().await?;
     Ok(results
         .into_iter()
         .map(|r| r.unwrap_or_else(|| rejected("not processed".into())))
