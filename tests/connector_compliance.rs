@@ -33,6 +33,14 @@ macro_rules! suite {
                 types_round_trip($kind).await
             }
             #[tokio::test]
+            async fn trigger_mode_captures_inserts_updates_deletes() {
+                trigger_mode_captures_everything($kind).await
+            }
+            #[tokio::test]
+            async fn trigger_mode_engine() {
+                trigger_mode_through_the_engine($kind).await
+            }
+            #[tokio::test]
             async fn errors_name_system_and_object() {
                 clear_errors($kind).await
             }
@@ -43,3 +51,8 @@ macro_rules! suite {
 suite!(postgres, Kind::Postgres);
 suite!(mariadb, Kind::MariaDb);
 suite!(sqlite, Kind::Sqlite);
+
+#[tokio::test]
+async fn postgres_trigger_mode_late_commit_is_not_skipped() {
+    trigger_mode_late_commit_postgres().await
+}

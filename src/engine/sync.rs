@@ -300,10 +300,8 @@ impl Engine {
                 observed.entry(entity).or_default().insert(sys.clone(), obs);
             }
             if !page.more {
-                if !page.complete {
-                    if let Some(c) = &page.cursor {
-                        cursors.put_cursor(&job.name, &sys, c);
-                    }
+                if let Some(c) = &page.cursor {
+                    cursors.put_cursor(&job.name, &sys, c);
                 }
                 break;
             }

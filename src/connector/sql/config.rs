@@ -12,6 +12,10 @@ pub enum CaptureMode {
     /// An updated-at (or version) column read with a compound (column, key) cursor and an overlap
     /// window. Does not see hard deletes.
     Column,
+    /// Triggers installed by `setup` write every insert, update and delete to a change-log
+    /// table, read by a strictly increasing sequence cursor. Sees hard deletes; concord's own
+    /// writes are not logged.
+    Trigger,
 }
 
 /// One table of a SQL database.
@@ -45,6 +49,23 @@ pub struct SqlTableConfig {
     /// UTC offset, in minutes, of `timestamp without time zone` / `DATETIME` values (default 0).
     #[serde(default)]
     pub naive_utc_offset_minutes: i32,
+    /// For `mode = "trigger"`: the change-log table `setup` creates (default
+    /// `concord_changelog`).
+    #[serde(default = "default_changelog")]
+    pub changelog_table: String,
+    /// For `mode = "trigger"` on MySQL/MariaDB (no transaction snapshots): log entries younger
+    /// than this are read but the cursor does not pass them yet, so an entry of a transaction
+    /// still open when later ones commit is not skipped (seconds; default 300). Longer
+    /// transactions on a logged table are a documented limitation.
+    #[serde(default = "default_settle")]
+    pub settle_secs: u64,
+}
+
+fn default_changelog() -> String {
+    "concord_changelog".into()
+}
+fn default_settle() -> u64 {
+    300
 }
 
 fn default_mode() -> CaptureMode {
@@ -71,6 +92,8 @@ impl SqlTableConfig {
             overlap_secs: default_overlap(),
             batch_size: default_batch(),
             naive_utc_offset_minutes: 0,
+            changelog_table: default_changelog(),
+            settle_secs: default_settle(),
         }
     }
 }

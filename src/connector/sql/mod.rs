@@ -3,11 +3,13 @@
 //! Modes (per table): `scan` reads the whole table in key order (keyset paging) and lets the
 //! engine find changes and hard deletes against its stored hashes; `column` reads rows whose
 //! updated-at column is at or after the cursor, with an overlap window and a compound
-//! (updated, key) position for ties. See `docs/connectors/sql.md`.
+//! (updated, key) position for ties; `trigger` reads a change log that triggers installed by
+//! `setup` fill, and so also sees hard deletes. See `docs/connectors/sql.md`.
 
 pub mod client;
 pub mod config;
 pub mod read;
+pub mod setup;
 #[cfg(test)]
 mod tests;
 pub mod write;
@@ -242,6 +244,191 @@ impl SqlConnector {
         })
     }
 
+    /// Trigger mode. The first read ever scans the table (noting the log's position first, so
+    /// nothing written during the scan is missed); later reads consume the change log by sequence
+    /// and fetch the current rows of the keys it names (a key with no row is a delete).
+    async fn read_trigger(&self, cursor: Cursor) -> Result<ReadPage, ConnectorError> {
+        if cursor.log_seq.is_none() || cursor.after_key.is_some() {
+            let log_seq = match cursor.log_seq {
+                Some(s) => s,
+                None => self.max_log_seq().await?,
+            };
+            let mut page = self.read_scan(cursor.clone()).await?;
+            let next = match &page.cursor {
+                Some(c) => {
+                    let mut c: Cursor = serde_json::from_slice(c).expect("own cursor");
+                    c.log_seq = Some(log_seq);
+                    c.in_read = true;
+                    c
+                }
+                None => Cursor {
+                    log_seq: Some(log_seq),
+                    ..Cursor::default()
+                },
+            };
+            page.cursor = Some(serde_json::to_vec(&next).expect("cursor serialises"));
+            return Ok(page);
+        }
+        let d = self.dialect();
+        let seq = cursor.log_seq.unwrap_or(0);
+        let log = self.changelog_ref();
+        let tbl = client::Param::Text(self.cfg.table.clone());
+        if !cursor.in_read && seq > 0 {
+            // Everything up to the checkpointed cursor has been committed by the engine.
+            let sql = format!(
+                "DELETE FROM {log} WHERE tbl = {} AND seq <= {}",
+                read::ph(d, 1, "text"),
+                read::ph(d, 2, "int8")
+            );
+            self.pool
+                .execute(&sql, &[tbl.clone(), client::Param::Int(seq)])
+                .await
+                .map_err(|e| self.error(&e))?;
+        }
+        let page = self.page_size() as i64;
+        let (sql, params) = match d {
+            Dialect::Postgres => (
+                format!(
+                    "SELECT seq, pk::text, (txid >= txid_snapshot_xmin(txid_current_snapshot())) FROM {log} \
+                     WHERE tbl = $1::text AND seq > $2::int8 ORDER BY seq LIMIT {page}"
+                ),
+                vec![tbl, client::Param::Int(seq)],
+            ),
+            Dialect::MySql => (
+                format!(
+                    "SELECT seq, pk, (at > NOW(3) - INTERVAL ? SECOND) FROM {log} \
+                     WHERE tbl = ? AND seq > ? ORDER BY seq LIMIT {page}"
+                ),
+                vec![client::Param::Int(self.cfg.settle_secs as i64), tbl, client::Param::Int(seq)],
+            ),
+            Dialect::Sqlite => (
+                format!("SELECT seq, pk, 0 FROM {log} WHERE tbl = ? AND seq > ? ORDER BY seq LIMIT {page}"),
+                vec![tbl, client::Param::Int(seq)],
+            ),
+        };
+        let rows = self
+            .pool
+            .fetch(&sql, &params)
+            .await
+            .map_err(|e| self.error(&e))?;
+        let entries = read::log_entries(&rows).map_err(|e| self.bad(e))?;
+        let full = entries.len() as i64 == page;
+        let mut next_seq = seq;
+        let mut blocked = false;
+        let mut keys: Vec<Vec<String>> = Vec::new();
+        for (s, pk, unsettled) in entries {
+            if unsettled {
+                blocked = true;
+            }
+            if !blocked {
+                next_seq = s;
+            }
+            let parts: Vec<String> = serde_json::from_str(&pk)
+                .map_err(|_| self.bad(format!("change log entry {s}: bad key {pk}")))?;
+            if !keys.contains(&parts) {
+                keys.push(parts);
+            }
+        }
+        let changes = self.fetch_keys(&keys).await?;
+        let more = full && !blocked;
+        let next = Cursor {
+            log_seq: Some(next_seq),
+            in_read: more,
+            ..Cursor::default()
+        };
+        Ok(ReadPage {
+            changes,
+            cursor: Some(serde_json::to_vec(&next).expect("cursor serialises")),
+            more,
+            complete: false,
+        })
+    }
+
+    async fn max_log_seq(&self) -> Result<i64, ConnectorError> {
+        let d = self.dialect();
+        let sql = format!(
+            "SELECT COALESCE(MAX(seq), 0) FROM {} WHERE tbl = {}",
+            self.changelog_ref(),
+            read::ph(d, 1, "text")
+        );
+        let rows = self
+            .pool
+            .fetch(&sql, &[client::Param::Text(self.cfg.table.clone())])
+            .await
+            .map_err(|e| {
+                let mut err = self.error(&e);
+                err.message = format!(
+                    "{} (has `concord setup` been run for this table?)",
+                    err.message
+                );
+                err
+            })?;
+        read::first_i64(&rows).map_err(|e| self.bad(e))
+    }
+
+    /// The current rows for the given native keys (as key-part strings); keys without a row
+    /// come back as deletes.
+    async fn fetch_keys(&self, keys: &[Vec<String>]) -> Result<Vec<Change>, ConnectorError> {
+        let d = self.dialect();
+        let kc: Vec<&Column> = self.key.iter().collect();
+        let list: Vec<String> = self.columns.iter().map(|c| select_expr(d, c)).collect();
+        let mut out = Vec::new();
+        let per = (d.max_params() / kc.len().max(1)).clamp(1, 500);
+        for chunk in keys.chunks(per) {
+            let mut params = Vec::new();
+            let mut ors = Vec::new();
+            let mut wanted = Vec::new();
+            for parts in chunk {
+                if parts.len() != kc.len() {
+                    return Err(self.bad(format!(
+                        "change log key {parts:?} does not match the key columns"
+                    )));
+                }
+                let mut ands = Vec::new();
+                let mut f = crate::model::Fields::new();
+                for (c, p) in kc.iter().zip(parts) {
+                    let v =
+                        read::value_from_key_part(c, p, self.offset).map_err(|e| self.bad(e))?;
+                    params.push(param_for(d, c, Some(&v), self.offset).map_err(|e| self.bad(e))?);
+                    ands.push(format!(
+                        "{} = {}",
+                        d.quote(&c.name),
+                        read::placeholder(d, params.len(), c)
+                    ));
+                    f.set(c.name.as_str(), v);
+                }
+                wanted.push(row_key(&f, &kc).map_err(|e| self.bad(e))?);
+                ors.push(format!("({})", ands.join(" AND ")));
+            }
+            let sql = format!(
+                "SELECT {} FROM {} WHERE {}",
+                list.join(", "),
+                self.table_ref(),
+                ors.join(" OR ")
+            );
+            let rows = self
+                .pool
+                .fetch(&sql, &params)
+                .await
+                .map_err(|e| self.error(&e))?;
+            let found = decode(&rows, &self.columns, self.offset).map_err(|e| self.bad(e))?;
+            let mut present = std::collections::BTreeMap::new();
+            for f in found {
+                present.insert(row_key(&f, &kc).map_err(|e| self.bad(e))?, f);
+            }
+            for k in wanted {
+                let fields = present.remove(&k);
+                out.push(Change {
+                    key: k,
+                    entity_hint: None,
+                    fields,
+                    modstamp: None,
+                });
+            }
+        }
+        Ok(out)
+    }
+
     async fn read_column(&self, cursor: Cursor) -> Result<ReadPage, ConnectorError> {
         let d = self.dialect();
         let upd = self
@@ -327,6 +514,8 @@ impl SqlConnector {
                 after_key: Some(k),
                 after_updated: Some(u),
                 since: cursor.since.clone(),
+                log_seq: None,
+                in_read: true,
             }
         } else {
             // The next read starts `overlap` before the newest value seen (or where this one
@@ -372,6 +561,7 @@ impl Connector for SqlConnector {
         match self.cfg.mode {
             CaptureMode::Scan => self.read_scan(cursor).await,
             CaptureMode::Column => self.read_column(cursor).await,
+            CaptureMode::Trigger => self.read_trigger(cursor).await,
         }
     }
 

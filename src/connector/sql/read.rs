@@ -18,6 +18,12 @@ pub struct Cursor {
     /// Column mode: where the next read starts (inclusive).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,
+    /// Trigger mode: the last change-log sequence number consumed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_seq: Option<i64>,
+    /// A page cursor inside one read (not yet checkpointed by the engine).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub in_read: bool,
 }
 
 pub fn value_hex(v: &Value) -> String {
@@ -64,6 +70,63 @@ pub fn placeholder(d: Dialect, n: usize, c: &Column) -> String {
             format!("${n}::{ty}")
         }
         _ => "?".into(),
+    }
+}
+
+/// A placeholder for a parameter of a known SQL type (PostgreSQL casts it).
+pub fn ph(d: Dialect, n: usize, pg_type: &str) -> String {
+    match d {
+        Dialect::Postgres => format!("${n}::{pg_type}"),
+        _ => "?".into(),
+    }
+}
+
+/// Change-log rows: (seq, key parts as JSON, unsettled).
+pub fn log_entries(rows: &Rows) -> Result<Vec<(i64, String, bool)>, String> {
+    use sqlx::Row;
+    let e = |x: sqlx::Error| x.to_string();
+    let mut out = Vec::new();
+    match rows {
+        Rows::Pg(r) => {
+            for row in r {
+                out.push((
+                    row.try_get(0).map_err(e)?,
+                    row.try_get(1).map_err(e)?,
+                    row.try_get(2).map_err(e)?,
+                ));
+            }
+        }
+        Rows::My(r) => {
+            for row in r {
+                let unsettled: i64 = row.try_get(2).map_err(e)?;
+                out.push((
+                    row.try_get(0).map_err(e)?,
+                    row.try_get(1).map_err(e)?,
+                    unsettled != 0,
+                ));
+            }
+        }
+        Rows::Lite(r) => {
+            for row in r {
+                out.push((
+                    row.try_get(0).map_err(e)?,
+                    row.try_get(1).map_err(e)?,
+                    false,
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The first column of the first row, as an integer.
+pub fn first_i64(rows: &Rows) -> Result<i64, String> {
+    use sqlx::Row;
+    let e = |x: sqlx::Error| x.to_string();
+    match rows {
+        Rows::Pg(r) => r.first().map_or(Ok(0), |x| x.try_get(0).map_err(e)),
+        Rows::My(r) => r.first().map_or(Ok(0), |x| x.try_get(0).map_err(e)),
+        Rows::Lite(r) => r.first().map_or(Ok(0), |x| x.try_get(0).map_err(e)),
     }
 }
 

@@ -274,6 +274,7 @@ async fn apply_batch(
     }
 
     let mut tx = conn.pool().begin().await?;
+    conn.mark_writer(&mut tx, true).await?;
     let per_stmt = (d.max_params() / cols.len().max(1)).clamp(1, 1000);
     for group in creates {
         for chunk in group.chunks(per_stmt) {
@@ -319,6 +320,7 @@ async fn apply_batch(
             results[i] = Some(WriteResult::Ok { key: k });
         }
     }
+    conn.mark_writer(&mut tx, false).await?;
     tx.commit().await?;
     Ok(results
         .into_iter()
