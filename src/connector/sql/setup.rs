@@ -310,6 +310,37 @@ impl SqlConnector {
         super::read::first_i64(&rows).map_err(|e| self.bad_config(e))
     }
 
+    /// Trigger mode on PostgreSQL: waits until the triggers announce a change of this table
+    /// (`NOTIFY concord_changes`) or `timeout` passes. Returns whether a change was announced.
+    /// Other databases have no notifications: it sleeps for `timeout` and returns false, and a
+    /// watching engine polls.
+    pub async fn wait_for_change(
+        &self,
+        timeout: std::time::Duration,
+    ) -> Result<bool, ConnectorError> {
+        let super::client::Pool::Pg(pool) = self.pool() else {
+            tokio::time::sleep(timeout).await;
+            return Ok(false);
+        };
+        let mut listener = sqlx::postgres::PgListener::connect_with(pool)
+            .await
+            .map_err(|e| self.error(&e))?;
+        listener
+            .listen("concord_changes")
+            .await
+            .map_err(|e| self.error(&e))?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, listener.recv()).await {
+                Err(_) => return Ok(false),
+                Ok(Err(e)) => return Err(self.error(&e)),
+                Ok(Ok(n)) if n.payload() == self.config().table => return Ok(true),
+                Ok(Ok(_)) => {} // another table's change
+            }
+        }
+    }
+
     /// Marks the write transaction as concord's, so the triggers do not log it.
     pub(crate) async fn mark_writer(&self, tx: &mut Tx, on: bool) -> Result<(), sqlx::Error> {
         if self.config().mode != super::CaptureMode::Trigger {
