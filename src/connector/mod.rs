@@ -4,10 +4,42 @@
 //! batches of upserts and deletes. It knows nothing of the store or of merging: the engine owns
 //! those. Errors name the system and the object they concern.
 
+pub mod files;
 pub mod memory;
 pub mod sql;
 
-use crate::model::{EntityId, Fields, Key, SystemId, Timestamp};
+use crate::model::{canonical, EntityId, Fields, Key, SystemId, Timestamp, Value};
+
+/// The plain text of a key value, as native keys are written (`42`, `ALFKI`, `2024-01-31`).
+pub fn key_text(v: &Value) -> String {
+    match v {
+        Value::Text(s) => s.clone(),
+        Value::Date(d) => d.format("%Y-%m-%d").to_string(),
+        Value::Bytes(b) => b.iter().map(|x| format!("{x:02x}")).collect(),
+        Value::Json(j) => {
+            let mut s = String::new();
+            canonical::canonical_json(j, &mut s);
+            s
+        }
+        other => other.to_string(),
+    }
+}
+
+/// The native key made of the values of `columns` in `fields` (composite when several).
+pub fn key_of(fields: &Fields, columns: &[&str]) -> Result<Key, String> {
+    let mut parts = Vec::with_capacity(columns.len());
+    for c in columns {
+        match fields.get(c) {
+            Some(v) => parts.push(key_text(v)),
+            None => return Err(format!("key column {c} is null")),
+        }
+    }
+    Ok(if parts.len() == 1 {
+        Key::new(parts.pop().expect("one part"))
+    } else {
+        Key::composite(&parts)
+    })
+}
 use async_trait::async_trait;
 
 /// One record as read: present (with content) or deleted.

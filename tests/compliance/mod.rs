@@ -919,8 +919,14 @@ pub async fn trigger_mode_late_commit_postgres() {
     };
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     s.insert(99, "wake up", "1", T0).await;
-    assert!(waiter.await.unwrap().unwrap(), "no notification for a native insert");
-    assert!(!c.wait_for_change(std::time::Duration::from_millis(200)).await.unwrap());
+    assert!(
+        waiter.await.unwrap().unwrap(),
+        "no notification for a native insert"
+    );
+    assert!(!c
+        .wait_for_change(std::time::Duration::from_millis(200))
+        .await
+        .unwrap());
     let (_, cursor) = changes_from(c.as_ref(), None).await;
     // Transaction A inserts (takes a sequence number) and stays open.
     let mut a = s.pool.begin().await.unwrap();

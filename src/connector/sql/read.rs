@@ -143,17 +143,7 @@ pub fn tuple_gt(d: Dialect, cols: &[&Column], first: usize) -> String {
 
 /// The plain text of a key value (for native keys).
 pub fn key_part(v: &Value) -> String {
-    match v {
-        Value::Text(s) => s.clone(),
-        Value::Date(d) => d.format("%Y-%m-%d").to_string(),
-        Value::Bytes(b) => b.iter().map(|x| format!("{x:02x}")).collect(),
-        Value::Json(j) => {
-            let mut s = String::new();
-            canonical::canonical_json(j, &mut s);
-            s
-        }
-        other => other.to_string(),
-    }
+    crate::connector::key_text(v)
 }
 
 /// The typed value of one part of a native key (the inverse of [`key_part`]).
@@ -179,18 +169,8 @@ pub fn value_from_key_part(c: &Column, part: &str, off: FixedOffset) -> Result<V
 }
 
 pub fn row_key(fields: &Fields, key: &[&Column]) -> Result<Key, String> {
-    let mut parts = Vec::with_capacity(key.len());
-    for c in key {
-        match fields.get(&c.name) {
-            Some(v) => parts.push(key_part(v)),
-            None => return Err(format!("key column {} is null", c.name)),
-        }
-    }
-    Ok(if parts.len() == 1 {
-        Key::new(parts.pop().expect("one part"))
-    } else {
-        Key::composite(&parts)
-    })
+    let names: Vec<&str> = key.iter().map(|c| c.name.as_str()).collect();
+    crate::connector::key_of(fields, &names)
 }
 
 fn naive_to_value(n: NaiveDateTime, off: FixedOffset) -> Result<Value, String> {

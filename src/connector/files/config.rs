@@ -1,0 +1,90 @@
+//! Configuration of one CSV or JSONL file as a system.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileFormat {
+    Csv,
+    Jsonl,
+}
+
+/// How writes reach the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WriteMode {
+    /// The whole file is rewritten to a temporary file, flushed, and renamed over the old one:
+    /// readers see the old or the new file, never a mix.
+    Rewrite,
+    /// Each batch is appended to `<file>.changes.jsonl` (`{"_op": "upsert"|"delete", …}` lines);
+    /// the file itself is never touched. Reading folds the base file and the changes.
+    Append,
+}
+
+/// A column's declared type. CSV holds only text and JSON only text, numbers, booleans and
+/// nesting, so every other type is declared, or values would not read back as they were
+/// written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileType {
+    Text,
+    Int,
+    Decimal,
+    Bool,
+    Date,
+    Datetime,
+    Json,
+    Bytes,
+}
+
+/// One file in a directory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// The directory (the system).
+    pub dir: std::path::PathBuf,
+    /// The file in it (the object), e.g. `customers.csv`.
+    pub file: String,
+    pub format: FileFormat,
+    /// Key columns, in order.
+    pub key: Vec<String>,
+    /// Declared column types; undeclared columns are text.
+    #[serde(default)]
+    pub types: BTreeMap<String, FileType>,
+    #[serde(default = "default_write_mode")]
+    pub write_mode: WriteMode,
+    /// CSV: the field delimiter (default `,`).
+    #[serde(default = "default_delimiter")]
+    pub delimiter: char,
+}
+
+fn default_write_mode() -> WriteMode {
+    WriteMode::Rewrite
+}
+fn default_delimiter() -> char {
+    ','
+}
+
+impl FileConfig {
+    pub fn new(
+        dir: impl Into<std::path::PathBuf>,
+        file: &str,
+        format: FileFormat,
+        key: &[&str],
+    ) -> Self {
+        FileConfig {
+            dir: dir.into(),
+            file: file.into(),
+            format,
+            key: key.iter().map(|k| k.to_string()).collect(),
+            types: BTreeMap::new(),
+            write_mode: WriteMode::Rewrite,
+            delimiter: ',',
+        }
+    }
+    pub fn with_type(mut self, column: &str, t: FileType) -> Self {
+        self.types.insert(column.into(), t);
+        self
+    }
+}
