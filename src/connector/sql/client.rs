@@ -177,6 +177,11 @@ pub fn sqlite_type(declared: &str) -> ColType {
     if d.contains("BLOB") {
         return ColType::Bytes;
     }
+    if d.contains("FLOAT4") || d == "REAL4" {
+        // Single precision by declaration (a PostgreSQL `real` loaded into SQLite): values are
+        // read as the f32 they stand for, so they match the other databases.
+        return ColType::Float32;
+    }
     if d.contains("REAL") || d.contains("FLOA") || d.contains("DOUB") {
         return ColType::Float64;
     }
@@ -441,6 +446,16 @@ impl Tx {
                 .execute(&mut **t)
                 .await?
                 .rows_affected(),
+        })
+    }
+
+    /// Runs a query returning one text value (or NULL).
+    pub async fn scalar_text(&mut self, sql: &str) -> Result<Option<String>, sqlx::Error> {
+        use sqlx::Row;
+        Ok(match self {
+            Tx::Pg(t) => sqlx::query(sql).fetch_one(&mut **t).await?.try_get(0)?,
+            Tx::My(t) => sqlx::query(sql).fetch_one(&mut **t).await?.try_get(0)?,
+            Tx::Lite(t) => sqlx::query(sql).fetch_one(&mut **t).await?.try_get(0)?,
         })
     }
 

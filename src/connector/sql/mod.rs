@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod config;
+pub mod dump;
 pub mod read;
 pub mod setup;
 #[cfg(test)]

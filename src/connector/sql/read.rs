@@ -350,6 +350,7 @@ fn lite_value(
             let f: f64 = row.try_get(i).map_err(|e| e.to_string())?;
             match &c.ty {
                 ColType::Text { .. } | ColType::Other => Value::text(f.to_string()),
+                ColType::Float32 => Value::from_f32(f as f32).map_err(|e| e.to_string())?,
                 _ => Value::from_f64(f).map_err(|e| e.to_string())?,
             }
         }
