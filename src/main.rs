@@ -38,6 +38,51 @@ enum Command {
         #[command(subcommand)]
         command: StoreCommand,
     },
+    /// Install the change log and triggers for a table (SQL `mode = "trigger"`). Idempotent.
+    Setup {
+        #[command(flatten)]
+        table: TableArgs,
+        /// Print the statements instead of running them.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Remove exactly what `setup` installed for a table.
+    Teardown {
+        #[command(flatten)]
+        table: TableArgs,
+    },
+}
+
+/// Which table `setup` / `teardown` act on.
+#[derive(clap::Args)]
+struct TableArgs {
+    /// Environment variable holding the connection URL (the URL itself is never a flag).
+    #[arg(long)]
+    url_env: String,
+    /// Table name.
+    #[arg(long)]
+    table: String,
+    /// Key columns, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    key: Vec<String>,
+    /// Schema (PostgreSQL) or database (MySQL).
+    #[arg(long)]
+    schema: Option<String>,
+    /// Change-log table name.
+    #[arg(long, default_value = "concord_changelog")]
+    changelog: String,
+}
+
+impl TableArgs {
+    async fn connect(&self) -> Result<concord::connector::sql::SqlConnector> {
+        let keys: Vec<&str> = self.key.iter().map(String::as_str).collect();
+        let mut cfg =
+            concord::connector::sql::SqlTableConfig::new(&self.url_env, &self.table, &keys);
+        cfg.schema = self.schema.clone();
+        cfg.mode = concord::connector::sql::CaptureMode::Trigger;
+        cfg.changelog_table = self.changelog.clone();
+        Ok(concord::connector::sql::SqlConnector::connect(SystemId::new("sql")?, cfg).await?)
+    }
 }
 
 #[derive(Subcommand)]
@@ -70,6 +115,27 @@ fn main() {
         Command::Store {
             command: StoreCommand::Verify { dir, instance },
         } => verify(dir, &instance),
+        Command::Setup { table, dry_run } => rt.block_on(async {
+            let c = table.connect().await?;
+            if dry_run {
+                for s in c.setup_sql() {
+                    println!("{s};\n");
+                }
+                return Ok(());
+            }
+            c.setup().await?;
+            println!(
+                "setup: change log and triggers installed for {}",
+                table.table
+            );
+            Ok(())
+        }),
+        Command::Teardown { table } => rt.block_on(async {
+            let c = table.connect().await?;
+            c.teardown().await?;
+            println!("teardown: triggers removed for {}", table.table);
+            Ok(())
+        }),
     };
     if let Err(e) = res {
         eprintln!("concord: {e:#}");
