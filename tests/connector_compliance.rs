@@ -29,6 +29,10 @@ macro_rules! suite {
                 column_mode_through_the_engine_repeats_nothing($kind).await
             }
             #[tokio::test]
+            async fn composite_keys_create_update_delete() {
+                composite_keys($kind).await
+            }
+            #[tokio::test]
             async fn every_type_round_trips() {
                 types_round_trip($kind).await
             }
@@ -56,3 +60,32 @@ suite!(sqlite, Kind::Sqlite);
 async fn postgres_trigger_mode_late_commit_is_not_skipped() {
     trigger_mode_late_commit_postgres().await
 }
+
+/// The files connector runs the scenarios that apply to a file (it is always read whole: no
+/// cursor, column or trigger modes).
+macro_rules! file_suite {
+    ($modname:ident, $kind:expr) => {
+        mod $modname {
+            use super::*;
+            #[tokio::test]
+            async fn read_all() {
+                read_all_pages($kind).await
+            }
+            #[tokio::test]
+            async fn write_update_delete_batch() {
+                write_update_delete($kind).await
+            }
+            #[tokio::test]
+            async fn own_writes_are_not_read_back_as_changes() {
+                own_writes_are_not_changes($kind).await
+            }
+            #[tokio::test]
+            async fn errors_name_file_and_line() {
+                file_errors($kind).await
+            }
+        }
+    };
+}
+
+file_suite!(csv, Kind::Csv);
+file_suite!(jsonl, Kind::Jsonl);

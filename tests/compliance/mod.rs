@@ -5,6 +5,7 @@
 //! every other connector). A `Subject` knows how to make a table, mutate it natively (as a user
 //! or an ERP would) and build connectors on it.
 
+use concord::connector::files::{FileConfig, FileConnector, FileFormat, FileType};
 use concord::connector::memory::MemorySystem;
 use concord::connector::sql::client::Param;
 use concord::connector::sql::{CaptureMode, Pool, SqlConnector, SqlTableConfig};
@@ -37,6 +38,14 @@ pub enum Kind {
     Postgres,
     MariaDb,
     Sqlite,
+    Csv,
+    Jsonl,
+}
+
+impl Kind {
+    pub fn is_file(self) -> bool {
+        matches!(self, Kind::Csv | Kind::Jsonl)
+    }
 }
 
 /// One database table under test.
@@ -44,7 +53,8 @@ pub struct Subject {
     pub kind: Kind,
     pub env: String,
     pub table: String,
-    pub pool: Pool,
+    /// SQL subjects only.
+    pub pool: Option<Pool>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -53,6 +63,24 @@ static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 impl Subject {
     /// A fresh table `name` with columns id (int key), name, amount (decimal), updated_at.
     pub async fn new(kind: Kind, scenario: &str) -> Option<Subject> {
+        if kind.is_file() {
+            let d = tempfile::tempdir().unwrap();
+            let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let table = format!(
+                "cc_{scenario}_{n}.{}",
+                if kind == Kind::Csv { "csv" } else { "jsonl" }
+            );
+            if kind == Kind::Csv {
+                std::fs::write(d.path().join(&table), "id,name,amount,updated_at\n").unwrap();
+            }
+            return Some(Subject {
+                kind,
+                env: d.path().display().to_string(),
+                table,
+                pool: None,
+                _dir: Some(d),
+            });
+        }
         let (url, dir) = match kind {
             Kind::Postgres => {
                 if !service("PostgreSQL", 5432).await {
@@ -66,7 +94,7 @@ impl Subject {
                 }
                 ("mysql://root@127.0.0.1:3306/test".to_string(), None)
             }
-            Kind::Sqlite => {
+            Kind::Sqlite | Kind::Csv | Kind::Jsonl => {
                 let d = tempfile::tempdir().unwrap();
                 (
                     format!("sqlite:{}", d.path().join("erp.db").display()),
@@ -89,7 +117,7 @@ impl Subject {
                 "CREATE TABLE {table} (id INT PRIMARY KEY, name VARCHAR(40), amount DECIMAL(12,2), \
                  updated_at DATETIME(3))"
             ),
-            Kind::Sqlite => format!(
+            Kind::Sqlite | Kind::Csv | Kind::Jsonl => format!(
                 "CREATE TABLE {table} (id INTEGER PRIMARY KEY, name TEXT, amount DECIMAL(12,2), updated_at DATETIME)"
             ),
         };
@@ -101,9 +129,43 @@ impl Subject {
             kind,
             env,
             table,
-            pool,
+            pool: Some(pool),
             _dir: dir,
         })
+    }
+
+    pub fn pool(&self) -> &Pool {
+        self.pool.as_ref().expect("an SQL subject")
+    }
+
+    fn file_config(&self) -> FileConfig {
+        let format = if self.kind == Kind::Csv {
+            FileFormat::Csv
+        } else {
+            FileFormat::Jsonl
+        };
+        FileConfig::new(&self.env, &self.table, format, &["id"])
+            .with_type("id", FileType::Int)
+            .with_type("amount", FileType::Decimal)
+            .with_type("updated_at", FileType::Datetime)
+    }
+
+    /// A connector on this subject, as the engine sees it (files ignore mode and page size:
+    /// they are always read whole).
+    pub async fn conn(&self, mode: CaptureMode, page: usize) -> Arc<dyn Connector> {
+        if self.kind.is_file() {
+            Arc::new(FileConnector::new(SystemId::new("erp").unwrap(), self.file_config()).unwrap())
+        } else {
+            self.connector(mode, page).await
+        }
+    }
+
+    /// Files have no native writer: a person editing the file is simulated by writing with a
+    /// connector of its own (no state is shared with the one under test).
+    async fn file_edit(&self, op: WriteOp) {
+        let c = FileConnector::new(SystemId::new("erp").unwrap(), self.file_config()).unwrap();
+        let r = c.write(vec![op]).await.unwrap();
+        assert!(matches!(r[0], WriteResult::Ok { .. }), "{r:?}");
     }
 
     pub fn config(&self, mode: CaptureMode, page: usize) -> SqlTableConfig {
@@ -153,6 +215,21 @@ impl Subject {
 
     /// A user's native insert.
     pub async fn insert(&self, id: i64, name: &str, amount: &str, updated_ms: i64) {
+        if self.kind.is_file() {
+            let f = Fields::new()
+                .with("id", id)
+                .with("name", name)
+                .with("amount", Value::decimal_str(amount).unwrap())
+                .with("updated_at", Value::DateTime(Timestamp(updated_ms)));
+            let e = EntityId::derive(&SystemId::new("user").unwrap(), &id.to_string());
+            return self
+                .file_edit(WriteOp::Upsert {
+                    entity: e,
+                    key: None,
+                    fields: f,
+                })
+                .await;
+        }
         let amount_ph = match self.kind {
             Kind::Postgres => "$3::numeric".to_string(),
             _ => "?".into(),
@@ -170,10 +247,29 @@ impl Subject {
             Param::Text(amount.into()),
             self.ts(updated_ms),
         ];
-        self.pool.execute(&sql, &params).await.unwrap();
+        self.pool().execute(&sql, &params).await.unwrap();
     }
 
     pub async fn update_name(&self, id: i64, name: &str, updated_ms: i64) {
+        if self.kind.is_file() {
+            let c = self.conn(CaptureMode::Scan, 0).await;
+            let (k, f) = read_all(c.as_ref())
+                .await
+                .into_iter()
+                .find(|(k, _)| k.as_str() == id.to_string())
+                .expect("row to update");
+            let f = f
+                .with("name", name)
+                .with("updated_at", Value::DateTime(Timestamp(updated_ms)));
+            let e = EntityId::derive(&SystemId::new("user").unwrap(), &id.to_string());
+            return self
+                .file_edit(WriteOp::Upsert {
+                    entity: e,
+                    key: Some(k),
+                    fields: f,
+                })
+                .await;
+        }
         let sql = format!(
             "UPDATE {} SET name = {}, updated_at = {} WHERE id = {}",
             self.table,
@@ -181,7 +277,7 @@ impl Subject {
             self.ts_cast(2),
             self.ph(3)
         );
-        self.pool
+        self.pool()
             .execute(
                 &sql,
                 &[
@@ -195,21 +291,31 @@ impl Subject {
     }
 
     pub async fn delete(&self, id: i64) {
+        if self.kind.is_file() {
+            let e = EntityId::derive(&SystemId::new("user").unwrap(), &id.to_string());
+            return self
+                .file_edit(WriteOp::Delete {
+                    entity: e,
+                    key: Key::new(id.to_string()),
+                })
+                .await;
+        }
         let sql = format!("DELETE FROM {} WHERE id = {}", self.table, self.ph(1));
-        self.pool.execute(&sql, &[Param::Int(id)]).await.unwrap();
+        self.pool().execute(&sql, &[Param::Int(id)]).await.unwrap();
     }
 
     pub async fn count(&self) -> i64 {
-        let c = self.connector(CaptureMode::Scan, 10_000).await;
+        let c = self.conn(CaptureMode::Scan, 10_000).await;
         read_all(c.as_ref()).await.len() as i64
     }
 
     pub async fn drop(self) {
-        let _ = self
-            .pool
-            .execute(&format!("DROP TABLE IF EXISTS {}", self.table), &[])
-            .await;
-        self.pool.close().await;
+        if let Some(pool) = &self.pool {
+            let _ = pool
+                .execute(&format!("DROP TABLE IF EXISTS {}", self.table), &[])
+                .await;
+            pool.close().await;
+        }
     }
 }
 
@@ -263,7 +369,7 @@ pub async fn read_all_pages(kind: Kind) {
     for i in 0..25 {
         s.insert(i, &format!("row {i}"), "12.50", T0 + i).await;
     }
-    let c = s.connector(CaptureMode::Scan, 7).await;
+    let c = s.conn(CaptureMode::Scan, 7).await;
     let rows = read_all(c.as_ref()).await;
     assert_eq!(rows.len(), 25, "{kind:?}");
     let keys: Vec<String> = rows.iter().map(|(k, _)| k.to_string()).collect();
@@ -283,7 +389,7 @@ pub async fn write_update_delete(kind: Kind) {
     let Some(s) = Subject::new(kind, "write").await else {
         return;
     };
-    let c = s.connector(CaptureMode::Scan, 100).await;
+    let c = s.conn(CaptureMode::Scan, 100).await;
     let sys = SystemId::new("erp").unwrap();
     let rec = |i: i64, name: &str| {
         Fields::new()
@@ -356,7 +462,7 @@ pub async fn write_update_delete(kind: Kind) {
     assert_eq!(name_of(&rows[1].1), "renamed");
     assert_eq!(rows.len(), 10, "the NotFound update created nothing");
     // A value the database refuses (too long for varchar(40)) rejects that record only.
-    if kind != Kind::Sqlite {
+    if matches!(kind, Kind::Postgres | Kind::MariaDb) {
         let ops: Vec<WriteOp> = [
             (20, "ok-a".to_string()),
             (21, "x".repeat(60)),
@@ -451,7 +557,7 @@ pub async fn own_writes_are_not_changes(kind: Kind) {
                 .with("updated_at", Value::DateTime(Timestamp(T0 + i))),
         );
     }
-    let sql = s.connector(CaptureMode::Scan, 8).await;
+    let sql = s.conn(CaptureMode::Scan, 8).await;
     let j = job(mem.clone(), sql.clone());
     let e = engine();
     let r = e.sync(&j, None).await.unwrap();
@@ -557,6 +663,7 @@ pub async fn clear_errors(kind: Kind) {
             Some("mysql://root:wrong-password@127.0.0.1:3306/test"),
         ),
         Kind::Sqlite => ("sqlite:/nonexistent-dir-concord/x.db", None),
+        Kind::Csv | Kind::Jsonl => return file_errors(kind).await,
     };
     if kind != Kind::Sqlite
         && !service("database", if kind == Kind::Postgres { 5432 } else { 3306 }).await
@@ -618,6 +725,10 @@ pub async fn clear_errors(kind: Kind) {
 /// Every column type: what concord writes reads back as the same canonical content (else each
 /// of its own writes would come back as a change).
 pub async fn types_round_trip(kind: Kind) {
+    assert!(
+        !kind.is_file(),
+        "SQL column types only; files: see files_connector.rs"
+    );
     let Some(s) = Subject::new(kind, "types").await else {
         return;
     };
@@ -634,16 +745,16 @@ pub async fn types_round_trip(kind: Kind) {
              s_num DECIMAL(14,4), s_float FLOAT, s_double DOUBLE, s_text TEXT, s_varchar VARCHAR(40), s_char CHAR(6), \
              s_date DATE, s_dt DATETIME(3), s_ts TIMESTAMP(3) NULL, s_json JSON, s_blob BLOB, s_time TIME)"
         ),
-        Kind::Sqlite => format!(
+        Kind::Sqlite | Kind::Csv | Kind::Jsonl => format!(
             "CREATE TABLE {t} (id INTEGER PRIMARY KEY, s_int INTEGER, s_num DECIMAL(14,4), s_real REAL, s_bool BOOLEAN, \
              s_text TEXT, s_date DATE, s_dt DATETIME, s_json JSON, s_blob BLOB)"
         ),
     };
-    s.pool
+    s.pool()
         .execute(&format!("DROP TABLE IF EXISTS {t}"), &[])
         .await
         .unwrap();
-    s.pool.execute(&ddl, &[]).await.unwrap();
+    s.pool().execute(&ddl, &[]).await.unwrap();
     let ts = |ms: i64| Value::DateTime(Timestamp(ms));
     let json = Value::Json(serde_json::json!({"b": [1, 2.5, "x"], "a": null, "n": {"z": true}}));
     let f = match kind {
@@ -683,7 +794,7 @@ pub async fn types_round_trip(kind: Kind) {
             .with("s_json", json.clone())
             .with("s_blob", Value::Bytes(vec![0, 1, 255]))
             .with("s_time", "12:34:56"),
-        Kind::Sqlite => Fields::new()
+        Kind::Sqlite | Kind::Csv | Kind::Jsonl => Fields::new()
             .with("id", 1i64)
             .with("s_int", -5i64)
             .with("s_num", Value::decimal_str("1234.5").unwrap())
@@ -739,7 +850,7 @@ pub async fn types_round_trip(kind: Kind) {
         "{kind:?}"
     );
     assert_eq!(read_all(&c).await[0].1.content_hash(), f.content_hash());
-    s.pool
+    s.pool()
         .execute(&format!("DROP TABLE IF EXISTS {t}"), &[])
         .await
         .unwrap();
@@ -772,7 +883,7 @@ async fn log_count(s: &Subject) -> i64 {
     .await
     .unwrap();
     let sql = format!("SELECT COUNT(*) FROM {}", c.changelog_ref());
-    let rows = s.pool.fetch(&sql, &[]).await.unwrap();
+    let rows = s.pool().fetch(&sql, &[]).await.unwrap();
     concord::connector::sql::read::first_i64(&rows).unwrap()
 }
 
@@ -862,7 +973,7 @@ pub async fn trigger_mode_captures_everything(kind: Kind) {
     s.update_name(1, "after teardown", T0).await;
     let sql = format!("SELECT COUNT(*) FROM {}", c.changelog_ref());
     assert!(
-        s.pool.fetch(&sql, &[]).await.is_err(),
+        s.pool().fetch(&sql, &[]).await.is_err(),
         "{kind:?}: change log left behind"
     );
     s.drop().await;
@@ -932,7 +1043,7 @@ pub async fn trigger_mode_late_commit_postgres() {
         .unwrap());
     let (_, cursor) = changes_from(c.as_ref(), None).await;
     // Transaction A inserts (takes a sequence number) and stays open.
-    let mut a = s.pool.begin().await.unwrap();
+    let mut a = s.pool().begin().await.unwrap();
     a.execute(
         &format!("INSERT INTO {} (id, name) VALUES ($1, $2)", s.table),
         &[Param::Int(1), Param::Text("slow".into())],
@@ -952,5 +1063,110 @@ pub async fn trigger_mode_late_commit_postgres() {
         "late commit skipped: {keys:?}"
     );
     c.teardown().await.unwrap();
+    s.drop().await;
+}
+
+/// Files: a missing directory, a malformed file and a duplicate key give errors naming the file
+/// and the line.
+pub async fn file_errors(kind: Kind) {
+    let sys = SystemId::new("erp").unwrap();
+    let format = if kind == Kind::Csv {
+        FileFormat::Csv
+    } else {
+        FileFormat::Jsonl
+    };
+    let e = FileConnector::new(
+        sys.clone(),
+        FileConfig::new("/nonexistent/concord", "t", format, &["id"]),
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("does not exist") && e.to_string().contains("erp"),
+        "{e}"
+    );
+    let s = Subject::new(kind, "ferr").await.unwrap();
+    let body = if kind == Kind::Csv {
+        "id,name,amount,updated_at\n1,a,x,\n"
+    } else {
+        "{\"id\": 1, \"amount\": \"x\"}\n"
+    };
+    std::fs::write(std::path::Path::new(&s.env).join(&s.table), body).unwrap();
+    let msg = s
+        .conn(CaptureMode::Scan, 1)
+        .await
+        .read(None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains(&s.table) && msg.contains("amount"), "{msg}");
+}
+
+/// Composite keys: create, update by key, delete by key, on a two-column primary key.
+pub async fn composite_keys(kind: Kind) {
+    let Some(s) = Subject::new(kind, "composite").await else {
+        return;
+    };
+    let t = format!("{}_lines", s.table);
+    let ddl = match kind {
+        Kind::Postgres => format!("CREATE TABLE {t} (order_id int4, line int2, sku varchar(20), qty int4, PRIMARY KEY (order_id, line))"),
+        Kind::MariaDb => format!("CREATE TABLE {t} (order_id INT, line SMALLINT, sku VARCHAR(20), qty INT, PRIMARY KEY (order_id, line))"),
+        _ => format!("CREATE TABLE {t} (order_id INTEGER, line INTEGER, sku TEXT, qty INTEGER, PRIMARY KEY (order_id, line))"),
+    };
+    s.pool().execute(&ddl, &[]).await.unwrap();
+    let mut cfg = s.config(CaptureMode::Scan, 2);
+    cfg.table = t.clone();
+    cfg.key = vec!["order_id".into(), "line".into()];
+    let sys = SystemId::new("erp").unwrap();
+    let c = SqlConnector::connect(sys.clone(), cfg).await.unwrap();
+    let line = |o: i64, l: i64, sku: &str, q: i64| {
+        Fields::new()
+            .with("order_id", o)
+            .with("line", l)
+            .with("sku", sku)
+            .with("qty", q)
+    };
+    let ops: Vec<WriteOp> = [(10248, 1, "A", 5), (10248, 2, "B", 1), (10249, 1, "A", 7)]
+        .iter()
+        .map(|&(o, l, sku, q)| WriteOp::Upsert {
+            entity: EntityId::derive(&sys, &format!("{o}/{l}")),
+            key: None,
+            fields: line(o, l, sku, q),
+        })
+        .collect();
+    let res = c.write(ops).await.unwrap();
+    assert_eq!(
+        res[1],
+        WriteResult::Ok {
+            key: Key::composite(&["10248", "2"])
+        },
+        "{kind:?}"
+    );
+    let k = Key::composite(&["10248", "2"]);
+    let res = c
+        .write(vec![
+            WriteOp::Upsert {
+                entity: EntityId::derive(&sys, "10248/2"),
+                key: Some(k.clone()),
+                fields: line(10248, 2, "B", 9),
+            },
+            WriteOp::Delete {
+                entity: EntityId::derive(&sys, "10249/1"),
+                key: Key::composite(&["10249", "1"]),
+            },
+        ])
+        .await
+        .unwrap();
+    assert!(
+        res.iter().all(|r| matches!(r, WriteResult::Ok { .. })),
+        "{res:?}"
+    );
+    let rows = read_all(&c).await;
+    assert_eq!(rows.len(), 2, "{kind:?}");
+    assert_eq!(rows[1].0, k);
+    assert_eq!(rows[1].1.get("qty"), Some(&Value::Int(9)));
+    s.pool()
+        .execute(&format!("DROP TABLE IF EXISTS {t}"), &[])
+        .await
+        .unwrap();
     s.drop().await;
 }
