@@ -70,14 +70,7 @@ async fn northwind_loads_everywhere_with_the_same_content() {
     for (name, url, schema) in &targets {
         let pool = Pool::connect(url, name, "northwind").await.unwrap();
         if let Some(s) = schema {
-            let q = pool.dialect().quote(s);
-            let drop = match pool.dialect() {
-                concord::connector::sql::Dialect::Postgres => {
-                    format!("DROP SCHEMA IF EXISTS {q} CASCADE")
-                }
-                _ => format!("DROP DATABASE IF EXISTS {q}"),
-            };
-            pool.execute(&drop, &[]).await.unwrap();
+            drop_schema(&pool, s).await;
         }
         let report = dump::load(&pool, schema.as_deref(), &text)
             .await
@@ -104,14 +97,7 @@ async fn northwind_loads_everywhere_with_the_same_content() {
         );
         per_target.push((*name, customers, details, employees));
         if let Some(s) = schema {
-            let q = pool.dialect().quote(s);
-            let drop = match pool.dialect() {
-                concord::connector::sql::Dialect::Postgres => {
-                    format!("DROP SCHEMA IF EXISTS {q} CASCADE")
-                }
-                _ => format!("DROP DATABASE IF EXISTS {q}"),
-            };
-            pool.execute(&drop, &[]).await.unwrap();
+            drop_schema(&pool, s).await;
         }
         pool.close().await;
     }
@@ -123,6 +109,15 @@ async fn northwind_loads_everywhere_with_the_same_content() {
         same(first.0, &first.2, other.0, &other.2, "order_details");
         same(first.0, &first.3, other.0, &other.3, "employees");
     }
+}
+
+async fn drop_schema(pool: &Pool, schema: &str) {
+    let q = pool.dialect().quote(schema);
+    let drop = match pool.dialect() {
+        concord::connector::sql::Dialect::Postgres => format!("DROP SCHEMA IF EXISTS {q} CASCADE"),
+        _ => format!("DROP DATABASE IF EXISTS {q}"),
+    };
+    pool.execute(&drop, &[]).await.unwrap();
 }
 
 /// Same keys and same content hashes; on a difference, shows the first differing record only.

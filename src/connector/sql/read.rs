@@ -230,6 +230,34 @@ macro_rules! get {
     };
 }
 
+/// The column types PostgreSQL and MySQL decode alike; `None` for the others.
+macro_rules! common {
+    ($row:expr, $i:expr, $c:expr, $off:expr) => {
+        match &$c.ty {
+            ColType::Bool => Some(get!($row, $i, bool).map(Value::Bool)),
+            ColType::Decimal => Some(get!($row, $i, rust_decimal::Decimal).map(Value::from)),
+            ColType::Float32 => Some(match get!($row, $i, f32) {
+                Some(f) => Some(Value::from_f32(f).map_err(|e| e.to_string())?),
+                None => None,
+            }),
+            ColType::Float64 => Some(match get!($row, $i, f64) {
+                Some(f) => Some(Value::from_f64(f).map_err(|e| e.to_string())?),
+                None => None,
+            }),
+            ColType::Date => Some(get!($row, $i, NaiveDate).map(Value::Date)),
+            ColType::Timestamp => Some(match get!($row, $i, NaiveDateTime) {
+                Some(n) => Some(naive_to_value(n, $off)?),
+                None => None,
+            }),
+            ColType::TimestampTz => Some(
+                get!($row, $i, DateTime<Utc>).map(|d| Value::DateTime(Timestamp::from_chrono(&d))),
+            ),
+            ColType::Bytes => Some(get!($row, $i, Vec<u8>).map(Value::Bytes)),
+            _ => None,
+        }
+    };
+}
+
 fn pg_value(
     row: &sqlx::postgres::PgRow,
     i: usize,
@@ -237,39 +265,19 @@ fn pg_value(
     off: FixedOffset,
 ) -> Result<Option<Value>, String> {
     use sqlx::Row;
+    if let Some(v) = common!(row, i, c, off) {
+        return Ok(v);
+    }
     Ok(match &c.ty {
-        ColType::Bool => get!(row, i, bool).map(Value::Bool),
         ColType::Int { bits: 16, .. } => get!(row, i, i16).map(|v| Value::Int(v as i64)),
         ColType::Int { bits: 32, .. } => get!(row, i, i32).map(|v| Value::Int(v as i64)),
         ColType::Int { .. } => get!(row, i, i64).map(Value::Int),
-        ColType::Decimal => get!(row, i, rust_decimal::Decimal).map(Value::from),
-        ColType::Float32 => match get!(row, i, f32) {
-            Some(f) => Some(Value::from_f32(f).map_err(|e| e.to_string())?),
-            None => None,
-        },
-        ColType::Float64 => match get!(row, i, f64) {
-            Some(f) => Some(Value::from_f64(f).map_err(|e| e.to_string())?),
-            None => None,
-        },
-        ColType::Text { padded } => get!(row, i, String).map(|s| {
-            if *padded {
-                Value::text(s.trim_end_matches(' '))
-            } else {
-                Value::text(s)
-            }
-        }),
-        ColType::Date => get!(row, i, NaiveDate).map(Value::Date),
-        ColType::Timestamp => match get!(row, i, NaiveDateTime) {
-            Some(n) => Some(naive_to_value(n, off)?),
-            None => None,
-        },
-        ColType::TimestampTz => {
-            get!(row, i, DateTime<Utc>).map(|d| Value::DateTime(Timestamp::from_chrono(&d)))
+        ColType::Text { padded: true } => {
+            get!(row, i, String).map(|s| Value::text(s.trim_end_matches(' ')))
         }
         ColType::Json => get!(row, i, serde_json::Value).map(Value::Json),
         ColType::Uuid => get!(row, i, sqlx::types::Uuid).map(|u| Value::text(u.to_string())),
-        ColType::Bytes => get!(row, i, Vec<u8>).map(Value::Bytes),
-        ColType::Other => get!(row, i, String).map(Value::text),
+        _ => get!(row, i, String).map(Value::text),
     })
 }
 
@@ -280,33 +288,15 @@ fn my_value(
     off: FixedOffset,
 ) -> Result<Option<Value>, String> {
     use sqlx::Row;
+    if let Some(v) = common!(row, i, c, off) {
+        return Ok(v);
+    }
     Ok(match &c.ty {
-        ColType::Bool => get!(row, i, bool).map(Value::Bool),
         ColType::Int { unsigned: true, .. } => get!(row, i, u64).map(|u| match i64::try_from(u) {
             Ok(v) => Value::Int(v),
             Err(_) => Value::from(rust_decimal::Decimal::from(u)),
         }),
         ColType::Int { .. } => get!(row, i, i64).map(Value::Int),
-        ColType::Decimal => get!(row, i, rust_decimal::Decimal).map(Value::from),
-        ColType::Float32 => match get!(row, i, f32) {
-            Some(f) => Some(Value::from_f32(f).map_err(|e| e.to_string())?),
-            None => None,
-        },
-        ColType::Float64 => match get!(row, i, f64) {
-            Some(f) => Some(Value::from_f64(f).map_err(|e| e.to_string())?),
-            None => None,
-        },
-        ColType::Text { .. } | ColType::Uuid | ColType::Other => {
-            get!(row, i, String).map(Value::text)
-        }
-        ColType::Date => get!(row, i, NaiveDate).map(Value::Date),
-        ColType::Timestamp => match get!(row, i, NaiveDateTime) {
-            Some(n) => Some(naive_to_value(n, off)?),
-            None => None,
-        },
-        ColType::TimestampTz => {
-            get!(row, i, DateTime<Utc>).map(|d| Value::DateTime(Timestamp::from_chrono(&d)))
-        }
         ColType::Json => match row.try_get::<Option<String>, _>(i) {
             // MariaDB: LONGTEXT with a json_valid() check.
             Ok(s) => match s {
@@ -318,7 +308,7 @@ fn my_value(
             // MySQL: a native JSON column.
             Err(_) => get!(row, i, serde_json::Value).map(Value::Json),
         },
-        ColType::Bytes => get!(row, i, Vec<u8>).map(Value::Bytes),
+        _ => get!(row, i, String).map(Value::text),
     })
 }
 
