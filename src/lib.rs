@@ -36,4 +36,5 @@ pub mod engine;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod model;
+pub mod sandbox;
 pub mod store;

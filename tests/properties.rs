@@ -234,3 +234,39 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// Whatever the text, a quoted SOQL literal parses back to exactly that text: no input can
+    /// end the literal early and inject query syntax.
+    #[test]
+    fn soql_quoting_cannot_be_escaped(s in "\\PC{0,20}|['\\\\%_ ]{0,10}") {
+        // As a LIKE pattern, the escaped text matches itself (and, with a wildcard, its
+        // extensions) but not a text where a wildcard would have matched something else.
+        use concord::sandbox::soql::{like, quote_like, quote_like_prefix};
+        for (lit, probe, want) in [
+            (quote_like(&s), s.clone(), true),
+            (quote_like_prefix(&s), format!("{s}tail"), true),
+            (quote_like(&s), format!("{s}x"), false),
+        ] {
+            let like_q = format!("SELECT Id FROM Account WHERE Name LIKE {lit}");
+            match concord::sandbox::soql::parse(&like_q).unwrap().filter {
+                Some(concord::sandbox::soql::Cond::Like { pattern, .. }) => {
+                    prop_assert_eq!(like(&probe, &pattern), want, "{} against {:?}", lit, probe)
+                }
+                other => prop_assert!(false, "{:?}", other),
+            }
+        }
+        use concord::sandbox::soql::{parse, quote, Cond, Literal};
+        let q = format!("SELECT Id FROM Account WHERE Name = {} LIMIT 1", quote(&s));
+        let parsed = parse(&q).expect("quoted literal parses");
+        prop_assert_eq!(parsed.limit, Some(1));
+        match parsed.filter {
+            Some(Cond::Cmp { value: Literal::Str(v), .. }) => {
+                prop_assert_eq!(v, s);
+            }
+            other => prop_assert!(false, "{:?}", other),
+        }
+    }
+}
