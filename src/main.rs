@@ -46,6 +46,22 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Run the local Salesforce-compatible REST server (in progress: REST CRUD, upsert, query
+    /// paging, getUpdated/getDeleted, limits, OAuth token; not yet composite, Bulk 2.0, faults).
+    Sandbox {
+        /// Port on 127.0.0.1.
+        #[arg(long, default_value_t = 8443)]
+        port: u16,
+        /// The valid bearer token; printed when not given.
+        #[arg(long)]
+        token: Option<String>,
+        /// Daily API request limit.
+        #[arg(long, default_value_t = 100_000)]
+        daily_limit: u64,
+        /// Schema file (TOML) with custom objects and fields.
+        #[arg(long)]
+        schema: Option<PathBuf>,
+    },
     /// Remove exactly what `setup` installed for a table.
     Teardown {
         #[command(flatten)]
@@ -130,6 +146,12 @@ fn main() {
             );
             Ok(())
         }),
+        Command::Sandbox {
+            port,
+            token,
+            daily_limit,
+            schema,
+        } => rt.block_on(sandbox(port, token, daily_limit, schema)),
         Command::Teardown { table } => rt.block_on(async {
             let c = table.connect().await?;
             c.teardown().await?;
@@ -152,6 +174,50 @@ fn verify(dir: PathBuf, instance: &str) -> Result<()> {
         .with_context(|| format!("opening store {}", dir.display()))?;
     let n = state.verify()?;
     println!("{}: {n} entries, all readable", dir.display());
+    Ok(())
+}
+
+async fn sandbox(
+    port: u16,
+    token: Option<String>,
+    daily_limit: u64,
+    schema: Option<PathBuf>,
+) -> Result<()> {
+    use concord::sandbox::{org::Org, schema, server};
+    let file = match &schema {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("reading schema {}", p.display()))?;
+            toml::from_str(&text).with_context(|| format!("schema {}", p.display()))?
+        }
+        None => schema::SchemaFile::default(),
+    };
+    let objects = schema::build(&file).map_err(anyhow::Error::msg)?;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .with_context(|| format!("binding 127.0.0.1:{port}"))?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let token = token.unwrap_or_else(|| {
+        let t = format!(
+            "00Dsandbox!{}",
+            &blake3::hash(&std::process::id().to_le_bytes()).to_hex()[..32]
+        );
+        println!("access token: {t}");
+        t
+    });
+    println!(
+        "concord sandbox listening on {base} (API versions {})",
+        server::VERSIONS.join(", ")
+    );
+    let sb = server::Sandbox::new(
+        Org::new(objects),
+        server::Settings {
+            token,
+            daily_limit,
+            base_url: base,
+        },
+    );
+    server::serve(sb, listener).await?;
     Ok(())
 }
 

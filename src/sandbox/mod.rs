@@ -9,4 +9,5 @@
 pub mod ids;
 pub mod org;
 pub mod schema;
+pub mod server;
 pub mod soql;

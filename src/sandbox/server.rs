@@ -1,0 +1,667 @@
+//! The sandbox's HTTP server (REST API subset; in progress — see `docs/sandbox.md` once it
+//! exists). Versions, OAuth token, describeGlobal/describe, sObject CRUD and upsert by external
+//! id, query/queryAll with paging and `Sforce-Query-Options: batchSize`, getUpdated/getDeleted,
+//! limits, `Sforce-Limit-Info` on every response, a daily API limit, and per-endpoint call
+//! counters under `/admin/counters`.
+
+use super::org::{Org, QueryResult, SfError, Upserted};
+use super::soql;
+use crate::model::Timestamp;
+use axum::extract::{Form, Path, Query as Q, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Map, Value as J};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+/// API versions the sandbox answers.
+pub const VERSIONS: [&str; 5] = ["58.0", "59.0", "60.0", "61.0", "62.0"];
+
+/// Sandbox settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The bearer token that is valid.
+    pub token: String,
+    /// Daily API request limit.
+    pub daily_limit: u64,
+    /// The URL clients reach the sandbox at (`instance_url` in token responses).
+    pub base_url: String,
+}
+
+struct Cursor {
+    rows: Vec<J>,
+    total: usize,
+    batch: usize,
+}
+
+/// Shared state.
+pub struct Sandbox {
+    pub org: Mutex<Org>,
+    pub settings: Settings,
+    usage: Mutex<u64>,
+    counters: Mutex<BTreeMap<String, u64>>,
+    cursors: Mutex<HashMap<String, Cursor>>,
+    next_cursor: Mutex<u64>,
+}
+
+impl Sandbox {
+    pub fn new(org: Org, settings: Settings) -> Arc<Self> {
+        Arc::new(Sandbox {
+            org: Mutex::new(org),
+            settings,
+            usage: Mutex::new(0),
+            counters: Mutex::new(BTreeMap::new()),
+            cursors: Mutex::new(HashMap::new()),
+            next_cursor: Mutex::new(1),
+        })
+    }
+
+    /// API calls per endpoint kind so far (`query`, `sobject.create`, …).
+    pub fn counters(&self) -> BTreeMap<String, u64> {
+        self.counters.lock().expect("lock").clone()
+    }
+
+    fn count(&self, what: &str) {
+        *self
+            .counters
+            .lock()
+            .expect("lock")
+            .entry(what.to_string())
+            .or_default() += 1;
+    }
+}
+
+type St = Arc<Sandbox>;
+
+fn err(e: SfError) -> Response {
+    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
+    (status, Json(e.body())).into_response()
+}
+
+fn version_ok(v: &str) -> Result<&str, SfError> {
+    let v = v.strip_prefix('v').unwrap_or(v);
+    if VERSIONS.contains(&v) {
+        Ok(v)
+    } else {
+        Err(SfError::new(
+            404,
+            "NOT_FOUND",
+            "The requested resource does not exist",
+        ))
+    }
+}
+
+/// Bearer-token check, daily limit, usage counting and the `Sforce-Limit-Info` header.
+async fn api_guard(State(sb): State<St>, req: Request, next: Next) -> Response {
+    let ok = req
+        .headers()
+        .get("authorization")
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("OAuth "))
+        })
+        .is_some_and(|t| t == sb.settings.token);
+    if !ok {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!([{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}])),
+        )
+            .into_response();
+    }
+    let used = {
+        let mut u = sb.usage.lock().expect("lock");
+        if *u >= sb.settings.daily_limit {
+            None
+        } else {
+            *u += 1;
+            Some(*u)
+        }
+    };
+    let Some(used) = used else {
+        let mut r = err(SfError::new(
+            403,
+            "REQUEST_LIMIT_EXCEEDED",
+            "TotalRequests Limit exceeded.",
+        ));
+        limit_header(
+            r.headers_mut(),
+            sb.settings.daily_limit,
+            sb.settings.daily_limit,
+        );
+        return r;
+    };
+    let mut resp = next.run(req).await;
+    limit_header(resp.headers_mut(), used, sb.settings.daily_limit);
+    resp
+}
+
+fn limit_header(h: &mut HeaderMap, used: u64, max: u64) {
+    if let Ok(v) = HeaderValue::from_str(&format!("api-usage={used}/{max}")) {
+        h.insert("sforce-limit-info", v);
+    }
+}
+
+async fn versions(State(sb): State<St>) -> Json<J> {
+    sb.count("versions");
+    Json(J::Array(
+        VERSIONS
+            .iter()
+            .map(|v| json!({"label": format!("API {v}"), "url": format!("/services/data/v{v}"), "version": v}))
+            .collect(),
+    ))
+}
+
+async fn token(State(sb): State<St>, Form(form): Form<HashMap<String, String>>) -> Response {
+    sb.count("oauth.token");
+    let grant = form.get("grant_type").map(String::as_str).unwrap_or("");
+    if !matches!(grant, "client_credentials" | "password" | "refresh_token") {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "unsupported_grant_type", "error_description": "grant type not supported"})),
+        )
+            .into_response();
+    }
+    let now = Timestamp::now().millis();
+    let user = sb.org.lock().expect("lock").user_id.clone();
+    Json(json!({
+        "access_token": sb.settings.token,
+        "instance_url": sb.settings.base_url,
+        "id": format!("{}/id/00D000000000001AAA/{user}", sb.settings.base_url),
+        "token_type": "Bearer",
+        "issued_at": now.to_string(),
+        "signature": "c2FuZGJveA==",
+    }))
+    .into_response()
+}
+
+async fn sobjects(State(sb): State<St>, Path(v): Path<String>) -> Response {
+    let v = match version_ok(&v) {
+        Ok(v) => v,
+        Err(e) => return err(e),
+    };
+    sb.count("describeGlobal");
+    let org = sb.org.lock().expect("lock");
+    let list: Vec<J> = org
+        .objects()
+        .iter()
+        .map(|o| super::schema::global_entry(o, v))
+        .collect();
+    Json(json!({"encoding": "UTF-8", "maxBatchSize": 200, "sobjects": list})).into_response()
+}
+
+async fn describe(State(sb): State<St>, Path((v, s)): Path<(String, String)>) -> Response {
+    let v = match version_ok(&v) {
+        Ok(v) => v,
+        Err(e) => return err(e),
+    };
+    sb.count("describe");
+    let org = sb.org.lock().expect("lock");
+    match org.object(&s) {
+        Ok(o) => Json(super::schema::describe(o, v)).into_response(),
+        Err(e) => err(e),
+    }
+}
+
+async fn create(
+    State(sb): State<St>,
+    Path((v, s)): Path<(String, String)>,
+    Json(body): Json<J>,
+) -> Response {
+    if let Err(e) = version_ok(&v) {
+        return err(e);
+    }
+    sb.count("sobject.create");
+    let Some(fields) = body.as_object() else {
+        return err(SfError::new(
+            400,
+            "JSON_PARSER_ERROR",
+            "The request body must be a JSON object",
+        ));
+    };
+    match sb.org.lock().expect("lock").create(&s, fields) {
+        Ok(id) => (
+            StatusCode::CREATED,
+            Json(json!({"id": id, "success": true, "errors": []})),
+        )
+            .into_response(),
+        Err(e) => err(e),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct FieldsParam {
+    fields: Option<String>,
+}
+
+async fn retrieve(
+    State(sb): State<St>,
+    Path((v, s, id)): Path<(String, String, String)>,
+    Q(p): Q<FieldsParam>,
+) -> Response {
+    let v = match version_ok(&v) {
+        Ok(v) => v,
+        Err(e) => return err(e),
+    };
+    sb.count("sobject.retrieve");
+    let org = sb.org.lock().expect("lock");
+    let o = match org.object(&s) {
+        Ok(o) => o.clone(),
+        Err(e) => return err(e),
+    };
+    let rec = match org.get(&s, &id) {
+        Ok(r) => r,
+        Err(e) => return err(e),
+    };
+    let mut out = Map::new();
+    out.insert(
+        "attributes".into(),
+        json!({"type": o.name, "url": format!("/services/data/v{v}/sobjects/{}/{}", o.name, rec.fields["Id"].as_str().unwrap_or(""))}),
+    );
+    match p.fields {
+        Some(list) => {
+            for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                match o.field(name) {
+                    Some(f) => {
+                        out.insert(
+                            f.name.clone(),
+                            rec.fields.get(&f.name).cloned().unwrap_or(J::Null),
+                        );
+                    }
+                    None => {
+                        return err(SfError::new(
+                            400,
+                            "INVALID_FIELD",
+                            format!("No such column '{name}' on sobject of type {}", o.name),
+                        ))
+                    }
+                }
+            }
+        }
+        None => {
+            for f in &o.fields {
+                out.insert(
+                    f.name.clone(),
+                    rec.fields.get(&f.name).cloned().unwrap_or(J::Null),
+                );
+            }
+        }
+    }
+    Json(J::Object(out)).into_response()
+}
+
+async fn update(
+    State(sb): State<St>,
+    Path((v, s, id)): Path<(String, String, String)>,
+    Json(body): Json<J>,
+) -> Response {
+    if let Err(e) = version_ok(&v) {
+        return err(e);
+    }
+    sb.count("sobject.update");
+    let Some(fields) = body.as_object() else {
+        return err(SfError::new(
+            400,
+            "JSON_PARSER_ERROR",
+            "The request body must be a JSON object",
+        ));
+    };
+    match sb.org.lock().expect("lock").update(&s, &id, fields) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => err(e),
+    }
+}
+
+async fn destroy(
+    State(sb): State<St>,
+    Path((v, s, id)): Path<(String, String, String)>,
+) -> Response {
+    if let Err(e) = version_ok(&v) {
+        return err(e);
+    }
+    sb.count("sobject.delete");
+    match sb.org.lock().expect("lock").delete(&s, &id) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => err(e),
+    }
+}
+
+async fn upsert(
+    State(sb): State<St>,
+    Path((v, s, field, value)): Path<(String, String, String, String)>,
+    Json(body): Json<J>,
+) -> Response {
+    if let Err(e) = version_ok(&v) {
+        return err(e);
+    }
+    sb.count("sobject.upsert");
+    let Some(fields) = body.as_object() else {
+        return err(SfError::new(
+            400,
+            "JSON_PARSER_ERROR",
+            "The request body must be a JSON object",
+        ));
+    };
+    match sb
+        .org
+        .lock()
+        .expect("lock")
+        .upsert(&s, &field, &value, fields)
+    {
+        Ok(Upserted::Created(id)) => (
+            StatusCode::CREATED,
+            Json(json!({"id": id, "success": true, "errors": [], "created": true})),
+        )
+            .into_response(),
+        Ok(Upserted::Updated(id)) => (
+            StatusCode::OK,
+            Json(json!({"id": id, "success": true, "errors": [], "created": false})),
+        )
+            .into_response(),
+        Err(e) if e.status == 300 => {
+            let urls: Vec<String> = e
+                .fields
+                .iter()
+                .map(|id| format!("/services/data/v{v}/sobjects/{s}/{id}"))
+                .collect();
+            (StatusCode::MULTIPLE_CHOICES, Json(json!(urls))).into_response()
+        }
+        Err(e) => err(e),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct QParam {
+    q: Option<String>,
+}
+
+fn batch_size(h: &HeaderMap) -> usize {
+    h.get("sforce-query-options")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| {
+            s.split(',')
+                .find_map(|kv| kv.trim().strip_prefix("batchSize="))
+        })
+        .and_then(|n| n.trim().parse::<usize>().ok())
+        .map_or(2000, |n| n.clamp(200, 2000))
+}
+
+fn page(sb: &Sandbox, v: &str, locator: Option<String>, mut cur: Cursor) -> J {
+    let take = cur.batch.min(cur.rows.len());
+    let rest = cur.rows.split_off(take);
+    let records = std::mem::replace(&mut cur.rows, rest);
+    let done = cur.rows.is_empty();
+    let mut body = json!({"totalSize": cur.total, "done": done, "records": records});
+    if !done {
+        let loc = locator.unwrap_or_else(|| {
+            let mut n = sb.next_cursor.lock().expect("lock");
+            *n += 1;
+            format!("01g{:015}", *n)
+        });
+        let served = cur.total - cur.rows.len();
+        let name = format!("{}-{served}", loc.split('-').next().unwrap_or(&loc));
+        body["nextRecordsUrl"] = json!(format!("/services/data/v{v}/query/{name}"));
+        sb.cursors.lock().expect("lock").insert(name, cur);
+    }
+    body
+}
+
+async fn run_query(
+    sb: &St,
+    v: &str,
+    q: Option<String>,
+    all: bool,
+    headers: &HeaderMap,
+) -> Response {
+    let Some(text) = q else {
+        return err(SfError::new(
+            400,
+            "MALFORMED_QUERY",
+            "A query string has to be specified",
+        ));
+    };
+    let parsed = match soql::parse(&text) {
+        Ok(p) => p,
+        Err(e) => {
+            return err(SfError::new(
+                400,
+                "MALFORMED_QUERY",
+                format!(
+                    "\n{text}\n^\nERROR at Row:1:Column:{}\n{}",
+                    e.at + 1,
+                    e.message
+                ),
+            ))
+        }
+    };
+    let result = sb.org.lock().expect("lock").query(&parsed, all, v);
+    match result {
+        Ok(QueryResult::Count(n)) => {
+            Json(json!({"totalSize": n, "done": true, "records": []})).into_response()
+        }
+        Ok(QueryResult::Rows(rows)) => {
+            let total = rows.len();
+            Json(page(
+                sb,
+                v,
+                None,
+                Cursor {
+                    rows,
+                    total,
+                    batch: batch_size(headers),
+                },
+            ))
+            .into_response()
+        }
+        Err(e) => err(e),
+    }
+}
+
+async fn query(
+    State(sb): State<St>,
+    Path(v): Path<String>,
+    Q(p): Q<QParam>,
+    headers: HeaderMap,
+) -> Response {
+    let v = match version_ok(&v) {
+        Ok(v) => v.to_string(),
+        Err(e) => return err(e),
+    };
+    sb.count("query");
+    run_query(&sb, &v, p.q, false, &headers).await
+}
+
+async fn query_all(
+    State(sb): State<St>,
+    Path(v): Path<String>,
+    Q(p): Q<QParam>,
+    headers: HeaderMap,
+) -> Response {
+    let v = match version_ok(&v) {
+        Ok(v) => v.to_string(),
+        Err(e) => return err(e),
+    };
+    sb.count("queryAll");
+    run_query(&sb, &v, p.q, true, &headers).await
+}
+
+async fn query_more(State(sb): State<St>, Path((v, locator)): Path<(String, String)>) -> Response {
+    let v = match version_ok(&v) {
+        Ok(v) => v.to_string(),
+        Err(e) => return err(e),
+    };
+    sb.count("query.more");
+    let cur = sb.cursors.lock().expect("lock").remove(&locator);
+    match cur {
+        Some(c) => Json(page(&sb, &v, Some(locator), c)).into_response(),
+        None => err(SfError::new(
+            400,
+            "INVALID_QUERY_LOCATOR",
+            "invalid query locator",
+        )),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Window {
+    start: Option<String>,
+    end: Option<String>,
+}
+
+fn window(w: &Window) -> Result<(Timestamp, Timestamp), SfError> {
+    let parse = |s: &Option<String>, name: &str| {
+        s.as_deref()
+            .and_then(|x| Timestamp::parse(x).ok())
+            .ok_or_else(|| {
+                SfError::new(
+                    400,
+                    "INVALID_REPLICATION_DATE",
+                    format!("{name} must be a valid dateTime"),
+                )
+            })
+    };
+    let (start, end) = (parse(&w.start, "start")?, parse(&w.end, "end")?);
+    if end < start {
+        return Err(SfError::new(
+            400,
+            "INVALID_REPLICATION_DATE",
+            "end must be after start",
+        ));
+    }
+    if end.millis() - start.millis() > 30 * 24 * 3600 * 1000 {
+        return Err(SfError::new(
+            400,
+            "EXCEEDED_ID_LIMIT",
+            "the window may not exceed 30 days",
+        ));
+    }
+    Ok((start, end))
+}
+
+async fn updated(
+    State(sb): State<St>,
+    Path((v, s)): Path<(String, String)>,
+    Q(w): Q<Window>,
+) -> Response {
+    if let Err(e) = version_ok(&v) {
+        return err(e);
+    }
+    sb.count("getUpdated");
+    let (start, end) = match window(&w) {
+        Ok(x) => x,
+        Err(e) => return err(e),
+    };
+    let org = sb.org.lock().expect("lock");
+    match org.changed_between(&s, start, end, false) {
+        Ok(list) => {
+            let latest = list.iter().map(|(_, t)| *t).max().unwrap_or(end);
+            Json(json!({
+                "ids": list.iter().map(|(id, _)| id).collect::<Vec<_>>(),
+                "latestDateCovered": super::org::sf_datetime(latest),
+            }))
+            .into_response()
+        }
+        Err(e) => err(e),
+    }
+}
+
+async fn deleted(
+    State(sb): State<St>,
+    Path((v, s)): Path<(String, String)>,
+    Q(w): Q<Window>,
+) -> Response {
+    if let Err(e) = version_ok(&v) {
+        return err(e);
+    }
+    sb.count("getDeleted");
+    let (start, end) = match window(&w) {
+        Ok(x) => x,
+        Err(e) => return err(e),
+    };
+    let org = sb.org.lock().expect("lock");
+    match org.changed_between(&s, start, end, true) {
+        Ok(list) => {
+            let latest = list.iter().map(|(_, t)| *t).max().unwrap_or(end);
+            let earliest = list.iter().map(|(_, t)| *t).min().unwrap_or(start);
+            Json(json!({
+                "deletedRecords": list.iter().map(|(id, t)| json!({"id": id, "deletedDate": super::org::sf_datetime(*t)})).collect::<Vec<_>>(),
+                "earliestDateAvailable": super::org::sf_datetime(earliest),
+                "latestDateCovered": super::org::sf_datetime(latest),
+            }))
+            .into_response()
+        }
+        Err(e) => err(e),
+    }
+}
+
+async fn limits(State(sb): State<St>, Path(v): Path<String>) -> Response {
+    if let Err(e) = version_ok(&v) {
+        return err(e);
+    }
+    sb.count("limits");
+    let used = *sb.usage.lock().expect("lock");
+    let max = sb.settings.daily_limit;
+    Json(json!({
+        "DailyApiRequests": {"Max": max, "Remaining": max.saturating_sub(used)},
+        "DailyBulkV2QueryJobs": {"Max": 10000, "Remaining": 10000},
+        "DailyBulkApiBatches": {"Max": 15000, "Remaining": 15000},
+    }))
+    .into_response()
+}
+
+async fn admin_counters(State(sb): State<St>) -> Json<J> {
+    let used = *sb.usage.lock().expect("lock");
+    Json(json!({"api_usage": used, "endpoints": sb.counters()}))
+}
+
+async fn admin_reset(State(sb): State<St>) -> StatusCode {
+    sb.counters.lock().expect("lock").clear();
+    *sb.usage.lock().expect("lock") = 0;
+    StatusCode::NO_CONTENT
+}
+
+/// The router.
+pub fn router(sb: St) -> Router {
+    let api = Router::new()
+        .route("/services/data/{v}/sobjects", get(sobjects))
+        .route("/services/data/{v}/sobjects/", get(sobjects))
+        .route("/services/data/{v}/sobjects/{s}", post(create))
+        .route("/services/data/{v}/sobjects/{s}/describe", get(describe))
+        .route("/services/data/{v}/sobjects/{s}/describe/", get(describe))
+        .route("/services/data/{v}/sobjects/{s}/updated", get(updated))
+        .route("/services/data/{v}/sobjects/{s}/updated/", get(updated))
+        .route("/services/data/{v}/sobjects/{s}/deleted", get(deleted))
+        .route("/services/data/{v}/sobjects/{s}/deleted/", get(deleted))
+        .route(
+            "/services/data/{v}/sobjects/{s}/{id}",
+            get(retrieve).patch(update).delete(destroy),
+        )
+        .route(
+            "/services/data/{v}/sobjects/{s}/{field}/{value}",
+            axum::routing::patch(upsert),
+        )
+        .route("/services/data/{v}/query", get(query))
+        .route("/services/data/{v}/query/", get(query))
+        .route("/services/data/{v}/query/{locator}", get(query_more))
+        .route("/services/data/{v}/queryAll", get(query_all))
+        .route("/services/data/{v}/queryAll/", get(query_all))
+        .route("/services/data/{v}/limits", get(limits))
+        .route("/services/data/{v}/limits/", get(limits))
+        .route_layer(middleware::from_fn_with_state(sb.clone(), api_guard));
+    Router::new()
+        .route("/services/data", get(versions))
+        .route("/services/data/", get(versions))
+        .route("/services/oauth2/token", post(token))
+        .route("/admin/counters", get(admin_counters))
+        .route("/admin/reset", post(admin_reset))
+        .merge(api)
+        .with_state(sb)
+}
+
+/// Serves on `listener` until the future is dropped.
+pub async fn serve(sb: St, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    axum::serve(listener, router(sb)).await
+}

@@ -1,0 +1,324 @@
+//! The sandbox over real HTTP (reqwest), checked against the shapes of recorded Salesforce
+//! responses in ../shared/fixtures/salesforce/.
+
+use concord::sandbox::org::Org;
+use concord::sandbox::schema::{build, SchemaFile};
+use concord::sandbox::server::{serve, Sandbox, Settings};
+use serde_json::{json, Value as J};
+use std::sync::Arc;
+
+const TOKEN: &str = "00Dsandbox!test-token";
+
+async fn start(limit: u64) -> (String, Arc<Sandbox>) {
+    let schema: SchemaFile = toml::from_str(
+        "[[objects]]\nname = \"Account\"\n[[objects.fields]]\nname = \"Erp_Id__c\"\ntype = \"string\"\nexternal_id = true\n",
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let sb = Sandbox::new(
+        Org::new(build(&schema).unwrap()),
+        Settings {
+            token: TOKEN.into(),
+            daily_limit: limit,
+            base_url: base.clone(),
+        },
+    );
+    tokio::spawn(serve(sb.clone(), listener));
+    (base, sb)
+}
+
+fn fixture(name: &str) -> J {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures/salesforce")
+        .join(name);
+    serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap()
+}
+
+fn keys(j: &J) -> Vec<String> {
+    let mut k: Vec<String> = j.as_object().unwrap().keys().cloned().collect();
+    k.sort();
+    k
+}
+
+#[tokio::test]
+async fn rest_crud_query_paging_limits_and_errors() {
+    let (base, sb) = start(10_000).await;
+    let c = reqwest::Client::new();
+    let api = format!("{base}/services/data/v59.0");
+
+    // Versions and OAuth.
+    let v: J = c
+        .get(format!("{base}/services/data"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        keys(&v[0]),
+        keys(&fixture("restforce/services_data_success_response.json")[0])
+    );
+    let tok: J = c
+        .post(format!("{base}/services/oauth2/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "x"),
+            ("client_secret", "y"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(tok["access_token"], TOKEN);
+    for k in keys(&fixture("restforce/auth_success_response.json")) {
+        assert!(tok.get(&k).is_some(), "token response lacks {k}");
+    }
+
+    // No token: 401 in Salesforce's error form.
+    let r = c.get(format!("{api}/sobjects")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let body: J = r.json().await.unwrap();
+    assert_eq!(body, fixture("restforce/expired_session_response.json").as_array().map(|a| json!([{"message": "Session expired or invalid", "errorCode": a[0]["errorCode"]}])).unwrap());
+
+    let auth = |rb: reqwest::RequestBuilder| rb.bearer_auth(TOKEN);
+    // Create, retrieve with ?fields=, update, delete.
+    let r = auth(c.post(format!("{api}/sobjects/Account")))
+        .json(&json!({"Name": "Acme", "Erp_Id__c": "E1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert!(r.headers()["sforce-limit-info"]
+        .to_str()
+        .unwrap()
+        .starts_with("api-usage="));
+    let created: J = r.json().await.unwrap();
+    assert_eq!(
+        keys(&created),
+        keys(&fixture("restforce/sobject/create_success_response.json"))
+    );
+    let id = created["id"].as_str().unwrap().to_string();
+    let rec: J = auth(c.get(format!(
+        "{api}/sobjects/Account/{}?fields=Name,Erp_Id__c",
+        &id[..15]
+    )))
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(rec["Name"], "Acme");
+    assert_eq!(rec["attributes"]["type"], "Account");
+    let r = auth(c.patch(format!("{api}/sobjects/Account/{id}")))
+        .json(&json!({"Phone": "555"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = auth(c.post(format!("{api}/sobjects/Account")))
+        .json(&json!({"Phone": "1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let e: J = r.json().await.unwrap();
+    assert_eq!(e[0]["errorCode"], "REQUIRED_FIELD_MISSING");
+    assert_eq!(keys(&e[0]), {
+        let mut k = keys(&fixture("restforce/sobject/write_error_response.json")[0]);
+        if !k.contains(&"fields".to_string()) {
+            k.push("fields".into());
+            k.sort();
+        }
+        k
+    });
+
+    // Upsert by external id: 201 then 200.
+    let r = auth(c.patch(format!("{api}/sobjects/Account/Erp_Id__c/E2")))
+        .json(&json!({"Name": "Beta"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = auth(c.patch(format!("{api}/sobjects/Account/Erp_Id__c/E2")))
+        .json(&json!({"Phone": "9"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // Query paging: 450 records, batchSize 200 → 3 pages, nextRecordsUrl like Salesforce's.
+    for i in 0..448 {
+        let r = auth(c.post(format!("{api}/sobjects/Account")))
+            .json(&json!({"Name": format!("Bulk {i:03}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    let q = "SELECT Id, Name FROM Account ORDER BY Name";
+    let first: J = auth(c.get(format!("{api}/query")).query(&[("q", q)]))
+        .header("Sforce-Query-Options", "batchSize=200")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        keys(&first),
+        keys(&fixture(
+            "restforce/sobject/query_paginated_first_page_response.json"
+        ))
+    );
+    assert_eq!(first["totalSize"], 450);
+    assert_eq!(first["done"], false);
+    assert_eq!(first["records"].as_array().unwrap().len(), 200);
+    let mut next = first["nextRecordsUrl"].as_str().unwrap().to_string();
+    let mut seen = 200;
+    loop {
+        let p: J = auth(c.get(format!("{base}{next}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        seen += p["records"].as_array().unwrap().len();
+        if p["done"] == true {
+            assert!(p.get("nextRecordsUrl").is_none());
+            break;
+        }
+        next = p["nextRecordsUrl"].as_str().unwrap().to_string();
+    }
+    assert_eq!(seen, 450);
+
+    // Delete: gone from query, present in queryAll with IsDeleted.
+    let r = auth(c.delete(format!("{api}/sobjects/Account/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let count: J = auth(
+        c.get(format!("{api}/query"))
+            .query(&[("q", "SELECT COUNT() FROM Account")]),
+    )
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(count["totalSize"], 449);
+    let all: J = auth(
+        c.get(format!("{api}/queryAll"))
+            .query(&[("q", "SELECT Id FROM Account WHERE IsDeleted = true")]),
+    )
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(all["totalSize"], 1);
+    let r = auth(c.get(format!("{api}/sobjects/Account/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let now = chrono::Utc::now();
+    let window = [
+        ("start", (now - chrono::Duration::hours(1)).to_rfc3339()),
+        ("end", (now + chrono::Duration::hours(1)).to_rfc3339()),
+    ];
+    let del: J = auth(
+        c.get(format!("{api}/sobjects/Account/deleted/"))
+            .query(&window),
+    )
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(
+        keys(&del),
+        keys(&fixture(
+            "restforce/sobject/get_deleted_success_response.json"
+        ))
+    );
+    assert_eq!(del["deletedRecords"][0]["id"], id);
+    let upd: J = auth(
+        c.get(format!("{api}/sobjects/Account/updated/"))
+            .query(&window),
+    )
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(
+        keys(&upd),
+        keys(&fixture(
+            "restforce/sobject/get_updated_success_response.json"
+        ))
+    );
+    assert_eq!(upd["ids"].as_array().unwrap().len(), 449);
+
+    // Malformed query, describe, limits.
+    let r = auth(
+        c.get(format!("{api}/query"))
+            .query(&[("q", "SELEKT Id FROM Account")]),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 400);
+    let e: J = r.json().await.unwrap();
+    assert_eq!(e[0]["errorCode"], "MALFORMED_QUERY");
+    let d: J = auth(c.get(format!("{api}/sobjects/Contact/describe")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(d["keyPrefix"], "003");
+    let l: J = auth(c.get(format!("{api}/limits")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(l["DailyApiRequests"]["Max"], 10_000);
+
+    // The admin counters count exactly.
+    let counters = sb.counters();
+    assert_eq!(counters["sobject.create"], 450);
+    assert_eq!(counters["query.more"], 2);
+}
+
+#[tokio::test]
+async fn daily_limit_gives_request_limit_exceeded() {
+    let (base, _sb) = start(3).await;
+    let c = reqwest::Client::new();
+    let url = format!("{base}/services/data/v59.0/limits");
+    for i in 1..=3 {
+        let r = c.get(&url).bearer_auth(TOKEN).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            r.headers()["sforce-limit-info"],
+            format!("api-usage={i}/3").as_str()
+        );
+    }
+    let r = c.get(&url).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    let e: J = r.json().await.unwrap();
+    assert_eq!(e[0]["errorCode"], "REQUEST_LIMIT_EXCEEDED");
+}
