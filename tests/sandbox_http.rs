@@ -322,3 +322,123 @@ async fn daily_limit_gives_request_limit_exceeded() {
     let e: J = r.json().await.unwrap();
     assert_eq!(e[0]["errorCode"], "REQUEST_LIMIT_EXCEEDED");
 }
+
+#[tokio::test]
+async fn sobject_collections_with_all_or_none() {
+    let (base, sb) = start(10_000).await;
+    let c = reqwest::Client::new();
+    let api = format!("{base}/services/data/v59.0");
+    let recs: Vec<J> = (0..3).map(|i| json!({"attributes": {"type": "Account"}, "Name": format!("C{i}"), "Erp_Id__c": format!("X{i}")})).collect();
+    let r: J = c
+        .post(format!("{api}/composite/sobjects"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"allOrNone": false, "records": recs}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r.as_array().unwrap().len(), 3);
+    assert!(r.as_array().unwrap().iter().all(|x| x["success"] == true));
+    let ids: Vec<String> = r
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["id"].as_str().unwrap().to_string())
+        .collect();
+    // allOrNone=false: the bad record fails alone, in order.
+    let mixed = json!({"allOrNone": false, "records": [
+        {"attributes": {"type": "Account"}, "Id": ids[0], "Phone": "1"},
+        {"attributes": {"type": "Account"}, "Id": ids[1], "Name": null},
+    ]});
+    let r: J = c
+        .patch(format!("{api}/composite/sobjects"))
+        .bearer_auth(TOKEN)
+        .json(&mixed)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r[0]["success"], true);
+    assert_eq!(r[1]["success"], false);
+    assert_eq!(r[1]["errors"][0]["statusCode"], "REQUIRED_FIELD_MISSING");
+    // allOrNone=true: everything rolls back.
+    let all = json!({"allOrNone": true, "records": [
+        {"attributes": {"type": "Account"}, "Name": "kept?"},
+        {"attributes": {"type": "Account"}},
+    ]});
+    let r: J = c
+        .post(format!("{api}/composite/sobjects"))
+        .bearer_auth(TOKEN)
+        .json(&all)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        r[0]["errors"][0]["statusCode"],
+        "ALL_OR_NONE_OPERATION_ROLLED_BACK"
+    );
+    assert_eq!(r[1]["errors"][0]["statusCode"], "REQUIRED_FIELD_MISSING");
+    let n: J = c
+        .get(format!("{api}/query"))
+        .bearer_auth(TOKEN)
+        .query(&[("q", "SELECT COUNT() FROM Account")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(n["totalSize"], 3, "rolled back");
+    // Upsert collection by external id: created flags.
+    let up = json!({"allOrNone": false, "records": [
+        {"attributes": {"type": "Account"}, "Erp_Id__c": "X1", "Phone": "2"},
+        {"attributes": {"type": "Account"}, "Erp_Id__c": "X9", "Name": "New"},
+    ]});
+    let r: J = c
+        .patch(format!("{api}/composite/sobjects/Account/Erp_Id__c"))
+        .bearer_auth(TOKEN)
+        .json(&up)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (r[0]["created"].clone(), r[1]["created"].clone()),
+        (json!(false), json!(true))
+    );
+    // Delete collection, including an already deleted id.
+    let r: J = c
+        .delete(format!("{api}/composite/sobjects"))
+        .bearer_auth(TOKEN)
+        .query(&[("ids", format!("{},{}", ids[2], ids[2]))])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r[0]["success"], true);
+    assert_eq!(r[1]["errors"][0]["statusCode"], "ENTITY_IS_DELETED");
+    // More than 200 records is refused.
+    let many: Vec<J> = (0..201)
+        .map(|i| json!({"attributes": {"type": "Account"}, "Name": format!("M{i}")}))
+        .collect();
+    let r = c
+        .post(format!("{api}/composite/sobjects"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"records": many}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(sb.counters()["composite.sobjects.create"], 3);
+}

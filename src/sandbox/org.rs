@@ -53,7 +53,7 @@ pub enum Upserted {
 }
 
 /// The org.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Org {
     objects: Vec<ObjectDef>,
     records: BTreeMap<String, BTreeMap<String, Rec>>,
