@@ -442,3 +442,89 @@ async fn sobject_collections_with_all_or_none() {
     assert_eq!(r.status(), 400);
     assert_eq!(sb.counters()["composite.sobjects.create"], 3);
 }
+
+#[tokio::test]
+async fn injected_faults_are_salesforce_shaped_and_reproducible() {
+    let (base, sb) = start(100_000).await;
+    let c = reqwest::Client::new();
+    let api = format!("{base}/services/data/v59.0");
+    let set = |f: J| {
+        let c = c.clone();
+        let base = base.clone();
+        async move {
+            let r = c
+                .post(format!("{base}/admin/faults"))
+                .json(&f)
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        }
+    };
+    set(json!({"limit_exceeded": true})).await;
+    let r = c
+        .get(format!("{api}/limits"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let e: J = r.json().await.unwrap();
+    assert_eq!(e[0]["errorCode"], "REQUEST_LIMIT_EXCEEDED");
+
+    // A 30 % 503 rate with a fixed seed: the same calls fail in two runs.
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        set(json!({"rate_503": 0.3, "seed": 7})).await;
+        let mut statuses = Vec::new();
+        for _ in 0..40 {
+            let r = c
+                .get(format!("{api}/limits"))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            if status == 503 {
+                assert_eq!(r.headers()["retry-after"], "1");
+                let e: J = r.json().await.unwrap();
+                assert_eq!(e[0]["errorCode"], "SERVER_UNAVAILABLE");
+            }
+            statuses.push(status);
+        }
+        runs.push(statuses);
+    }
+    assert_eq!(runs[0], runs[1], "same seed, same faults");
+    let failed = runs[0].iter().filter(|s| **s == 503).count();
+    assert!((4..=20).contains(&failed), "about 30 % of 40: {failed}");
+
+    // Lock errors only on writes.
+    set(json!({"rate_lock": 1.0})).await;
+    let r = c
+        .get(format!("{api}/limits"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c
+        .post(format!("{api}/sobjects/Account"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"Name": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let e: J = r.json().await.unwrap();
+    assert_eq!(e[0]["errorCode"], "UNABLE_TO_LOCK_ROW");
+    set(json!({})).await;
+    assert!(sb.counters()["fault.lock"] >= 1);
+    // Unknown fault settings are refused.
+    let r = c
+        .post(format!("{base}/admin/faults"))
+        .json(&json!({"rate_404": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_client_error());
+}

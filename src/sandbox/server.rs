@@ -31,6 +31,22 @@ pub struct Settings {
     pub base_url: String,
 }
 
+/// Faults the sandbox injects (set by `POST /admin/faults`; tests and benchmarks use them).
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Faults {
+    /// Share of API calls answered 503 SERVER_UNAVAILABLE (0.0 – 1.0).
+    pub rate_503: f64,
+    /// Share of writes (POST, PATCH, DELETE) answered UNABLE_TO_LOCK_ROW.
+    pub rate_lock: f64,
+    /// Added latency per API call, in milliseconds.
+    pub latency_ms: u64,
+    /// Every API call answers 403 REQUEST_LIMIT_EXCEEDED.
+    pub limit_exceeded: bool,
+    /// Seed of the fault generator (the same seed gives the same faults in the same order).
+    pub seed: u64,
+}
+
 struct Cursor {
     rows: Vec<J>,
     total: usize,
@@ -45,6 +61,7 @@ pub struct Sandbox {
     counters: Mutex<BTreeMap<String, u64>>,
     cursors: Mutex<HashMap<String, Cursor>>,
     next_cursor: Mutex<u64>,
+    faults: Mutex<(Faults, u64)>,
 }
 
 impl Sandbox {
@@ -56,7 +73,25 @@ impl Sandbox {
             counters: Mutex::new(BTreeMap::new()),
             cursors: Mutex::new(HashMap::new()),
             next_cursor: Mutex::new(1),
+            faults: Mutex::new((Faults::default(), 0)),
         })
+    }
+
+    /// Replaces the fault settings (and restarts the generator from their seed).
+    pub fn set_faults(&self, f: Faults) {
+        let seed = f.seed;
+        *self.faults.lock().expect("lock") = (f, seed);
+    }
+
+    /// A pseudo-random draw in [0, 1) from the fault generator (splitmix64).
+    fn draw(&self) -> f64 {
+        let mut g = self.faults.lock().expect("lock");
+        g.1 = g.1.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = g.1;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
     }
 
     /// API calls per endpoint kind so far (`query`, `sobject.create`, …).
@@ -111,6 +146,36 @@ async fn api_guard(State(sb): State<St>, req: Request, next: Next) -> Response {
             Json(json!([{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}])),
         )
             .into_response();
+    }
+    let faults = sb.faults.lock().expect("lock").0.clone();
+    if faults.latency_ms > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(faults.latency_ms)).await;
+    }
+    if faults.limit_exceeded {
+        sb.count("fault.limit_exceeded");
+        return err(SfError::new(
+            403,
+            "REQUEST_LIMIT_EXCEEDED",
+            "TotalRequests Limit exceeded.",
+        ));
+    }
+    if faults.rate_503 > 0.0 && sb.draw() < faults.rate_503 {
+        sb.count("fault.503");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [("retry-after", "1")],
+            Json(json!([{"message": "Service Unavailable", "errorCode": "SERVER_UNAVAILABLE"}])),
+        )
+            .into_response();
+    }
+    let write = matches!(req.method().as_str(), "POST" | "PATCH" | "DELETE");
+    if write && faults.rate_lock > 0.0 && sb.draw() < faults.rate_lock {
+        sb.count("fault.lock");
+        return err(SfError::new(
+            400,
+            "UNABLE_TO_LOCK_ROW",
+            "unable to obtain exclusive access to this record or 1 records",
+        ));
     }
     let used = {
         let mut u = sb.usage.lock().expect("lock");
@@ -816,6 +881,11 @@ async fn admin_counters(State(sb): State<St>) -> Json<J> {
     Json(json!({"api_usage": used, "endpoints": sb.counters()}))
 }
 
+async fn admin_faults(State(sb): State<St>, Json(f): Json<Faults>) -> Json<Faults> {
+    sb.set_faults(f.clone());
+    Json(f)
+}
+
 async fn admin_reset(State(sb): State<St>) -> StatusCode {
     sb.counters.lock().expect("lock").clear();
     *sb.usage.lock().expect("lock") = 0;
@@ -866,6 +936,7 @@ pub fn router(sb: St) -> Router {
         .route("/services/oauth2/token", post(token))
         .route("/admin/counters", get(admin_counters))
         .route("/admin/reset", post(admin_reset))
+        .route("/admin/faults", post(admin_faults))
         .merge(api)
         .with_state(sb)
 }
