@@ -61,6 +61,10 @@ enum Command {
         /// Schema file (TOML) with custom objects and fields.
         #[arg(long)]
         schema: Option<PathBuf>,
+        /// SFDX data tree plans or files to load at start (`@Ref` references resolved across
+        /// all of them; undeclared custom objects and fields inferred from the data).
+        #[arg(long, num_args = 1..)]
+        seed: Vec<PathBuf>,
     },
     /// Remove exactly what `setup` installed for a table.
     Teardown {
@@ -151,7 +155,8 @@ fn main() {
             token,
             daily_limit,
             schema,
-        } => rt.block_on(sandbox(port, token, daily_limit, schema)),
+            seed,
+        } => rt.block_on(sandbox(port, token, daily_limit, schema, seed)),
         Command::Teardown { table } => rt.block_on(async {
             let c = table.connect().await?;
             c.teardown().await?;
@@ -182,6 +187,7 @@ async fn sandbox(
     token: Option<String>,
     daily_limit: u64,
     schema: Option<PathBuf>,
+    seeds: Vec<PathBuf>,
 ) -> Result<()> {
     use concord::sandbox::{org::Org, schema, server};
     let file = match &schema {
@@ -193,6 +199,18 @@ async fn sandbox(
         None => schema::SchemaFile::default(),
     };
     let objects = schema::build(&file).map_err(anyhow::Error::msg)?;
+    let mut org = Org::new(objects);
+    let mut refs = std::collections::BTreeMap::new();
+    for path in &seeds {
+        let report =
+            concord::sandbox::seed::seed(&mut org, path, &mut refs).map_err(anyhow::Error::msg)?;
+        let loaded: Vec<String> = report
+            .records
+            .iter()
+            .map(|(o, n)| format!("{n} {o}"))
+            .collect();
+        println!("seeded {}: {}", path.display(), loaded.join(", "));
+    }
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .with_context(|| format!("binding 127.0.0.1:{port}"))?;
@@ -210,7 +228,7 @@ async fn sandbox(
         server::VERSIONS.join(", ")
     );
     let sb = server::Sandbox::new(
-        Org::new(objects),
+        org,
         server::Settings {
             token,
             daily_limit,

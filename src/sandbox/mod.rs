@@ -9,5 +9,6 @@
 pub mod ids;
 pub mod org;
 pub mod schema;
+pub mod seed;
 pub mod server;
 pub mod soql;

@@ -128,6 +128,24 @@ impl Org {
         &self.objects
     }
 
+    /// Adds an object, or adds fields to an existing one (fields it already has are kept).
+    pub fn extend_schema(&mut self, def: ObjectDef) {
+        match self
+            .objects
+            .iter_mut()
+            .find(|o| o.name.eq_ignore_ascii_case(&def.name))
+        {
+            Some(o) => {
+                for f in def.fields {
+                    if o.field(&f.name).is_none() {
+                        o.fields.push(f);
+                    }
+                }
+            }
+            None => self.objects.push(def),
+        }
+    }
+
     pub fn object(&self, name: &str) -> Result<&ObjectDef, SfError> {
         self.objects
             .iter()
@@ -273,6 +291,11 @@ impl Org {
             out.insert(f.name.clone(), self.coerce(f, v)?);
         }
         if creating {
+            for f in o.fields.iter().filter(|f| f.default_value.is_some()) {
+                if out.get(&f.name).is_none_or(J::is_null) {
+                    out.insert(f.name.clone(), json!(f.default_value));
+                }
+            }
             let missing: Vec<String> = o
                 .fields
                 .iter()

@@ -108,6 +108,9 @@ pub struct FieldDef {
     pub relationship_name: Option<String>,
     #[serde(default)]
     pub picklist_values: Vec<String>,
+    /// The value a create without this field gets (a picklist's default value).
+    #[serde(default)]
+    pub default_value: Option<String>,
     /// Set by the system only (Id, CreatedDate, …).
     #[serde(skip)]
     pub system: bool,
@@ -128,8 +131,13 @@ impl FieldDef {
             reference_to: Vec::new(),
             relationship_name: None,
             picklist_values: Vec::new(),
+            default_value: None,
             system: false,
         }
+    }
+    fn default_to(mut self, v: &str) -> Self {
+        self.default_value = Some(v.into());
+        self
     }
     fn required(mut self) -> Self {
         self.required = true;
@@ -243,6 +251,24 @@ fn address(prefix: &str) -> Vec<FieldDef> {
         .collect()
 }
 
+/// A custom object with the standard system, Name and OwnerId fields.
+pub fn custom_object(name: &str, prefix: &str) -> ObjectDef {
+    let mut def = object(name, prefix, Vec::new());
+    def.fields.push(FieldDef::new("Name", FieldType::String));
+    def.fields
+        .push(FieldDef::new("OwnerId", FieldType::Reference).reference("User", "Owner"));
+    def
+}
+
+/// A reference field with Salesforce's naming (`Broker__c` → relationship `Broker__r`).
+pub fn reference_field(name: &str, to: &str) -> FieldDef {
+    let rel = match name.strip_suffix("__c") {
+        Some(base) => format!("{base}__r"),
+        None => name.strip_suffix("Id").unwrap_or(name).to_string(),
+    };
+    FieldDef::new(name, FieldType::Reference).reference(to, &rel)
+}
+
 fn object(name: &str, prefix: &str, mut fields: Vec<FieldDef>) -> ObjectDef {
     let mut all = system_fields();
     all.append(&mut fields);
@@ -322,15 +348,20 @@ pub fn standard_objects() -> Vec<ObjectDef> {
         FieldDef::new("Title", String),
         FieldDef::new("Email", Email),
         FieldDef::new("Phone", Phone),
-        FieldDef::new("Status", Picklist).required().picklist(&[
-            "Open - Not Contacted",
-            "Working - Contacted",
-            "Closed - Converted",
-            "Closed - Not Converted",
-        ]),
+        FieldDef::new("Status", Picklist)
+            .required()
+            .picklist(&[
+                "Open - Not Contacted",
+                "Working - Contacted",
+                "Closed - Converted",
+                "Closed - Not Converted",
+            ])
+            .default_to("Open - Not Contacted"),
         FieldDef::new("LeadSource", Picklist),
         FieldDef::new("Industry", Picklist),
         FieldDef::new("Rating", Picklist),
+        FieldDef::new("NumberOfEmployees", Int),
+        FieldDef::new("MobilePhone", Phone),
         FieldDef::new("Description", Textarea),
         owner(),
     ];
@@ -444,9 +475,9 @@ pub fn describe_field(f: &FieldDef) -> J {
         "controllerName": null,
         "createable": createable,
         "custom": f.is_custom(),
-        "defaultValue": null,
+        "defaultValue": f.default_value,
         "defaultValueFormula": null,
-        "defaultedOnCreate": f.system || f.ty == FieldType::Boolean,
+        "defaultedOnCreate": f.system || f.ty == FieldType::Boolean || f.default_value.is_some(),
         "dependentPicklist": false,
         "deprecatedAndHidden": false,
         "digits": if f.ty == FieldType::Int { 9 } else { 0 },
