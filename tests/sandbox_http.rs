@@ -528,3 +528,112 @@ async fn injected_faults_are_salesforce_shaped_and_reproducible() {
         .unwrap();
     assert!(r.status().is_client_error());
 }
+
+#[tokio::test]
+async fn composite_with_references_and_all_or_none() {
+    let (base, sb) = start(10_000).await;
+    let c = reqwest::Client::new();
+    let api = format!("{base}/services/data/v59.0");
+    let ok = json!({"allOrNone": true, "compositeRequest": [
+        {"method": "POST", "url": "/services/data/v59.0/sobjects/Account", "referenceId": "NewAccount", "body": {"Name": "Composite Co"}},
+        {"method": "POST", "url": "/services/data/v59.0/sobjects/Contact", "referenceId": "NewContact", "body": {"LastName": "Ref", "AccountId": "@{NewAccount.id}"}},
+        {"method": "GET", "url": "/services/data/v59.0/sobjects/Account/@{NewAccount.id}?fields=Name", "referenceId": "ReadBack"},
+        {"method": "GET", "url": "/services/data/v59.0/query?q=SELECT+Id,Account.Name+FROM+Contact", "referenceId": "Q"},
+    ]});
+    let before = sb.counters().get("composite").copied().unwrap_or(0);
+    let r = c
+        .post(format!("{api}/composite"))
+        .bearer_auth(TOKEN)
+        .json(&ok)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["sforce-limit-info"],
+        "api-usage=1/10000",
+        "one API call for the whole composite"
+    );
+    let r: J = r.json().await.unwrap();
+    let success = fixture("apache-camel/composite_response_example_success.json");
+    assert_eq!(
+        keys(&r["compositeResponse"][0]),
+        keys(&success["compositeResponse"][0])
+    );
+    assert_eq!(r["compositeResponse"][0]["httpStatusCode"], 201);
+    assert!(r["compositeResponse"][0]["httpHeaders"]["Location"]
+        .as_str()
+        .unwrap()
+        .starts_with("/services/data/v59.0/sobjects/Account/"));
+    assert_eq!(r["compositeResponse"][2]["body"]["Name"], "Composite Co");
+    assert_eq!(
+        r["compositeResponse"][3]["body"]["records"][0]["Account"]["Name"],
+        "Composite Co"
+    );
+    assert_eq!(sb.counters()["composite"], before + 1);
+    // allOrNone: a failure rolls everything back; the others say PROCESSING_HALTED, like the
+    // recorded failure response.
+    let bad = json!({"allOrNone": true, "compositeRequest": [
+        {"method": "POST", "url": "/services/data/v59.0/sobjects/Account", "referenceId": "A", "body": {"Name": "Rolled back"}},
+        {"method": "POST", "url": "/services/data/v59.0/sobjects/Account", "referenceId": "B", "body": {"Nope__c": 1}},
+        {"method": "POST", "url": "/services/data/v59.0/sobjects/Account", "referenceId": "C", "body": {"Name": "never"}},
+    ]});
+    let r: J = c
+        .post(format!("{api}/composite"))
+        .bearer_auth(TOKEN)
+        .json(&bad)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let failure = fixture("apache-camel/composite_response_example_failure.json");
+    assert_eq!(
+        r["compositeResponse"][0]["body"],
+        failure["compositeResponse"][0]["body"]
+    );
+    assert_eq!(
+        r["compositeResponse"][1]["body"][0]["errorCode"],
+        "INVALID_FIELD"
+    );
+    assert_eq!(
+        r["compositeResponse"][2]["body"][0]["errorCode"],
+        "PROCESSING_HALTED"
+    );
+    let n: J = c
+        .get(format!("{api}/query"))
+        .bearer_auth(TOKEN)
+        .query(&[("q", "SELECT COUNT() FROM Account")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(n["totalSize"], 1, "rolled back");
+    // Without allOrNone, a reference to a failed subrequest is reported, the rest stands.
+    let partial = json!({"allOrNone": false, "compositeRequest": [
+        {"method": "POST", "url": "/services/data/v59.0/sobjects/Account", "referenceId": "X", "body": {}},
+        {"method": "POST", "url": "/services/data/v59.0/sobjects/Contact", "referenceId": "Y", "body": {"LastName": "y", "AccountId": "@{X.id}"}},
+        {"method": "POST", "url": "/services/data/v59.0/sobjects/Account", "referenceId": "Z", "body": {"Name": "stands"}},
+    ]});
+    let r: J = c
+        .post(format!("{api}/composite"))
+        .bearer_auth(TOKEN)
+        .json(&partial)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        r["compositeResponse"][0]["body"][0]["errorCode"],
+        "REQUIRED_FIELD_MISSING"
+    );
+    assert!(r["compositeResponse"][1]["body"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("X.id"));
+    assert_eq!(r["compositeResponse"][2]["httpStatusCode"], 201);
+}

@@ -62,6 +62,9 @@ pub struct Sandbox {
     cursors: Mutex<HashMap<String, Cursor>>,
     next_cursor: Mutex<u64>,
     faults: Mutex<(Faults, u64)>,
+    /// Marks composite subrequests dispatched internally (one API call for the whole composite).
+    internal_key: String,
+    router: Mutex<Option<Router>>,
 }
 
 impl Sandbox {
@@ -74,6 +77,12 @@ impl Sandbox {
             cursors: Mutex::new(HashMap::new()),
             next_cursor: Mutex::new(1),
             faults: Mutex::new((Faults::default(), 0)),
+            internal_key: blake3::hash(
+                format!("{:?}{}", std::time::SystemTime::now(), std::process::id()).as_bytes(),
+            )
+            .to_hex()
+            .to_string(),
+            router: Mutex::new(None),
         })
     }
 
@@ -146,6 +155,13 @@ async fn api_guard(State(sb): State<St>, req: Request, next: Next) -> Response {
             Json(json!([{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}])),
         )
             .into_response();
+    }
+    if req
+        .headers()
+        .get("x-concord-internal")
+        .is_some_and(|v| v.as_bytes() == sb.internal_key.as_bytes())
+    {
+        return next.run(req).await; // a composite subrequest: counted with its composite
     }
     let faults = sb.faults.lock().expect("lock").0.clone();
     if faults.latency_ms > 0 {
@@ -276,9 +292,10 @@ async fn create(
     Path((v, s)): Path<(String, String)>,
     Json(body): Json<J>,
 ) -> Response {
-    if let Err(e) = version_ok(&v) {
-        return err(e);
-    }
+    let v = match version_ok(&v) {
+        Ok(v) => v.to_string(),
+        Err(e) => return err(e),
+    };
     sb.count("sobject.create");
     let Some(fields) = body.as_object() else {
         return err(SfError::new(
@@ -290,6 +307,7 @@ async fn create(
     match sb.org.lock().expect("lock").create(&s, fields) {
         Ok(id) => (
             StatusCode::CREATED,
+            [("location", format!("/services/data/v{v}/sobjects/{s}/{id}"))],
             Json(json!({"id": id, "success": true, "errors": []})),
         )
             .into_response(),
@@ -638,6 +656,179 @@ async fn collection_delete(
 }
 
 #[derive(serde::Deserialize)]
+struct CompositeBody {
+    #[serde(rename = "allOrNone", default)]
+    all_or_none: bool,
+    #[serde(rename = "compositeRequest")]
+    requests: Vec<SubRequest>,
+}
+
+#[derive(serde::Deserialize)]
+struct SubRequest {
+    method: String,
+    url: String,
+    #[serde(rename = "referenceId")]
+    reference_id: String,
+    #[serde(default)]
+    body: Option<J>,
+}
+
+/// Replaces `@{ref.path}` in text with the value at that path of an earlier response
+/// (`@{NewAccount.id}`, `@{Query.records[0].Id}`). `Err` names the reference that has no value.
+fn substitute(text: &str, results: &HashMap<String, J>) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("@{") {
+        out.push_str(&rest[..i]);
+        let end = rest[i..].find('}').ok_or_else(|| rest[i..].to_string())? + i;
+        let expr = &rest[i + 2..end];
+        let mut parts = expr.split('.');
+        let head = parts.next().unwrap_or("");
+        let mut cur = results.get(head).ok_or_else(|| expr.to_string())?;
+        for p in parts {
+            let (name, index) = match p.find('[') {
+                Some(b) => (&p[..b], p[b + 1..p.len() - 1].parse::<usize>().ok()),
+                None => (p, None),
+            };
+            cur = cur.get(name).ok_or_else(|| expr.to_string())?;
+            if let Some(ix) = index {
+                cur = cur.get(ix).ok_or_else(|| expr.to_string())?;
+            }
+        }
+        match cur {
+            J::String(s) => out.push_str(s),
+            J::Null => return Err(expr.to_string()),
+            other => out.push_str(&other.to_string()),
+        }
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn substitute_json(j: &J, results: &HashMap<String, J>) -> Result<J, String> {
+    Ok(match j {
+        J::String(s) => J::String(substitute(s, results)?),
+        J::Array(a) => J::Array(
+            a.iter()
+                .map(|x| substitute_json(x, results))
+                .collect::<Result<_, _>>()?,
+        ),
+        J::Object(m) => J::Object(
+            m.iter()
+                .map(|(k, v)| Ok((k.clone(), substitute_json(v, results)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+        other => other.clone(),
+    })
+}
+
+const HALTED: &str =
+    "The transaction was rolled back since another operation in the same transaction failed.";
+
+async fn composite(
+    State(sb): State<St>,
+    Path(v): Path<String>,
+    Json(body): Json<CompositeBody>,
+) -> Response {
+    if let Err(e) = version_ok(&v) {
+        return err(e);
+    }
+    sb.count("composite");
+    if body.requests.len() > 25 {
+        return err(SfError::new(
+            400,
+            "LIMIT_EXCEEDED",
+            "Composite request may not exceed 25 subrequests",
+        ));
+    }
+    let router = sb
+        .router
+        .lock()
+        .expect("lock")
+        .clone()
+        .expect("router installed");
+    let before = if body.all_or_none {
+        Some(sb.org.lock().expect("lock").clone())
+    } else {
+        None
+    };
+    let mut results: HashMap<String, J> = HashMap::new();
+    let mut out: Vec<J> = Vec::new();
+    let mut failed = false;
+    for sr in &body.requests {
+        let halted = |message: String| json!({"body": [{"errorCode": "PROCESSING_HALTED", "message": message}], "httpHeaders": {}, "httpStatusCode": 400, "referenceId": sr.reference_id});
+        if failed && body.all_or_none {
+            out.push(halted(HALTED.into()));
+            continue;
+        }
+        let (url, req_body) = match (
+            substitute(&sr.url, &results),
+            sr.body
+                .as_ref()
+                .map(|b| substitute_json(b, &results))
+                .transpose(),
+        ) {
+            (Ok(u), Ok(b)) => (u, b),
+            (Err(r), _) | (_, Err(r)) => {
+                failed = true;
+                out.push(halted(format!("Invalid reference specified. No value for {r} found in {}. Provided referenceId ids are case-sensitive.", r.split('.').next().unwrap_or(""))));
+                continue;
+            }
+        };
+        let mut rb = axum::http::Request::builder()
+            .method(sr.method.to_ascii_uppercase().as_str())
+            .uri(url)
+            .header("authorization", format!("Bearer {}", sb.settings.token))
+            .header("x-concord-internal", sb.internal_key.clone());
+        let payload = match &req_body {
+            Some(b) => {
+                rb = rb.header("content-type", "application/json");
+                axum::body::Body::from(b.to_string())
+            }
+            None => axum::body::Body::empty(),
+        };
+        let req = match rb.body(payload) {
+            Ok(r) => r,
+            Err(e) => return err(SfError::new(400, "INVALID_REQUEST", e.to_string())),
+        };
+        let resp = match tower::ServiceExt::oneshot(router.clone(), req).await {
+            Ok(r) => r,
+            Err(e) => match e {},
+        };
+        let status = resp.status().as_u16();
+        let location = resp
+            .headers()
+            .get("location")
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string);
+        let bytes = axum::body::to_bytes(resp.into_body(), 64 << 20)
+            .await
+            .unwrap_or_default();
+        let json_body: J = serde_json::from_slice(&bytes).unwrap_or(J::Null);
+        if status >= 400 {
+            failed = true;
+        } else {
+            results.insert(sr.reference_id.clone(), json_body.clone());
+        }
+        let mut headers = Map::new();
+        if let Some(l) = location {
+            headers.insert("Location".into(), J::String(l));
+        }
+        out.push(json!({"body": json_body, "httpHeaders": headers, "httpStatusCode": status, "referenceId": sr.reference_id}));
+    }
+    if failed && body.all_or_none {
+        *sb.org.lock().expect("lock") = before.expect("kept for allOrNone");
+        for r in out.iter_mut() {
+            if r["httpStatusCode"].as_u64().is_some_and(|s| s < 400) {
+                *r = json!({"body": [{"errorCode": "PROCESSING_HALTED", "message": HALTED}], "httpHeaders": {}, "httpStatusCode": 400, "referenceId": r["referenceId"]});
+            }
+        }
+    }
+    Json(json!({"compositeResponse": out})).into_response()
+}
+
+#[derive(serde::Deserialize)]
 struct QParam {
     q: Option<String>,
 }
@@ -922,6 +1113,8 @@ pub fn router(sb: St) -> Router {
             "/services/data/{v}/composite/sobjects/{s}/{field}",
             axum::routing::patch(collection_upsert),
         )
+        .route("/services/data/{v}/composite", post(composite))
+        .route("/services/data/{v}/composite/", post(composite))
         .route("/services/data/{v}/query", get(query))
         .route("/services/data/{v}/query/", get(query))
         .route("/services/data/{v}/query/{locator}", get(query_more))
@@ -930,7 +1123,7 @@ pub fn router(sb: St) -> Router {
         .route("/services/data/{v}/limits", get(limits))
         .route("/services/data/{v}/limits/", get(limits))
         .route_layer(middleware::from_fn_with_state(sb.clone(), api_guard));
-    Router::new()
+    let router = Router::new()
         .route("/services/data", get(versions))
         .route("/services/data/", get(versions))
         .route("/services/oauth2/token", post(token))
@@ -938,7 +1131,9 @@ pub fn router(sb: St) -> Router {
         .route("/admin/reset", post(admin_reset))
         .route("/admin/faults", post(admin_faults))
         .merge(api)
-        .with_state(sb)
+        .with_state(sb.clone());
+    *sb.router.lock().expect("lock") = Some(router.clone());
+    router
 }
 
 /// Serves on `listener` until the future is dropped.
