@@ -6,6 +6,7 @@
 
 pub mod files;
 pub mod memory;
+pub mod salesforce;
 pub mod sql;
 
 use crate::model::{canonical, EntityId, Fields, Key, SystemId, Timestamp, Value};

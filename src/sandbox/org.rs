@@ -62,6 +62,9 @@ pub struct Org {
     pub user_id: String,
     /// Milliseconds added to the wall clock (tests move time).
     pub clock_offset_ms: i64,
+    /// When set, every write gets exactly this modification time (tests of records sharing one
+    /// SystemModstamp).
+    pub frozen_ms: Option<i64>,
     last_stamp: i64,
 }
 
@@ -81,6 +84,7 @@ impl Org {
             next: 1,
             user_id: String::new(),
             clock_offset_ms: 0,
+            frozen_ms: None,
             last_stamp: 0,
         };
         let uid = ids::mint("005", 1);
@@ -116,6 +120,9 @@ impl Org {
     /// Strictly increasing modification stamps (two writes never share a SystemModstamp unless
     /// the caller moves the clock back).
     fn now(&mut self) -> String {
+        if let Some(f) = self.frozen_ms {
+            return sf_datetime(Timestamp(f));
+        }
         let mut ms = Timestamp::now().millis() + self.clock_offset_ms;
         if ms <= self.last_stamp && self.clock_offset_ms == 0 {
             ms = self.last_stamp + 1;

@@ -1077,6 +1077,22 @@ async fn admin_faults(State(sb): State<St>, Json(f): Json<Faults>) -> Json<Fault
     Json(f)
 }
 
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClockBody {
+    /// Freeze modification stamps at this time (ms since the epoch); null unfreezes.
+    frozen_ms: Option<i64>,
+    #[serde(default)]
+    offset_ms: i64,
+}
+
+async fn admin_clock(State(sb): State<St>, Json(c): Json<ClockBody>) -> StatusCode {
+    let mut org = sb.org.lock().expect("lock");
+    org.frozen_ms = c.frozen_ms;
+    org.clock_offset_ms = c.offset_ms;
+    StatusCode::NO_CONTENT
+}
+
 async fn admin_reset(State(sb): State<St>) -> StatusCode {
     sb.counters.lock().expect("lock").clear();
     *sb.usage.lock().expect("lock") = 0;
@@ -1130,6 +1146,7 @@ pub fn router(sb: St) -> Router {
         .route("/admin/counters", get(admin_counters))
         .route("/admin/reset", post(admin_reset))
         .route("/admin/faults", post(admin_faults))
+        .route("/admin/clock", post(admin_clock))
         .merge(api)
         .with_state(sb.clone());
     *sb.router.lock().expect("lock") = Some(router.clone());
