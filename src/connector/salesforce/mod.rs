@@ -43,6 +43,46 @@ const SYSTEM_FIELDS: [&str; 7] = [
     "SystemModstamp",
 ];
 
+/// The fields of a describe response (`sobjects/{S}/describe`).
+pub fn parse_describe(body: &J) -> Vec<SfField> {
+    body.get("fields")
+        .and_then(J::as_array)
+        .map(|fs| {
+            fs.iter()
+                .filter_map(|f| {
+                    Some(SfField {
+                        name: f.get("name")?.as_str()?.to_string(),
+                        ty: f.get("type")?.as_str()?.to_string(),
+                        createable: f.get("createable").and_then(J::as_bool).unwrap_or(false),
+                        updateable: f.get("updateable").and_then(J::as_bool).unwrap_or(false),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The error code and message of a REST error body (`[{"errorCode", "message", …}]`, or the
+/// OAuth form `{"error", "error_description"}`).
+pub fn parse_error(body: &J) -> Option<(String, String)> {
+    if let Some(e) = body.get(0) {
+        return Some((
+            e.get("errorCode")?.as_str()?.to_string(),
+            e.get("message")
+                .and_then(J::as_str)
+                .unwrap_or("")
+                .to_string(),
+        ));
+    }
+    Some((
+        body.get("error")?.as_str()?.to_string(),
+        body.get("error_description")
+            .and_then(J::as_str)
+            .unwrap_or("")
+            .to_string(),
+    ))
+}
+
 impl SalesforceConnector {
     pub async fn connect(system: SystemId, cfg: SalesforceConfig) -> Result<Self, ConnectorError> {
         let client = client::Client::connect(system.as_str(), cfg.clone()).await?;
@@ -57,23 +97,7 @@ impl SalesforceConnector {
                 None,
             )
             .await?;
-        let all: Vec<SfField> = d
-            .body
-            .get("fields")
-            .and_then(J::as_array)
-            .map(|fs| {
-                fs.iter()
-                    .filter_map(|f| {
-                        Some(SfField {
-                            name: f.get("name")?.as_str()?.to_string(),
-                            ty: f.get("type")?.as_str()?.to_string(),
-                            createable: f.get("createable").and_then(J::as_bool).unwrap_or(false),
-                            updateable: f.get("updateable").and_then(J::as_bool).unwrap_or(false),
-                        })
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let all = parse_describe(&d.body);
         let fields = match &cfg.fields {
             Some(names) => {
                 let mut out = Vec::new();
