@@ -996,22 +996,32 @@ fn window(w: &Window) -> Result<(Timestamp, Timestamp), SfError> {
     Ok((start, end))
 }
 
+/// The records of `s` modified (or deleted) within the request's window, with the window.
+fn replication(
+    sb: &Sandbox,
+    v: &str,
+    s: &str,
+    w: &Window,
+    deleted: bool,
+) -> Result<(Vec<(String, Timestamp)>, Timestamp, Timestamp), SfError> {
+    version_ok(v)?;
+    sb.count(if deleted { "getDeleted" } else { "getUpdated" });
+    let (start, end) = window(w)?;
+    let list = sb
+        .org
+        .lock()
+        .expect("lock")
+        .changed_between(s, start, end, deleted)?;
+    Ok((list, start, end))
+}
+
 async fn updated(
     State(sb): State<St>,
     Path((v, s)): Path<(String, String)>,
     Q(w): Q<Window>,
 ) -> Response {
-    if let Err(e) = version_ok(&v) {
-        return err(e);
-    }
-    sb.count("getUpdated");
-    let (start, end) = match window(&w) {
-        Ok(x) => x,
-        Err(e) => return err(e),
-    };
-    let org = sb.org.lock().expect("lock");
-    match org.changed_between(&s, start, end, false) {
-        Ok(list) => {
+    match replication(&sb, &v, &s, &w, false) {
+        Ok((list, _, end)) => {
             let latest = list.iter().map(|(_, t)| *t).max().unwrap_or(end);
             Json(json!({
                 "ids": list.iter().map(|(id, _)| id).collect::<Vec<_>>(),
@@ -1028,21 +1038,15 @@ async fn deleted(
     Path((v, s)): Path<(String, String)>,
     Q(w): Q<Window>,
 ) -> Response {
-    if let Err(e) = version_ok(&v) {
-        return err(e);
-    }
-    sb.count("getDeleted");
-    let (start, end) = match window(&w) {
-        Ok(x) => x,
-        Err(e) => return err(e),
-    };
-    let org = sb.org.lock().expect("lock");
-    match org.changed_between(&s, start, end, true) {
-        Ok(list) => {
+    match replication(&sb, &v, &s, &w, true) {
+        Ok((list, start, end)) => {
             let latest = list.iter().map(|(_, t)| *t).max().unwrap_or(end);
             let earliest = list.iter().map(|(_, t)| *t).min().unwrap_or(start);
             Json(json!({
-                "deletedRecords": list.iter().map(|(id, t)| json!({"id": id, "deletedDate": super::org::sf_datetime(*t)})).collect::<Vec<_>>(),
+                "deletedRecords": list
+                    .iter()
+                    .map(|(id, t)| json!({"id": id, "deletedDate": super::org::sf_datetime(*t)}))
+                    .collect::<Vec<_>>(),
                 "earliestDateAvailable": super::org::sf_datetime(earliest),
                 "latestDateCovered": super::org::sf_datetime(latest),
             }))
