@@ -996,6 +996,9 @@ fn window(w: &Window) -> Result<(Timestamp, Timestamp), SfError> {
     Ok((start, end))
 }
 
+/// Record ids with their modification stamps, and the window's start and end.
+type Changed = (Vec<(String, Timestamp)>, Timestamp, Timestamp);
+
 /// The records of `s` modified (or deleted) within the request's window, with the window.
 fn replication(
     sb: &Sandbox,
@@ -1003,7 +1006,7 @@ fn replication(
     s: &str,
     w: &Window,
     deleted: bool,
-) -> Result<(Vec<(String, Timestamp)>, Timestamp, Timestamp), SfError> {
+) -> Result<Changed, SfError> {
     version_ok(v)?;
     sb.count(if deleted { "getDeleted" } else { "getUpdated" });
     let (start, end) = window(w)?;
