@@ -1,5 +1,9 @@
 //! Runs the compliance suite (tests/compliance) against the real PostgreSQL and MariaDB on this
-//! machine and against SQLite.
+//! machine, against SQLite, and (the scenarios that apply to files) against CSV and JSONL files.
+//! The Salesforce connector runs the same scenarios against the sandbox in
+//! tests/salesforce_connector.rs (read all, changes since a cursor, batch write, delete, own
+//! writes not read back, restart from a saved cursor, many records sharing one SystemModstamp,
+//! a late commit behind the watermark, unreachable system and bad credentials).
 
 mod compliance;
 use compliance::*;

@@ -215,3 +215,128 @@ async fn through_the_engine_with_faults_no_echo_no_duplicates() {
         "own writes are not changes: {r:?}"
     );
 }
+
+// The compliance scenarios (tests/compliance) that the SQL and file connectors run, for the
+// Salesforce connector against the sandbox: restart from a saved cursor, a change committed late
+// behind the watermark, unreachable system and bad credentials.
+
+#[tokio::test]
+async fn restart_from_saved_cursor_loses_and_repeats_nothing() {
+    let (sb, cfg) = sandbox().await;
+    let sys = SystemId::new("erp").unwrap();
+    let c = SalesforceConnector::connect(SystemId::new("sf").unwrap(), cfg.clone())
+        .await
+        .unwrap();
+    c.write(creates(10, &sys)).await.unwrap();
+    let (first, cursor) = read_all(&c, None).await;
+    let before: std::collections::BTreeMap<String, concord::model::ContentHash> = first
+        .iter()
+        .map(|ch| {
+            (
+                ch.key.to_string(),
+                ch.fields.as_ref().unwrap().content_hash(),
+            )
+        })
+        .collect();
+    // Later, one record is added.
+    sb.org.lock().unwrap().clock_offset_ms = 1_000;
+    let more: Vec<WriteOp> = creates(11, &sys).into_iter().skip(10).collect();
+    c.write(more).await.unwrap();
+    drop(c);
+    // A new connector (a restarted process) resumes from the saved cursor: the new record is
+    // there (nothing lost); what the overlap window reads again is unchanged, byte for byte, so
+    // the engine reports it as no change (nothing repeated).
+    let c2 = SalesforceConnector::connect(SystemId::new("sf").unwrap(), cfg)
+        .await
+        .unwrap();
+    let (next, _) = read_all(&c2, cursor).await;
+    let mut new = Vec::new();
+    for ch in &next {
+        let h = ch.fields.as_ref().unwrap().content_hash();
+        match before.get(&ch.key.to_string()) {
+            Some(old) => assert_eq!(*old, h, "a re-read record changed"),
+            None => new.push(ch.fields.as_ref().unwrap().get("Name").cloned()),
+        }
+    }
+    assert_eq!(
+        new,
+        vec![Some(Value::text("Acct 0010"))],
+        "exactly the new record is new"
+    );
+}
+
+#[tokio::test]
+async fn a_change_committed_late_behind_the_watermark_is_found() {
+    let (sb, cfg) = sandbox().await;
+    let sys = SystemId::new("erp").unwrap();
+    let c = SalesforceConnector::connect(SystemId::new("sf").unwrap(), cfg)
+        .await
+        .unwrap();
+    c.write(creates(5, &sys)).await.unwrap();
+    let (_, cursor) = read_all(&c, None).await;
+    // A record whose SystemModstamp is 2 minutes older than the newest one already read (a
+    // transaction that committed late): inside the 5-minute overlap.
+    sb.org.lock().unwrap().clock_offset_ms = -120_000;
+    let late: Vec<WriteOp> = creates(6, &sys).into_iter().skip(5).collect();
+    c.write(late).await.unwrap();
+    let (next, _) = read_all(&c, cursor).await;
+    assert!(
+        next.iter()
+            .any(|ch| ch.fields.as_ref().and_then(|f| f.get("Name"))
+                == Some(&Value::text("Acct 0005"))),
+        "late commit lost"
+    );
+}
+
+#[tokio::test]
+async fn unreachable_system_and_bad_credentials_give_clear_errors() {
+    let sf = SystemId::new("sf").unwrap();
+    unsafe {
+        std::env::set_var("SF_TEST_BAD_URL", "http://127.0.0.1:1");
+        std::env::set_var("SF_TEST_BAD_TOKEN", "tok");
+    }
+    let mut cfg = SalesforceConfig::new("SF_TEST_BAD_URL", "SF_TEST_BAD_TOKEN", "Account");
+    cfg.max_retries = 1;
+    let e = SalesforceConnector::connect(sf.clone(), cfg)
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        e.to_string().contains("sf")
+            && e.to_string().contains("Account")
+            && e.to_string().contains("cannot reach"),
+        "{e}"
+    );
+    let (_sb, cfg) = sandbox().await;
+    unsafe { std::env::set_var(cfg.token_env.as_deref().unwrap(), "wrong-token") };
+    let e = SalesforceConnector::connect(sf.clone(), cfg.clone())
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        e.to_string()
+            .contains("no access token and no client credentials"),
+        "a 401 without credentials to re-authenticate: {e}"
+    );
+    // With client credentials, the 401 leads to one re-authentication and the call goes through.
+    unsafe {
+        std::env::set_var("SF_TEST_CLIENT_ID", "id");
+        std::env::set_var("SF_TEST_CLIENT_SECRET", "secret");
+    }
+    let mut cfg = cfg;
+    cfg.client_id_env = Some("SF_TEST_CLIENT_ID".into());
+    cfg.client_secret_env = Some("SF_TEST_CLIENT_SECRET".into());
+    let c = SalesforceConnector::connect(sf.clone(), cfg.clone())
+        .await
+        .expect("re-authenticated");
+    assert!(!c.fields().is_empty());
+    unsafe { std::env::remove_var("SF_TEST_UNSET_URL") };
+    let e = SalesforceConnector::connect(
+        sf,
+        SalesforceConfig::new("SF_TEST_UNSET_URL", "x", "Account"),
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("SF_TEST_UNSET_URL"), "{e}");
+}
