@@ -637,3 +637,80 @@ async fn composite_with_references_and_all_or_none() {
         .contains("X.id"));
     assert_eq!(r["compositeResponse"][2]["httpStatusCode"], 201);
 }
+
+#[tokio::test]
+async fn bulk_query_results_in_csv_pages_with_locator() {
+    let (base, _sb) = start(10_000).await;
+    let c = reqwest::Client::new();
+    let api = format!("{base}/services/data/v59.0");
+    let acct: J = c
+        .post(format!("{api}/sobjects/Account"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"Name": "Parent, \"Quoted\""}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for i in 0..25 {
+        let r = c
+            .post(format!("{api}/sobjects/Contact"))
+            .bearer_auth(TOKEN)
+            .json(&json!({"LastName": format!("L{i:02}"), "AccountId": acct["id"]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    let job: J = c
+        .post(format!("{api}/jobs/query"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"operation": "query", "query": "SELECT Id, LastName, Account.Name FROM Contact ORDER BY LastName"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = job["id"].as_str().unwrap();
+    assert_eq!(job["state"], "UploadComplete");
+    let info: J = c
+        .get(format!("{api}/jobs/query/{id}"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["state"], "JobComplete");
+    assert_eq!(info["numberRecordsProcessed"], 25);
+    let mut locator: Option<String> = None;
+    let mut rows = Vec::new();
+    loop {
+        let mut url = format!("{api}/jobs/query/{id}/results?maxRecords=10");
+        if let Some(l) = &locator {
+            url.push_str(&format!("&locator={l}"));
+        }
+        let r = c.get(url).bearer_auth(TOKEN).send().await.unwrap();
+        assert_eq!(r.headers()["content-type"], "text/csv");
+        let next = r.headers()["sforce-locator"].to_str().unwrap().to_string();
+        let text = r.text().await.unwrap();
+        let mut rd = csv::Reader::from_reader(text.as_bytes());
+        assert_eq!(
+            rd.headers().unwrap().iter().collect::<Vec<_>>(),
+            vec!["Id", "LastName", "Account.Name"]
+        );
+        for rec in rd.records() {
+            rows.push(rec.unwrap().iter().map(str::to_string).collect::<Vec<_>>());
+        }
+        if next == "null" {
+            break;
+        }
+        locator = Some(next);
+    }
+    assert_eq!(rows.len(), 25);
+    assert_eq!(rows[0][1], "L00");
+    assert_eq!(rows[24][2], "Parent, \"Quoted\"", "CSV quoting round-trips");
+}

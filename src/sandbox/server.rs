@@ -47,6 +47,13 @@ pub struct Faults {
     pub seed: u64,
 }
 
+/// A Bulk API 2.0 query job: the sandbox runs the query when the job is created.
+struct BulkQueryJob {
+    info: J,
+    columns: Vec<String>,
+    rows: Vec<J>,
+}
+
 struct Cursor {
     rows: Vec<J>,
     total: usize,
@@ -62,6 +69,7 @@ pub struct Sandbox {
     cursors: Mutex<HashMap<String, Cursor>>,
     next_cursor: Mutex<u64>,
     faults: Mutex<(Faults, u64)>,
+    bulk_jobs: Mutex<HashMap<String, BulkQueryJob>>,
     /// Marks composite subrequests dispatched internally (one API call for the whole composite).
     internal_key: String,
     router: Mutex<Option<Router>>,
@@ -83,6 +91,7 @@ impl Sandbox {
             .to_hex()
             .to_string(),
             router: Mutex::new(None),
+            bulk_jobs: Mutex::new(HashMap::new()),
         })
     }
 
@@ -829,6 +838,187 @@ async fn composite(
 }
 
 #[derive(serde::Deserialize)]
+struct BulkQueryBody {
+    operation: String,
+    query: String,
+    #[serde(rename = "contentType", default)]
+    content_type: Option<String>,
+}
+
+/// The value at a field path of a rendered query row (`Account.Name`).
+fn path_value<'a>(row: &'a J, path: &[String]) -> Option<&'a J> {
+    let mut cur = row;
+    for p in path {
+        cur = cur.get(p.as_str())?;
+    }
+    Some(cur)
+}
+
+async fn bulk_query_create(
+    State(sb): State<St>,
+    Path(v): Path<String>,
+    Json(body): Json<BulkQueryBody>,
+) -> Response {
+    let v = match version_ok(&v) {
+        Ok(v) => v.to_string(),
+        Err(e) => return err(e),
+    };
+    sb.count("bulk.query.create");
+    if !matches!(body.operation.as_str(), "query" | "queryAll")
+        || body.content_type.as_deref().is_some_and(|c| c != "CSV")
+    {
+        return err(SfError::new(
+            400,
+            "INVALIDJOB",
+            "operation must be query or queryAll, contentType CSV",
+        ));
+    }
+    let parsed = match soql::parse(&body.query) {
+        Ok(p) => p,
+        Err(e) => {
+            return err(SfError::new(
+                400,
+                "INVALIDJOB",
+                format!("MALFORMED_QUERY: {}", e.message),
+            ))
+        }
+    };
+    if parsed.is_count() {
+        return err(SfError::new(
+            400,
+            "INVALIDJOB",
+            "COUNT() is not supported by Bulk API query",
+        ));
+    }
+    let rows = match sb
+        .org
+        .lock()
+        .expect("lock")
+        .query(&parsed, body.operation == "queryAll", &v)
+    {
+        Ok(QueryResult::Rows(r)) => r,
+        Ok(QueryResult::Count(_)) => Vec::new(),
+        Err(e) => return err(e),
+    };
+    let columns: Vec<String> = parsed
+        .select
+        .iter()
+        .filter_map(|s| match s {
+            soql::SelectItem::Field(p) => Some(p.join(".")),
+            soql::SelectItem::Count => None,
+        })
+        .collect();
+    let id = {
+        let mut n = sb.next_cursor.lock().expect("lock");
+        *n += 1;
+        super::ids::mint("750", *n)
+    };
+    let info = json!({
+        "id": id, "operation": body.operation, "object": parsed.object, "createdById": sb.org.lock().expect("lock").user_id,
+        "createdDate": super::org::sf_datetime(Timestamp::now()), "state": "JobComplete", "concurrencyMode": "Parallel",
+        "contentType": "CSV", "apiVersion": v.parse::<f64>().unwrap_or(59.0), "lineEnding": "LF", "columnDelimiter": "COMMA",
+        "numberRecordsProcessed": rows.len(), "retries": 0, "totalProcessingTime": 0,
+    });
+    sb.bulk_jobs.lock().expect("lock").insert(
+        id.clone(),
+        BulkQueryJob {
+            info: info.clone(),
+            columns,
+            rows,
+        },
+    );
+    let mut created = info;
+    created["state"] = json!("UploadComplete");
+    Json(created).into_response()
+}
+
+async fn bulk_query_info(State(sb): State<St>, Path((v, id)): Path<(String, String)>) -> Response {
+    if let Err(e) = version_ok(&v) {
+        return err(e);
+    }
+    sb.count("bulk.query.info");
+    match sb.bulk_jobs.lock().expect("lock").get(&id) {
+        Some(j) => Json(j.info.clone()).into_response(),
+        None => err(SfError::new(
+            404,
+            "NOT_FOUND",
+            "The requested resource does not exist",
+        )),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ResultsParams {
+    locator: Option<String>,
+    #[serde(rename = "maxRecords")]
+    max_records: Option<usize>,
+}
+
+async fn bulk_query_results(
+    State(sb): State<St>,
+    Path((v, id)): Path<(String, String)>,
+    Q(p): Q<ResultsParams>,
+) -> Response {
+    if let Err(e) = version_ok(&v) {
+        return err(e);
+    }
+    sb.count("bulk.query.results");
+    let jobs = sb.bulk_jobs.lock().expect("lock");
+    let Some(job) = jobs.get(&id) else {
+        return err(SfError::new(
+            404,
+            "NOT_FOUND",
+            "The requested resource does not exist",
+        ));
+    };
+    let start: usize = match p.locator.as_deref() {
+        None | Some("") => 0,
+        Some(l) => match l.parse() {
+            Ok(n) => n,
+            Err(_) => return err(SfError::new(400, "INVALIDLOCATOR", "invalid locator")),
+        },
+    };
+    let max = p.max_records.unwrap_or(50_000).max(1);
+    let end = (start + max).min(job.rows.len());
+    let mut w = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_writer(Vec::new());
+    let _ = w.write_record(&job.columns);
+    let paths: Vec<Vec<String>> = job
+        .columns
+        .iter()
+        .map(|c| c.split('.').map(str::to_string).collect())
+        .collect();
+    for row in &job.rows[start.min(end)..end] {
+        let cells: Vec<String> = paths
+            .iter()
+            .map(|p| match path_value(row, p) {
+                None | Some(J::Null) => String::new(),
+                Some(J::String(s)) => s.clone(),
+                Some(other) => other.to_string(),
+            })
+            .collect();
+        let _ = w.write_record(&cells);
+    }
+    let body = w.into_inner().unwrap_or_default();
+    let locator = if end < job.rows.len() {
+        end.to_string()
+    } else {
+        "null".into()
+    };
+    (
+        StatusCode::OK,
+        [
+            ("content-type", "text/csv".to_string()),
+            ("sforce-locator", locator),
+            ("sforce-numberofrecords", (end - start.min(end)).to_string()),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+#[derive(serde::Deserialize)]
 struct QParam {
     q: Option<String>,
 }
@@ -1135,6 +1325,12 @@ pub fn router(sb: St) -> Router {
         .route(
             "/services/data/{v}/composite/sobjects/{s}/{field}",
             axum::routing::patch(collection_upsert),
+        )
+        .route("/services/data/{v}/jobs/query", post(bulk_query_create))
+        .route("/services/data/{v}/jobs/query/{id}", get(bulk_query_info))
+        .route(
+            "/services/data/{v}/jobs/query/{id}/results",
+            get(bulk_query_results),
         )
         .route("/services/data/{v}/composite", post(composite))
         .route("/services/data/{v}/composite/", post(composite))
