@@ -46,8 +46,10 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Run the local Salesforce-compatible REST server (in progress: REST CRUD, upsert, query
-    /// paging, getUpdated/getDeleted, limits, OAuth token; not yet composite, Bulk 2.0, faults).
+    /// Run the local Salesforce-compatible server (REST, OAuth, composite, Bulk API 2.0,
+    /// limits, fault injection); see docs/sandbox.md. Credentials come from the environment:
+    /// CONCORD_SANDBOX_CLIENT_ID, CONCORD_SANDBOX_CLIENT_SECRET, CONCORD_SANDBOX_USERNAME,
+    /// CONCORD_SANDBOX_PASSWORD, CONCORD_SANDBOX_REFRESH_TOKEN (documented defaults otherwise).
     Sandbox {
         /// Port on 127.0.0.1.
         #[arg(long, default_value_t = 8443)]
@@ -61,10 +63,38 @@ enum Command {
         /// Schema file (TOML) with custom objects and fields.
         #[arg(long)]
         schema: Option<PathBuf>,
-        /// SFDX data tree plans or files to load at start (`@Ref` references resolved across
-        /// all of them; undeclared custom objects and fields inferred from the data).
+        /// SFDX data tree plans or files to load at start, into an empty org only (`@Ref`
+        /// references resolved across all of them; undeclared custom objects and fields
+        /// inferred from the data).
         #[arg(long, num_args = 1..)]
         seed: Vec<PathBuf>,
+        /// Keep the org in a sled store in DIR (restarts keep records, ids, recycle bin).
+        #[arg(long, value_name = "DIR")]
+        data: Option<PathBuf>,
+        /// Serve HTTPS with a certificate generated at start (its CA's path is printed).
+        #[arg(long)]
+        tls: bool,
+        /// PEM RSA public key that verifies JWT bearer assertions (enables that grant).
+        #[arg(long, value_name = "FILE")]
+        jwt_public_key: Option<PathBuf>,
+        /// Share of API calls answered 503 SERVER_UNAVAILABLE (0–1).
+        #[arg(long, default_value_t = 0.0)]
+        fault_503: f64,
+        /// Share of writes answered UNABLE_TO_LOCK_ROW (0–1).
+        #[arg(long, default_value_t = 0.0)]
+        fault_lock: f64,
+        /// Share of API calls whose connection drops after processing (0–1).
+        #[arg(long, default_value_t = 0.0)]
+        fault_drop: f64,
+        /// Latency added to every API call, in milliseconds.
+        #[arg(long, default_value_t = 0)]
+        fault_latency_ms: u64,
+        /// Answer every API call 403 REQUEST_LIMIT_EXCEEDED.
+        #[arg(long)]
+        fault_limit_exceeded: bool,
+        /// Seed of the fault generator (same seed, same faults in the same order).
+        #[arg(long, default_value_t = 0)]
+        fault_seed: u64,
     },
     /// Remove exactly what `setup` installed for a table.
     Teardown {
@@ -156,7 +186,35 @@ fn main() {
             daily_limit,
             schema,
             seed,
-        } => rt.block_on(sandbox(port, token, daily_limit, schema, seed)),
+            data,
+            tls,
+            jwt_public_key,
+            fault_503,
+            fault_lock,
+            fault_drop,
+            fault_latency_ms,
+            fault_limit_exceeded,
+            fault_seed,
+        } => {
+            let faults = concord::sandbox::server::Faults {
+                rate_503: fault_503,
+                rate_lock: fault_lock,
+                rate_drop: fault_drop,
+                latency_ms: fault_latency_ms,
+                limit_exceeded: fault_limit_exceeded,
+                seed: fault_seed,
+            };
+            let opts = concord::sandbox::launch::Options {
+                port,
+                schema,
+                seed,
+                data,
+                tls,
+                cert_dir: None,
+                faults,
+            };
+            rt.block_on(sandbox(opts, token, daily_limit, jwt_public_key))
+        }
         Command::Teardown { table } => rt.block_on(async {
             let c = table.connect().await?;
             c.teardown().await?;
@@ -183,59 +241,81 @@ fn verify(dir: PathBuf, instance: &str) -> Result<()> {
 }
 
 async fn sandbox(
-    port: u16,
+    opts: concord::sandbox::launch::Options,
     token: Option<String>,
     daily_limit: u64,
-    schema: Option<PathBuf>,
-    seeds: Vec<PathBuf>,
+    jwt_public_key: Option<PathBuf>,
 ) -> Result<()> {
-    use concord::sandbox::{org::Org, schema, server};
-    let file = match &schema {
-        Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .with_context(|| format!("reading schema {}", p.display()))?;
-            toml::from_str(&text).with_context(|| format!("schema {}", p.display()))?
+    use concord::sandbox::{launch, server};
+    for (name, rate) in [
+        ("--fault-503", opts.faults.rate_503),
+        ("--fault-lock", opts.faults.rate_lock),
+        ("--fault-drop", opts.faults.rate_drop),
+    ] {
+        if !(0.0..=1.0).contains(&rate) {
+            anyhow::bail!("{name} must be between 0 and 1, got {rate}");
         }
-        None => schema::SchemaFile::default(),
-    };
-    let objects = schema::build(&file).map_err(anyhow::Error::msg)?;
-    let mut org = Org::new(objects);
-    let mut refs = std::collections::BTreeMap::new();
-    for path in &seeds {
-        let report =
-            concord::sandbox::seed::seed(&mut org, path, &mut refs).map_err(anyhow::Error::msg)?;
-        let loaded: Vec<String> = report
-            .records
-            .iter()
-            .map(|(o, n)| format!("{n} {o}"))
-            .collect();
+    }
+    let mut settings = server::Settings::default();
+    let printed_token = token.is_none();
+    settings.token = token.unwrap_or_else(|| {
+        format!(
+            "00Dsandbox!{}",
+            &blake3::hash(
+                format!("{}{:?}", std::process::id(), std::time::SystemTime::now()).as_bytes()
+            )
+            .to_hex()[..32]
+        )
+    });
+    settings.daily_limit = daily_limit;
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    if let Some(v) = env("CONCORD_SANDBOX_CLIENT_ID") {
+        settings.client_id = v;
+    }
+    if let Some(v) = env("CONCORD_SANDBOX_CLIENT_SECRET") {
+        settings.client_secret = v;
+    }
+    if let Some(v) = env("CONCORD_SANDBOX_USERNAME") {
+        settings.username = v;
+    }
+    if let Some(v) = env("CONCORD_SANDBOX_PASSWORD") {
+        settings.password = v;
+    }
+    if let Some(v) = env("CONCORD_SANDBOX_REFRESH_TOKEN") {
+        settings.refresh_token = v;
+    }
+    if let Some(p) = &jwt_public_key {
+        settings.jwt_public_key = Some(
+            std::fs::read(p).with_context(|| format!("reading JWT public key {}", p.display()))?,
+        );
+    }
+    let client_id = settings.client_id.clone();
+    let username = settings.username.clone();
+    let token = settings.token.clone();
+    let l = launch::launch(&opts, settings).await?;
+    for (path, loaded) in &l.seeded {
+        let loaded: Vec<String> = loaded.iter().map(|(o, n)| format!("{n} {o}")).collect();
         println!("seeded {}: {}", path.display(), loaded.join(", "));
     }
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .with_context(|| format!("binding 127.0.0.1:{port}"))?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let token = token.unwrap_or_else(|| {
-        let t = format!(
-            "00Dsandbox!{}",
-            &blake3::hash(&std::process::id().to_le_bytes()).to_hex()[..32]
-        );
-        println!("access token: {t}");
-        t
-    });
+    if let (Some(n), Some(d)) = (l.restored, &opts.data) {
+        println!("restored {n} records from {}", d.display());
+        if !opts.seed.is_empty() {
+            println!("(--seed ignored: the org in --data is not empty)");
+        }
+    }
+    if printed_token {
+        println!("access token: {token}");
+    }
+    println!("client id: {client_id}   user: {username}");
+    if let Some(ca) = &l.ca_path {
+        println!("TLS certificate authority: {}", ca.display());
+    }
     println!(
-        "concord sandbox listening on {base} (API versions {})",
+        "concord sandbox listening on {} (API versions {})",
+        l.base_url,
         server::VERSIONS.join(", ")
     );
-    let sb = server::Sandbox::new(
-        org,
-        server::Settings {
-            token,
-            daily_limit,
-            base_url: base,
-        },
-    );
-    server::serve(sb, listener).await?;
+    l.server.await??;
     Ok(())
 }
 

@@ -30,6 +30,7 @@ async fn sandbox() -> (Arc<Sandbox>, SalesforceConfig) {
             token: "tok".into(),
             daily_limit: 1_000_000,
             base_url: base.clone(),
+            ..Default::default()
         },
     );
     tokio::spawn(serve(sb.clone(), listener));
@@ -320,8 +321,8 @@ async fn unreachable_system_and_bad_credentials_give_clear_errors() {
     );
     // With client credentials, the 401 leads to one re-authentication and the call goes through.
     unsafe {
-        std::env::set_var("SF_TEST_CLIENT_ID", "id");
-        std::env::set_var("SF_TEST_CLIENT_SECRET", "secret");
+        std::env::set_var("SF_TEST_CLIENT_ID", "concord-sandbox");
+        std::env::set_var("SF_TEST_CLIENT_SECRET", "concord-sandbox-secret");
     }
     let mut cfg = cfg;
     cfg.client_id_env = Some("SF_TEST_CLIENT_ID".into());

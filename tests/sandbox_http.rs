@@ -22,6 +22,7 @@ async fn start(limit: u64) -> (String, Arc<Sandbox>) {
             token: TOKEN.into(),
             daily_limit: limit,
             base_url: base.clone(),
+            ..Default::default()
         },
     );
     tokio::spawn(serve(sb.clone(), listener));
@@ -64,8 +65,8 @@ async fn rest_crud_query_paging_limits_and_errors() {
         .post(format!("{base}/services/oauth2/token"))
         .form(&[
             ("grant_type", "client_credentials"),
-            ("client_id", "x"),
-            ("client_secret", "y"),
+            ("client_id", "concord-sandbox"),
+            ("client_secret", "concord-sandbox-secret"),
         ])
         .send()
         .await
@@ -73,7 +74,15 @@ async fn rest_crud_query_paging_limits_and_errors() {
         .json()
         .await
         .unwrap();
-    assert_eq!(tok["access_token"], TOKEN);
+    let minted = tok["access_token"].as_str().unwrap().to_string();
+    assert_ne!(minted, TOKEN, "each grant issues its own session");
+    let r = c
+        .get(format!("{api}/limits"))
+        .bearer_auth(&minted)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the issued token is a valid session");
     for k in keys(&fixture("restforce/auth_success_response.json")) {
         assert!(tok.get(&k).is_some(), "token response lacks {k}");
     }

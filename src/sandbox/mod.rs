@@ -6,8 +6,11 @@
 //! external id and SOQL execution with parent paths ([`org`]). Next: the HTTP server (REST,
 //! OAuth, limits, composite, Bulk 2.0, fault injection) and the connector.
 
+pub mod bulk;
 pub mod ids;
+pub mod launch;
 pub mod org;
+pub mod persist;
 pub mod schema;
 pub mod seed;
 pub mod server;

@@ -7,7 +7,7 @@ use super::schema::{FieldDef, FieldType, ObjectDef};
 use super::soql::{self, Cond, Query, SelectItem};
 use crate::model::{Timestamp, Value};
 use serde_json::{json, Map, Value as J};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// An API error in Salesforce's form: HTTP status, error code, message, fields.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -39,7 +39,7 @@ impl SfError {
 }
 
 /// One stored record.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Rec {
     pub fields: Map<String, J>,
     pub deleted: bool,
@@ -66,6 +66,27 @@ pub struct Org {
     /// SystemModstamp).
     pub frozen_ms: Option<i64>,
     last_stamp: i64,
+    /// Records removed for good (hard delete, emptied recycle bin): object → id → deletion
+    /// time. `getDeleted` still reports them; `queryAll` and retrieve no longer see them.
+    delete_log: BTreeMap<String, BTreeMap<String, Timestamp>>,
+    /// Records changed since the last [`Org::take_dirty`] (what `--data` persists).
+    dirty: BTreeSet<(String, String)>,
+}
+
+/// What the org holds for one (object, id), for persistence.
+pub enum Stored<'a> {
+    Record(&'a Rec),
+    Purged(Timestamp),
+    Absent,
+}
+
+/// The org's scalar state, persisted beside its records.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct OrgMeta {
+    pub objects: Vec<ObjectDef>,
+    pub next: u64,
+    pub user_id: String,
+    pub last_stamp: i64,
 }
 
 /// Salesforce's datetime format: `2024-05-01T08:00:00.000+0000`.
@@ -86,6 +107,8 @@ impl Org {
             clock_offset_ms: 0,
             frozen_ms: None,
             last_stamp: 0,
+            delete_log: BTreeMap::new(),
+            dirty: BTreeSet::new(),
         };
         let uid = ids::mint("005", 1);
         org.next = 2;
@@ -113,6 +136,7 @@ impl Org {
                 deleted: false,
             },
         );
+        org.dirty.insert(("User".into(), uid.clone()));
         org.user_id = uid;
         org
     }
@@ -129,6 +153,58 @@ impl Org {
         }
         self.last_stamp = ms;
         sf_datetime(Timestamp(ms))
+    }
+
+    /// The (object, id) pairs changed since the last call.
+    pub fn take_dirty(&mut self) -> Vec<(String, String)> {
+        std::mem::take(&mut self.dirty).into_iter().collect()
+    }
+
+    /// What the org holds for `id` of `object`.
+    pub fn stored(&self, object: &str, id: &str) -> Stored<'_> {
+        if let Some(r) = self.records.get(object).and_then(|m| m.get(id)) {
+            return Stored::Record(r);
+        }
+        match self.delete_log.get(object).and_then(|m| m.get(id)) {
+            Some(t) => Stored::Purged(*t),
+            None => Stored::Absent,
+        }
+    }
+
+    /// The scalar state persisted beside the records.
+    pub fn meta(&self) -> OrgMeta {
+        OrgMeta {
+            objects: self.objects.clone(),
+            next: self.next,
+            user_id: self.user_id.clone(),
+            last_stamp: self.last_stamp,
+        }
+    }
+
+    /// Rebuilds an org from persisted parts.
+    pub fn restore(
+        meta: OrgMeta,
+        records: impl IntoIterator<Item = (String, String, Rec)>,
+        purged: impl IntoIterator<Item = (String, String, Timestamp)>,
+    ) -> Org {
+        let mut org = Org::new(meta.objects);
+        org.records.clear();
+        org.next = meta.next;
+        org.user_id = meta.user_id;
+        org.last_stamp = meta.last_stamp;
+        for (o, id, r) in records {
+            org.records.entry(o).or_default().insert(id, r);
+        }
+        for (o, id, t) in purged {
+            org.delete_log.entry(o).or_default().insert(id, t);
+        }
+        org.dirty.clear();
+        org
+    }
+
+    /// Number of records held (live and in the recycle bin).
+    pub fn record_count(&self) -> usize {
+        self.records.values().map(BTreeMap::len).sum()
     }
 
     pub fn objects(&self) -> &[ObjectDef] {
@@ -381,6 +457,7 @@ impl Org {
         if o.field("OwnerId").is_some() && fields.get("OwnerId").is_none_or(J::is_null) {
             fields.insert("OwnerId".into(), json!(self.user_id));
         }
+        self.dirty.insert((o.name.clone(), id.clone()));
         self.records.entry(o.name.clone()).or_default().insert(
             id.clone(),
             Rec {
@@ -443,6 +520,7 @@ impl Org {
         rec.fields.insert("LastModifiedDate".into(), json!(now));
         rec.fields.insert("SystemModstamp".into(), json!(now));
         rec.fields.insert("LastModifiedById".into(), json!(uid));
+        self.dirty.insert((o.name, id18));
         Ok(())
     }
 
@@ -459,7 +537,103 @@ impl Org {
         rec.deleted = true;
         rec.fields.insert("IsDeleted".into(), J::Bool(true));
         rec.fields.insert("SystemModstamp".into(), json!(now));
+        self.dirty.insert((o.name, id18));
         Ok(())
+    }
+
+    /// Hard delete (Bulk API `hardDelete`): the record bypasses the recycle bin and is gone for
+    /// good; only `getDeleted` still reports it. Works on live and recycle-bin records.
+    pub fn hard_delete(&mut self, object: &str, id: &str) -> Result<(), SfError> {
+        let o = self.object(object)?.clone();
+        let id18 = ids::to18(id)
+            .filter(|i| ids::prefix(i) == Some(o.prefix()))
+            .ok_or_else(|| SfError::new(400, "MALFORMED_ID", format!("malformed id {id}")))?;
+        if self
+            .records
+            .get_mut(&o.name)
+            .and_then(|m| m.remove(&id18))
+            .is_none()
+        {
+            return Err(SfError::new(404, "ENTITY_IS_DELETED", "entity is deleted"));
+        }
+        let now = self.now();
+        let t = Timestamp::parse(&now).unwrap_or(Timestamp(0));
+        self.dirty.insert((o.name.clone(), id18.clone()));
+        self.delete_log.entry(o.name).or_default().insert(id18, t);
+        Ok(())
+    }
+
+    /// Empties the recycle bin: every soft-deleted record is purged (kept in the delete log).
+    /// Returns how many were purged.
+    pub fn empty_recycle_bin(&mut self) -> usize {
+        let mut n = 0;
+        for (object, m) in self.records.iter_mut() {
+            let gone: Vec<String> = m
+                .iter()
+                .filter(|(_, r)| r.deleted)
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in gone {
+                let r = m.remove(&id).expect("listed");
+                let t = r
+                    .fields
+                    .get("SystemModstamp")
+                    .and_then(J::as_str)
+                    .and_then(|s| Timestamp::parse(s).ok())
+                    .unwrap_or(Timestamp(0));
+                self.dirty.insert((object.clone(), id.clone()));
+                self.delete_log
+                    .entry(object.clone())
+                    .or_default()
+                    .insert(id, t);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// The id of the one live record of `object` whose `field` equals `value` (relationship
+    /// columns of Bulk API uploads: `Account.External_Id__c`).
+    pub fn find_by(&self, object: &str, field: &str, value: &str) -> Result<String, SfError> {
+        let o = self.object(object)?;
+        let f = o
+            .field(field)
+            .filter(|f| f.external_id || f.name == "Id")
+            .ok_or_else(|| {
+                SfError::new(
+                    400,
+                    "INVALID_FIELD",
+                    format!("{field} is not an external id field of {}", o.name),
+                )
+            })?;
+        let key = J::String(value.to_string());
+        let found: Vec<&String> = self
+            .records
+            .get(&o.name)
+            .into_iter()
+            .flatten()
+            .filter(|(_, r)| !r.deleted && r.fields.get(&f.name).is_some_and(|x| eq_ci(x, &key)))
+            .map(|(id, _)| id)
+            .collect();
+        match found.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(SfError::new(
+                400,
+                "INVALID_FIELD",
+                format!(
+                    "Foreign key external ID: {value} not found for field {} in entity {}",
+                    f.name, o.name
+                ),
+            )),
+            _ => Err(SfError::new(
+                400,
+                "INVALID_FIELD",
+                format!(
+                    "Foreign key external ID: {value} matches more than one record for field {} in entity {}",
+                    f.name, o.name
+                ),
+            )),
+        }
     }
 
     pub fn get(&self, object: &str, id: &str) -> Result<&Rec, SfError> {
@@ -735,6 +909,13 @@ impl Org {
                     if t >= start && t <= end {
                         out.push((id.clone(), t));
                     }
+                }
+            }
+        }
+        if deleted {
+            for (id, t) in self.delete_log.get(&o.name).into_iter().flatten() {
+                if *t >= start && *t <= end {
+                    out.push((id.clone(), *t));
                 }
             }
         }

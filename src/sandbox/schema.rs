@@ -2,11 +2,11 @@
 //! fields, system fields on every object, and custom objects / fields from a schema file.
 //! `describe` renders them in the shape of Salesforce's REST describe.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value as J};
 
 /// A field type, as Salesforce's describe names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FieldType {
     Id,
@@ -77,7 +77,7 @@ impl FieldType {
 }
 
 /// One field of an object.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FieldDef {
     pub name: String,
@@ -177,7 +177,7 @@ impl FieldDef {
 }
 
 /// One object.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ObjectDef {
     pub name: String,

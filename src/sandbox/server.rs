@@ -5,7 +5,7 @@
 //! counters under `/admin/counters`.
 
 use super::org::{Org, QueryResult, SfError, Upserted};
-use super::soql;
+use super::{bulk, soql};
 use crate::model::Timestamp;
 use axum::extract::{Form, Path, Query as Q, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -21,14 +21,53 @@ use std::sync::{Arc, Mutex};
 pub const VERSIONS: [&str; 5] = ["58.0", "59.0", "60.0", "61.0", "62.0"];
 
 /// Sandbox settings.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Settings {
-    /// The bearer token that is valid.
+    /// A bearer token that is valid from the start (every OAuth grant mints another).
     pub token: String,
     /// Daily API request limit.
     pub daily_limit: u64,
     /// The URL clients reach the sandbox at (`instance_url` in token responses).
     pub base_url: String,
+    /// The connected app's consumer key (`client_id`) and secret.
+    pub client_id: String,
+    pub client_secret: String,
+    /// The org's user for the password and JWT bearer grants, and its password.
+    pub username: String,
+    pub password: String,
+    /// A refresh token the `refresh_token` grant accepts (as if issued by a web-server flow).
+    pub refresh_token: String,
+    /// PEM public key (or certificate) that verifies JWT bearer assertions (RS256); none: the
+    /// JWT bearer grant is refused.
+    pub jwt_public_key: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("daily_limit", &self.daily_limit)
+            .field("base_url", &self.base_url)
+            .field("client_id", &self.client_id)
+            .field("username", &self.username)
+            .field("jwt", &self.jwt_public_key.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            token: String::new(),
+            daily_limit: 100_000,
+            base_url: String::new(),
+            client_id: "concord-sandbox".into(),
+            client_secret: "concord-sandbox-secret".into(),
+            username: "admin@sandbox.concord".into(),
+            password: "concord-sandbox-password".into(),
+            refresh_token: "5Aep861concordSandboxRefreshToken".into(),
+            jwt_public_key: None,
+        }
+    }
 }
 
 /// Faults the sandbox injects (set by `POST /admin/faults`; tests and benchmarks use them).
@@ -43,15 +82,11 @@ pub struct Faults {
     pub latency_ms: u64,
     /// Every API call answers 403 REQUEST_LIMIT_EXCEEDED.
     pub limit_exceeded: bool,
+    /// Share of API calls whose connection is dropped after the sandbox has processed them:
+    /// the client gets no response (a write it sent may have been applied).
+    pub rate_drop: f64,
     /// Seed of the fault generator (the same seed gives the same faults in the same order).
     pub seed: u64,
-}
-
-/// A Bulk API 2.0 query job: the sandbox runs the query when the job is created.
-struct BulkQueryJob {
-    info: J,
-    columns: Vec<String>,
-    rows: Vec<J>,
 }
 
 struct Cursor {
@@ -67,19 +102,23 @@ pub struct Sandbox {
     usage: Mutex<u64>,
     counters: Mutex<BTreeMap<String, u64>>,
     cursors: Mutex<HashMap<String, Cursor>>,
-    next_cursor: Mutex<u64>,
+    pub(super) next_cursor: Mutex<u64>,
     faults: Mutex<(Faults, u64)>,
-    bulk_jobs: Mutex<HashMap<String, BulkQueryJob>>,
+    pub(super) bulk: Mutex<super::bulk::Jobs>,
     /// Marks composite subrequests dispatched internally (one API call for the whole composite).
     internal_key: String,
     router: Mutex<Option<Router>>,
+    /// Valid access tokens (the configured one and every one an OAuth grant issued).
+    sessions: Mutex<std::collections::HashSet<String>>,
+    /// `--data`: the org's persistent copy.
+    store: Mutex<Option<super::persist::Persist>>,
 }
 
 impl Sandbox {
     pub fn new(org: Org, settings: Settings) -> Arc<Self> {
         Arc::new(Sandbox {
             org: Mutex::new(org),
-            settings,
+            settings: settings.clone(),
             usage: Mutex::new(0),
             counters: Mutex::new(BTreeMap::new()),
             cursors: Mutex::new(HashMap::new()),
@@ -91,8 +130,56 @@ impl Sandbox {
             .to_hex()
             .to_string(),
             router: Mutex::new(None),
-            bulk_jobs: Mutex::new(HashMap::new()),
+            sessions: Mutex::new([settings.token.clone()].into_iter().collect()),
+            store: Mutex::new(None),
+            bulk: Mutex::new(super::bulk::Jobs::default()),
         })
+    }
+
+    /// Keeps the org in `p` from now on (writes what changed after every call that changed
+    /// something) and writes everything not yet written.
+    pub fn attach_store(
+        &self,
+        p: super::persist::Persist,
+    ) -> Result<(), super::persist::PersistError> {
+        p.save(&mut self.org.lock().expect("lock"))?;
+        *self.store.lock().expect("lock") = Some(p);
+        Ok(())
+    }
+
+    /// Writes what changed to the `--data` store, if there is one.
+    pub fn persist(&self) -> Result<(), super::persist::PersistError> {
+        let store = self.store.lock().expect("lock");
+        match store.as_ref() {
+            Some(p) => p.save(&mut self.org.lock().expect("lock")),
+            None => Ok(()),
+        }
+    }
+
+    /// Issues a new access token (an OAuth grant).
+    fn new_session(&self) -> String {
+        let mut n = self.next_cursor.lock().expect("lock");
+        *n += 1;
+        let t = format!(
+            "00D000000000001!{}",
+            &blake3::hash(
+                format!(
+                    "{}{}{:?}",
+                    self.internal_key,
+                    *n,
+                    std::time::SystemTime::now()
+                )
+                .as_bytes()
+            )
+            .to_hex()[..48]
+        );
+        self.sessions.lock().expect("lock").insert(t.clone());
+        t
+    }
+
+    /// Ends every session: all access tokens become invalid (`POST /admin/expire-sessions`).
+    pub fn expire_sessions(&self) {
+        self.sessions.lock().expect("lock").clear();
     }
 
     /// Replaces the fault settings (and restarts the generator from their seed).
@@ -117,7 +204,7 @@ impl Sandbox {
         self.counters.lock().expect("lock").clone()
     }
 
-    fn count(&self, what: &str) {
+    pub(super) fn count(&self, what: &str) {
         *self
             .counters
             .lock()
@@ -127,14 +214,14 @@ impl Sandbox {
     }
 }
 
-type St = Arc<Sandbox>;
+pub(super) type St = Arc<Sandbox>;
 
-fn err(e: SfError) -> Response {
+pub(super) fn err(e: SfError) -> Response {
     let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
     (status, Json(e.body())).into_response()
 }
 
-fn version_ok(v: &str) -> Result<&str, SfError> {
+pub(super) fn version_ok(v: &str) -> Result<&str, SfError> {
     let v = v.strip_prefix('v').unwrap_or(v);
     if VERSIONS.contains(&v) {
         Ok(v)
@@ -157,7 +244,7 @@ async fn api_guard(State(sb): State<St>, req: Request, next: Next) -> Response {
             h.strip_prefix("Bearer ")
                 .or_else(|| h.strip_prefix("OAuth "))
         })
-        .is_some_and(|t| t == sb.settings.token);
+        .is_some_and(|t| sb.sessions.lock().expect("lock").contains(t));
     if !ok {
         return (
             StatusCode::UNAUTHORIZED,
@@ -194,6 +281,7 @@ async fn api_guard(State(sb): State<St>, req: Request, next: Next) -> Response {
             .into_response();
     }
     let write = matches!(req.method().as_str(), "POST" | "PATCH" | "DELETE");
+    let req_is_put = req.method() == axum::http::Method::PUT;
     if write && faults.rate_lock > 0.0 && sb.draw() < faults.rate_lock {
         sb.count("fault.lock");
         return err(SfError::new(
@@ -225,8 +313,47 @@ async fn api_guard(State(sb): State<St>, req: Request, next: Next) -> Response {
         return r;
     };
     let mut resp = next.run(req).await;
+    if write || req_is_put {
+        if let Err(e) = sb.persist() {
+            tracing::error!("sandbox: {e}");
+            resp = err(SfError::new(
+                500,
+                "UNKNOWN_EXCEPTION",
+                format!("the sandbox could not persist the change: {e}"),
+            ));
+        }
+    }
+    if faults.rate_drop > 0.0 && sb.draw() < faults.rate_drop {
+        sb.count("fault.drop");
+        return dropped_connection(resp);
+    }
     limit_header(resp.headers_mut(), used, sb.settings.daily_limit);
     resp
+}
+
+/// A response whose body fails after the head: the server closes the connection mid-response,
+/// so the client sees a broken connection instead of an answer.
+fn dropped_connection(resp: Response) -> Response {
+    struct Broken;
+    impl http_body::Body for Broken {
+        type Data = axum::body::Bytes;
+        type Error = std::io::Error;
+        fn poll_frame(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+            std::task::Poll::Ready(Some(Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "sandbox fault: connection dropped",
+            ))))
+        }
+    }
+    let (mut parts, _) = resp.into_parts();
+    parts.headers.remove("content-length");
+    parts
+        .headers
+        .insert("connection", HeaderValue::from_static("close"));
+    Response::from_parts(parts, axum::body::Body::new(Broken))
 }
 
 fn limit_header(h: &mut HeaderMap, used: u64, max: u64) {
@@ -245,25 +372,171 @@ async fn versions(State(sb): State<St>) -> Json<J> {
     ))
 }
 
+fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+    (
+        status,
+        Json(json!({"error": error, "error_description": description})),
+    )
+        .into_response()
+}
+
+/// Claims of a JWT bearer assertion (Salesforce's OAuth 2.0 JWT bearer flow).
+#[derive(serde::Deserialize)]
+struct JwtClaims {
+    sub: String,
+}
+
+/// Checks a JWT bearer assertion: RS256 signature by the configured key, `iss` = the consumer
+/// key, `aud` = the login URL (or the sandbox's own), `sub` = the org's user, `exp` not past and
+/// at most 3 minutes ahead (as Salesforce requires).
+fn check_jwt(sb: &Sandbox, assertion: &str) -> Result<(), &'static str> {
+    use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
+    let pem = sb
+        .settings
+        .jwt_public_key
+        .as_deref()
+        .ok_or("JWT bearer is not enabled (no public key configured)")?;
+    let key = DecodingKey::from_rsa_pem(pem)
+        .map_err(|_| "the configured public key is not an RSA PEM key")?;
+    let mut v = Validation::new(Algorithm::RS256);
+    v.set_audience(&[
+        "https://login.salesforce.com",
+        "https://test.salesforce.com",
+        sb.settings.base_url.as_str(),
+    ]);
+    v.set_issuer(&[sb.settings.client_id.as_str()]);
+    v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    v.leeway = 0;
+    let data = decode::<serde_json::Value>(assertion, &key, &v).map_err(|e| match e.kind() {
+        jsonwebtoken::errors::ErrorKind::ExpiredSignature => "expired assertion",
+        jsonwebtoken::errors::ErrorKind::InvalidIssuer => "client identifier invalid",
+        jsonwebtoken::errors::ErrorKind::InvalidAudience => "audience is invalid",
+        _ => "invalid assertion",
+    })?;
+    let exp = data.claims.get("exp").and_then(J::as_i64).unwrap_or(0);
+    if exp > Timestamp::now().millis() / 1000 + 180 {
+        return Err("invalid assertion: exp is more than 3 minutes ahead");
+    }
+    let claims: JwtClaims = serde_json::from_value(data.claims).map_err(|_| "invalid assertion")?;
+    if !claims.sub.eq_ignore_ascii_case(&sb.settings.username) {
+        return Err("user hasn't approved this consumer");
+    }
+    Ok(())
+}
+
+/// `POST /services/oauth2/token`: client_credentials, password (password or password + security
+/// token), refresh_token and JWT bearer grants, each checked like Salesforce checks them.
 async fn token(State(sb): State<St>, Form(form): Form<HashMap<String, String>>) -> Response {
     sb.count("oauth.token");
-    let grant = form.get("grant_type").map(String::as_str).unwrap_or("");
-    if !matches!(grant, "client_credentials" | "password" | "refresh_token") {
-        return (
-            StatusCode::BAD_REQUEST,
-            Json(json!({"error": "unsupported_grant_type", "error_description": "grant type not supported"})),
-        )
-            .into_response();
+    let get = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
+    let s = &sb.settings;
+    let client_ok = get("client_id") == s.client_id;
+    let secret_ok = get("client_secret") == s.client_secret;
+    match get("grant_type") {
+        "client_credentials" => {
+            if !client_ok {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_client_id",
+                    "client identifier invalid",
+                );
+            }
+            if !secret_ok {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_client",
+                    "invalid client credentials",
+                );
+            }
+        }
+        "password" => {
+            if !client_ok {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_client_id",
+                    "client identifier invalid",
+                );
+            }
+            if !secret_ok {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_client",
+                    "invalid client credentials",
+                );
+            }
+            let pw = get("password");
+            if !get("username").eq_ignore_ascii_case(&s.username)
+                || !(pw == s.password
+                    || pw
+                        .strip_prefix(s.password.as_str())
+                        .is_some_and(|t| !t.is_empty()))
+            {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_grant",
+                    "authentication failure",
+                );
+            }
+        }
+        "refresh_token" => {
+            if !client_ok {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_client_id",
+                    "client identifier invalid",
+                );
+            }
+            if form.contains_key("client_secret") && !secret_ok {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_client",
+                    "invalid client credentials",
+                );
+            }
+            if get("refresh_token") != s.refresh_token {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_grant",
+                    "expired access/refresh token",
+                );
+            }
+        }
+        "urn:ietf:params:oauth:grant-type:jwt-bearer" => {
+            if let Err(why) = check_jwt(&sb, get("assertion")) {
+                let code = if why == "client identifier invalid" {
+                    "invalid_client_id"
+                } else {
+                    "invalid_grant"
+                };
+                return oauth_error(StatusCode::BAD_REQUEST, code, why);
+            }
+        }
+        _ => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                "grant type not supported",
+            )
+        }
     }
     let now = Timestamp::now().millis();
     let user = sb.org.lock().expect("lock").user_id.clone();
+    let access = sb.new_session();
+    let signature = {
+        let mac = blake3::keyed_hash(
+            blake3::hash(s.client_secret.as_bytes()).as_bytes(),
+            format!("{}/id/00D000000000001AAA/{user}{now}", s.base_url).as_bytes(),
+        );
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, mac.as_bytes())
+    };
     Json(json!({
-        "access_token": sb.settings.token,
-        "instance_url": sb.settings.base_url,
-        "id": format!("{}/id/00D000000000001AAA/{user}", sb.settings.base_url),
+        "access_token": access,
+        "instance_url": s.base_url,
+        "id": format!("{}/id/00D000000000001AAA/{user}", s.base_url),
         "token_type": "Bearer",
         "issued_at": now.to_string(),
-        "signature": "c2FuZGJveA==",
+        "signature": signature,
+        "scope": "api",
     }))
     .into_response()
 }
@@ -838,187 +1111,6 @@ async fn composite(
 }
 
 #[derive(serde::Deserialize)]
-struct BulkQueryBody {
-    operation: String,
-    query: String,
-    #[serde(rename = "contentType", default)]
-    content_type: Option<String>,
-}
-
-/// The value at a field path of a rendered query row (`Account.Name`).
-fn path_value<'a>(row: &'a J, path: &[String]) -> Option<&'a J> {
-    let mut cur = row;
-    for p in path {
-        cur = cur.get(p.as_str())?;
-    }
-    Some(cur)
-}
-
-async fn bulk_query_create(
-    State(sb): State<St>,
-    Path(v): Path<String>,
-    Json(body): Json<BulkQueryBody>,
-) -> Response {
-    let v = match version_ok(&v) {
-        Ok(v) => v.to_string(),
-        Err(e) => return err(e),
-    };
-    sb.count("bulk.query.create");
-    if !matches!(body.operation.as_str(), "query" | "queryAll")
-        || body.content_type.as_deref().is_some_and(|c| c != "CSV")
-    {
-        return err(SfError::new(
-            400,
-            "INVALIDJOB",
-            "operation must be query or queryAll, contentType CSV",
-        ));
-    }
-    let parsed = match soql::parse(&body.query) {
-        Ok(p) => p,
-        Err(e) => {
-            return err(SfError::new(
-                400,
-                "INVALIDJOB",
-                format!("MALFORMED_QUERY: {}", e.message),
-            ))
-        }
-    };
-    if parsed.is_count() {
-        return err(SfError::new(
-            400,
-            "INVALIDJOB",
-            "COUNT() is not supported by Bulk API query",
-        ));
-    }
-    let rows = match sb
-        .org
-        .lock()
-        .expect("lock")
-        .query(&parsed, body.operation == "queryAll", &v)
-    {
-        Ok(QueryResult::Rows(r)) => r,
-        Ok(QueryResult::Count(_)) => Vec::new(),
-        Err(e) => return err(e),
-    };
-    let columns: Vec<String> = parsed
-        .select
-        .iter()
-        .filter_map(|s| match s {
-            soql::SelectItem::Field(p) => Some(p.join(".")),
-            soql::SelectItem::Count => None,
-        })
-        .collect();
-    let id = {
-        let mut n = sb.next_cursor.lock().expect("lock");
-        *n += 1;
-        super::ids::mint("750", *n)
-    };
-    let info = json!({
-        "id": id, "operation": body.operation, "object": parsed.object, "createdById": sb.org.lock().expect("lock").user_id,
-        "createdDate": super::org::sf_datetime(Timestamp::now()), "state": "JobComplete", "concurrencyMode": "Parallel",
-        "contentType": "CSV", "apiVersion": v.parse::<f64>().unwrap_or(59.0), "lineEnding": "LF", "columnDelimiter": "COMMA",
-        "numberRecordsProcessed": rows.len(), "retries": 0, "totalProcessingTime": 0,
-    });
-    sb.bulk_jobs.lock().expect("lock").insert(
-        id.clone(),
-        BulkQueryJob {
-            info: info.clone(),
-            columns,
-            rows,
-        },
-    );
-    let mut created = info;
-    created["state"] = json!("UploadComplete");
-    Json(created).into_response()
-}
-
-async fn bulk_query_info(State(sb): State<St>, Path((v, id)): Path<(String, String)>) -> Response {
-    if let Err(e) = version_ok(&v) {
-        return err(e);
-    }
-    sb.count("bulk.query.info");
-    match sb.bulk_jobs.lock().expect("lock").get(&id) {
-        Some(j) => Json(j.info.clone()).into_response(),
-        None => err(SfError::new(
-            404,
-            "NOT_FOUND",
-            "The requested resource does not exist",
-        )),
-    }
-}
-
-#[derive(serde::Deserialize)]
-struct ResultsParams {
-    locator: Option<String>,
-    #[serde(rename = "maxRecords")]
-    max_records: Option<usize>,
-}
-
-async fn bulk_query_results(
-    State(sb): State<St>,
-    Path((v, id)): Path<(String, String)>,
-    Q(p): Q<ResultsParams>,
-) -> Response {
-    if let Err(e) = version_ok(&v) {
-        return err(e);
-    }
-    sb.count("bulk.query.results");
-    let jobs = sb.bulk_jobs.lock().expect("lock");
-    let Some(job) = jobs.get(&id) else {
-        return err(SfError::new(
-            404,
-            "NOT_FOUND",
-            "The requested resource does not exist",
-        ));
-    };
-    let start: usize = match p.locator.as_deref() {
-        None | Some("") => 0,
-        Some(l) => match l.parse() {
-            Ok(n) => n,
-            Err(_) => return err(SfError::new(400, "INVALIDLOCATOR", "invalid locator")),
-        },
-    };
-    let max = p.max_records.unwrap_or(50_000).max(1);
-    let end = (start + max).min(job.rows.len());
-    let mut w = csv::WriterBuilder::new()
-        .terminator(csv::Terminator::Any(b'\n'))
-        .from_writer(Vec::new());
-    let _ = w.write_record(&job.columns);
-    let paths: Vec<Vec<String>> = job
-        .columns
-        .iter()
-        .map(|c| c.split('.').map(str::to_string).collect())
-        .collect();
-    for row in &job.rows[start.min(end)..end] {
-        let cells: Vec<String> = paths
-            .iter()
-            .map(|p| match path_value(row, p) {
-                None | Some(J::Null) => String::new(),
-                Some(J::String(s)) => s.clone(),
-                Some(other) => other.to_string(),
-            })
-            .collect();
-        let _ = w.write_record(&cells);
-    }
-    let body = w.into_inner().unwrap_or_default();
-    let locator = if end < job.rows.len() {
-        end.to_string()
-    } else {
-        "null".into()
-    };
-    (
-        StatusCode::OK,
-        [
-            ("content-type", "text/csv".to_string()),
-            ("sforce-locator", locator),
-            ("sforce-numberofrecords", (end - start.min(end)).to_string()),
-        ],
-        body,
-    )
-        .into_response()
-}
-
-#[derive(serde::Deserialize)]
 struct QParam {
     q: Option<String>,
 }
@@ -1290,6 +1382,19 @@ async fn admin_clock(State(sb): State<St>, Json(c): Json<ClockBody>) -> StatusCo
     StatusCode::NO_CONTENT
 }
 
+async fn admin_expire_sessions(State(sb): State<St>) -> StatusCode {
+    sb.expire_sessions();
+    StatusCode::NO_CONTENT
+}
+
+async fn admin_empty_recycle_bin(State(sb): State<St>) -> Response {
+    let n = sb.org.lock().expect("lock").empty_recycle_bin();
+    if let Err(e) = sb.persist() {
+        return err(SfError::new(500, "UNKNOWN_EXCEPTION", e.to_string()));
+    }
+    Json(json!({"purged": n})).into_response()
+}
+
 async fn admin_reset(State(sb): State<St>) -> StatusCode {
     sb.counters.lock().expect("lock").clear();
     *sb.usage.lock().expect("lock") = 0;
@@ -1326,11 +1431,49 @@ pub fn router(sb: St) -> Router {
             "/services/data/{v}/composite/sobjects/{s}/{field}",
             axum::routing::patch(collection_upsert),
         )
-        .route("/services/data/{v}/jobs/query", post(bulk_query_create))
-        .route("/services/data/{v}/jobs/query/{id}", get(bulk_query_info))
+        .route(
+            "/services/data/{v}/jobs/query",
+            post(bulk::query_create).get(bulk::query_list),
+        )
+        .route(
+            "/services/data/{v}/jobs/query/{id}",
+            get(bulk::query_info)
+                .delete(bulk::query_delete)
+                .patch(bulk::query_patch),
+        )
         .route(
             "/services/data/{v}/jobs/query/{id}/results",
-            get(bulk_query_results),
+            get(bulk::query_results),
+        )
+        .route(
+            "/services/data/{v}/jobs/ingest",
+            post(bulk::ingest_create).get(bulk::ingest_list),
+        )
+        .route(
+            "/services/data/{v}/jobs/ingest/",
+            post(bulk::ingest_create).get(bulk::ingest_list),
+        )
+        .route(
+            "/services/data/{v}/jobs/ingest/{id}",
+            get(bulk::ingest_info)
+                .patch(bulk::ingest_patch)
+                .delete(bulk::ingest_delete),
+        )
+        .route(
+            "/services/data/{v}/jobs/ingest/{id}/batches",
+            axum::routing::put(bulk::ingest_upload),
+        )
+        .route(
+            "/services/data/{v}/jobs/ingest/{id}/batches/",
+            axum::routing::put(bulk::ingest_upload),
+        )
+        .route(
+            "/services/data/{v}/jobs/ingest/{id}/{kind}",
+            get(bulk::ingest_results),
+        )
+        .route(
+            "/services/data/{v}/jobs/ingest/{id}/{kind}/",
+            get(bulk::ingest_results),
         )
         .route("/services/data/{v}/composite", post(composite))
         .route("/services/data/{v}/composite/", post(composite))
@@ -1350,6 +1493,8 @@ pub fn router(sb: St) -> Router {
         .route("/admin/reset", post(admin_reset))
         .route("/admin/faults", post(admin_faults))
         .route("/admin/clock", post(admin_clock))
+        .route("/admin/expire-sessions", post(admin_expire_sessions))
+        .route("/admin/empty-recycle-bin", post(admin_empty_recycle_bin))
         .merge(api)
         .with_state(sb.clone());
     *sb.router.lock().expect("lock") = Some(router.clone());

@@ -1,0 +1,929 @@
+//! Bulk API 2.0: ingest jobs (`jobs/ingest`: create, one CSV upload, `UploadComplete`, the state
+//! machine to `JobComplete` / `Failed`, successful / failed / unprocessed result CSVs) and query
+//! jobs (`jobs/query`: CSV result pages with `Sforce-Locator` and `maxRecords`).
+//!
+//! Ingest rows are applied one by one with the same validation as the REST API; a row's error
+//! never stops the others (Bulk API semantics: no allOrNone). An empty cell leaves the field as
+//! it is, `#N/A` sets it to null, and a `Relationship.ExternalId__c` column resolves a lookup by
+//! the parent's external id, as in Salesforce.
+
+use super::org::{Org, QueryResult, SfError, Upserted};
+use super::server::{err, version_ok, St};
+use super::soql;
+use crate::model::Timestamp;
+use axum::body::Bytes;
+use axum::extract::{Path, Query as Q, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Map, Value as J};
+use std::collections::HashMap;
+
+/// The bulk jobs of a sandbox.
+#[derive(Default)]
+pub struct Jobs {
+    query: HashMap<String, QueryJob>,
+    ingest: HashMap<String, IngestJob>,
+    /// Creation order, for the job lists.
+    order: Vec<String>,
+}
+
+/// A query job: the sandbox runs the query when the job is created.
+struct QueryJob {
+    info: J,
+    columns: Vec<String>,
+    rows: Vec<J>,
+}
+
+/// Largest upload accepted (Salesforce: 150 MB of CSV per job).
+pub const MAX_UPLOAD: usize = 150 * 1024 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JobState {
+    Open,
+    UploadComplete,
+    JobComplete,
+    Failed,
+    Aborted,
+}
+
+impl JobState {
+    fn name(self) -> &'static str {
+        match self {
+            JobState::Open => "Open",
+            JobState::UploadComplete => "UploadComplete",
+            JobState::JobComplete => "JobComplete",
+            JobState::Failed => "Failed",
+            JobState::Aborted => "Aborted",
+        }
+    }
+}
+
+/// An ingest job.
+struct IngestJob {
+    id: String,
+    object: String,
+    operation: String,
+    external_id: Option<String>,
+    delimiter: u8,
+    crlf: bool,
+    api_version: String,
+    created: String,
+    created_by: String,
+    state: JobState,
+    /// Polls left that still report `InProgress` after processing (clients must poll).
+    in_progress_polls: u8,
+    data: Option<Vec<u8>>,
+    header: Vec<String>,
+    /// (sf__Id, sf__Created, row)
+    ok: Vec<(String, bool, Vec<String>)>,
+    /// (sf__Id, sf__Error, row)
+    failed: Vec<(String, String, Vec<String>)>,
+    unprocessed: Vec<Vec<String>>,
+    error_message: Option<String>,
+    processing_ms: u64,
+}
+
+fn not_found() -> Response {
+    err(SfError::new(
+        404,
+        "NOT_FOUND",
+        "The requested resource does not exist",
+    ))
+}
+
+fn invalid_job(msg: impl Into<String>) -> Response {
+    err(SfError::new(400, "INVALIDJOB", msg))
+}
+
+fn delimiter(name: &str) -> Option<u8> {
+    Some(match name {
+        "COMMA" => b',',
+        "TAB" => b'\t',
+        "SEMICOLON" => b';',
+        "PIPE" => b'|',
+        "CARET" => b'^',
+        "BACKQUOTE" => b'`',
+        _ => return None,
+    })
+}
+
+fn delimiter_name(d: u8) -> &'static str {
+    match d {
+        b'\t' => "TAB",
+        b';' => "SEMICOLON",
+        b'|' => "PIPE",
+        b'^' => "CARET",
+        b'`' => "BACKQUOTE",
+        _ => "COMMA",
+    }
+}
+
+impl IngestJob {
+    fn info(&self) -> J {
+        let mut j = json!({
+            "id": self.id,
+            "operation": self.operation,
+            "object": self.object,
+            "createdById": self.created_by,
+            "createdDate": self.created,
+            "systemModstamp": self.created,
+            "state": self.state.name(),
+            "concurrencyMode": "Parallel",
+            "contentType": "CSV",
+            "apiVersion": self.api_version.parse::<f64>().unwrap_or(62.0),
+            "jobType": "V2Ingest",
+            "contentUrl": format!("services/data/v{}/jobs/ingest/{}/batches", self.api_version, self.id),
+            "lineEnding": if self.crlf { "CRLF" } else { "LF" },
+            "columnDelimiter": delimiter_name(self.delimiter),
+            "numberRecordsProcessed": self.ok.len() + self.failed.len(),
+            "numberRecordsFailed": self.failed.len(),
+            "retries": 0,
+            "totalProcessingTime": self.processing_ms,
+            "apiActiveProcessingTime": self.processing_ms,
+            "apexProcessingTime": 0,
+        });
+        if let Some(e) = &self.external_id {
+            j["externalIdFieldName"] = json!(e);
+        }
+        if let Some(m) = &self.error_message {
+            j["errorMessage"] = json!(m);
+        }
+        j
+    }
+
+    /// Parses the upload and applies every row to the org.
+    fn process(&mut self, org: &mut Org) {
+        let started = std::time::Instant::now();
+        let data = self.data.take().unwrap_or_default();
+        let result = self.apply(org, &data);
+        if let Err(msg) = result {
+            self.state = JobState::Failed;
+            self.error_message = Some(msg);
+        } else {
+            self.state = JobState::JobComplete;
+        }
+        self.in_progress_polls = 1;
+        self.processing_ms = started.elapsed().as_millis() as u64;
+    }
+
+    fn apply(&mut self, org: &mut Org, data: &[u8]) -> Result<(), String> {
+        if !self.crlf && data.windows(2).any(|w| w == b"\r\n") {
+            return Err(
+                "ClientInputError : LineEnding is invalid on user data. Current LineEnding setting is LF"
+                    .into(),
+            );
+        }
+        let mut rdr = csv::ReaderBuilder::new()
+            .delimiter(self.delimiter)
+            .has_headers(true)
+            .flexible(false)
+            .from_reader(data);
+        let header: Vec<String> = rdr
+            .headers()
+            .map_err(|e| format!("InvalidBatch : Failed to parse CSV header: {e}"))?
+            .iter()
+            .map(str::to_string)
+            .collect();
+        if header.is_empty() || header.iter().all(String::is_empty) {
+            return Err("InvalidBatch : Failed to parse CSV header: empty".into());
+        }
+        let mut rows = Vec::new();
+        for (n, r) in rdr.records().enumerate() {
+            match r {
+                Ok(r) => rows.push(r.iter().map(str::to_string).collect::<Vec<_>>()),
+                Err(e) => {
+                    return Err(format!(
+                        "ClientInputError : CSV error at data row {}: {e}",
+                        n + 1
+                    ))
+                }
+            }
+        }
+        self.header = header.clone();
+        // Column checks first: an unknown column fails the whole job, as in Salesforce.
+        let o = org.object(&self.object).map_err(|e| e.message)?.clone();
+        let needs_id = matches!(self.operation.as_str(), "update" | "delete" | "hardDelete");
+        for h in &header {
+            let known = match h.split_once('.') {
+                Some((rel, field)) => o
+                    .relationship(rel)
+                    .and_then(|f| f.reference_to.first())
+                    .and_then(|t| org.object(t).ok())
+                    .is_some_and(|t| t.field(field).is_some()),
+                None => o.field(h).is_some(),
+            };
+            if !known {
+                return Err(format!("InvalidBatch : Field name not found : {h}"));
+            }
+        }
+        if needs_id && !header.iter().any(|h| h.eq_ignore_ascii_case("Id")) {
+            return Err("InvalidBatch : Field name not found : Id".into());
+        }
+        if self.operation == "upsert" {
+            let ext = self.external_id.clone().unwrap_or_default();
+            if !header.iter().any(|h| h.eq_ignore_ascii_case(&ext)) {
+                return Err(format!(
+                    "InvalidBatch : Field name not found : {ext} (the external id column)"
+                ));
+            }
+        }
+        for row in rows {
+            match self.apply_row(org, &o.name, &header, &row) {
+                Ok((id, created)) => self.ok.push((id, created, row)),
+                Err(e) => {
+                    let id = header
+                        .iter()
+                        .position(|h| h.eq_ignore_ascii_case("Id"))
+                        .map(|i| row[i].clone())
+                        .unwrap_or_default();
+                    let msg = format!("{}:{}:{} --", e.code, e.message, e.fields.join(","));
+                    self.failed.push((id, msg, row));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_row(
+        &self,
+        org: &mut Org,
+        object: &str,
+        header: &[String],
+        row: &[String],
+    ) -> Result<(String, bool), SfError> {
+        let o = org.object(object)?.clone();
+        let mut fields = Map::new();
+        let mut id = None;
+        for (h, cell) in header.iter().zip(row) {
+            if h.eq_ignore_ascii_case("Id") {
+                if !cell.is_empty() {
+                    id = Some(cell.clone());
+                }
+                continue;
+            }
+            if cell.is_empty() {
+                continue; // Bulk API: an empty cell leaves the field unchanged
+            }
+            if let Some((rel, ext)) = h.split_once('.') {
+                let f = o.relationship(rel).expect("checked with the header");
+                let target = f.reference_to.first().cloned().unwrap_or_default();
+                let parent = org.find_by(&target, ext, cell)?;
+                fields.insert(f.name.clone(), J::String(parent));
+                continue;
+            }
+            let name = o.field(h).map(|f| f.name.clone()).unwrap_or(h.clone());
+            let v = if cell == "#N/A" {
+                J::Null
+            } else {
+                J::String(cell.clone())
+            };
+            fields.insert(name, v);
+        }
+        let need_id = || {
+            id.clone().ok_or_else(|| {
+                SfError::new(
+                    400,
+                    "MISSING_ARGUMENT",
+                    "Id not specified in an update call",
+                )
+            })
+        };
+        match self.operation.as_str() {
+            "insert" => org.create(object, &fields).map(|i| (i, true)),
+            "update" => {
+                let id = need_id()?;
+                org.update(object, &id, &fields)?;
+                Ok((super::ids::to18(&id).unwrap_or(id), false))
+            }
+            "delete" => {
+                let id = need_id()?;
+                org.delete(object, &id)?;
+                Ok((super::ids::to18(&id).unwrap_or(id), false))
+            }
+            "hardDelete" => {
+                let id = need_id()?;
+                org.hard_delete(object, &id)?;
+                Ok((super::ids::to18(&id).unwrap_or(id), false))
+            }
+            _ => {
+                let ext = self.external_id.clone().unwrap_or_default();
+                if ext.eq_ignore_ascii_case("Id") {
+                    return match id {
+                        Some(id) => {
+                            org.update(object, &id, &fields)?;
+                            Ok((super::ids::to18(&id).unwrap_or(id), false))
+                        }
+                        None => org.create(object, &fields).map(|i| (i, true)),
+                    };
+                }
+                let key = o
+                    .field(&ext)
+                    .and_then(|f| fields.remove(&f.name))
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .ok_or_else(|| {
+                        SfError::new(400, "MISSING_ARGUMENT", format!("{ext} not specified"))
+                    })?;
+                match org.upsert(object, &ext, &key, &fields) {
+                    Ok(Upserted::Created(i)) => Ok((i, true)),
+                    Ok(Upserted::Updated(i)) => Ok((i, false)),
+                    Err(e) if e.status == 300 => {
+                        Err(SfError::new(300, "DUPLICATE_EXTERNAL_ID", e.message))
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+}
+
+fn csv_body(header: Vec<String>, rows: impl Iterator<Item = Vec<String>>) -> Response {
+    let mut w = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::Any(b'\n'))
+        .quote_style(csv::QuoteStyle::Always)
+        .from_writer(Vec::new());
+    let _ = w.write_record(&header);
+    for r in rows {
+        let _ = w.write_record(&r);
+    }
+    let body = w.into_inner().unwrap_or_default();
+    (StatusCode::OK, [("content-type", "text/csv")], body).into_response()
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct IngestBody {
+    object: String,
+    operation: String,
+    #[serde(rename = "externalIdFieldName", default)]
+    external_id: Option<String>,
+    #[serde(rename = "contentType", default)]
+    content_type: Option<String>,
+    #[serde(rename = "lineEnding", default)]
+    line_ending: Option<String>,
+    #[serde(rename = "columnDelimiter", default)]
+    column_delimiter: Option<String>,
+    #[serde(rename = "assignmentRuleId", default)]
+    _assignment_rule_id: Option<String>,
+}
+
+fn next_id(sb: &St, prefix: &str) -> String {
+    let mut n = sb.next_cursor.lock().expect("lock");
+    *n += 1;
+    super::ids::mint(prefix, *n)
+}
+
+pub(super) async fn ingest_create(
+    State(sb): State<St>,
+    Path(v): Path<String>,
+    body: Result<Json<IngestBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let v = match version_ok(&v) {
+        Ok(v) => v.to_string(),
+        Err(e) => return err(e),
+    };
+    sb.count("bulk.ingest.create");
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(e) => return invalid_job(format!("InvalidJob : {}", e.body_text())),
+    };
+    if !matches!(
+        body.operation.as_str(),
+        "insert" | "update" | "upsert" | "delete" | "hardDelete"
+    ) {
+        return invalid_job(format!(
+            "InvalidJob : Invalid operation: {}",
+            body.operation
+        ));
+    }
+    if body.content_type.as_deref().is_some_and(|c| c != "CSV") {
+        return invalid_job("InvalidJob : contentType must be CSV");
+    }
+    let crlf = match body.line_ending.as_deref() {
+        None | Some("LF") => false,
+        Some("CRLF") => true,
+        Some(other) => return invalid_job(format!("InvalidJob : Invalid lineEnding: {other}")),
+    };
+    let Some(delim) = delimiter(body.column_delimiter.as_deref().unwrap_or("COMMA")) else {
+        return invalid_job("InvalidJob : Invalid columnDelimiter");
+    };
+    let (object, user) = {
+        let org = sb.org.lock().expect("lock");
+        match org.object(&body.object) {
+            Ok(o) => {
+                if body.operation == "upsert" {
+                    match body.external_id.as_deref() {
+                        None | Some("") => {
+                            return invalid_job("InvalidJob : External ID was blank for upsert")
+                        }
+                        Some(x) => {
+                            if !o.field(x).is_some_and(|f| f.external_id || f.name == "Id") {
+                                return invalid_job(format!(
+                                    "InvalidJob : Field {x} is not an external id field of {}",
+                                    o.name
+                                ));
+                            }
+                        }
+                    }
+                }
+                (o.name.clone(), org.user_id.clone())
+            }
+            Err(_) => {
+                return invalid_job(format!(
+                    "InvalidJob : Object type {} is not supported",
+                    body.object
+                ))
+            }
+        }
+    };
+    let id = next_id(&sb, "750");
+    let job = IngestJob {
+        id: id.clone(),
+        object,
+        operation: body.operation,
+        external_id: body.external_id.filter(|_| true),
+        delimiter: delim,
+        crlf,
+        api_version: v,
+        created: super::org::sf_datetime(Timestamp::now()),
+        created_by: user,
+        state: JobState::Open,
+        in_progress_polls: 0,
+        data: None,
+        header: Vec::new(),
+        ok: Vec::new(),
+        failed: Vec::new(),
+        unprocessed: Vec::new(),
+        error_message: None,
+        processing_ms: 0,
+    };
+    let info = job.info();
+    let mut jobs = sb.bulk.lock().expect("lock");
+    jobs.ingest.insert(id.clone(), job);
+    jobs.order.push(id);
+    Json(info).into_response()
+}
+
+pub(super) async fn ingest_upload(
+    State(sb): State<St>,
+    Path((v, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    data: Bytes,
+) -> Response {
+    if let Err(e) = version_ok(&v) {
+        return err(e);
+    }
+    sb.count("bulk.ingest.upload");
+    let ct = headers
+        .get("content-type")
+        .and_then(|c| c.to_str().ok())
+        .unwrap_or("");
+    if !ct.starts_with("text/csv") {
+        return err(SfError::new(
+            400,
+            "INVALIDJOB",
+            "InvalidJob : Content-Type must be text/csv",
+        ));
+    }
+    let mut jobs = sb.bulk.lock().expect("lock");
+    let Some(job) = jobs.ingest.get_mut(&id) else {
+        return not_found();
+    };
+    if job.state != JobState::Open {
+        return err(SfError::new(
+            409,
+            "INVALIDJOBSTATE",
+            format!("InvalidJobState : Job {id} is not open for uploads"),
+        ));
+    }
+    if job.data.is_some() {
+        return err(SfError::new(
+            400,
+            "INVALIDJOB",
+            "InvalidJob : Only one data upload is allowed per job",
+        ));
+    }
+    if data.len() > MAX_UPLOAD {
+        return err(SfError::new(
+            400,
+            "INVALIDJOB",
+            "InvalidJob : Upload exceeds 150 MB",
+        ));
+    }
+    job.data = Some(data.to_vec());
+    StatusCode::CREATED.into_response()
+}
+
+#[derive(serde::Deserialize)]
+pub(super) struct StateBody {
+    state: String,
+}
+
+pub(super) async fn ingest_patch(
+    State(sb): State<St>,
+    Path((v, id)): Path<(String, String)>,
+    Json(body): Json<StateBody>,
+) -> Response {
+    if let Err(e) = version_ok(&v) {
+        return err(e);
+    }
+    sb.count("bulk.ingest.state");
+    let mut jobs = sb.bulk.lock().expect("lock");
+    let Some(job) = jobs.ingest.get_mut(&id) else {
+        return not_found();
+    };
+    match (body.state.as_str(), job.state) {
+        ("UploadComplete", JobState::Open) => {
+            if job.data.is_none() {
+                return err(SfError::new(
+                    400,
+                    "INVALIDJOB",
+                    "InvalidJob : No data was uploaded for this job",
+                ));
+            }
+            job.state = JobState::UploadComplete;
+            let reported = job.info();
+            let mut org = sb.org.lock().expect("lock");
+            job.process(&mut org);
+            Json(reported).into_response()
+        }
+        ("Aborted", JobState::Open | JobState::UploadComplete) => {
+            job.state = JobState::Aborted;
+            if let Some(data) = job.data.take() {
+                let mut rdr = csv::ReaderBuilder::new()
+                    .delimiter(job.delimiter)
+                    .from_reader(data.as_slice());
+                job.header = rdr
+                    .headers()
+                    .map(|h| h.iter().map(str::to_string).collect())
+                    .unwrap_or_default();
+                job.unprocessed = rdr
+                    .records()
+                    .filter_map(Result::ok)
+                    .map(|r| r.iter().map(str::to_string).collect())
+                    .collect();
+            }
+            Json(job.info()).into_response()
+        }
+        (wanted, now) => err(SfError::new(
+            400,
+            "INVALIDJOBSTATE",
+            format!(
+                "InvalidJobState : Cannot change the state of a job from {} to {wanted}",
+                now.name()
+            ),
+        )),
+    }
+}
+
+pub(super) async fn ingest_info(
+    State(sb): State<St>,
+    Path((v, id)): Path<(String, String)>,
+) -> Response {
+    if let Err(e) = version_ok(&v) {
+        return err(e);
+    }
+    sb.count("bulk.ingest.info");
+    let mut jobs = sb.bulk.lock().expect("lock");
+    let Some(job) = jobs.ingest.get_mut(&id) else {
+        return not_found();
+    };
+    if job.in_progress_polls > 0 && matches!(job.state, JobState::JobComplete | JobState::Failed) {
+        job.in_progress_polls -= 1;
+        let mut j = job.info();
+        j["state"] = json!("InProgress");
+        return Json(j).into_response();
+    }
+    Json(job.info()).into_response()
+}
+
+pub(super) async fn ingest_delete(
+    State(sb): State<St>,
+    Path((v, id)): Path<(String, String)>,
+) -> Response {
+    if let Err(e) = version_ok(&v) {
+        return err(e);
+    }
+    sb.count("bulk.ingest.delete");
+    let mut jobs = sb.bulk.lock().expect("lock");
+    match jobs.ingest.get(&id).map(|j| j.state) {
+        None => not_found(),
+        Some(JobState::Open) => err(SfError::new(
+            400,
+            "INVALIDJOBSTATE",
+            "InvalidJobState : Only jobs in UploadComplete, JobComplete, Aborted or Failed state can be deleted",
+        )),
+        Some(_) => {
+            jobs.ingest.remove(&id);
+            jobs.order.retain(|j| j != &id);
+            StatusCode::NO_CONTENT.into_response()
+        }
+    }
+}
+
+pub(super) async fn ingest_results(
+    State(sb): State<St>,
+    Path((v, id, kind)): Path<(String, String, String)>,
+) -> Response {
+    if let Err(e) = version_ok(&v) {
+        return err(e);
+    }
+    let kind = kind.trim_end_matches('/').to_string();
+    sb.count(&format!("bulk.ingest.{kind}"));
+    let jobs = sb.bulk.lock().expect("lock");
+    let Some(job) = jobs.ingest.get(&id) else {
+        return not_found();
+    };
+    let finished = matches!(
+        job.state,
+        JobState::JobComplete | JobState::Failed | JobState::Aborted
+    ) && job.in_progress_polls == 0;
+    if kind != "unprocessedrecords" && !finished {
+        return err(SfError::new(
+            400,
+            "INVALIDJOBSTATE",
+            "InvalidJobState : The job is not complete; results are not available yet",
+        ));
+    }
+    let head = |a: &str, b: &str| {
+        let mut h = vec![a.to_string(), b.to_string()];
+        h.extend(job.header.iter().cloned());
+        h
+    };
+    match kind.as_str() {
+        "successfulResults" => csv_body(
+            head("sf__Id", "sf__Created"),
+            job.ok.iter().map(|(id, c, row)| {
+                let mut r = vec![id.clone(), c.to_string()];
+                r.extend(row.iter().cloned());
+                r
+            }),
+        ),
+        "failedResults" => csv_body(
+            head("sf__Id", "sf__Error"),
+            job.failed.iter().map(|(id, e, row)| {
+                let mut r = vec![id.clone(), e.clone()];
+                r.extend(row.iter().cloned());
+                r
+            }),
+        ),
+        "unprocessedrecords" => csv_body(job.header.clone(), job.unprocessed.iter().cloned()),
+        _ => not_found(),
+    }
+}
+
+/// `GET jobs/ingest` and `GET jobs/query`: every job of the kind, oldest first.
+pub(super) async fn ingest_list(State(sb): State<St>, Path(v): Path<String>) -> Response {
+    if let Err(e) = version_ok(&v) {
+        return err(e);
+    }
+    sb.count("bulk.ingest.list");
+    let jobs = sb.bulk.lock().expect("lock");
+    let records: Vec<J> = jobs
+        .order
+        .iter()
+        .filter_map(|id| jobs.ingest.get(id).map(IngestJob::info))
+        .collect();
+    Json(json!({"done": true, "records": records, "nextRecordsUrl": null})).into_response()
+}
+
+pub(super) async fn query_list(State(sb): State<St>, Path(v): Path<String>) -> Response {
+    if let Err(e) = version_ok(&v) {
+        return err(e);
+    }
+    sb.count("bulk.query.list");
+    let jobs = sb.bulk.lock().expect("lock");
+    let records: Vec<J> = jobs
+        .order
+        .iter()
+        .filter_map(|id| jobs.query.get(id).map(|j| j.info.clone()))
+        .collect();
+    Json(json!({"done": true, "records": records, "nextRecordsUrl": null})).into_response()
+}
+
+pub(super) async fn query_delete(
+    State(sb): State<St>,
+    Path((v, id)): Path<(String, String)>,
+) -> Response {
+    if let Err(e) = version_ok(&v) {
+        return err(e);
+    }
+    sb.count("bulk.query.delete");
+    let mut jobs = sb.bulk.lock().expect("lock");
+    if jobs.query.remove(&id).is_none() {
+        return not_found();
+    }
+    jobs.order.retain(|j| j != &id);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+pub(super) async fn query_patch(
+    State(sb): State<St>,
+    Path((v, id)): Path<(String, String)>,
+    Json(body): Json<StateBody>,
+) -> Response {
+    if let Err(e) = version_ok(&v) {
+        return err(e);
+    }
+    sb.count("bulk.query.state");
+    let jobs = sb.bulk.lock().expect("lock");
+    let Some(job) = jobs.query.get(&id) else {
+        return not_found();
+    };
+    // Query jobs run at creation, so they are complete before any abort can arrive.
+    err(SfError::new(
+        400,
+        "INVALIDJOBSTATE",
+        format!(
+            "InvalidJobState : Cannot change the state of a job from {} to {}",
+            job.info["state"].as_str().unwrap_or("JobComplete"),
+            body.state
+        ),
+    ))
+}
+
+#[derive(serde::Deserialize)]
+pub(super) struct BulkQueryBody {
+    operation: String,
+    query: String,
+    #[serde(rename = "contentType", default)]
+    content_type: Option<String>,
+}
+
+/// The value at a field path of a rendered query row (`Account.Name`).
+fn path_value<'a>(row: &'a J, path: &[String]) -> Option<&'a J> {
+    let mut cur = row;
+    for p in path {
+        cur = cur.get(p.as_str())?;
+    }
+    Some(cur)
+}
+
+pub(super) async fn query_create(
+    State(sb): State<St>,
+    Path(v): Path<String>,
+    Json(body): Json<BulkQueryBody>,
+) -> Response {
+    let v = match version_ok(&v) {
+        Ok(v) => v.to_string(),
+        Err(e) => return err(e),
+    };
+    sb.count("bulk.query.create");
+    if !matches!(body.operation.as_str(), "query" | "queryAll")
+        || body.content_type.as_deref().is_some_and(|c| c != "CSV")
+    {
+        return err(SfError::new(
+            400,
+            "INVALIDJOB",
+            "operation must be query or queryAll, contentType CSV",
+        ));
+    }
+    let parsed = match soql::parse(&body.query) {
+        Ok(p) => p,
+        Err(e) => {
+            return err(SfError::new(
+                400,
+                "INVALIDJOB",
+                format!("MALFORMED_QUERY: {}", e.message),
+            ))
+        }
+    };
+    if parsed.is_count() {
+        return err(SfError::new(
+            400,
+            "INVALIDJOB",
+            "COUNT() is not supported by Bulk API query",
+        ));
+    }
+    let rows = match sb
+        .org
+        .lock()
+        .expect("lock")
+        .query(&parsed, body.operation == "queryAll", &v)
+    {
+        Ok(QueryResult::Rows(r)) => r,
+        Ok(QueryResult::Count(_)) => Vec::new(),
+        Err(e) => return err(e),
+    };
+    let columns: Vec<String> = parsed
+        .select
+        .iter()
+        .filter_map(|s| match s {
+            soql::SelectItem::Field(p) => Some(p.join(".")),
+            soql::SelectItem::Count => None,
+        })
+        .collect();
+    let id = {
+        let mut n = sb.next_cursor.lock().expect("lock");
+        *n += 1;
+        super::ids::mint("750", *n)
+    };
+    let info = json!({
+        "id": id, "operation": body.operation, "object": parsed.object, "createdById": sb.org.lock().expect("lock").user_id,
+        "createdDate": super::org::sf_datetime(Timestamp::now()), "state": "JobComplete", "concurrencyMode": "Parallel",
+        "contentType": "CSV", "apiVersion": v.parse::<f64>().unwrap_or(59.0), "lineEnding": "LF", "columnDelimiter": "COMMA",
+        "numberRecordsProcessed": rows.len(), "retries": 0, "totalProcessingTime": 0,
+    });
+    let mut jobs = sb.bulk.lock().expect("lock");
+    jobs.query.insert(
+        id.clone(),
+        QueryJob {
+            info: info.clone(),
+            columns,
+            rows,
+        },
+    );
+    jobs.order.push(id);
+    let mut created = info;
+    created["state"] = json!("UploadComplete");
+    Json(created).into_response()
+}
+
+pub(super) async fn query_info(
+    State(sb): State<St>,
+    Path((v, id)): Path<(String, String)>,
+) -> Response {
+    if let Err(e) = version_ok(&v) {
+        return err(e);
+    }
+    sb.count("bulk.query.info");
+    match sb.bulk.lock().expect("lock").query.get(&id) {
+        Some(j) => Json(j.info.clone()).into_response(),
+        None => err(SfError::new(
+            404,
+            "NOT_FOUND",
+            "The requested resource does not exist",
+        )),
+    }
+}
+
+#[derive(serde::Deserialize)]
+pub(super) struct ResultsParams {
+    locator: Option<String>,
+    #[serde(rename = "maxRecords")]
+    max_records: Option<usize>,
+}
+
+pub(super) async fn query_results(
+    State(sb): State<St>,
+    Path((v, id)): Path<(String, String)>,
+    Q(p): Q<ResultsParams>,
+) -> Response {
+    if let Err(e) = version_ok(&v) {
+        return err(e);
+    }
+    sb.count("bulk.query.results");
+    let jobs = sb.bulk.lock().expect("lock");
+    let Some(job) = jobs.query.get(&id) else {
+        return err(SfError::new(
+            404,
+            "NOT_FOUND",
+            "The requested resource does not exist",
+        ));
+    };
+    let start: usize = match p.locator.as_deref() {
+        None | Some("") => 0,
+        Some(l) => match l.parse() {
+            Ok(n) => n,
+            Err(_) => return err(SfError::new(400, "INVALIDLOCATOR", "invalid locator")),
+        },
+    };
+    let max = p.max_records.unwrap_or(50_000).max(1);
+    let end = (start + max).min(job.rows.len());
+    let mut w = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_writer(Vec::new());
+    let _ = w.write_record(&job.columns);
+    let paths: Vec<Vec<String>> = job
+        .columns
+        .iter()
+        .map(|c| c.split('.').map(str::to_string).collect())
+        .collect();
+    for row in &job.rows[start.min(end)..end] {
+        let cells: Vec<String> = paths
+            .iter()
+            .map(|p| match path_value(row, p) {
+                None | Some(J::Null) => String::new(),
+                Some(J::String(s)) => s.clone(),
+                Some(other) => other.to_string(),
+            })
+            .collect();
+        let _ = w.write_record(&cells);
+    }
+    let body = w.into_inner().unwrap_or_default();
+    let locator = if end < job.rows.len() {
+        end.to_string()
+    } else {
+        "null".into()
+    };
+    (
+        StatusCode::OK,
+        [
+            ("content-type", "text/csv".to_string()),
+            ("sforce-locator", locator),
+            ("sforce-numberofrecords", (end - start.min(end)).to_string()),
+        ],
+        body,
+    )
+        .into_response()
+}
