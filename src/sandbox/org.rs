@@ -276,7 +276,10 @@ impl Org {
                     .scale
                     .unwrap_or(if f.ty == FieldType::Currency { 2 } else { 0 });
                 let rounded = match d {
-                    Value::Decimal(x) => x.round_dp(scale),
+                    Value::Decimal(x) => x.round_dp_with_strategy(
+                        scale,
+                        rust_decimal::RoundingStrategy::MidpointAwayFromZero,
+                    ),
                     Value::Int(i) => rust_decimal::Decimal::from(i),
                     _ => return Err(bad("number")),
                 };

@@ -147,6 +147,14 @@ impl Sandbox {
         Ok(())
     }
 
+    /// Releases what the sandbox holds: the `--data` store (flushed and closed, so another
+    /// sandbox can open it) and the router's reference to the sandbox.
+    pub fn shutdown(&self) {
+        let _ = self.persist();
+        self.store.lock().expect("lock").take();
+        self.router.lock().expect("lock").take();
+    }
+
     /// Writes what changed to the `--data` store, if there is one.
     pub fn persist(&self) -> Result<(), super::persist::PersistError> {
         let store = self.store.lock().expect("lock");
