@@ -8,76 +8,13 @@ use concord::connector::{Connector, WriteOp, WriteResult};
 use concord::core::{DeleteRule, FieldPolicy, Policy};
 use concord::engine::{Engine, SyncJob};
 use concord::model::{EntityId, Fields, InstanceId, NormalizeOptions, SystemId, Value};
-use concord::sandbox::org::Org;
-use concord::sandbox::schema::{build, SchemaFile};
-use concord::sandbox::server::{serve, Faults, Sandbox, Settings};
+use concord::sandbox::server::Faults;
 use concord::store::{MemoryStore, StateStore};
 use serde_json::json;
 use std::sync::Arc;
 
-static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-
-async fn sandbox() -> (Arc<Sandbox>, SalesforceConfig) {
-    let schema: SchemaFile = toml::from_str(
-        "[[objects]]\nname = \"Account\"\n[[objects.fields]]\nname = \"Concord_Id__c\"\ntype = \"string\"\nexternal_id = true\nunique = true\n",
-    )
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let sb = Sandbox::new(
-        Org::new(build(&schema).unwrap()),
-        Settings {
-            token: "tok".into(),
-            daily_limit: 1_000_000,
-            base_url: base.clone(),
-            ..Default::default()
-        },
-    );
-    tokio::spawn(serve(sb.clone(), listener));
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let (u, t) = (format!("SF_TEST_URL_{n}"), format!("SF_TEST_TOKEN_{n}"));
-    unsafe {
-        std::env::set_var(&u, &base);
-        std::env::set_var(&t, "tok");
-    }
-    let mut cfg = SalesforceConfig::new(&u, &t, "Account");
-    cfg.fields = Some(vec![
-        "Name".into(),
-        "Phone".into(),
-        "AnnualRevenue".into(),
-        "Concord_Id__c".into(),
-    ]);
-    cfg.entity_id_field = Some("Concord_Id__c".into());
-    cfg.page_size = 200;
-    (sb, cfg)
-}
-
-async fn read_all(
-    c: &dyn Connector,
-    mut cursor: Option<Vec<u8>>,
-) -> (Vec<concord::connector::Change>, Option<Vec<u8>>) {
-    let mut out = Vec::new();
-    loop {
-        let p = c.read(cursor.as_deref()).await.unwrap();
-        out.extend(p.changes);
-        cursor = p.cursor;
-        if !p.more {
-            return (out, cursor);
-        }
-    }
-}
-
-fn creates(n: usize, sys: &SystemId) -> Vec<WriteOp> {
-    (0..n)
-        .map(|i| WriteOp::Upsert {
-            entity: EntityId::derive(sys, &i.to_string()),
-            key: None,
-            fields: Fields::new()
-                .with("Name", format!("Acct {i:04}"))
-                .with("AnnualRevenue", Value::Int(1000 + i as i64)),
-        })
-        .collect()
-}
+mod sf_common;
+use sf_common::{creates, read_all, sandbox};
 
 #[tokio::test]
 async fn writes_and_reads_at_the_api_call_floor() {

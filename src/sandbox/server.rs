@@ -1300,11 +1300,18 @@ fn replication(
     version_ok(v)?;
     sb.count(if deleted { "getDeleted" } else { "getUpdated" });
     let (start, end) = window(w)?;
-    let list = sb
-        .org
-        .lock()
-        .expect("lock")
-        .changed_between(s, start, end, deleted)?;
+    let org = sb.org.lock().expect("lock");
+    let now = Timestamp::now().millis() + org.clock_offset_ms;
+    if deleted && start.millis() < now - 15 * 86_400_000 {
+        return Err(SfError::new(
+            400,
+            "INVALID_REPLICATION_DATE",
+            "startDate is before the earliest date available: deleted records are kept for 15 days",
+        ));
+    }
+    let list = org.changed_between(s, start, end, deleted)?;
+    // Covered up to the end asked for, but never past this moment.
+    let end = Timestamp(end.millis().min(now));
     Ok((list, start, end))
 }
 
@@ -1315,7 +1322,7 @@ async fn updated(
 ) -> Response {
     match replication(&sb, &v, &s, &w, false) {
         Ok((list, _, end)) => {
-            let latest = list.iter().map(|(_, t)| *t).max().unwrap_or(end);
+            let latest = end;
             Json(json!({
                 "ids": list.iter().map(|(id, _)| id).collect::<Vec<_>>(),
                 "latestDateCovered": super::org::sf_datetime(latest),
@@ -1333,7 +1340,7 @@ async fn deleted(
 ) -> Response {
     match replication(&sb, &v, &s, &w, true) {
         Ok((list, start, end)) => {
-            let latest = list.iter().map(|(_, t)| *t).max().unwrap_or(end);
+            let latest = end;
             let earliest = list.iter().map(|(_, t)| *t).min().unwrap_or(start);
             Json(json!({
                 "deletedRecords": list

@@ -1,6 +1,12 @@
-//! The HTTP client: bearer auth with one re-authentication after a 401, retries with
-//! exponential backoff and jitter on 503, UNABLE_TO_LOCK_ROW and timeouts (honouring
-//! Retry-After), and the daily-limit guard fed by `Sforce-Limit-Info`.
+//! The HTTP client: bearer auth with one re-authentication after a 401 (JWT bearer,
+//! refresh_token or client_credentials, whichever is configured), retries with exponential
+//! backoff and jitter on 503, UNABLE_TO_LOCK_ROW and timeouts (honouring Retry-After), and the
+//! daily-limit guard fed by `Sforce-Limit-Info`.
+//!
+//! A call whose answer is lost (connection dropped, timeout after sending) is retried only when
+//! repeating it cannot duplicate anything: every method but POST, and POSTs that create bulk
+//! jobs. A lost answer to a plain create fails the call with "outcome unknown" instead; creates
+//! by `entity_id_field` are upserts (PATCH) and so are retried safely.
 
 use super::config::SalesforceConfig;
 use crate::connector::ConnectorError;
@@ -12,10 +18,11 @@ use std::time::Duration;
 pub struct Client {
     http: reqwest::Client,
     pub base: String,
+    login: String,
     token: Mutex<String>,
     cfg: SalesforceConfig,
     system: String,
-    /// API calls this client made (every HTTP request, retries included).
+    /// API calls this client made (every HTTP request, retries and token requests included).
     pub calls: AtomicU64,
     jitter: AtomicU64,
 }
@@ -26,8 +33,34 @@ pub struct Resp {
     pub body: J,
 }
 
+/// A response as text, with the Bulk API's `Sforce-Locator`.
+pub struct RawResp {
+    pub status: u16,
+    pub text: String,
+    pub locator: Option<String>,
+}
+
+/// What a request carries.
+pub enum Payload<'a> {
+    None,
+    Json(&'a J),
+    Csv(String),
+}
+
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// A token request's form fields (secrets: never logged).
+type GrantForm = Vec<(&'static str, String)>;
+
+/// Claims of a JWT bearer assertion.
+#[derive(serde::Serialize)]
+struct Claims<'a> {
+    iss: &'a str,
+    sub: &'a str,
+    aud: &'a str,
+    exp: i64,
 }
 
 impl Client {
@@ -44,13 +77,31 @@ impl Client {
                 cfg.instance_url_env
             ))
         })?;
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(120))
-            .build()
-            .map_err(|e| fail(e.to_string()))?;
+        let login = match &cfg.login_url_env {
+            Some(v) => env(v).ok_or_else(|| {
+                fail(format!(
+                    "environment variable {v} is not set (the login URL)"
+                ))
+            })?,
+            None => base.clone(),
+        };
+        let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(120));
+        if let Some(p) = &cfg.ca_cert {
+            let pem =
+                std::fs::read(p).map_err(|e| fail(format!("ca_cert {}: {e}", p.display())))?;
+            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
+                fail(format!(
+                    "ca_cert {}: not a PEM certificate: {e}",
+                    p.display()
+                ))
+            })?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let http = builder.build().map_err(|e| fail(e.to_string()))?;
         let c = Client {
             http,
             base: base.trim_end_matches('/').to_string(),
+            login: login.trim_end_matches('/').to_string(),
             token: Mutex::new(String::new()),
             cfg: cfg.clone(),
             system: system.into(),
@@ -73,29 +124,94 @@ impl Client {
         }
     }
 
-    /// client_credentials against `/services/oauth2/token`.
-    async fn authenticate(&self) -> Result<(), ConnectorError> {
-        let (Some(id), Some(secret)) = (
-            self.cfg.client_id_env.as_deref().and_then(env),
-            self.cfg.client_secret_env.as_deref().and_then(env),
-        ) else {
-            return Err(self.err(
+    /// The grant to use: JWT bearer, else refresh_token, else client_credentials. The form
+    /// holds secrets: it is never logged.
+    fn grant_form(&self) -> Result<(&'static str, GrantForm), ConnectorError> {
+        let var = |name: &Option<String>| name.as_deref().and_then(env);
+        let id = var(&self.cfg.client_id_env);
+        if let Some(key) = var(&self.cfg.jwt_key_env) {
+            let (Some(id), Some(user)) = (id.clone(), var(&self.cfg.username_env)) else {
+                return Err(self.err(
+                    "the JWT bearer grant needs client_id_env and username_env set".into(),
+                    false,
+                ));
+            };
+            let key = jsonwebtoken::EncodingKey::from_rsa_pem(key.as_bytes()).map_err(|_| {
+                self.err(
+                    format!(
+                        "{} does not hold a PEM RSA private key",
+                        self.cfg.jwt_key_env.as_deref().unwrap_or_default()
+                    ),
+                    false,
+                )
+            })?;
+            let claims = Claims {
+                iss: &id,
+                sub: &user,
+                aud: &self.cfg.jwt_audience,
+                exp: chrono::Utc::now().timestamp() + 150,
+            };
+            let assertion = jsonwebtoken::encode(
+                &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+                &claims,
+                &key,
+            )
+            .map_err(|e| self.err(format!("signing the JWT assertion: {e}"), false))?;
+            return Ok((
+                "JWT bearer",
+                vec![
+                    (
+                        "grant_type",
+                        "urn:ietf:params:oauth:grant-type:jwt-bearer".into(),
+                    ),
+                    ("assertion", assertion),
+                ],
+            ));
+        }
+        if let Some(refresh) = var(&self.cfg.refresh_token_env) {
+            let Some(id) = id else {
+                return Err(self.err(
+                    "the refresh_token grant needs client_id_env set".into(),
+                    false,
+                ));
+            };
+            let mut form = vec![
+                ("grant_type", "refresh_token".to_string()),
+                ("client_id", id),
+                ("refresh_token", refresh),
+            ];
+            if let Some(secret) = var(&self.cfg.client_secret_env) {
+                form.push(("client_secret", secret));
+            }
+            return Ok(("refresh_token", form));
+        }
+        match (id, var(&self.cfg.client_secret_env)) {
+            (Some(id), Some(secret)) => Ok((
+                "client_credentials",
+                vec![
+                    ("grant_type", "client_credentials".into()),
+                    ("client_id", id),
+                    ("client_secret", secret),
+                ],
+            )),
+            _ => Err(self.err(
                 "no access token and no client credentials configured".into(),
                 false,
-            ));
-        };
+            )),
+        }
+    }
+
+    /// Gets a new access token from `/services/oauth2/token`.
+    async fn authenticate(&self) -> Result<(), ConnectorError> {
+        let (grant, form) = self.grant_form()?;
         self.calls.fetch_add(1, Ordering::Relaxed);
         let r = self
             .http
-            .post(format!("{}/services/oauth2/token", self.base))
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", &id),
-                ("client_secret", &secret),
-            ])
+            .post(format!("{}/services/oauth2/token", self.login))
+            .form(&form)
             .send()
             .await
-            .map_err(|e| self.err(format!("cannot reach {}: {e}", self.base), true))?;
+            .map_err(|e| self.err(format!("cannot reach {}: {e}", self.login), true))?;
         let status = r.status().as_u16();
         let body: J = r.json().await.unwrap_or(J::Null);
         match body.get("access_token").and_then(J::as_str) {
@@ -105,7 +221,8 @@ impl Client {
             }
             _ => Err(self.err(
                 format!(
-                    "authentication failed ({status}): {}",
+                    "authentication ({grant}) failed ({status}): {}: {}",
+                    body.get("error").and_then(J::as_str).unwrap_or("error"),
                     body.get("error_description")
                         .and_then(J::as_str)
                         .unwrap_or("no token in the response")
@@ -126,7 +243,7 @@ impl Client {
         Duration::from_millis(base / 2 + (x >> 40) % base.max(1))
     }
 
-    /// One API call with the retry, re-authentication and limit rules. `path` starts with `/`.
+    /// One API call with a JSON answer. `path` starts with `/` (or is a full URL).
     pub async fn call(
         &self,
         method: reqwest::Method,
@@ -134,18 +251,48 @@ impl Client {
         body: Option<&J>,
         batch: Option<usize>,
     ) -> Result<Resp, ConnectorError> {
+        let payload = match body {
+            Some(b) => Payload::Json(b),
+            None => Payload::None,
+        };
+        let r = self.request(method, path, payload, batch).await?;
+        let body = if r.text.is_empty() {
+            J::Null
+        } else {
+            serde_json::from_str(&r.text).unwrap_or(J::String(r.text))
+        };
+        Ok(Resp {
+            status: r.status,
+            body,
+        })
+    }
+
+    /// One API call with the retry, re-authentication and limit rules; the answer as text.
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        payload: Payload<'_>,
+        batch: Option<usize>,
+    ) -> Result<RawResp, ConnectorError> {
         let url = if path.starts_with("http") {
             path.to_string()
         } else {
             format!("{}{path}", self.base)
         };
+        // Repeating the call cannot duplicate anything (see the module documentation).
+        let idempotent = method != reqwest::Method::POST || path.contains("/jobs/");
         let mut reauthed = false;
         let mut attempt = 0;
         loop {
             let token = self.token.lock().expect("lock").clone();
             let mut rb = self.http.request(method.clone(), &url).bearer_auth(token);
-            if let Some(b) = body {
-                rb = rb.json(b);
+            match &payload {
+                Payload::None => {}
+                Payload::Json(b) => rb = rb.json(b),
+                Payload::Csv(t) => {
+                    rb = rb.header("content-type", "text/csv").body(t.clone());
+                }
             }
             if let Some(n) = batch {
                 rb = rb.header(
@@ -154,39 +301,48 @@ impl Client {
                 );
             }
             self.calls.fetch_add(1, Ordering::Relaxed);
-            let sent = rb.send().await;
-            let r = match sent {
-                Ok(r) => r,
-                Err(e) if attempt < self.cfg.max_retries && (e.is_timeout() || e.is_connect()) => {
-                    tokio::time::sleep(self.backoff(attempt, None)).await;
-                    attempt += 1;
-                    continue;
+            // Sent and answered, or the error and whether the request may have been processed.
+            let answer = match rb.send().await {
+                Ok(r) => {
+                    let status = r.status().as_u16();
+                    let h = r.headers();
+                    let get = |k: &str| h.get(k).and_then(|v| v.to_str().ok()).map(str::to_string);
+                    let limit = get("sforce-limit-info");
+                    let retry_after = get("retry-after").and_then(|s| s.parse::<u64>().ok());
+                    let locator = get("sforce-locator").filter(|l| l != "null" && !l.is_empty());
+                    match r.text().await {
+                        Ok(text) => Ok((status, limit, retry_after, locator, text)),
+                        Err(e) => Err((e, true)),
+                    }
                 }
-                Err(e) => return Err(self.err(format!("cannot reach {}: {e}", self.base), true)),
+                Err(e) => {
+                    let unsent = e.is_connect();
+                    Err((e, !unsent))
+                }
             };
-            let status = r.status().as_u16();
-            let limit = r
-                .headers()
-                .get("sforce-limit-info")
-                .and_then(|h| h.to_str().ok())
-                .and_then(|s| s.strip_prefix("api-usage="))
-                .and_then(|s| s.split_once('/'))
-                .and_then(|(u, m)| {
-                    Some((u.trim().parse::<u64>().ok()?, m.trim().parse::<u64>().ok()?))
-                });
-            let retry_after = r
-                .headers()
-                .get("retry-after")
-                .and_then(|h| h.to_str().ok())
-                .and_then(|s| s.parse().ok());
-            let text = r.text().await.unwrap_or_default();
-            let body: J = if text.is_empty() {
-                J::Null
-            } else {
-                serde_json::from_str(&text).unwrap_or(J::String(text))
+            let (status, limit, retry_after, locator, text) = match answer {
+                Ok(a) => a,
+                Err((e, maybe_processed)) => {
+                    let safe = !maybe_processed || idempotent;
+                    if safe && attempt < self.cfg.max_retries {
+                        tokio::time::sleep(self.backoff(attempt, None)).await;
+                        attempt += 1;
+                        continue;
+                    }
+                    let what = if maybe_processed && !idempotent {
+                        format!(
+                            "outcome unknown: the answer to {method} {path} was lost ({e}); not retried, as repeating it could duplicate records (set entity_id_field to make creates idempotent upserts)"
+                        )
+                    } else {
+                        format!("cannot reach {}: {e}", self.base)
+                    };
+                    return Err(self.err(what, safe));
+                }
             };
-            let code = body
-                .get(0)
+            let body_err: Option<J> = serde_json::from_str::<J>(&text).ok();
+            let code = body_err
+                .as_ref()
+                .and_then(|b| b.get(0))
                 .and_then(|e| e.get("errorCode"))
                 .and_then(J::as_str)
                 .unwrap_or("")
@@ -203,7 +359,14 @@ impl Client {
                 attempt += 1;
                 continue;
             }
-            if let Some((used, max)) = limit {
+            let usage = limit
+                .as_deref()
+                .and_then(|s| s.strip_prefix("api-usage="))
+                .and_then(|s| s.split_once('/'))
+                .and_then(|(u, m)| {
+                    Some((u.trim().parse::<u64>().ok()?, m.trim().parse::<u64>().ok()?))
+                });
+            if let Some((used, max)) = usage {
                 if max > 0 && used as f64 >= self.cfg.max_limit_share * max as f64 {
                     return Err(self.err(
                         format!(
@@ -215,8 +378,9 @@ impl Client {
                 }
             }
             if status >= 400 && !(status == 400 && path.contains("/composite/sobjects")) {
-                let msg = body
-                    .get(0)
+                let msg = body_err
+                    .as_ref()
+                    .and_then(|b| b.get(0))
                     .and_then(|e| e.get("message"))
                     .and_then(J::as_str)
                     .unwrap_or("");
@@ -225,7 +389,11 @@ impl Client {
                     retryable || code == "REQUEST_LIMIT_EXCEEDED",
                 ));
             }
-            return Ok(Resp { status, body });
+            return Ok(RawResp {
+                status,
+                text,
+                locator,
+            });
         }
     }
 }

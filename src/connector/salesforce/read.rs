@@ -1,8 +1,12 @@
 //! Reads: a query ordered by (SystemModstamp, Id) paged by `nextRecordsUrl`, starting
 //! `overlap_secs` before the newest SystemModstamp seen — so records sharing a timestamp or
-//! committing late are found, and the engine recognises re-read ones by hash — plus the deletes
-//! since then from queryAll.
+//! committing late are found, and the engine recognises re-read ones by hash. When the first
+//! page reports at least `bulk_read_threshold` records, the rest of the read continues as one
+//! Bulk API 2.0 query job (CSV pages of up to 50 000 records). An incremental read ends with the
+//! deletes since its start: `getDeleted` (which also reports hard-deleted records), or, when
+//! that start is beyond getDeleted's window, `queryAll` for `IsDeleted = true` rows.
 
+use super::client::Payload;
 use super::SalesforceConnector;
 use crate::connector::{Change, ConnectorError, ReadPage};
 use crate::model::{EntityId, Fields, Key, Timestamp, Value};
@@ -18,9 +22,22 @@ struct Cursor {
     newest: Option<i64>,
     /// Inside a read: deletes still to fetch.
     deletes_pending: bool,
+    /// Where the next getDeleted window starts (server time, from its `latestDateCovered`).
+    #[serde(default)]
+    del_since: Option<i64>,
+    /// Inside a read continued by a Bulk API query job: the job, and the next page's locator.
+    #[serde(default)]
+    bulk_job: Option<String>,
+    #[serde(default)]
+    bulk_locator: Option<String>,
 }
 
-/// A Salesforce JSON value as a field value, by describe type.
+/// Records per Bulk API query result page.
+const BULK_PAGE: usize = 50_000;
+/// getDeleted answers for no more than this far back.
+const GET_DELETED_DAYS: i64 = 15;
+
+/// A Salesforce value (JSON, or CSV text from the Bulk API) as a field value, by describe type.
 pub fn to_value(ty: &str, v: &J) -> Option<Value> {
     match v {
         J::Null => None,
@@ -32,7 +49,11 @@ pub fn to_value(ty: &str, v: &J) -> Option<Value> {
         J::String(s) => match ty {
             "date" => Value::date_str(s).ok(),
             "datetime" => Value::datetime_str(s).ok(),
-            "double" | "currency" | "percent" | "int" => Value::decimal_str(s).ok(),
+            "int" => match s.parse::<i64>() {
+                Ok(i) => Some(Value::Int(i)),
+                Err(_) => Value::decimal_str(s).ok(),
+            },
+            "double" | "currency" | "percent" => Value::decimal_str(s).ok(),
             "boolean" => Some(Value::Bool(s.eq_ignore_ascii_case("true"))),
             _ => Some(Value::text(s.as_str())),
         },
@@ -48,6 +69,103 @@ fn soql_datetime(ms: i64) -> String {
     t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
+fn stamp_of(rec: &J) -> Option<Timestamp> {
+    rec.get("SystemModstamp")
+        .and_then(J::as_str)
+        .and_then(|s| Timestamp::parse(s).ok())
+}
+
+/// One record (a query row, or a Bulk CSV row as JSON text) as a change.
+fn change_of(c: &SalesforceConnector, rec: &J) -> Option<Change> {
+    let id = rec.get("Id").and_then(J::as_str)?;
+    let mut fields = Fields::new();
+    let mut hint = None;
+    for f in &c.fields {
+        if let Some(v) = rec.get(&f.name).and_then(|v| to_value(&f.ty, v)) {
+            if Some(&f.name) == c.cfg.entity_id_field.as_ref() {
+                if let Value::Text(h) = &v {
+                    hint = EntityId::from_hex(h);
+                }
+                continue;
+            }
+            fields.set(f.name.as_str(), v);
+        }
+    }
+    Some(Change {
+        key: Key::new(id),
+        entity_hint: hint,
+        fields: Some(fields),
+        modstamp: stamp_of(rec),
+    })
+}
+
+fn encode(c: &Cursor) -> Option<Vec<u8>> {
+    Some(serde_json::to_vec(c).expect("cursor"))
+}
+
+/// The page that ends the record part of a read: a full read is complete (deletes are what is
+/// missing); an incremental one goes on with its deletes.
+fn end_of_records(
+    c: &SalesforceConnector,
+    cur: &Cursor,
+    newest: Option<i64>,
+    changes: Vec<Change>,
+) -> ReadPage {
+    if cur.since.is_none() {
+        let next = Cursor {
+            since: newest.map(|n| n - c.cfg.overlap_secs as i64 * 1000),
+            del_since: newest.map(|n| n - c.cfg.overlap_secs as i64 * 1000),
+            ..Cursor::default()
+        };
+        return ReadPage {
+            changes,
+            cursor: encode(&next),
+            more: false,
+            complete: true,
+        };
+    }
+    ReadPage {
+        changes,
+        cursor: encode(&Cursor {
+            since: cur.since,
+            newest,
+            deletes_pending: true,
+            del_since: cur.del_since,
+            ..Cursor::default()
+        }),
+        more: true,
+        complete: false,
+    }
+}
+
+/// The record query of a read (`after`: continue strictly after this stamp's second).
+fn record_query(
+    c: &SalesforceConnector,
+    since: Option<i64>,
+    after: Option<i64>,
+    ordered: bool,
+) -> String {
+    let mut names: Vec<&str> = c.fields.iter().map(|f| f.name.as_str()).collect();
+    names.extend(["Id", "SystemModstamp"]);
+    names.dedup();
+    let mut q = format!("SELECT {} FROM {}", names.join(", "), c.cfg.object);
+    let mut conds = Vec::new();
+    if let Some(s) = since {
+        conds.push(format!("SystemModstamp >= {}", soql_datetime(s)));
+    }
+    if let Some(a) = after {
+        conds.push(format!("SystemModstamp >= {}", soql_datetime(a)));
+    }
+    if !conds.is_empty() {
+        q.push_str(" WHERE ");
+        q.push_str(&conds.join(" AND "));
+    }
+    if ordered {
+        q.push_str(" ORDER BY SystemModstamp, Id");
+    }
+    q
+}
+
 pub(super) async fn page(
     c: &SalesforceConnector,
     cursor: Option<&[u8]>,
@@ -56,19 +174,258 @@ pub(super) async fn page(
         Some(b) => serde_json::from_slice(b).map_err(|_| c.client_error("corrupt read cursor"))?,
         None => Cursor::default(),
     };
-    let v = &c.cfg.api_version;
-    let mut names: Vec<&str> = c.fields.iter().map(|f| f.name.as_str()).collect();
-    names.extend(["Id", "SystemModstamp"]);
-    names.dedup();
     if cur.deletes_pending {
-        // Deletes since `since`, from the recycle bin (queryAll).
-        let since = cur.since.unwrap_or(0);
+        return deletes(c, cur).await;
+    }
+    if cur.bulk_job.is_some() {
+        return bulk_page(c, cur).await;
+    }
+    let v = &c.cfg.api_version;
+    let first = cur.next.is_none();
+    let url = match &cur.next {
+        Some(n) => n.clone(),
+        None => format!(
+            "/services/data/v{v}/query?q={}",
+            urlencode(&record_query(c, cur.since, None, true))
+        ),
+    };
+    let r = c
+        .client
+        .call(reqwest::Method::GET, &url, None, Some(c.cfg.page_size))
+        .await?;
+    let mut newest = cur.newest;
+    let mut changes = Vec::new();
+    for rec in r
+        .body
+        .get("records")
+        .and_then(J::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(t) = stamp_of(rec) {
+            newest = Some(newest.map_or(t.millis(), |n: i64| n.max(t.millis())));
+        }
+        changes.extend(change_of(c, rec));
+    }
+    let full = cur.since.is_none();
+    let total = r.body.get("totalSize").and_then(J::as_u64).unwrap_or(0) as usize;
+    match r.body.get("nextRecordsUrl").and_then(J::as_str) {
+        Some(_) if first && total >= c.cfg.bulk_read_threshold => {
+            // A large set: the rest through one Bulk API query job (records of the last
+            // second seen are read again; the engine knows them by hash).
+            let q = record_query(c, cur.since, newest, false);
+            let job = c
+                .client
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/services/data/v{v}/jobs/query"),
+                    Some(&serde_json::json!({"operation": "query", "query": q, "contentType": "CSV"})),
+                    None,
+                )
+                .await?;
+            let id = job
+                .body
+                .get("id")
+                .and_then(J::as_str)
+                .ok_or_else(|| c.client_error("Bulk API query job created without an id"))?;
+            wait_for_job(c, "query", id).await?;
+            Ok(ReadPage {
+                changes,
+                cursor: encode(&Cursor {
+                    since: cur.since,
+                    newest,
+                    del_since: cur.del_since,
+                    bulk_job: Some(id.to_string()),
+                    ..Cursor::default()
+                }),
+                more: true,
+                complete: full,
+            })
+        }
+        Some(n) => Ok(ReadPage {
+            changes,
+            cursor: encode(&Cursor {
+                since: cur.since,
+                next: Some(n.to_string()),
+                newest,
+                del_since: cur.del_since,
+                ..Cursor::default()
+            }),
+            more: true,
+            complete: full,
+        }),
+        None => Ok(end_of_records(c, &cur, newest, changes)),
+    }
+}
+
+/// Polls a bulk job until it has finished; an error when it failed, was aborted or timed out.
+pub(super) async fn wait_for_job(
+    c: &SalesforceConnector,
+    kind: &str,
+    id: &str,
+) -> Result<J, ConnectorError> {
+    let v = &c.cfg.api_version;
+    let started = std::time::Instant::now();
+    let mut wait = std::time::Duration::from_millis(50);
+    loop {
+        let info = c
+            .client
+            .call(
+                reqwest::Method::GET,
+                &format!("/services/data/v{v}/jobs/{kind}/{id}"),
+                None,
+                None,
+            )
+            .await?;
+        match info.body.get("state").and_then(J::as_str).unwrap_or("") {
+            "JobComplete" => return Ok(info.body),
+            "Failed" | "Aborted" => {
+                return Err(c.client_error(&format!(
+                    "Bulk API {kind} job {id} {}: {}",
+                    info.body["state"].as_str().unwrap_or("failed"),
+                    info.body
+                        .get("errorMessage")
+                        .and_then(J::as_str)
+                        .unwrap_or("no error message")
+                )))
+            }
+            _ => {}
+        }
+        if started.elapsed().as_secs() >= c.cfg.bulk_timeout_secs {
+            return Err(ConnectorError {
+                retryable: true,
+                ..c.client_error(&format!(
+                    "Bulk API {kind} job {id} not finished after {} s",
+                    c.cfg.bulk_timeout_secs
+                ))
+            });
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(std::time::Duration::from_secs(5));
+    }
+}
+
+/// CSV text (header row first) as JSON objects of text cells; empty cells are null.
+pub(super) fn csv_rows(text: &str) -> Result<Vec<serde_json::Map<String, J>>, String> {
+    let mut rdr = csv::ReaderBuilder::new().from_reader(text.as_bytes());
+    let header: Vec<String> = rdr
+        .headers()
+        .map_err(|e| e.to_string())?
+        .iter()
+        .map(str::to_string)
+        .collect();
+    let mut out = Vec::new();
+    for r in rdr.records() {
+        let r = r.map_err(|e| e.to_string())?;
+        let mut m = serde_json::Map::new();
+        for (h, cell) in header.iter().zip(r.iter()) {
+            m.insert(
+                h.clone(),
+                if cell.is_empty() {
+                    J::Null
+                } else {
+                    J::String(cell.to_string())
+                },
+            );
+        }
+        out.push(m);
+    }
+    Ok(out)
+}
+
+async fn bulk_page(c: &SalesforceConnector, cur: Cursor) -> Result<ReadPage, ConnectorError> {
+    let v = &c.cfg.api_version;
+    let id = cur.bulk_job.clone().unwrap_or_default();
+    let mut url = format!("/services/data/v{v}/jobs/query/{id}/results?maxRecords={BULK_PAGE}");
+    if let Some(l) = &cur.bulk_locator {
+        url.push_str(&format!("&locator={}", urlencode(l)));
+    }
+    let r = c
+        .client
+        .request(reqwest::Method::GET, &url, Payload::None, None)
+        .await?;
+    let rows = csv_rows(&r.text)
+        .map_err(|e| c.client_error(&format!("Bulk API query job {id}: bad CSV page: {e}")))?;
+    let mut newest = cur.newest;
+    let mut changes = Vec::with_capacity(rows.len());
+    for m in rows {
+        let rec = J::Object(m);
+        if let Some(t) = stamp_of(&rec) {
+            newest = Some(newest.map_or(t.millis(), |n: i64| n.max(t.millis())));
+        }
+        changes.extend(change_of(c, &rec));
+    }
+    match r.locator {
+        Some(l) => Ok(ReadPage {
+            changes,
+            cursor: encode(&Cursor {
+                bulk_locator: Some(l),
+                newest,
+                ..cur.clone()
+            }),
+            more: true,
+            complete: cur.since.is_none(),
+        }),
+        None => Ok(end_of_records(c, &cur, newest, changes)),
+    }
+}
+
+/// The deletes since the read's start: getDeleted, or queryAll beyond getDeleted's window.
+async fn deletes(c: &SalesforceConnector, cur: Cursor) -> Result<ReadPage, ConnectorError> {
+    let v = &c.cfg.api_version;
+    let since = match (cur.del_since, cur.since) {
+        (Some(d), Some(s)) => d.min(s),
+        (d, s) => d.or(s).unwrap_or(0),
+    };
+    let now = Timestamp::now().millis();
+    let mut changes = Vec::new();
+    let mut covered = None;
+    if since > now - GET_DELETED_DAYS * 86_400_000 + 3_600_000 {
+        let url = format!(
+            "/services/data/v{v}/sobjects/{}/deleted/?start={}&end={}",
+            c.cfg.object,
+            urlencode(&soql_datetime(since)),
+            urlencode(&soql_datetime(now.max(since + 60_000) + 999))
+        );
+        match c.client.call(reqwest::Method::GET, &url, None, None).await {
+            Ok(r) => {
+                for d in r
+                    .body
+                    .get("deletedRecords")
+                    .and_then(J::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(id) = d.get("id").and_then(J::as_str) {
+                        changes.push(Change {
+                            key: Key::new(id),
+                            entity_hint: None,
+                            fields: None,
+                            modstamp: d
+                                .get("deletedDate")
+                                .and_then(J::as_str)
+                                .and_then(|s| Timestamp::parse(s).ok()),
+                        });
+                    }
+                }
+                covered = r
+                    .body
+                    .get("latestDateCovered")
+                    .and_then(J::as_str)
+                    .and_then(|s| Timestamp::parse(s).ok())
+                    .map(|t| t.millis());
+            }
+            Err(e) if e.message.contains("INVALID_REPLICATION_DATE") => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if covered.is_none() {
+        // Beyond getDeleted's window: what is still in the recycle bin.
         let q = format!(
             "SELECT Id, SystemModstamp FROM {} WHERE IsDeleted = true AND SystemModstamp >= {}",
             c.cfg.object,
             soql_datetime(since)
         );
-        let mut changes = Vec::new();
         let mut url = format!("/services/data/v{v}/queryAll?q={}", urlencode(&q));
         loop {
             let r = c
@@ -87,10 +444,7 @@ pub(super) async fn page(
                         key: Key::new(id),
                         entity_hint: None,
                         fields: None,
-                        modstamp: rec
-                            .get("SystemModstamp")
-                            .and_then(J::as_str)
-                            .and_then(|s| Timestamp::parse(s).ok()),
+                        modstamp: stamp_of(rec),
                     });
                 }
             }
@@ -99,118 +453,24 @@ pub(super) async fn page(
                 None => break,
             }
         }
-        let next = Cursor {
-            since: cur
-                .newest
-                .map(|n| n - c.cfg.overlap_secs as i64 * 1000)
-                .or(cur.since),
-            ..Cursor::default()
-        };
-        return Ok(ReadPage {
-            changes,
-            cursor: Some(serde_json::to_vec(&next).expect("cursor")),
-            more: false,
-            complete: false,
-        });
+        covered = changes
+            .iter()
+            .filter_map(|ch| ch.modstamp.map(|t| t.millis()))
+            .max()
+            .or(cur.newest);
     }
-    let url = match &cur.next {
-        Some(n) => n.clone(),
-        None => {
-            let mut q = format!("SELECT {} FROM {}", names.join(", "), c.cfg.object);
-            if let Some(s) = cur.since {
-                q.push_str(&format!(" WHERE SystemModstamp >= {}", soql_datetime(s)));
-            }
-            q.push_str(" ORDER BY SystemModstamp, Id");
-            format!("/services/data/v{v}/query?q={}", urlencode(&q))
-        }
+    let overlap = c.cfg.overlap_secs as i64 * 1000;
+    let next = Cursor {
+        since: cur.newest.map(|n| n - overlap).or(cur.since),
+        del_since: covered.map(|t| t - overlap).or(Some(since)),
+        ..Cursor::default()
     };
-    let r = c
-        .client
-        .call(reqwest::Method::GET, &url, None, Some(c.cfg.page_size))
-        .await?;
-    let mut newest = cur.newest;
-    let mut changes = Vec::new();
-    for rec in r
-        .body
-        .get("records")
-        .and_then(J::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let Some(id) = rec.get("Id").and_then(J::as_str) else {
-            continue;
-        };
-        let stamp = rec
-            .get("SystemModstamp")
-            .and_then(J::as_str)
-            .and_then(|s| Timestamp::parse(s).ok());
-        if let Some(t) = stamp {
-            newest = Some(newest.map_or(t.millis(), |n: i64| n.max(t.millis())));
-        }
-        let mut fields = Fields::new();
-        let mut hint = None;
-        for f in &c.fields {
-            if let Some(v) = rec.get(&f.name).and_then(|v| to_value(&f.ty, v)) {
-                if Some(&f.name) == c.cfg.entity_id_field.as_ref() {
-                    if let Value::Text(h) = &v {
-                        hint = EntityId::from_hex(h);
-                    }
-                    continue;
-                }
-                fields.set(f.name.as_str(), v);
-            }
-        }
-        changes.push(Change {
-            key: Key::new(id),
-            entity_hint: hint,
-            fields: Some(fields),
-            modstamp: stamp,
-        });
-    }
-    let full = cur.since.is_none();
-    match r.body.get("nextRecordsUrl").and_then(J::as_str) {
-        Some(n) => Ok(ReadPage {
-            changes,
-            cursor: Some(
-                serde_json::to_vec(&Cursor {
-                    since: cur.since,
-                    next: Some(n.to_string()),
-                    newest,
-                    deletes_pending: false,
-                })
-                .expect("cursor"),
-            ),
-            more: true,
-            complete: full,
-        }),
-        None if full => {
-            // A full read lists everything: deletes are what is missing. Next time: incremental.
-            let next = Cursor {
-                since: newest.map(|n| n - c.cfg.overlap_secs as i64 * 1000),
-                ..Cursor::default()
-            };
-            Ok(ReadPage {
-                changes,
-                cursor: Some(serde_json::to_vec(&next).expect("cursor")),
-                more: false,
-                complete: true,
-            })
-        }
-        None => Ok(ReadPage {
-            changes,
-            cursor: Some(
-                serde_json::to_vec(&Cursor {
-                    since: cur.since,
-                    next: None,
-                    newest,
-                    deletes_pending: true,
-                })
-                .expect("cursor"),
-            ),
-            more: true,
-            complete: false,
-        }),
-    }
+    Ok(ReadPage {
+        changes,
+        cursor: encode(&next),
+        more: false,
+        complete: false,
+    })
 }
 
 /// Percent-encodes a query string value.

@@ -1,5 +1,9 @@
 //! Writes through sObject Collections: 200 records a call, allOrNone=false, each record's
 //! result mapped back to it. With `entity_id_field`, creates are upserts by concord's entity id.
+//! A group of at least `bulk_threshold` writes of one kind (upserts by entity id, updates,
+//! deletes) goes through one Bulk API 2.0 ingest job instead; its success and failure CSVs are
+//! mapped back to the records by their key column. Plain creates (no `entity_id_field`) always
+//! use collections: bulk results could not be matched to them reliably.
 
 use super::SalesforceConnector;
 use crate::connector::{ConnectorError, WriteErrorKind, WriteOp, WriteResult};
@@ -47,6 +51,223 @@ fn body(c: &SalesforceConnector, f: &Fields, creating: bool) -> Map<String, J> {
     m
 }
 
+/// A value as a Bulk API CSV cell (`#N/A` clears the field).
+fn csv_cell(j: &J) -> String {
+    match j {
+        J::Null => "#N/A".into(),
+        J::String(s) if s.is_empty() => "#N/A".into(),
+        J::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn kind_of(code: &str) -> WriteErrorKind {
+    match code {
+        "ENTITY_IS_DELETED" | "NOT_FOUND" => WriteErrorKind::NotFound,
+        "UNABLE_TO_LOCK_ROW" | "ALL_OR_NONE_OPERATION_ROLLED_BACK" => WriteErrorKind::Retryable,
+        _ => WriteErrorKind::Rejected,
+    }
+}
+
+/// One Bulk API 2.0 ingest job: `rows` are (op index, key cell, other cells) under `header`
+/// (whose first column is the key column). Returns each op's result.
+async fn bulk_job(
+    c: &SalesforceConnector,
+    spec: J,
+    header: Vec<String>,
+    rows: Vec<(usize, String, Vec<String>)>,
+    deleting: bool,
+) -> Result<Vec<(usize, WriteResult)>, ConnectorError> {
+    use super::client::Payload;
+    let v = &c.cfg.api_version;
+    let mut w = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_writer(Vec::new());
+    let io = |e: csv::Error| c.client_error(&format!("building the bulk CSV: {e}"));
+    w.write_record(&header).map_err(io)?;
+    let mut by_key: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for (i, k, cells) in &rows {
+        let mut rec = vec![k.clone()];
+        rec.extend(cells.iter().cloned());
+        w.write_record(&rec).map_err(io)?;
+        by_key.insert(k.clone(), *i);
+    }
+    let data = String::from_utf8(w.into_inner().map_err(|e| c.client_error(&e.to_string()))?)
+        .expect("CSV of UTF-8 cells");
+    let job = c
+        .client
+        .call(
+            reqwest::Method::POST,
+            &format!("/services/data/v{v}/jobs/ingest"),
+            Some(&spec),
+            None,
+        )
+        .await?;
+    let id = job
+        .body
+        .get("id")
+        .and_then(J::as_str)
+        .ok_or_else(|| c.client_error("Bulk API ingest job created without an id"))?
+        .to_string();
+    let base = format!("/services/data/v{v}/jobs/ingest/{id}");
+    match c
+        .client
+        .request(
+            reqwest::Method::PUT,
+            &format!("{base}/batches"),
+            Payload::Csv(data),
+            None,
+        )
+        .await
+    {
+        Ok(_) => {}
+        // A retried upload whose first attempt landed.
+        Err(e) if e.message.contains("Only one data upload") => {}
+        Err(e) => return Err(e),
+    }
+    match c
+        .client
+        .call(
+            reqwest::Method::PATCH,
+            &base,
+            Some(&json!({"state": "UploadComplete"})),
+            None,
+        )
+        .await
+    {
+        Ok(_) => {}
+        // A retried state change whose first attempt landed: the job is past Open.
+        Err(e) if e.message.contains("INVALIDJOBSTATE") => {}
+        Err(e) => return Err(e),
+    }
+    let info = super::read::wait_for_job(c, "ingest", &id).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    let key_col = 2; // sf__Id, sf__Created | sf__Error, then our columns
+    let ok = c
+        .client
+        .request(
+            reqwest::Method::GET,
+            &format!("{base}/successfulResults/"),
+            Payload::None,
+            None,
+        )
+        .await?;
+    let bad_csv = |e: String| c.client_error(&format!("Bulk API job {id}: bad result CSV: {e}"));
+    for r in result_rows(&ok.text).map_err(bad_csv)? {
+        if let Some(i) = r.get(key_col).and_then(|k| by_key.remove(k)) {
+            out.push((
+                i,
+                WriteResult::Ok {
+                    key: Key::new(r[0].as_str()),
+                },
+            ));
+        }
+    }
+    if info
+        .get("numberRecordsFailed")
+        .and_then(J::as_u64)
+        .unwrap_or(0)
+        > 0
+    {
+        let failed = c
+            .client
+            .request(
+                reqwest::Method::GET,
+                &format!("{base}/failedResults/"),
+                Payload::None,
+                None,
+            )
+            .await?;
+        for r in result_rows(&failed.text).map_err(bad_csv)? {
+            let Some(i) = r.get(key_col).and_then(|k| by_key.remove(k)) else {
+                continue;
+            };
+            let code = r[1].split(':').next().unwrap_or("UNKNOWN").to_string();
+            let kind = kind_of(&code);
+            out.push((
+                i,
+                if deleting && kind == WriteErrorKind::NotFound {
+                    // Deleting what is already deleted is done.
+                    WriteResult::Ok {
+                        key: Key::new(r[key_col].as_str()),
+                    }
+                } else {
+                    WriteResult::Err {
+                        kind,
+                        message: r[1].trim_end_matches(" --").to_string(),
+                    }
+                },
+            ));
+        }
+    }
+    // Whatever the job did not process is tried again later.
+    for (_, i) in by_key {
+        out.push((
+            i,
+            WriteResult::Err {
+                kind: WriteErrorKind::Retryable,
+                message: format!("not processed by Bulk API job {id}"),
+            },
+        ));
+    }
+    Ok(out)
+}
+
+fn result_rows(text: &str) -> Result<Vec<Vec<String>>, String> {
+    let mut rdr = csv::ReaderBuilder::new().from_reader(text.as_bytes());
+    let mut out = Vec::new();
+    for r in rdr.records() {
+        out.push(
+            r.map_err(|e| e.to_string())?
+                .iter()
+                .map(str::to_string)
+                .collect(),
+        );
+    }
+    Ok(out)
+}
+
+/// Bulk-writes `group` (op index, JSON body) when it is large enough; returns the results, or
+/// `None` to use collections.
+async fn maybe_bulk(
+    c: &SalesforceConnector,
+    group: &[(usize, J)],
+    operation: &str,
+    key_field: &str,
+) -> Result<Option<Vec<(usize, WriteResult)>>, ConnectorError> {
+    if group.len() < c.cfg.bulk_threshold.max(1) {
+        return Ok(None);
+    }
+    let mut columns: Vec<String> = Vec::new();
+    for (_, b) in group {
+        for k in b.as_object().into_iter().flat_map(|m| m.keys()) {
+            if k != "attributes" && k != key_field && !columns.contains(k) {
+                columns.push(k.clone());
+            }
+        }
+    }
+    let rows = group
+        .iter()
+        .map(|(i, b)| {
+            let key = b.get(key_field).map(csv_cell).unwrap_or_default();
+            let cells = columns
+                .iter()
+                .map(|col| b.get(col).map_or_else(|| "#N/A".to_string(), csv_cell))
+                .collect();
+            (*i, key, cells)
+        })
+        .collect();
+    let mut header = vec![key_field.to_string()];
+    header.extend(columns);
+    let mut spec = json!({"object": c.cfg.object, "operation": operation, "contentType": "CSV", "lineEnding": "LF"});
+    if operation == "upsert" {
+        spec["externalIdFieldName"] = json!(key_field);
+    }
+    bulk_job(c, spec, header, rows, operation == "delete")
+        .await
+        .map(Some)
+}
+
 fn result(r: &J) -> WriteResult {
     if r.get("success").and_then(J::as_bool) == Some(true) {
         return WriteResult::Ok {
@@ -63,12 +284,10 @@ fn result(r: &J) -> WriteResult {
         "{code}: {}",
         e.get("message").and_then(J::as_str).unwrap_or("")
     );
-    let kind = match code {
-        "ENTITY_IS_DELETED" | "NOT_FOUND" => WriteErrorKind::NotFound,
-        "UNABLE_TO_LOCK_ROW" | "ALL_OR_NONE_OPERATION_ROLLED_BACK" => WriteErrorKind::Retryable,
-        _ => WriteErrorKind::Rejected,
-    };
-    WriteResult::Err { kind, message }
+    WriteResult::Err {
+        kind: kind_of(code),
+        message,
+    }
 }
 
 pub(super) async fn apply(
@@ -106,6 +325,32 @@ pub(super) async fn apply(
                 updates.push((i, J::Object(b)));
             }
             WriteOp::Delete { key, .. } => deletes.push((i, key.as_str().to_string())),
+        }
+    }
+    if let Some(ext) = &c.cfg.entity_id_field {
+        if let Some(done) = maybe_bulk(c, &creates, "upsert", ext).await? {
+            for (i, r) in done {
+                out[i] = Some(r);
+            }
+            creates.clear();
+        }
+    }
+    if let Some(done) = maybe_bulk(c, &updates, "update", "Id").await? {
+        for (i, r) in done {
+            out[i] = Some(r);
+        }
+        updates.clear();
+    }
+    if deletes.len() >= c.cfg.bulk_threshold.max(1) {
+        let group: Vec<(usize, J)> = deletes
+            .iter()
+            .map(|(i, id)| (*i, json!({"Id": id})))
+            .collect();
+        if let Some(done) = maybe_bulk(c, &group, "delete", "Id").await? {
+            for (i, r) in done {
+                out[i] = Some(r);
+            }
+            deletes.clear();
         }
     }
     for chunk in creates.chunks(200) {
