@@ -187,10 +187,10 @@ pub async fn launch(opts: &Options, mut settings: Settings) -> Result<Launched, 
         axum_server::tls_rustls::RustlsConfig::from_pem(cert.into_bytes(), key.into_bytes())
             .await
             .map_err(|e| LaunchError::Tls(e.to_string()))?;
-    let app = server::router(sb.clone());
+    let app = tower::util::MapRequest::new(server::router(sb.clone()), server::trim_trailing_slash);
     let server = tokio::spawn(async move {
         axum_server::from_tcp_rustls(listener, config)
-            .serve(app.into_make_service())
+            .serve(tower::make::Shared::new(app))
             .await
     });
     Ok(Launched {

@@ -1082,7 +1082,8 @@ async fn composite(
             Ok(r) => r,
             Err(e) => return err(SfError::new(400, "INVALID_REQUEST", e.to_string())),
         };
-        let resp = match tower::ServiceExt::oneshot(router.clone(), req).await {
+        let resp = match tower::ServiceExt::oneshot(router.clone(), trim_trailing_slash(req)).await
+        {
             Ok(r) => r,
             Err(e) => match e {},
         };
@@ -1420,14 +1421,10 @@ async fn admin_reset(State(sb): State<St>) -> StatusCode {
 pub fn router(sb: St) -> Router {
     let api = Router::new()
         .route("/services/data/{v}/sobjects", get(sobjects))
-        .route("/services/data/{v}/sobjects/", get(sobjects))
         .route("/services/data/{v}/sobjects/{s}", post(create))
         .route("/services/data/{v}/sobjects/{s}/describe", get(describe))
-        .route("/services/data/{v}/sobjects/{s}/describe/", get(describe))
         .route("/services/data/{v}/sobjects/{s}/updated", get(updated))
-        .route("/services/data/{v}/sobjects/{s}/updated/", get(updated))
         .route("/services/data/{v}/sobjects/{s}/deleted", get(deleted))
-        .route("/services/data/{v}/sobjects/{s}/deleted/", get(deleted))
         .route(
             "/services/data/{v}/sobjects/{s}/{id}",
             get(retrieve).patch(update).delete(destroy),
@@ -1465,10 +1462,6 @@ pub fn router(sb: St) -> Router {
             post(bulk::ingest_create).get(bulk::ingest_list),
         )
         .route(
-            "/services/data/{v}/jobs/ingest/",
-            post(bulk::ingest_create).get(bulk::ingest_list),
-        )
-        .route(
             "/services/data/{v}/jobs/ingest/{id}",
             get(bulk::ingest_info)
                 .patch(bulk::ingest_patch)
@@ -1479,30 +1472,17 @@ pub fn router(sb: St) -> Router {
             axum::routing::put(bulk::ingest_upload),
         )
         .route(
-            "/services/data/{v}/jobs/ingest/{id}/batches/",
-            axum::routing::put(bulk::ingest_upload),
-        )
-        .route(
             "/services/data/{v}/jobs/ingest/{id}/{kind}",
             get(bulk::ingest_results),
         )
-        .route(
-            "/services/data/{v}/jobs/ingest/{id}/{kind}/",
-            get(bulk::ingest_results),
-        )
         .route("/services/data/{v}/composite", post(composite))
-        .route("/services/data/{v}/composite/", post(composite))
         .route("/services/data/{v}/query", get(query))
-        .route("/services/data/{v}/query/", get(query))
         .route("/services/data/{v}/query/{locator}", get(query_more))
         .route("/services/data/{v}/queryAll", get(query_all))
-        .route("/services/data/{v}/queryAll/", get(query_all))
         .route("/services/data/{v}/limits", get(limits))
-        .route("/services/data/{v}/limits/", get(limits))
         .route_layer(middleware::from_fn_with_state(sb.clone(), api_guard));
     let router = Router::new()
         .route("/services/data", get(versions))
-        .route("/services/data/", get(versions))
         .route("/services/oauth2/token", post(token))
         .route("/admin/counters", get(admin_counters))
         .route("/admin/reset", post(admin_reset))
@@ -1516,7 +1496,36 @@ pub fn router(sb: St) -> Router {
     router
 }
 
+/// Salesforce answers a resource with or without a trailing slash (`sobjects/Account/`, as
+/// simple-salesforce sends it): the path loses it before routing.
+pub fn trim_trailing_slash<B>(mut req: axum::http::Request<B>) -> axum::http::Request<B> {
+    let path = req.uri().path();
+    if path.len() > 1 && path.ends_with('/') {
+        let trimmed = path.trim_end_matches('/');
+        let pq = match req.uri().query() {
+            Some(q) => format!("{trimmed}?{q}"),
+            None => trimmed.to_string(),
+        };
+        let mut parts = req.uri().clone().into_parts();
+        if let Ok(pq) = pq.parse() {
+            parts.path_and_query = Some(pq);
+            if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+                *req.uri_mut() = uri;
+            }
+        }
+    }
+    req
+}
+
+/// The router behind [`trim_trailing_slash`], ready to serve.
+pub fn app(
+    sb: St,
+) -> axum::routing::IntoMakeService<tower::util::MapRequest<Router, fn(Request) -> Request>> {
+    let f: fn(Request) -> Request = trim_trailing_slash;
+    axum::ServiceExt::<Request>::into_make_service(tower::util::MapRequest::new(router(sb), f))
+}
+
 /// Serves on `listener` until the future is dropped.
 pub async fn serve(sb: St, listener: tokio::net::TcpListener) -> std::io::Result<()> {
-    axum::serve(listener, router(sb)).await
+    axum::serve(listener, app(sb)).await
 }

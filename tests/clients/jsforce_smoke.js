@@ -1,0 +1,155 @@
+// Drives `concord sandbox` with jsforce (unmodified, from npm) over plain HTTP: OAuth2 password
+// login, describe, CRUD, upsert, query paging (query + queryMore and autoFetch), sObject
+// Collections, composite, getUpdated / getDeleted, limits, Bulk API 2.0 ingest and query.
+// Run by tests/standard_clients.rs with SANDBOX_URL, CLIENT_ID, CLIENT_SECRET, USERNAME, PASSWORD.
+'use strict';
+const assert = require('assert');
+const jsforce = require('jsforce');
+
+const env = (k) => {
+  const v = process.env[k];
+  if (!v) throw new Error(`${k} is not set`);
+  return v;
+};
+
+async function main() {
+  const url = env('SANDBOX_URL');
+  const conn = new jsforce.Connection({
+    oauth2: { loginUrl: url, clientId: env('CLIENT_ID'), clientSecret: env('CLIENT_SECRET') },
+    version: '62.0',
+  });
+  const done = [];
+  const step = (name) => { done.push(name); };
+
+  // OAuth2 username-password flow.
+  const info = await conn.login(env('USERNAME'), env('PASSWORD'));
+  assert.ok(conn.accessToken, 'access token');
+  assert.strictEqual(conn.instanceUrl, url);
+  assert.ok(info.id && info.organizationId, 'user info from the identity URL');
+  step('login');
+
+  // Describe.
+  const global = await conn.describeGlobal();
+  assert.ok(global.sobjects.some((o) => o.name === 'Account'));
+  const d = await conn.sobject('Account').describe();
+  assert.ok(d.fields.some((f) => f.name === 'Erp_Id__c' && f.externalId));
+  step('describe');
+
+  // CRUD.
+  const acc = conn.sobject('Account');
+  const created = await acc.create({ Name: 'jsforce Acme', Phone: '555-0100' });
+  assert.ok(created.success && created.id.startsWith('001'), JSON.stringify(created));
+  const got = await acc.retrieve(created.id);
+  assert.strictEqual(got.Name, 'jsforce Acme');
+  const upd = await acc.update({ Id: created.id, Phone: '555-0199' });
+  assert.ok(upd.success);
+  assert.strictEqual((await acc.retrieve(created.id)).Phone, '555-0199');
+  const del = await acc.destroy(created.id);
+  assert.ok(del.success);
+  await assert.rejects(acc.retrieve(created.id), (e) => e.errorCode === 'ENTITY_IS_DELETED' || e.errorCode === 'NOT_FOUND');
+  step('crud');
+
+  // Upsert by external id: created, then updated.
+  const u1 = await acc.upsert({ Name: 'Upserted', Erp_Id__c: 'JS-1' }, 'Erp_Id__c');
+  assert.ok(u1.success && u1.created === true, JSON.stringify(u1));
+  const u2 = await acc.upsert({ Name: 'Upserted again', Erp_Id__c: 'JS-1' }, 'Erp_Id__c');
+  assert.ok(u2.success, JSON.stringify(u2));
+  step('upsert');
+
+  // sObject Collections: arrays of up to 200 records go through composite/sobjects.
+  const many = [];
+  for (let i = 0; i < 450; i++) many.push({ Name: `Coll ${String(i).padStart(3, '0')}` });
+  const res = await acc.create(many, { allOrNone: false, allowRecursive: true });
+  assert.strictEqual(res.length, 450);
+  assert.ok(res.every((r) => r.success), JSON.stringify(res.find((r) => !r.success)));
+  const mixed = await acc.create([{ Name: 'ok' }, { Phone: 'no name' }], { allOrNone: false });
+  assert.strictEqual(mixed[0].success, true);
+  assert.strictEqual(mixed[1].success, false);
+  assert.strictEqual(mixed[1].errors[0].statusCode, 'REQUIRED_FIELD_MISSING');
+  step('collections');
+
+  // Query paging: one page, then queryMore, then autoFetch of everything.
+  const first = await conn.query("SELECT Id, Name FROM Account WHERE Name LIKE 'Coll %' ORDER BY Name", { headers: { 'Sforce-Query-Options': 'batchSize=200' } });
+  assert.strictEqual(first.totalSize, 450);
+  assert.strictEqual(first.done, false);
+  assert.strictEqual(first.records.length, 200);
+  const second = await conn.queryMore(first.nextRecordsUrl);
+  assert.strictEqual(second.records.length, 200);
+  const all = [];
+  await new Promise((resolve, reject) => {
+    conn.query("SELECT Id, Name FROM Account WHERE Name LIKE 'Coll %'")
+      .on('record', (r) => all.push(r))
+      .on('end', resolve)
+      .on('error', reject)
+      .run({ autoFetch: true, maxFetch: 10000 });
+  });
+  assert.strictEqual(all.length, 450);
+  const cnt = await conn.query('SELECT COUNT() FROM Account');
+  assert.ok(cnt.totalSize >= 452);
+  step('query');
+
+  // Composite with references.
+  const comp = await conn.requestPost(`/services/data/v62.0/composite`, {
+    allOrNone: true,
+    compositeRequest: [
+      { method: 'POST', url: '/services/data/v62.0/sobjects/Account', referenceId: 'acct', body: { Name: 'Composite parent' } },
+      { method: 'POST', url: '/services/data/v62.0/sobjects/Contact', referenceId: 'ct', body: { LastName: 'Child', AccountId: '@{acct.id}' } },
+      { method: 'GET', url: '/services/data/v62.0/sobjects/Contact/@{ct.id}?fields=AccountId', referenceId: 'check' },
+    ],
+  });
+  assert.strictEqual(comp.compositeResponse.length, 3);
+  assert.strictEqual(comp.compositeResponse[0].httpStatusCode, 201);
+  assert.strictEqual(comp.compositeResponse[2].body.AccountId, comp.compositeResponse[0].body.id);
+  step('composite');
+
+  // getUpdated / getDeleted.
+  const start = new Date(Date.now() - 3600 * 1000);
+  const end = new Date(Date.now() + 60 * 1000);
+  const updated = await acc.updated(start, end);
+  assert.ok(updated.ids.length >= 450, `updated ids: ${updated.ids.length}`);
+  const deleted = await acc.deleted(start, end);
+  assert.ok(deleted.deletedRecords.some((r) => r.id === created.id), JSON.stringify(deleted));
+  step('replication');
+
+  // Limits.
+  const limits = await conn.limits();
+  assert.ok(limits.DailyApiRequests.Max > 0);
+  step('limits');
+
+  // Bulk API 2.0 ingest and query.
+  conn.bulk2.pollInterval = 100;
+  conn.bulk2.pollTimeout = 30000;
+  const rows = [];
+  for (let i = 0; i < 1200; i++) rows.push({ Name: `Bulk ${i}`, Erp_Id__c: `B-${i}` });
+  rows.push({ Name: '', Erp_Id__c: 'B-bad' }); // no Name: fails
+  const load = await conn.bulk2.loadAndWaitForResults({ object: 'Account', operation: 'insert', input: rows });
+  assert.strictEqual(load.successfulResults.length, 1200);
+  assert.strictEqual(load.failedResults.length, 1);
+  assert.ok(load.successfulResults[0].sf__Id.startsWith('001'));
+  assert.ok(load.failedResults[0].sf__Error.startsWith('REQUIRED_FIELD_MISSING'), load.failedResults[0].sf__Error);
+  const up = await conn.bulk2.loadAndWaitForResults({
+    object: 'Account', operation: 'upsert', externalIdFieldName: 'Erp_Id__c',
+    input: [{ Erp_Id__c: 'B-1', Name: 'Bulk one' }, { Erp_Id__c: 'B-new', Name: 'Bulk new' }],
+  });
+  assert.strictEqual(up.successfulResults.length, 2);
+  const bq = await conn.bulk2.query("SELECT Id, Name, Erp_Id__c FROM Account WHERE Name LIKE 'Bulk %'");
+  const bulkRows = [];
+  await new Promise((resolve, reject) => {
+    bq.on('record', (r) => bulkRows.push(r)).on('end', resolve).on('error', reject);
+  });
+  assert.strictEqual(bulkRows.length, 1201);
+  assert.ok(bulkRows.some((r) => r.Name === 'Bulk one' && r.Erp_Id__c === 'B-1'));
+  step('bulk');
+
+  // Errors in Salesforce's shape reach jsforce's error objects.
+  await assert.rejects(conn.query('SELECT Nope__c FROM Account'), (e) => e.errorCode === 'INVALID_FIELD');
+  await assert.rejects(conn.query('SELEC Id FROM Account'), (e) => e.errorCode === 'MALFORMED_QUERY');
+  step('errors');
+
+  console.log(JSON.stringify({ ok: true, steps: done }));
+}
+
+main().catch((e) => {
+  console.error(e && e.stack ? e.stack : e);
+  process.exit(1);
+});
