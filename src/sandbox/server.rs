@@ -1517,10 +1517,11 @@ pub fn trim_trailing_slash<B>(mut req: axum::http::Request<B>) -> axum::http::Re
     req
 }
 
+/// The router behind [`trim_trailing_slash`].
+pub type App = tower::util::MapRequest<Router, fn(Request) -> Request>;
+
 /// The router behind [`trim_trailing_slash`], ready to serve.
-pub fn app(
-    sb: St,
-) -> axum::routing::IntoMakeService<tower::util::MapRequest<Router, fn(Request) -> Request>> {
+pub fn app(sb: St) -> axum::routing::IntoMakeService<App> {
     let f: fn(Request) -> Request = trim_trailing_slash;
     axum::ServiceExt::<Request>::into_make_service(tower::util::MapRequest::new(router(sb), f))
 }
