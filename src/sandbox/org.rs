@@ -89,6 +89,19 @@ pub struct OrgMeta {
     pub last_stamp: i64,
 }
 
+/// The compound `Name` of people objects (Contact, Lead, User): FirstName and LastName, kept by
+/// the org, read-only for clients.
+fn compound_name(o: &ObjectDef, fields: &mut Map<String, J>) {
+    let computed = o.field("Name").is_some_and(|f| f.system) && o.field("LastName").is_some();
+    if !computed {
+        return;
+    }
+    let part = |k: &str| fields.get(k).and_then(J::as_str).filter(|s| !s.is_empty());
+    let name: Vec<&str> = [part("FirstName"), part("LastName")].into_iter().flatten().collect();
+    let name = name.join(" ");
+    fields.insert("Name".into(), if name.is_empty() { J::Null } else { J::String(name) });
+}
+
 /// Salesforce's datetime format: `2024-05-01T08:00:00.000+0000`.
 pub fn sf_datetime(t: Timestamp) -> String {
     match t.to_chrono() {
@@ -118,6 +131,7 @@ impl Org {
             ("Id", json!(uid)),
             ("Username", json!("admin@sandbox.concord")),
             ("LastName", json!("Admin")),
+            ("Name", json!("Admin")),
             ("Email", json!("admin@sandbox.concord")),
             ("IsActive", json!(true)),
             ("IsDeleted", json!(false)),
@@ -449,6 +463,7 @@ impl Org {
                 _ => J::Null,
             });
         }
+        compound_name(&o, &mut fields);
         fields.insert("Id".into(), json!(id));
         fields.insert("IsDeleted".into(), J::Bool(false));
         for k in ["CreatedDate", "LastModifiedDate", "SystemModstamp"] {
@@ -520,6 +535,7 @@ impl Org {
         for (k, v) in fields {
             rec.fields.insert(k, v);
         }
+        compound_name(&o, &mut rec.fields);
         rec.fields.insert("LastModifiedDate".into(), json!(now));
         rec.fields.insert("SystemModstamp".into(), json!(now));
         rec.fields.insert("LastModifiedById".into(), json!(uid));
@@ -979,6 +995,38 @@ mod tests {
 
     fn m(v: J) -> Map<String, J> {
         v.as_object().unwrap().clone()
+    }
+
+    fn rows(org: &Org, soql: &str) -> Vec<J> {
+        match org.query(&soql::parse(soql).unwrap(), false, "62.0").unwrap() {
+            QueryResult::Rows(r) => r,
+            QueryResult::Count(_) => panic!("rows expected"),
+        }
+    }
+
+    #[test]
+    fn people_have_a_compound_read_only_name() {
+        let mut org = org();
+        let u = rows(&org, "SELECT Name, FirstName, LastName FROM User");
+        assert_eq!(u[0]["Name"], "Admin");
+        let id = org
+            .create("Contact", &m(json!({"FirstName": "Ada", "LastName": "Lovelace"})))
+            .unwrap();
+        org.create("Lead", &m(json!({"LastName": "Solo", "Company": "X"})))
+            .unwrap();
+        let c = rows(&org, "SELECT Name FROM Contact WHERE Name = 'Ada Lovelace'");
+        assert_eq!(c.len(), 1, "Name is queryable and filterable");
+        org.update("Contact", &id, &m(json!({"FirstName": null, "LastName": "Byron"})))
+            .unwrap();
+        assert_eq!(org.get("Contact", &id).unwrap().fields["Name"], "Byron");
+        assert_eq!(rows(&org, "SELECT Name FROM Lead")[0]["Name"], "Solo");
+        let e = org
+            .update("Contact", &id, &m(json!({"Name": "Someone"})))
+            .unwrap_err();
+        assert_eq!(e.code, "INVALID_FIELD_FOR_INSERT_UPDATE");
+        let d = crate::sandbox::schema::describe(org.object("Contact").unwrap(), "62.0");
+        let name = d["fields"].as_array().unwrap().iter().find(|f| f["name"] == "Name").unwrap();
+        assert_eq!((name["createable"].as_bool(), name["updateable"].as_bool(), name["nameField"].as_bool()), (Some(false), Some(false), Some(true)));
     }
 
     #[test]

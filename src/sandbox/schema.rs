@@ -310,6 +310,8 @@ pub fn standard_objects() -> Vec<ObjectDef> {
     let mut contact = vec![
         FieldDef::new("FirstName", String),
         FieldDef::new("LastName", String).required(),
+        // Compound, read-only: FirstName and LastName (as Salesforce computes it).
+        FieldDef::new("Name", String).system(),
         FieldDef::new("Salutation", Picklist),
         FieldDef::new("Title", String),
         FieldDef::new("Email", Email),
@@ -344,6 +346,8 @@ pub fn standard_objects() -> Vec<ObjectDef> {
     let mut lead = vec![
         FieldDef::new("FirstName", String),
         FieldDef::new("LastName", String).required(),
+        // Compound, read-only: FirstName and LastName (as Salesforce computes it).
+        FieldDef::new("Name", String).system(),
         FieldDef::new("Company", String).required(),
         FieldDef::new("Title", String),
         FieldDef::new("Email", Email),
@@ -377,6 +381,8 @@ pub fn standard_objects() -> Vec<ObjectDef> {
         FieldDef::new("Username", String).required(),
         FieldDef::new("FirstName", String),
         FieldDef::new("LastName", String).required(),
+        // Compound, read-only: FirstName and LastName (as Salesforce computes it).
+        FieldDef::new("Name", String).system(),
         FieldDef::new("Email", Email).required(),
         FieldDef::new("Alias", String),
         FieldDef::new("IsActive", Boolean),
