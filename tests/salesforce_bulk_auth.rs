@@ -137,6 +137,11 @@ async fn large_reads_continue_as_a_bulk_query_with_identical_values() {
     let calls = bulk.calls() - before;
     assert_eq!(hashes(&a).len(), 2500);
     assert_eq!(
+        b.len(),
+        2500,
+        "no record reported twice across the REST page and the job"
+    );
+    assert_eq!(
         hashes(&a),
         hashes(&b),
         "REST and Bulk give the same values, byte for byte"

@@ -97,9 +97,19 @@ fn compound_name(o: &ObjectDef, fields: &mut Map<String, J>) {
         return;
     }
     let part = |k: &str| fields.get(k).and_then(J::as_str).filter(|s| !s.is_empty());
-    let name: Vec<&str> = [part("FirstName"), part("LastName")].into_iter().flatten().collect();
+    let name: Vec<&str> = [part("FirstName"), part("LastName")]
+        .into_iter()
+        .flatten()
+        .collect();
     let name = name.join(" ");
-    fields.insert("Name".into(), if name.is_empty() { J::Null } else { J::String(name) });
+    fields.insert(
+        "Name".into(),
+        if name.is_empty() {
+            J::Null
+        } else {
+            J::String(name)
+        },
+    );
 }
 
 /// Salesforce's datetime format: `2024-05-01T08:00:00.000+0000`.
@@ -998,7 +1008,10 @@ mod tests {
     }
 
     fn rows(org: &Org, soql: &str) -> Vec<J> {
-        match org.query(&soql::parse(soql).unwrap(), false, "62.0").unwrap() {
+        match org
+            .query(&soql::parse(soql).unwrap(), false, "62.0")
+            .unwrap()
+        {
             QueryResult::Rows(r) => r,
             QueryResult::Count(_) => panic!("rows expected"),
         }
@@ -1010,14 +1023,21 @@ mod tests {
         let u = rows(&org, "SELECT Name, FirstName, LastName FROM User");
         assert_eq!(u[0]["Name"], "Admin");
         let id = org
-            .create("Contact", &m(json!({"FirstName": "Ada", "LastName": "Lovelace"})))
+            .create(
+                "Contact",
+                &m(json!({"FirstName": "Ada", "LastName": "Lovelace"})),
+            )
             .unwrap();
         org.create("Lead", &m(json!({"LastName": "Solo", "Company": "X"})))
             .unwrap();
         let c = rows(&org, "SELECT Name FROM Contact WHERE Name = 'Ada Lovelace'");
         assert_eq!(c.len(), 1, "Name is queryable and filterable");
-        org.update("Contact", &id, &m(json!({"FirstName": null, "LastName": "Byron"})))
-            .unwrap();
+        org.update(
+            "Contact",
+            &id,
+            &m(json!({"FirstName": null, "LastName": "Byron"})),
+        )
+        .unwrap();
         assert_eq!(org.get("Contact", &id).unwrap().fields["Name"], "Byron");
         assert_eq!(rows(&org, "SELECT Name FROM Lead")[0]["Name"], "Solo");
         let e = org
@@ -1025,8 +1045,20 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.code, "INVALID_FIELD_FOR_INSERT_UPDATE");
         let d = crate::sandbox::schema::describe(org.object("Contact").unwrap(), "62.0");
-        let name = d["fields"].as_array().unwrap().iter().find(|f| f["name"] == "Name").unwrap();
-        assert_eq!((name["createable"].as_bool(), name["updateable"].as_bool(), name["nameField"].as_bool()), (Some(false), Some(false), Some(true)));
+        let name = d["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == "Name")
+            .unwrap();
+        assert_eq!(
+            (
+                name["createable"].as_bool(),
+                name["updateable"].as_bool(),
+                name["nameField"].as_bool()
+            ),
+            (Some(false), Some(false), Some(true))
+        );
     }
 
     #[test]

@@ -30,6 +30,10 @@ struct Cursor {
     bulk_job: Option<String>,
     #[serde(default)]
     bulk_locator: Option<String>,
+    /// Records of the first page within the second the bulk query starts at: the job returns
+    /// them again and they are skipped (SOQL datetimes have no milliseconds).
+    #[serde(default)]
+    bulk_skip: Vec<String>,
 }
 
 /// Records per Bulk API query result page.
@@ -229,6 +233,12 @@ pub(super) async fn page(
                 .and_then(J::as_str)
                 .ok_or_else(|| c.client_error("Bulk API query job created without an id"))?;
             wait_for_job(c, "query", id).await?;
+            let second = newest.map(|n| n.div_euclid(1000) * 1000);
+            let bulk_skip = changes
+                .iter()
+                .filter(|ch| matches!((ch.modstamp, second), (Some(t), Some(s)) if t.millis() >= s))
+                .map(|ch| ch.key.to_string())
+                .collect();
             Ok(ReadPage {
                 changes,
                 cursor: encode(&Cursor {
@@ -236,6 +246,7 @@ pub(super) async fn page(
                     newest,
                     del_since: cur.del_since,
                     bulk_job: Some(id.to_string()),
+                    bulk_skip,
                     ..Cursor::default()
                 }),
                 more: true,
@@ -348,7 +359,14 @@ async fn bulk_page(c: &SalesforceConnector, cur: Cursor) -> Result<ReadPage, Con
         .map_err(|e| c.client_error(&format!("Bulk API query job {id}: bad CSV page: {e}")))?;
     let mut newest = cur.newest;
     let mut changes = Vec::with_capacity(rows.len());
+    let skip: std::collections::HashSet<&str> = cur.bulk_skip.iter().map(String::as_str).collect();
     for m in rows {
+        if m.get("Id")
+            .and_then(J::as_str)
+            .is_some_and(|id| skip.contains(id))
+        {
+            continue;
+        }
         let rec = J::Object(m);
         if let Some(t) = stamp_of(&rec) {
             newest = Some(newest.map_or(t.millis(), |n: i64| n.max(t.millis())));
