@@ -89,6 +89,12 @@ enum Command {
         /// Latency added to every API call, in milliseconds.
         #[arg(long, default_value_t = 0)]
         fault_latency_ms: u64,
+        /// Share of API calls delayed by --fault-slow-ms more (client timeouts) (0–1).
+        #[arg(long, default_value_t = 0.0)]
+        fault_slow: f64,
+        /// Delay of a slow call, in milliseconds.
+        #[arg(long, default_value_t = 30_000)]
+        fault_slow_ms: u64,
         /// Answer every API call 403 REQUEST_LIMIT_EXCEEDED.
         #[arg(long)]
         fault_limit_exceeded: bool,
@@ -193,6 +199,8 @@ fn main() {
             fault_lock,
             fault_drop,
             fault_latency_ms,
+            fault_slow,
+            fault_slow_ms,
             fault_limit_exceeded,
             fault_seed,
         } => {
@@ -201,6 +209,8 @@ fn main() {
                 rate_lock: fault_lock,
                 rate_drop: fault_drop,
                 latency_ms: fault_latency_ms,
+                rate_slow: fault_slow,
+                slow_ms: fault_slow_ms,
                 limit_exceeded: fault_limit_exceeded,
                 seed: fault_seed,
             };
@@ -251,6 +261,7 @@ async fn sandbox(
         ("--fault-503", opts.faults.rate_503),
         ("--fault-lock", opts.faults.rate_lock),
         ("--fault-drop", opts.faults.rate_drop),
+        ("--fault-slow", opts.faults.rate_slow),
     ] {
         if !(0.0..=1.0).contains(&rate) {
             anyhow::bail!("{name} must be between 0 and 1, got {rate}");

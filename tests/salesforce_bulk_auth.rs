@@ -430,3 +430,85 @@ async fn tls_with_the_sandbox_authority_in_ca_cert() {
         .unwrap();
     assert_eq!(read_all(&c, None).await.0.len(), 2);
 }
+
+#[tokio::test]
+async fn lock_errors_timeouts_retry_after_and_the_limit_guard() {
+    let (sb, mut cfg) = sandbox().await;
+    cfg.request_timeout_secs = 1;
+    let c = SalesforceConnector::connect(sf(), cfg.clone())
+        .await
+        .unwrap();
+    // Half the writes answered UNABLE_TO_LOCK_ROW: retried with backoff, written once each.
+    sb.set_faults(Faults {
+        rate_lock: 0.5,
+        seed: 3,
+        ..Faults::default()
+    });
+    let res = c
+        .write(creates(600, &SystemId::new("erp").unwrap()))
+        .await
+        .unwrap();
+    sb.set_faults(Faults::default());
+    assert!(res.iter().all(|r| matches!(r, WriteResult::Ok { .. })));
+    assert!(sb.counters()["fault.lock"] > 0);
+    assert_eq!(count(&sb, "Account"), 600);
+
+    // A third of the calls take longer than the 1 s timeout: reads are retried and complete.
+    sb.set_faults(Faults {
+        rate_slow: 0.34,
+        slow_ms: 1500,
+        seed: 9,
+        ..Faults::default()
+    });
+    let (all, _) = read_all(&c, None).await;
+    sb.set_faults(Faults::default());
+    assert_eq!(all.len(), 600);
+    assert!(sb.counters()["fault.slow"] > 0, "timeouts happened");
+
+    // Retry-After: a 503 answered with `Retry-After: 1` is retried no sooner than a second later.
+    sb.set_faults(Faults {
+        rate_503: 1.0,
+        ..Faults::default()
+    });
+    let sb2 = sb.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        sb2.set_faults(Faults::default());
+    });
+    let t = std::time::Instant::now();
+    read_all(&c, None).await;
+    assert!(
+        t.elapsed() >= std::time::Duration::from_millis(1000),
+        "waited {:?}",
+        t.elapsed()
+    );
+
+    // REQUEST_LIMIT_EXCEEDED: a clear, retryable-later error, no retry storm.
+    sb.set_faults(Faults {
+        limit_exceeded: true,
+        ..Faults::default()
+    });
+    let before = c.calls();
+    let e = c.read(None).await.err().unwrap();
+    sb.set_faults(Faults::default());
+    assert!(
+        e.message.contains("REQUEST_LIMIT_EXCEEDED") && e.retryable,
+        "{e}"
+    );
+    assert_eq!(c.calls() - before, 1);
+
+    // The guard stops before the configured share of the daily limit is used up.
+    let mut guarded = cfg;
+    guarded.max_limit_share = 0.000_01; // of 1 000 000: stop at 10 calls
+    let g = SalesforceConnector::connect(sf(), guarded)
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        g.message.starts_with("stopping: ")
+            && g.message
+                .contains("of the daily limit of 1000000 API calls used"),
+        "{g}"
+    );
+    assert!(!g.retryable);
+}

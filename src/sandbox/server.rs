@@ -80,6 +80,9 @@ pub struct Faults {
     pub rate_lock: f64,
     /// Added latency per API call, in milliseconds.
     pub latency_ms: u64,
+    /// Share of API calls that are slow: delayed by `slow_ms` more (client timeouts).
+    pub rate_slow: f64,
+    pub slow_ms: u64,
     /// Every API call answers 403 REQUEST_LIMIT_EXCEEDED.
     pub limit_exceeded: bool,
     /// Share of API calls whose connection is dropped after the sandbox has processed them:
@@ -270,6 +273,10 @@ async fn api_guard(State(sb): State<St>, req: Request, next: Next) -> Response {
     let faults = sb.faults.lock().expect("lock").0.clone();
     if faults.latency_ms > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(faults.latency_ms)).await;
+    }
+    if faults.rate_slow > 0.0 && sb.draw() < faults.rate_slow {
+        sb.count("fault.slow");
+        tokio::time::sleep(std::time::Duration::from_millis(faults.slow_ms)).await;
     }
     if faults.limit_exceeded {
         sb.count("fault.limit_exceeded");

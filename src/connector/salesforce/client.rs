@@ -85,7 +85,8 @@ impl Client {
             })?,
             None => base.clone(),
         };
-        let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(120));
+        let mut builder = reqwest::Client::builder()
+            .timeout(Duration::from_secs(cfg.request_timeout_secs.max(1)));
         if let Some(p) = &cfg.ca_cert {
             let pem =
                 std::fs::read(p).map_err(|e| fail(format!("ca_cert {}: {e}", p.display())))?;

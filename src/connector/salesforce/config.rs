@@ -71,6 +71,10 @@ pub struct SalesforceConfig {
     /// job after its first page.
     #[serde(default = "default_bulk")]
     pub bulk_read_threshold: usize,
+    /// Seconds before an unanswered HTTP request counts as timed out (and is retried when that
+    /// is safe).
+    #[serde(default = "default_timeout")]
+    pub request_timeout_secs: u64,
     /// Give up on a bulk job that has not finished after this many seconds.
     #[serde(default = "default_bulk_timeout")]
     pub bulk_timeout_secs: u64,
@@ -93,6 +97,9 @@ fn default_retries() -> u32 {
 }
 fn default_bulk() -> usize {
     10_000
+}
+fn default_timeout() -> u64 {
+    120
 }
 fn default_bulk_timeout() -> u64 {
     1800
@@ -124,6 +131,7 @@ impl SalesforceConfig {
             max_retries: default_retries(),
             bulk_threshold: default_bulk(),
             bulk_read_threshold: default_bulk(),
+            request_timeout_secs: default_timeout(),
             bulk_timeout_secs: default_bulk_timeout(),
         }
     }
