@@ -154,3 +154,163 @@ fn store_verify_and_demo() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("instance"));
 }
+
+/// Starts `concord sandbox` with the given arguments; returns the child and the lines it printed
+/// up to the "listening on" line.
+fn start_sandbox(args: &[&str]) -> (std::process::Child, Vec<String>) {
+    use std::io::BufRead;
+    let mut child = concord()
+        .arg("sandbox")
+        .args(["--port", "0"])
+        .args(args)
+        .env("CONCORD_SANDBOX_CLIENT_SECRET", "cli-secret")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = Vec::new();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    loop {
+        let mut l = String::new();
+        assert!(
+            out.read_line(&mut l).unwrap() > 0,
+            "sandbox exited: {lines:?}"
+        );
+        lines.push(l.trim().to_string());
+        if l.contains("listening on") {
+            return (child, lines);
+        }
+    }
+}
+
+fn base_of(lines: &[String]) -> String {
+    lines
+        .iter()
+        .find_map(|l| l.split("listening on ").nth(1))
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn sandbox_flags_tls_data_faults_and_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("org");
+    let data_s = data.to_str().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // TLS + persistence + a token given; the client secret comes from the environment.
+    let (mut child, lines) = start_sandbox(&["--tls", "--data", data_s, "--token", "T1"]);
+    let base = base_of(&lines);
+    assert!(base.starts_with("https://127.0.0.1:"), "{lines:?}");
+    let ca = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("TLS certificate authority: "))
+        .unwrap()
+        .to_string();
+    assert!(
+        !lines.iter().any(|l| l.contains("cli-secret")),
+        "secrets are never printed"
+    );
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap())
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let r = client
+            .post(format!("{base}/services/data/v62.0/sobjects/Account"))
+            .bearer_auth("T1")
+            .json(&serde_json::json!({"Name": "Persisted"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let bad = client
+            .post(format!("{base}/services/oauth2/token"))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", "concord-sandbox"),
+                ("client_secret", "concord-sandbox-secret"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            bad.status(),
+            400,
+            "the default secret is replaced by the environment's"
+        );
+        let ok = client
+            .post(format!("{base}/services/oauth2/token"))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", "concord-sandbox"),
+                ("client_secret", "cli-secret"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ok.status(), 200);
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Restarted on the same data, plain HTTP, every call answered 503 by the fault flags.
+    let (mut child, lines) = start_sandbox(&[
+        "--data",
+        data_s,
+        "--token",
+        "T2",
+        "--fault-503",
+        "1",
+        "--fault-seed",
+        "3",
+    ]);
+    assert!(
+        lines.iter().any(|l| l.starts_with("restored 2 records")),
+        "{lines:?}"
+    );
+    let base = base_of(&lines);
+    rt.block_on(async {
+        let c = reqwest::Client::new();
+        let r = c
+            .get(format!(
+                "{base}/services/data/v62.0/query?q=SELECT+Name+FROM+Account"
+            ))
+            .bearer_auth("T2")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 503);
+        c.post(format!("{base}/admin/faults"))
+            .json(&serde_json::json!({}))
+            .send()
+            .await
+            .unwrap();
+        let q: serde_json::Value = c
+            .get(format!(
+                "{base}/services/data/v62.0/query?q=SELECT+Name+FROM+Account"
+            ))
+            .bearer_auth("T2")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(q["records"][0]["Name"], "Persisted");
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // A bad fault rate is refused with a clear message and exit code 1.
+    let out = concord()
+        .args(["sandbox", "--port", "0", "--fault-drop", "1.5"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--fault-drop must be between 0 and 1"));
+}

@@ -294,6 +294,18 @@ async fn dropped_connections_happen_after_processing() {
         "the write was applied although its answer was lost"
     );
     assert_eq!(l.sandbox.counters()["fault.drop"], 1);
+    // Added latency delays every call.
+    l.sandbox.set_faults(Faults {
+        latency_ms: 300,
+        ..Faults::default()
+    });
+    let t = std::time::Instant::now();
+    c.get(format!("{api}/limits"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert!(t.elapsed() >= std::time::Duration::from_millis(300));
 }
 
 #[tokio::test]
