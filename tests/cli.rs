@@ -157,6 +157,7 @@ fn store_verify_and_demo() {
 
 /// Starts `concord sandbox` with the given arguments; returns the child and the lines it printed
 /// up to the "listening on" line.
+#[allow(clippy::zombie_processes)] // the child is returned: the caller kills and waits for it
 fn start_sandbox(args: &[&str]) -> (std::process::Child, Vec<String>) {
     use std::io::BufRead;
     let mut child = concord()
