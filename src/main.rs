@@ -435,6 +435,7 @@ async fn demo(dir: Option<PathBuf>) -> Result<()> {
             .with_field("Rating", FieldPolicy::Prefer(erp_id.clone())),
         normalize: NormalizeOptions::default(),
         batch_size: 200,
+        options: Default::default(),
     };
 
     println!("1. first sync: 5 accounts in sf, none in erp");

@@ -26,6 +26,7 @@ fn setup(policy: Policy) -> Setup {
         policy,
         normalize: NormalizeOptions::default(),
         batch_size: 10,
+        options: Default::default(),
     };
     Setup { a, b, job }
 }

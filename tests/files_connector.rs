@@ -217,6 +217,7 @@ async fn through_the_engine_without_echo_and_with_deletes() {
         policy: Policy::new(FieldPolicy::Newest, DeleteRule::DeleteWins),
         normalize: NormalizeOptions::default(),
         batch_size: 100,
+        options: Default::default(),
     };
     let e = Engine::new(
         StateStore::open(Arc::new(MemoryStore::new()), InstanceId::new("n").unwrap()).unwrap(),

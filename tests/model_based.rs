@@ -113,6 +113,7 @@ fn run(
         policy: Policy::new(default, delete_rule),
         normalize: NormalizeOptions::default(),
         batch_size: 3,
+        options: Default::default(),
     };
     let store = Arc::new(FaultStore::new());
     let inst = InstanceId::new("n1").unwrap();

@@ -341,6 +341,7 @@ async fn lost_answers_are_retried_only_where_that_cannot_duplicate() {
         policy: Policy::new(FieldPolicy::Newest, DeleteRule::DeleteWins),
         normalize: NormalizeOptions::default(),
         batch_size: 200,
+        options: Default::default(),
     };
     let e = Engine::new(
         StateStore::open(Arc::new(MemoryStore::new()), InstanceId::new("n1").unwrap()).unwrap(),

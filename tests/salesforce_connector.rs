@@ -119,6 +119,7 @@ async fn through_the_engine_with_faults_no_echo_no_duplicates() {
         policy: Policy::new(FieldPolicy::Newest, DeleteRule::DeleteWins),
         normalize: NormalizeOptions::default(),
         batch_size: 200,
+        options: Default::default(),
     };
     let e = Engine::new(
         StateStore::open(Arc::new(MemoryStore::new()), InstanceId::new("n1").unwrap()).unwrap(),

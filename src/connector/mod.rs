@@ -9,21 +9,11 @@ pub mod memory;
 pub mod salesforce;
 pub mod sql;
 
-use crate::model::{canonical, EntityId, Fields, Key, SystemId, Timestamp, Value};
+use crate::model::{EntityId, Fields, Key, SystemId, Timestamp, Value};
 
 /// The plain text of a key value, as native keys are written (`42`, `ALFKI`, `2024-01-31`).
 pub fn key_text(v: &Value) -> String {
-    match v {
-        Value::Text(s) => s.clone(),
-        Value::Date(d) => d.format("%Y-%m-%d").to_string(),
-        Value::Bytes(b) => b.iter().map(|x| format!("{x:02x}")).collect(),
-        Value::Json(j) => {
-            let mut s = String::new();
-            canonical::canonical_json(j, &mut s);
-            s
-        }
-        other => other.to_string(),
-    }
+    v.plain_text()
 }
 
 /// The native key made of the values of `columns` in `fields` (composite when several).
@@ -136,4 +126,17 @@ pub trait Connector: Send + Sync {
 
     /// Writes a batch; one result per op, in order.
     async fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteResult>, ConnectorError>;
+
+    /// The current content of the records with these keys (a point read, used when a record
+    /// read earlier must be looked at again: correlate's late matches). One change per key, in
+    /// order; a key without a record comes back as a delete.
+    async fn fetch(&self, keys: &[Key]) -> Result<Vec<Change>, ConnectorError> {
+        let _ = keys;
+        Err(ConnectorError {
+            system: self.system().to_string(),
+            object: String::new(),
+            message: "this system cannot read single records".into(),
+            retryable: false,
+        })
+    }
 }

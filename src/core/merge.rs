@@ -41,6 +41,10 @@ impl<'a> Side<'a> {
 pub enum FieldPolicy {
     /// The named system's value wins. When neither side is that system, `Newest` decides.
     Prefer(SystemId),
+    /// The side whose system comes first in the list wins (aggregate: per-field source
+    /// priority); a listed system beats an unlisted one; when neither is listed, `Newest`
+    /// decides.
+    Priority(Vec<SystemId>),
     /// The side with the later source modification time wins; used only between concurrent
     /// versions (causally ordered versions never reach a policy). Equal or missing times fall
     /// back to the deterministic tie-break: the smaller system id wins.
@@ -56,6 +60,10 @@ impl fmt::Debug for FieldPolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             FieldPolicy::Prefer(s) => write!(f, "Prefer({s})"),
+            FieldPolicy::Priority(l) => {
+                let names: Vec<&str> = l.iter().map(SystemId::as_str).collect();
+                write!(f, "Priority({})", names.join(" > "))
+            }
             FieldPolicy::Newest => f.write_str("Newest"),
             FieldPolicy::Manual => f.write_str("Manual"),
             FieldPolicy::Custom(_) => f.write_str("Custom(..)"),
@@ -368,6 +376,14 @@ fn decide(
                 newest(sides)
             }
         }
+        FieldPolicy::Priority(list) => {
+            let rank = |s: &SystemId| list.iter().position(|x| x == s).unwrap_or(usize::MAX);
+            match rank(&sides[0].system).cmp(&rank(&sides[1].system)) {
+                Ordering::Less => Resolution::Took(sides[0].system.clone()),
+                Ordering::Greater => Resolution::Took(sides[1].system.clone()),
+                Ordering::Equal => newest(sides),
+            }
+        }
         FieldPolicy::Newest => newest(sides),
         FieldPolicy::Manual => Resolution::Parked,
         FieldPolicy::Custom(r) => match r.resolve(field, base, &sides[0], &sides[1]) {
@@ -420,6 +436,37 @@ mod tests {
         assert_eq!(out.conflicts.len(), 1);
         assert_eq!(out.conflicts[0].field.as_deref(), Some("Rating"));
         assert_eq!(out.conflicts[0].resolution, Resolution::Took(erp.clone()));
+    }
+
+    #[test]
+    fn priority_takes_the_first_listed_system() {
+        let (a, b, c) = (sys("a"), sys("b"), sys("c"));
+        let base = Fields::new().with("x", 1i64);
+        let p = Policy::new(
+            FieldPolicy::Priority(vec![c.clone(), a.clone()]),
+            DeleteRule::DeleteWins,
+        );
+        let (fa, fb, fc) = (
+            Fields::new().with("x", 2i64),
+            Fields::new().with("x", 3i64),
+            Fields::new().with("x", 4i64),
+        );
+        // Listed beats unlisted, whatever the times.
+        let r = merge(
+            Some(&base),
+            Side::new(&a, Some(&fa), Some(Timestamp(1))),
+            Side::new(&b, Some(&fb), Some(Timestamp(99))),
+            &p,
+        );
+        assert_eq!(r.content.unwrap().get("x"), Some(&Value::Int(2)));
+        // Earlier in the list wins.
+        let r = merge(
+            Some(&base),
+            Side::new(&a, Some(&fa), Some(Timestamp(99))),
+            Side::new(&c, Some(&fc), Some(Timestamp(1))),
+            &p,
+        );
+        assert_eq!(r.content.unwrap().get("x"), Some(&Value::Int(4)));
     }
 
     #[test]

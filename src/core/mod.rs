@@ -2,10 +2,12 @@
 //! record is, and the per-entity sync plan. No I/O, no async, no store, no connector.
 
 pub mod diff;
+pub mod matching;
 pub mod merge;
 pub mod plan;
 
 pub use diff::{apply, diff, diff_versions, Delta, FieldChange};
+pub use matching::{MatchField, MatchSpec, Normalize};
 pub use merge::{
     merge, Conflict, ConflictSide, DeleteRule, FieldPolicy, MergeOutcome, Policy, Resolution,
     Resolver, Side,

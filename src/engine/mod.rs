@@ -2,7 +2,7 @@
 
 mod sync;
 
-pub use sync::{Engine, SyncJob, SyncReport};
+pub use sync::{Engine, JobOptions, Planned, Role, SyncJob, SyncReport};
 
 use crate::connector::ConnectorError;
 use crate::store::StoreError;

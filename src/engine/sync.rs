@@ -12,12 +12,16 @@
 
 use super::EngineError;
 use crate::connector::{Change, Connector, WriteErrorKind, WriteOp, WriteResult};
-use crate::core::{plan, target_for, Observation, Parked, Policy, Resolution, SystemState};
-use crate::model::{canonical, Actor, EntityId, NormalizeOptions, SystemId, Timestamp, Version};
-use crate::store::{
-    Checkpoint, ConflictEntry, ConflictSideEntry, OutboxEntry, RunLogEntry, StateStore,
+use crate::core::{
+    plan, target_for, FieldPolicy, MatchSpec, Observation, Parked, Policy, Resolution, SystemState,
 };
-use std::collections::{BTreeMap, BTreeSet};
+use crate::model::{canonical, Actor, EntityId, NormalizeOptions, SystemId, Timestamp, Version};
+use crate::model::{Fields, Key, Value};
+use crate::store::{
+    Checkpoint, ConflictEntry, ConflictSideEntry, MatchEntry, OutboxEntry, RunLogEntry, StateStore,
+};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc as StdArc;
 use std::sync::Arc;
 
 /// A job as the engine runs it.
@@ -28,6 +32,64 @@ pub struct SyncJob {
     pub normalize: NormalizeOptions,
     /// Records per write call and per checkpoint.
     pub batch_size: usize,
+    /// What the pattern asks beyond a plain bidirectional sync.
+    pub options: JobOptions,
+}
+
+/// What a system may be used for in a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Role {
+    /// Its changes are read (a source, or a side of a two-way sync).
+    pub read: bool,
+    /// The head is written to it (a destination, or a side of a two-way sync).
+    pub write: bool,
+}
+
+impl Default for Role {
+    fn default() -> Self {
+        Role {
+            read: true,
+            write: true,
+        }
+    }
+}
+
+/// Pattern options of a job (all off by default: a bidirectional sync of every system).
+#[derive(Debug, Clone, Default)]
+pub struct JobOptions {
+    /// Per system; a system not listed is read and written.
+    pub roles: BTreeMap<SystemId, Role>,
+    /// Records without a cross-reference are linked to entities by this match key (correlate,
+    /// aggregate) instead of each starting an entity of its own.
+    pub matching: Option<MatchSpec>,
+    /// Correlate: only entities matched in two or more systems exist. A record whose match key
+    /// no other system has is not stored (only its match hash and native key, to find it again
+    /// when a match appears) and never created elsewhere; no entity is ever created in a system.
+    pub correlate: bool,
+    /// A system's failure is reported and the others go on (broadcast destinations, any job
+    /// run by the CLI); otherwise the pass stops at the first failure.
+    pub isolate_failures: bool,
+    /// Records written carry this extra field: a JSON object naming, per field, the system
+    /// its value came from (aggregate provenance).
+    pub provenance_field: Option<String>,
+    /// Read and plan only: nothing is committed and nothing is written (`--dry-run`, `plan`).
+    pub dry_run: bool,
+}
+
+impl SyncJob {
+    fn role(&self, sys: &SystemId) -> Role {
+        self.options.roles.get(sys).copied().unwrap_or_default()
+    }
+}
+
+/// Writes a dry run would make in one system.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Planned {
+    pub creates: u64,
+    pub updates: u64,
+    pub deletes: u64,
+    /// Writes queued by earlier passes (failed or interrupted), sent again as well.
+    pub queued: u64,
 }
 
 /// What one pass did.
@@ -49,6 +111,14 @@ pub struct SyncReport {
     pub conflicts_parked: u64,
     /// Records ignored because another record of the same system carries the same entity id.
     pub duplicates_ignored: u64,
+    /// Correlate: records present in one system only (not synced, not stored).
+    pub unmatched: u64,
+    /// Correlate: entities matched in this pass.
+    pub matched: u64,
+    /// Systems that failed in this pass (with `isolate_failures`), and why.
+    pub errors: BTreeMap<String, String>,
+    /// Dry run: the writes the pass would make, per system.
+    pub planned: BTreeMap<String, Planned>,
 }
 
 impl SyncReport {
@@ -71,6 +141,9 @@ impl SyncReport {
         c.push(("conflicts_resolved".into(), self.conflicts_resolved));
         c.push(("conflicts_parked".into(), self.conflicts_parked));
         c.push(("duplicates_ignored".into(), self.duplicates_ignored));
+        c.push(("unmatched".into(), self.unmatched));
+        c.push(("matched".into(), self.matched));
+        c.push(("system_errors".into(), self.errors.len() as u64));
         c
     }
 }
@@ -102,6 +175,9 @@ impl Engine {
     ) -> Result<SyncReport, EngineError> {
         let started = Timestamp::now().millis();
         let res = self.sync_inner(job, only).await;
+        if job.options.dry_run {
+            return res;
+        }
         let (status, message, counts) = match &res {
             Ok(r) => ("ok", None, r.counts()),
             Err(e) => ("failed", Some(e.to_string()), Vec::new()),
@@ -134,6 +210,7 @@ impl Engine {
         only: Option<&[SystemId]>,
     ) -> Result<SyncReport, EngineError> {
         let mut report = SyncReport::default();
+        let dry = job.options.dry_run;
         let all: Vec<SystemId> = job.systems.iter().map(|c| c.system().clone()).collect();
         let active: Vec<&Arc<dyn Connector>> = job
             .systems
@@ -147,16 +224,29 @@ impl Engine {
         // Cursors move only in the last checkpoint of the planning phase, after every change
         // read has been committed: a crash in between re-reads instead of skipping.
         let mut cursors = self.state.checkpoint();
-        for conn in &active {
-            self.read_system(
-                job,
-                conn.as_ref(),
-                &mut observed,
-                &mut cp,
-                &mut cursors,
-                &mut report,
-            )
-            .await?;
+        let mut matches = MatchOverlay::default();
+        for conn in active.iter().filter(|c| job.role(c.system()).read) {
+            let r = self
+                .read_system(
+                    job,
+                    conn.as_ref(),
+                    &mut observed,
+                    &mut cp,
+                    &mut cursors,
+                    &mut report,
+                    &mut matches,
+                )
+                .await;
+            match r {
+                Ok(()) => {}
+                Err(EngineError::Connector(e)) if job.options.isolate_failures => {
+                    tracing::warn!(system = %conn.system(), error = %e, "read failed; the other systems go on");
+                    report
+                        .errors
+                        .insert(conn.system().to_string(), e.to_string());
+                }
+                Err(e) => return Err(e),
+            }
         }
 
         // 2. Plan each touched entity.
@@ -190,7 +280,9 @@ impl Engine {
                 }
             }
             let parked = self.parked(entity)?;
-            let p = plan(head.as_ref(), &states, &job.policy, &parked);
+            let mut p = plan(head.as_ref(), &states, &job.policy, &parked);
+            // Systems the job never writes (sources) are never dirty.
+            p.dirty.retain(|s| job.role(s).write);
             if !p.changed_in.is_empty() {
                 report.changed += 1;
             }
@@ -202,6 +294,24 @@ impl Engine {
                 } else {
                     report.conflicts_resolved += 1;
                 }
+            }
+            if dry {
+                for sys in &p.dirty {
+                    let snap = all
+                        .iter()
+                        .zip(&snaps)
+                        .find(|(s, _)| *s == sys)
+                        .and_then(|(_, (sn, _))| sn.as_ref());
+                    let exists = snap.is_some_and(|s| !s.is_tombstone());
+                    let e = report.planned.entry(sys.to_string()).or_default();
+                    match (&p.head, exists) {
+                        (Some(h), true) if h.is_tombstone() => e.deletes += 1,
+                        (Some(h), false) if h.is_tombstone() => {}
+                        (_, true) => e.updates += 1,
+                        (_, false) => e.creates += 1,
+                    }
+                }
+                continue;
             }
             for (sys, v) in &p.snapshots {
                 cp.put_snapshot(sys, entity, v);
@@ -226,16 +336,41 @@ impl Engine {
                 self.state.commit(std::mem::take(&mut cp))?;
             }
         }
+        if dry {
+            // Writes already queued by earlier passes would go out too.
+            for conn in active.iter().filter(|c| job.role(c.system()).write) {
+                let queued = self.state.outbox_len(conn.system())?;
+                if queued > 0 {
+                    report
+                        .planned
+                        .entry(conn.system().to_string())
+                        .or_default()
+                        .queued = queued;
+                }
+            }
+            return Ok(report);
+        }
         cp.extend(cursors);
         self.state.commit(cp)?;
 
-        // 3. Write what the active systems are owed.
-        for conn in &active {
-            self.drain_outbox(job, conn.as_ref(), &mut report).await?;
+        // 3. Write what the active systems are owed; with isolation a failing system does not
+        //    hold the others back (its writes stay in its outbox).
+        for conn in active.iter().filter(|c| job.role(c.system()).write) {
+            match self.drain_outbox(job, conn.as_ref(), &mut report).await {
+                Ok(()) => {}
+                Err(EngineError::Connector(e)) if job.options.isolate_failures => {
+                    tracing::warn!(system = %conn.system(), error = %e, "writes failed; kept in the outbox, the other systems go on");
+                    report
+                        .errors
+                        .insert(conn.system().to_string(), e.to_string());
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(report)
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn read_system(
         &self,
         job: &SyncJob,
@@ -244,6 +379,7 @@ impl Engine {
         cp: &mut Checkpoint,
         cursors: &mut Checkpoint,
         report: &mut SyncReport,
+        matches: &mut MatchOverlay,
     ) -> Result<(), EngineError> {
         let sys = conn.system().clone();
         let mut cursor = self.state.cursor(&job.name, &sys)?;
@@ -264,7 +400,34 @@ impl Engine {
                 let entity = match self.state.entity_for(&sys, &key)? {
                     Some(e) => e,
                     None => {
-                        let e = entity_hint.unwrap_or_else(|| EntityId::derive(&sys, key.as_str()));
+                        let by_match = match &job.options.matching {
+                            None => Matched::Own,
+                            Some(spec) => {
+                                let mut f = fields.clone();
+                                if let Some(f) = f.as_mut() {
+                                    f.apply_options(&job.normalize);
+                                }
+                                self.match_record(
+                                    job,
+                                    spec,
+                                    &sys,
+                                    &key,
+                                    f.as_ref(),
+                                    cp,
+                                    matches,
+                                    observed,
+                                    report,
+                                )
+                                .await?
+                            }
+                        };
+                        let e = match by_match {
+                            Matched::Drop => continue,
+                            Matched::Entity(e) => e,
+                            Matched::Own => {
+                                entity_hint.unwrap_or_else(|| EntityId::derive(&sys, key.as_str()))
+                            }
+                        };
                         let linked_elsewhere =
                             self.state.native_key(&e, &sys)?.is_some_and(|k| k != key);
                         // A stale link (the record it names is known deleted) does not count.
@@ -327,6 +490,154 @@ impl Engine {
         Ok(())
     }
 
+    /// Links a record without a cross-reference by its match key (see [`JobOptions::matching`]).
+    #[allow(clippy::too_many_arguments)]
+    async fn match_record(
+        &self,
+        job: &SyncJob,
+        spec: &MatchSpec,
+        sys: &SystemId,
+        key: &Key,
+        fields: Option<&Fields>,
+        cp: &mut Checkpoint,
+        matches: &mut MatchOverlay,
+        observed: &mut BTreeMap<EntityId, BTreeMap<SystemId, Observation>>,
+        report: &mut SyncReport,
+    ) -> Result<Matched, EngineError> {
+        let hash = fields.and_then(|f| spec.hash(f));
+        // Where the record was filed before (a lonely correlate record whose key changed, or
+        // that was deleted): take it out of that entry.
+        let previous = match matches.revs.get(&(sys.clone(), key.clone())) {
+            Some(h) => *h,
+            None => self.state.match_of(&job.name, sys, key)?,
+        };
+        if let Some(h0) = previous.filter(|h0| Some(*h0) != hash) {
+            let mut e0 = matches.get(&self.state, &job.name, &h0)?;
+            e0.lonely
+                .retain(|(s, k)| !(s == sys.as_str() && k == key.as_str()));
+            matches.put(cp, &job.name, h0, e0);
+            matches.revs.insert((sys.clone(), key.clone()), None);
+            cp.delete_match_rev(&job.name, sys, key);
+        }
+        let Some(hash) = hash else {
+            // Deleted, or no match key: correlate keeps nothing of it; others sync it alone.
+            return Ok(if job.options.correlate || fields.is_none() {
+                if fields.is_some() {
+                    report.unmatched += 1;
+                }
+                if job.options.correlate {
+                    Matched::Drop
+                } else {
+                    Matched::Own
+                }
+            } else {
+                Matched::Own
+            });
+        };
+        let mut entry = matches.get(&self.state, &job.name, &hash)?;
+        if let Some(e) = entry.entity {
+            return Ok(Matched::Entity(EntityId(e)));
+        }
+        if !job.options.correlate {
+            // Aggregate: the first record with this key starts the entity; the others join it.
+            let e = match_entity(&job.name, &hash);
+            entry.entity = Some(e.0);
+            matches.put(cp, &job.name, hash, entry);
+            return Ok(Matched::Entity(e));
+        }
+        let others: Vec<(String, String)> = entry
+            .lonely
+            .iter()
+            .filter(|(s, _)| s != sys.as_str())
+            .cloned()
+            .collect();
+        if others.is_empty() {
+            if !entry
+                .lonely
+                .iter()
+                .any(|(s, k)| s == sys.as_str() && k == key.as_str())
+            {
+                entry
+                    .lonely
+                    .push((sys.to_string(), key.as_str().to_string()));
+            }
+            matches.put(cp, &job.name, hash, entry);
+            matches.revs.insert((sys.clone(), key.clone()), Some(hash));
+            cp.put_match_rev(&job.name, sys, key, &hash);
+            report.unmatched += 1;
+            return Ok(Matched::Drop);
+        }
+        // A match: the entity starts now, with the other side's record fetched again (it was
+        // not kept when it was read alone).
+        let e = match_entity(&job.name, &hash);
+        for (s2, k2) in &others {
+            let Some(conn) = job.systems.iter().find(|c| c.system().as_str() == s2) else {
+                continue;
+            };
+            let k2 = Key::new(k2.as_str());
+            let got = conn.fetch(std::slice::from_ref(&k2)).await?;
+            if let Some(Some(mut f)) = got.into_iter().next().map(|c| c.fields) {
+                f.apply_options(&job.normalize);
+                let s2 = conn.system().clone();
+                cp.put_xref(&s2, &k2, &e);
+                cp.delete_match_rev(&job.name, &s2, &k2);
+                matches.revs.insert((s2.clone(), k2.clone()), None);
+                observed.entry(e).or_default().insert(
+                    s2,
+                    Observation::Present {
+                        fields: f,
+                        modstamp: None,
+                    },
+                );
+            }
+        }
+        entry.entity = Some(e.0);
+        entry.lonely.clear();
+        matches.put(cp, &job.name, hash, entry);
+        report.matched += 1;
+        Ok(Matched::Entity(e))
+    }
+
+    /// `f` plus a provenance field: per field, the first source (in the job's priority order)
+    /// whose last known record holds that value.
+    fn with_provenance(
+        &self,
+        job: &SyncJob,
+        entity: &EntityId,
+        f: &Fields,
+        field: &str,
+    ) -> Result<Fields, EngineError> {
+        let mut sources: Vec<SystemId> = match &job.policy.default {
+            FieldPolicy::Priority(l) => l.clone(),
+            _ => Vec::new(),
+        };
+        for c in &job.systems {
+            if job.role(c.system()).read && !sources.contains(c.system()) {
+                sources.push(c.system().clone());
+            }
+        }
+        let mut snaps = Vec::new();
+        for s in &sources {
+            if let Some(v) = self.state.snapshot(s, entity)? {
+                if let Some(c) = v.content {
+                    snaps.push((s.clone(), c));
+                }
+            }
+        }
+        let mut map = serde_json::Map::new();
+        for (name, v) in f.iter() {
+            if let Some((s, _)) = snaps.iter().find(|(_, c)| c.get(name) == Some(v)) {
+                map.insert(name.to_string(), serde_json::Value::String(s.to_string()));
+            }
+        }
+        let mut out = f.clone();
+        out.set(
+            StdArc::<str>::from(field),
+            Value::Json(serde_json::Value::Object(map)),
+        );
+        Ok(out)
+    }
+
     /// The entity's entries in the conflict queue, as the plan needs them.
     fn parked(&self, entity: &EntityId) -> Result<Parked, EngineError> {
         let mut p = Parked::default();
@@ -387,11 +698,19 @@ impl Engine {
                 } else {
                     None
                 };
+                if job.options.correlate && key.is_none() && target.content.is_some() {
+                    // Correlate never creates a record in a system.
+                    cp.outbox_remove(&sys, entity);
+                    continue;
+                }
                 let op = match (&target.content, key) {
                     (Some(f), key) => WriteOp::Upsert {
                         entity: *entity,
                         key,
-                        fields: f.clone(),
+                        fields: match &job.options.provenance_field {
+                            Some(pf) => self.with_provenance(job, entity, f, pf)?,
+                            None => f.clone(),
+                        },
                     },
                     (None, Some(key)) => WriteOp::Delete {
                         entity: *entity,
@@ -461,6 +780,58 @@ impl Engine {
             self.state.commit(cp)?;
         }
         Ok(())
+    }
+}
+
+/// How a record without a cross-reference is linked.
+enum Matched {
+    /// Its own new entity (from its entity hint or native key).
+    Own,
+    /// The entity its match key stands for.
+    Entity(EntityId),
+    /// Not synced (correlate: no match yet).
+    Drop,
+}
+
+/// The entity a match hash stands for in a job: the same in every pass and instance.
+fn match_entity(job: &str, hash: &[u8; 32]) -> EntityId {
+    let mut h = blake3::Hasher::new();
+    h.update(b"concord.match.entity.v1");
+    h.update(job.as_bytes());
+    h.update(&[0]);
+    h.update(hash);
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&h.finalize().as_bytes()[..16]);
+    EntityId(id)
+}
+
+/// Match entries changed in this pass, ahead of their commit.
+#[derive(Default)]
+struct MatchOverlay {
+    entries: HashMap<[u8; 32], MatchEntry>,
+    revs: HashMap<(SystemId, Key), Option<[u8; 32]>>,
+}
+
+impl MatchOverlay {
+    fn get(
+        &mut self,
+        state: &StateStore,
+        job: &str,
+        hash: &[u8; 32],
+    ) -> Result<MatchEntry, EngineError> {
+        if let Some(e) = self.entries.get(hash) {
+            return Ok(e.clone());
+        }
+        Ok(state.match_entry(job, hash)?.unwrap_or_default())
+    }
+
+    fn put(&mut self, cp: &mut Checkpoint, job: &str, hash: [u8; 32], e: MatchEntry) {
+        if e.entity.is_none() && e.lonely.is_empty() {
+            cp.delete_match(job, &hash);
+        } else {
+            cp.put_match(job, &hash, &e);
+        }
+        self.entries.insert(hash, e);
     }
 }
 

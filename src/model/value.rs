@@ -207,6 +207,24 @@ impl Value {
     }
 }
 
+impl Value {
+    /// The value as plain text, as keys and match keys use it (`42`, `ALFKI`, `2024-01-31`;
+    /// JSON in its canonical form; bytes in hex).
+    pub fn plain_text(&self) -> String {
+        match self {
+            Value::Text(s) => s.clone(),
+            Value::Date(d) => d.format("%Y-%m-%d").to_string(),
+            Value::Bytes(b) => b.iter().map(|x| format!("{x:02x}")).collect(),
+            Value::Json(j) => {
+                let mut s = String::new();
+                super::canonical::canonical_json(j, &mut s);
+                s
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
 impl fmt::Display for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -12,6 +12,8 @@
 //! pending    'p'     system 0x00 entity(16)                    version entry (write in flight)
 //! conflict   'c'     entity(16) 0x00 | 0x01 field              entry v1 + bincode(ConflictEntry)
 //! runlog     'r'     started-ms (u64 BE) job 0x00 seq (u32 BE)  entry v1 + bincode(RunLogEntry)
+//! match      'm'     job 0x00 match-hash(32)                   entry v1 + bincode(MatchEntry)
+//! match_rev  'n'     job 0x00 system 0x00 native-key           match-hash(32)
 //! ```
 //! System, instance and job names are restricted to `[A-Za-z0-9_.-]`, so 0x00 never occurs in
 //! them and the separators are unambiguous.
@@ -32,10 +34,12 @@ pub enum Tree {
     Pending,
     Conflict,
     RunLog,
+    Match,
+    MatchRev,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 10] = [
+    pub const ALL: [Tree; 12] = [
         Tree::Meta,
         Tree::Head,
         Tree::Snapshot,
@@ -46,6 +50,8 @@ impl Tree {
         Tree::Pending,
         Tree::Conflict,
         Tree::RunLog,
+        Tree::Match,
+        Tree::MatchRev,
     ];
     pub fn prefix(self) -> u8 {
         match self {
@@ -59,6 +65,8 @@ impl Tree {
             Tree::Pending => b'p',
             Tree::Conflict => b'c',
             Tree::RunLog => b'r',
+            Tree::Match => b'm',
+            Tree::MatchRev => b'n',
         }
     }
     pub fn of_key(key: &[u8]) -> Option<Tree> {
@@ -77,6 +85,8 @@ impl Tree {
             Tree::Pending => "pending",
             Tree::Conflict => "conflict",
             Tree::RunLog => "runlog",
+            Tree::Match => "match",
+            Tree::MatchRev => "match_rev",
         }
     }
 }
@@ -187,6 +197,24 @@ pub fn runlog(started_ms: i64, job: &str) -> Vec<u8> {
     k.push(0);
     // Two runs of one job starting in the same millisecond keep two entries.
     k.extend_from_slice(&SEQ.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+    k
+}
+
+pub fn match_key(job: &str, hash: &[u8; 32]) -> Vec<u8> {
+    let mut k = vec![Tree::Match.prefix()];
+    k.extend_from_slice(job.as_bytes());
+    k.push(0);
+    k.extend_from_slice(hash);
+    k
+}
+
+pub fn match_rev(job: &str, sys: &SystemId, native: &str) -> Vec<u8> {
+    let mut k = vec![Tree::MatchRev.prefix()];
+    k.extend_from_slice(job.as_bytes());
+    k.push(0);
+    k.extend_from_slice(sys.as_str().as_bytes());
+    k.push(0);
+    k.extend_from_slice(native.as_bytes());
     k
 }
 

@@ -17,8 +17,8 @@ pub use layout::Tree;
 pub use memory::MemoryStore;
 pub use sled_store::SledStore;
 pub use state::{
-    decode_any_entry, Checkpoint, ConflictEntry, ConflictSideEntry, OutboxEntry, RunLogEntry,
-    StateStore, VersionMeta, FORMAT_VERSION,
+    decode_any_entry, Checkpoint, ConflictEntry, ConflictSideEntry, MatchEntry, OutboxEntry,
+    RunLogEntry, StateStore, VersionMeta, FORMAT_VERSION,
 };
 
 /// A set of writes applied atomically: all or none.

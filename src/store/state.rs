@@ -232,6 +232,16 @@ pub struct RunLogEntry {
     pub message: Option<String>,
 }
 
+/// Who carries one match hash in a job (correlate, aggregate): the entity it stands for once
+/// matched, and, before that, the records of one system only that carry it (correlate keeps
+/// nothing else of them).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MatchEntry {
+    pub entity: Option<[u8; 16]>,
+    /// (system, native key) of records seen on one side only.
+    pub lonely: Vec<(String, String)>,
+}
+
 /// Writes collected for one atomic, durable checkpoint.
 #[derive(Debug, Default)]
 pub struct Checkpoint {
@@ -293,6 +303,21 @@ impl Checkpoint {
     }
     pub fn remove_conflict(&mut self, e: &EntityId, field: Option<&str>) {
         self.batch.delete(layout::conflict(e, field));
+    }
+    pub fn put_match(&mut self, job: &str, hash: &[u8; 32], m: &MatchEntry) {
+        self.batch
+            .put(layout::match_key(job, hash), encode_entry(m));
+    }
+    pub fn delete_match(&mut self, job: &str, hash: &[u8; 32]) {
+        self.batch.delete(layout::match_key(job, hash));
+    }
+    pub fn put_match_rev(&mut self, job: &str, sys: &SystemId, native: &Key, hash: &[u8; 32]) {
+        self.batch
+            .put(layout::match_rev(job, sys, native.as_str()), hash.to_vec());
+    }
+    pub fn delete_match_rev(&mut self, job: &str, sys: &SystemId, native: &Key) {
+        self.batch
+            .delete(layout::match_rev(job, sys, native.as_str()));
     }
     pub fn log_run(&mut self, r: &RunLogEntry) {
         self.batch
@@ -474,6 +499,39 @@ impl StateStore {
     }
 
     /// Up to `limit` pending writes for `sys`, in entity order.
+    /// The match entry of `hash` in `job`.
+    pub fn match_entry(
+        &self,
+        job: &str,
+        hash: &[u8; 32],
+    ) -> Result<Option<MatchEntry>, StoreError> {
+        let k = layout::match_key(job, hash);
+        match self.store.get(&k)? {
+            Some(v) => decode_entry(&k, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The match hash a record of `sys` was last filed under in `job`.
+    pub fn match_of(
+        &self,
+        job: &str,
+        sys: &SystemId,
+        native: &Key,
+    ) -> Result<Option<[u8; 32]>, StoreError> {
+        let k = layout::match_rev(job, sys, native.as_str());
+        match self.store.get(&k)? {
+            Some(v) => {
+                let h: [u8; 32] = v
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| corrupt(&k, "match hash is not 32 bytes"))?;
+                Ok(Some(h))
+            }
+            None => Ok(None),
+        }
+    }
+
     pub fn outbox(
         &self,
         sys: &SystemId,
@@ -586,6 +644,8 @@ pub fn decode_any_entry(k: &[u8], v: &[u8]) -> Result<(), StoreError> {
         Some(Tree::Outbox) => decode_entry::<OutboxEntry>(k, v).map(|_| ()),
         Some(Tree::Conflict) => decode_entry::<ConflictEntry>(k, v).map(|_| ()),
         Some(Tree::RunLog) => decode_entry::<RunLogEntry>(k, v).map(|_| ()),
+        Some(Tree::Match) => decode_entry::<MatchEntry>(k, v).map(|_| ()),
+        Some(Tree::MatchRev) if v.len() != 32 => Err(corrupt(k, "match hash is not 32 bytes")),
         Some(Tree::Xref) if v.len() != 16 => Err(corrupt(k, "entity id is not 16 bytes")),
         Some(Tree::XrefRev) if std::str::from_utf8(v).is_err() => {
             Err(corrupt(k, "native key not UTF-8"))

@@ -534,6 +534,7 @@ fn job(a: Arc<MemorySystem>, b: Arc<dyn Connector>) -> SyncJob {
         policy: Policy::new(FieldPolicy::Newest, DeleteRule::DeleteWins),
         normalize: NormalizeOptions::default(),
         batch_size: 50,
+        options: Default::default(),
     }
 }
 

@@ -164,4 +164,19 @@ impl Connector for FileConnector {
             WriteMode::Append => write::append(self, ops),
         }
     }
+
+    async fn fetch(&self, keys: &[Key]) -> Result<Vec<Change>, ConnectorError> {
+        let _guard = self.lock.lock().await;
+        let table = self.load()?;
+        let mut rows: std::collections::BTreeMap<Key, Fields> = table.rows.into_iter().collect();
+        Ok(keys
+            .iter()
+            .map(|k| Change {
+                key: k.clone(),
+                entity_hint: None,
+                fields: rows.remove(k),
+                modstamp: None,
+            })
+            .collect())
+    }
 }

@@ -158,4 +158,21 @@ impl crate::connector::Connector for MemorySystem {
         self.check_fault()?;
         Ok(write::apply(self, ops))
     }
+
+    async fn fetch(&self, keys: &[Key]) -> Result<Vec<crate::connector::Change>, ConnectorError> {
+        self.check_fault()?;
+        let t = self.table.lock().expect("lock");
+        Ok(keys
+            .iter()
+            .map(|k| {
+                let row = t.rows.get(k);
+                crate::connector::Change {
+                    key: k.clone(),
+                    entity_hint: row.and_then(|r| r.entity),
+                    fields: row.map(|r| r.fields.clone()),
+                    modstamp: row.map(|r| r.modstamp),
+                }
+            })
+            .collect())
+    }
 }

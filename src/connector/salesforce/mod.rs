@@ -154,4 +154,11 @@ impl Connector for SalesforceConnector {
     async fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteResult>, ConnectorError> {
         write::apply(self, ops).await
     }
+
+    async fn fetch(
+        &self,
+        keys: &[crate::model::Key],
+    ) -> Result<Vec<crate::connector::Change>, ConnectorError> {
+        read::fetch(self, keys).await
+    }
 }

@@ -269,6 +269,57 @@ pub(super) async fn page(
     }
 }
 
+/// The records with these Ids (a query `WHERE Id IN (…)`, 200 ids a call); missing ones come
+/// back as deletes.
+pub(super) async fn fetch(
+    c: &SalesforceConnector,
+    keys: &[Key],
+) -> Result<Vec<Change>, ConnectorError> {
+    let v = &c.cfg.api_version;
+    let mut found: std::collections::HashMap<String, Change> = std::collections::HashMap::new();
+    for chunk in keys.chunks(200) {
+        let ids: Vec<String> = chunk
+            .iter()
+            .map(|k| crate::sandbox::soql::quote(k.as_str()))
+            .collect();
+        let mut q = record_query(c, None, None, false);
+        q.push_str(&format!(" WHERE Id IN ({})", ids.join(", ")));
+        let mut url = format!("/services/data/v{v}/query?q={}", urlencode(&q));
+        loop {
+            let r = c
+                .client
+                .call(reqwest::Method::GET, &url, None, None)
+                .await?;
+            for rec in r
+                .body
+                .get("records")
+                .and_then(J::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(ch) = change_of(c, rec) {
+                    found.insert(ch.key.as_str().to_string(), ch);
+                }
+            }
+            match r.body.get("nextRecordsUrl").and_then(J::as_str) {
+                Some(n) => url = n.to_string(),
+                None => break,
+            }
+        }
+    }
+    Ok(keys
+        .iter()
+        .map(|k| {
+            found.remove(k.as_str()).unwrap_or(Change {
+                key: k.clone(),
+                entity_hint: None,
+                fields: None,
+                modstamp: None,
+            })
+        })
+        .collect())
+}
+
 /// Polls a bulk job until it has finished; an error when it failed, was aborted or timed out.
 pub(super) async fn wait_for_job(
     c: &SalesforceConnector,

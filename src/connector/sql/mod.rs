@@ -569,4 +569,23 @@ impl Connector for SqlConnector {
     async fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteResult>, ConnectorError> {
         write::apply(self, ops).await
     }
+
+    async fn fetch(&self, keys: &[crate::model::Key]) -> Result<Vec<Change>, ConnectorError> {
+        let parts: Vec<Vec<String>> = keys.iter().map(|k| k.parts()).collect();
+        let found = self.fetch_keys(&parts).await?;
+        // fetch_keys answers per chunk in order; keep the caller's order by key.
+        let mut by_key: std::collections::BTreeMap<crate::model::Key, Change> =
+            found.into_iter().map(|c| (c.key.clone(), c)).collect();
+        Ok(keys
+            .iter()
+            .map(|k| {
+                by_key.remove(k).unwrap_or(Change {
+                    key: k.clone(),
+                    entity_hint: None,
+                    fields: None,
+                    modstamp: None,
+                })
+            })
+            .collect())
+    }
 }
