@@ -30,6 +30,7 @@
 //! assert!(out.conflicts.is_empty());
 //! ```
 
+pub mod config;
 pub mod connector;
 pub mod core;
 pub mod engine;

@@ -1,5 +1,8 @@
 //! The `concord` command line. Library errors are typed; here they become messages and exit codes:
-//! 0 success, 1 failure (the message says what and where), 2 usage error (from clap).
+//! 0 success, 1 failure (the message says what and where), 2 usage error (from clap), 3 a run
+//! finished but a system failed or writes wait in the outbox, 4 `--verify` found differences.
+
+mod cli;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -21,12 +24,69 @@ use std::sync::Arc;
     about = "Change-tracking sync engine for business records"
 )]
 struct Cli {
+    /// The job configuration file.
+    #[arg(
+        long,
+        global = true,
+        env = "CONCORD_CONFIG",
+        default_value = "concord.toml"
+    )]
+    config: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Write a starter configuration (a bidirectional job) to --config.
+    Init,
+    /// Run jobs: read every side, merge, write (in reference order with --all).
+    Run {
+        /// Job names (see `concord status`).
+        jobs: Vec<String>,
+        /// Every job of the configuration.
+        #[arg(long)]
+        all: bool,
+        /// Read and plan only: show what would be written, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Keep running, one pass per job interval, until Ctrl-C.
+        #[arg(long)]
+        watch: bool,
+        /// After the run, compare every source record with each target (migrate).
+        #[arg(long)]
+        verify: bool,
+        /// The run report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// What a run would change, writing nothing (same as `run --dry-run`).
+    Plan {
+        jobs: Vec<String>,
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Jobs, cursors, last runs, outbox depths, waiting records, open conflicts.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The conflict queue.
+    Conflicts {
+        #[command(subcommand)]
+        command: ConflictsCommand,
+    },
+    /// Load the Northwind sample ERP (shared fixtures) into the database in VAR.
+    LoadErp {
+        /// Variable holding the database URL (`sqlite:erp.db?mode=rwc`, `postgres://…`).
+        #[arg(long)]
+        url_env: String,
+        /// The PostgreSQL dump to load (default: the shared fixtures' northwind.sql).
+        #[arg(long)]
+        dump: Option<PathBuf>,
+    },
     /// Run the demonstration on embedded defaults (no network, no set-up).
     Demo {
         /// Keep the demo's store in this directory instead of a temporary one.
@@ -142,6 +202,31 @@ impl TableArgs {
 }
 
 #[derive(Subcommand)]
+enum ConflictsCommand {
+    /// Open conflicts.
+    List {
+        #[arg(long)]
+        job: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One conflict: base and each side's value.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Decide a conflict: take one system's value, or give one.
+    Resolve {
+        id: String,
+        #[arg(long)]
+        take: Option<String>,
+        #[arg(long)]
+        value: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum StoreCommand {
     /// Decode every entry of a store and report the first corrupt one (read-only).
     Verify {
@@ -166,25 +251,61 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let res = match cli.command {
-        Command::Demo { dir } => rt.block_on(demo(dir)),
+    let config = cli.config.clone();
+    let res: Result<i32> = match cli.command {
+        Command::Init => cli::jobs::init(&config).map(|_| 0),
+        Command::Run {
+            jobs,
+            all,
+            dry_run,
+            watch,
+            verify,
+            json,
+        } => rt.block_on(async {
+            let cfg = cli::jobs::load(&config)?;
+            cli::jobs::run(&cfg, &jobs, all, dry_run, watch, verify, json).await
+        }),
+        Command::Plan { jobs, all, json } => rt.block_on(async {
+            let cfg = cli::jobs::load(&config)?;
+            cli::jobs::run(&cfg, &jobs, all, true, false, false, json).await
+        }),
+        Command::Status { json } => cli::jobs::load(&config)
+            .and_then(|cfg| cli::jobs::status(&cfg, json))
+            .map(|_| 0),
+        Command::Conflicts { command } => rt.block_on(async {
+            let cfg = cli::jobs::load(&config)?;
+            match command {
+                ConflictsCommand::List { job, json } => {
+                    cli::jobs::conflicts(&cfg, job.as_deref(), None, json)
+                }
+                ConflictsCommand::Show { id, json } => {
+                    cli::jobs::conflicts(&cfg, None, Some(&id), json)
+                }
+                ConflictsCommand::Resolve { id, take, value } => {
+                    cli::jobs::resolve(&cfg, &id, take, value).await
+                }
+            }
+            .map(|_| 0)
+        }),
+        Command::LoadErp { url_env, dump } => rt.block_on(load_erp(&url_env, dump)).map(|_| 0),
+        Command::Demo { dir } => rt.block_on(demo(dir)).map(|_| 0),
         Command::Store {
             command: StoreCommand::Verify { dir, instance },
-        } => verify(dir, &instance),
+        } => verify(dir, &instance).map(|_| 0),
         Command::Setup { table, dry_run } => rt.block_on(async {
             let c = table.connect().await?;
             if dry_run {
                 for s in c.setup_sql() {
                     println!("{s};\n");
                 }
-                return Ok(());
+                return Ok(0);
             }
             c.setup().await?;
             println!(
                 "setup: change log and triggers installed for {}",
                 table.table
             );
-            Ok(())
+            Ok(0)
         }),
         Command::Sandbox {
             port,
@@ -224,18 +345,44 @@ fn main() {
                 faults,
             };
             rt.block_on(sandbox(opts, token, daily_limit, jwt_public_key))
+                .map(|_| 0)
         }
         Command::Teardown { table } => rt.block_on(async {
             let c = table.connect().await?;
             c.teardown().await?;
             println!("teardown: triggers removed for {}", table.table);
-            Ok(())
+            Ok(0)
         }),
     };
-    if let Err(e) = res {
-        eprintln!("concord: {e:#}");
-        std::process::exit(1);
+    match res {
+        Ok(0) => {}
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("concord: {e:#}");
+            std::process::exit(1);
+        }
     }
+}
+
+/// The shared fixtures' Northwind dump, as found at build time.
+fn northwind_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/erp/northwind.sql")
+}
+
+async fn load_erp(url_env: &str, dump: Option<PathBuf>) -> Result<()> {
+    let path = dump.unwrap_or_else(northwind_path);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading the dump {}", path.display()))?;
+    let url = std::env::var(url_env)
+        .ok()
+        .filter(|u| !u.is_empty())
+        .with_context(|| format!("environment variable {url_env} is not set"))?;
+    let pool = concord::connector::sql::Pool::connect(&url, "erp", "load").await?;
+    let report = concord::connector::sql::dump::load(&pool, None, &text)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    println!("loaded {}: {report:?}", path.display());
+    Ok(())
 }
 
 fn verify(dir: PathBuf, instance: &str) -> Result<()> {

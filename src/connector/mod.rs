@@ -6,6 +6,7 @@
 
 pub mod files;
 pub mod memory;
+pub mod nats;
 pub mod salesforce;
 pub mod sql;
 

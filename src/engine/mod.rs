@@ -1,5 +1,8 @@
 //! The engine: the only place that joins the store, the core and the connectors.
 
+pub mod build;
+pub mod conflicts;
+pub mod mapped;
 mod sync;
 
 pub use sync::{Engine, JobOptions, Planned, Role, SyncJob, SyncReport};

@@ -14,6 +14,7 @@
 //! runlog     'r'     started-ms (u64 BE) job 0x00 seq (u32 BE)  entry v1 + bincode(RunLogEntry)
 //! match      'm'     job 0x00 match-hash(32)                   entry v1 + bincode(MatchEntry)
 //! match_rev  'n'     job 0x00 system 0x00 native-key           match-hash(32)
+//! waiting    'w'     job 0x00 system 0x00 native-key           entry v1 + bincode(WaitingEntry)
 //! ```
 //! System, instance and job names are restricted to `[A-Za-z0-9_.-]`, so 0x00 never occurs in
 //! them and the separators are unambiguous.
@@ -36,10 +37,11 @@ pub enum Tree {
     RunLog,
     Match,
     MatchRev,
+    Waiting,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 12] = [
+    pub const ALL: [Tree; 13] = [
         Tree::Meta,
         Tree::Head,
         Tree::Snapshot,
@@ -52,6 +54,7 @@ impl Tree {
         Tree::RunLog,
         Tree::Match,
         Tree::MatchRev,
+        Tree::Waiting,
     ];
     pub fn prefix(self) -> u8 {
         match self {
@@ -67,6 +70,7 @@ impl Tree {
             Tree::RunLog => b'r',
             Tree::Match => b'm',
             Tree::MatchRev => b'n',
+            Tree::Waiting => b'w',
         }
     }
     pub fn of_key(key: &[u8]) -> Option<Tree> {
@@ -87,6 +91,7 @@ impl Tree {
             Tree::RunLog => "runlog",
             Tree::Match => "match",
             Tree::MatchRev => "match_rev",
+            Tree::Waiting => "waiting",
         }
     }
 }
@@ -214,6 +219,21 @@ pub fn match_rev(job: &str, sys: &SystemId, native: &str) -> Vec<u8> {
     k.push(0);
     k.extend_from_slice(sys.as_str().as_bytes());
     k.push(0);
+    k.extend_from_slice(native.as_bytes());
+    k
+}
+
+pub fn waiting_prefix(job: &str, sys: &SystemId) -> Vec<u8> {
+    let mut k = vec![Tree::Waiting.prefix()];
+    k.extend_from_slice(job.as_bytes());
+    k.push(0);
+    k.extend_from_slice(sys.as_str().as_bytes());
+    k.push(0);
+    k
+}
+
+pub fn waiting(job: &str, sys: &SystemId, native: &str) -> Vec<u8> {
+    let mut k = waiting_prefix(job, sys);
     k.extend_from_slice(native.as_bytes());
     k
 }

@@ -18,7 +18,7 @@ pub use memory::MemoryStore;
 pub use sled_store::SledStore;
 pub use state::{
     decode_any_entry, Checkpoint, ConflictEntry, ConflictSideEntry, MatchEntry, OutboxEntry,
-    RunLogEntry, StateStore, VersionMeta, FORMAT_VERSION,
+    RunLogEntry, StateStore, VersionMeta, WaitingEntry, FORMAT_VERSION,
 };
 
 /// A set of writes applied atomically: all or none.

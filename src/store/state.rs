@@ -242,6 +242,16 @@ pub struct MatchEntry {
     pub lonely: Vec<(String, String)>,
 }
 
+/// A record read while a record it references was not synced yet: kept until the reference
+/// resolves (`native`: the record's native fields in the canonical encoding).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitingEntry {
+    pub native: Vec<u8>,
+    pub hint: Option<[u8; 16]>,
+    pub modstamp: Option<i64>,
+    pub reason: String,
+}
+
 /// Writes collected for one atomic, durable checkpoint.
 #[derive(Debug, Default)]
 pub struct Checkpoint {
@@ -499,6 +509,47 @@ impl StateStore {
     }
 
     /// Up to `limit` pending writes for `sys`, in entity order.
+    /// Records of `sys` waiting in `job` for a referenced record: (native key, entry).
+    pub fn waiting(
+        &self,
+        job: &str,
+        sys: &SystemId,
+    ) -> Result<Vec<(Key, WaitingEntry)>, StoreError> {
+        let prefix = layout::waiting_prefix(job, sys);
+        let mut out = Vec::new();
+        self.scan_decoded(
+            &prefix,
+            |k, v| {
+                let key = std::str::from_utf8(&k[prefix.len()..])
+                    .map_err(|_| corrupt(k, "native key not UTF-8"))?;
+                Ok((Key::new(key), decode_entry::<WaitingEntry>(k, v)?))
+            },
+            |x| {
+                out.push(x);
+                true
+            },
+        )?;
+        Ok(out)
+    }
+
+    /// Puts (or, with `None`, removes) a waiting record, durably, at once.
+    pub fn set_waiting(
+        &self,
+        job: &str,
+        sys: &SystemId,
+        native: &Key,
+        entry: Option<&WaitingEntry>,
+    ) -> Result<(), StoreError> {
+        let mut b = crate::store::Batch::new();
+        let k = layout::waiting(job, sys, native.as_str());
+        match entry {
+            Some(e) => b.put(k, encode_entry(e)),
+            None => b.delete(k),
+        }
+        self.store.apply(b)?;
+        self.store.flush()
+    }
+
     /// The match entry of `hash` in `job`.
     pub fn match_entry(
         &self,
@@ -645,6 +696,7 @@ pub fn decode_any_entry(k: &[u8], v: &[u8]) -> Result<(), StoreError> {
         Some(Tree::Conflict) => decode_entry::<ConflictEntry>(k, v).map(|_| ()),
         Some(Tree::RunLog) => decode_entry::<RunLogEntry>(k, v).map(|_| ()),
         Some(Tree::Match) => decode_entry::<MatchEntry>(k, v).map(|_| ()),
+        Some(Tree::Waiting) => decode_entry::<WaitingEntry>(k, v).map(|_| ()),
         Some(Tree::MatchRev) if v.len() != 32 => Err(corrupt(k, "match hash is not 32 bytes")),
         Some(Tree::Xref) if v.len() != 16 => Err(corrupt(k, "entity id is not 16 bytes")),
         Some(Tree::XrefRev) if std::str::from_utf8(v).is_err() => {

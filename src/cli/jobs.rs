@@ -1,0 +1,451 @@
+//! `concord init | run | plan | status | conflicts`: jobs from the configuration file.
+
+use anyhow::{bail, Context, Result};
+use concord::config::Config;
+use concord::engine::build::{build_job, job_order};
+use concord::engine::conflicts::{conflict_id, side_value, Choice};
+use concord::engine::{Engine, SyncJob, SyncReport};
+use concord::model::{ContentHash, EntityId, InstanceId, Value};
+use concord::store::{SledStore, StateStore};
+use serde_json::{json, Value as J};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Exit codes beyond 0 / 1 / 2.
+pub const EXIT_PARTIAL: i32 = 3;
+pub const EXIT_VERIFY: i32 = 4;
+
+pub fn load(path: &Path) -> Result<Config> {
+    Ok(Config::load(path)?)
+}
+
+pub fn open_state(cfg: &Config) -> Result<StateStore> {
+    let dir = cfg.resolve(&cfg.store.dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let store =
+        SledStore::open(&dir).with_context(|| format!("opening store {}", dir.display()))?;
+    Ok(StateStore::open(
+        Arc::new(store),
+        InstanceId::new(cfg.store.instance.as_str())?,
+    )?)
+}
+
+fn report_json(job: &str, r: &SyncReport, secs: f64) -> J {
+    json!({
+        "job": job,
+        "seconds": (secs * 1000.0).round() / 1000.0,
+        "read": r.read,
+        "written": r.written,
+        "changed": r.changed,
+        "echoes": r.echoes,
+        "conflicts_resolved": r.conflicts_resolved,
+        "conflicts_parked": r.conflicts_parked,
+        "failed_writes": r.failed,
+        "duplicates_ignored": r.duplicates_ignored,
+        "matched": r.matched,
+        "unmatched": r.unmatched,
+        "system_errors": r.errors,
+        "planned": r.planned.iter().map(|(s, p)| (s.clone(), json!({"creates": p.creates, "updates": p.updates, "deletes": p.deletes, "queued": p.queued}))).collect::<BTreeMap<_, _>>(),
+    })
+}
+
+fn report_human(job: &str, r: &SyncReport, secs: f64, dry: bool) -> String {
+    let mut out = format!("job {job} ({secs:.2} s)\n");
+    let list = |m: &BTreeMap<String, u64>| {
+        if m.is_empty() {
+            "none".to_string()
+        } else {
+            m.iter()
+                .map(|(s, n)| format!("{s} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    out.push_str(&format!("  read:      {}\n", list(&r.read)));
+    if dry {
+        for (s, p) in &r.planned {
+            out.push_str(&format!(
+                "  would write {s}: {} creates, {} updates, {} deletes{}\n",
+                p.creates,
+                p.updates,
+                p.deletes,
+                if p.queued > 0 {
+                    format!(", {} queued from earlier runs", p.queued)
+                } else {
+                    String::new()
+                }
+            ));
+        }
+        if r.planned.is_empty() {
+            out.push_str("  would write nothing\n");
+        }
+    } else {
+        out.push_str(&format!("  written:   {}\n", list(&r.written)));
+    }
+    out.push_str(&format!(
+        "  changed entities {}, echoes suppressed {}, conflicts resolved {}, parked {}\n",
+        r.changed, r.echoes, r.conflicts_resolved, r.conflicts_parked
+    ));
+    if r.matched + r.unmatched > 0 {
+        out.push_str(&format!(
+            "  matched {}, unmatched {}\n",
+            r.matched, r.unmatched
+        ));
+    }
+    if r.failed > 0 {
+        out.push_str(&format!(
+            "  {} writes failed and wait in the outbox\n",
+            r.failed
+        ));
+    }
+    for (s, e) in &r.errors {
+        out.push_str(&format!("  system {s} failed: {e}\n"));
+    }
+    out
+}
+
+fn spinner(msg: String) -> indicatif::ProgressBar {
+    let pb =
+        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+    pb.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    pb.set_message(msg);
+    pb.enable_steady_tick(Duration::from_millis(120));
+    pb
+}
+
+/// Migrate `--verify`: every in-scope source record is in each target with the same content.
+async fn verify(job: &SyncJob, state: &StateStore) -> Result<(bool, J)> {
+    let mut sides: Vec<(String, BTreeMap<EntityId, ContentHash>)> = Vec::new();
+    for c in &job.systems {
+        let mut hashes = BTreeMap::new();
+        let mut cursor: Option<Vec<u8>> = None;
+        loop {
+            let p = c.read(cursor.as_deref()).await?;
+            for ch in p.changes {
+                let (Some(mut f), Some(e)) = (ch.fields, state.entity_for(c.system(), &ch.key)?)
+                else {
+                    continue;
+                };
+                f.apply_options(&job.normalize);
+                hashes.insert(e, f.content_hash());
+            }
+            if !p.more {
+                break;
+            }
+            cursor = p.cursor;
+        }
+        sides.push((c.system().to_string(), hashes));
+    }
+    let (src_name, src) = &sides[0];
+    let mut ok = true;
+    let mut out = Vec::new();
+    for (name, t) in &sides[1..] {
+        let missing = src.keys().filter(|e| !t.contains_key(e)).count();
+        let different = src
+            .iter()
+            .filter(|(e, h)| t.get(e).is_some_and(|x| x != *h))
+            .count();
+        let extra = t.keys().filter(|e| !src.contains_key(e)).count();
+        ok &= missing == 0 && different == 0;
+        out.push(json!({"source": src_name, "target": name, "source_records": src.len(), "target_records": t.len(), "missing": missing, "different": different, "not_from_source": extra}));
+    }
+    Ok((ok, J::Array(out)))
+}
+
+/// `concord run` / `concord plan`.
+pub async fn run(
+    cfg: &Config,
+    jobs: &[String],
+    all: bool,
+    dry: bool,
+    watch: bool,
+    check: bool,
+    as_json: bool,
+) -> Result<i32> {
+    let names: Vec<String> = if all || jobs.is_empty() {
+        if !all {
+            bail!(
+                "name the job(s) to run, or --all (jobs: {})",
+                cfg.jobs.keys().cloned().collect::<Vec<_>>().join(", ")
+            );
+        }
+        job_order(cfg)
+    } else {
+        let order = job_order(cfg);
+        for j in jobs {
+            if !cfg.jobs.contains_key(j) {
+                bail!(
+                    "no job named `{j}` in {} (jobs: {})",
+                    cfg.file,
+                    cfg.jobs.keys().cloned().collect::<Vec<_>>().join(", ")
+                );
+            }
+        }
+        order.into_iter().filter(|o| jobs.contains(o)).collect()
+    };
+    let state = open_state(cfg)?;
+    let engine = Engine::new(state.clone());
+    let mut built = Vec::new();
+    for n in &names {
+        built.push(build_job(cfg, n, &state, dry).await?);
+    }
+    let interval = names
+        .iter()
+        .map(|n| cfg.jobs[n].interval_secs)
+        .min()
+        .unwrap_or(60)
+        .max(1);
+    loop {
+        let mut reports = Vec::new();
+        let mut code = 0;
+        for job in &built {
+            let pb = spinner(format!(
+                "{} {}",
+                if dry { "planning" } else { "running" },
+                job.name
+            ));
+            let t = Instant::now();
+            let r = engine.sync(job, None).await;
+            pb.finish_and_clear();
+            let r = r.with_context(|| format!("job {}", job.name))?;
+            let secs = t.elapsed().as_secs_f64();
+            if !r.errors.is_empty() || r.failed > 0 {
+                code = code.max(EXIT_PARTIAL);
+            }
+            let mut j = report_json(&job.name, &r, secs);
+            let mut human = report_human(&job.name, &r, secs, dry);
+            if check && !dry {
+                let (ok, v) = verify(job, &state).await?;
+                if !ok {
+                    code = code.max(EXIT_VERIFY);
+                }
+                for t in v.as_array().into_iter().flatten() {
+                    human.push_str(&format!(
+                        "  verify {} → {}: {} source records, {} in target; missing {}, different {}, not from the source {}\n",
+                        t["source"].as_str().unwrap_or(""), t["target"].as_str().unwrap_or(""), t["source_records"], t["target_records"], t["missing"], t["different"], t["not_from_source"]
+                    ));
+                }
+                j["verify"] = v;
+                j["verified"] = json!(ok);
+            }
+            reports.push((human, j));
+        }
+        if as_json {
+            let all: Vec<J> = reports.into_iter().map(|(_, j)| j).collect();
+            println!("{}", serde_json::to_string_pretty(&J::Array(all))?);
+        } else {
+            for (h, _) in reports {
+                print!("{h}");
+            }
+        }
+        if !watch || dry {
+            return Ok(code);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(interval)) => {}
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("stopped");
+                return Ok(code);
+            }
+        }
+    }
+}
+
+/// `concord status`.
+pub fn status(cfg: &Config, as_json: bool) -> Result<()> {
+    let state = open_state(cfg)?;
+    let runs = state.run_log()?;
+    let conflicts = state.conflicts()?;
+    let mut out = Vec::new();
+    for (name, j) in &cfg.jobs {
+        let mut sides = Vec::new();
+        for s in &j.systems {
+            let id =
+                concord::engine::build::side_system(s, &j.sides[s]).map_err(anyhow::Error::msg)?;
+            sides.push(json!({
+                "system": s,
+                "id": id.as_str(),
+                "cursor": state.cursor(name, &id)?.is_some(),
+                "outbox": state.outbox_len(&id)?,
+                "waiting": state.waiting(name, &id)?.len(),
+            }));
+        }
+        let last = runs
+            .iter()
+            .filter(|r| r.job == *name)
+            .max_by_key(|r| r.started_ms);
+        out.push(json!({
+            "job": name,
+            "pattern": format!("{:?}", j.pattern).to_lowercase(),
+            "systems": sides,
+            "runs": runs.iter().filter(|r| r.job == *name).count(),
+            "last_run": last.map(|r| json!({"started_ms": r.started_ms, "finished_ms": r.finished_ms, "status": r.status, "message": r.message, "counts": r.counts.iter().cloned().collect::<BTreeMap<_, _>>()})),
+            "open_conflicts": conflicts.iter().filter(|c| c.job == *name).count(),
+        }));
+    }
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&J::Array(out))?);
+        return Ok(());
+    }
+    for j in out {
+        println!(
+            "job {} ({})",
+            j["job"].as_str().unwrap_or(""),
+            j["pattern"].as_str().unwrap_or("")
+        );
+        match j["last_run"].as_object() {
+            Some(r) => println!(
+                "  last run: {} at {} ({} runs){}",
+                r["status"].as_str().unwrap_or(""),
+                concord::model::Timestamp(r["started_ms"].as_i64().unwrap_or(0)),
+                j["runs"],
+                r["message"]
+                    .as_str()
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default()
+            ),
+            None => println!("  never run"),
+        }
+        for s in j["systems"].as_array().into_iter().flatten() {
+            println!(
+                "  {:<24} cursor {:<4} outbox {:<6} waiting {}",
+                s["id"].as_str().unwrap_or(""),
+                if s["cursor"] == true { "yes" } else { "no" },
+                s["outbox"],
+                s["waiting"]
+            );
+        }
+        println!("  open conflicts: {}", j["open_conflicts"]);
+    }
+    Ok(())
+}
+
+fn show_value(v: Option<Result<Option<Value>, String>>) -> String {
+    match v {
+        None => "-".into(),
+        Some(Ok(None)) => "(none)".into(),
+        Some(Ok(Some(v))) => v.to_string(),
+        Some(Err(e)) => format!("<unreadable: {e}>"),
+    }
+}
+
+/// `concord conflicts list|show`.
+pub fn conflicts(cfg: &Config, job: Option<&str>, id: Option<&str>, as_json: bool) -> Result<()> {
+    let state = open_state(cfg)?;
+    let all: Vec<_> = state
+        .conflicts()?
+        .into_iter()
+        .filter(|c| job.is_none_or(|j| c.job == j))
+        .filter(|c| id.is_none_or(|i| conflict_id(&EntityId(c.entity), c.field.as_deref()) == i))
+        .collect();
+    if id.is_some() && all.is_empty() {
+        bail!("no open conflict {}", id.unwrap_or_default());
+    }
+    let rows: Vec<J> = all
+        .iter()
+        .map(|c| {
+            let e = EntityId(c.entity);
+            let base = if c.base.is_empty() {
+                "(none)".to_string()
+            } else {
+                concord::model::canonical::value_from_bytes(&c.base).map(|v| v.to_string()).unwrap_or_else(|e| format!("<{e}>"))
+            };
+            json!({
+                "id": conflict_id(&e, c.field.as_deref()),
+                "job": c.job,
+                "entity": e.to_hex(),
+                "field": c.field,
+                "base": base,
+                "sides": c.sides.iter().map(|s| json!({"system": s.system, "value": show_value(side_value(c, &s.system)), "modstamp": s.modstamp})).collect::<Vec<_>>(),
+                "detected_ms": c.detected_ms,
+            })
+        })
+        .collect();
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&J::Array(rows))?);
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!("no open conflicts");
+    }
+    for r in rows {
+        println!(
+            "{}  job {}  {}",
+            r["id"].as_str().unwrap_or(""),
+            r["job"].as_str().unwrap_or(""),
+            r["field"]
+                .as_str()
+                .map(|f| format!("field {f}"))
+                .unwrap_or_else(|| "record (delete vs update)".into())
+        );
+        println!("    base: {}", r["base"].as_str().unwrap_or(""));
+        for s in r["sides"].as_array().into_iter().flatten() {
+            println!(
+                "    {}: {}",
+                s["system"].as_str().unwrap_or(""),
+                s["value"].as_str().unwrap_or("")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `concord conflicts resolve`.
+pub async fn resolve(
+    cfg: &Config,
+    id: &str,
+    take: Option<String>,
+    value: Option<String>,
+) -> Result<()> {
+    let state = open_state(cfg)?;
+    let c = state
+        .conflicts()?
+        .into_iter()
+        .find(|c| conflict_id(&EntityId(c.entity), c.field.as_deref()) == id)
+        .with_context(|| format!("no open conflict {id} (see `concord conflicts list`)"))?;
+    let choice = match (take, value) {
+        (Some(t), None) => Choice::Take(t),
+        (None, Some(v)) => {
+            let j: J = serde_json::from_str(&v).unwrap_or(J::String(v.clone()));
+            Choice::Value(match j {
+                J::String(s) => Value::text(s),
+                J::Bool(b) => Value::Bool(b),
+                J::Number(n) => match n.as_i64() {
+                    Some(i) => Value::Int(i),
+                    None => Value::decimal_str(&n.to_string())?,
+                },
+                J::Null => Value::Null,
+                other => Value::Json(other),
+            })
+        }
+        _ => bail!("give exactly one of --take SYSTEM or --value VALUE"),
+    };
+    let job = build_job(cfg, &c.job, &state, false).await?;
+    let engine = Engine::new(state);
+    engine.resolve_conflict(&job, &EntityId(c.entity), c.field.as_deref(), &choice)?;
+    println!(
+        "resolved {id}; run `concord run {}` to write it to every system",
+        c.job
+    );
+    Ok(())
+}
+
+/// `concord init`: a starter configuration.
+pub fn init(path: &Path) -> Result<()> {
+    if path.exists() {
+        bail!("{} exists; not overwritten", path.display());
+    }
+    std::fs::write(path, STARTER).with_context(|| format!("writing {}", path.display()))?;
+    println!(
+        "wrote {} — edit the systems and the mapping, then `concord run --all`",
+        path.display()
+    );
+    Ok(())
+}
+
+const STARTER: &str = include_str!("../../docs/examples/bidirectional.toml");

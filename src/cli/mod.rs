@@ -1,0 +1,3 @@
+//! The command line's job commands (the rest lives in main.rs).
+
+pub mod jobs;

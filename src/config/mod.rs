@@ -1,0 +1,754 @@
+//! The job configuration file (TOML): systems, jobs, field mappings, match keys, policies.
+//! Every table refuses unknown keys, and errors name the key's path
+//! (`jobs.accounts.sides.crm.fields.phone.transfroms`). Secrets and connection URLs are never in
+//! the file: only the names of the environment variables that hold them. `docs/config.md`
+//! documents every key; `docs/examples/` holds one working file per pattern.
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// A configuration error, naming the file and where in it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: at `{at}`: {message}")]
+    Parse {
+        path: String,
+        at: String,
+        message: String,
+    },
+    #[error("{path}: {at}: {message}")]
+    Invalid {
+        path: String,
+        at: String,
+        message: String,
+    },
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub store: StoreConfig,
+    pub systems: BTreeMap<String, SystemConfig>,
+    pub jobs: BTreeMap<String, JobConfig>,
+    /// Where the file was read from (relative paths in it are relative to its folder).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+    #[serde(skip)]
+    pub file: String,
+}
+
+/// The state store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// The sled folder (default `.concord`, next to the config file).
+    #[serde(default = "default_store_dir")]
+    pub dir: PathBuf,
+    /// This engine instance's name (default `main`): it names the actors in vector clocks.
+    #[serde(default = "default_instance")]
+    pub instance: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            dir: default_store_dir(),
+            instance: default_instance(),
+        }
+    }
+}
+
+fn default_store_dir() -> PathBuf {
+    PathBuf::from(".concord")
+}
+fn default_instance() -> String {
+    "main".into()
+}
+
+/// One system of record.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SystemConfig {
+    Salesforce(Box<SalesforceSystem>),
+    Postgres(SqlSystem),
+    Mysql(SqlSystem),
+    Sqlite(SqlSystem),
+    Csv(FilesSystem),
+    Jsonl(FilesSystem),
+    Nats(NatsSystem),
+}
+
+impl SystemConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SystemConfig::Salesforce(_) => "salesforce",
+            SystemConfig::Postgres(_) => "postgres",
+            SystemConfig::Mysql(_) => "mysql",
+            SystemConfig::Sqlite(_) => "sqlite",
+            SystemConfig::Csv(_) => "csv",
+            SystemConfig::Jsonl(_) => "jsonl",
+            SystemConfig::Nats(_) => "nats",
+        }
+    }
+}
+
+/// A Salesforce org (see docs/connectors/salesforce.md for each key).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SalesforceSystem {
+    pub instance_url_env: String,
+    #[serde(default)]
+    pub token_env: Option<String>,
+    #[serde(default)]
+    pub client_id_env: Option<String>,
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    #[serde(default)]
+    pub refresh_token_env: Option<String>,
+    #[serde(default)]
+    pub jwt_key_env: Option<String>,
+    #[serde(default)]
+    pub username_env: Option<String>,
+    #[serde(default)]
+    pub jwt_audience: Option<String>,
+    #[serde(default)]
+    pub login_url_env: Option<String>,
+    #[serde(default)]
+    pub ca_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub api_version: Option<String>,
+    #[serde(default)]
+    pub max_limit_share: Option<f64>,
+}
+
+/// A SQL database.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlSystem {
+    /// Variable holding the connection URL.
+    pub url_env: String,
+    #[serde(default)]
+    pub schema: Option<String>,
+}
+
+/// A folder of CSV or JSONL files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesSystem {
+    pub dir: PathBuf,
+    #[serde(default)]
+    pub delimiter: Option<char>,
+}
+
+/// A NATS server with JetStream (a broadcast destination).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsSystem {
+    pub url_env: String,
+    /// The JetStream stream that holds the subjects (created when missing).
+    #[serde(default = "default_stream")]
+    pub stream: String,
+}
+
+fn default_stream() -> String {
+    "CONCORD".into()
+}
+
+/// The integration pattern of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pattern {
+    Migrate,
+    Broadcast,
+    Aggregate,
+    Bidirectional,
+    Correlate,
+}
+
+/// One job.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobConfig {
+    pub pattern: Pattern,
+    /// The systems, in order: migrate and broadcast take the first as the source; aggregate
+    /// takes the last as the target.
+    pub systems: Vec<String>,
+    /// Per system: object or table, key, field mapping, filter.
+    pub sides: BTreeMap<String, SideConfig>,
+    #[serde(default)]
+    pub conflict: ConflictConfig,
+    #[serde(default = "default_delete")]
+    pub delete: DeleteConfig,
+    #[serde(default, rename = "match")]
+    pub matching: Option<MatchConfig>,
+    /// Records per write call and per checkpoint (default 200).
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    /// `--watch`: seconds between passes (default 60).
+    #[serde(default = "default_interval")]
+    pub interval_secs: u64,
+    /// Aggregate: the field that records, per field, the source it came from.
+    #[serde(default)]
+    pub provenance_field: Option<String>,
+    /// Treat `""` as null (default true) and trim text (default false) before comparing.
+    #[serde(default)]
+    pub empty_text_is_null: Option<bool>,
+    #[serde(default)]
+    pub trim_text: Option<bool>,
+}
+
+fn default_delete() -> DeleteConfig {
+    DeleteConfig::DeleteWins
+}
+fn default_batch() -> usize {
+    200
+}
+fn default_interval() -> u64 {
+    60
+}
+
+/// The delete rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeleteConfig {
+    DeleteWins,
+    UpdateWins,
+    Manual,
+}
+
+/// The conflict policy: a default and per-field overrides, each `newest`, `manual`,
+/// `prefer:<system>` or `priority:<system>,<system>,…`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConflictConfig {
+    #[serde(default = "default_policy")]
+    pub default: String,
+    #[serde(default)]
+    pub fields: BTreeMap<String, String>,
+}
+
+impl Default for ConflictConfig {
+    fn default() -> Self {
+        ConflictConfig {
+            default: default_policy(),
+            fields: BTreeMap::new(),
+        }
+    }
+}
+
+fn default_policy() -> String {
+    "newest".into()
+}
+
+/// Match keys (correlate, aggregate).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchConfig {
+    /// Canonical fields, each with its normaliser (`exact`, `case`, `whitespace`, `email`,
+    /// `phone`); several make a composite key.
+    pub fields: Vec<MatchFieldConfig>,
+    /// Privacy mode: the variable holding the key (at least 32 bytes of text) for keyed blake3
+    /// match hashes.
+    #[serde(default)]
+    pub privacy_key_env: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchFieldConfig {
+    pub field: String,
+    #[serde(default = "default_norm")]
+    pub normalize: crate::core::Normalize,
+}
+
+fn default_norm() -> crate::core::Normalize {
+    crate::core::Normalize::Exact
+}
+
+/// One system's side of a job.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SideConfig {
+    /// Salesforce: the sObject.
+    #[serde(default)]
+    pub object: Option<String>,
+    /// SQL: the table.
+    #[serde(default)]
+    pub table: Option<String>,
+    /// Files: the file in the system's folder.
+    #[serde(default)]
+    pub file: Option<String>,
+    /// NATS: the subject change events are published on.
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// SQL and files: the key column(s). Salesforce: always `Id`.
+    #[serde(default)]
+    pub key: Vec<String>,
+    /// Canonical field → where it comes from in this system.
+    pub fields: BTreeMap<String, FieldSpec>,
+    /// The records of this system the job covers (every condition must hold).
+    #[serde(default)]
+    pub filter: Vec<FilterConfig>,
+    /// Salesforce: the External ID field that keeps concord's entity id (idempotent creates).
+    #[serde(default)]
+    pub entity_id_field: Option<String>,
+    /// SQL: `scan`, `column` or `trigger` (default `scan`).
+    #[serde(default)]
+    pub mode: Option<crate::connector::sql::CaptureMode>,
+    /// SQL `column` mode: the updated-at column.
+    #[serde(default)]
+    pub updated_column: Option<String>,
+    /// Files: declared column types.
+    #[serde(default)]
+    pub types: BTreeMap<String, crate::connector::files::FileType>,
+    /// Files: `rewrite` or `append`.
+    #[serde(default)]
+    pub write_mode: Option<crate::connector::files::WriteMode>,
+    /// Salesforce and SQL: the overlap window of incremental reads (seconds).
+    #[serde(default)]
+    pub overlap_secs: Option<u64>,
+    /// Salesforce: the query page size; SQL: rows per page and statement.
+    #[serde(default)]
+    pub page_size: Option<usize>,
+    /// Salesforce: Bulk API 2.0 thresholds.
+    #[serde(default)]
+    pub bulk_threshold: Option<usize>,
+    #[serde(default)]
+    pub bulk_read_threshold: Option<usize>,
+}
+
+/// A filter condition on a native field: `{ field = "Type", equals = "Customer" }`, `in = […]`,
+/// `not_in = […]`, `is_null = true` or `is_null = false`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterConfig {
+    pub field: String,
+    #[serde(default)]
+    pub equals: Option<toml::Value>,
+    #[serde(default, rename = "in")]
+    pub in_: Option<Vec<toml::Value>>,
+    #[serde(default)]
+    pub not_in: Option<Vec<toml::Value>>,
+    #[serde(default)]
+    pub is_null: Option<bool>,
+}
+
+/// Where a canonical field comes from: a native field's name, or a table.
+#[derive(Debug, Clone)]
+pub enum FieldSpec {
+    Name(String),
+    Spec(Box<FieldSpecTable>),
+}
+
+/// The table form of a field mapping; exactly one of `field`, `concat`, `constant`,
+/// `reference` (with `field`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldSpecTable {
+    #[serde(default)]
+    pub field: Option<String>,
+    #[serde(default)]
+    pub concat: Option<Vec<String>>,
+    /// The separator of `concat` (default a space).
+    #[serde(default)]
+    pub sep: Option<String>,
+    #[serde(default)]
+    pub constant: Option<toml::Value>,
+    /// The job whose entities this field refers to (its side for this system holds the
+    /// parents).
+    #[serde(default)]
+    pub reference: Option<String>,
+    /// `trim`, `upper`, `lower`, in order.
+    #[serde(default)]
+    pub transforms: Vec<String>,
+    /// Native value → canonical value.
+    #[serde(default)]
+    pub map: BTreeMap<String, String>,
+    /// Native text in this chrono format ↔ a canonical date or datetime.
+    #[serde(default)]
+    pub date_format: Option<String>,
+    /// Used on read when the native value is missing.
+    #[serde(default)]
+    pub default: Option<toml::Value>,
+}
+
+impl<'de> Deserialize<'de> for FieldSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = FieldSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a native field name or a table such as { field = \"Phone\", transforms = [\"trim\"] }")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<FieldSpec, E> {
+                Ok(FieldSpec::Name(s.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, m: A) -> Result<FieldSpec, A::Error> {
+                FieldSpecTable::deserialize(de::value::MapAccessDeserializer::new(m))
+                    .map(|t| FieldSpec::Spec(Box::new(t)))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A TOML value as a field value.
+pub fn value_of(v: &toml::Value) -> crate::model::Value {
+    use crate::model::Value;
+    match v {
+        toml::Value::String(s) => Value::text(s.as_str()),
+        toml::Value::Integer(i) => Value::Int(*i),
+        toml::Value::Float(f) => Value::from_f64(*f).unwrap_or(Value::Null),
+        toml::Value::Boolean(b) => Value::Bool(*b),
+        toml::Value::Datetime(d) => {
+            let s = d.to_string();
+            Value::date_str(&s)
+                .or_else(|_| Value::datetime_str(&s))
+                .unwrap_or(Value::text(s))
+        }
+        other => Value::Json(serde_json::to_value(other).unwrap_or_default()),
+    }
+}
+
+impl Config {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and checks configuration text (`path` names it in errors and anchors relative
+    /// paths).
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let de = toml::Deserializer::new(text);
+        let mut cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let at = e.path().to_string();
+            let inner = e.into_inner();
+            ConfigError::Parse {
+                path: file.clone(),
+                at,
+                message: inner.message().trim().to_string(),
+            }
+        })?;
+        cfg.file = file;
+        cfg.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    fn invalid(&self, at: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.file.clone(),
+            at: at.into(),
+            message: message.into(),
+        }
+    }
+
+    /// A path in the file, resolved against the file's folder.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    /// Checks what serde cannot: references between sections and each pattern's rules.
+    fn check(&self) -> Result<(), ConfigError> {
+        let name_ok = |n: &str| {
+            !n.is_empty()
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        };
+        for n in self.systems.keys() {
+            if !name_ok(n) {
+                return Err(self.invalid(
+                    format!("systems.{n}"),
+                    "system names use letters, digits, `_` and `-`",
+                ));
+            }
+        }
+        for (jn, j) in &self.jobs {
+            let at = format!("jobs.{jn}");
+            if !name_ok(jn) {
+                return Err(self.invalid(&at, "job names use letters, digits, `_` and `-`"));
+            }
+            let n = j.systems.len();
+            let want = match j.pattern {
+                Pattern::Correlate => n == 2,
+                Pattern::Aggregate => n >= 3,
+                _ => n >= 2,
+            };
+            if !want {
+                let rule = match j.pattern {
+                    Pattern::Correlate => "exactly 2 systems",
+                    Pattern::Aggregate => "at least 2 sources and a target (3 systems or more)",
+                    _ => "at least 2 systems",
+                };
+                return Err(self.invalid(
+                    format!("{at}.systems"),
+                    format!("a {:?} job needs {rule}", j.pattern).to_lowercase(),
+                ));
+            }
+            for (i, s) in j.systems.iter().enumerate() {
+                let Some(sys) = self.systems.get(s) else {
+                    return Err(self.invalid(
+                        format!("{at}.systems[{i}]"),
+                        format!("no system named `{s}` under [systems]"),
+                    ));
+                };
+                if j.systems[..i].contains(s) {
+                    return Err(self.invalid(
+                        format!("{at}.systems[{i}]"),
+                        format!("`{s}` is listed twice"),
+                    ));
+                }
+                let Some(side) = j.sides.get(s) else {
+                    return Err(self.invalid(
+                        format!("{at}.sides"),
+                        format!("no [jobs.{jn}.sides.{s}] for system `{s}`"),
+                    ));
+                };
+                self.check_side(jn, s, sys, side, j)?;
+                if matches!(sys, SystemConfig::Nats(_)) {
+                    let dest_only = match j.pattern {
+                        Pattern::Broadcast | Pattern::Migrate => i > 0,
+                        Pattern::Aggregate => i == n - 1,
+                        _ => false,
+                    };
+                    if !dest_only {
+                        return Err(self.invalid(format!("{at}.systems[{i}]"), "a NATS system can only be a destination (migrate, broadcast, or aggregate's target)"));
+                    }
+                }
+            }
+            for s in j.sides.keys() {
+                if !j.systems.contains(s) {
+                    return Err(self.invalid(
+                        format!("{at}.sides.{s}"),
+                        format!("`{s}` is not in this job's systems"),
+                    ));
+                }
+            }
+            if matches!(j.pattern, Pattern::Correlate | Pattern::Aggregate) && j.matching.is_none()
+            {
+                return Err(self.invalid(
+                    &at,
+                    format!(
+                        "a {:?} job needs [jobs.{jn}.match] (its match keys)",
+                        j.pattern
+                    )
+                    .to_lowercase(),
+                ));
+            }
+            if let Some(m) = &j.matching {
+                if m.fields.is_empty() {
+                    return Err(self.invalid(format!("{at}.match.fields"), "at least one field"));
+                }
+            }
+            let mut policies = vec![(format!("{at}.conflict.default"), &j.conflict.default)];
+            for (f, p) in &j.conflict.fields {
+                policies.push((format!("{at}.conflict.fields.{f}"), p));
+            }
+            for (where_, p) in policies {
+                self.policy_of(p, j).map_err(|m| self.invalid(where_, m))?;
+            }
+            if j.batch_size == 0 {
+                return Err(self.invalid(format!("{at}.batch_size"), "must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_side(
+        &self,
+        job: &str,
+        sys_name: &str,
+        sys: &SystemConfig,
+        side: &SideConfig,
+        j: &JobConfig,
+    ) -> Result<(), ConfigError> {
+        let at = format!("jobs.{job}.sides.{sys_name}");
+        let (needed, forbidden): (&str, &[(&str, bool)]) = match sys {
+            SystemConfig::Salesforce(_) => (
+                "object",
+                &[
+                    ("table", side.table.is_some()),
+                    ("file", side.file.is_some()),
+                    ("subject", side.subject.is_some()),
+                    ("mode", side.mode.is_some()),
+                ],
+            ),
+            SystemConfig::Postgres(_) | SystemConfig::Mysql(_) | SystemConfig::Sqlite(_) => (
+                "table",
+                &[
+                    ("object", side.object.is_some()),
+                    ("file", side.file.is_some()),
+                    ("subject", side.subject.is_some()),
+                    ("entity_id_field", side.entity_id_field.is_some()),
+                ],
+            ),
+            SystemConfig::Csv(_) | SystemConfig::Jsonl(_) => (
+                "file",
+                &[
+                    ("object", side.object.is_some()),
+                    ("table", side.table.is_some()),
+                    ("subject", side.subject.is_some()),
+                    ("mode", side.mode.is_some()),
+                ],
+            ),
+            SystemConfig::Nats(_) => (
+                "subject",
+                &[
+                    ("object", side.object.is_some()),
+                    ("table", side.table.is_some()),
+                    ("file", side.file.is_some()),
+                ],
+            ),
+        };
+        let has = match needed {
+            "object" => side.object.is_some(),
+            "table" => side.table.is_some(),
+            "file" => side.file.is_some(),
+            _ => side.subject.is_some(),
+        };
+        if !has {
+            return Err(self.invalid(&at, format!("a {} system needs `{needed}`", sys.kind())));
+        }
+        for (k, present) in forbidden {
+            if *present {
+                return Err(self.invalid(
+                    format!("{at}.{k}"),
+                    format!("`{k}` does not apply to a {} system", sys.kind()),
+                ));
+            }
+        }
+        let keyed = matches!(
+            sys,
+            SystemConfig::Postgres(_)
+                | SystemConfig::Mysql(_)
+                | SystemConfig::Sqlite(_)
+                | SystemConfig::Csv(_)
+                | SystemConfig::Jsonl(_)
+        );
+        if keyed && side.key.is_empty() {
+            return Err(self.invalid(format!("{at}.key"), "the key column(s) are required"));
+        }
+        if !keyed && !side.key.is_empty() {
+            return Err(self.invalid(
+                format!("{at}.key"),
+                format!("a {} system has its own key", sys.kind()),
+            ));
+        }
+        if side.fields.is_empty() {
+            return Err(self.invalid(format!("{at}.fields"), "map at least one field"));
+        }
+        for (name, spec) in &side.fields {
+            let fat = format!("{at}.fields.{name}");
+            if let FieldSpec::Spec(t) = spec {
+                let sources = [
+                    t.field.is_some() && t.reference.is_none(),
+                    t.concat.is_some(),
+                    t.constant.is_some(),
+                    t.reference.is_some(),
+                ];
+                if sources.iter().filter(|b| **b).count() != 1 {
+                    return Err(self.invalid(&fat, "give exactly one of `field`, `concat`, `constant`, or `reference` (with `field`)"));
+                }
+                if t.reference.is_some() && t.field.is_none() {
+                    return Err(self.invalid(
+                        &fat,
+                        "a `reference` needs the native `field` that holds the parent's key",
+                    ));
+                }
+                if let Some(r) = &t.reference {
+                    match self.jobs.get(r) {
+                        None => {
+                            return Err(self.invalid(
+                                format!("{fat}.reference"),
+                                format!("no job named `{r}`"),
+                            ))
+                        }
+                        Some(pj) if !pj.sides.contains_key(sys_name) => {
+                            return Err(self.invalid(
+                                format!("{fat}.reference"),
+                                format!("job `{r}` has no side for system `{sys_name}`"),
+                            ))
+                        }
+                        _ => {}
+                    }
+                }
+                for (i, tr) in t.transforms.iter().enumerate() {
+                    if !matches!(tr.as_str(), "trim" | "upper" | "lower") {
+                        return Err(self.invalid(format!("{fat}.transforms[{i}]"), format!("unknown transform `{tr}` (trim, upper, lower; value maps go in `map`, dates in `date_format`)")));
+                    }
+                }
+            }
+        }
+        if let Some(m) = &j.matching {
+            for (i, f) in m.fields.iter().enumerate() {
+                if !side.fields.contains_key(&f.field) {
+                    return Err(self.invalid(
+                        format!("jobs.{job}.match.fields[{i}]"),
+                        format!("`{}` is not mapped for system `{sys_name}`", f.field),
+                    ));
+                }
+            }
+        }
+        for (i, f) in side.filter.iter().enumerate() {
+            let n = [
+                f.equals.is_some(),
+                f.in_.is_some(),
+                f.not_in.is_some(),
+                f.is_null.is_some(),
+            ]
+            .iter()
+            .filter(|b| **b)
+            .count();
+            if n != 1 {
+                return Err(self.invalid(
+                    format!("{at}.filter[{i}]"),
+                    "give exactly one of `equals`, `in`, `not_in`, `is_null`",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A policy string as a field policy.
+    pub fn policy_of(&self, p: &str, j: &JobConfig) -> Result<crate::core::FieldPolicy, String> {
+        use crate::core::FieldPolicy;
+        let sys = |n: &str| -> Result<crate::model::SystemId, String> {
+            if !j.systems.iter().any(|s| s == n) {
+                return Err(format!("`{n}` is not one of this job's systems"));
+            }
+            crate::model::SystemId::new(n).map_err(|e| e.to_string())
+        };
+        match p.split_once(':') {
+            None if p == "newest" => Ok(FieldPolicy::Newest),
+            None if p == "manual" => Ok(FieldPolicy::Manual),
+            Some(("prefer", s)) => Ok(FieldPolicy::Prefer(sys(s.trim())?)),
+            Some(("priority", list)) => Ok(FieldPolicy::Priority(
+                list.split(',')
+                    .map(|s| sys(s.trim()))
+                    .collect::<Result<_, _>>()?,
+            )),
+            _ => Err(format!(
+                "unknown policy `{p}` (newest, manual, prefer:<system>, priority:<a>,<b>,…)"
+            )),
+        }
+    }
+}

@@ -1,0 +1,423 @@
+//! From a job's configuration to a runnable [`SyncJob`]: one connector per side, connected and
+//! wrapped in its field mapping, the pattern's roles, policy and match keys.
+
+use super::mapped::MappedConnector;
+use super::{JobOptions, Role, SyncJob};
+use crate::config::{
+    value_of, Config, DeleteConfig, FieldSpec, JobConfig, Pattern, SideConfig, SystemConfig,
+};
+use crate::connector::files::{FileConfig, FileConnector, FileFormat};
+use crate::connector::salesforce::{SalesforceConfig, SalesforceConnector};
+use crate::connector::sql::{SqlConnector, SqlTableConfig};
+use crate::connector::{Connector, ConnectorError};
+use crate::core::mapping::{Cond, FieldMap, Mapping, Source, Transform};
+use crate::core::{DeleteRule, MatchField, MatchSpec, Policy};
+use crate::model::{NormalizeOptions, SystemId};
+use crate::store::StateStore;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Why a job could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("no job named `{0}` in the configuration")]
+    NoSuchJob(String),
+    #[error("job `{job}`: {message}")]
+    Job { job: String, message: String },
+    #[error(transparent)]
+    Connector(#[from] ConnectorError),
+}
+
+/// The object a side names (its sObject, table, file or subject).
+pub fn side_object(side: &SideConfig) -> &str {
+    side.object
+        .as_deref()
+        .or(side.table.as_deref())
+        .or(side.file.as_deref())
+        .or(side.subject.as_deref())
+        .unwrap_or("")
+}
+
+/// The system id of a job side: `<system>.<object>` (keys of different objects never mix).
+pub fn side_system(system: &str, side: &SideConfig) -> Result<SystemId, String> {
+    let obj: String = side_object(side)
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    SystemId::new(format!("{system}.{obj}")).map_err(|e| e.to_string())
+}
+
+/// The mapping of one side.
+pub fn mapping_of(cfg: &Config, system: &str, side: &SideConfig) -> Result<Mapping, String> {
+    let mut fields = Vec::new();
+    for (canonical, spec) in &side.fields {
+        let fm = match spec {
+            FieldSpec::Name(n) => FieldMap {
+                canonical: canonical.clone(),
+                source: Source::Field(n.clone()),
+                transforms: Vec::new(),
+                default: None,
+            },
+            FieldSpec::Spec(t) => {
+                let source = if let Some(r) = &t.reference {
+                    let parent_job = cfg.jobs.get(r).ok_or(format!("no job `{r}`"))?;
+                    let parent_side = parent_job
+                        .sides
+                        .get(system)
+                        .ok_or(format!("job `{r}` has no side for `{system}`"))?;
+                    Source::Reference {
+                        field: t.field.clone().unwrap_or_default(),
+                        parent: side_system(system, parent_side)?,
+                    }
+                } else if let Some(c) = &t.concat {
+                    Source::Concat {
+                        fields: c.clone(),
+                        sep: t.sep.clone().unwrap_or_else(|| " ".into()),
+                    }
+                } else if let Some(v) = &t.constant {
+                    Source::Constant(value_of(v))
+                } else {
+                    Source::Field(t.field.clone().unwrap_or_default())
+                };
+                let mut transforms: Vec<Transform> = t
+                    .transforms
+                    .iter()
+                    .map(|x| match x.as_str() {
+                        "upper" => Transform::Upper,
+                        "lower" => Transform::Lower,
+                        _ => Transform::Trim,
+                    })
+                    .collect();
+                if !t.map.is_empty() {
+                    transforms.push(Transform::Map(t.map.clone()));
+                }
+                if let Some(f) = &t.date_format {
+                    transforms.push(Transform::DateFormat(f.clone()));
+                }
+                FieldMap {
+                    canonical: canonical.clone(),
+                    source,
+                    transforms,
+                    default: t.default.as_ref().map(value_of),
+                }
+            }
+        };
+        fields.push(fm);
+    }
+    let filter = side
+        .filter
+        .iter()
+        .map(|f| {
+            if let Some(v) = &f.equals {
+                Cond::Equals(f.field.clone(), value_of(v))
+            } else if let Some(vs) = &f.in_ {
+                Cond::In(f.field.clone(), vs.iter().map(value_of).collect())
+            } else if let Some(vs) = &f.not_in {
+                Cond::NotIn(f.field.clone(), vs.iter().map(value_of).collect())
+            } else if f.is_null == Some(true) {
+                Cond::IsNull(f.field.clone())
+            } else {
+                Cond::NotNull(f.field.clone())
+            }
+        })
+        .collect();
+    Ok(Mapping { fields, filter })
+}
+
+/// Each system's role in a pattern (by position in the job's list).
+pub fn roles_of(j: &JobConfig, ids: &[SystemId]) -> BTreeMap<SystemId, Role> {
+    let n = ids.len();
+    ids.iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let (read, write) = match j.pattern {
+                Pattern::Migrate | Pattern::Broadcast => (i == 0, i > 0),
+                Pattern::Aggregate => (i + 1 < n, i + 1 == n),
+                Pattern::Bidirectional | Pattern::Correlate => (true, true),
+            };
+            (id.clone(), Role { read, write })
+        })
+        .collect()
+}
+
+fn job_err(job: &str, message: impl Into<String>) -> BuildError {
+    BuildError::Job {
+        job: job.to_string(),
+        message: message.into(),
+    }
+}
+
+/// The policy of a job, with system names translated to its sides' system ids.
+pub fn policy_of(
+    cfg: &Config,
+    name: &str,
+    j: &JobConfig,
+    ids: &BTreeMap<String, SystemId>,
+) -> Result<Policy, BuildError> {
+    use crate::core::FieldPolicy;
+    let translate = |p: FieldPolicy| -> FieldPolicy {
+        let t = |s: &SystemId| ids.get(s.as_str()).cloned().unwrap_or_else(|| s.clone());
+        match p {
+            FieldPolicy::Prefer(s) => FieldPolicy::Prefer(t(&s)),
+            FieldPolicy::Priority(l) => FieldPolicy::Priority(l.iter().map(t).collect()),
+            other => other,
+        }
+    };
+    let mut default = translate(
+        cfg.policy_of(&j.conflict.default, j)
+            .map_err(|m| job_err(name, m))?,
+    );
+    if j.pattern == Pattern::Aggregate
+        && matches!(default, FieldPolicy::Newest)
+        && j.conflict.default == "newest"
+    {
+        // Unless told otherwise, an aggregate prefers its sources in the order listed.
+        let sources = &j.systems[..j.systems.len() - 1];
+        default =
+            FieldPolicy::Priority(sources.iter().filter_map(|s| ids.get(s).cloned()).collect());
+    }
+    let delete = match j.delete {
+        DeleteConfig::DeleteWins => DeleteRule::DeleteWins,
+        DeleteConfig::UpdateWins => DeleteRule::UpdateWins,
+        DeleteConfig::Manual => DeleteRule::Manual,
+    };
+    let mut p = Policy::new(default, delete);
+    for (f, s) in &j.conflict.fields {
+        p = p.with_field(
+            f.clone(),
+            translate(cfg.policy_of(s, j).map_err(|m| job_err(name, m))?),
+        );
+    }
+    Ok(p)
+}
+
+async fn connect(
+    cfg: &Config,
+    job: &str,
+    system: &str,
+    id: SystemId,
+    side: &SideConfig,
+    mapping: &Mapping,
+) -> Result<Arc<dyn Connector>, BuildError> {
+    let sys = cfg
+        .systems
+        .get(system)
+        .ok_or_else(|| job_err(job, format!("no system `{system}`")))?;
+    let native = mapping.native_fields();
+    Ok(match sys {
+        SystemConfig::Salesforce(s) => {
+            let mut c = SalesforceConfig::new(&s.instance_url_env, "", side_object(side));
+            c.token_env = s.token_env.clone();
+            c.client_id_env = s.client_id_env.clone();
+            c.client_secret_env = s.client_secret_env.clone();
+            c.refresh_token_env = s.refresh_token_env.clone();
+            c.jwt_key_env = s.jwt_key_env.clone();
+            c.username_env = s.username_env.clone();
+            if let Some(a) = &s.jwt_audience {
+                c.jwt_audience = a.clone();
+            }
+            c.login_url_env = s.login_url_env.clone();
+            c.ca_cert = s.ca_cert.as_ref().map(|p| cfg.resolve(p));
+            if let Some(v) = &s.api_version {
+                c.api_version = v.clone();
+            }
+            if let Some(x) = s.max_limit_share {
+                c.max_limit_share = x;
+            }
+            let mut fields = native;
+            if let Some(e) = &side.entity_id_field {
+                fields.push(e.clone());
+            }
+            fields.retain(|f| f != "Id");
+            c.fields = Some(fields);
+            c.entity_id_field = side.entity_id_field.clone();
+            if let Some(o) = side.overlap_secs {
+                c.overlap_secs = o;
+            }
+            if let Some(p) = side.page_size {
+                c.page_size = p;
+            }
+            if let Some(b) = side.bulk_threshold {
+                c.bulk_threshold = b;
+            }
+            if let Some(b) = side.bulk_read_threshold {
+                c.bulk_read_threshold = b;
+            }
+            Arc::new(SalesforceConnector::connect(id, c).await?)
+        }
+        SystemConfig::Postgres(s) | SystemConfig::Mysql(s) | SystemConfig::Sqlite(s) => {
+            let key: Vec<&str> = side.key.iter().map(String::as_str).collect();
+            let mut c = SqlTableConfig::new(&s.url_env, side_object(side), &key);
+            c.schema = s.schema.clone();
+            let mut cols = native;
+            for k in &side.key {
+                if !cols.contains(k) {
+                    cols.push(k.clone());
+                }
+            }
+            c.columns = Some(cols);
+            if let Some(m) = side.mode {
+                c.mode = m;
+            }
+            c.updated_column = side.updated_column.clone();
+            if let Some(o) = side.overlap_secs {
+                c.overlap_secs = o;
+            }
+            if let Some(p) = side.page_size {
+                c.batch_size = p;
+            }
+            Arc::new(SqlConnector::connect(id, c).await?)
+        }
+        SystemConfig::Csv(f) | SystemConfig::Jsonl(f) => {
+            let format = if matches!(sys, SystemConfig::Csv(_)) {
+                FileFormat::Csv
+            } else {
+                FileFormat::Jsonl
+            };
+            let key: Vec<&str> = side.key.iter().map(String::as_str).collect();
+            let dir = cfg.resolve(&f.dir);
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| job_err(job, format!("{}: {e}", dir.display())))?;
+            let mut c = FileConfig::new(dir, side_object(side), format, &key);
+            c.types = side.types.clone();
+            if let Some(w) = side.write_mode {
+                c.write_mode = w;
+            }
+            if let Some(d) = f.delimiter {
+                c.delimiter = d;
+            }
+            Arc::new(FileConnector::new(id, c)?)
+        }
+        SystemConfig::Nats(n) => Arc::new(
+            crate::connector::nats::NatsConnector::connect(
+                id,
+                &n.url_env,
+                &n.stream,
+                side_object(side),
+            )
+            .await?,
+        ),
+    })
+}
+
+/// Builds job `name`: connects every side (network and databases are reached here).
+pub async fn build_job(
+    cfg: &Config,
+    name: &str,
+    state: &StateStore,
+    dry_run: bool,
+) -> Result<SyncJob, BuildError> {
+    let j = cfg
+        .jobs
+        .get(name)
+        .ok_or_else(|| BuildError::NoSuchJob(name.to_string()))?;
+    let normalize = NormalizeOptions {
+        empty_text_is_null: j.empty_text_is_null.unwrap_or(true),
+        trim_text: j.trim_text.unwrap_or(false),
+    };
+    let mut ids = BTreeMap::new();
+    let mut systems: Vec<Arc<dyn Connector>> = Vec::new();
+    for s in &j.systems {
+        let side = &j.sides[s];
+        let id = side_system(s, side).map_err(|m| job_err(name, m))?;
+        let mapping = mapping_of(cfg, s, side).map_err(|m| job_err(name, m))?;
+        let conn = connect(cfg, name, s, id.clone(), side, &mapping).await?;
+        let native = mapping.native_fields();
+        let unmapped: Vec<&String> = side.key.iter().filter(|k| !native.contains(k)).collect();
+        let entity_key = match unmapped.as_slice() {
+            [] => None,
+            [one] if side.key.len() == 1 => Some((*one).clone()),
+            _ => {
+                return Err(job_err(
+                    name,
+                    format!("sides.{s}: a composite key must be mapped (only a single key column can hold the entity id)"),
+                ))
+            }
+        };
+        systems.push(Arc::new(
+            MappedConnector::new(conn, mapping, state.clone(), name, normalize)
+                .with_entity_key(entity_key)
+                .with_passthrough(j.provenance_field.clone()),
+        ));
+        ids.insert(s.clone(), id);
+    }
+    let id_list: Vec<SystemId> = j.systems.iter().map(|s| ids[s].clone()).collect();
+    let matching = match &j.matching {
+        None => None,
+        Some(m) => {
+            let key = match &m.privacy_key_env {
+                None => None,
+                Some(v) => {
+                    let secret = std::env::var(v).ok().filter(|s| s.len() >= 32).ok_or_else(|| {
+                        job_err(name, format!("environment variable {v} (the match privacy key) is not set or shorter than 32 characters"))
+                    })?;
+                    Some(blake3::derive_key(
+                        "concord match privacy key v1",
+                        secret.as_bytes(),
+                    ))
+                }
+            };
+            Some(MatchSpec {
+                fields: m
+                    .fields
+                    .iter()
+                    .map(|f| MatchField {
+                        field: f.field.clone(),
+                        normalize: f.normalize,
+                    })
+                    .collect(),
+                key,
+            })
+        }
+    };
+    let options = JobOptions {
+        roles: roles_of(j, &id_list),
+        matching,
+        correlate: j.pattern == Pattern::Correlate,
+        isolate_failures: true,
+        provenance_field: j.provenance_field.clone(),
+        dry_run,
+    };
+    Ok(SyncJob {
+        name: name.to_string(),
+        systems,
+        policy: policy_of(cfg, name, j, &ids)?,
+        normalize,
+        batch_size: j.batch_size,
+        options,
+    })
+}
+
+/// The jobs in an order where every job comes after the jobs its references point to.
+pub fn job_order(cfg: &Config) -> Vec<String> {
+    let mut order: Vec<String> = Vec::new();
+    fn visit(cfg: &Config, n: &str, order: &mut Vec<String>, stack: &mut Vec<String>) {
+        if order.iter().any(|o| o == n) || stack.iter().any(|s| s == n) {
+            return;
+        }
+        stack.push(n.to_string());
+        if let Some(j) = cfg.jobs.get(n) {
+            for side in j.sides.values() {
+                for spec in side.fields.values() {
+                    if let FieldSpec::Spec(t) = spec {
+                        if let Some(r) = &t.reference {
+                            visit(cfg, r, order, stack);
+                        }
+                    }
+                }
+            }
+        }
+        stack.pop();
+        order.push(n.to_string());
+    }
+    for n in cfg.jobs.keys() {
+        visit(cfg, n, &mut order, &mut Vec::new());
+    }
+    order
+}

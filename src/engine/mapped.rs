@@ -1,0 +1,294 @@
+//! A system seen through a job side's field mapping: reads come out as canonical records, writes
+//! go in as native ones. References between jobs resolve through the store's cross-references
+//! (a child's `customer_id` becomes its parent's entity id, and back into each system's key).
+//!
+//! A child whose parent is not synced yet waits instead of failing: on read it is kept in the
+//! store's `waiting` tree and offered again at the end of every later read until its parent is
+//! known (it leaves the tree once the store holds what it carried, or a newer read of it
+//! replaces it); on write it stays in the outbox, retryable, until the parent exists in that
+//! system. Records outside the side's filter are not synced; one that leaves the filter keeps
+//! its last synced content (it is not taken for deleted).
+
+use crate::connector::{
+    Change, Connector, ConnectorError, ReadPage, WriteErrorKind, WriteOp, WriteResult,
+};
+use crate::core::mapping::{MapError, Mapping};
+use crate::model::{canonical, EntityId, Fields, Key, NormalizeOptions, SystemId, Timestamp};
+use crate::store::{StateStore, WaitingEntry};
+use async_trait::async_trait;
+use std::sync::Arc;
+
+/// A connector behind a mapping.
+pub struct MappedConnector {
+    inner: Arc<dyn Connector>,
+    mapping: Mapping,
+    state: StateStore,
+    job: String,
+    normalize: NormalizeOptions,
+    /// A key column the mapping does not fill: it holds the entity id (hex) on create.
+    entity_key: Option<String>,
+    /// A canonical field passed through to the native record as it is (aggregate provenance).
+    passthrough: Option<String>,
+}
+
+impl MappedConnector {
+    pub fn new(
+        inner: Arc<dyn Connector>,
+        mapping: Mapping,
+        state: StateStore,
+        job: &str,
+        normalize: NormalizeOptions,
+    ) -> Self {
+        MappedConnector {
+            inner,
+            mapping,
+            state,
+            job: job.to_string(),
+            normalize,
+            entity_key: None,
+            passthrough: None,
+        }
+    }
+
+    /// Writes canonical field `field` to the native record unchanged (the provenance field).
+    pub fn with_passthrough(mut self, field: Option<String>) -> Self {
+        self.passthrough = field;
+        self
+    }
+
+    /// Fills `column` (a key column no mapped field provides) with the entity id on create, and
+    /// with the record's key on update: destinations such as report files need no key mapping.
+    pub fn with_entity_key(mut self, column: Option<String>) -> Self {
+        self.entity_key = column;
+        self
+    }
+
+    fn err(&self, message: String) -> ConnectorError {
+        ConnectorError {
+            system: self.inner.system().to_string(),
+            object: String::new(),
+            message,
+            retryable: false,
+        }
+    }
+
+    fn store_err(&self, e: crate::store::StoreError) -> ConnectorError {
+        ConnectorError {
+            retryable: true,
+            ..self.err(format!("store: {e}"))
+        }
+    }
+
+    fn to_canonical(&self, native: &Fields) -> Result<Fields, MapError> {
+        let state = &self.state;
+        self.mapping.to_canonical(native, &|parent, key| {
+            state.entity_for(parent, key).ok().flatten()
+        })
+    }
+
+    /// Maps one read record; `None`: not passed on (waiting, or out of scope and unknown).
+    fn map_change(&self, ch: Change) -> Result<Option<Change>, ConnectorError> {
+        let sys = self.inner.system();
+        let Some(native) = ch.fields else {
+            self.state
+                .set_waiting(&self.job, sys, &ch.key, None)
+                .map_err(|e| self.store_err(e))?;
+            return Ok(Some(ch));
+        };
+        if !self.mapping.in_scope(&native) {
+            // Out of scope: a record we sync keeps its last synced content; others are skipped.
+            let known = match self
+                .state
+                .entity_for(sys, &ch.key)
+                .map_err(|e| self.store_err(e))?
+            {
+                Some(e) => self
+                    .state
+                    .snapshot(sys, &e)
+                    .map_err(|e| self.store_err(e))?
+                    .and_then(|v| v.content),
+                None => None,
+            };
+            return Ok(known.map(|f| Change {
+                fields: Some(f),
+                ..ch
+            }));
+        }
+        match self.to_canonical(&native) {
+            Ok(c) => {
+                self.state
+                    .set_waiting(&self.job, sys, &ch.key, None)
+                    .map_err(|e| self.store_err(e))?;
+                Ok(Some(Change {
+                    fields: Some(c),
+                    ..ch
+                }))
+            }
+            Err(MapError::Unresolved { field, parent, key }) => {
+                let mut bytes = Vec::new();
+                canonical::encode_into(&native, &mut bytes);
+                let entry = WaitingEntry {
+                    native: bytes,
+                    hint: ch.entity_hint.map(|e| e.0),
+                    modstamp: ch.modstamp.map(|t| t.millis()),
+                    reason: format!("{field} refers to {parent} record {key}, not synced yet"),
+                };
+                tracing::info!(system = %sys, key = %ch.key, %field, %parent, "record waits for the record it refers to");
+                self.state
+                    .set_waiting(&self.job, sys, &ch.key, Some(&entry))
+                    .map_err(|e| self.store_err(e))?;
+                Ok(None)
+            }
+            Err(e @ MapError::Invalid { .. }) => Err(self.err(format!("record {}: {e}", ch.key))),
+        }
+    }
+
+    /// Waiting records whose references now resolve (and clean-up of absorbed ones).
+    fn resolved_waiting(&self) -> Result<Vec<Change>, ConnectorError> {
+        let sys = self.inner.system();
+        let mut out = Vec::new();
+        for (key, w) in self
+            .state
+            .waiting(&self.job, sys)
+            .map_err(|e| self.store_err(e))?
+        {
+            let native = canonical::decode(&w.native)
+                .map_err(|e| self.err(format!("waiting record {key}: {e}")))?;
+            let Ok(c) = self.to_canonical(&native) else {
+                continue; // still waiting
+            };
+            let mut normal = c.clone();
+            normal.apply_options(&self.normalize);
+            let absorbed = match self
+                .state
+                .entity_for(sys, &key)
+                .map_err(|e| self.store_err(e))?
+            {
+                Some(e) => {
+                    self.state
+                        .snapshot(sys, &e)
+                        .map_err(|e| self.store_err(e))?
+                        .and_then(|v| v.hash)
+                        == Some(normal.content_hash())
+                }
+                None => false,
+            };
+            if absorbed {
+                self.state
+                    .set_waiting(&self.job, sys, &key, None)
+                    .map_err(|e| self.store_err(e))?;
+                continue;
+            }
+            out.push(Change {
+                key,
+                entity_hint: w.hint.map(EntityId),
+                fields: Some(c),
+                modstamp: w.modstamp.map(Timestamp),
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl Connector for MappedConnector {
+    fn system(&self) -> &SystemId {
+        self.inner.system()
+    }
+
+    async fn read(&self, cursor: Option<&[u8]>) -> Result<ReadPage, ConnectorError> {
+        let page = self.inner.read(cursor).await?;
+        let mut changes = Vec::with_capacity(page.changes.len());
+        for ch in page.changes {
+            if let Some(c) = self.map_change(ch)? {
+                changes.push(c);
+            }
+        }
+        if !page.more {
+            changes.extend(self.resolved_waiting()?);
+        }
+        Ok(ReadPage { changes, ..page })
+    }
+
+    async fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteResult>, ConnectorError> {
+        let state = &self.state;
+        let key_of = |e: &EntityId, parent: &SystemId| state.native_key(e, parent).ok().flatten();
+        let mut results: Vec<Option<WriteResult>> = vec![None; ops.len()];
+        let mut sent = Vec::new();
+        let mut idx = Vec::new();
+        for (i, op) in ops.into_iter().enumerate() {
+            match op {
+                WriteOp::Upsert {
+                    entity,
+                    key,
+                    fields,
+                } => match self.mapping.to_native(&fields, &key_of) {
+                    Ok(mut native) => {
+                        if let Some(p) = &self.passthrough {
+                            if let Some(v) = fields.get(p) {
+                                native.set(p.as_str(), v.clone());
+                            }
+                        }
+                        if let Some(col) = &self.entity_key {
+                            let k = key
+                                .as_ref()
+                                .map(|k| k.as_str().to_string())
+                                .unwrap_or_else(|| entity.to_hex());
+                            native.set(col.as_str(), crate::model::Value::text(k));
+                        }
+                        sent.push(WriteOp::Upsert {
+                            entity,
+                            key,
+                            fields: native,
+                        });
+                        idx.push(i);
+                    }
+                    Err(e @ MapError::Unresolved { .. }) => {
+                        results[i] = Some(WriteResult::Err {
+                            kind: WriteErrorKind::Retryable,
+                            message: format!("waiting: {e}"),
+                        })
+                    }
+                    Err(e) => {
+                        results[i] = Some(WriteResult::Err {
+                            kind: WriteErrorKind::Rejected,
+                            message: e.to_string(),
+                        })
+                    }
+                },
+                del @ WriteOp::Delete { .. } => {
+                    sent.push(del);
+                    idx.push(i);
+                }
+            }
+        }
+        if !sent.is_empty() {
+            let out = self.inner.write(sent).await?;
+            for (i, r) in idx.into_iter().zip(out) {
+                results[i] = Some(r);
+            }
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or(WriteResult::Err {
+                    kind: WriteErrorKind::Retryable,
+                    message: "no result".into(),
+                })
+            })
+            .collect())
+    }
+
+    async fn fetch(&self, keys: &[Key]) -> Result<Vec<Change>, ConnectorError> {
+        let got = self.inner.fetch(keys).await?;
+        let mut out = Vec::with_capacity(got.len());
+        for ch in got {
+            let fields = match ch.fields {
+                Some(native) if self.mapping.in_scope(&native) => self.to_canonical(&native).ok(),
+                _ => None,
+            };
+            out.push(Change { fields, ..ch });
+        }
+        Ok(out)
+    }
+}
