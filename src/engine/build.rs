@@ -327,7 +327,18 @@ pub async fn build_job(
         let side = &j.sides[s];
         let id = side_system(s, side).map_err(|m| job_err(name, m))?;
         let mapping = mapping_of(cfg, s, side).map_err(|m| job_err(name, m))?;
-        let conn = connect(cfg, name, s, id.clone(), side, &mapping).await?;
+        let conn = match connect(cfg, name, s, id.clone(), side, &mapping).await {
+            Ok(c) => c,
+            // An unreachable system fails its part of each pass (isolated) instead of the job.
+            Err(BuildError::Connector(e)) if e.retryable => {
+                tracing::warn!(system = %id, error = %e, "system unreachable; the job runs without it");
+                Arc::new(Unavailable {
+                    system: id.clone(),
+                    error: e,
+                })
+            }
+            Err(e) => return Err(e),
+        };
         let native = mapping.native_fields();
         let unmapped: Vec<&String> = side.key.iter().filter(|k| !native.contains(k)).collect();
         let entity_key = match unmapped.as_slice() {
@@ -392,6 +403,32 @@ pub async fn build_job(
         batch_size: j.batch_size,
         options,
     })
+}
+
+/// A system that could not be reached when the job was built: every call fails with that error
+/// (retryable), so the pass isolates it and the next run tries again.
+struct Unavailable {
+    system: SystemId,
+    error: ConnectorError,
+}
+
+#[async_trait::async_trait]
+impl Connector for Unavailable {
+    fn system(&self) -> &SystemId {
+        &self.system
+    }
+    async fn read(
+        &self,
+        _cursor: Option<&[u8]>,
+    ) -> Result<crate::connector::ReadPage, ConnectorError> {
+        Err(self.error.clone())
+    }
+    async fn write(
+        &self,
+        _ops: Vec<crate::connector::WriteOp>,
+    ) -> Result<Vec<crate::connector::WriteResult>, ConnectorError> {
+        Err(self.error.clone())
+    }
 }
 
 /// The jobs in an order where every job comes after the jobs its references point to.
