@@ -6,13 +6,7 @@ mod cli;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use concord::connector::memory::MemorySystem;
-use concord::connector::Connector;
-use concord::core::{DeleteRule, FieldPolicy, Policy};
-use concord::engine::{Engine, SyncJob, SyncReport};
-use concord::model::{
-    canonical, EntityId, Fields, InstanceId, Key, NormalizeOptions, SystemId, Value,
-};
+use concord::model::{InstanceId, SystemId};
 use concord::store::{SledStore, StateStore, Store};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -288,7 +282,9 @@ fn main() {
             .map(|_| 0)
         }),
         Command::LoadErp { url_env, dump } => rt.block_on(load_erp(&url_env, dump)).map(|_| 0),
-        Command::Demo { dir } => rt.block_on(demo(dir)).map(|_| 0),
+        Command::Demo { dir } => rt
+            .block_on(cli::demo::demo(dir, &northwind_path()))
+            .map(|_| 0),
         Command::Store {
             command: StoreCommand::Verify { dir, instance },
         } => verify(dir, &instance).map(|_| 0),
@@ -475,195 +471,4 @@ async fn sandbox(
     );
     l.server.await??;
     Ok(())
-}
-
-fn account(name: &str, phone: &str, city: &str, rating: &str, revenue: &str) -> Fields {
-    Fields::new()
-        .with("Name", name)
-        .with("Phone", phone)
-        .with("BillingCity", city)
-        .with("Rating", rating)
-        .with(
-            "AnnualRevenue",
-            Value::decimal_str(revenue).expect("literal decimal"),
-        )
-}
-
-fn show(report: &SyncReport) -> String {
-    let w: Vec<String> = report
-        .written
-        .iter()
-        .map(|(s, n)| format!("{s}:{n}"))
-        .collect();
-    format!(
-        "read {:?}, changed {}, written [{}], echoes suppressed {}, conflicts resolved {}, parked {}",
-        report.read,
-        report.changed,
-        w.join(" "),
-        report.echoes,
-        report.conflicts_resolved,
-        report.conflicts_parked
-    )
-}
-
-fn find(sys: &MemorySystem, name: &str) -> Option<(Key, Fields)> {
-    sys.rows()
-        .into_iter()
-        .find(|(_, r)| r.fields.get("Name") == Some(&Value::text(name)))
-        .map(|(k, r)| (k, r.fields))
-}
-
-async fn demo(dir: Option<PathBuf>) -> Result<()> {
-    let tmp;
-    let path = match dir {
-        Some(d) => d,
-        None => {
-            tmp = tempdir()?;
-            tmp.clone()
-        }
-    };
-    println!("concord demo — bidirectional sync between two in-memory systems on a sled store");
-    println!("store: {}", path.display());
-    println!(
-        "(the Salesforce sandbox, SQL connectors and the five patterns come with their issues)\n"
-    );
-
-    let (sf_id, erp_id) = (SystemId::new("sf")?, SystemId::new("erp")?);
-    let sf = Arc::new(MemorySystem::new(sf_id.clone()));
-    let erp = Arc::new(MemorySystem::new(erp_id.clone()));
-    for (n, p, c, r, v) in [
-        (
-            "Edge Communications",
-            "(512) 757-6000",
-            "Austin",
-            "Hot",
-            "139000000",
-        ),
-        (
-            "Burlington Textiles",
-            "(336) 222-7000",
-            "Burlington",
-            "Warm",
-            "350000000",
-        ),
-        (
-            "Pyramid Construction",
-            "(014) 427-4427",
-            "Paris",
-            "Cold",
-            "950000000",
-        ),
-        (
-            "Dickenson plc",
-            "(785) 241-6200",
-            "Lawrence",
-            "Warm",
-            "50000000",
-        ),
-        (
-            "Grand Hotels & Resorts",
-            "(312) 596-1000",
-            "Chicago",
-            "Warm",
-            "500000000.00",
-        ),
-    ] {
-        sf.user_create(account(n, p, c, r, v));
-    }
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(&path)?);
-    let engine = Engine::new(StateStore::open(store, InstanceId::new("demo")?)?);
-    let job = SyncJob {
-        name: "accounts".into(),
-        systems: vec![
-            sf.clone() as Arc<dyn Connector>,
-            erp.clone() as Arc<dyn Connector>,
-        ],
-        policy: Policy::new(FieldPolicy::Newest, DeleteRule::DeleteWins)
-            .with_field("Rating", FieldPolicy::Prefer(erp_id.clone())),
-        normalize: NormalizeOptions::default(),
-        batch_size: 200,
-        options: Default::default(),
-    };
-
-    println!("1. first sync: 5 accounts in sf, none in erp");
-    let r = engine.sync(&job, None).await?;
-    println!("   {}", show(&r));
-    println!("   erp now holds {} accounts\n", erp.rows().len());
-
-    println!("2. concurrent edits on both sides:");
-    let (k, mut f) = find(&sf, "Edge Communications").context("seeded account")?;
-    f.set("Phone", "(512) 757-9999");
-    f.set("Rating", "Warm");
-    sf.user_update(&k, f);
-    println!("   sf : Edge Communications Phone -> (512) 757-9999, Rating -> Warm");
-    let (k, mut f) = find(&erp, "Edge Communications").context("synced account")?;
-    f.set("BillingCity", "Round Rock");
-    f.set("Rating", "Cold");
-    f.set("AnnualRevenue", Value::decimal_str("139000000.00")?);
-    erp.user_update(&k, f);
-    println!("   erp: Edge Communications BillingCity -> Round Rock, Rating -> Cold,");
-    println!("        AnnualRevenue rewritten as 139000000.00 (same decimal: not a change)");
-    let (k, _) = find(&erp, "Dickenson plc").context("synced account")?;
-    erp.user_delete(&k);
-    println!("   erp: Dickenson plc hard-deleted");
-    let r = engine.sync(&job, None).await?;
-    println!("   sync: {}", show(&r));
-    for (sys, name) in [(&sf, "sf"), (&erp, "erp")] {
-        let (_, f) = find(sys, "Edge Communications").context("merged account")?;
-        println!(
-            "   {name:>3}: Phone {} | BillingCity {} | Rating {}",
-            f.get("Phone").map(|v| v.to_string()).unwrap_or_default(),
-            f.get("BillingCity")
-                .map(|v| v.to_string())
-                .unwrap_or_default(),
-            f.get("Rating").map(|v| v.to_string()).unwrap_or_default()
-        );
-    }
-    println!(
-        "   Rating conflict (Warm vs Cold) decided by prefer(erp); Dickenson plc in sf: {}\n",
-        if find(&sf, "Dickenson plc").is_some() {
-            "still there (!)"
-        } else {
-            "deleted"
-        }
-    );
-
-    println!("3. sync again with nothing changed");
-    let r = engine.sync(&job, None).await?;
-    println!("   {}", show(&r));
-    println!("   writes: {} (no echo, no flip-flop)\n", r.total_written());
-
-    let e = EntityId::derive(
-        &sf_id,
-        find(&sf, "Edge Communications")
-            .context("account")?
-            .0
-            .as_str(),
-    );
-    if let Some(h) = engine.state().head(&e)? {
-        let bytes = h
-            .content
-            .as_ref()
-            .map(|c| c.canonical_bytes())
-            .unwrap_or_default();
-        println!(
-            "head of Edge Communications: {} fields, {} canonical bytes, blake3 {}…, clock {} entries",
-            h.content.as_ref().map_or(0, |c| c.len()),
-            bytes.len(),
-            &h.hash.map(|x| x.to_hex()).unwrap_or_default()[..16],
-            h.clock.len()
-        );
-        let _ = canonical::decode(&bytes)?;
-    }
-    println!(
-        "store verified: {} entries readable",
-        engine.state().verify()?
-    );
-    Ok(())
-}
-
-fn tempdir() -> Result<PathBuf> {
-    let base = std::env::temp_dir().join(format!("concord-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
-    Ok(base)
 }

@@ -120,10 +120,10 @@ fn setup_and_teardown_of_triggers() {
 #[test]
 fn store_verify_and_demo() {
     let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
+    let demo = dir.path().join("demo");
     let out = concord()
         .args(["demo", "--dir"])
-        .arg(&store)
+        .arg(&demo)
         .output()
         .unwrap();
     assert!(
@@ -132,11 +132,28 @@ fn store_verify_and_demo() {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("writes: 0 (no echo"), "{text}");
+    for step in [
+        "1. migrate",
+        "2. bidirectional",
+        "3. broadcast",
+        "4. aggregate",
+        "5. correlate",
+    ] {
+        assert!(text.contains(step), "{step}: {text}");
+    }
+    assert!(text.contains("parked 1"), "a conflict is shown: {text}");
+    assert!(text.contains("the name everywhere: Salesforce \"Alfreds Futterkiste AG\", ERP \"Alfreds Futterkiste AG\""), "{text}");
+    assert!(text.contains("nothing written:\njob accounts"), "{text}");
+    assert!(text.contains("matched 2"), "{text}");
+    assert!(
+        text.contains("\"industry\":\"crm.Account\""),
+        "provenance: {text}"
+    );
+    let store = demo.join(".concord-bidirectional");
     let out = concord()
         .args(["store", "verify"])
         .arg(&store)
-        .args(["--instance", "demo"])
+        .args(["--instance", "hq"])
         .output()
         .unwrap();
     assert!(
@@ -153,6 +170,13 @@ fn store_verify_and_demo() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("instance"));
+    // Run again in the same folder: refused, nothing touched.
+    let out = concord()
+        .args(["demo", "--dir"])
+        .arg(&demo)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
 }
 
 /// Starts `concord sandbox` with the given arguments; returns the child and the lines it printed

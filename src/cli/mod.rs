@@ -1,3 +1,4 @@
 //! The command line's job commands (the rest lives in main.rs).
 
+pub mod demo;
 pub mod jobs;

@@ -130,6 +130,18 @@ pub fn first_i64(rows: &Rows) -> Result<i64, String> {
     }
 }
 
+/// The first column of the first row as text (empty when there is no row or it is null).
+pub fn first_text(rows: &Rows) -> Result<String, String> {
+    use sqlx::Row;
+    let e = |x: sqlx::Error| x.to_string();
+    let v: Option<String> = match rows {
+        Rows::Pg(r) => r.first().map_or(Ok(None), |x| x.try_get(0).map_err(e))?,
+        Rows::My(r) => r.first().map_or(Ok(None), |x| x.try_get(0).map_err(e))?,
+        Rows::Lite(r) => r.first().map_or(Ok(None), |x| x.try_get(0).map_err(e))?,
+    };
+    Ok(v.unwrap_or_default())
+}
+
 /// A row-value comparison `(a, b) > (p1, p2)` with placeholders from `first`.
 pub fn tuple_gt(d: Dialect, cols: &[&Column], first: usize) -> String {
     let names: Vec<String> = cols.iter().map(|c| d.quote(&c.name)).collect();
