@@ -184,7 +184,7 @@ impl Trial {
     }
 
     async fn erp_rows(&self, sql: &str) -> Vec<String> {
-        use sqlx::{Column, Row};
+        use sqlx::Row;
         let pool = sqlx::SqlitePool::connect(&self.erp_url).await.unwrap();
         let rows = sqlx::query(sql).fetch_all(&pool).await.unwrap();
         let mut out: Vec<String> = rows
