@@ -7,7 +7,7 @@ use super::schema::{FieldDef, FieldType, ObjectDef};
 use super::soql::{self, Cond, Query, SelectItem};
 use crate::model::{Timestamp, Value};
 use serde_json::{json, Map, Value as J};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// An API error in Salesforce's form: HTTP status, error code, message, fields.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -71,6 +71,9 @@ pub struct Org {
     delete_log: BTreeMap<String, BTreeMap<String, Timestamp>>,
     /// Records changed since the last [`Org::take_dirty`] (what `--data` persists).
     dirty: BTreeSet<(String, String)>,
+    /// Live records by the value of each unique or External ID field: object → field →
+    /// value key → ids (duplicate checks and upserts without scanning).
+    index: HashMap<String, HashMap<String, HashMap<String, BTreeSet<String>>>>,
 }
 
 /// What the org holds for one (object, id), for persistence.
@@ -132,6 +135,7 @@ impl Org {
             last_stamp: 0,
             delete_log: BTreeMap::new(),
             dirty: BTreeSet::new(),
+            index: HashMap::new(),
         };
         let uid = ids::mint("005", 1);
         org.next = 2;
@@ -179,6 +183,82 @@ impl Org {
         sf_datetime(Timestamp(ms))
     }
 
+    /// The index key of a value (text compares case-insensitively, as `eq_ci`).
+    fn index_key(v: &J) -> Option<String> {
+        match v {
+            J::Null => None,
+            J::String(s) => Some(format!("s{}", s.to_lowercase())),
+            other => Some(format!("j{other}")),
+        }
+    }
+
+    /// Adds (or with `add = false` removes) a live record's indexed values.
+    fn index_record(&mut self, object: &str, id: &str, add: bool) {
+        let Some(o) = self.objects.iter().find(|o| o.name == object) else {
+            return;
+        };
+        let indexed: Vec<String> = o
+            .fields
+            .iter()
+            .filter(|f| f.unique || f.external_id)
+            .map(|f| f.name.clone())
+            .collect();
+        let Some(rec) = self.records.get(object).and_then(|m| m.get(id)) else {
+            return;
+        };
+        if rec.deleted {
+            return;
+        }
+        let keys: Vec<(String, String)> = indexed
+            .into_iter()
+            .filter_map(|f| {
+                let k = rec.fields.get(&f).and_then(Self::index_key)?;
+                Some((f, k))
+            })
+            .collect();
+        let by_field = self.index.entry(object.to_string()).or_default();
+        for (f, k) in keys {
+            let m = by_field.entry(f).or_default();
+            if add {
+                m.entry(k).or_default().insert(id.to_string());
+            } else if let Some(ids) = m.get_mut(&k) {
+                ids.remove(id);
+                if ids.is_empty() {
+                    m.remove(&k);
+                }
+            }
+        }
+    }
+
+    /// Rebuilds every index (after a restore or a schema change).
+    fn reindex(&mut self) {
+        self.index.clear();
+        let all: Vec<(String, String)> = self
+            .records
+            .iter()
+            .flat_map(|(o, m)| m.keys().map(move |id| (o.clone(), id.clone())))
+            .collect();
+        for (o, id) in all {
+            self.index_record(&o, &id, true);
+        }
+    }
+
+    /// Live ids of `object` whose indexed `field` equals `v`; `None` when the field is not
+    /// indexed.
+    fn lookup(&self, object: &str, field: &str, v: &J) -> Option<Vec<String>> {
+        let o = self.objects.iter().find(|o| o.name == object)?;
+        let f = o.field(field).filter(|f| f.unique || f.external_id)?;
+        let k = Self::index_key(v)?;
+        Some(
+            self.index
+                .get(object)
+                .and_then(|m| m.get(&f.name))
+                .and_then(|m| m.get(&k))
+                .map(|ids| ids.iter().cloned().collect())
+                .unwrap_or_default(),
+        )
+    }
+
     /// The (object, id) pairs changed since the last call.
     pub fn take_dirty(&mut self) -> Vec<(String, String)> {
         std::mem::take(&mut self.dirty).into_iter().collect()
@@ -223,6 +303,7 @@ impl Org {
             org.delete_log.entry(o).or_default().insert(id, t);
         }
         org.dirty.clear();
+        org.reindex();
         org
     }
 
@@ -251,6 +332,7 @@ impl Org {
             }
             None => self.objects.push(def),
         }
+        self.reindex();
     }
 
     pub fn object(&self, name: &str) -> Result<&ObjectDef, SfError> {
@@ -438,14 +520,12 @@ impl Org {
             if !f.unique {
                 continue;
             }
-            let dup = self.records.get(&o.name).and_then(|m| {
-                m.iter().find(|(rid, r)| {
-                    !r.deleted
-                        && Some(rid.as_str()) != id
-                        && r.fields.get(&f.name).is_some_and(|x| eq_ci(x, v))
-                })
-            });
-            if let Some((rid, _)) = dup {
+            let dup = self
+                .lookup(&o.name, &f.name, v)
+                .unwrap_or_default()
+                .into_iter()
+                .find(|rid| Some(rid.as_str()) != id);
+            if let Some(rid) = dup {
                 return Err(SfError::new(
                     400,
                     "DUPLICATE_VALUE",
@@ -493,6 +573,7 @@ impl Org {
                 deleted: false,
             },
         );
+        self.index_record(&o.name, &id, true);
         Ok(id)
     }
 
@@ -537,6 +618,7 @@ impl Org {
         }
         let now = self.now();
         let uid = self.user_id.clone();
+        self.index_record(&o.name, &id18, false);
         let rec = self
             .records
             .get_mut(&o.name)
@@ -549,6 +631,7 @@ impl Org {
         rec.fields.insert("LastModifiedDate".into(), json!(now));
         rec.fields.insert("SystemModstamp".into(), json!(now));
         rec.fields.insert("LastModifiedById".into(), json!(uid));
+        self.index_record(&o.name, &id18, true);
         self.dirty.insert((o.name, id18));
         Ok(())
     }
@@ -558,6 +641,7 @@ impl Org {
         let o = self.object(object)?.clone();
         let id18 = self.find_live(&o, id)?;
         let now = self.now();
+        self.index_record(&o.name, &id18, false);
         let rec = self
             .records
             .get_mut(&o.name)
@@ -577,6 +661,7 @@ impl Org {
         let id18 = ids::to18(id)
             .filter(|i| ids::prefix(i) == Some(o.prefix()))
             .ok_or_else(|| SfError::new(400, "MALFORMED_ID", format!("malformed id {id}")))?;
+        self.index_record(&o.name, &id18, false);
         if self
             .records
             .get_mut(&o.name)
@@ -697,18 +782,21 @@ impl Org {
             ));
         }
         let key = J::String(value.to_string());
-        let matches: Vec<String> = self
-            .records
-            .get(&o.name)
-            .map(|m| {
-                m.iter()
-                    .filter(|(_, r)| {
-                        !r.deleted && r.fields.get(&f.name).is_some_and(|x| eq_ci(x, &key))
-                    })
-                    .map(|(id, _)| id.clone())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let matches: Vec<String> = match self.lookup(&o.name, &f.name, &key) {
+            Some(ids) => ids,
+            None => self
+                .records
+                .get(&o.name)
+                .map(|m| {
+                    m.iter()
+                        .filter(|(_, r)| {
+                            !r.deleted && r.fields.get(&f.name).is_some_and(|x| eq_ci(x, &key))
+                        })
+                        .map(|(id, _)| id.clone())
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
         match matches.len() {
             0 => {
                 let mut with_key = input.clone();
@@ -1015,6 +1103,50 @@ mod tests {
             QueryResult::Rows(r) => r,
             QueryResult::Count(_) => panic!("rows expected"),
         }
+    }
+
+    #[test]
+    fn the_unique_index_follows_updates_deletes_and_restores() {
+        let mut org = org();
+        let a = org
+            .create("Account", &m(json!({"Name": "A", "Erp_Id__c": "K1"})))
+            .unwrap();
+        let dup = org
+            .create("Account", &m(json!({"Name": "B", "Erp_Id__c": "k1"})))
+            .unwrap_err();
+        assert_eq!(
+            dup.code, "DUPLICATE_VALUE",
+            "case-insensitive, as Salesforce"
+        );
+        org.update("Account", &a, &m(json!({"Erp_Id__c": "K2"})))
+            .unwrap();
+        let b = org
+            .create("Account", &m(json!({"Name": "B", "Erp_Id__c": "K1"})))
+            .unwrap();
+        assert_eq!(
+            org.upsert("Account", "Erp_Id__c", "K2", &m(json!({"Name": "A2"})))
+                .unwrap(),
+            Upserted::Updated(a.clone())
+        );
+        org.delete("Account", &b).unwrap();
+        org.create("Account", &m(json!({"Name": "C", "Erp_Id__c": "K1"})))
+            .unwrap();
+        // After a restore (`--data`), the index is rebuilt.
+        let recs: Vec<(String, String, Rec)> = org
+            .records
+            .iter()
+            .flat_map(|(o, ms)| {
+                ms.iter()
+                    .map(move |(id, r)| (o.clone(), id.clone(), r.clone()))
+            })
+            .collect();
+        let mut back = Org::restore(org.meta(), recs, Vec::new());
+        assert_eq!(
+            back.create("Account", &m(json!({"Name": "D", "Erp_Id__c": "K2"})))
+                .unwrap_err()
+                .code,
+            "DUPLICATE_VALUE"
+        );
     }
 
     #[test]
