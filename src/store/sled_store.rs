@@ -17,13 +17,34 @@ pub struct SledStore {
 
 impl SledStore {
     /// Opens (or creates) the store in directory `path`.
+    /// Opens (or creates) the store at `path`. The folder's lock is waited for up to two
+    /// seconds: a process that just closed the store (or exited) releases it when sled's
+    /// background flusher stops, a moment after the last handle is dropped. A store held by a
+    /// running process is refused after that.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
-        let db = sled::Config::new()
-            .path(&path)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(|e| StoreError::Io(format!("cannot open store at {}: {e}", path.display())))?;
+        let started = std::time::Instant::now();
+        let db = loop {
+            match sled::Config::new()
+                .path(&path)
+                .mode(sled::Mode::HighThroughput)
+                .open()
+            {
+                Ok(db) => break db,
+                Err(e)
+                    if e.to_string().contains("could not acquire lock")
+                        && started.elapsed() < std::time::Duration::from_secs(2) =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(25));
+                }
+                Err(e) => {
+                    return Err(StoreError::Io(format!(
+                        "cannot open store at {}: {e}",
+                        path.display()
+                    )))
+                }
+            }
+        };
         let tree = db.open_tree("concord")?;
         Ok(SledStore { db, tree, path })
     }
