@@ -544,6 +544,8 @@ impl StateStore {
         let k = layout::waiting(job, sys, native.as_str());
         match entry {
             Some(e) => b.put(k, encode_entry(e)),
+            // Nothing to remove (the common case: a record that never waited): no write at all.
+            None if self.store.get(&k)?.is_none() => return Ok(()),
             None => b.delete(k),
         }
         self.store.apply(b)?;
