@@ -1,6 +1,8 @@
 //! A bidirectional job at scale: N entities kept between the Salesforce sandbox (Accounts) and
 //! PostgreSQL (a table read in `column` mode), then 1 % changed on each side and one pass run.
-//! Reports for that pass: wall time, API calls against the floor, records written (and that
+//! ERP rows carry updated_at stamps spread over the past (ten rows a second). Before the
+//! changes, a settling pass and a quiet pass half an hour later (the steady state). Reports
+//! for the pass that picks up the changes: wall time, API calls against the floor, records written (and that
 //! none is an echo), and the concord process's peak RSS. N from CONCORD_BENCH_ENTITIES
 //! (default 100 000; e.g. `CONCORD_BENCH_ENTITIES=1000000 cargo bench --bench bidirectional`).
 //! Needs PostgreSQL at 127.0.0.1:5432 (database `test`, user postgres).
@@ -54,7 +56,8 @@ fn run(dir: &Path, sf_url: &str) -> (J, f64, f64) {
     let secs = t.elapsed().as_secs_f64();
     assert!(
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "concord failed"
+        "concord failed (wait status {status}): {}",
+        String::from_utf8_lossy(&stdout)
     );
     let rss_mib = ru.ru_maxrss as f64 / 1024.0;
     let r: J = serde_json::from_slice(&stdout).expect("JSON report");
@@ -133,7 +136,7 @@ city = "city"
         let pg = sqlx::PgPool::connect(PG).await.expect("PostgreSQL at 127.0.0.1:5432");
         sqlx::query(&format!("CREATE TABLE {table} (id bigint primary key, name text not null, phone text, city text, updated_at timestamptz not null default now())")).execute(&pg).await.unwrap();
         let t = Instant::now();
-        sqlx::query(&format!("INSERT INTO {table} (id, name, phone, city, updated_at) SELECT i, 'Customer ' || i, '+1 555 ' || lpad((i % 10000)::text, 4, '0'), (ARRAY['Berlin','Lyon','Austin','Osaka'])[1 + i % 4], now() - interval '2 hours' FROM generate_series(1, {total}) i")).execute(&pg).await.unwrap();
+        sqlx::query(&format!("INSERT INTO {table} (id, name, phone, city, updated_at) SELECT i, 'Customer ' || i, '+1 555 ' || lpad((i % 10000)::text, 4, '0'), (ARRAY['Berlin','Lyon','Austin','Osaka'])[1 + i % 4], now() - interval '2 hours' - (i / 10) * interval '1 second' FROM generate_series(1, {total}) i")).execute(&pg).await.unwrap();
         println!("{} ERP rows made in {:.1} s", n(total), t.elapsed().as_secs_f64());
 
         // Initial sync: every ERP row becomes an Account (Bulk API above 10 000 records).
@@ -146,8 +149,29 @@ city = "city"
             r["written"],
             rss
         );
+        let before = api_calls(&l.sandbox);
         let (r, secs, _) = run(d, &l.base_url);
-        println!("settling pass (echoes of the initial writes): {:.1} s, written {}, echoes {}", secs, r["written"], r["echoes"]);
+        println!(
+            "settling pass (echoes of the initial writes): {:.1} s, {} API calls, read {}, written {}, echoes {}",
+            secs,
+            api_calls(&l.sandbox) - before,
+            r["read"],
+            r["written"],
+            r["echoes"]
+        );
+
+        // Half an hour later, a quiet scheduled pass (nothing changed): the steady state the
+        // changes arrive in.
+        l.sandbox.org.lock().unwrap().clock_offset_ms = 1_800_000;
+        let before = api_calls(&l.sandbox);
+        let (r, secs, _) = run(d, &l.base_url);
+        println!(
+            "quiet pass: {:.1} s, {} API calls, read {}, written {}",
+            secs,
+            api_calls(&l.sandbox) - before,
+            r["read"],
+            r["written"]
+        );
 
         // An hour later, 1 % changes on each side (different records).
         {

@@ -29,6 +29,10 @@ macro_rules! suite {
                 column_mode_cursor_ties_late_commits_restart($kind).await
             }
             #[tokio::test]
+            async fn column_mode_quiet_table_is_not_reread() {
+                compliance::column_mode_quiet_table_is_not_reread($kind).await
+            }
+            #[tokio::test]
             async fn column_mode_engine_repeats_nothing() {
                 column_mode_through_the_engine_repeats_nothing($kind).await
             }

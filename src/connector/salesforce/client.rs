@@ -31,6 +31,8 @@ pub struct Client {
 pub struct Resp {
     pub status: u16,
     pub body: J,
+    /// The server's clock when it answered (its `Date` header, ms), when sent.
+    pub date: Option<i64>,
 }
 
 /// A response as text, with the Bulk API's `Sforce-Locator`.
@@ -38,6 +40,8 @@ pub struct RawResp {
     pub status: u16,
     pub text: String,
     pub locator: Option<String>,
+    /// The server's clock when it answered (its `Date` header, ms), when sent.
+    pub date: Option<i64>,
 }
 
 /// What a request carries.
@@ -265,6 +269,7 @@ impl Client {
         Ok(Resp {
             status: r.status,
             body,
+            date: r.date,
         })
     }
 
@@ -311,8 +316,11 @@ impl Client {
                     let limit = get("sforce-limit-info");
                     let retry_after = get("retry-after").and_then(|s| s.parse::<u64>().ok());
                     let locator = get("sforce-locator").filter(|l| l != "null" && !l.is_empty());
+                    let date = get("date")
+                        .and_then(|d| chrono::DateTime::parse_from_rfc2822(&d).ok())
+                        .map(|t| t.timestamp_millis());
                     match r.text().await {
-                        Ok(text) => Ok((status, limit, retry_after, locator, text)),
+                        Ok(text) => Ok((status, limit, retry_after, (locator, date), text)),
                         Err(e) => Err((e, true)),
                     }
                 }
@@ -321,7 +329,7 @@ impl Client {
                     Err((e, !unsent))
                 }
             };
-            let (status, limit, retry_after, locator, text) = match answer {
+            let (status, limit, retry_after, (locator, date), text) = match answer {
                 Ok(a) => a,
                 Err((e, maybe_processed)) => {
                     let safe = !maybe_processed || idempotent;
@@ -394,6 +402,7 @@ impl Client {
                 status,
                 text,
                 locator,
+                date,
             });
         }
     }

@@ -34,6 +34,22 @@ struct Cursor {
     /// them again and they are skipped (SOQL datetimes have no milliseconds).
     #[serde(default)]
     bulk_skip: Vec<String>,
+    /// Inside a read: the server's clock (its `Date` header, less 2 s for its rounding and
+    /// the time spent answering) when the read's first query was answered.
+    #[serde(default)]
+    read_started: Option<i64>,
+}
+
+/// Where the next read starts: `overlap` before the newest stamp seen, so records committed
+/// late with an older stamp are still found. Records stamped `overlap` before the read began
+/// were all committed by then and seen, so where the server's clock is known the start moves
+/// up to the older of that moment and the newest stamp (a quiet object is not re-read over the
+/// whole window on every pass).
+fn next_since(newest: i64, read_started: Option<i64>, overlap: i64) -> i64 {
+    match read_started {
+        Some(now) => newest.min(now - overlap).max(newest - overlap),
+        None => newest - overlap,
+    }
 }
 
 /// Records per Bulk API query result page.
@@ -115,9 +131,10 @@ fn end_of_records(
     newest: Option<i64>,
     changes: Vec<Change>,
 ) -> ReadPage {
+    let overlap = c.cfg.overlap_secs as i64 * 1000;
     if cur.since.is_none() {
         let next = Cursor {
-            since: newest.map(|n| n - c.cfg.overlap_secs as i64 * 1000),
+            since: newest.map(|n| next_since(n, cur.read_started, overlap)),
             del_since: newest.map(|n| n - c.cfg.overlap_secs as i64 * 1000),
             ..Cursor::default()
         };
@@ -135,6 +152,7 @@ fn end_of_records(
             newest,
             deletes_pending: true,
             del_since: cur.del_since,
+            read_started: cur.read_started,
             ..Cursor::default()
         }),
         more: true,
@@ -199,6 +217,14 @@ pub(super) async fn page(
         .await?;
     let mut newest = cur.newest;
     let mut changes = Vec::new();
+    let cur = Cursor {
+        read_started: if first {
+            r.date.map(|d| d - 2000)
+        } else {
+            cur.read_started
+        },
+        ..cur
+    };
     for rec in r
         .body
         .get("records")
@@ -247,6 +273,7 @@ pub(super) async fn page(
                     del_since: cur.del_since,
                     bulk_job: Some(id.to_string()),
                     bulk_skip,
+                    read_started: cur.read_started,
                     ..Cursor::default()
                 }),
                 more: true,
@@ -260,6 +287,7 @@ pub(super) async fn page(
                 next: Some(n.to_string()),
                 newest,
                 del_since: cur.del_since,
+                read_started: cur.read_started,
                 ..Cursor::default()
             }),
             more: true,
@@ -530,7 +558,10 @@ async fn deletes(c: &SalesforceConnector, cur: Cursor) -> Result<ReadPage, Conne
     }
     let overlap = c.cfg.overlap_secs as i64 * 1000;
     let next = Cursor {
-        since: cur.newest.map(|n| n - overlap).or(cur.since),
+        since: cur
+            .newest
+            .map(|n| next_since(n, cur.read_started, overlap))
+            .or(cur.since),
         del_since: covered.map(|t| t - overlap).or(Some(since)),
         ..Cursor::default()
     };

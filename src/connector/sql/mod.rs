@@ -436,13 +436,49 @@ impl SqlConnector {
             .updated
             .as_ref()
             .expect("column mode has an updated column");
+        // The database's clock at the start of a read (timestamp columns only): rows stamped
+        // `overlap` before it were committed before the read began, so the next read need not
+        // go back further than that (see below).
+        let read_started = match (cursor.in_read, &upd.ty) {
+            (true, _) => cursor.read_started,
+            (false, ColType::Timestamp | ColType::TimestampTz) => {
+                let sql = match d {
+                    Dialect::Postgres => "SELECT (EXTRACT(EPOCH FROM now()) * 1000)::bigint",
+                    Dialect::MySql => "SELECT CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)",
+                    Dialect::Sqlite => {
+                        "SELECT CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
+                    }
+                };
+                let rows = self
+                    .pool
+                    .fetch(sql, &[])
+                    .await
+                    .map_err(|e| self.error(&e))?;
+                Some(read::first_i64(&rows).map_err(|e| self.bad(e))?)
+            }
+            (false, _) => None,
+        };
         let list: Vec<String> = self.columns.iter().map(|c| select_expr(d, c)).collect();
         let mut order_cols: Vec<&Column> = vec![upd];
         order_cols.extend(self.key.iter().filter(|k| k.name != upd.name));
         let order: Vec<String> = order_cols.iter().map(|c| d.quote(&c.name)).collect();
         let mut params = Vec::new();
+        // Timestamps are also read in the database's own text form: the page cursor must hold
+        // the exact value (PostgreSQL keeps microseconds, concord's values milliseconds; a
+        // cursor rounded down would return the same rows again and never end a page of ties).
+        let exact = matches!(upd.ty, ColType::Timestamp | ColType::TimestampTz);
+        let raw_expr = if exact {
+            let q = d.quote(&upd.name);
+            match d {
+                Dialect::Postgres => format!(", {q}::text AS concord_exact_updated"),
+                Dialect::MySql => format!(", CAST({q} AS CHAR) AS concord_exact_updated"),
+                Dialect::Sqlite => format!(", CAST({q} AS TEXT) AS concord_exact_updated"),
+            }
+        } else {
+            String::new()
+        };
         let mut sql = format!(
-            "SELECT {}, {} FROM {}",
+            "SELECT {}, {}{raw_expr} FROM {}",
             list.join(", "),
             select_expr(d, upd),
             self.table_ref()
@@ -452,9 +488,16 @@ impl SqlConnector {
             wheres.push(tuple_gt(d, &order_cols, 1));
             let mut values = vec![u.clone()];
             values.extend(k.iter().cloned());
-            for (c, hex) in order_cols.iter().zip(&values) {
-                let v = value_unhex(hex).ok_or_else(|| self.bad("corrupt read cursor".into()))?;
-                params.push(param_for(d, c, Some(&v), self.offset).map_err(|e| self.bad(e))?);
+            for (i, (c, hex)) in order_cols.iter().zip(&values).enumerate() {
+                match (&cursor.after_updated_raw, i) {
+                    (Some(raw), 0) => params.push(client::Param::Text(raw.clone())),
+                    _ => {
+                        let v = value_unhex(hex)
+                            .ok_or_else(|| self.bad("corrupt read cursor".into()))?;
+                        params
+                            .push(param_for(d, c, Some(&v), self.offset).map_err(|e| self.bad(e))?);
+                    }
+                }
             }
         } else if let Some(since) = &cursor.since {
             let v = value_unhex(since).ok_or_else(|| self.bad("corrupt read cursor".into()))?;
@@ -476,6 +519,13 @@ impl SqlConnector {
             name: format!("{}\u{0}updated", upd.name),
             ..upd.clone()
         });
+        if exact {
+            cols.push(Column {
+                name: format!("{}\u{0}raw", upd.name),
+                ty: ColType::Text { padded: false },
+                db_type: "text".into(),
+            });
+        }
         let rows = self
             .pool
             .fetch(&sql, &params)
@@ -491,12 +541,16 @@ impl SqlConnector {
             let u = f
                 .remove(&format!("{}\u{0}updated", upd.name))
                 .unwrap_or(Value::Null);
+            let raw = match f.remove(&format!("{}\u{0}raw", upd.name)) {
+                Some(Value::Text(t)) => Some(t),
+                _ => None,
+            };
             let key = row_key(&f, &keys).map_err(|e| self.bad(e))?;
             let k: Vec<String> = order_cols[1..]
                 .iter()
                 .map(|c| value_hex(f.get(&c.name).unwrap_or(&Value::Null)))
                 .collect();
-            last = Some((value_hex(&u), k));
+            last = Some((value_hex(&u), k, raw));
             let modstamp = match &u {
                 Value::DateTime(t) => Some(*t),
                 _ => None,
@@ -510,22 +564,32 @@ impl SqlConnector {
             });
         }
         let next = if more {
-            let (u, k) = last.expect("a full page has a last row");
+            let (u, k, raw) = last.expect("a full page has a last row");
             Cursor {
                 after_key: Some(k),
                 after_updated: Some(u),
+                after_updated_raw: raw,
                 since: cursor.since.clone(),
                 log_seq: None,
+                read_started,
                 in_read: true,
             }
         } else {
             // The next read starts `overlap` before the newest value seen (or where this one
             // started): rows committed late with an older timestamp are still found, and rows
-            // read twice are recognised by their unchanged hash.
+            // read twice are recognised by their unchanged hash. Where the database's clock at
+            // the read's start is known, rows stamped `overlap` before it were all committed
+            // and seen: the next read starts at the older of that moment and the newest value
+            // (so quiet tables are not re-read over the whole window on every pass).
+            let overlap = (self.cfg.overlap_secs as i64) * 1000;
             let since = match newest {
-                Some(Value::DateTime(t)) => Some(value_hex(&Value::DateTime(Timestamp(
-                    t.millis() - (self.cfg.overlap_secs as i64) * 1000,
-                )))),
+                Some(Value::DateTime(t)) => {
+                    let from = match read_started {
+                        Some(now) => t.millis().min(now - overlap).max(t.millis() - overlap),
+                        None => t.millis() - overlap,
+                    };
+                    Some(value_hex(&Value::DateTime(Timestamp(from))))
+                }
                 Some(Value::Int(i)) => {
                     Some(value_hex(&Value::Int(i - self.cfg.overlap_secs as i64)))
                 }

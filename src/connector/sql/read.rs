@@ -15,12 +15,19 @@ pub struct Cursor {
     /// Column mode: updated-column value of the last row of the previous page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after_updated: Option<String>,
+    /// Column mode, timestamp columns: that value exactly, in the database's text form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_updated_raw: Option<String>,
     /// Column mode: where the next read starts (inclusive).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,
     /// Trigger mode: the last change-log sequence number consumed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_seq: Option<i64>,
+    /// Column mode with a timestamp column: the database's clock (epoch ms) when this read
+    /// started, carried across its pages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_started: Option<i64>,
     /// A page cursor inside one read (not yet checkpointed by the engine).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub in_read: bool,

@@ -129,10 +129,17 @@ fn with_key(conn: &SqlConnector, fields: &Fields, key: Option<&Key>) -> Result<F
             ));
         }
         for (c, p) in conn.key_cols().iter().zip(parts) {
-            let v = match f.get(&c.name) {
-                Some(existing) if super::read::key_part(existing) == p => existing.clone(),
-                _ => super::read::value_from_key_part(c, &p, conn.offset())
-                    .map_err(|e| format!("native key {k}: column {}: {e}", c.name))?,
+            // The key part read back in the column's type (a key filled in as text, such as
+            // "42" for a bigint column, becomes the column's value).
+            let v = match (
+                super::read::value_from_key_part(c, &p, conn.offset()),
+                f.get(&c.name),
+            ) {
+                (Ok(v), _) => v,
+                (Err(_), Some(existing)) if super::read::key_part(existing) == p => {
+                    existing.clone()
+                }
+                (Err(e), _) => return Err(format!("native key {k}: column {}: {e}", c.name)),
             };
             f.set(c.name.as_str(), v);
         }
