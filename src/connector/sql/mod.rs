@@ -582,6 +582,9 @@ impl SqlConnector {
             // and seen: the next read starts at the older of that moment and the newest value
             // (so quiet tables are not re-read over the whole window on every pass).
             let overlap = (self.cfg.overlap_secs as i64) * 1000;
+            // A read that ends on an empty page (the one before it was full): the newest value
+            // is the previous page's last.
+            let newest = newest.or_else(|| cursor.after_updated.as_deref().and_then(value_unhex));
             let since = match newest {
                 Some(Value::DateTime(t)) => {
                     let from = match read_started {
