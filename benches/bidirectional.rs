@@ -85,7 +85,19 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
+        // CONCORD_BENCH_KEEP: leave the folder (store, config) for inspection.
+        let (_guard, path) = match std::env::var_os("CONCORD_BENCH_KEEP") {
+            Some(_) => {
+                let kept = dir.keep();
+                println!("(keeping {})", kept.display());
+                (None, kept)
+            }
+            None => {
+                let p = dir.path().to_path_buf();
+                (Some(dir), p)
+            }
+        };
+        let d = path.as_path();
         std::fs::write(d.join("schema.toml"), "[[objects]]\nname = \"Account\"\n[[objects.fields]]\nname = \"Concord_Id__c\"\ntype = \"string\"\nexternal_id = true\nunique = true\n").unwrap();
         let l = launch(
             &Options { schema: Some(d.join("schema.toml")), ..Options::default() },

@@ -30,6 +30,7 @@
 //! assert!(out.conflicts.is_empty());
 //! ```
 
+pub mod bundle;
 pub mod config;
 pub mod connector;
 pub mod core;

@@ -7,10 +7,11 @@ use std::path::{Path, PathBuf};
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 3] = [
+const TARGETS: [(&str, Target); 4] = [
     ("canonical_decode", concord::fuzzing::canonical_decode),
     ("store_entry_decode", concord::fuzzing::store_entry_decode),
     ("clock_decode", concord::fuzzing::clock_decode),
+    ("bundle_decode", concord::fuzzing::bundle_decode),
 ];
 
 fn fuzz_dir() -> PathBuf {
@@ -106,6 +107,35 @@ fn write_seeds() {
             write("store_entry_decode", &format!("seed-version-{i}-{sel}"), &d);
         }
     }
+    let bundle = concord::bundle::Bundle {
+        sender: concord::model::InstanceId::new("site-a").unwrap(),
+        recipient: concord::model::InstanceId::new("site-b").unwrap(),
+        number: 3,
+        acks: vec![(1, 2)],
+        entities: sample_versions()
+            .into_iter()
+            .enumerate()
+            .map(|(i, head)| concord::bundle::BundleEntity {
+                entity: concord::model::EntityId([i as u8; 16]),
+                head,
+                xrefs: vec![(
+                    SystemId::new("crm.Account").unwrap(),
+                    concord::model::Key::new("001000000000001AAA"),
+                )],
+                jobs: vec!["accounts".into()],
+            })
+            .collect(),
+    };
+    write(
+        "bundle_decode",
+        "seed-body",
+        &concord::bundle::encode_body(&bundle),
+    );
+    write(
+        "bundle_decode",
+        "seed-file",
+        &concord::bundle::encode(&bundle, b"fuzzing key"),
+    );
     write(
         "canonical_decode",
         "seed-empty-record",

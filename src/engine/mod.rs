@@ -1,6 +1,7 @@
 //! The engine: the only place that joins the store, the core and the connectors.
 
 pub mod build;
+pub mod bundle;
 pub mod conflicts;
 pub mod mapped;
 mod sync;

@@ -38,10 +38,12 @@ pub enum Tree {
     Match,
     MatchRev,
     Waiting,
+    Peer,
+    History,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 13] = [
+    pub const ALL: [Tree; 15] = [
         Tree::Meta,
         Tree::Head,
         Tree::Snapshot,
@@ -55,6 +57,8 @@ impl Tree {
         Tree::Match,
         Tree::MatchRev,
         Tree::Waiting,
+        Tree::Peer,
+        Tree::History,
     ];
     pub fn prefix(self) -> u8 {
         match self {
@@ -71,6 +75,8 @@ impl Tree {
             Tree::Match => b'm',
             Tree::MatchRev => b'n',
             Tree::Waiting => b'w',
+            Tree::Peer => b'y',
+            Tree::History => b'v',
         }
     }
     pub fn of_key(key: &[u8]) -> Option<Tree> {
@@ -92,6 +98,8 @@ impl Tree {
             Tree::Match => "match",
             Tree::MatchRev => "match_rev",
             Tree::Waiting => "waiting",
+            Tree::Peer => "peer",
+            Tree::History => "history",
         }
     }
 }
@@ -235,6 +243,34 @@ pub fn waiting_prefix(job: &str, sys: &SystemId) -> Vec<u8> {
 pub fn waiting(job: &str, sys: &SystemId, native: &str) -> Vec<u8> {
     let mut k = waiting_prefix(job, sys);
     k.extend_from_slice(native.as_bytes());
+    k
+}
+
+/// A peer instance's bundle exchange state.
+pub fn peer(instance: &str) -> Vec<u8> {
+    let mut k = vec![Tree::Peer.prefix()];
+    k.extend_from_slice(instance.as_bytes());
+    k
+}
+
+/// Versions of an entity exchanged with peers (merge bases for bundle imports).
+pub fn history_prefix(e: &EntityId) -> Vec<u8> {
+    let mut k = vec![Tree::History.prefix()];
+    k.extend_from_slice(&e.0);
+    k
+}
+
+/// One exchanged version of an entity, named by the first 8 bytes of its clock's hash.
+pub fn history(e: &EntityId, clock_id: &[u8; 8]) -> Vec<u8> {
+    let mut k = history_prefix(e);
+    k.extend_from_slice(clock_id);
+    k
+}
+
+/// Every cross-reference of an entity (`xref_rev` entries).
+pub fn xref_rev_prefix(e: &EntityId) -> Vec<u8> {
+    let mut k = vec![Tree::XrefRev.prefix()];
+    k.extend_from_slice(&e.0);
     k
 }
 

@@ -29,7 +29,7 @@ fn corrupt(key: &[u8], reason: impl Into<String>) -> StoreError {
 }
 
 /// Encodes a head or snapshot version.
-pub(crate) fn encode_version(v: &Version, out: &mut Vec<u8>) {
+pub fn encode_version(v: &Version, out: &mut Vec<u8>) {
     out.push(ENTRY_V1);
     let mut flags = 0;
     if v.content.is_none() {
@@ -193,6 +193,30 @@ fn decode_entry<T: DeserializeOwned>(key: &[u8], b: &[u8]) -> Result<T, StoreErr
     }
 }
 
+/// The 8-byte name of a version in the history tree: its clock's hash.
+fn clock_id(v: &Version) -> [u8; 8] {
+    let mut b = Vec::new();
+    v.clock.encode_into(&mut b);
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&blake3::hash(&b).as_bytes()[..8]);
+    id
+}
+
+/// What this instance knows of a peer instance it exchanges bundles with.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerEntry {
+    /// Numbers of the peer's bundles imported here, as sorted, disjoint inclusive ranges.
+    pub imported: Vec<(u64, u64)>,
+    /// Bundles made for the peer so far.
+    pub exported: u64,
+    /// Bundles made for the peer that it has not acknowledged yet: their number and what each
+    /// carried (entity id, encoded version entry).
+    pub unacked: Vec<(u64, Manifest)>,
+}
+
+/// What one bundle carried: entity ids and their encoded version entries.
+pub type Manifest = Vec<([u8; 16], Vec<u8>)>;
+
 /// A pending write of an entity's head to one system.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutboxEntry {
@@ -328,6 +352,19 @@ impl Checkpoint {
     pub fn delete_match_rev(&mut self, job: &str, sys: &SystemId, native: &Key) {
         self.batch
             .delete(layout::match_rev(job, sys, native.as_str()));
+    }
+    /// Keeps `v` among the exchanged versions of `e` (see [`StateStore::history_of`]).
+    pub fn put_history(&mut self, e: &EntityId, v: &Version) {
+        let mut buf = Vec::with_capacity(128);
+        encode_version(v, &mut buf);
+        self.batch.put(layout::history(e, &clock_id(v)), buf);
+    }
+    pub fn delete_history(&mut self, e: &EntityId, v: &Version) {
+        self.batch.delete(layout::history(e, &clock_id(v)));
+    }
+    pub fn put_peer(&mut self, instance: &InstanceId, p: &PeerEntry) {
+        self.batch
+            .put(layout::peer(instance.as_str()), encode_entry(p));
     }
     pub fn log_run(&mut self, r: &RunLogEntry) {
         self.batch
@@ -664,6 +701,52 @@ impl StateStore {
         Ok(out)
     }
 
+    /// What this instance knows of peer `instance` (bundle exchange).
+    pub fn peer(&self, instance: &InstanceId) -> Result<PeerEntry, StoreError> {
+        let k = layout::peer(instance.as_str());
+        match self.store.get(&k)? {
+            None => Ok(PeerEntry::default()),
+            Some(b) => decode_entry(&k, &b),
+        }
+    }
+
+    /// The versions of an entity exchanged with peers (bundle merge bases).
+    pub fn history_of(&self, e: &EntityId) -> Result<Vec<Version>, StoreError> {
+        let mut out = Vec::new();
+        self.scan_decoded(&layout::history_prefix(e), decode_version, |v| {
+            out.push(v);
+            true
+        })?;
+        Ok(out)
+    }
+
+    /// Every cross-reference of an entity: (system, native key).
+    pub fn xrefs_of(&self, e: &EntityId) -> Result<Vec<(SystemId, Key)>, StoreError> {
+        let prefix = layout::xref_rev_prefix(e);
+        let mut out = Vec::new();
+        let mut bad = None;
+        self.store.scan(&prefix, None, &mut |k, v| {
+            if !k.starts_with(&prefix) {
+                return false;
+            }
+            let sys = std::str::from_utf8(&k[prefix.len()..])
+                .ok()
+                .and_then(|s| SystemId::new(s).ok());
+            match (sys, std::str::from_utf8(v)) {
+                (Some(s), Ok(n)) => out.push((s, Key::new(n))),
+                _ => {
+                    bad = Some(k.to_vec());
+                    return false;
+                }
+            }
+            true
+        })?;
+        match bad {
+            Some(k) => Err(corrupt(&k, "bad cross-reference")),
+            None => Ok(out),
+        }
+    }
+
     pub fn conflicts(&self) -> Result<Vec<ConflictEntry>, StoreError> {
         self.collect(&[Tree::Conflict.prefix()])
     }
@@ -691,7 +774,7 @@ impl StateStore {
 pub fn decode_any_entry(k: &[u8], v: &[u8]) -> Result<(), StoreError> {
     match Tree::of_key(k) {
         None => Err(corrupt(k, "key outside every tree")),
-        Some(Tree::Head) | Some(Tree::Snapshot) | Some(Tree::Pending) => {
+        Some(Tree::Head) | Some(Tree::Snapshot) | Some(Tree::Pending) | Some(Tree::History) => {
             decode_version(k, v).map(|_| ())
         }
         Some(Tree::Outbox) => decode_entry::<OutboxEntry>(k, v).map(|_| ()),
@@ -699,6 +782,7 @@ pub fn decode_any_entry(k: &[u8], v: &[u8]) -> Result<(), StoreError> {
         Some(Tree::RunLog) => decode_entry::<RunLogEntry>(k, v).map(|_| ()),
         Some(Tree::Match) => decode_entry::<MatchEntry>(k, v).map(|_| ()),
         Some(Tree::Waiting) => decode_entry::<WaitingEntry>(k, v).map(|_| ()),
+        Some(Tree::Peer) => decode_entry::<PeerEntry>(k, v).map(|_| ()),
         Some(Tree::MatchRev) if v.len() != 32 => Err(corrupt(k, "match hash is not 32 bytes")),
         Some(Tree::Xref) if v.len() != 16 => Err(corrupt(k, "entity id is not 16 bytes")),
         Some(Tree::XrefRev) if std::str::from_utf8(v).is_err() => {

@@ -1,0 +1,453 @@
+//! Bundle export and import between engine instances that cannot talk (`docs/offline.md`).
+//!
+//! What a peer holds is kept like a system's snapshot, under the pseudo-system `_peer.<name>`:
+//! the version of each entity the peer is *known* to hold — because it sent it, or because it
+//! acknowledged a bundle that carried it. Export sends every head that differs from that;
+//! import folds each received version into the head (fast-forward when its clock dominates,
+//! the same three-way merge and policy as online sync when concurrent, against what the peer
+//! was last known to hold) and marks the local systems' outboxes, so the next run writes the
+//! result to them. Versions are states, not deltas: importing a bundle twice, out of order or
+//! after a newer one changes nothing wrong.
+
+use super::EngineError;
+use crate::bundle::{Bundle, BundleEntity};
+use crate::core::{merge, DeleteRule, FieldPolicy, Policy, Resolution, Side};
+use crate::model::{ClockOrdering, EntityId, InstanceId, SystemId, Version};
+use crate::store::{decode_version, encode_version, OutboxEntry, PeerEntry, StateStore};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A job as far as bundles care: its systems (side ids) and conflict policy.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    pub job: String,
+    pub systems: Vec<SystemId>,
+    pub policy: Policy,
+}
+
+/// What an import did.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ImportReport {
+    pub sender: String,
+    pub number: u64,
+    /// This bundle had been imported before (nothing new came of it).
+    pub repeated: bool,
+    pub entities: u64,
+    /// Versions this instance already held, or held something newer than.
+    pub unchanged: u64,
+    /// Versions that dominated the local head and replaced it.
+    pub fast_forwarded: u64,
+    /// Concurrent versions merged with the local head.
+    pub merged: u64,
+    /// Field conflicts met while merging (decided by policy, or held when manual).
+    pub conflicts: u64,
+    /// Records held back by a record-level manual conflict (the local head stays).
+    pub held: u64,
+    /// (system, entity) writes queued for the next run.
+    pub queued_writes: u64,
+    /// Bundles of ours the sender acknowledged with this one.
+    pub acknowledged: u64,
+}
+
+/// The pseudo-system that stands for what peer `p` holds.
+pub fn peer_system(p: &InstanceId) -> Result<SystemId, EngineError> {
+    SystemId::new(format!("_peer.{p}")).map_err(|e| EngineError::Config {
+        job: String::new(),
+        message: format!("peer instance name {p}: {e} (at most 58 characters)"),
+    })
+}
+
+fn store_err(e: crate::store::StoreError) -> EngineError {
+    EngineError::Store(e)
+}
+
+/// Exchanged versions kept per entity as merge-base candidates.
+pub const HISTORY_CAP: usize = 32;
+
+fn counters(v: &Version) -> u64 {
+    v.clock.entries().iter().map(|(_, n)| *n).sum()
+}
+
+/// Records `v` among the entity's exchanged versions, dropping the oldest beyond the cap.
+/// `added` holds what this checkpoint already added (reads do not see it).
+fn remember(
+    state: &StateStore,
+    cp: &mut crate::store::Checkpoint,
+    added: &mut BTreeMap<EntityId, Vec<Version>>,
+    e: &EntityId,
+    v: &Version,
+) -> Result<(), EngineError> {
+    let list = match added.entry(*e) {
+        std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+        std::collections::btree_map::Entry::Vacant(x) => x.insert(state.history_of(e)?),
+    };
+    if list.iter().any(|x| x.clock == v.clock) {
+        return Ok(());
+    }
+    cp.put_history(e, v);
+    list.push(v.clone());
+    while list.len() > HISTORY_CAP {
+        let (i, _) = list
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, x)| counters(x))
+            .expect("non-empty");
+        let old = list.remove(i);
+        cp.delete_history(e, &old);
+    }
+    Ok(())
+}
+
+/// The deterministic order of two versions with equal clocks (a tombstone sorts first).
+fn tie_key(v: &Version) -> Option<[u8; 32]> {
+    v.hash.map(|h| h.0)
+}
+
+fn le(a: &Version, b: &Version) -> bool {
+    matches!(
+        a.clock.compare(&b.clock),
+        ClockOrdering::Before | ClockOrdering::Equal
+    )
+}
+
+/// The merge base of two concurrent versions: the newest exchanged version both descend from.
+/// When several such versions are incomparable (a criss-cross: each instance merged the
+/// other's earlier version), they are merged first, recursively, into one virtual base — as
+/// git's recursive strategy does — so no field edited on one side only reads as a conflict.
+fn base_of(
+    candidates: &[Version],
+    h: &Version,
+    r: &Version,
+    policy: &Policy,
+    depth: usize,
+) -> Option<Version> {
+    let common: Vec<&Version> = candidates.iter().filter(|c| le(c, h) && le(c, r)).collect();
+    let mut maxima: Vec<&Version> = common
+        .iter()
+        .filter(|c| {
+            !common
+                .iter()
+                .any(|o| matches!(c.clock.compare(&o.clock), ClockOrdering::Before))
+        })
+        .copied()
+        .collect();
+    maxima.sort_by_key(|c| (counters(c), c.hash.map(|x| x.0)));
+    maxima.dedup_by(|a, b| a.clock == b.clock && a.hash == b.hash);
+    let mut it = maxima.into_iter();
+    let mut acc = it.next()?.clone();
+    for c in it {
+        if depth >= 8 {
+            break; // deep criss-crosses: the newest ancestor alone (a conflict may be reported)
+        }
+        let b = base_of(candidates, &acc, c, policy, depth + 1);
+        let sys = SystemId::new("_base").expect("valid id");
+        let (sa, sc) = (
+            acc.origin.clone().unwrap_or_else(|| sys.clone()),
+            c.origin.clone().unwrap_or_else(|| sys.clone()),
+        );
+        let out = merge(
+            b.as_ref().and_then(|b| b.content.as_ref()),
+            Side::new(&sa, acc.content.as_ref(), acc.modstamp),
+            Side::new(&sc, c.content.as_ref(), c.modstamp),
+            policy,
+        );
+        acc = Version::new(
+            out.content,
+            acc.clock.merge(&c.clock),
+            acc.modstamp.max(c.modstamp),
+            Some(sa.min(sc)),
+        );
+    }
+    Some(acc)
+}
+
+/// Makes the bundle for `peer`: every entity whose head the peer is not known to hold, with
+/// its cross-references, and the numbers of the peer's bundles imported here. Records what it
+/// carried (until the peer acknowledges it) and flushes before returning.
+pub fn export(
+    state: &StateStore,
+    peer: &InstanceId,
+    scopes: &[Scope],
+) -> Result<Bundle, EngineError> {
+    if peer == state.instance() {
+        return Err(EngineError::Config {
+            job: String::new(),
+            message: format!("a bundle for {peer} is a bundle for this instance itself"),
+        });
+    }
+    let psys = peer_system(peer)?;
+    let mut heads = Vec::new();
+    state.scan_heads(&mut |e, v| {
+        heads.push((e, v));
+        true
+    })?;
+    let mut entities = Vec::new();
+    for (e, head) in heads {
+        let known = state.snapshot(&psys, &e)?;
+        let holds = known.is_some_and(|k| match head.clock.compare(&k.clock) {
+            ClockOrdering::Before => true,
+            // Equal clocks with other content: two instances merged one pair differently.
+            ClockOrdering::Equal => head.hash == k.hash,
+            _ => false,
+        });
+        if holds {
+            continue;
+        }
+        let xrefs: Vec<(SystemId, crate::model::Key)> = state
+            .xrefs_of(&e)?
+            .into_iter()
+            .filter(|(s, _)| !s.as_str().starts_with("_peer."))
+            .collect();
+        let jobs = scopes
+            .iter()
+            .filter(|sc| xrefs.iter().any(|(s, _)| sc.systems.contains(s)))
+            .map(|sc| sc.job.clone())
+            .collect();
+        entities.push(BundleEntity {
+            entity: e,
+            head,
+            xrefs,
+            jobs,
+        });
+    }
+    let mut cp = state.checkpoint();
+    let mut added = BTreeMap::new();
+    for b in &entities {
+        remember(state, &mut cp, &mut added, &b.entity, &b.head)?;
+    }
+    let mut pe = state.peer(peer)?;
+    pe.exported += 1;
+    let manifest = entities
+        .iter()
+        .map(|b| {
+            let mut v = Vec::new();
+            encode_version(&b.head, &mut v);
+            (b.entity.0, v)
+        })
+        .collect();
+    pe.unacked.push((pe.exported, manifest));
+    let bundle = Bundle {
+        sender: state.instance().clone(),
+        recipient: peer.clone(),
+        number: pe.exported,
+        acks: pe.imported.clone(),
+        entities,
+    };
+    cp.put_peer(peer, &pe);
+    state.commit(cp)?;
+    Ok(bundle)
+}
+
+/// The version a peer holds after it also holds `v`: `v` unless what is known is newer.
+fn newer_of(known: Option<&Version>, v: &Version) -> bool {
+    match known {
+        None => true,
+        Some(k) => match k.clock.compare(&v.clock) {
+            ClockOrdering::Before | ClockOrdering::Concurrent => true,
+            ClockOrdering::Equal => k.hash != v.hash,
+            ClockOrdering::After => false,
+        },
+    }
+}
+
+fn add_range(ranges: &mut Vec<(u64, u64)>, n: u64) -> bool {
+    if ranges.iter().any(|(a, b)| (*a..=*b).contains(&n)) {
+        return false;
+    }
+    ranges.push((n, n));
+    ranges.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+    for (a, b) in ranges.drain(..) {
+        match out.last_mut() {
+            Some((_, lb)) if a <= lb.saturating_add(1) => *lb = (*lb).max(b),
+            _ => out.push((a, b)),
+        }
+    }
+    *ranges = out;
+    true
+}
+
+/// Applies a (verified) bundle. Nothing is written to a system here: changed heads are queued
+/// in the outboxes of every system of the jobs the entity belongs to, for the next run.
+pub fn import(
+    state: &StateStore,
+    bundle: &Bundle,
+    scopes: &[Scope],
+    now_ms: i64,
+) -> Result<ImportReport, EngineError> {
+    let me = state.instance().clone();
+    if bundle.sender == me {
+        return Err(EngineError::Config {
+            job: String::new(),
+            message: format!("bundle {} was made by this instance ({me})", bundle.number),
+        });
+    }
+    let psys = peer_system(&bundle.sender)?;
+    let mut pe: PeerEntry = state.peer(&bundle.sender)?;
+    let mut report = ImportReport {
+        sender: bundle.sender.to_string(),
+        number: bundle.number,
+        entities: bundle.entities.len() as u64,
+        ..ImportReport::default()
+    };
+    report.repeated = !add_range(&mut pe.imported, bundle.number);
+    let mut cp = state.checkpoint();
+    // What the peer holds, as updated by this import (reads do not see the checkpoint).
+    let mut peer_now: BTreeMap<EntityId, Version> = BTreeMap::new();
+    let mut added: BTreeMap<EntityId, Vec<Version>> = BTreeMap::new();
+    // Acknowledgements first: our bundles the sender holds, so it holds what they carried —
+    // the common base of a merge below may be one of those versions.
+    if bundle.recipient == me {
+        let acked = |n: u64| bundle.acks.iter().any(|(a, b)| (*a..=*b).contains(&n));
+        let (done, open): (Vec<_>, Vec<_>) = pe.unacked.drain(..).partition(|(n, _)| acked(*n));
+        pe.unacked = open;
+        for (_, manifest) in done {
+            report.acknowledged += 1;
+            for (id, raw) in manifest {
+                let e = EntityId(id);
+                let v = decode_version(&id, &raw).map_err(store_err)?;
+                let known = match peer_now.get(&e) {
+                    Some(k) => Some(k.clone()),
+                    None => state.snapshot(&psys, &e)?,
+                };
+                if newer_of(known.as_ref(), &v) {
+                    peer_now.insert(e, v);
+                }
+            }
+        }
+    }
+    for be in &bundle.entities {
+        let e = be.entity;
+        let r = &be.head;
+        let known = match peer_now.get(&e) {
+            Some(k) => Some(k.clone()),
+            None => state.snapshot(&psys, &e)?,
+        };
+        if newer_of(known.as_ref(), r) {
+            peer_now.insert(e, r.clone());
+        }
+        let local = state.head(&e)?;
+        let new_head = match &local {
+            None => {
+                report.fast_forwarded += 1;
+                Some(r.clone())
+            }
+            Some(h) => match h.clock.compare(&r.clock) {
+                // Two instances merged the same pair of versions against different bases:
+                // equal clocks, other content. Both keep the larger content hash, so they
+                // agree without another exchange round.
+                ClockOrdering::Equal if h.hash != r.hash && tie_key(r) > tie_key(h) => {
+                    report.merged += 1;
+                    Some(r.clone())
+                }
+                ClockOrdering::Equal | ClockOrdering::After => {
+                    report.unchanged += 1;
+                    None
+                }
+                ClockOrdering::Before => {
+                    report.fast_forwarded += 1;
+                    Some(r.clone())
+                }
+                ClockOrdering::Concurrent => {
+                    // The base: the newest version both descend from, among those exchanged
+                    // with peers (what a peer holds can only descend from those).
+                    let mut candidates = match added.get(&e) {
+                        Some(l) => l.clone(),
+                        None => state.history_of(&e)?,
+                    };
+                    candidates.extend(known.clone());
+                    let systems = entity_systems(state, &e, be)?;
+                    let policy = scopes
+                        .iter()
+                        .find(|s| takes(s, &systems, be))
+                        .map(|s| s.policy.clone())
+                        // An entity of no local job: the configuration's defaults.
+                        .unwrap_or_else(|| {
+                            Policy::new(FieldPolicy::Newest, DeleteRule::DeleteWins)
+                        });
+                    let base = base_of(&candidates, h, r, &policy, 0);
+                    let ho = h.origin.clone().unwrap_or_else(|| psys.clone());
+                    let ro = r.origin.clone().unwrap_or_else(|| psys.clone());
+                    let out = merge(
+                        base.as_ref().and_then(|b| b.content.as_ref()),
+                        Side::new(&ho, h.content.as_ref(), h.modstamp),
+                        Side::new(&ro, r.content.as_ref(), r.modstamp),
+                        &policy,
+                    );
+                    report.conflicts += out.conflicts.len() as u64;
+                    if out.held
+                        || out
+                            .conflicts
+                            .iter()
+                            .any(|c| c.resolution == Resolution::Parked)
+                    {
+                        // A manual decision: the local head stays until it is made.
+                        report.held += 1;
+                        None
+                    } else {
+                        report.merged += 1;
+                        let modstamp = h.modstamp.max(r.modstamp);
+                        Some(Version::new(
+                            out.content,
+                            h.clock.merge(&r.clock),
+                            modstamp,
+                            // Deterministic: the same on every instance that merges the pair.
+                            Some(ho.clone().min(ro.clone())),
+                        ))
+                    }
+                }
+            },
+        };
+        remember(state, &mut cp, &mut added, &e, r)?;
+        if let Some(v) = new_head {
+            remember(state, &mut cp, &mut added, &e, &v)?;
+            cp.put_head(&e, &v);
+            for (s, k) in &be.xrefs {
+                if state.native_key(&e, s)?.is_none() && state.entity_for(s, k)?.is_none() {
+                    cp.put_xref(s, k, &e);
+                }
+            }
+            let systems = entity_systems(state, &e, be)?;
+            let mut queued = BTreeSet::new();
+            for sc in scopes {
+                if takes(sc, &systems, be) {
+                    queued.extend(sc.systems.iter().cloned());
+                }
+            }
+            for s in queued {
+                cp.outbox_put(
+                    &s,
+                    &e,
+                    &OutboxEntry {
+                        enqueued_ms: now_ms,
+                        attempts: 0,
+                        last_error: None,
+                    },
+                );
+                report.queued_writes += 1;
+            }
+        }
+    }
+    for (e, v) in &peer_now {
+        cp.put_snapshot(&psys, e, v);
+    }
+    cp.put_peer(&bundle.sender, &pe);
+    state.commit(cp)?;
+    Ok(report)
+}
+
+/// Whether a local job takes an entity: a job of the same name as one of the sender's jobs it
+/// belongs to, or a job with a system the entity is known in.
+fn takes(sc: &Scope, systems: &BTreeSet<SystemId>, be: &BundleEntity) -> bool {
+    be.jobs.contains(&sc.job) || sc.systems.iter().any(|x| systems.contains(x))
+}
+
+/// The systems an entity is known in: its local cross-references and the bundle's.
+fn entity_systems(
+    state: &StateStore,
+    e: &EntityId,
+    be: &BundleEntity,
+) -> Result<BTreeSet<SystemId>, EngineError> {
+    let mut out: BTreeSet<SystemId> = state.xrefs_of(e)?.into_iter().map(|(s, _)| s).collect();
+    out.extend(be.xrefs.iter().map(|(s, _)| s.clone()));
+    Ok(out)
+}
