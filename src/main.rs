@@ -67,6 +67,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Change bundles between instances that cannot talk (docs/offline.md). The key comes
+    /// from the variable CONCORD_BUNDLE_KEY (at least 16 bytes), the same at every instance.
+    Bundle {
+        #[command(subcommand)]
+        command: BundleCommand,
+    },
     /// The conflict queue.
     Conflicts {
         #[command(subcommand)]
@@ -160,6 +166,25 @@ enum Command {
     Teardown {
         #[command(flatten)]
         table: TableArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum BundleCommand {
+    /// Write a bundle for PEER: every entity it is not known to hold.
+    Export {
+        /// The receiving instance's name (its `store.instance`).
+        #[arg(long)]
+        peer: String,
+        /// The bundle file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Apply a bundle; the next `concord run` writes the result to this instance's systems.
+    Import {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -265,6 +290,9 @@ fn main() {
         }),
         Command::Status { json } => cli::jobs::load(&config)
             .and_then(|cfg| cli::jobs::status(&cfg, json))
+            .map(|_| 0),
+        Command::Bundle { command } => cli::jobs::load(&config)
+            .and_then(|cfg| cli::jobs::bundle(&cfg, command_of(command)))
             .map(|_| 0),
         Command::Conflicts { command } => rt.block_on(async {
             let cfg = cli::jobs::load(&config)?;
@@ -471,4 +499,11 @@ async fn sandbox(
     );
     l.server.await??;
     Ok(())
+}
+
+fn command_of(c: BundleCommand) -> cli::jobs::BundleAction {
+    match c {
+        BundleCommand::Export { peer, out } => cli::jobs::BundleAction::Export { peer, out },
+        BundleCommand::Import { file, json } => cli::jobs::BundleAction::Import { file, json },
+    }
 }

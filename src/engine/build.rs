@@ -458,3 +458,22 @@ pub fn job_order(cfg: &Config) -> Vec<String> {
     }
     order
 }
+
+/// Every job's systems (side ids) and policy, for bundle export and import; no connection is
+/// made.
+pub fn scopes(cfg: &Config) -> Result<Vec<super::bundle::Scope>, BuildError> {
+    let mut out = Vec::new();
+    for (name, j) in &cfg.jobs {
+        let mut ids = BTreeMap::new();
+        for s in &j.systems {
+            let id = side_system(s, &j.sides[s]).map_err(|m| job_err(name, m))?;
+            ids.insert(s.clone(), id);
+        }
+        out.push(super::bundle::Scope {
+            job: name.clone(),
+            systems: j.systems.iter().map(|s| ids[s].clone()).collect(),
+            policy: policy_of(cfg, name, j, &ids)?,
+        });
+    }
+    Ok(out)
+}
