@@ -28,11 +28,33 @@ fn n(v: u64) -> String {
 }
 
 /// Runs `concord run` as a child; returns (report, seconds, peak RSS in MiB of that child).
-#[allow(clippy::zombie_processes)] // reaped by wait4, which also gives its resource usage
 fn run(dir: &Path, sf_url: &str) -> (J, f64, f64) {
+    run_with(dir, sf_url, None)
+}
+
+/// As [`run`]; `massif`: profile this run's heap with valgrind's massif into that file.
+///
+/// The peak RSS comes from GNU time (`/usr/bin/time -f %M`), which starts concord itself: the
+/// kernel's high-water mark of a process forked from this one (holding the sandbox and all its
+/// records) would count this process's pages until the exec.
+fn run_with(dir: &Path, sf_url: &str, massif: Option<&str>) -> (J, f64, f64) {
     use std::io::Read;
     let t = Instant::now();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_concord"))
+    let rss_file = dir.join("rss.txt");
+    let timer = Path::new("/usr/bin/time").exists();
+    let mut cmd = if timer {
+        let mut c = std::process::Command::new("/usr/bin/time");
+        c.arg("-f").arg("%M").arg("-o").arg(&rss_file);
+        c
+    } else {
+        eprintln!("/usr/bin/time not found: peak RSS not measured");
+        std::process::Command::new("env")
+    };
+    if let Some(out) = massif {
+        cmd.args(["valgrind", "--tool=massif", &format!("--massif-out-file={out}")]);
+    }
+    let mut child = cmd
+        .arg(env!("CARGO_BIN_EXE_concord"))
         .current_dir(dir)
         .env("SF_URL", sf_url)
         .env("SF_TOKEN", "bench")
@@ -49,17 +71,17 @@ fn run(dir: &Path, sf_url: &str) -> (J, f64, f64) {
         .unwrap()
         .read_to_end(&mut stdout)
         .unwrap();
-    // This child's own resource usage (peak RSS), as it is reaped.
-    let mut status = 0;
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut ru) };
+    let status = child.wait().unwrap();
     let secs = t.elapsed().as_secs_f64();
     assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "concord failed (wait status {status}): {}",
+        status.success(),
+        "concord failed ({status}): {}",
         String::from_utf8_lossy(&stdout)
     );
-    let rss_mib = ru.ru_maxrss as f64 / 1024.0;
+    let rss_mib = std::fs::read_to_string(&rss_file)
+        .ok()
+        .and_then(|s| s.trim().lines().last()?.trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kib| kib / 1024.0);
     let r: J = serde_json::from_slice(&stdout).expect("JSON report");
     (r[0].clone(), secs, rss_mib)
 }
@@ -203,7 +225,8 @@ city = "city"
         sqlx::query(&format!("UPDATE {table} SET city = 'Changed in ERP', updated_at = now() + interval '1 hour' WHERE id > {total} - {changed}")).execute(&pg).await.unwrap();
         let before = api_calls(&l.sandbox);
         let counters_before = l.sandbox.counters();
-        let (r, secs, rss) = run(d, &l.base_url);
+        let massif = std::env::var("CONCORD_BENCH_MASSIF").ok();
+        let (r, secs, rss) = run_with(d, &l.base_url, massif.as_deref());
         let calls = api_calls(&l.sandbox) - before;
         let written: u64 = r["written"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
         let delta: Vec<String> = l
