@@ -51,7 +51,11 @@ fn run_with(dir: &Path, sf_url: &str, massif: Option<&str>) -> (J, f64, f64) {
         std::process::Command::new("env")
     };
     if let Some(out) = massif {
-        cmd.args(["valgrind", "--tool=massif", &format!("--massif-out-file={out}")]);
+        cmd.args([
+            "valgrind",
+            "--tool=massif",
+            &format!("--massif-out-file={out}"),
+        ]);
     }
     let mut child = cmd
         .arg(env!("CARGO_BIN_EXE_concord"))

@@ -6,8 +6,10 @@
 //! CONCORD_CRASH_TRIALS (default 20) trials per pattern; `cargo test --test crash_patterns --
 //! --ignored` runs 100 each.
 
-use concord::sandbox::launch::{launch, Launched, Options};
-use concord::sandbox::server::{Faults, Settings};
+#[path = "sf_common/mod.rs"]
+mod sf_common;
+use concord::sandbox::launch::Launched;
+use concord::sandbox::server::Faults;
 use serde_json::{json, Value as J};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -72,18 +74,7 @@ async fn trial() -> Trial {
         }
     }
     std::fs::copy(template(), dir.join("erp.db")).unwrap();
-    let sb = launch(
-        &Options {
-            schema: Some(dir.join("sandbox-schema.toml")),
-            ..Options::default()
-        },
-        Settings {
-            token: "dev".into(),
-            ..Settings::default()
-        },
-    )
-    .await
-    .unwrap();
+    let sb = sf_common::examples_sandbox(dir.join("sandbox-schema.toml")).await;
     let erp_url = format!("sqlite:{}?mode=rwc", dir.join("erp.db").display());
     Trial { dir, sb, erp_url }
 }
@@ -163,14 +154,7 @@ impl Trial {
     }
 
     fn soql(&self, q: &str) -> Vec<J> {
-        let org = self.sb.sandbox.org.lock().unwrap();
-        match org
-            .query(&concord::sandbox::soql::parse(q).unwrap(), false, "62.0")
-            .unwrap()
-        {
-            concord::sandbox::org::QueryResult::Rows(r) => r,
-            concord::sandbox::org::QueryResult::Count(n) => vec![json!(n)],
-        }
+        sf_common::soql(&self.sb.sandbox, q)
     }
 
     fn sf_edit(&self, f: impl FnOnce(&mut concord::sandbox::org::Org)) {

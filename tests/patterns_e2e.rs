@@ -3,8 +3,9 @@
 //! shared fixtures' Northwind data; NATS JetStream for broadcast (skipped with a printed reason
 //! when unreachable, unless CONCORD_REQUIRE_SERVICES=1).
 
-use concord::sandbox::launch::{launch, Launched, Options};
-use concord::sandbox::server::Settings;
+#[path = "sf_common/mod.rs"]
+mod sf_common;
+use concord::sandbox::launch::Launched;
 use serde_json::{json, Value as J};
 use sqlx::Row;
 use std::path::{Path, PathBuf};
@@ -30,19 +31,7 @@ async fn env() -> Env {
             std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
         }
     }
-    let opts = Options {
-        schema: Some(dir.join("sandbox-schema.toml")),
-        ..Options::default()
-    };
-    let sb = launch(
-        &opts,
-        Settings {
-            token: "dev".into(),
-            ..Settings::default()
-        },
-    )
-    .await
-    .unwrap();
+    let sb = sf_common::examples_sandbox(dir.join("sandbox-schema.toml")).await;
     let erp_url = format!("sqlite:{}?mode=rwc", dir.join("erp.db").display());
     let pool = concord::connector::sql::Pool::connect(&erp_url, "erp", "load")
         .await
@@ -97,14 +86,7 @@ impl Env {
     }
 
     fn soql(&self, q: &str) -> Vec<J> {
-        let org = self.sb.sandbox.org.lock().unwrap();
-        match org
-            .query(&concord::sandbox::soql::parse(q).unwrap(), false, "62.0")
-            .unwrap()
-        {
-            concord::sandbox::org::QueryResult::Rows(r) => r,
-            concord::sandbox::org::QueryResult::Count(n) => vec![json!(n)],
-        }
+        sf_common::soql(&self.sb.sandbox, q)
     }
 
     async fn count(&self, sql: &str) -> i64 {

@@ -125,3 +125,31 @@ pub fn count(sb: &Sandbox, object: &str) -> u64 {
         _ => unreachable!(),
     }
 }
+
+/// The sandbox the pattern tests use: the docs/examples sandbox schema, token `dev`.
+pub async fn examples_sandbox(schema: std::path::PathBuf) -> concord::sandbox::launch::Launched {
+    concord::sandbox::launch::launch(
+        &concord::sandbox::launch::Options {
+            schema: Some(schema),
+            ..concord::sandbox::launch::Options::default()
+        },
+        Settings {
+            token: "dev".into(),
+            ..Settings::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
+/// A SOQL query straight against the org (rows, or `[n]` for COUNT()).
+pub fn soql(sb: &Sandbox, q: &str) -> Vec<serde_json::Value> {
+    let org = sb.org.lock().unwrap();
+    match org
+        .query(&concord::sandbox::soql::parse(q).unwrap(), false, "62.0")
+        .unwrap()
+    {
+        concord::sandbox::org::QueryResult::Rows(r) => r,
+        concord::sandbox::org::QueryResult::Count(n) => vec![serde_json::json!(n)],
+    }
+}
