@@ -67,6 +67,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Compare each system of JOB with the store by a complete scan: records missing, extra or
+    /// different (changed behind every change feed). Exit 4 when drift is found.
+    Reconcile {
+        job: String,
+        /// Turn the drift into ordinary changes (a pass with full reads), then check again.
+        #[arg(long)]
+        repair: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Change bundles between instances that cannot talk (docs/offline.md). The key comes
     /// from the variable CONCORD_BUNDLE_KEY (at least 16 bytes), the same at every instance.
     Bundle {
@@ -291,6 +301,10 @@ fn main() {
         Command::Status { json } => cli::jobs::load(&config)
             .and_then(|cfg| cli::jobs::status(&cfg, json))
             .map(|_| 0),
+        Command::Reconcile { job, repair, json } => rt.block_on(async {
+            let cfg = cli::jobs::load(&config)?;
+            cli::jobs::reconcile(&cfg, &job, json, repair).await
+        }),
         Command::Bundle { command } => cli::jobs::load(&config)
             .and_then(|cfg| cli::jobs::bundle(&cfg, command_of(command)))
             .map(|_| 0),

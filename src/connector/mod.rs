@@ -125,6 +125,15 @@ pub trait Connector: Send + Sync {
     /// Reads one page of records: from `cursor` (`None`: from the start).
     async fn read(&self, cursor: Option<&[u8]>) -> Result<ReadPage, ConnectorError>;
 
+    /// Reads one page of a *complete* scan: every record the system holds, whatever its
+    /// incremental mode, the last page marked `complete` (so a stored record not seen is gone).
+    /// `cursor` is a previous page's (`None`: the start); scan cursors are not read cursors.
+    /// Drift detection and repair (`concord reconcile`) use it. The default is `read`, for
+    /// systems whose read from the start is such a scan.
+    async fn scan(&self, cursor: Option<&[u8]>) -> Result<ReadPage, ConnectorError> {
+        self.read(cursor).await
+    }
+
     /// Writes a batch; one result per op, in order.
     async fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteResult>, ConnectorError>;
 

@@ -394,6 +394,7 @@ pub async fn build_job(
         isolate_failures: true,
         provenance_field: j.provenance_field.clone(),
         dry_run,
+        full_read: false,
     };
     Ok(SyncJob {
         name: name.to_string(),

@@ -190,14 +190,10 @@ impl MappedConnector {
     }
 }
 
-#[async_trait]
-impl Connector for MappedConnector {
-    fn system(&self) -> &SystemId {
-        self.inner.system()
-    }
-
-    async fn read(&self, cursor: Option<&[u8]>) -> Result<ReadPage, ConnectorError> {
-        let page = self.inner.read(cursor).await?;
+impl MappedConnector {
+    /// A page of the inner connector, mapped; the last page also offers the waiting records
+    /// whose parents have arrived.
+    fn mapped_page(&self, page: ReadPage) -> Result<ReadPage, ConnectorError> {
         let mut changes = Vec::with_capacity(page.changes.len());
         for ch in page.changes {
             if let Some(c) = self.map_change(ch)? {
@@ -208,6 +204,23 @@ impl Connector for MappedConnector {
             changes.extend(self.resolved_waiting()?);
         }
         Ok(ReadPage { changes, ..page })
+    }
+}
+
+#[async_trait]
+impl Connector for MappedConnector {
+    fn system(&self) -> &SystemId {
+        self.inner.system()
+    }
+
+    async fn read(&self, cursor: Option<&[u8]>) -> Result<ReadPage, ConnectorError> {
+        let page = self.inner.read(cursor).await?;
+        self.mapped_page(page)
+    }
+
+    async fn scan(&self, cursor: Option<&[u8]>) -> Result<ReadPage, ConnectorError> {
+        let page = self.inner.scan(cursor).await?;
+        self.mapped_page(page)
     }
 
     async fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteResult>, ConnectorError> {

@@ -3,6 +3,7 @@
 pub mod build;
 pub mod bundle;
 pub mod conflicts;
+pub mod drift;
 pub mod mapped;
 mod sync;
 

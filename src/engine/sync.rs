@@ -74,6 +74,10 @@ pub struct JobOptions {
     pub provenance_field: Option<String>,
     /// Read and plan only: nothing is committed and nothing is written (`--dry-run`, `plan`).
     pub dry_run: bool,
+    /// Read every system by a complete scan instead of its change feed (drift repair: what
+    /// changed behind the feed becomes ordinary changes, and a stored record not seen is
+    /// deleted by the delete rule). Read cursors are left as they are.
+    pub full_read: bool,
 }
 
 impl SyncJob {
@@ -382,12 +386,21 @@ impl Engine {
         matches: &mut MatchOverlay,
     ) -> Result<(), EngineError> {
         let sys = conn.system().clone();
-        let mut cursor = self.state.cursor(&job.name, &sys)?;
+        // A full read (drift repair) scans from the start and leaves the read cursor alone.
+        let mut cursor = if job.options.full_read {
+            None
+        } else {
+            self.state.cursor(&job.name, &sys)?
+        };
         let mut complete = true;
         let mut seen: BTreeSet<EntityId> = BTreeSet::new();
         let mut count = 0u64;
         loop {
-            let page = conn.read(cursor.as_deref()).await?;
+            let page = if job.options.full_read {
+                conn.scan(cursor.as_deref()).await?
+            } else {
+                conn.read(cursor.as_deref()).await?
+            };
             complete &= page.complete;
             for ch in page.changes {
                 count += 1;
@@ -463,7 +476,7 @@ impl Engine {
                 observed.entry(entity).or_default().insert(sys.clone(), obs);
             }
             if !page.more {
-                if let Some(c) = &page.cursor {
+                if let Some(c) = page.cursor.as_ref().filter(|_| !job.options.full_read) {
                     cursors.put_cursor(&job.name, &sys, c);
                 }
                 break;

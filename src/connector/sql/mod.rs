@@ -633,6 +633,16 @@ impl Connector for SqlConnector {
         }
     }
 
+    async fn scan(&self, cursor: Option<&[u8]>) -> Result<ReadPage, ConnectorError> {
+        let cursor: Cursor = match cursor {
+            None => Cursor::default(),
+            Some(b) => {
+                serde_json::from_slice(b).map_err(|_| self.bad("corrupt scan cursor".into()))?
+            }
+        };
+        self.read_scan(cursor).await
+    }
+
     async fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteResult>, ConnectorError> {
         write::apply(self, ops).await
     }
