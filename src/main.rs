@@ -77,6 +77,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Bundle exchange over HTTP between instances that can talk (docs/offline.md).
+    Peer {
+        #[command(subcommand)]
+        command: PeerCommand,
+    },
     /// Change bundles between instances that cannot talk (docs/offline.md). The key comes
     /// from the variable CONCORD_BUNDLE_KEY (at least 16 bytes), the same at every instance.
     Bundle {
@@ -176,6 +181,23 @@ enum Command {
     Teardown {
         #[command(flatten)]
         table: TableArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum PeerCommand {
+    /// Answer exchanges from other instances (keeps this instance's store open).
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:7420")]
+        listen: String,
+    },
+    /// One exchange with the instance PEER serving at URL.
+    Sync {
+        url: String,
+        #[arg(long)]
+        peer: String,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -304,6 +326,16 @@ fn main() {
         Command::Reconcile { job, repair, json } => rt.block_on(async {
             let cfg = cli::jobs::load(&config)?;
             cli::jobs::reconcile(&cfg, &job, json, repair).await
+        }),
+        Command::Peer { command } => rt.block_on(async {
+            let cfg = cli::jobs::load(&config)?;
+            match command {
+                PeerCommand::Serve { listen } => cli::peer::serve(&cfg, &listen).await,
+                PeerCommand::Sync { url, peer, json } => {
+                    cli::peer::sync(&cfg, &url, &peer, json).await
+                }
+            }
+            .map(|_| 0)
         }),
         Command::Bundle { command } => cli::jobs::load(&config)
             .and_then(|cfg| cli::jobs::bundle(&cfg, command_of(command)))

@@ -89,8 +89,8 @@ fn store_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     out
 }
 
-#[test]
-fn two_instances_exchange_bundles_through_files() {
+/// Sites A and B in a temporary folder; A's ERP holds two customers.
+fn two_sites() -> (tempfile::TempDir, PathBuf, PathBuf) {
     let root = tempfile::tempdir().unwrap();
     let a = site(root.path(), "site-a", "erp_a", "report_a");
     let b = site(root.path(), "site-b", "erp_b", "report_b");
@@ -99,6 +99,12 @@ fn two_instances_exchange_bundles_through_files() {
         "{\"id\":\"1\",\"name\":\"Alfreds\",\"city\":\"Berlin\"}\n{\"id\":\"2\",\"name\":\"Ana Trujillo\",\"city\":\"México D.F.\"}\n",
     )
     .unwrap();
+    (root, a, b)
+}
+
+#[test]
+fn two_instances_exchange_bundles_through_files() {
+    let (root, a, b) = two_sites();
     let (code, _, err) = concord(&a, &["run", "accounts"], None);
     assert_eq!(code, 0, "{err}");
     assert_eq!(lines(&a.join("data/customers.csv")).len(), 3, "header + 2");
@@ -209,4 +215,76 @@ fn two_instances_exchange_bundles_through_files() {
             "{f}: {text}"
         );
     }
+}
+
+/// `concord peer sync URL --peer site-a --json` at `dir`: its report.
+fn peer_sync(dir: &Path, url: &str) -> serde_json::Value {
+    let (code, out, err) = concord(
+        dir,
+        &["peer", "sync", url, "--peer", "site-a", "--json"],
+        Some(KEY),
+    );
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+#[test]
+fn two_instances_exchange_over_http() {
+    use std::io::BufRead;
+    let (_root, a, b) = two_sites();
+    assert_eq!(concord(&a, &["run", "accounts"], None).0, 0);
+    let mut server = Command::new(env!("CARGO_BIN_EXE_concord"))
+        .current_dir(&a)
+        .env("CONCORD_BUNDLE_KEY", KEY)
+        .args(["peer", "serve", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .trim_end_matches("/concord/v1/exchange")
+        .to_string();
+
+    // A wrong key: refused by the server, nothing imported on either side.
+    let (code, _, err) = concord(
+        &b,
+        &["peer", "sync", &url, "--peer", "site-a"],
+        Some("not the key the sites share"),
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("401") && err.contains("foreign"), "{err}");
+
+    let r = peer_sync(&b, &url);
+    assert_eq!(r["received"]["fast_forwarded"], 2, "{r}");
+    assert_eq!(concord(&b, &["run", "accounts"], None).0, 0);
+    let erp_b = b.join("data/customers.jsonl");
+    let text = std::fs::read_to_string(&erp_b).unwrap();
+    assert!(
+        text.contains("Alfreds") && text.contains("Ana Trujillo"),
+        "{text}"
+    );
+
+    // B's edit goes to A in the next exchange; A writes it once its server has stopped.
+    std::fs::write(&erp_b, text.replace("Berlin", "Hamburg")).unwrap();
+    assert_eq!(concord(&b, &["run", "accounts"], None).0, 0);
+    let r = peer_sync(&b, &url);
+    assert!(r["sent"].as_u64().unwrap() >= 1, "{r}");
+    // The wrong instance name is refused before anything is imported.
+    let (code, _, err) = concord(&b, &["peer", "sync", &url, "--peer", "site-c"], Some(KEY));
+    assert_ne!(code, 0);
+    assert!(err.contains("site-c"), "{err}");
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert_eq!(concord(&a, &["run", "accounts"], None).0, 0);
+    let text = std::fs::read_to_string(a.join("data/customers.csv")).unwrap();
+    assert!(
+        text.contains("Hamburg") && !text.contains("Berlin"),
+        "{text}"
+    );
 }

@@ -463,7 +463,7 @@ pub enum BundleAction {
 }
 
 /// The bundle key, from CONCORD_BUNDLE_KEY (never printed).
-fn bundle_key() -> Result<Vec<u8>> {
+pub fn bundle_key() -> Result<Vec<u8>> {
     let k = std::env::var("CONCORD_BUNDLE_KEY").map_err(|_| {
         anyhow::anyhow!(
             "set CONCORD_BUNDLE_KEY to the key shared by the instances that exchange bundles"
