@@ -11,9 +11,13 @@ use std::process::Command;
 const PG: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 fn concord(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    concord_with(dir, args, PG)
+}
+
+fn concord_with(dir: &Path, args: &[&str], erp_url: &str) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_concord"))
         .current_dir(dir)
-        .env("ERP_URL", PG)
+        .env("ERP_URL", erp_url)
         .env_remove("CONCORD_CONFIG")
         .args(args)
         .output()
@@ -168,5 +172,15 @@ city = "city"
     let (code, out, _) = concord(d, &["run", "customers", "--json"]);
     assert_eq!((code, written(&out)), (0, 1), "{out}");
     assert_eq!(concord(d, &["reconcile", "customers"]).0, 0);
+    // The ERP unreachable: it is listed as not checked (exit 3); the file side still is.
+    let (code, out, _) = concord_with(
+        d,
+        &["reconcile", "customers", "--json"],
+        "postgres://postgres@127.0.0.1:1/test",
+    );
+    assert_eq!(code, 3, "{out}");
+    let r: J = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["unchecked"][0]["system"], sys.as_str(), "{out}");
+    assert_eq!(r["scanned"]["copy.customers.jsonl"], 20, "{out}");
     q(format!("DROP TABLE {table}")).await;
 }

@@ -529,7 +529,7 @@ pub fn bundle(cfg: &Config, action: BundleAction) -> Result<()> {
 
 /// `concord reconcile JOB`: drift between each system and the store; with `repair`, a pass
 /// with full reads turns it into ordinary changes. Exit code 4 when drift was found and not
-/// repaired.
+/// repaired, 3 when a system could not be checked (the others were).
 pub async fn reconcile(cfg: &Config, name: &str, json: bool, repair: bool) -> Result<i32> {
     let state = open_state(cfg)?;
     let mut job = build_job(cfg, name, &state, false).await?;
@@ -554,8 +554,8 @@ pub async fn reconcile(cfg: &Config, name: &str, json: bool, repair: bool) -> Re
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!("{name}: scanned {:?}", before.scanned);
-        for s in &before.unchecked {
-            println!("  {s}: cannot be scanned completely; not checked");
+        for u in &before.unchecked {
+            println!("  {}: not checked ({})", u.system, u.reason);
         }
         for d in &before.drift {
             println!("  {}", serde_json::to_string(d)?);
@@ -576,5 +576,11 @@ pub async fn reconcile(cfg: &Config, name: &str, json: bool, repair: bool) -> Re
             );
         }
     }
-    Ok(if left > 0 { 4 } else { 0 })
+    Ok(if left > 0 {
+        4
+    } else if !before.unchecked.is_empty() {
+        3
+    } else {
+        0
+    })
 }

@@ -31,14 +31,22 @@ pub enum Drift {
     },
 }
 
+/// A system a drift check could not cover.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unchecked {
+    pub system: String,
+    pub reason: String,
+}
+
 /// What a drift check found, per system.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct DriftReport {
     pub job: String,
     /// Records scanned per system.
     pub scanned: std::collections::BTreeMap<String, u64>,
-    /// Systems that cannot be scanned completely (a destination such as NATS): not checked.
-    pub unchecked: Vec<String>,
+    /// Systems not checked, with why: one that cannot be scanned completely (a destination
+    /// such as NATS) or whose scan failed. The others are still checked.
+    pub unchecked: Vec<Unchecked>,
     pub drift: Vec<Drift>,
 }
 
@@ -56,8 +64,12 @@ impl Engine {
             let mut seen: BTreeSet<EntityId> = BTreeSet::new();
             let mut complete = true;
             let mut n = 0u64;
-            loop {
-                let page = conn.scan(cursor.as_deref()).await?;
+            let mut drift = Vec::new();
+            let failed = loop {
+                let page = match conn.scan(cursor.as_deref()).await {
+                    Ok(p) => p,
+                    Err(e) => break Some(e.to_string()),
+                };
                 complete &= page.complete;
                 for ch in page.changes {
                     n += 1;
@@ -78,7 +90,7 @@ impl Engine {
                                     Delta::Update(m) => m.keys().map(|k| k.to_string()).collect(),
                                     _ => Vec::new(),
                                 };
-                                report.drift.push(Drift::Different {
+                                drift.push(Drift::Different {
                                     system: sys.to_string(),
                                     key: ch.key.to_string(),
                                     entity: e.to_hex(),
@@ -86,7 +98,7 @@ impl Engine {
                                 });
                             }
                         }
-                        _ => report.drift.push(Drift::Extra {
+                        _ => drift.push(Drift::Extra {
                             system: sys.to_string(),
                             key: ch.key.to_string(),
                         }),
@@ -94,14 +106,25 @@ impl Engine {
                 }
                 cursor = page.cursor;
                 if !page.more {
-                    break;
+                    break None;
                 }
+            };
+            if let Some(reason) = failed {
+                report.unchecked.push(Unchecked {
+                    system: sys.to_string(),
+                    reason,
+                });
+                continue;
             }
             report.scanned.insert(sys.to_string(), n);
             if !complete {
-                report.unchecked.push(sys.to_string());
+                report.unchecked.push(Unchecked {
+                    system: sys.to_string(),
+                    reason: "its reads are not complete scans".into(),
+                });
                 continue;
             }
+            report.drift.append(&mut drift);
             let mut gone = Vec::new();
             state.scan_snapshot_meta(&sys, &mut |e, m| {
                 if m.hash.is_some() && !seen.contains(&e) {
