@@ -29,6 +29,40 @@ fn concord_with(dir: &Path, args: &[&str], erp_url: &str) -> (i32, String, Strin
     )
 }
 
+/// A job between the PostgreSQL `table` (its side's extra keys in `erp_side`) and a JSONL copy.
+fn write_config(d: &Path, job: &str, pattern: &str, table: &str, erp_side: &str) {
+    std::fs::write(
+        d.join("concord.toml"),
+        format!(
+            r#"[store]
+dir = "state"
+[systems.erp]
+type = "postgres"
+url_env = "ERP_URL"
+[systems.copy]
+type = "jsonl"
+dir = "out"
+[jobs.{job}]
+pattern = "{pattern}"
+systems = ["erp", "copy"]
+[jobs.{job}.sides.erp]
+table = "{table}"
+key = ["id"]
+{erp_side}[jobs.{job}.sides.erp.fields]
+name = "name"
+city = "city"
+[jobs.{job}.sides.copy]
+file = "customers.jsonl"
+key = ["id"]
+[jobs.{job}.sides.copy.fields]
+name = "name"
+city = "city"
+"#
+        ),
+    )
+    .unwrap();
+}
+
 fn written(out: &str) -> u64 {
     let r: J = serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}"));
     r[0]["written"]
@@ -60,39 +94,13 @@ async fn drift_behind_the_feed_is_found_and_repaired() {
 
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    std::fs::write(
-        d.join("concord.toml"),
-        format!(
-            r#"[store]
-dir = "state"
-[systems.erp]
-type = "postgres"
-url_env = "ERP_URL"
-[systems.copy]
-type = "jsonl"
-dir = "out"
-[jobs.customers]
-pattern = "bidirectional"
-systems = ["erp", "copy"]
-[jobs.customers.sides.erp]
-table = "{table}"
-key = ["id"]
-mode = "column"
-updated_column = "updated_at"
-overlap_secs = 60
-[jobs.customers.sides.erp.fields]
-name = "name"
-city = "city"
-[jobs.customers.sides.copy]
-file = "customers.jsonl"
-key = ["id"]
-[jobs.customers.sides.copy.fields]
-name = "name"
-city = "city"
-"#
-        ),
-    )
-    .unwrap();
+    write_config(
+        d,
+        "customers",
+        "bidirectional",
+        &table,
+        "mode = \"column\"\nupdated_column = \"updated_at\"\noverlap_secs = 60\n",
+    );
     let (code, out, err) = concord(d, &["run", "customers", "--json"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(written(&out), 20);
@@ -183,4 +191,69 @@ city = "city"
     assert_eq!(r["unchecked"][0]["system"], sys.as_str(), "{out}");
     assert_eq!(r["scanned"]["copy.customers.jsonl"], 20, "{out}");
     q(format!("DROP TABLE {table}")).await;
+}
+
+/// A migrate target is written, never read: drift there (a record deleted, one edited) is
+/// found by reconcile and repaired by sending the head again.
+#[tokio::test]
+async fn drift_in_a_write_only_target_is_repaired() {
+    let Ok(pg) = sqlx::PgPool::connect(PG).await else {
+        assert!(
+            std::env::var("CONCORD_REQUIRE_SERVICES").as_deref() != Ok("1"),
+            "PostgreSQL unreachable"
+        );
+        eprintln!("skipped: PostgreSQL unreachable");
+        return;
+    };
+    let table = format!("rcm_{}", std::process::id());
+    for s in [
+        format!("DROP TABLE IF EXISTS {table}"),
+        format!("CREATE TABLE {table} (id integer primary key, name text, city text)"),
+        format!(
+            "INSERT INTO {table} SELECT i, 'Customer ' || i, 'Oslo' FROM generate_series(1, 10) i"
+        ),
+    ] {
+        sqlx::raw_sql(&s).execute(&pg).await.unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_config(d, "move", "migrate", &table, "");
+    assert_eq!(concord(d, &["run", "move"]).0, 0);
+    let file = d.join("out/customers.jsonl");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(text.lines().count(), 10);
+    // Someone edits the target by hand: one line gone, one name changed.
+    let kept: Vec<String> = text
+        .lines()
+        .filter(|l| !l.contains("\"Customer 4\""))
+        .map(|l| l.replace("Customer 7", "Edited in the copy"))
+        .collect();
+    std::fs::write(&file, kept.join("\n") + "\n").unwrap();
+    let (code, out, _) = concord(d, &["reconcile", "move", "--json"]);
+    assert_eq!(code, 4, "{out}");
+    let r: J = serde_json::from_str(&out).unwrap();
+    let mut kinds: Vec<&str> = r["drift"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["kind"].as_str().unwrap())
+        .collect();
+    kinds.sort();
+    assert_eq!(kinds, ["different", "missing"], "{out}");
+    let (code, out, err) = concord(d, &["reconcile", "move", "--repair", "--json"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let r: J = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["requeued"], 2, "{out}");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(text.lines().count(), 10, "{text}");
+    assert!(
+        text.contains("\"Customer 4\"") && text.contains("\"Customer 7\""),
+        "{text}"
+    );
+    assert!(!text.contains("Edited in the copy"), "{text}");
+    assert_eq!(concord(d, &["reconcile", "move"]).0, 0);
+    sqlx::raw_sql(&format!("DROP TABLE {table}"))
+        .execute(&pg)
+        .await
+        .unwrap();
 }

@@ -538,6 +538,9 @@ pub async fn reconcile(cfg: &Config, name: &str, json: bool, repair: bool) -> Re
     let mut out = json!({"job": name, "scanned": before.scanned, "unchecked": before.unchecked,
         "drift": before.drift});
     if repair && !before.drift.is_empty() {
+        // Targets the job never reads get the head queued again; the pass below sends it.
+        let requeued = engine.requeue_unread_targets(&job, &before.drift)?;
+        out["requeued"] = json!(requeued);
         job.options.full_read = true;
         let t = std::time::Instant::now();
         let r = engine.sync(&job, None).await?;

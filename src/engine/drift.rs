@@ -6,7 +6,8 @@
 
 use super::{Engine, EngineError, SyncJob};
 use crate::core::{diff, Delta};
-use crate::model::EntityId;
+use crate::model::{EntityId, Fields, SystemId, Timestamp, Version};
+use crate::store::OutboxEntry;
 use serde::Serialize;
 use std::collections::BTreeSet;
 
@@ -28,6 +29,9 @@ pub enum Drift {
         key: String,
         entity: String,
         fields: Vec<String>,
+        /// What the system holds (for repair; not reported).
+        #[serde(skip_serializing)]
+        observed: Fields,
     },
 }
 
@@ -95,6 +99,7 @@ impl Engine {
                                     key: ch.key.to_string(),
                                     entity: e.to_hex(),
                                     fields: changed,
+                                    observed: fields,
                                 });
                             }
                         }
@@ -145,5 +150,60 @@ impl Engine {
             }
         }
         Ok(report)
+    }
+
+    /// Queues the head again for drift found in systems the job writes but never reads
+    /// (migrate and broadcast targets), which a pass with full reads cannot see: a missing
+    /// record is created again, a different one rewritten. Returns the writes queued; the next
+    /// pass sends them.
+    pub fn requeue_unread_targets(
+        &self,
+        job: &SyncJob,
+        drift: &[Drift],
+    ) -> Result<u64, EngineError> {
+        let state = self.state();
+        let mut cp = state.checkpoint();
+        let mut n = 0;
+        let entry = OutboxEntry {
+            enqueued_ms: Timestamp::now().millis(),
+            attempts: 0,
+            last_error: None,
+        };
+        for d in drift {
+            let (system, entity) = match d {
+                Drift::Missing { system, entity, .. } | Drift::Different { system, entity, .. } => {
+                    (system, entity)
+                }
+                Drift::Extra { .. } => continue,
+            };
+            let (Ok(sys), Some(e)) = (SystemId::new(system.as_str()), EntityId::from_hex(entity))
+            else {
+                continue;
+            };
+            let role = job.role(&sys);
+            if !role.write || role.read {
+                continue;
+            }
+            match d {
+                // The system no longer holds it: no snapshot, so the head is created there.
+                Drift::Missing { .. } => cp.delete_snapshot(&sys, &e),
+                // It holds something else: the snapshot says what, so the head is written over.
+                Drift::Different { observed, .. } => {
+                    let Some(old) = state.snapshot(&sys, &e)? else {
+                        continue;
+                    };
+                    cp.put_snapshot(
+                        &sys,
+                        &e,
+                        &Version::new(Some(observed.clone()), old.clock, old.modstamp, old.origin),
+                    );
+                }
+                Drift::Extra { .. } => continue,
+            }
+            cp.outbox_put(&sys, &e, &entry);
+            n += 1;
+        }
+        state.commit(cp)?;
+        Ok(n)
     }
 }

@@ -81,7 +81,8 @@ pub struct JobOptions {
 }
 
 impl SyncJob {
-    fn role(&self, sys: &SystemId) -> Role {
+    /// What the job uses `sys` for (read and write unless the pattern says otherwise).
+    pub fn role(&self, sys: &SystemId) -> Role {
         self.options.roles.get(sys).copied().unwrap_or_default()
     }
 }
