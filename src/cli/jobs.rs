@@ -509,18 +509,7 @@ pub fn bundle(cfg: &Config, action: BundleAction) -> Result<()> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
-                println!(
-                    "bundle {} from {}: {} entities — {} fast-forwarded, {} merged, {} unchanged, {} held by a manual conflict; {} writes queued for the next run{}",
-                    r.number,
-                    r.sender,
-                    r.entities,
-                    r.fast_forwarded,
-                    r.merged,
-                    r.unchanged,
-                    r.held,
-                    r.queued_writes,
-                    if r.repeated { " (imported before)" } else { "" }
-                );
+                println!("{r}");
             }
         }
     }

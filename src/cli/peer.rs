@@ -135,10 +135,7 @@ pub async fn sync(cfg: &Config, url: &str, peer: &str, json: bool) -> Result<()>
             serde_json::to_string_pretty(&serde_json::json!({"sent": sent, "received": r}))?
         );
     } else {
-        println!(
-            "exchanged with {peer}: sent {sent} entities; received {} — {} fast-forwarded, {} merged, {} unchanged, {} held; {} writes queued for the next run",
-            r.entities, r.fast_forwarded, r.merged, r.unchanged, r.held, r.queued_writes
-        );
+        println!("exchanged with {peer}: sent {sent} entities; received {r}");
     }
     Ok(())
 }

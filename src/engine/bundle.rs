@@ -48,6 +48,24 @@ pub struct ImportReport {
     pub acknowledged: u64,
 }
 
+impl std::fmt::Display for ImportReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "bundle {} from {}: {} entities — {} fast-forwarded, {} merged, {} unchanged, {} held by a manual conflict; {} writes queued for the next run{}",
+            self.number,
+            self.sender,
+            self.entities,
+            self.fast_forwarded,
+            self.merged,
+            self.unchanged,
+            self.held,
+            self.queued_writes,
+            if self.repeated { " (imported before)" } else { "" }
+        )
+    }
+}
+
 /// The pseudo-system that stands for what peer `p` holds.
 pub fn peer_system(p: &InstanceId) -> Result<SystemId, EngineError> {
     SystemId::new(format!("_peer.{p}")).map_err(|e| EngineError::Config {
@@ -305,10 +323,7 @@ pub fn import(
             for (id, raw) in manifest {
                 let e = EntityId(id);
                 let v = decode_version(&id, &raw).map_err(store_err)?;
-                let known = match peer_now.get(&e) {
-                    Some(k) => Some(k.clone()),
-                    None => state.snapshot(&psys, &e)?,
-                };
+                let known = peer_holds(state, &psys, &peer_now, &e)?;
                 if newer_of(known.as_ref(), &v) {
                     peer_now.insert(e, v);
                 }
@@ -318,10 +333,7 @@ pub fn import(
     for be in &bundle.entities {
         let e = be.entity;
         let r = &be.head;
-        let known = match peer_now.get(&e) {
-            Some(k) => Some(k.clone()),
-            None => state.snapshot(&psys, &e)?,
-        };
+        let known = peer_holds(state, &psys, &peer_now, &e)?;
         if newer_of(known.as_ref(), r) {
             peer_now.insert(e, r.clone());
         }
@@ -439,6 +451,19 @@ pub fn import(
 /// belongs to, or a job with a system the entity is known in.
 fn takes(sc: &Scope, systems: &BTreeSet<SystemId>, be: &BundleEntity) -> bool {
     be.jobs.contains(&sc.job) || sc.systems.iter().any(|x| systems.contains(x))
+}
+
+/// What the peer is known to hold of `e`: as updated by this import, else as stored.
+fn peer_holds(
+    state: &StateStore,
+    psys: &SystemId,
+    peer_now: &BTreeMap<EntityId, Version>,
+    e: &EntityId,
+) -> Result<Option<Version>, EngineError> {
+    Ok(match peer_now.get(e) {
+        Some(k) => Some(k.clone()),
+        None => state.snapshot(psys, e)?,
+    })
 }
 
 /// The systems an entity is known in: its local cross-references and the bundle's.

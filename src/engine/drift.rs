@@ -130,14 +130,7 @@ impl Engine {
                 continue;
             }
             report.drift.append(&mut drift);
-            let mut gone = Vec::new();
-            state.scan_snapshot_meta(&sys, &mut |e, m| {
-                if m.hash.is_some() && !seen.contains(&e) {
-                    gone.push(e);
-                }
-                true
-            })?;
-            for e in gone {
+            for e in state.unseen_snapshots(&sys, &seen)? {
                 let key = state
                     .native_key(&e, &sys)?
                     .map(|k| k.to_string())

@@ -486,14 +486,7 @@ impl Engine {
         }
         if complete {
             // A scan: what we had and did not see is gone.
-            let mut gone = Vec::new();
-            self.state.scan_snapshot_meta(&sys, &mut |e, m| {
-                if m.hash.is_some() && !seen.contains(&e) {
-                    gone.push(e);
-                }
-                true
-            })?;
-            for e in gone {
+            for e in self.state.unseen_snapshots(&sys, &seen)? {
                 observed
                     .entry(e)
                     .or_default()

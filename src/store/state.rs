@@ -666,6 +666,23 @@ impl StateStore {
         )
     }
 
+    /// The entities whose snapshot in `sys` holds a record (not a tombstone) and that are not
+    /// in `seen`: after a complete scan of `sys`, the records that are gone from it.
+    pub fn unseen_snapshots(
+        &self,
+        sys: &SystemId,
+        seen: &std::collections::BTreeSet<EntityId>,
+    ) -> Result<Vec<EntityId>, StoreError> {
+        let mut gone = Vec::new();
+        self.scan_snapshot_meta(sys, &mut |e, m| {
+            if m.hash.is_some() && !seen.contains(&e) {
+                gone.push(e);
+            }
+            true
+        })?;
+        Ok(gone)
+    }
+
     /// Like [`StateStore::scan_snapshots`] but decodes only hash, clock and modstamp.
     pub fn scan_snapshot_meta(
         &self,
