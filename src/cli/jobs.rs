@@ -524,7 +524,7 @@ pub async fn reconcile(cfg: &Config, name: &str, json: bool, repair: bool) -> Re
     let mut job = build_job(cfg, name, &state, false).await?;
     let engine = Engine::new(state);
     let before = engine.drift(&job).await?;
-    let mut out = json!({"job": name, "scanned": before.scanned, "unchecked": before.unchecked,
+    let mut out = json!({"job": name, "checks": before.checks, "unchecked": before.unchecked,
         "drift": before.drift});
     if repair && !before.drift.is_empty() {
         // Targets the job never reads get the head queued again; the pass below sends it.
@@ -545,7 +545,21 @@ pub async fn reconcile(cfg: &Config, name: &str, json: bool, repair: bool) -> Re
     if json {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        println!("{name}: scanned {:?}", before.scanned);
+        println!("{name}:");
+        for (sys, c) in &before.checks {
+            if c.method == "hash_tree" {
+                println!(
+                    "  {sys}: hash tree, {} records in the store, {} of {} buckets differed \
+                     ({} digests listed, {} unknown looked up), {} records read",
+                    c.stored, c.differing, c.buckets, c.leaves, c.unknown, c.read
+                );
+            } else {
+                println!(
+                    "  {sys}: scan, {} records read, {} in the store",
+                    c.read, c.stored
+                );
+            }
+        }
         for u in &before.unchecked {
             println!("  {}: not checked ({})", u.system, u.reason);
         }

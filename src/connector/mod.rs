@@ -134,6 +134,13 @@ pub trait Connector: Send + Sync {
         self.read(cursor).await
     }
 
+    /// Hashing on the system's side, where the system can: hash-tree drift detection
+    /// (`concord reconcile`) then moves bytes in proportion to the drift. `None` (the default):
+    /// drift is found by a complete scan.
+    fn digests(&self) -> Option<&dyn DigestSource> {
+        None
+    }
+
     /// Writes a batch; one result per op, in order.
     async fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteResult>, ConnectorError>;
 
@@ -149,4 +156,63 @@ pub trait Connector: Send + Sync {
             retryable: false,
         })
     }
+}
+
+/// A system's own hash of one record: of its key (which bucket of the hash tree it falls in:
+/// the top bits) and of its row (the mapped columns). Computed by the system, never by concord,
+/// so only compared with what the same system said earlier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RowDigest {
+    pub key_hash: i64,
+    pub row: i64,
+}
+
+/// One bucket of the hash tree: the records whose key hash starts with `bucket` (the top `bits`
+/// bits, as a signed number), how many and the XOR of their row digests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BucketSum {
+    pub bucket: i64,
+    pub count: i64,
+    pub xor: i64,
+}
+
+/// The bucket of a key hash at depth `bits` (1..=32): its top bits, sign kept (an arithmetic
+/// shift, as the databases compute it).
+pub fn bucket_of(key_hash: i64, bits: u32) -> i64 {
+    key_hash >> (64 - bits.clamp(1, 32))
+}
+
+/// Hashing on the system's side for hash-tree drift detection (see `docs/offline.md`).
+#[async_trait]
+pub trait DigestSource: Send + Sync {
+    /// The buckets at depth `bits` whose count or XOR differ from `expected` (the store's view,
+    /// every non-empty bucket), buckets only one side has included. Only the differing bucket
+    /// numbers travel back.
+    async fn differing_buckets(
+        &self,
+        bits: u32,
+        expected: &[BucketSum],
+    ) -> Result<Vec<i64>, ConnectorError>;
+
+    /// Every record in these buckets: its key and digests (not its content).
+    async fn leaves(
+        &self,
+        bits: u32,
+        buckets: &[i64],
+    ) -> Result<Vec<(Key, RowDigest)>, ConnectorError>;
+
+    /// The current content of these records with their digests, computed in the same statement
+    /// (so a digest always describes the content it comes with). A key without a record comes
+    /// back without content.
+    async fn fetch_digested(
+        &self,
+        keys: &[Key],
+    ) -> Result<Vec<(Change, Option<RowDigest>)>, ConnectorError>;
+
+    /// One page of a complete scan with each record's digests (first reconcile, or when most
+    /// digests are unknown): `Connector::scan`'s pages and cursors.
+    async fn scan_digested(
+        &self,
+        cursor: Option<&[u8]>,
+    ) -> Result<(ReadPage, Vec<RowDigest>), ConnectorError>;
 }

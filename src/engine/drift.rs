@@ -5,11 +5,12 @@
 //! (`JobOptions::full_read`), so drift becomes changes through the job's pattern and policies.
 
 use super::{Engine, EngineError, SyncJob};
+use crate::connector::{bucket_of, BucketSum, Connector, ConnectorError, DigestSource, RowDigest};
 use crate::core::{diff, Delta};
-use crate::model::{EntityId, Fields, SystemId, Timestamp, Version};
-use crate::store::OutboxEntry;
+use crate::model::{ContentHash, EntityId, Fields, Key, SystemId, Timestamp, Version};
+use crate::store::{Checkpoint, DigestEntry, OutboxEntry};
 use serde::Serialize;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// One difference between a system and the store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -42,109 +43,428 @@ pub struct Unchecked {
     pub reason: String,
 }
 
+/// How one system was checked, with what it cost.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SystemCheck {
+    /// `hash_tree` (the system hashed its records, concord compared bucket sums and descended
+    /// only into the buckets that differ) or `scan` (every record read).
+    pub method: &'static str,
+    /// Records the store says the system holds.
+    pub stored: u64,
+    /// Records whose content was read from the system.
+    pub read: u64,
+    /// Hash tree: records whose system-side digest was not known (new or changed in the store
+    /// since the last reconcile), looked up by key first.
+    pub unknown: u64,
+    /// Hash tree: bucket depth (the top bits of the key hash), buckets compared, buckets that
+    /// differed, and digests listed from those buckets.
+    pub bits: u32,
+    pub buckets: u64,
+    pub differing: u64,
+    pub leaves: u64,
+}
+
 /// What a drift check found, per system.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct DriftReport {
     pub job: String,
-    /// Records scanned per system.
-    pub scanned: std::collections::BTreeMap<String, u64>,
+    /// How each checked system was compared.
+    pub checks: std::collections::BTreeMap<String, SystemCheck>,
     /// Systems not checked, with why: one that cannot be scanned completely (a destination
     /// such as NATS) or whose scan failed. The others are still checked.
     pub unchecked: Vec<Unchecked>,
     pub drift: Vec<Drift>,
 }
 
+/// A system's check failed (the system, not the store): it goes to `unchecked`.
+struct NotChecked(String);
+
+impl From<ConnectorError> for NotChecked {
+    fn from(e: ConnectorError) -> Self {
+        NotChecked(e.to_string())
+    }
+}
+
+type Checked = Result<Result<(SystemCheck, Vec<Drift>), NotChecked>, EngineError>;
+
+/// Above this share of unknown digests, reading every record once (learning every digest) is
+/// cheaper than looking them up by key.
+const UNKNOWN_SCAN_SHARE: usize = 4;
+/// Records per bucket the tree aims at.
+const PER_BUCKET: usize = 16;
+/// Keys per digested point read.
+const FETCH_CHUNK: usize = 2000;
+
+/// One record read from a system compared with its snapshot.
+enum Compared {
+    Same(EntityId, ContentHash),
+    Differs(EntityId, Drift),
+    Extra(Drift),
+}
+
 impl Engine {
-    /// Scans every system of `job` and compares it with the store. Reads only.
+    /// Checks every system of `job` against the store: by hash tree where the system hashes on
+    /// its side, else by a complete scan. Reads only, except that the store remembers the
+    /// system-side digests it confirmed.
     pub async fn drift(&self, job: &SyncJob) -> Result<DriftReport, EngineError> {
-        let state = self.state();
         let mut report = DriftReport {
             job: job.name.clone(),
             ..DriftReport::default()
         };
         for conn in &job.systems {
             let sys = conn.system().clone();
-            let mut cursor: Option<Vec<u8>> = None;
-            let mut seen: BTreeSet<EntityId> = BTreeSet::new();
-            let mut complete = true;
-            let mut n = 0u64;
-            let mut drift = Vec::new();
-            let failed = loop {
-                let page = match conn.scan(cursor.as_deref()).await {
-                    Ok(p) => p,
-                    Err(e) => break Some(e.to_string()),
-                };
-                complete &= page.complete;
-                for ch in page.changes {
-                    n += 1;
-                    let Some(mut fields) = ch.fields else {
-                        continue;
-                    };
-                    fields.apply_options(&job.normalize);
-                    let entity = state.entity_for(&sys, &ch.key)?;
-                    let snap = match entity {
-                        Some(e) => state.snapshot(&sys, &e)?,
-                        None => None,
-                    };
-                    match (entity, snap) {
-                        (Some(e), Some(s)) if !s.is_tombstone() => {
-                            seen.insert(e);
-                            if s.hash != Some(fields.content_hash()) {
-                                let changed = match diff(s.content.as_ref(), Some(&fields)) {
-                                    Delta::Update(m) => m.keys().map(|k| k.to_string()).collect(),
-                                    _ => Vec::new(),
-                                };
-                                drift.push(Drift::Different {
-                                    system: sys.to_string(),
-                                    key: ch.key.to_string(),
-                                    entity: e.to_hex(),
-                                    fields: changed,
-                                    observed: fields,
-                                });
-                            }
-                        }
-                        _ => drift.push(Drift::Extra {
-                            system: sys.to_string(),
-                            key: ch.key.to_string(),
-                        }),
-                    }
-                }
-                cursor = page.cursor;
-                if !page.more {
-                    break None;
-                }
+            let checked = match conn.digests() {
+                Some(ds) => self.drift_tree(job, &sys, ds).await?,
+                None => self.drift_scan(job, conn.as_ref()).await?,
             };
-            if let Some(reason) = failed {
-                report.unchecked.push(Unchecked {
+            match checked {
+                Ok((check, mut drift)) => {
+                    report.checks.insert(sys.to_string(), check);
+                    report.drift.append(&mut drift);
+                }
+                Err(NotChecked(reason)) => report.unchecked.push(Unchecked {
                     system: sys.to_string(),
                     reason,
-                });
-                continue;
-            }
-            report.scanned.insert(sys.to_string(), n);
-            if !complete {
-                report.unchecked.push(Unchecked {
-                    system: sys.to_string(),
-                    reason: "its reads are not complete scans".into(),
-                });
-                continue;
-            }
-            report.drift.append(&mut drift);
-            for e in state.unseen_snapshots(&sys, &seen)? {
-                let key = state
-                    .native_key(&e, &sys)?
-                    .map(|k| k.to_string())
-                    .unwrap_or_default();
-                report.drift.push(Drift::Missing {
-                    system: sys.to_string(),
-                    key,
-                    entity: e.to_hex(),
-                });
+                }),
             }
         }
         Ok(report)
     }
 
+    /// Compares one record read from `sys` with the store.
+    fn compare(
+        &self,
+        job: &SyncJob,
+        sys: &SystemId,
+        key: &Key,
+        mut fields: Fields,
+    ) -> Result<Compared, EngineError> {
+        let state = self.state();
+        fields.apply_options(&job.normalize);
+        let entity = state.entity_for(sys, key)?;
+        let snap = match entity {
+            Some(e) => state.snapshot(sys, &e)?.map(|s| (e, s)),
+            None => None,
+        };
+        Ok(match snap {
+            Some((e, s)) if !s.is_tombstone() => {
+                let h = fields.content_hash();
+                if s.hash == Some(h) {
+                    Compared::Same(e, h)
+                } else {
+                    let changed = match diff(s.content.as_ref(), Some(&fields)) {
+                        Delta::Update(m) => m.keys().map(|k| k.to_string()).collect(),
+                        _ => Vec::new(),
+                    };
+                    Compared::Differs(
+                        e,
+                        Drift::Different {
+                            system: sys.to_string(),
+                            key: key.to_string(),
+                            entity: e.to_hex(),
+                            fields: changed,
+                            observed: fields,
+                        },
+                    )
+                }
+            }
+            _ => Compared::Extra(Drift::Extra {
+                system: sys.to_string(),
+                key: key.to_string(),
+            }),
+        })
+    }
+
+    fn missing(&self, sys: &SystemId, e: &EntityId) -> Result<Drift, EngineError> {
+        let key = self
+            .state()
+            .native_key(e, sys)?
+            .map(|k| k.to_string())
+            .unwrap_or_default();
+        Ok(Drift::Missing {
+            system: sys.to_string(),
+            key,
+            entity: e.to_hex(),
+        })
+    }
+
+    /// A complete scan of one system. With `digests`, the system's digests come with every
+    /// record and those of records equal to their snapshot are remembered.
+    async fn drift_scan(&self, job: &SyncJob, conn: &dyn Connector) -> Checked {
+        let sys = conn.system().clone();
+        let mut cursor: Option<Vec<u8>> = None;
+        let mut seen: BTreeSet<EntityId> = BTreeSet::new();
+        let mut check = SystemCheck {
+            method: "scan",
+            ..SystemCheck::default()
+        };
+        let mut drift = Vec::new();
+        loop {
+            let page = match conn.scan(cursor.as_deref()).await {
+                Ok(p) => p,
+                Err(e) => return Ok(Err(e.into())),
+            };
+            if !page.complete {
+                return Ok(Err(NotChecked("its reads are not complete scans".into())));
+            }
+            for ch in page.changes {
+                check.read += 1;
+                let Some(fields) = ch.fields else { continue };
+                match self.compare(job, &sys, &ch.key, fields)? {
+                    Compared::Same(e, _) => {
+                        seen.insert(e);
+                    }
+                    Compared::Differs(e, d) => {
+                        seen.insert(e);
+                        drift.push(d);
+                    }
+                    Compared::Extra(d) => drift.push(d),
+                }
+            }
+            cursor = page.cursor;
+            if !page.more {
+                break;
+            }
+        }
+        check.stored = seen.len() as u64;
+        for e in self.state().unseen_snapshots(&sys, &seen)? {
+            check.stored += 1;
+            drift.push(self.missing(&sys, &e)?);
+        }
+        Ok(Ok((check, drift)))
+    }
+
+    /// The hash-tree check of one system (see `docs/offline.md`, "The reconcile algorithm").
+    async fn drift_tree(&self, job: &SyncJob, sys: &SystemId, ds: &dyn DigestSource) -> Checked {
+        let state = self.state();
+        let mut check = SystemCheck {
+            method: "hash_tree",
+            ..SystemCheck::default()
+        };
+        // 1. The store's side: every live snapshot with the digest remembered for it, if that
+        //    is still valid (remembered with the same snapshot content).
+        let mut remembered: Vec<(EntityId, DigestEntry)> = Vec::new();
+        state.scan_digests(sys, &mut |e, d| {
+            remembered.push((e, d));
+            true
+        })?;
+        let mut known: Vec<(EntityId, RowDigest)> = Vec::new();
+        let mut unknown: Vec<EntityId> = Vec::new();
+        let mut stale: Vec<EntityId> = Vec::new();
+        {
+            let mut it = remembered.iter().peekable();
+            state.scan_snapshot_meta(sys, &mut |e, m| {
+                while let Some((d, _)) = it.peek() {
+                    if *d < e {
+                        stale.push(*d);
+                        it.next();
+                    } else {
+                        break;
+                    }
+                }
+                let entry = match it.peek() {
+                    Some((d, entry)) if *d == e => {
+                        it.next();
+                        Some(*entry)
+                    }
+                    _ => None,
+                };
+                let Some(h) = m.hash else {
+                    if entry.is_some() {
+                        stale.push(e);
+                    }
+                    return true;
+                };
+                match entry {
+                    Some(d) if d.snapshot == DigestEntry::snapshot_of(&h) => known.push((
+                        e,
+                        RowDigest {
+                            key_hash: d.key_hash,
+                            row: d.row,
+                        },
+                    )),
+                    _ => unknown.push(e),
+                }
+                true
+            })?;
+            stale.extend(it.map(|(d, _)| *d));
+        }
+        check.stored = (known.len() + unknown.len()) as u64;
+        check.unknown = unknown.len() as u64;
+        let mut cp = state.checkpoint();
+        for e in &stale {
+            cp.delete_digest(sys, e);
+        }
+        let mut drift = Vec::new();
+        if unknown.len() * UNKNOWN_SCAN_SHARE > known.len() + unknown.len() {
+            // 2a. Mostly unknown (the first reconcile): read everything once, with digests.
+            return self.drift_learn_all(job, sys, ds, check, cp).await;
+        }
+        // 2b. Look up the unknown ones by key.
+        let mut keyed = Vec::with_capacity(unknown.len());
+        for e in unknown {
+            match state.native_key(&e, sys)? {
+                Some(k) => keyed.push((k, e)),
+                None => drift.push(self.missing(sys, &e)?),
+            }
+        }
+        for chunk in keyed.chunks(FETCH_CHUNK) {
+            let keys: Vec<Key> = chunk.iter().map(|(k, _)| k.clone()).collect();
+            let got = match ds.fetch_digested(&keys).await {
+                Ok(g) => g,
+                Err(e) => return Ok(Err(e.into())),
+            };
+            for ((ch, dg), (_, e)) in got.into_iter().zip(chunk) {
+                check.read += 1;
+                let (Some(fields), Some(dg)) = (ch.fields, dg) else {
+                    drift.push(self.missing(sys, e)?);
+                    continue;
+                };
+                match self.compare(job, sys, &ch.key, fields)? {
+                    Compared::Same(e, h) => {
+                        learn(&mut cp, sys, &e, dg, &h);
+                        known.push((e, dg));
+                    }
+                    Compared::Differs(e, d) => {
+                        drift.push(d);
+                        known.push((e, dg));
+                    }
+                    Compared::Extra(d) => drift.push(d),
+                }
+            }
+        }
+        // 3. Bucket sums compared in the system: only the numbers of differing buckets return.
+        let bits = bucket_bits(known.len());
+        check.bits = bits;
+        let mut sums: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
+        for (_, d) in &known {
+            let s = sums.entry(bucket_of(d.key_hash, bits)).or_default();
+            s.0 += 1;
+            s.1 ^= d.row;
+        }
+        let expected: Vec<BucketSum> = sums
+            .iter()
+            .map(|(&bucket, &(count, xor))| BucketSum { bucket, count, xor })
+            .collect();
+        check.buckets = expected.len() as u64;
+        let differing = match ds.differing_buckets(bits, &expected).await {
+            Ok(d) => d,
+            Err(e) => return Ok(Err(e.into())),
+        };
+        check.differing = differing.len() as u64;
+        if !differing.is_empty() {
+            // 4. The leaves of those buckets: key and digest of each record, both sides.
+            let wanted: HashSet<i64> = differing.iter().copied().collect();
+            let mut ours: HashMap<EntityId, RowDigest> = known
+                .iter()
+                .filter(|(_, d)| wanted.contains(&bucket_of(d.key_hash, bits)))
+                .map(|(e, d)| (*e, *d))
+                .collect();
+            let leaves = match ds.leaves(bits, &differing).await {
+                Ok(l) => l,
+                Err(e) => return Ok(Err(e.into())),
+            };
+            check.leaves = leaves.len() as u64;
+            let mut candidates: Vec<Key> = Vec::new();
+            for (key, theirs) in leaves {
+                let entity = state.entity_for(sys, &key)?;
+                match entity.and_then(|e| ours.remove(&e).map(|d| (e, d))) {
+                    Some((_, d)) if d == theirs => {}
+                    Some(_) => candidates.push(key),
+                    None => {
+                        let live = match entity {
+                            Some(e) => state.snapshot(sys, &e)?.is_some_and(|s| !s.is_tombstone()),
+                            None => false,
+                        };
+                        if live {
+                            candidates.push(key);
+                        } else {
+                            drift.push(Drift::Extra {
+                                system: sys.to_string(),
+                                key: key.to_string(),
+                            });
+                        }
+                    }
+                }
+            }
+            for e in ours.keys() {
+                drift.push(self.missing(sys, e)?);
+            }
+            // 5. The records whose digests differ, read whole and compared canonically.
+            for chunk in candidates.chunks(FETCH_CHUNK) {
+                let got = match ds.fetch_digested(chunk).await {
+                    Ok(g) => g,
+                    Err(e) => return Ok(Err(e.into())),
+                };
+                for (ch, dg) in got {
+                    check.read += 1;
+                    let (Some(fields), Some(dg)) = (ch.fields, dg) else {
+                        // Gone between the listing and the read.
+                        if let Some(e) = state.entity_for(sys, &ch.key)? {
+                            drift.push(self.missing(sys, &e)?);
+                        }
+                        continue;
+                    };
+                    match self.compare(job, sys, &ch.key, fields)? {
+                        Compared::Same(e, h) => learn(&mut cp, sys, &e, dg, &h),
+                        Compared::Differs(_, d) | Compared::Extra(d) => drift.push(d),
+                    }
+                }
+            }
+        }
+        state.commit(cp)?;
+        Ok(Ok((check, drift)))
+    }
+
+    /// Reads every record of `sys` with its digest: drift as by a scan, and every digest of a
+    /// record equal to its snapshot remembered.
+    async fn drift_learn_all(
+        &self,
+        job: &SyncJob,
+        sys: &SystemId,
+        ds: &dyn DigestSource,
+        mut check: SystemCheck,
+        mut cp: Checkpoint,
+    ) -> Checked {
+        let state = self.state();
+        let mut cursor: Option<Vec<u8>> = None;
+        let mut seen: BTreeSet<EntityId> = BTreeSet::new();
+        let mut drift = Vec::new();
+        loop {
+            let (page, digests) = match ds.scan_digested(cursor.as_deref()).await {
+                Ok(p) => p,
+                Err(e) => return Ok(Err(e.into())),
+            };
+            for (ch, dg) in page.changes.into_iter().zip(digests) {
+                check.read += 1;
+                let Some(fields) = ch.fields else { continue };
+                match self.compare(job, sys, &ch.key, fields)? {
+                    Compared::Same(e, h) => {
+                        seen.insert(e);
+                        learn(&mut cp, sys, &e, dg, &h);
+                    }
+                    Compared::Differs(e, d) => {
+                        seen.insert(e);
+                        drift.push(d);
+                    }
+                    Compared::Extra(d) => drift.push(d),
+                }
+            }
+            // Bounded memory: the digests learned so far are committed page by page.
+            if cp.len() >= 10_000 {
+                state.commit(std::mem::take(&mut cp))?;
+            }
+            cursor = page.cursor;
+            if !page.more {
+                break;
+            }
+        }
+        for e in state.unseen_snapshots(sys, &seen)? {
+            drift.push(self.missing(sys, &e)?);
+        }
+        state.commit(cp)?;
+        Ok(Ok((check, drift)))
+    }
     /// Queues the head again for drift found in systems the job writes but never reads
     /// (migrate and broadcast targets), which a pass with full reads cannot see: a missing
     /// record is created again, a different one rewritten. Returns the writes queued; the next
@@ -199,4 +519,23 @@ impl Engine {
         state.commit(cp)?;
         Ok(n)
     }
+}
+
+/// Remembers a system-side digest confirmed equal to the snapshot with content hash `h`.
+fn learn(cp: &mut Checkpoint, sys: &SystemId, e: &EntityId, dg: RowDigest, h: &ContentHash) {
+    cp.put_digest(
+        sys,
+        e,
+        &DigestEntry {
+            key_hash: dg.key_hash,
+            row: dg.row,
+            snapshot: DigestEntry::snapshot_of(h),
+        },
+    );
+}
+
+/// The bucket depth for `n` records: about `PER_BUCKET` records per bucket, 1..=24 bits.
+pub fn bucket_bits(n: usize) -> u32 {
+    let buckets = n.div_ceil(PER_BUCKET).max(2);
+    (usize::BITS - (buckets - 1).leading_zeros()).clamp(1, 24)
 }

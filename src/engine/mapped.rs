@@ -10,7 +10,8 @@
 //! its last synced content (it is not taken for deleted).
 
 use crate::connector::{
-    Change, Connector, ConnectorError, ReadPage, WriteErrorKind, WriteOp, WriteResult,
+    BucketSum, Change, Connector, ConnectorError, DigestSource, ReadPage, RowDigest,
+    WriteErrorKind, WriteOp, WriteResult,
 };
 use crate::core::mapping::{MapError, Mapping};
 use crate::model::{canonical, EntityId, Fields, Key, NormalizeOptions, SystemId, Timestamp};
@@ -223,6 +224,15 @@ impl Connector for MappedConnector {
         self.mapped_page(page)
     }
 
+    /// The inner system's hashing, unless the side has a filter: the database hashes every row,
+    /// in scope or not, so a filtered side is checked by a scan.
+    fn digests(&self) -> Option<&dyn DigestSource> {
+        if !self.mapping.filter.is_empty() {
+            return None;
+        }
+        self.inner.digests().map(|_| self as &dyn DigestSource)
+    }
+
     async fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteResult>, ConnectorError> {
         let state = &self.state;
         let key_of = |e: &EntityId, parent: &SystemId| state.native_key(e, parent).ok().flatten();
@@ -303,5 +313,69 @@ impl Connector for MappedConnector {
             out.push(Change { fields, ..ch });
         }
         Ok(out)
+    }
+}
+
+impl MappedConnector {
+    fn inner_digests(&self) -> Result<&dyn DigestSource, ConnectorError> {
+        self.inner
+            .digests()
+            .ok_or_else(|| self.err("this system cannot hash on its side".into()))
+    }
+
+    /// A record read with its digest, as canonical fields. A record whose references do not
+    /// resolve keeps its native fields under no mapping: it cannot equal the snapshot, so it is
+    /// reported as different and its digest is not remembered.
+    fn canonical_or_native(&self, ch: Change) -> Change {
+        let fields = ch.fields.map(|native| match self.to_canonical(&native) {
+            Ok(c) => c,
+            Err(_) => native,
+        });
+        Change { fields, ..ch }
+    }
+}
+
+#[async_trait]
+impl DigestSource for MappedConnector {
+    async fn differing_buckets(
+        &self,
+        bits: u32,
+        expected: &[BucketSum],
+    ) -> Result<Vec<i64>, ConnectorError> {
+        self.inner_digests()?
+            .differing_buckets(bits, expected)
+            .await
+    }
+
+    async fn leaves(
+        &self,
+        bits: u32,
+        buckets: &[i64],
+    ) -> Result<Vec<(Key, RowDigest)>, ConnectorError> {
+        self.inner_digests()?.leaves(bits, buckets).await
+    }
+
+    async fn fetch_digested(
+        &self,
+        keys: &[Key],
+    ) -> Result<Vec<(Change, Option<RowDigest>)>, ConnectorError> {
+        let got = self.inner_digests()?.fetch_digested(keys).await?;
+        Ok(got
+            .into_iter()
+            .map(|(ch, d)| (self.canonical_or_native(ch), d))
+            .collect())
+    }
+
+    async fn scan_digested(
+        &self,
+        cursor: Option<&[u8]>,
+    ) -> Result<(ReadPage, Vec<RowDigest>), ConnectorError> {
+        let (page, digests) = self.inner_digests()?.scan_digested(cursor).await?;
+        let changes = page
+            .changes
+            .into_iter()
+            .map(|ch| self.canonical_or_native(ch))
+            .collect();
+        Ok((ReadPage { changes, ..page }, digests))
     }
 }

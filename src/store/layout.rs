@@ -15,6 +15,9 @@
 //! match      'm'     job 0x00 match-hash(32)                   entry v1 + bincode(MatchEntry)
 //! match_rev  'n'     job 0x00 system 0x00 native-key           match-hash(32)
 //! waiting    'w'     job 0x00 system 0x00 native-key           entry v1 + bincode(WaitingEntry)
+//! peer       'y'     instance                                  entry v1 + bincode(PeerEntry)
+//! history    'v'     entity(16) clock-id(8)                    version entry
+//! digest     'g'     system 0x00 entity(16)                    key-hash(8) row-digest(8) snapshot-hash(8)
 //! ```
 //! System, instance and job names are restricted to `[A-Za-z0-9_.-]`, so 0x00 never occurs in
 //! them and the separators are unambiguous.
@@ -40,10 +43,11 @@ pub enum Tree {
     Waiting,
     Peer,
     History,
+    Digest,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 15] = [
+    pub const ALL: [Tree; 16] = [
         Tree::Meta,
         Tree::Head,
         Tree::Snapshot,
@@ -59,6 +63,7 @@ impl Tree {
         Tree::Waiting,
         Tree::Peer,
         Tree::History,
+        Tree::Digest,
     ];
     pub fn prefix(self) -> u8 {
         match self {
@@ -77,6 +82,7 @@ impl Tree {
             Tree::Waiting => b'w',
             Tree::Peer => b'y',
             Tree::History => b'v',
+            Tree::Digest => b'g',
         }
     }
     pub fn of_key(key: &[u8]) -> Option<Tree> {
@@ -100,6 +106,7 @@ impl Tree {
             Tree::Waiting => "waiting",
             Tree::Peer => "peer",
             Tree::History => "history",
+            Tree::Digest => "digest",
         }
     }
 }
@@ -264,6 +271,14 @@ pub fn history_prefix(e: &EntityId) -> Vec<u8> {
 pub fn history(e: &EntityId, clock_id: &[u8; 8]) -> Vec<u8> {
     let mut k = history_prefix(e);
     k.extend_from_slice(clock_id);
+    k
+}
+
+/// What a system's own hash of a record was when it last matched the snapshot (hash-tree
+/// reconcile).
+pub fn digest(sys: &SystemId, e: &EntityId) -> Vec<u8> {
+    let mut k = system_prefix(Tree::Digest, sys);
+    k.extend_from_slice(&e.0);
     k
 }
 

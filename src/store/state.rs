@@ -276,6 +276,43 @@ pub struct WaitingEntry {
     pub reason: String,
 }
 
+/// A system's own hash of one record (hash-tree reconcile, `digest` tree): the hash of its key
+/// (which bucket it falls in) and of its row, as the system computes them, remembered with the
+/// first 8 bytes of the snapshot's content hash they were seen with. A snapshot that changed
+/// since makes the entry stale: the record's digest is then unknown until looked at again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DigestEntry {
+    pub key_hash: i64,
+    pub row: i64,
+    pub snapshot: [u8; 8],
+}
+
+impl DigestEntry {
+    pub const LEN: usize = 24;
+    pub fn encode(&self) -> [u8; 24] {
+        let mut out = [0u8; 24];
+        out[..8].copy_from_slice(&self.key_hash.to_be_bytes());
+        out[8..16].copy_from_slice(&self.row.to_be_bytes());
+        out[16..].copy_from_slice(&self.snapshot);
+        out
+    }
+    pub fn decode(k: &[u8], b: &[u8]) -> Result<Self, StoreError> {
+        if b.len() != Self::LEN {
+            return Err(corrupt(k, "digest entry is not 24 bytes"));
+        }
+        let i = |r: std::ops::Range<usize>| i64::from_be_bytes(b[r].try_into().expect("8 bytes"));
+        Ok(DigestEntry {
+            key_hash: i(0..8),
+            row: i(8..16),
+            snapshot: b[16..].try_into().expect("8 bytes"),
+        })
+    }
+    /// The snapshot-hash prefix a digest entry is valid for.
+    pub fn snapshot_of(hash: &ContentHash) -> [u8; 8] {
+        hash.0[..8].try_into().expect("8 bytes")
+    }
+}
+
 /// Writes collected for one atomic, durable checkpoint.
 #[derive(Debug, Default)]
 pub struct Checkpoint {
@@ -361,6 +398,12 @@ impl Checkpoint {
     }
     pub fn delete_history(&mut self, e: &EntityId, v: &Version) {
         self.batch.delete(layout::history(e, &clock_id(v)));
+    }
+    pub fn put_digest(&mut self, sys: &SystemId, e: &EntityId, d: &DigestEntry) {
+        self.batch.put(layout::digest(sys, e), d.encode().to_vec());
+    }
+    pub fn delete_digest(&mut self, sys: &SystemId, e: &EntityId) {
+        self.batch.delete(layout::digest(sys, e));
     }
     pub fn put_peer(&mut self, instance: &InstanceId, p: &PeerEntry) {
         self.batch
@@ -696,6 +739,19 @@ impl StateStore {
         )
     }
 
+    /// The remembered system-side digests of `sys`'s records, in entity order.
+    pub fn scan_digests(
+        &self,
+        sys: &SystemId,
+        f: &mut dyn FnMut(EntityId, DigestEntry) -> bool,
+    ) -> Result<(), StoreError> {
+        self.scan_decoded(
+            &layout::system_prefix(Tree::Digest, sys),
+            |k, v| Ok((entity_of(k)?, DigestEntry::decode(k, v)?)),
+            |(e, d)| f(e, d),
+        )
+    }
+
     /// Every entity with a head, in id order.
     pub fn scan_heads(
         &self,
@@ -800,6 +856,7 @@ pub fn decode_any_entry(k: &[u8], v: &[u8]) -> Result<(), StoreError> {
         Some(Tree::Match) => decode_entry::<MatchEntry>(k, v).map(|_| ()),
         Some(Tree::Waiting) => decode_entry::<WaitingEntry>(k, v).map(|_| ()),
         Some(Tree::Peer) => decode_entry::<PeerEntry>(k, v).map(|_| ()),
+        Some(Tree::Digest) => DigestEntry::decode(k, v).map(|_| ()),
         Some(Tree::MatchRev) if v.len() != 32 => Err(corrupt(k, "match hash is not 32 bytes")),
         Some(Tree::Xref) if v.len() != 16 => Err(corrupt(k, "entity id is not 16 bytes")),
         Some(Tree::XrefRev) if std::str::from_utf8(v).is_err() => {

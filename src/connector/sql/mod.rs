@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod config;
+pub mod digest;
 pub mod dump;
 pub mod read;
 pub mod setup;
@@ -33,6 +34,8 @@ pub struct SqlConnector {
     key: Vec<Column>,
     updated: Option<Column>,
     offset: FixedOffset,
+    /// PostgreSQL's `server_version_num` (0 for the other databases).
+    pg_version: u32,
 }
 
 impl std::fmt::Debug for SqlConnector {
@@ -126,6 +129,16 @@ impl SqlConnector {
         };
         let offset = FixedOffset::east_opt(cfg.naive_utc_offset_minutes * 60)
             .ok_or_else(|| err("naive_utc_offset_minutes out of range".into()))?;
+        let pg_version = match &pool {
+            Pool::Pg(_) => {
+                let rows = pool
+                    .fetch("SELECT current_setting('server_version_num')::int8", &[])
+                    .await
+                    .map_err(|e| client::conn_error(system.as_str(), &object, &e))?;
+                read::first_i64(&rows).map_err(err)?.max(0) as u32
+            }
+            _ => 0,
+        };
         Ok(SqlConnector {
             system,
             cfg,
@@ -134,6 +147,7 @@ impl SqlConnector {
             key,
             updated,
             offset,
+            pg_version,
         })
     }
 
@@ -185,8 +199,21 @@ impl SqlConnector {
     }
 
     async fn read_scan(&self, cursor: Cursor) -> Result<ReadPage, ConnectorError> {
+        self.read_scan_with(cursor, &[]).await
+    }
+
+    /// A scan page; `extra` (expression, column) are selected too and come back as fields of
+    /// those column names (the caller takes them out).
+    pub(crate) async fn read_scan_with(
+        &self,
+        cursor: Cursor,
+        extra: &[(String, Column)],
+    ) -> Result<ReadPage, ConnectorError> {
         let d = self.dialect();
-        let list: Vec<String> = self.columns.iter().map(|c| select_expr(d, c)).collect();
+        let mut list: Vec<String> = self.columns.iter().map(|c| select_expr(d, c)).collect();
+        list.extend(extra.iter().map(|(e, _)| e.clone()));
+        let mut cols = self.columns.clone();
+        cols.extend(extra.iter().map(|(_, c)| c.clone()));
         let keys: Vec<&Column> = self.key.iter().collect();
         let order: Vec<String> = keys.iter().map(|c| d.quote(&c.name)).collect();
         let mut params = Vec::new();
@@ -208,7 +235,7 @@ impl SqlConnector {
             .fetch(&sql, &params)
             .await
             .map_err(|e| self.error(&e))?;
-        let decoded = decode(&rows, &self.columns, self.offset).map_err(|e| self.bad(e))?;
+        let decoded = decode(&rows, &cols, self.offset).map_err(|e| self.bad(e))?;
         let more = decoded.len() == self.page_size();
         let mut changes = Vec::with_capacity(decoded.len());
         let mut last_key = None;
@@ -370,9 +397,21 @@ impl SqlConnector {
     /// The current rows for the given native keys (as key-part strings); keys without a row
     /// come back as deletes.
     async fn fetch_keys(&self, keys: &[Vec<String>]) -> Result<Vec<Change>, ConnectorError> {
+        self.fetch_keys_with(keys, &[]).await
+    }
+
+    /// `fetch_keys` selecting `extra` (expression, column) too, as in `read_scan_with`.
+    pub(crate) async fn fetch_keys_with(
+        &self,
+        keys: &[Vec<String>],
+        extra: &[(String, Column)],
+    ) -> Result<Vec<Change>, ConnectorError> {
         let d = self.dialect();
         let kc: Vec<&Column> = self.key.iter().collect();
-        let list: Vec<String> = self.columns.iter().map(|c| select_expr(d, c)).collect();
+        let mut list: Vec<String> = self.columns.iter().map(|c| select_expr(d, c)).collect();
+        list.extend(extra.iter().map(|(e, _)| e.clone()));
+        let mut cols = self.columns.clone();
+        cols.extend(extra.iter().map(|(_, c)| c.clone()));
         let mut out = Vec::new();
         let per = (d.max_params() / kc.len().max(1)).clamp(1, 500);
         for chunk in keys.chunks(per) {
@@ -412,7 +451,7 @@ impl SqlConnector {
                 .fetch(&sql, &params)
                 .await
                 .map_err(|e| self.error(&e))?;
-            let found = decode(&rows, &self.columns, self.offset).map_err(|e| self.bad(e))?;
+            let found = decode(&rows, &cols, self.offset).map_err(|e| self.bad(e))?;
             let mut present = std::collections::BTreeMap::new();
             for f in found {
                 present.insert(row_key(&f, &kc).map_err(|e| self.bad(e))?, f);
@@ -641,6 +680,11 @@ impl Connector for SqlConnector {
             }
         };
         self.read_scan(cursor).await
+    }
+
+    fn digests(&self) -> Option<&dyn crate::connector::DigestSource> {
+        self.can_digest()
+            .then_some(self as &dyn crate::connector::DigestSource)
     }
 
     async fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteResult>, ConnectorError> {
