@@ -74,6 +74,10 @@ enum Command {
         /// Turn the drift into ordinary changes (a pass with full reads), then check again.
         #[arg(long)]
         repair: bool,
+        /// Read every record, even where the system hashes on its side (and learn every
+        /// digest again).
+        #[arg(long)]
+        full: bool,
         #[arg(long)]
         json: bool,
     },
@@ -323,9 +327,14 @@ fn main() {
         Command::Status { json } => cli::jobs::load(&config)
             .and_then(|cfg| cli::jobs::status(&cfg, json))
             .map(|_| 0),
-        Command::Reconcile { job, repair, json } => rt.block_on(async {
+        Command::Reconcile {
+            job,
+            repair,
+            full,
+            json,
+        } => rt.block_on(async {
             let cfg = cli::jobs::load(&config)?;
-            cli::jobs::reconcile(&cfg, &job, json, repair).await
+            cli::jobs::reconcile(&cfg, &job, json, repair, full).await
         }),
         Command::Peer { command } => rt.block_on(async {
             let cfg = cli::jobs::load(&config)?;

@@ -519,10 +519,17 @@ pub fn bundle(cfg: &Config, action: BundleAction) -> Result<()> {
 /// `concord reconcile JOB`: drift between each system and the store; with `repair`, a pass
 /// with full reads turns it into ordinary changes. Exit code 4 when drift was found and not
 /// repaired, 3 when a system could not be checked (the others were).
-pub async fn reconcile(cfg: &Config, name: &str, json: bool, repair: bool) -> Result<i32> {
+pub async fn reconcile(
+    cfg: &Config,
+    name: &str,
+    json: bool,
+    repair: bool,
+    full: bool,
+) -> Result<i32> {
     let state = open_state(cfg)?;
     let mut job = build_job(cfg, name, &state, false).await?;
     let engine = Engine::new(state);
+    job.options.full_read = full;
     let before = engine.drift(&job).await?;
     let mut out = json!({"job": name, "checks": before.checks, "unchecked": before.unchecked,
         "drift": before.drift});

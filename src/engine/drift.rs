@@ -113,7 +113,16 @@ impl Engine {
         };
         for conn in &job.systems {
             let sys = conn.system().clone();
+            // `full_read`: every record read, digests learned again.
             let checked = match conn.digests() {
+                Some(ds) if job.options.full_read => {
+                    let check = SystemCheck {
+                        method: "scan",
+                        ..SystemCheck::default()
+                    };
+                    let cp = self.state().checkpoint();
+                    self.drift_learn_all(job, &sys, ds, check, cp).await?
+                }
                 Some(ds) => self.drift_tree(job, &sys, ds).await?,
                 None => self.drift_scan(job, conn.as_ref()).await?,
             };
@@ -459,7 +468,9 @@ impl Engine {
                 break;
             }
         }
+        check.stored = seen.len() as u64;
         for e in state.unseen_snapshots(sys, &seen)? {
+            check.stored += 1;
             drift.push(self.missing(sys, &e)?);
         }
         state.commit(cp)?;
