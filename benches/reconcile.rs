@@ -212,7 +212,7 @@ fn main() {
         ))
         .await;
         q("VACUUM ANALYZE rb_b".into()).await;
-        let upd: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM rb_b WHERE name LIKE '%(fixed by hand)'"))
+        let upd: i64 = sqlx::query_scalar("SELECT count(*) FROM rb_b WHERE name LIKE '%(fixed by hand)'")
             .fetch_one(&pg)
             .await
             .unwrap();

@@ -200,6 +200,10 @@ enum PeerCommand {
         url: String,
         #[arg(long)]
         peer: String,
+        /// Compare what both instances actually hold by hash tree first, then move exactly the
+        /// entities that differ, both ways (after a store was restored from a backup, say).
+        #[arg(long)]
+        tree: bool,
         #[arg(long)]
         json: bool,
     },
@@ -340,8 +344,17 @@ fn main() {
             let cfg = cli::jobs::load(&config)?;
             match command {
                 PeerCommand::Serve { listen } => cli::peer::serve(&cfg, &listen).await,
-                PeerCommand::Sync { url, peer, json } => {
-                    cli::peer::sync(&cfg, &url, &peer, json).await
+                PeerCommand::Sync {
+                    url,
+                    peer,
+                    tree,
+                    json,
+                } => {
+                    if tree {
+                        cli::peer::sync_tree(&cfg, &url, &peer, json).await
+                    } else {
+                        cli::peer::sync(&cfg, &url, &peer, json).await
+                    }
                 }
             }
             .map(|_| 0)

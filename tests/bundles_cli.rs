@@ -228,13 +228,37 @@ fn peer_sync(dir: &Path, url: &str) -> serde_json::Value {
     serde_json::from_str(&out).unwrap()
 }
 
-#[test]
-fn two_instances_exchange_over_http() {
+/// B runs (writing the two customers it received to its ERP), then Berlin becomes Hamburg in
+/// its ERP and B runs again.
+fn write_then_edit_at_b(b: &Path) {
+    assert_eq!(concord(b, &["run", "accounts"], None).0, 0);
+    let erp_b = b.join("data/customers.jsonl");
+    let text = std::fs::read_to_string(&erp_b).unwrap();
+    assert!(
+        text.contains("Alfreds") && text.contains("Ana Trujillo"),
+        "{text}"
+    );
+    std::fs::write(&erp_b, text.replace("Berlin", "Hamburg")).unwrap();
+    assert_eq!(concord(b, &["run", "accounts"], None).0, 0);
+}
+
+/// The server at A stops; A runs and its report holds B's edit.
+fn stop_then_a_has_hamburg(mut server: std::process::Child, a: &Path) {
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert_eq!(concord(a, &["run", "accounts"], None).0, 0);
+    let text = std::fs::read_to_string(a.join("data/customers.csv")).unwrap();
+    assert!(
+        text.contains("Hamburg") && !text.contains("Berlin"),
+        "{text}"
+    );
+}
+
+/// `concord peer serve` at `dir` on a free port: the child and its base URL.
+fn serve(dir: &Path) -> (std::process::Child, String) {
     use std::io::BufRead;
-    let (_root, a, b) = two_sites();
-    assert_eq!(concord(&a, &["run", "accounts"], None).0, 0);
     let mut server = Command::new(env!("CARGO_BIN_EXE_concord"))
-        .current_dir(&a)
+        .current_dir(dir)
         .env("CONCORD_BUNDLE_KEY", KEY)
         .args(["peer", "serve", "--listen", "127.0.0.1:0"])
         .stdout(std::process::Stdio::piped())
@@ -250,6 +274,14 @@ fn two_instances_exchange_over_http() {
         .unwrap_or_else(|| panic!("no address in {line:?}"))
         .trim_end_matches("/concord/v1/exchange")
         .to_string();
+    (server, url)
+}
+
+#[test]
+fn two_instances_exchange_over_http() {
+    let (_root, a, b) = two_sites();
+    assert_eq!(concord(&a, &["run", "accounts"], None).0, 0);
+    let (server, url) = serve(&a);
 
     // A wrong key: refused by the server, nothing imported on either side.
     let (code, _, err) = concord(
@@ -262,29 +294,95 @@ fn two_instances_exchange_over_http() {
 
     let r = peer_sync(&b, &url);
     assert_eq!(r["received"]["fast_forwarded"], 2, "{r}");
-    assert_eq!(concord(&b, &["run", "accounts"], None).0, 0);
-    let erp_b = b.join("data/customers.jsonl");
-    let text = std::fs::read_to_string(&erp_b).unwrap();
-    assert!(
-        text.contains("Alfreds") && text.contains("Ana Trujillo"),
-        "{text}"
-    );
-
-    // B's edit goes to A in the next exchange; A writes it once its server has stopped.
-    std::fs::write(&erp_b, text.replace("Berlin", "Hamburg")).unwrap();
-    assert_eq!(concord(&b, &["run", "accounts"], None).0, 0);
+    // B writes what it received, then edits it; the edit goes to A in the next exchange, and
+    // A writes it once its server has stopped.
+    write_then_edit_at_b(&b);
     let r = peer_sync(&b, &url);
     assert!(r["sent"].as_u64().unwrap() >= 1, "{r}");
     // The wrong instance name is refused before anything is imported.
     let (code, _, err) = concord(&b, &["peer", "sync", &url, "--peer", "site-c"], Some(KEY));
     assert_ne!(code, 0);
     assert!(err.contains("site-c"), "{err}");
-    server.kill().unwrap();
-    server.wait().unwrap();
+    stop_then_a_has_hamburg(server, &a);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let t = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &t);
+        } else {
+            std::fs::copy(e.path(), t).unwrap();
+        }
+    }
+}
+
+/// `peer sync --tree` compares what both instances actually hold: after B's store was restored
+/// from a backup older than an exchange, A still believes B holds what it sent, so a plain
+/// exchange sends nothing; the tree exchange finds exactly the missing entities and moves them,
+/// and then finds nothing.
+#[test]
+fn tree_exchange_restores_an_instance_whose_store_went_back() {
+    let (_root, a, b) = two_sites();
     assert_eq!(concord(&a, &["run", "accounts"], None).0, 0);
-    let text = std::fs::read_to_string(a.join("data/customers.csv")).unwrap();
-    assert!(
-        text.contains("Hamburg") && !text.contains("Berlin"),
-        "{text}"
+    assert_eq!(concord(&b, &["run", "accounts"], None).0, 0);
+    let backup = b.parent().unwrap().join("b-backup");
+    copy_dir(&b.join("state"), &backup);
+
+    let (server, url) = serve(&a);
+    let tree = |dir: &Path| -> serde_json::Value {
+        let (code, out, err) = concord(
+            dir,
+            &["peer", "sync", &url, "--peer", "site-a", "--tree", "--json"],
+            Some(KEY),
+        );
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str(&out).unwrap()
+    };
+
+    // Two plain exchanges: B receives both entities, then acknowledges them.
+    assert_eq!(peer_sync(&b, &url)["received"]["fast_forwarded"], 2);
+    assert_eq!(peer_sync(&b, &url)["received"]["entities"], 0);
+    // The tree agrees: nothing differs, nothing moves.
+    let r = tree(&b);
+    assert_eq!(r["tree"]["differing_entities"], 0, "{r}");
+    assert_eq!(
+        (r["sent"].as_u64(), r["received"]["entities"].as_u64()),
+        (Some(0), Some(0)),
+        "{r}"
     );
+
+    // B's store goes back to the backup: a plain exchange cannot tell.
+    std::fs::remove_dir_all(b.join("state")).unwrap();
+    copy_dir(&backup, &b.join("state"));
+    assert_eq!(peer_sync(&b, &url)["received"]["entities"], 0);
+
+    // A wrong key: the tree request is refused.
+    let (code, _, err) = concord(
+        &b,
+        &["peer", "sync", &url, "--peer", "site-a", "--tree"],
+        Some("not the key the sites share"),
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("401") && err.contains("MAC"), "{err}");
+
+    let r = tree(&b);
+    assert_eq!(r["tree"]["differing_entities"], 2, "{r}");
+    assert_eq!(r["tree"]["asked_for"], 2, "{r}");
+    assert_eq!(r["sent"], 0, "{r}");
+    assert_eq!(r["received"]["fast_forwarded"], 2, "{r}");
+    let r = tree(&b);
+    assert_eq!(r["tree"]["differing_entities"], 0, "{r}");
+    // An edit at B after the restore: the tree finds that one entity and sends it.
+    write_then_edit_at_b(&b);
+    let r = tree(&b);
+    assert_eq!(r["tree"]["differing_entities"], 1, "{r}");
+    assert_eq!(
+        (r["sent"].as_u64(), r["tree"]["asked_for"].as_u64()),
+        (Some(1), Some(1)),
+        "{r}"
+    );
+    assert_eq!(tree(&b)["tree"]["differing_entities"], 0);
+    stop_then_a_has_hamburg(server, &a);
 }

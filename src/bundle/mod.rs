@@ -96,6 +96,20 @@ fn mac(secret: &[u8], data: &[u8]) -> [u8; 32] {
     *blake3::keyed_hash(&derived("concord bundle mac v1", secret), data).as_bytes()
 }
 
+/// The MAC of a peer-protocol message other than a bundle (hash-tree requests and answers),
+/// with its own derived key, so a message can never pass for a bundle or the reverse.
+pub fn message_mac(secret: &[u8], data: &[u8]) -> [u8; 32] {
+    *blake3::keyed_hash(&derived("concord peer message mac v1", secret), data).as_bytes()
+}
+
+/// Checks a message MAC (hex) in constant time.
+pub fn message_mac_ok(secret: &[u8], data: &[u8], hex_mac: &str) -> bool {
+    match blake3::Hash::from_hex(hex_mac) {
+        Ok(h) => h == blake3::Hash::from(message_mac(secret, data)),
+        Err(_) => false,
+    }
+}
+
 fn put_str(out: &mut Vec<u8>, s: &str) {
     varint::put_u64(out, s.len() as u64);
     out.extend_from_slice(s.as_bytes());

@@ -158,29 +158,7 @@ pub trait Connector: Send + Sync {
     }
 }
 
-/// A system's own hash of one record: of its key (which bucket of the hash tree it falls in:
-/// the top bits) and of its row (the mapped columns). Computed by the system, never by concord,
-/// so only compared with what the same system said earlier.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct RowDigest {
-    pub key_hash: i64,
-    pub row: i64,
-}
-
-/// One bucket of the hash tree: the records whose key hash starts with `bucket` (the top `bits`
-/// bits, as a signed number), how many and the XOR of their row digests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BucketSum {
-    pub bucket: i64,
-    pub count: i64,
-    pub xor: i64,
-}
-
-/// The bucket of a key hash at depth `bits` (1..=32): its top bits, sign kept (an arithmetic
-/// shift, as the databases compute it).
-pub fn bucket_of(key_hash: i64, bits: u32) -> i64 {
-    key_hash >> (64 - bits.clamp(1, 32))
-}
+pub use crate::core::tree::{bucket_of, BucketSum, RowDigest};
 
 /// Hashing on the system's side for hash-tree drift detection (see `docs/offline.md`).
 #[async_trait]

@@ -6,6 +6,7 @@ pub mod mapping;
 pub mod matching;
 pub mod merge;
 pub mod plan;
+pub mod tree;
 
 pub use diff::{apply, diff, diff_versions, Delta, FieldChange};
 pub use matching::{MatchField, MatchSpec, Normalize};

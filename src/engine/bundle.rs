@@ -11,6 +11,7 @@
 
 use super::EngineError;
 use crate::bundle::{Bundle, BundleEntity};
+use crate::core::tree::RowDigest;
 use crate::core::{merge, DeleteRule, FieldPolicy, Policy, Resolution, Side};
 use crate::model::{ClockOrdering, EntityId, InstanceId, SystemId, Version};
 use crate::store::{decode_version, encode_version, OutboxEntry, PeerEntry, StateStore};
@@ -186,6 +187,26 @@ pub fn export(
     peer: &InstanceId,
     scopes: &[Scope],
 ) -> Result<Bundle, EngineError> {
+    export_filtered(state, peer, scopes, None)
+}
+
+/// A bundle for `peer` carrying the heads of exactly the entities in `only` that this instance
+/// holds, whatever the peer is known to hold (a hash-tree exchange found that they differ).
+pub fn export_only(
+    state: &StateStore,
+    peer: &InstanceId,
+    scopes: &[Scope],
+    only: &BTreeSet<EntityId>,
+) -> Result<Bundle, EngineError> {
+    export_filtered(state, peer, scopes, Some(only))
+}
+
+fn export_filtered(
+    state: &StateStore,
+    peer: &InstanceId,
+    scopes: &[Scope],
+    only: Option<&BTreeSet<EntityId>>,
+) -> Result<Bundle, EngineError> {
     if peer == state.instance() {
         return Err(EngineError::Config {
             job: String::new(),
@@ -194,19 +215,31 @@ pub fn export(
     }
     let psys = peer_system(peer)?;
     let mut heads = Vec::new();
-    state.scan_heads(&mut |e, v| {
-        heads.push((e, v));
-        true
-    })?;
+    match only {
+        None => state.scan_heads(&mut |e, v| {
+            heads.push((e, v));
+            true
+        })?,
+        Some(set) => {
+            for e in set {
+                if let Some(v) = state.head(e)? {
+                    heads.push((*e, v));
+                }
+            }
+        }
+    }
     let mut entities = Vec::new();
     for (e, head) in heads {
-        let known = state.snapshot(&psys, &e)?;
-        let holds = known.is_some_and(|k| match head.clock.compare(&k.clock) {
-            ClockOrdering::Before => true,
-            // Equal clocks with other content: two instances merged one pair differently.
-            ClockOrdering::Equal => head.hash == k.hash,
-            _ => false,
-        });
+        let holds = only.is_none()
+            && state.snapshot(&psys, &e)?.is_some_and(|k| {
+                match head.clock.compare(&k.clock) {
+                    ClockOrdering::Before => true,
+                    // Equal clocks with other content: two instances merged one pair
+                    // differently.
+                    ClockOrdering::Equal => head.hash == k.hash,
+                    _ => false,
+                }
+            });
         if holds {
             continue;
         }
@@ -475,4 +508,50 @@ fn entity_systems(
     let mut out: BTreeSet<SystemId> = state.xrefs_of(e)?.into_iter().map(|(s, _)| s).collect();
     out.extend(be.xrefs.iter().map(|(s, _)| s.clone()));
     Ok(out)
+}
+
+/// This instance's heads as hash-tree leaves (instance-to-instance reconcile): the key hash is
+/// the entity id's first 8 bytes (ids are blake3 outputs, so buckets fill evenly), the digest
+/// the first 8 bytes of blake3 over the head's content hash (none for a tombstone) and clock.
+/// Two instances holding the same version of an entity have the same leaf.
+pub fn head_digests(state: &StateStore) -> Result<Vec<(EntityId, RowDigest)>, EngineError> {
+    let mut out = Vec::new();
+    let mut buf = Vec::new();
+    state.scan_heads(&mut |e, v| {
+        buf.clear();
+        match &v.hash {
+            Some(h) => {
+                buf.push(1);
+                buf.extend_from_slice(&h.0);
+            }
+            None => buf.push(0),
+        }
+        v.clock.encode_into(&mut buf);
+        let d = blake3::hash(&buf);
+        let first = |b: &[u8]| i64::from_be_bytes(b[..8].try_into().expect("8 bytes"));
+        out.push((
+            e,
+            RowDigest {
+                key_hash: first(&e.0),
+                row: first(d.as_bytes()),
+            },
+        ));
+        true
+    })?;
+    Ok(out)
+}
+
+/// The entities whose leaves differ between `ours` and `theirs` (leaves of the same buckets),
+/// those only one side has included.
+pub fn differing_entities(
+    ours: &[(EntityId, RowDigest)],
+    theirs: &[(EntityId, RowDigest)],
+) -> BTreeSet<EntityId> {
+    let a: BTreeMap<&EntityId, &RowDigest> = ours.iter().map(|(e, d)| (e, d)).collect();
+    let b: BTreeMap<&EntityId, &RowDigest> = theirs.iter().map(|(e, d)| (e, d)).collect();
+    a.keys()
+        .chain(b.keys())
+        .filter(|e| a.get(*e) != b.get(*e))
+        .map(|e| **e)
+        .collect()
 }

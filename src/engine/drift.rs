@@ -5,12 +5,13 @@
 //! (`JobOptions::full_read`), so drift becomes changes through the job's pattern and policies.
 
 use super::{Engine, EngineError, SyncJob};
-use crate::connector::{bucket_of, BucketSum, Connector, ConnectorError, DigestSource, RowDigest};
+use crate::connector::{Connector, ConnectorError, DigestSource};
+use crate::core::tree::{bucket_bits, bucket_of, sums, RowDigest};
 use crate::core::{diff, Delta};
 use crate::model::{ContentHash, EntityId, Fields, Key, SystemId, Timestamp, Version};
 use crate::store::{Checkpoint, DigestEntry, OutboxEntry};
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 /// One difference between a system and the store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -90,8 +91,6 @@ type Checked = Result<Result<(SystemCheck, Vec<Drift>), NotChecked>, EngineError
 /// Above this share of unknown digests, reading every record once (learning every digest) is
 /// cheaper than looking them up by key.
 const UNKNOWN_SCAN_SHARE: usize = 4;
-/// Records per bucket the tree aims at.
-const PER_BUCKET: usize = 16;
 /// Keys per digested point read.
 const FETCH_CHUNK: usize = 2000;
 
@@ -345,16 +344,7 @@ impl Engine {
         // 3. Bucket sums compared in the system: only the numbers of differing buckets return.
         let bits = bucket_bits(known.len());
         check.bits = bits;
-        let mut sums: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
-        for (_, d) in &known {
-            let s = sums.entry(bucket_of(d.key_hash, bits)).or_default();
-            s.0 += 1;
-            s.1 ^= d.row;
-        }
-        let expected: Vec<BucketSum> = sums
-            .iter()
-            .map(|(&bucket, &(count, xor))| BucketSum { bucket, count, xor })
-            .collect();
+        let expected = sums(known.iter().map(|(_, d)| d), bits);
         check.buckets = expected.len() as u64;
         let differing = match ds.differing_buckets(bits, &expected).await {
             Ok(d) => d,
@@ -543,10 +533,4 @@ fn learn(cp: &mut Checkpoint, sys: &SystemId, e: &EntityId, dg: RowDigest, h: &C
             snapshot: DigestEntry::snapshot_of(h),
         },
     );
-}
-
-/// The bucket depth for `n` records: about `PER_BUCKET` records per bucket, 1..=24 bits.
-pub fn bucket_bits(n: usize) -> u32 {
-    let buckets = n.div_ceil(PER_BUCKET).max(2);
-    (usize::BITS - (buckets - 1).leading_zeros()).clamp(1, 24)
 }
