@@ -158,9 +158,9 @@ async fn drift_behind_the_feed_is_found_and_repaired() {
         .unwrap();
     assert_eq!(diff["fields"], serde_json::json!(["name"]));
     // PostgreSQL hashes its rows: digests remembered by the first reconcile, only the changed
-    // row is read whole this time.
+    // row and the extra one are read whole this time.
     assert_eq!(r["checks"][&sys]["method"], "hash_tree", "{out}");
-    assert_eq!(r["checks"][&sys]["read"], 1, "{out}");
+    assert_eq!(r["checks"][&sys]["read"], 2, "{out}");
     assert_eq!(r["checks"][&sys]["unknown"], 0, "{out}");
 
     // Repair: ordinary changes through the job (the delete by the delete rule).
@@ -168,6 +168,14 @@ async fn drift_behind_the_feed_is_found_and_repaired() {
     assert_eq!(code, 0, "{out}\n{err}");
     let r: J = serde_json::from_str(&out).unwrap();
     assert_eq!(r["drift_after_repair"], serde_json::json!([]), "{out}");
+    // The repair reads exactly the three records drift was found in, nothing else.
+    let read: u64 = r["repair"]["read"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter_map(J::as_u64)
+        .sum();
+    assert_eq!(read, 3, "{out}");
     let copy = std::fs::read_to_string(d.join("out/customers.jsonl")).unwrap();
     assert!(copy.contains("Changed quietly"), "{copy}");
     assert!(copy.contains("Restored"), "{copy}");

@@ -537,9 +537,10 @@ pub async fn reconcile(
         // Targets the job never reads get the head queued again; the pass below sends it.
         let requeued = engine.requeue_unread_targets(&job, &before.drift)?;
         out["requeued"] = json!(requeued);
-        job.options.full_read = true;
+        // The drift found, and nothing else, goes through the job as ordinary changes.
+        let repair = engine.repair_job(&job, &before.drift);
         let t = std::time::Instant::now();
-        let r = engine.sync(&job, None).await?;
+        let r = engine.sync(&repair, None).await?;
         out["repair"] = report_json(name, &r, t.elapsed().as_secs_f64());
         job.options.full_read = false;
         let after = engine.drift(&job).await?;

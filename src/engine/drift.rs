@@ -5,13 +5,17 @@
 //! (`JobOptions::full_read`), so drift becomes changes through the job's pattern and policies.
 
 use super::{Engine, EngineError, SyncJob};
-use crate::connector::{Connector, ConnectorError, DigestSource};
+use crate::connector::{
+    Change, Connector, ConnectorError, DigestSource, ReadPage, WriteOp, WriteResult,
+};
 use crate::core::tree::{bucket_bits, bucket_of, sums, RowDigest};
 use crate::core::{diff, Delta};
 use crate::model::{ContentHash, EntityId, Fields, Key, SystemId, Timestamp, Version};
 use crate::store::{Checkpoint, DigestEntry, OutboxEntry};
+use async_trait::async_trait;
 use serde::Serialize;
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 /// One difference between a system and the store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -24,7 +28,13 @@ pub enum Drift {
         entity: String,
     },
     /// The system holds a record the store does not know.
-    Extra { system: String, key: String },
+    Extra {
+        system: String,
+        key: String,
+        /// What the system holds (for repair; not reported).
+        #[serde(skip_serializing)]
+        observed: Fields,
+    },
     /// The record's content differs from what the store last saw, in these fields.
     Different {
         system: String,
@@ -179,6 +189,7 @@ impl Engine {
             _ => Compared::Extra(Drift::Extra {
                 system: sys.to_string(),
                 key: key.to_string(),
+                observed: fields,
             }),
         })
     }
@@ -367,29 +378,18 @@ impl Engine {
             let mut candidates: Vec<Key> = Vec::new();
             for (key, theirs) in leaves {
                 let entity = state.entity_for(sys, &key)?;
-                match entity.and_then(|e| ours.remove(&e).map(|d| (e, d))) {
-                    Some((_, d)) if d == theirs => {}
-                    Some(_) => candidates.push(key),
-                    None => {
-                        let live = match entity {
-                            Some(e) => state.snapshot(sys, &e)?.is_some_and(|s| !s.is_tombstone()),
-                            None => false,
-                        };
-                        if live {
-                            candidates.push(key);
-                        } else {
-                            drift.push(Drift::Extra {
-                                system: sys.to_string(),
-                                key: key.to_string(),
-                            });
-                        }
-                    }
+                // Same digests: equal. Otherwise (another digest, a record the store does not
+                // know, or one in another bucket) it is read whole below.
+                match entity.and_then(|e| ours.remove(&e)) {
+                    Some(d) if d == theirs => {}
+                    _ => candidates.push(key),
                 }
             }
             for e in ours.keys() {
                 drift.push(self.missing(sys, e)?);
             }
-            // 5. The records whose digests differ, read whole and compared canonically.
+            // 5. The records whose digests differ or that the store does not know, read whole
+            //    and compared canonically.
             for chunk in candidates.chunks(FETCH_CHUNK) {
                 let got = match ds.fetch_digested(chunk).await {
                     Ok(g) => g,
@@ -466,6 +466,58 @@ impl Engine {
         state.commit(cp)?;
         Ok(Ok((check, drift)))
     }
+    /// The job as a repair of exactly `drift` runs it: each system it reads yields, once, the
+    /// records drift was found in (a different or extra record with what the system holds, a
+    /// missing one as deleted) instead of its change feed; writes go to the systems as usual.
+    /// Run with `Engine::sync`, the drift becomes ordinary changes through the job's pattern
+    /// and policies, reading nothing more from the systems. Read cursors are left alone.
+    pub fn repair_job(&self, job: &SyncJob, drift: &[Drift]) -> SyncJob {
+        let mut per: HashMap<String, Vec<Change>> = HashMap::new();
+        for d in drift {
+            let (system, key, fields) = match d {
+                Drift::Different {
+                    system,
+                    key,
+                    observed,
+                    ..
+                }
+                | Drift::Extra {
+                    system,
+                    key,
+                    observed,
+                } => (system, key, Some(observed.clone())),
+                Drift::Missing { system, key, .. } => (system, key, None),
+            };
+            per.entry(system.clone()).or_default().push(Change {
+                key: Key::new(key.as_str()),
+                entity_hint: None,
+                fields,
+                modstamp: None,
+            });
+        }
+        let systems = job
+            .systems
+            .iter()
+            .map(|c| {
+                let changes = per.remove(c.system().as_str()).unwrap_or_default();
+                Arc::new(DriftFeed {
+                    inner: c.clone(),
+                    changes: Mutex::new(Some(changes)),
+                }) as Arc<dyn Connector>
+            })
+            .collect();
+        let mut options = job.options.clone();
+        options.full_read = true;
+        SyncJob {
+            name: job.name.clone(),
+            systems,
+            policy: job.policy.clone(),
+            normalize: job.normalize,
+            batch_size: job.batch_size,
+            options,
+        }
+    }
+
     /// Queues the head again for drift found in systems the job writes but never reads
     /// (migrate and broadcast targets), which a pass with full reads cannot see: a missing
     /// record is created again, a different one rewritten. Returns the writes queued; the next
@@ -533,4 +585,45 @@ fn learn(cp: &mut Checkpoint, sys: &SystemId, e: &EntityId, dg: RowDigest, h: &C
             snapshot: DigestEntry::snapshot_of(h),
         },
     );
+}
+
+/// A system as a targeted repair reads it: once, the records drift was found in.
+struct DriftFeed {
+    inner: Arc<dyn Connector>,
+    changes: Mutex<Option<Vec<Change>>>,
+}
+
+#[async_trait]
+impl Connector for DriftFeed {
+    fn system(&self) -> &SystemId {
+        self.inner.system()
+    }
+
+    async fn read(&self, _cursor: Option<&[u8]>) -> Result<ReadPage, ConnectorError> {
+        let changes = self
+            .changes
+            .lock()
+            .expect("drift feed lock")
+            .take()
+            .unwrap_or_default();
+        // Not a complete scan: records not listed are not taken for deleted.
+        Ok(ReadPage {
+            changes,
+            cursor: None,
+            more: false,
+            complete: false,
+        })
+    }
+
+    async fn scan(&self, cursor: Option<&[u8]>) -> Result<ReadPage, ConnectorError> {
+        self.read(cursor).await
+    }
+
+    async fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteResult>, ConnectorError> {
+        self.inner.write(ops).await
+    }
+
+    async fn fetch(&self, keys: &[Key]) -> Result<Vec<Change>, ConnectorError> {
+        self.inner.fetch(keys).await
+    }
 }
