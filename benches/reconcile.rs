@@ -160,6 +160,8 @@ fn main() {
         .await;
         q("VACUUM ANALYZE rb_a".into()).await;
 
+        // CONCORD_BENCH_KEEP: keep the folder (store, config) and the tables for inspection.
+        let keep = std::env::var_os("CONCORD_BENCH_KEEP").is_some();
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let fields = "id = \"id\"\nname = \"name\"\nemail = \"email\"\ncity = \"city\"\n\
@@ -286,6 +288,10 @@ fn main() {
         if rfound != made {
             println!("note: reladiff's counts differ from the drift made ({made:?}): {rfound:?}");
         }
-        q("DROP TABLE rb_a, rb_b".into()).await;
+        if keep {
+            println!("(kept {} and the tables rb_a, rb_b)", dir.keep().display());
+        } else {
+            q("DROP TABLE rb_a, rb_b".into()).await;
+        }
     });
 }

@@ -526,8 +526,11 @@ pub async fn reconcile(
     repair: bool,
     full: bool,
 ) -> Result<i32> {
+    let t = std::time::Instant::now();
     let state = open_state(cfg)?;
+    tracing::info!(ms = t.elapsed().as_millis() as u64, "reconcile: store open");
     let mut job = build_job(cfg, name, &state, false).await?;
+    tracing::info!(ms = t.elapsed().as_millis() as u64, "reconcile: systems connected");
     let engine = Engine::new(state);
     job.options.full_read = full;
     let before = engine.drift(&job).await?;

@@ -260,6 +260,7 @@ impl Engine {
             method: "hash_tree",
             ..SystemCheck::default()
         };
+        let t0 = std::time::Instant::now();
         // 1. The store's side: every live snapshot with the digest remembered for it, if that
         //    is still valid (remembered with the same snapshot content).
         let mut remembered: Vec<(EntityId, DigestEntry)> = Vec::new();
@@ -319,6 +320,7 @@ impl Engine {
             // 2a. Mostly unknown (the first reconcile): read everything once, with digests.
             return self.drift_learn_all(job, sys, ds, check, cp).await;
         }
+        tracing::info!(system = %sys, known = known.len(), unknown = unknown.len(), ms = t0.elapsed().as_millis() as u64, "reconcile: store side read");
         // 2b. Look up the unknown ones by key.
         let mut keyed = Vec::with_capacity(unknown.len());
         for e in unknown {
@@ -362,6 +364,7 @@ impl Engine {
             Err(e) => return Ok(Err(e.into())),
         };
         check.differing = differing.len() as u64;
+        tracing::info!(system = %sys, buckets = expected.len(), differing = differing.len(), ms = t0.elapsed().as_millis() as u64, "reconcile: buckets compared");
         if !differing.is_empty() {
             // 4. The leaves of those buckets: key and digest of each record, both sides.
             let wanted: HashSet<i64> = differing.iter().copied().collect();
