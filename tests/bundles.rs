@@ -373,8 +373,16 @@ fn converge_case(
     });
 }
 
+/// Cases per property (CONCORD_BUNDLE_CASES, default 64).
+fn cases() -> u32 {
+    std::env::var("CONCORD_BUNDLE_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
     /// Two instances: no one-sided edit is ever lost, whatever the delivery order.
     #[test]
     fn two_sites_converge_and_lose_no_edit(
@@ -384,15 +392,14 @@ proptest! {
         converge_case(2, ops, deliveries, true);
     }
 
-    /// Three or four instances relaying merged versions: all converge to one state. (A
-    /// one-sided edit can lose to policy when the common ancestor was only ever seen inside
-    /// another instance's merge — see docs/offline.md, "Limits".)
+    /// Three or four instances relaying merged versions: all converge to one state and no
+    /// one-sided edit is lost (field dots: no common ancestor needed).
     #[test]
-    fn many_sites_converge(
+    fn many_sites_converge_and_lose_no_edit(
         sites in 3usize..5,
         ops in proptest::collection::vec((0usize..4, any::<u8>(), any::<u8>()), 1..25),
         deliveries in proptest::collection::vec((0usize..4, 0usize..4, any::<bool>()), 0..25),
     ) {
-        converge_case(sites, ops, deliveries, false);
+        converge_case(sites, ops, deliveries, true);
     }
 }

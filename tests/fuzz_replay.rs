@@ -117,6 +117,11 @@ fn write_seeds() {
             .enumerate()
             .map(|(i, head)| concord::bundle::BundleEntity {
                 entity: concord::model::EntityId([i as u8; 16]),
+                dots: concord::core::dots::FieldDots::advance(
+                    None,
+                    head.content.as_ref(),
+                    &head.clock,
+                ),
                 head,
                 xrefs: vec![(
                     SystemId::new("crm.Account").unwrap(),

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! magic      8   "CONCORDB"
-//! format     2   u16 BE (1)
+//! format     2   u16 BE (2; format 1, without field dots, is still read)
 //! key id     8   blake3::derive_key("concord bundle key id v1", secret)[..8]
 //! length     8   u64 BE: bytes of the compressed body
 //! body       n   raw DEFLATE of the body below
@@ -18,13 +18,15 @@
 //! varint n · n × (varint first · varint last)           acknowledged bundle numbers
 //! varint n · n × (entity[16] · varint len · version entry (store encoding, design.md §9)
 //!                 · varint m · m × (str system · str native key)
-//!                 · varint j · j × str job)
+//!                 · varint j · j × str job
+//!                 · field dots (format 2; `core::dots` encoding))
 //! ```
 //!
 //! Decoding checks, in order: magic, format, key id (a bundle made with another key is
 //! *foreign*), length (a short file is *truncated*), the MAC (any changed byte is *corrupted or
 //! tampered*), then the body. Nothing is decoded from a body before its MAC has been verified.
 
+use crate::core::dots::FieldDots;
 use crate::model::varint;
 use crate::model::{EntityId, InstanceId, Key, SystemId, Version};
 use crate::store::{decode_version, encode_version};
@@ -32,7 +34,9 @@ use crate::store::{decode_version, encode_version};
 /// The first bytes of every bundle.
 pub const MAGIC: &[u8; 8] = b"CONCORDB";
 /// The bundle format this build writes and reads.
-pub const FORMAT: u16 = 1;
+pub const FORMAT: u16 = 2;
+/// The older format still read: no field dots.
+pub const FORMAT_V1: u16 = 1;
 const HEADER: usize = 8 + 2 + 8 + 8;
 const MAC: usize = 32;
 /// A decompressed body larger than this is refused (a bomb, or not ours).
@@ -48,6 +52,8 @@ pub struct BundleEntity {
     pub xrefs: Vec<(SystemId, Key)>,
     /// The sender's jobs the entity belongs to (the receiver's jobs of the same name take it).
     pub jobs: Vec<String>,
+    /// The head's field dots (empty from a format 1 bundle).
+    pub dots: FieldDots,
 }
 
 /// A bundle: every entity whose agreed version the sender does not know the recipient to hold.
@@ -69,7 +75,7 @@ pub struct Bundle {
 pub enum BundleError {
     #[error("not a concord bundle (no CONCORDB header)")]
     NotABundle,
-    #[error("bundle format {0} is not supported by this build (it reads format {FORMAT})")]
+    #[error("bundle format {0} is not supported by this build (it reads formats {FORMAT_V1} and {FORMAT})")]
     Format(u16),
     #[error("foreign bundle: authenticated with another key (key id {found}, ours {ours})")]
     Foreign { found: String, ours: String },
@@ -148,6 +154,7 @@ pub fn encode_body(b: &Bundle) -> Vec<u8> {
         for j in &e.jobs {
             put_str(&mut body, j);
         }
+        e.dots.encode_into(&mut body);
     }
     body
 }
@@ -155,10 +162,14 @@ pub fn encode_body(b: &Bundle) -> Vec<u8> {
 /// Compresses and authenticates a raw body (what [`encode`] does after encoding; public for
 /// the fuzzer, which reaches the body decoder through it).
 pub fn seal_body(body: &[u8], secret: &[u8]) -> Vec<u8> {
+    seal(body, secret, FORMAT)
+}
+
+fn seal(body: &[u8], secret: &[u8], format: u16) -> Vec<u8> {
     let packed = miniz_oxide::deflate::compress_to_vec(body, 6);
     let mut out = Vec::with_capacity(HEADER + packed.len() + MAC);
     out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&FORMAT.to_be_bytes());
+    out.extend_from_slice(&format.to_be_bytes());
     out.extend_from_slice(&key_id(secret));
     out.extend_from_slice(&(packed.len() as u64).to_be_bytes());
     out.extend_from_slice(&packed);
@@ -212,7 +223,7 @@ pub fn decode(bytes: &[u8], secret: &[u8]) -> Result<Bundle, BundleError> {
         });
     }
     let format = u16::from_be_bytes([bytes[8], bytes[9]]);
-    if format != FORMAT {
+    if format != FORMAT && format != FORMAT_V1 {
         return Err(BundleError::Format(format));
     }
     let ours = key_id(secret);
@@ -246,10 +257,10 @@ pub fn decode(bytes: &[u8], secret: &[u8]) -> Result<Bundle, BundleError> {
     }
     let body = miniz_oxide::inflate::decompress_to_vec_with_limit(&bytes[HEADER..end], MAX_BODY)
         .map_err(|e| BundleError::Malformed(format!("cannot decompress: {e:?}")))?;
-    decode_body(&body)
+    decode_body(&body, format)
 }
 
-fn decode_body(body: &[u8]) -> Result<Bundle, BundleError> {
+fn decode_body(body: &[u8], format: u16) -> Result<Bundle, BundleError> {
     let mut r = Reader { b: body, pos: 0 };
     let sender = r.str("sender")?;
     let sender = InstanceId::new(sender).map_err(|e| r.err(&format!("sender: {e}")))?;
@@ -288,11 +299,17 @@ fn decode_body(body: &[u8]) -> Result<Bundle, BundleError> {
         for _ in 0..j {
             jobs.push(r.str("job")?.to_string());
         }
+        let dots = if format == FORMAT_V1 {
+            FieldDots::default()
+        } else {
+            FieldDots::decode(r.b, &mut r.pos).map_err(|e| r.err(&e))?
+        };
         entities.push(BundleEntity {
             entity,
             head,
             xrefs,
             jobs,
+            dots,
         });
     }
     if r.pos != body.len() {

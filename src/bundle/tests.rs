@@ -48,6 +48,10 @@ fn sample() -> Bundle {
                     (sys("erp.customers"), Key::new(format!("C{i}"))),
                 ],
                 jobs: vec!["accounts".into()],
+                dots: {
+                    let h = version(&format!("Customer {i}"), i, i % 7 == 3);
+                    crate::core::dots::FieldDots::advance(None, h.content.as_ref(), &h.clock)
+                },
             })
             .collect(),
     }
@@ -128,10 +132,19 @@ fn foreign_key_extra_bytes_and_other_formats() {
         decode(b"PK\x03\x04 a zip file, not ours", KEY).unwrap_err(),
         BundleError::NotABundle
     );
-    let mut v2 = bytes.clone();
-    v2[9] = 2;
-    assert_eq!(decode(&v2, KEY).unwrap_err(), BundleError::Format(2));
-    assert!(BundleError::Format(2).to_string().contains("format 2"));
+    let mut v3 = bytes.clone();
+    v3[9] = 3;
+    assert_eq!(decode(&v3, KEY).unwrap_err(), BundleError::Format(3));
+    assert!(BundleError::Format(3).to_string().contains("format 3"));
+}
+
+#[test]
+fn format_1_bundles_are_still_read() {
+    // Without entities the two formats' bodies are the same bytes.
+    let mut b = sample();
+    b.entities.clear();
+    let out = seal(&encode_body(&b), KEY, FORMAT_V1);
+    assert_eq!(decode(&out, KEY).unwrap(), b);
 }
 
 #[test]
@@ -174,6 +187,7 @@ proptest! {
                     head: version(n, i as u64 + 1, n.len() % 5 == 0),
                     xrefs: vec![(sys("files.report"), Key::new(n.clone()))],
                     jobs: vec![n.clone(), "j".into()],
+                    dots: Default::default(),
                 })
                 .collect(),
         };

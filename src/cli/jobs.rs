@@ -530,7 +530,10 @@ pub async fn reconcile(
     let state = open_state(cfg)?;
     tracing::info!(ms = t.elapsed().as_millis() as u64, "reconcile: store open");
     let mut job = build_job(cfg, name, &state, false).await?;
-    tracing::info!(ms = t.elapsed().as_millis() as u64, "reconcile: systems connected");
+    tracing::info!(
+        ms = t.elapsed().as_millis() as u64,
+        "reconcile: systems connected"
+    );
     let engine = Engine::new(state);
     job.options.full_read = full;
     let before = engine.drift(&job).await?;

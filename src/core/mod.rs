@@ -2,6 +2,7 @@
 //! record is, and the per-entity sync plan. No I/O, no async, no store, no connector.
 
 pub mod diff;
+pub mod dots;
 pub mod mapping;
 pub mod matching;
 pub mod merge;

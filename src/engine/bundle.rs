@@ -11,6 +11,7 @@
 
 use super::EngineError;
 use crate::bundle::{Bundle, BundleEntity};
+use crate::core::dots::{dot_base, merged_dots, Dotted, FieldDots};
 use crate::core::tree::RowDigest;
 use crate::core::{merge, DeleteRule, FieldPolicy, Policy, Resolution, Side};
 use crate::model::{ClockOrdering, EntityId, InstanceId, SystemId, Version};
@@ -258,9 +259,17 @@ fn export_filtered(
             head,
             xrefs,
             jobs,
+            dots: FieldDots::default(),
         });
     }
     let mut cp = state.checkpoint();
+    for b in &mut entities {
+        let (dots, changed) = dots_of(state, &b.entity, &b.head)?;
+        if changed {
+            cp.put_dots(&b.entity, &b.head, &dots);
+        }
+        b.dots = dots;
+    }
     let mut added = BTreeMap::new();
     for b in &entities {
         remember(state, &mut cp, &mut added, &b.entity, &b.head)?;
@@ -371,6 +380,13 @@ pub fn import(
             peer_now.insert(e, r.clone());
         }
         let local = state.head(&e)?;
+        // The received head's field dots (a format 1 bundle has none: every field at its clock).
+        let rd = if be.dots.0.is_empty() {
+            FieldDots::advance(None, r.content.as_ref(), &r.clock)
+        } else {
+            be.dots.clone()
+        };
+        let mut new_dots = rd.clone();
         let new_head = match &local {
             None => {
                 report.fast_forwarded += 1;
@@ -393,13 +409,6 @@ pub fn import(
                     Some(r.clone())
                 }
                 ClockOrdering::Concurrent => {
-                    // The base: the newest version both descend from, among those exchanged
-                    // with peers (what a peer holds can only descend from those).
-                    let mut candidates = match added.get(&e) {
-                        Some(l) => l.clone(),
-                        None => state.history_of(&e)?,
-                    };
-                    candidates.extend(known.clone());
                     let systems = entity_systems(state, &e, be)?;
                     let policy = scopes
                         .iter()
@@ -409,11 +418,34 @@ pub fn import(
                         .unwrap_or_else(|| {
                             Policy::new(FieldPolicy::Newest, DeleteRule::DeleteWins)
                         });
-                    let base = base_of(&candidates, h, r, &policy, 0);
+                    let (hd, _) = dots_of(state, &e, h)?;
+                    let pair = match (&h.content, &r.content) {
+                        (Some(hc), Some(rc)) => Some((
+                            Dotted::new(hc, &h.clock, &hd),
+                            Dotted::new(rc, &r.clock, &rd),
+                        )),
+                        _ => None,
+                    };
+                    let base = match &pair {
+                        // Both hold the record: field by field by their dots, no ancestor
+                        // needed (core::dots).
+                        Some((a, b)) => Some(dot_base(a, b)),
+                        // A delete against a version: the newest version both descend from,
+                        // among those exchanged with peers (what a peer holds can only
+                        // descend from those).
+                        None => {
+                            let mut candidates = match added.get(&e) {
+                                Some(l) => l.clone(),
+                                None => state.history_of(&e)?,
+                            };
+                            candidates.extend(known.clone());
+                            base_of(&candidates, h, r, &policy, 0).and_then(|b| b.content)
+                        }
+                    };
                     let ho = h.origin.clone().unwrap_or_else(|| psys.clone());
                     let ro = r.origin.clone().unwrap_or_else(|| psys.clone());
                     let out = merge(
-                        base.as_ref().and_then(|b| b.content.as_ref()),
+                        base.as_ref(),
                         Side::new(&ho, h.content.as_ref(), h.modstamp),
                         Side::new(&ro, r.content.as_ref(), r.modstamp),
                         &policy,
@@ -431,9 +463,16 @@ pub fn import(
                     } else {
                         report.merged += 1;
                         let modstamp = h.modstamp.max(r.modstamp);
+                        let clock = h.clock.merge(&r.clock);
+                        new_dots = match (&out.content, &pair, &h.content, &r.content) {
+                            (Some(m), Some((a, b)), _, _) => merged_dots(m, a, b, &clock),
+                            (m, _, _, rc) if m == rc => rd.clone(),
+                            (m, _, hc, _) if m == hc => hd.clone(),
+                            (m, _, _, _) => FieldDots::advance(None, m.as_ref(), &clock),
+                        };
                         Some(Version::new(
                             out.content,
-                            h.clock.merge(&r.clock),
+                            clock,
                             modstamp,
                             // Deterministic: the same on every instance that merges the pair.
                             Some(ho.clone().min(ro.clone())),
@@ -445,6 +484,7 @@ pub fn import(
         remember(state, &mut cp, &mut added, &e, r)?;
         if let Some(v) = new_head {
             remember(state, &mut cp, &mut added, &e, &v)?;
+            cp.put_dots(&e, &v, &new_dots);
             cp.put_head(&e, &v);
             for (s, k) in &be.xrefs {
                 if state.native_key(&e, s)?.is_none() && state.entity_for(s, k)?.is_none() {
@@ -478,6 +518,39 @@ pub fn import(
     cp.put_peer(&bundle.sender, &pe);
     state.commit(cp)?;
     Ok(report)
+}
+
+/// The field dots of `head` (`core::dots`): the recorded ones when it is the version last
+/// exchanged; else those advanced from that version (fields changed since get the head's clock,
+/// which every version that has seen them is at or after); with nothing recorded, every field
+/// at the head's clock. Also says whether they differ from what is recorded.
+fn dots_of(
+    state: &StateStore,
+    e: &EntityId,
+    head: &Version,
+) -> Result<(FieldDots, bool), EngineError> {
+    Ok(match state.dots(e)? {
+        Some((v, d)) if v.clock == head.clock && v.hash == head.hash => (d, false),
+        Some((v, d))
+            if matches!(
+                v.clock.compare(&head.clock),
+                ClockOrdering::Before | ClockOrdering::Equal
+            ) =>
+        {
+            (
+                FieldDots::advance(
+                    Some((v.content.as_ref(), &d)),
+                    head.content.as_ref(),
+                    &head.clock,
+                ),
+                true,
+            )
+        }
+        _ => (
+            FieldDots::advance(None, head.content.as_ref(), &head.clock),
+            true,
+        ),
+    })
 }
 
 /// Whether a local job takes an entity: a job of the same name as one of the sender's jobs it

@@ -18,6 +18,7 @@
 //! peer       'y'     instance                                  entry v1 + bincode(PeerEntry)
 //! history    'v'     entity(16) clock-id(8)                    version entry
 //! digest     'g'     system 0x00 entity(16)                    key-hash(8) row-digest(8) snapshot-hash(8)
+//! dots       'f'     entity(16)                                varint len + version entry + field dots
 //! ```
 //! System, instance and job names are restricted to `[A-Za-z0-9_.-]`, so 0x00 never occurs in
 //! them and the separators are unambiguous.
@@ -44,10 +45,11 @@ pub enum Tree {
     Peer,
     History,
     Digest,
+    Dots,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 16] = [
+    pub const ALL: [Tree; 17] = [
         Tree::Meta,
         Tree::Head,
         Tree::Snapshot,
@@ -64,6 +66,7 @@ impl Tree {
         Tree::Peer,
         Tree::History,
         Tree::Digest,
+        Tree::Dots,
     ];
     pub fn prefix(self) -> u8 {
         match self {
@@ -83,6 +86,7 @@ impl Tree {
             Tree::Peer => b'y',
             Tree::History => b'v',
             Tree::Digest => b'g',
+            Tree::Dots => b'f',
         }
     }
     pub fn of_key(key: &[u8]) -> Option<Tree> {
@@ -107,6 +111,7 @@ impl Tree {
             Tree::Peer => "peer",
             Tree::History => "history",
             Tree::Digest => "digest",
+            Tree::Dots => "dots",
         }
     }
 }
@@ -278,6 +283,13 @@ pub fn history(e: &EntityId, clock_id: &[u8; 8]) -> Vec<u8> {
 /// reconcile).
 pub fn digest(sys: &SystemId, e: &EntityId) -> Vec<u8> {
     let mut k = system_prefix(Tree::Digest, sys);
+    k.extend_from_slice(&e.0);
+    k
+}
+
+/// The field dots of the last version of an entity exchanged with a peer.
+pub fn dots(e: &EntityId) -> Vec<u8> {
+    let mut k = vec![Tree::Dots.prefix()];
     k.extend_from_slice(&e.0);
     k
 }

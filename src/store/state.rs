@@ -2,6 +2,7 @@
 
 use super::layout::{self, show_key, Tree};
 use super::{scan_prefix, Batch, Store, StoreError};
+use crate::core::dots::FieldDots;
 use crate::model::varint;
 use crate::model::{
     canonical, ContentHash, EntityId, InstanceId, Key, SystemId, Timestamp, VectorClock, Version,
@@ -402,6 +403,16 @@ impl Checkpoint {
     pub fn put_digest(&mut self, sys: &SystemId, e: &EntityId, d: &DigestEntry) {
         self.batch.put(layout::digest(sys, e), d.encode().to_vec());
     }
+    /// Records the field dots of `v`, the entity's version last exchanged with a peer.
+    pub fn put_dots(&mut self, e: &EntityId, v: &Version, dots: &FieldDots) {
+        let mut ver = Vec::with_capacity(128);
+        encode_version(v, &mut ver);
+        let mut buf = Vec::with_capacity(ver.len() + 64);
+        varint::put_u64(&mut buf, ver.len() as u64);
+        buf.extend_from_slice(&ver);
+        dots.encode_into(&mut buf);
+        self.batch.put(layout::dots(e), buf);
+    }
     pub fn delete_digest(&mut self, sys: &SystemId, e: &EntityId) {
         self.batch.delete(layout::digest(sys, e));
     }
@@ -739,6 +750,15 @@ impl StateStore {
         )
     }
 
+    /// The version of `e` last exchanged with a peer and its field dots.
+    pub fn dots(&self, e: &EntityId) -> Result<Option<(Version, FieldDots)>, StoreError> {
+        let k = layout::dots(e);
+        match self.store.get(&k)? {
+            None => Ok(None),
+            Some(b) => decode_dots(&k, &b).map(Some),
+        }
+    }
+
     /// The remembered system-side digests of `sys`'s records, in entity order.
     pub fn scan_digests(
         &self,
@@ -843,6 +863,22 @@ impl StateStore {
     }
 }
 
+fn decode_dots(k: &[u8], b: &[u8]) -> Result<(Version, FieldDots), StoreError> {
+    let mut pos = 0;
+    let n = varint::get_u64(b, &mut pos).map_err(|_| corrupt(k, "bad version length"))?;
+    let end = pos
+        .checked_add(usize::try_from(n).unwrap_or(usize::MAX))
+        .filter(|e| *e <= b.len())
+        .ok_or_else(|| corrupt(k, "version length larger than the entry"))?;
+    let v = decode_version(k, &b[pos..end])?;
+    let mut pos = end;
+    let dots = FieldDots::decode(b, &mut pos).map_err(|e| corrupt(k, e))?;
+    if pos != b.len() {
+        return Err(corrupt(k, "trailing bytes after the field dots"));
+    }
+    Ok((v, dots))
+}
+
 /// Decodes a raw store entry by its tree (fuzzing and `verify`): never panics.
 pub fn decode_any_entry(k: &[u8], v: &[u8]) -> Result<(), StoreError> {
     match Tree::of_key(k) {
@@ -857,6 +893,7 @@ pub fn decode_any_entry(k: &[u8], v: &[u8]) -> Result<(), StoreError> {
         Some(Tree::Waiting) => decode_entry::<WaitingEntry>(k, v).map(|_| ()),
         Some(Tree::Peer) => decode_entry::<PeerEntry>(k, v).map(|_| ()),
         Some(Tree::Digest) => DigestEntry::decode(k, v).map(|_| ()),
+        Some(Tree::Dots) => decode_dots(k, v).map(|_| ()),
         Some(Tree::MatchRev) if v.len() != 32 => Err(corrupt(k, "match hash is not 32 bytes")),
         Some(Tree::Xref) if v.len() != 16 => Err(corrupt(k, "entity id is not 16 bytes")),
         Some(Tree::XrefRev) if std::str::from_utf8(v).is_err() => {
