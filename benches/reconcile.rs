@@ -129,6 +129,80 @@ fn kinds(r: &J) -> (u64, u64, u64) {
     k
 }
 
+/// Tables, the migrate copy, the first reconcile, then the drift.
+async fn setup<F, Fut>(
+    q: &F,
+    d: &Path,
+    rows: i64,
+    per_kind: i64,
+    step: i64,
+    (pa, ca): (u16, &Counter),
+    (pb, cb): (u16, &Counter),
+) where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future,
+{
+    let cols = "id bigint primary key, name text not null, email text, city text, \
+                balance numeric(12,2), active boolean, updated_at timestamptz";
+    q("DROP TABLE IF EXISTS rb_a, rb_b".into()).await;
+    q(format!("CREATE TABLE rb_a ({cols})")).await;
+    q(format!("CREATE TABLE rb_b ({cols})")).await;
+    q(format!(
+        "INSERT INTO rb_a SELECT g, 'Customer ' || g, 'c' || g || '@example.com', \
+         'City ' || (g % 500), (g % 100000) / 7.0, g % 3 = 0, \
+         timestamptz '2026-01-01' + g * interval '1 second' \
+         FROM generate_series(1, {rows}) g"
+    ))
+    .await;
+    q("VACUUM ANALYZE rb_a".into()).await;
+
+    let fields = "id = \"id\"\nname = \"name\"\nemail = \"email\"\ncity = \"city\"\n\
+                  balance = \"balance\"\nactive = \"active\"\nupdated_at = \"updated_at\"\n";
+    std::fs::write(
+        d.join("concord.toml"),
+        format!(
+            "[store]\ndir = \"state\"\n\
+             [systems.a]\ntype = \"postgres\"\nurl_env = \"A_URL\"\n\
+             [systems.b]\ntype = \"postgres\"\nurl_env = \"B_URL\"\n\
+             [jobs.copy]\npattern = \"migrate\"\nsystems = [\"a\", \"b\"]\nbatch_size = 5000\n\
+             [jobs.copy.sides.a]\ntable = \"rb_a\"\nkey = [\"id\"]\npage_size = 10000\n\
+             [jobs.copy.sides.a.fields]\n{fields}\
+             [jobs.copy.sides.b]\ntable = \"rb_b\"\nkey = [\"id\"]\npage_size = 10000\n\
+             [jobs.copy.sides.b.fields]\n{fields}"
+        ),
+    )
+    .unwrap();
+    let (secs, r) = concord(d, pa, pb, &["run", "copy", "--json"]);
+    println!(
+        "setup: concord migrate rb_a -> rb_b: {secs:.1} s, {} written",
+        r[0]["written"]
+    );
+    q("VACUUM ANALYZE rb_b".into()).await;
+    ca.take();
+    cb.take();
+    let (secs, r) = concord(d, pa, pb, &["reconcile", "copy", "--json"]);
+    let (a, b) = (ca.take(), cb.take());
+    assert!(r["drift"].as_array().unwrap().is_empty(), "{r}");
+    println!(
+        "setup: first reconcile (learns the digests, reads every row): {secs:.1} s, read {} from a, {} from b\n",
+        mib(a.0),
+        mib(b.0)
+    );
+
+    // Drift behind concord's back, spread over the key range.
+    q(format!(
+        "UPDATE rb_b SET name = name || ' (fixed by hand)' WHERE id % {step} = 1"
+    ))
+    .await;
+    q(format!("DELETE FROM rb_b WHERE id % {step} = 2")).await;
+    q(format!(
+        "INSERT INTO rb_b SELECT {rows} + g, 'Restored ' || g, NULL, 'Oslo', 0, false, now() \
+         FROM generate_series(1, {per_kind}) g"
+    ))
+    .await;
+    q("VACUUM ANALYZE rb_b".into()).await;
+}
+
 fn main() {
     let rows: i64 = std::env::var("CONCORD_BENCH_ROWS")
         .ok()
@@ -146,74 +220,20 @@ fn main() {
             let pg = pg.clone();
             async move { sqlx::raw_sql(&s).execute(&pg).await.unwrap() }
         };
-        let cols = "id bigint primary key, name text not null, email text, city text, \
-                    balance numeric(12,2), active boolean, updated_at timestamptz";
-        q("DROP TABLE IF EXISTS rb_a, rb_b".into()).await;
-        q(format!("CREATE TABLE rb_a ({cols})")).await;
-        q(format!("CREATE TABLE rb_b ({cols})")).await;
-        q(format!(
-            "INSERT INTO rb_a SELECT g, 'Customer ' || g, 'c' || g || '@example.com', \
-             'City ' || (g % 500), (g % 100000) / 7.0, g % 3 = 0, \
-             timestamptz '2026-01-01' + g * interval '1 second' \
-             FROM generate_series(1, {rows}) g"
-        ))
-        .await;
-        q("VACUUM ANALYZE rb_a".into()).await;
-
         // CONCORD_BENCH_KEEP: keep the folder (store, config) and the tables for inspection.
+        // CONCORD_BENCH_REUSE=DIR: measure again on a kept folder and its tables (no setup).
         let keep = std::env::var_os("CONCORD_BENCH_KEEP").is_some();
+        let reuse = std::env::var_os("CONCORD_BENCH_REUSE").map(std::path::PathBuf::from);
         let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        let fields = "id = \"id\"\nname = \"name\"\nemail = \"email\"\ncity = \"city\"\n\
-                      balance = \"balance\"\nactive = \"active\"\nupdated_at = \"updated_at\"\n";
-        std::fs::write(
-            d.join("concord.toml"),
-            format!(
-                "[store]\ndir = \"state\"\n\
-                 [systems.a]\ntype = \"postgres\"\nurl_env = \"A_URL\"\n\
-                 [systems.b]\ntype = \"postgres\"\nurl_env = \"B_URL\"\n\
-                 [jobs.copy]\npattern = \"migrate\"\nsystems = [\"a\", \"b\"]\nbatch_size = 5000\n\
-                 [jobs.copy.sides.a]\ntable = \"rb_a\"\nkey = [\"id\"]\npage_size = 10000\n\
-                 [jobs.copy.sides.a.fields]\n{fields}\
-                 [jobs.copy.sides.b]\ntable = \"rb_b\"\nkey = [\"id\"]\npage_size = 10000\n\
-                 [jobs.copy.sides.b.fields]\n{fields}"
-            ),
-        )
-        .unwrap();
+        let d = reuse.clone().unwrap_or_else(|| dir.path().to_path_buf());
+        let d = d.as_path();
         let (pa, ca) = proxy().await;
         let (pb, cb) = proxy().await;
-
         println!("{rows} rows; drift in rb_b: {per_kind} updated, {per_kind} deleted, {per_kind} inserted\n");
-        let (secs, r) = concord(d, pa, pb, &["run", "copy", "--json"]);
-        println!(
-            "setup: concord migrate rb_a -> rb_b: {secs:.1} s, {} written",
-            r[0]["written"]
-        );
-        q("VACUUM ANALYZE rb_b".into()).await;
-        ca.take();
-        cb.take();
-        let (secs, r) = concord(d, pa, pb, &["reconcile", "copy", "--json"]);
-        let (a, b) = (ca.take(), cb.take());
-        assert!(r["drift"].as_array().unwrap().is_empty(), "{r}");
-        println!(
-            "setup: first reconcile (learns the digests, reads every row): {secs:.1} s, read {} from a, {} from b\n",
-            mib(a.0),
-            mib(b.0)
-        );
-
-        // Drift behind concord's back, spread over the key range.
         let step = rows / per_kind;
-        q(format!(
-            "UPDATE rb_b SET name = name || ' (fixed by hand)' WHERE id % {step} = 1"
-        ))
-        .await;
-        q(format!("DELETE FROM rb_b WHERE id % {step} = 2")).await;
-        q(format!(
-            "INSERT INTO rb_b SELECT {rows} + g, 'Restored ' || g, NULL, 'Oslo', 0, false, now() \
-             FROM generate_series(1, {per_kind}) g"
-        ))
-        .await;
-        q("VACUUM ANALYZE rb_b".into()).await;
+        if reuse.is_none() {
+            setup(&q, d, rows, per_kind, step, (pa, &ca), (pb, &cb)).await;
+        }
         let upd: i64 = sqlx::query_scalar("SELECT count(*) FROM rb_b WHERE name LIKE '%(fixed by hand)'")
             .fetch_one(&pg)
             .await
@@ -234,47 +254,53 @@ fn main() {
         assert_eq!(found, made, "concord found what was made: {r}");
         let checks = r["checks"].clone();
 
-        let t = Instant::now();
-        let out = std::process::Command::new("reladiff")
-            // It prints through `rich`, which wraps lines at the terminal's width.
-            .env("COLUMNS", "100000")
-            .args([
-                &format!("postgresql://postgres@127.0.0.1:{pa}/test"),
-                "rb_a",
-                &format!("postgresql://postgres@127.0.0.1:{pb}/test"),
-                "rb_b",
-                "-k", "id",
-                "-c", "name", "-c", "email", "-c", "city", "-c", "balance", "-c", "active",
-                "-c", "updated_at",
-                "--json",
-            ])
-            .output()
-            .expect("reladiff on PATH (pip install 'reladiff[postgresql]')");
-        let secs = t.elapsed().as_secs_f64();
-        let (a, b) = (ca.take(), cb.take());
-        assert!(out.status.success(), "reladiff: {}", String::from_utf8_lossy(&out.stderr));
-        // reladiff prints one line per differing row version: "-" (only in a, or a's side
-        // of an update) and "+" (only in b, or b's side).
-        let mut minus = std::collections::BTreeSet::new();
-        let mut plus = std::collections::BTreeSet::new();
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            // ["-", ["7", "Customer 7", ...]]: the sign, then the key and the compared values.
-            let v: J = serde_json::from_str(line).unwrap();
-            let key = v[1][0].as_str().unwrap_or_default().to_string();
-            match v[0].as_str() {
-                Some("+") => plus.insert(key),
-                _ => minus.insert(key),
-            };
+        // reladiff with its defaults, then with 4 worker threads per database.
+        let mut rfound_all = Vec::new();
+        for threads in ["1", "4"] {
+            let t = Instant::now();
+            let out = std::process::Command::new("reladiff")
+                // It prints through `rich`, which wraps lines at the terminal's width.
+                .env("COLUMNS", "100000")
+                .args([
+                    &format!("postgresql://postgres@127.0.0.1:{pa}/test"),
+                    "rb_a",
+                    &format!("postgresql://postgres@127.0.0.1:{pb}/test"),
+                    "rb_b",
+                    "-k", "id",
+                    "-c", "name", "-c", "email", "-c", "city", "-c", "balance", "-c", "active",
+                    "-c", "updated_at",
+                    "--json",
+                    "-j",
+                    threads,
+                ])
+                .output()
+                .expect("reladiff on PATH (pip install 'reladiff[postgresql]')");
+            let secs = t.elapsed().as_secs_f64();
+            let (a, b) = (ca.take(), cb.take());
+            assert!(out.status.success(), "reladiff: {}", String::from_utf8_lossy(&out.stderr));
+            // reladiff prints one line per differing row version: "-" (only in a, or a's side
+            // of an update) and "+" (only in b, or b's side).
+            let mut minus = std::collections::BTreeSet::new();
+            let mut plus = std::collections::BTreeSet::new();
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                // ["-", ["7", "Customer 7", ...]]: the sign, then the key and the compared values.
+                let v: J = serde_json::from_str(line).unwrap();
+                let key = v[1][0].as_str().unwrap_or_default().to_string();
+                match v[0].as_str() {
+                    Some("+") => plus.insert(key),
+                    _ => minus.insert(key),
+                };
+            }
+            let both = minus.intersection(&plus).count() as u64;
+            let rfound = (both, minus.len() as u64 - both, plus.len() as u64 - both);
+            println!(
+                "| reladiff 0.6 (hashdiff, --threads {threads}) | {secs:.2} s | {} | {} | {} | {rfound:?} |",
+                mib(a.0),
+                mib(b.0),
+                mib(a.1 + b.1)
+            );
+            rfound_all.push(rfound);
         }
-        let both = minus.intersection(&plus).count() as u64;
-        let rfound = (both, minus.len() as u64 - both, plus.len() as u64 - both);
-        println!(
-            "| reladiff 0.6 (hashdiff, defaults) | {secs:.2} s | {} | {} | {} | {rfound:?} |",
-            mib(a.0),
-            mib(b.0),
-            mib(a.1 + b.1)
-        );
-
         let (secs, r) = concord(d, pa, pb, &["reconcile", "copy", "--full", "--json"]);
         let (a, b) = (ca.take(), cb.take());
         let found = kinds(&r);
@@ -285,12 +311,12 @@ fn main() {
             mib(a.1 + b.1)
         );
         println!("\nconcord's hash-tree checks: {checks}");
-        if rfound != made {
+        for rfound in rfound_all.iter().filter(|f| **f != made) {
             println!("note: reladiff's counts differ from the drift made ({made:?}): {rfound:?}");
         }
-        if keep {
+        if keep && reuse.is_none() {
             println!("(kept {} and the tables rb_a, rb_b)", dir.keep().display());
-        } else {
+        } else if reuse.is_none() {
             q("DROP TABLE rb_a, rb_b".into()).await;
         }
     });

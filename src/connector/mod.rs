@@ -163,6 +163,12 @@ pub use crate::core::tree::{bucket_of, BucketSum, RowDigest};
 /// Hashing on the system's side for hash-tree drift detection (see `docs/offline.md`).
 #[async_trait]
 pub trait DigestSource: Send + Sync {
+    /// The deepest bucket level the system can compare (the store's sums travel in one
+    /// statement).
+    fn max_bits(&self) -> u32 {
+        24
+    }
+
     /// The buckets at depth `bits` whose count or XOR differ from `expected` (the store's view,
     /// every non-empty bucket), buckets only one side has included. Only the differing bucket
     /// numbers travel back.

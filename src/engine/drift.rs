@@ -10,12 +10,19 @@ use crate::connector::{
 };
 use crate::core::tree::{bucket_bits, bucket_of, sums, RowDigest};
 use crate::core::{diff, Delta};
-use crate::model::{ContentHash, EntityId, Fields, Key, SystemId, Timestamp, Version};
+use crate::model::{
+    ContentHash, EntityId, Fields, Key, NormalizeOptions, SystemId, Timestamp, Version,
+};
 use crate::store::{Checkpoint, DigestEntry, OutboxEntry};
 use async_trait::async_trait;
 use serde::Serialize;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+
+/// A native key as reported: its display form (`42`, `(north, 7)` for a composite key).
+fn as_text<S: serde::Serializer>(k: &Key, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(k)
+}
 
 /// One difference between a system and the store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -24,13 +31,15 @@ pub enum Drift {
     /// The store says the system holds this record; the system does not.
     Missing {
         system: String,
-        key: String,
+        #[serde(serialize_with = "as_text")]
+        key: Key,
         entity: String,
     },
     /// The system holds a record the store does not know.
     Extra {
         system: String,
-        key: String,
+        #[serde(serialize_with = "as_text")]
+        key: Key,
         /// What the system holds (for repair; not reported).
         #[serde(skip_serializing)]
         observed: Fields,
@@ -38,7 +47,8 @@ pub enum Drift {
     /// The record's content differs from what the store last saw, in these fields.
     Different {
         system: String,
-        key: String,
+        #[serde(serialize_with = "as_text")]
+        key: Key,
         entity: String,
         fields: Vec<String>,
         /// What the system holds (for repair; not reported).
@@ -120,21 +130,24 @@ impl Engine {
             job: job.name.clone(),
             ..DriftReport::default()
         };
+        // The systems are checked at the same time: each waits mostly on its database or on
+        // its share of the store.
+        let mut tasks = Vec::with_capacity(job.systems.len());
         for conn in &job.systems {
+            let engine = Engine::new(self.state().clone());
+            let conn = conn.clone();
+            let norm = job.normalize;
+            let full = job.options.full_read;
+            tasks.push(tokio::spawn(async move {
+                engine.check_system(conn.as_ref(), &norm, full).await
+            }));
+        }
+        for (conn, task) in job.systems.iter().zip(tasks) {
             let sys = conn.system().clone();
-            // `full_read`: every record read, digests learned again.
-            let checked = match conn.digests() {
-                Some(ds) if job.options.full_read => {
-                    let check = SystemCheck {
-                        method: "scan",
-                        ..SystemCheck::default()
-                    };
-                    let cp = self.state().checkpoint();
-                    self.drift_learn_all(job, &sys, ds, check, cp).await?
-                }
-                Some(ds) => self.drift_tree(job, &sys, ds).await?,
-                None => self.drift_scan(job, conn.as_ref()).await?,
-            };
+            let checked = task.await.map_err(|e| EngineError::Config {
+                job: job.name.clone(),
+                message: format!("checking {sys} failed: {e}"),
+            })??;
             match checked {
                 Ok((check, mut drift)) => {
                     report.checks.insert(sys.to_string(), check);
@@ -149,16 +162,40 @@ impl Engine {
         Ok(report)
     }
 
+    /// One system's check: by hash tree where it hashes on its side (unless `full`), else by
+    /// a complete scan.
+    async fn check_system(
+        &self,
+        conn: &dyn Connector,
+        norm: &NormalizeOptions,
+        full: bool,
+    ) -> Result<Result<(SystemCheck, Vec<Drift>), NotChecked>, EngineError> {
+        let sys = conn.system().clone();
+        match conn.digests() {
+            // Every record read, digests learned again.
+            Some(ds) if full => {
+                let check = SystemCheck {
+                    method: "scan",
+                    ..SystemCheck::default()
+                };
+                let cp = self.state().checkpoint();
+                self.drift_learn_all(norm, &sys, ds, check, cp).await
+            }
+            Some(ds) => self.drift_tree(norm, &sys, ds).await,
+            None => self.drift_scan(norm, conn).await,
+        }
+    }
+
     /// Compares one record read from `sys` with the store.
     fn compare(
         &self,
-        job: &SyncJob,
+        norm: &NormalizeOptions,
         sys: &SystemId,
         key: &Key,
         mut fields: Fields,
     ) -> Result<Compared, EngineError> {
         let state = self.state();
-        fields.apply_options(&job.normalize);
+        fields.apply_options(norm);
         let entity = state.entity_for(sys, key)?;
         let snap = match entity {
             Some(e) => state.snapshot(sys, &e)?.map(|s| (e, s)),
@@ -178,7 +215,7 @@ impl Engine {
                         e,
                         Drift::Different {
                             system: sys.to_string(),
-                            key: key.to_string(),
+                            key: key.clone(),
                             entity: e.to_hex(),
                             fields: changed,
                             observed: fields,
@@ -188,7 +225,7 @@ impl Engine {
             }
             _ => Compared::Extra(Drift::Extra {
                 system: sys.to_string(),
-                key: key.to_string(),
+                key: key.clone(),
                 observed: fields,
             }),
         })
@@ -198,8 +235,7 @@ impl Engine {
         let key = self
             .state()
             .native_key(e, sys)?
-            .map(|k| k.to_string())
-            .unwrap_or_default();
+            .unwrap_or_else(|| Key::new(""));
         Ok(Drift::Missing {
             system: sys.to_string(),
             key,
@@ -209,7 +245,7 @@ impl Engine {
 
     /// A complete scan of one system. With `digests`, the system's digests come with every
     /// record and those of records equal to their snapshot are remembered.
-    async fn drift_scan(&self, job: &SyncJob, conn: &dyn Connector) -> Checked {
+    async fn drift_scan(&self, norm: &NormalizeOptions, conn: &dyn Connector) -> Checked {
         let sys = conn.system().clone();
         let mut cursor: Option<Vec<u8>> = None;
         let mut seen: BTreeSet<EntityId> = BTreeSet::new();
@@ -229,7 +265,7 @@ impl Engine {
             for ch in page.changes {
                 check.read += 1;
                 let Some(fields) = ch.fields else { continue };
-                match self.compare(job, &sys, &ch.key, fields)? {
+                match self.compare(norm, &sys, &ch.key, fields)? {
                     Compared::Same(e, _) => {
                         seen.insert(e);
                     }
@@ -254,7 +290,12 @@ impl Engine {
     }
 
     /// The hash-tree check of one system (see `docs/offline.md`, "The reconcile algorithm").
-    async fn drift_tree(&self, job: &SyncJob, sys: &SystemId, ds: &dyn DigestSource) -> Checked {
+    async fn drift_tree(
+        &self,
+        norm: &NormalizeOptions,
+        sys: &SystemId,
+        ds: &dyn DigestSource,
+    ) -> Checked {
         let state = self.state();
         let mut check = SystemCheck {
             method: "hash_tree",
@@ -268,12 +309,13 @@ impl Engine {
             remembered.push((e, d));
             true
         })?;
+        tracing::debug!(system = %sys, digests = remembered.len(), ms = t0.elapsed().as_millis() as u64, "reconcile: digests read");
         let mut known: Vec<(EntityId, RowDigest)> = Vec::new();
         let mut unknown: Vec<EntityId> = Vec::new();
         let mut stale: Vec<EntityId> = Vec::new();
         {
             let mut it = remembered.iter().peekable();
-            state.scan_snapshot_meta(sys, &mut |e, m| {
+            state.scan_snapshot_hashes(sys, &mut |e, hash| {
                 while let Some((d, _)) = it.peek() {
                     if *d < e {
                         stale.push(*d);
@@ -289,7 +331,7 @@ impl Engine {
                     }
                     _ => None,
                 };
-                let Some(h) = m.hash else {
+                let Some(h) = hash else {
                     if entry.is_some() {
                         stale.push(e);
                     }
@@ -318,7 +360,7 @@ impl Engine {
         let mut drift = Vec::new();
         if unknown.len() * UNKNOWN_SCAN_SHARE > known.len() + unknown.len() {
             // 2a. Mostly unknown (the first reconcile): read everything once, with digests.
-            return self.drift_learn_all(job, sys, ds, check, cp).await;
+            return self.drift_learn_all(norm, sys, ds, check, cp).await;
         }
         tracing::info!(system = %sys, known = known.len(), unknown = unknown.len(), ms = t0.elapsed().as_millis() as u64, "reconcile: store side read");
         // 2b. Look up the unknown ones by key.
@@ -341,7 +383,7 @@ impl Engine {
                     drift.push(self.missing(sys, e)?);
                     continue;
                 };
-                match self.compare(job, sys, &ch.key, fields)? {
+                match self.compare(norm, sys, &ch.key, fields)? {
                     Compared::Same(e, h) => {
                         learn(&mut cp, sys, &e, dg, &h);
                         known.push((e, dg));
@@ -355,7 +397,7 @@ impl Engine {
             }
         }
         // 3. Bucket sums compared in the system: only the numbers of differing buckets return.
-        let bits = bucket_bits(known.len());
+        let bits = bucket_bits(known.len()).min(ds.max_bits());
         check.bits = bits;
         let expected = sums(known.iter().map(|(_, d)| d), bits);
         check.buckets = expected.len() as u64;
@@ -378,6 +420,7 @@ impl Engine {
                 Err(e) => return Ok(Err(e.into())),
             };
             check.leaves = leaves.len() as u64;
+            tracing::info!(system = %sys, leaves = leaves.len(), ms = t0.elapsed().as_millis() as u64, "reconcile: leaves listed");
             let mut candidates: Vec<Key> = Vec::new();
             for (key, theirs) in leaves {
                 let entity = state.entity_for(sys, &key)?;
@@ -407,7 +450,7 @@ impl Engine {
                         }
                         continue;
                     };
-                    match self.compare(job, sys, &ch.key, fields)? {
+                    match self.compare(norm, sys, &ch.key, fields)? {
                         Compared::Same(e, h) => learn(&mut cp, sys, &e, dg, &h),
                         Compared::Differs(_, d) | Compared::Extra(d) => drift.push(d),
                     }
@@ -415,6 +458,7 @@ impl Engine {
             }
         }
         state.commit(cp)?;
+        tracing::info!(system = %sys, read = check.read, ms = t0.elapsed().as_millis() as u64, "reconcile: done");
         Ok(Ok((check, drift)))
     }
 
@@ -422,7 +466,7 @@ impl Engine {
     /// record equal to its snapshot remembered.
     async fn drift_learn_all(
         &self,
-        job: &SyncJob,
+        norm: &NormalizeOptions,
         sys: &SystemId,
         ds: &dyn DigestSource,
         mut check: SystemCheck,
@@ -440,7 +484,7 @@ impl Engine {
             for (ch, dg) in page.changes.into_iter().zip(digests) {
                 check.read += 1;
                 let Some(fields) = ch.fields else { continue };
-                match self.compare(job, sys, &ch.key, fields)? {
+                match self.compare(norm, sys, &ch.key, fields)? {
                     Compared::Same(e, h) => {
                         seen.insert(e);
                         learn(&mut cp, sys, &e, dg, &h);
@@ -477,23 +521,28 @@ impl Engine {
     pub fn repair_job(&self, job: &SyncJob, drift: &[Drift]) -> SyncJob {
         let mut per: HashMap<String, Vec<Change>> = HashMap::new();
         for d in drift {
-            let (system, key, fields) = match d {
+            let (system, key, entity, fields) = match d {
                 Drift::Different {
                     system,
                     key,
+                    entity,
                     observed,
                     ..
-                }
-                | Drift::Extra {
+                } => (system, key, Some(entity), Some(observed.clone())),
+                Drift::Extra {
                     system,
                     key,
                     observed,
-                } => (system, key, Some(observed.clone())),
-                Drift::Missing { system, key, .. } => (system, key, None),
+                } => (system, key, None, Some(observed.clone())),
+                Drift::Missing {
+                    system,
+                    key,
+                    entity,
+                } => (system, key, Some(entity), None),
             };
             per.entry(system.clone()).or_default().push(Change {
-                key: Key::new(key.as_str()),
-                entity_hint: None,
+                key: key.clone(),
+                entity_hint: entity.and_then(|h| EntityId::from_hex(h)),
                 fields,
                 modstamp: None,
             });

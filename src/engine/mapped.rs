@@ -337,6 +337,10 @@ impl MappedConnector {
 
 #[async_trait]
 impl DigestSource for MappedConnector {
+    fn max_bits(&self) -> u32 {
+        self.inner.digests().map_or(24, |d| d.max_bits())
+    }
+
     async fn differing_buckets(
         &self,
         bits: u32,

@@ -772,6 +772,38 @@ impl StateStore {
         )
     }
 
+    /// Like [`StateStore::scan_snapshot_meta`] but decodes only the content hash (`None`: a
+    /// tombstone): the cheapest pass over a system's snapshots.
+    pub fn scan_snapshot_hashes(
+        &self,
+        sys: &SystemId,
+        f: &mut dyn FnMut(EntityId, Option<ContentHash>) -> bool,
+    ) -> Result<(), StoreError> {
+        self.scan_decoded(
+            &layout::system_prefix(Tree::Snapshot, sys),
+            |k, v| {
+                let e = entity_of(k)?;
+                match v {
+                    [ENTRY_V1, flags, rest @ ..]
+                        if flags & !(F_TOMB | F_MODSTAMP | F_ORIGIN) == 0 =>
+                    {
+                        if flags & F_TOMB != 0 {
+                            Ok((e, None))
+                        } else {
+                            let h: [u8; 32] = rest
+                                .get(..32)
+                                .and_then(|h| h.try_into().ok())
+                                .ok_or_else(|| corrupt(k, "truncated hash"))?;
+                            Ok((e, Some(ContentHash(h))))
+                        }
+                    }
+                    _ => Err(corrupt(k, "bad version entry header")),
+                }
+            },
+            |(e, h)| f(e, h),
+        )
+    }
+
     /// Every entity with a head, in id order.
     pub fn scan_heads(
         &self,

@@ -1,26 +1,36 @@
-//! Hashing in the database for hash-tree drift detection (PostgreSQL 14 and later).
+//! Hashing in the database for hash-tree drift detection: PostgreSQL 14 and later, MariaDB
+//! 10.6 and later, MySQL 8 (SQLite is checked by a scan).
 //!
-//! Each row gets two 64-bit hashes computed by PostgreSQL itself: the key hash
-//! `hash_record_extended(ROW(key columns), 0)` (its top bits are the row's bucket) and the row
-//! digest `hash_record_extended(ROW(mapped columns), 0)`. `hash_record_extended` hashes each
-//! column with its type's own extended hash function (the functions hash partitioning relies on,
-//! stable across versions and platforms) without rendering text, so a bucket sum over a million
-//! rows costs one parallel scan. Columns whose type hash is not exact for concord's purposes
-//! (`json`, which has none; `citext`, which ignores case; anything not known) are hashed through
-//! their text form.
+//! Each row gets two 64-bit hashes computed by the database itself: the *key hash* over the key
+//! columns (its top bits are the row's bucket) and the *row digest* over the mapped columns.
+//!
+//! - PostgreSQL: `hash_record_extended(ROW(…), 0)`, which hashes each column with its type's own
+//!   extended hash function (the functions hash partitioning relies on, stable across versions
+//!   and platforms) without rendering text, so a bucket sum over a million rows costs one
+//!   parallel scan. Columns whose type hash is not exact for concord's purposes (`json`, which
+//!   has none; `citext`, which ignores case; anything not known) are hashed through their text
+//!   form.
+//! - MariaDB/MySQL: the first 64 bits of `MD5` over the key columns joined by 0x1f, and over
+//!   `JSON_ARRAY(mapped columns)` (binary columns as hex), which tells NULL from text and keeps
+//!   every value's exact rendering.
 //!
 //! Bucket sums are compared *in the database*: concord sends the store's sums for every
-//! non-empty bucket as three arrays and reads back only the numbers of the buckets that differ,
-//! so what comes back from the database follows the drift, not the table.
+//! non-empty bucket (PostgreSQL: three arrays; MariaDB/MySQL: one JSON document read through
+//! `JSON_TABLE`) and reads back only the numbers of the buckets that differ, so what comes back
+//! from the database follows the drift, not the table.
 
-use super::read::Cursor;
-use super::{ColType, Column, Dialect, SqlConnector};
+use super::read::{decode, row_key, select_expr, Cursor};
+use super::{client, ColType, Column, Dialect, SqlConnector};
 use crate::connector::{BucketSum, Change, ConnectorError, DigestSource, ReadPage, RowDigest};
 use crate::model::{Key, Value};
 use async_trait::async_trait;
 
 const KH: &str = "\u{0}concord_key_hash";
 const DG: &str = "\u{0}concord_row_digest";
+
+/// The deepest tree MariaDB/MySQL get: the store's sums travel as one JSON parameter, which must
+/// stay well under the default `max_allowed_packet` (16 MiB): 2^17 buckets ≈ 6 MiB.
+const MYSQL_MAX_BITS: u32 = 17;
 
 fn int8(name: &str) -> Column {
     Column {
@@ -33,10 +43,10 @@ fn int8(name: &str) -> Column {
     }
 }
 
-/// The column as hashed: itself where its type's hash tells every difference concord sees,
-/// else its text form.
-fn hashed(d: Dialect, c: &Column) -> String {
-    let q = d.quote(&c.name);
+/// A PostgreSQL column as hashed: itself where its type's hash tells every difference concord
+/// sees, else its text form.
+fn pg_hashed(c: &Column) -> String {
+    let q = Dialect::Postgres.quote(&c.name);
     let exact = matches!(
         c.db_type.as_str(),
         "bool"
@@ -63,22 +73,88 @@ fn hashed(d: Dialect, c: &Column) -> String {
     }
 }
 
+/// A MariaDB/MySQL column as it enters the row digest's JSON array.
+fn my_hashed(c: &Column) -> String {
+    let q = Dialect::MySql.quote(&c.name);
+    match c.ty {
+        ColType::Bytes => format!("HEX({q})"),
+        ColType::Other => format!("CAST({q} AS CHAR)"),
+        _ => q,
+    }
+}
+
+/// The first 64 bits of an MD5, as a signed BIGINT (MariaDB/MySQL).
+fn my_md5_64(expr: &str) -> String {
+    format!("CAST(CAST(CONV(LEFT(MD5({expr}), 16), 16, 10) AS UNSIGNED) AS SIGNED)")
+}
+
 impl SqlConnector {
-    /// Whether this table can be hashed in its database (PostgreSQL ≥ 14).
+    /// Whether this table can be hashed in its database.
     pub(crate) fn can_digest(&self) -> bool {
-        self.dialect() == Dialect::Postgres && self.pg_version >= 140_000
+        self.digest_ok && matches!(self.dialect(), Dialect::Postgres | Dialect::MySql)
     }
 
+    /// The key hash, a signed 64-bit expression.
     fn key_hash_expr(&self) -> String {
-        let d = self.dialect();
-        let cols: Vec<String> = self.key.iter().map(|c| hashed(d, c)).collect();
-        format!("hash_record_extended(ROW({}), 0)", cols.join(", "))
+        match self.dialect() {
+            Dialect::MySql => {
+                let cols: Vec<String> = self
+                    .key
+                    .iter()
+                    .map(|c| format!("CAST({} AS CHAR)", Dialect::MySql.quote(&c.name)))
+                    .collect();
+                my_md5_64(&format!("CONCAT_WS(0x1f, {})", cols.join(", ")))
+            }
+            _ => {
+                let cols: Vec<String> = self.key.iter().map(pg_hashed).collect();
+                format!("hash_record_extended(ROW({}), 0)", cols.join(", "))
+            }
+        }
     }
 
+    /// The row digest, a signed 64-bit expression.
     fn row_digest_expr(&self) -> String {
+        match self.dialect() {
+            Dialect::MySql => {
+                let cols: Vec<String> = self.columns.iter().map(my_hashed).collect();
+                my_md5_64(&format!("JSON_ARRAY({})", cols.join(", ")))
+            }
+            _ => {
+                let cols: Vec<String> = self.columns.iter().map(pg_hashed).collect();
+                format!("hash_record_extended(ROW({}), 0)", cols.join(", "))
+            }
+        }
+    }
+
+    /// The bucket of the signed key hash column `kh` at depth `bits`: its top bits, sign kept
+    /// (`core::tree::bucket_of`). MariaDB/MySQL shift unsigned, so the sign is put back.
+    fn bucket_expr(&self, bits: u32) -> String {
+        let bits = bits.clamp(1, 32);
+        let shift = 64 - bits;
+        match self.dialect() {
+            Dialect::MySql => format!(
+                "(CAST(CAST(kh AS UNSIGNED) >> {shift} AS SIGNED) - IF(kh < 0, {}, 0))",
+                1u64 << bits
+            ),
+            _ => format!("(kh >> {shift})"),
+        }
+    }
+
+    /// Every row as (key columns, kh, dg).
+    fn hashed_rows(&self) -> String {
         let d = self.dialect();
-        let cols: Vec<String> = self.columns.iter().map(|c| hashed(d, c)).collect();
-        format!("hash_record_extended(ROW({}), 0)", cols.join(", "))
+        let keys: Vec<String> = self
+            .key
+            .iter()
+            .map(|c| format!("{} AS {}", select_expr(d, c), d.quote(&c.name)))
+            .collect();
+        format!(
+            "(SELECT {k}, {kh} AS kh, {dg} AS dg FROM {t}) r",
+            k = keys.join(", "),
+            kh = self.key_hash_expr(),
+            dg = self.row_digest_expr(),
+            t = self.table_ref(),
+        )
     }
 
     fn digest_extra(&self) -> Vec<(String, Column)> {
@@ -88,13 +164,14 @@ impl SqlConnector {
         ]
     }
 
-    fn pg(&self) -> Result<&sqlx::PgPool, ConnectorError> {
-        match &self.pool {
-            super::Pool::Pg(p) if self.can_digest() => Ok(p),
-            _ => Err(self.bad(
-                "hashing in the database needs PostgreSQL 14 or later (hash_record_extended)"
+    fn check_digest(&self) -> Result<(), ConnectorError> {
+        if self.can_digest() {
+            Ok(())
+        } else {
+            Err(self.bad(
+                "hashing in the database needs PostgreSQL 14, MariaDB 10.6 or MySQL 8 or later"
                     .into(),
-            )),
+            ))
         }
     }
 
@@ -111,42 +188,77 @@ impl SqlConnector {
             _ => Err(self.bad(format!("row {}: the database returned no digest", c.key))),
         }
     }
-
-    fn shift(bits: u32) -> u32 {
-        64 - bits.clamp(1, 32)
-    }
 }
 
 #[async_trait]
 impl DigestSource for SqlConnector {
+    fn max_bits(&self) -> u32 {
+        match self.dialect() {
+            Dialect::MySql => MYSQL_MAX_BITS,
+            _ => 24,
+        }
+    }
+
     async fn differing_buckets(
         &self,
         bits: u32,
         expected: &[BucketSum],
     ) -> Result<Vec<i64>, ConnectorError> {
-        let pool = self.pg()?;
-        let sql = format!(
-            "WITH d AS (SELECT {kh} >> {shift} AS b, count(*) AS n, bit_xor({dg}) AS x \
-             FROM {t} GROUP BY 1) \
-             SELECT coalesce(d.b, s.b) FROM d FULL JOIN \
-             unnest($1::int8[], $2::int8[], $3::int8[]) AS s(b, n, x) ON d.b = s.b \
-             WHERE d.n IS DISTINCT FROM s.n OR d.x IS DISTINCT FROM s.x",
-            kh = self.key_hash_expr(),
-            dg = self.row_digest_expr(),
-            shift = Self::shift(bits),
-            t = self.table_ref(),
-        );
+        self.check_digest()?;
+        let bucket = self.bucket_expr(bits);
+        let rows = self.hashed_rows();
         let b: Vec<i64> = expected.iter().map(|e| e.bucket).collect();
         let n: Vec<i64> = expected.iter().map(|e| e.count).collect();
         let x: Vec<i64> = expected.iter().map(|e| e.xor).collect();
-        let rows: Vec<(i64,)> = sqlx::query_as(&sql)
-            .bind(b)
-            .bind(n)
-            .bind(x)
-            .fetch_all(pool)
-            .await
-            .map_err(|e| self.error(&e))?;
-        Ok(rows.into_iter().map(|(b,)| b).collect())
+        let found: Vec<i64> = match &self.pool {
+            client::Pool::Pg(pool) => {
+                // One aggregation over the table's rows and the store's sums taken away (a
+                // parallel plan; a FULL JOIN of the two would not be): a bucket is equal when
+                // its count comes to zero and its XOR to zero.
+                let sql = format!(
+                    "SELECT b FROM (SELECT {bucket} AS b, 1::int8 AS n, dg AS x FROM {rows} \
+                     UNION ALL SELECT b, -n, x FROM unnest($1::int8[], $2::int8[], $3::int8[]) \
+                     AS s(b, n, x)) u GROUP BY b HAVING sum(n) <> 0 OR bit_xor(x) <> 0"
+                );
+                let out: Vec<(i64,)> = sqlx::query_as(&sql)
+                    .bind(b)
+                    .bind(n)
+                    .bind(x)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(|e| self.error(&e))?;
+                out.into_iter().map(|(b,)| b).collect()
+            }
+            _ => {
+                // One aggregation over the table's rows and the store's sums taken away: a
+                // bucket is equal when its count comes to zero and its XOR to zero.
+                let sql = format!(
+                    "SELECT b FROM (SELECT {bucket} AS b, 1 AS n, dg AS x FROM {rows} \
+                     UNION ALL SELECT b, -n, x FROM JSON_TABLE(?, '$[*]' COLUMNS(\
+                     b BIGINT PATH '$[0]', n BIGINT PATH '$[1]', x BIGINT PATH '$[2]')) j) u \
+                     GROUP BY b HAVING SUM(n) <> 0 OR BIT_XOR(x) <> 0"
+                );
+                let json: Vec<[i64; 3]> = expected
+                    .iter()
+                    .map(|e| [e.bucket, e.count, e.xor])
+                    .collect();
+                let param = client::Param::Text(serde_json::to_string(&json).expect("JSON"));
+                let out = self
+                    .pool
+                    .fetch(&sql, &[param])
+                    .await
+                    .map_err(|e| self.error(&e))?;
+                decode(&out, &[int8("b")], self.offset)
+                    .map_err(|e| self.bad(e))?
+                    .into_iter()
+                    .filter_map(|f| match f.get("b") {
+                        Some(Value::Int(b)) => Some(*b),
+                        _ => None,
+                    })
+                    .collect()
+            }
+        };
+        Ok(found)
     }
 
     async fn leaves(
@@ -154,36 +266,44 @@ impl DigestSource for SqlConnector {
         bits: u32,
         buckets: &[i64],
     ) -> Result<Vec<(Key, RowDigest)>, ConnectorError> {
-        let pool = self.pg()?;
+        self.check_digest()?;
         let d = self.dialect();
-        let keys: Vec<String> = self
-            .key
-            .iter()
-            .map(|c| super::read::select_expr(d, c))
-            .collect();
+        let keys: Vec<String> = self.key.iter().map(|c| d.quote(&c.name)).collect();
+        let (set, param) = match d {
+            Dialect::MySql => (
+                "SELECT b FROM JSON_TABLE(?, '$[*]' COLUMNS(b BIGINT PATH '$')) j",
+                client::Param::Text(serde_json::to_string(buckets).expect("JSON")),
+            ),
+            _ => ("SELECT unnest($1::int8[])", client::Param::Null),
+        };
         let sql = format!(
-            "SELECT * FROM (SELECT {k}, {kh} AS kh, {dg} AS dg FROM {t}) r \
-             WHERE (kh >> {shift}) IN (SELECT unnest($1::int8[]))",
+            "SELECT {k}, kh, dg FROM {rows} WHERE {bucket} IN ({set})",
             k = keys.join(", "),
-            kh = self.key_hash_expr(),
-            dg = self.row_digest_expr(),
-            shift = Self::shift(bits),
-            t = self.table_ref(),
+            rows = self.hashed_rows(),
+            bucket = self.bucket_expr(bits),
         );
-        let rows = sqlx::query(&sql)
-            .bind(buckets.to_vec())
-            .fetch_all(pool)
-            .await
-            .map_err(|e| self.error(&e))?;
+        let rows = match &self.pool {
+            client::Pool::Pg(pool) => client::Rows::Pg(
+                sqlx::query(&sql)
+                    .bind(buckets.to_vec())
+                    .fetch_all(pool)
+                    .await
+                    .map_err(|e| self.error(&e))?,
+            ),
+            _ => self
+                .pool
+                .fetch(&sql, &[param])
+                .await
+                .map_err(|e| self.error(&e))?,
+        };
         let mut cols: Vec<Column> = self.key.clone();
         cols.push(int8(KH));
         cols.push(int8(DG));
-        let decoded = super::read::decode(&super::client::Rows::Pg(rows), &cols, self.offset)
-            .map_err(|e| self.bad(e))?;
+        let decoded = decode(&rows, &cols, self.offset).map_err(|e| self.bad(e))?;
         let kc: Vec<&Column> = self.key.iter().collect();
         let mut out = Vec::with_capacity(decoded.len());
         for f in decoded {
-            let key = super::read::row_key(&f, &kc).map_err(|e| self.bad(e))?;
+            let key = row_key(&f, &kc).map_err(|e| self.bad(e))?;
             let mut c = Change {
                 key,
                 entity_hint: None,
@@ -200,7 +320,7 @@ impl DigestSource for SqlConnector {
         &self,
         keys: &[Key],
     ) -> Result<Vec<(Change, Option<RowDigest>)>, ConnectorError> {
-        self.pg()?;
+        self.check_digest()?;
         let parts: Vec<Vec<String>> = keys.iter().map(|k| k.parts()).collect();
         let found = self.fetch_keys_with(&parts, &self.digest_extra()).await?;
         let mut out = Vec::with_capacity(found.len());
@@ -215,7 +335,7 @@ impl DigestSource for SqlConnector {
         &self,
         cursor: Option<&[u8]>,
     ) -> Result<(ReadPage, Vec<RowDigest>), ConnectorError> {
-        self.pg()?;
+        self.check_digest()?;
         let cursor: Cursor = match cursor {
             None => Cursor::default(),
             Some(b) => {

@@ -34,8 +34,9 @@ pub struct SqlConnector {
     key: Vec<Column>,
     updated: Option<Column>,
     offset: FixedOffset,
-    /// PostgreSQL's `server_version_num` (0 for the other databases).
-    pg_version: u32,
+    /// The database can hash rows for hash-tree reconcile (PostgreSQL ≥ 14; MariaDB ≥ 10.6 or
+    /// MySQL ≥ 8, which have JSON_TABLE).
+    digest_ok: bool,
 }
 
 impl std::fmt::Debug for SqlConnector {
@@ -129,15 +130,22 @@ impl SqlConnector {
         };
         let offset = FixedOffset::east_opt(cfg.naive_utc_offset_minutes * 60)
             .ok_or_else(|| err("naive_utc_offset_minutes out of range".into()))?;
-        let pg_version = match &pool {
+        let digest_ok = match &pool {
             Pool::Pg(_) => {
                 let rows = pool
                     .fetch("SELECT current_setting('server_version_num')::int8", &[])
                     .await
                     .map_err(|e| client::conn_error(system.as_str(), &object, &e))?;
-                read::first_i64(&rows).map_err(err)?.max(0) as u32
+                read::first_i64(&rows).map_err(err)? >= 140_000
             }
-            _ => 0,
+            Pool::My(_) => pool
+                .fetch(
+                    "SELECT COUNT(*) FROM JSON_TABLE('[1]', '$[*]' COLUMNS(a INT PATH '$')) j",
+                    &[],
+                )
+                .await
+                .is_ok(),
+            Pool::Lite(_) => false,
         };
         Ok(SqlConnector {
             system,
@@ -147,7 +155,7 @@ impl SqlConnector {
             key,
             updated,
             offset,
-            pg_version,
+            digest_ok,
         })
     }
 
