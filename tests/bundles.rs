@@ -285,12 +285,12 @@ async fn a_tampered_or_foreign_bundle_changes_nothing() {
 
 /// Random edits at N sites, bundles delivered in random order with duplicates and losses;
 /// then every pair exchanges until quiet: every system holds the same records, and (when
-/// `exact`) every field edited at one site only holds that site's last value.
+/// every field edited at one site only holds that site's last value.
 fn converge_case(
     sites: usize,
-    ops: Vec<(usize, u8, u8)>,
+    systems: usize,
+    ops: Vec<(usize, u8, u8, u8)>,
     deliveries: Vec<(usize, usize, bool)>,
-    exact: bool,
 ) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -300,7 +300,11 @@ fn converge_case(
         let names: Vec<String> = (0..sites).map(|i| format!("site{i}")).collect();
         let all: Vec<Site> = names
             .iter()
-            .map(|n| Site::new(n, &[&format!("{n}_erp")]))
+            .map(|n| {
+                let own = [format!("{n}_erp"), format!("{n}_crm"), format!("{n}_shop")];
+                let own: Vec<&str> = own.iter().take(systems).map(String::as_str).collect();
+                Site::new(n, &own)
+            })
             .collect();
         // Five shared records, created at site 0 and spread by a first round of bundles.
         for i in 0..5 {
@@ -312,16 +316,18 @@ fn converge_case(
             all[j].import(&x);
             all[j].sync().await;
         }
-        // Each op: a site sets field f<site> of record r (one-sided edits never conflict).
+        // Each op: a site sets field f<site> of record r in one of its systems (one-sided
+        // edits never conflict).
         let mut expected: BTreeSet<(String, String, String)> = BTreeSet::new();
         let mut in_flight: Vec<(usize, Vec<u8>)> = Vec::new();
         let mut d = deliveries.into_iter();
-        for (site, rec, val) in ops {
+        for (site, rec, val, sys) in ops {
             let s = &all[site % sites];
+            let target = &s.systems[sys as usize % systems];
             let field = format!("f{}", site % sites);
             let name = format!("r{}", rec % 5);
             let value = format!("v{val}");
-            set(&s.systems[0], &name, &field, &value);
+            set(target, &name, &field, &value);
             expected.retain(|(n, f, _)| !(n == &name && f == &field));
             expected.insert((name, field, value));
             s.sync().await;
@@ -359,10 +365,10 @@ fn converge_case(
             }
         }
         let want = content(&all[0].systems[0]);
-        for s in &all {
-            assert_eq!(content(&s.systems[0]), want, "{}", s.systems[0].system());
+        for sys in all.iter().flat_map(|s| &s.systems) {
+            assert_eq!(content(sys), want, "{}", sys.system());
         }
-        for (name, field, value) in expected.iter().filter(|_| exact) {
+        for (name, field, value) in &expected {
             let k = key_of(&all[0].systems[0], name);
             let got = all[0].systems[0].rows()[&k]
                 .fields
@@ -371,6 +377,26 @@ fn converge_case(
             assert_eq!(got.as_deref(), Some(value.as_str()), "{name}.{field}");
         }
     });
+}
+
+/// A real bundle from site A (three customers) for site B, made once.
+fn sample_bundle() -> &'static [u8] {
+    static B: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    B.get_or_init(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let a = Site::new("site-a", &["erp_a"]);
+            let b = Site::new("site-b", &["erp_b"]);
+            for i in 0..3 {
+                a.systems[0].user_create(Fields::new().with("name", format!("Customer {i}")));
+            }
+            a.sync().await;
+            a.bundle_for(&b)
+        })
+    })
 }
 
 /// Cases per property (CONCORD_BUNDLE_CASES, default 64).
@@ -383,23 +409,52 @@ fn cases() -> u32 {
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
-    /// Two instances: no one-sided edit is ever lost, whatever the delivery order.
+    /// A bundle changed in any way — bits flipped anywhere, cut short, bytes appended — is
+    /// refused before anything is imported, and the store stays as it was.
     #[test]
-    fn two_sites_converge_and_lose_no_edit(
-        ops in proptest::collection::vec((0usize..2, any::<u8>(), any::<u8>()), 1..30),
-        deliveries in proptest::collection::vec((0usize..2, 0usize..2, any::<bool>()), 0..30),
+    fn a_tampered_bundle_never_changes_the_store(
+        flips in proptest::collection::btree_map(any::<usize>(), 1u8..=255, 0..4),
+        cut in proptest::option::of(any::<usize>()),
+        extra in proptest::collection::vec(any::<u8>(), 0..3),
     ) {
-        converge_case(2, ops, deliveries, true);
+        let good = sample_bundle();
+        let mut bad = good.to_vec();
+        for (at, x) in &flips {
+            let i = at % bad.len();
+            bad[i] ^= x;
+        }
+        if let Some(c) = cut {
+            bad.truncate(c % bad.len());
+        }
+        bad.extend_from_slice(&extra);
+        prop_assume!(bad != good);
+        let b = Site::new("site-b", &["erp_b"]);
+        let before = b.dump();
+        prop_assert!(bundle::decode(&bad, KEY).is_err());
+        prop_assert_eq!(b.dump(), before);
     }
 
-    /// Three or four instances relaying merged versions: all converge to one state and no
-    /// one-sided edit is lost (field dots: no common ancestor needed).
+    /// Two instances, one to three systems each: no one-sided edit is ever lost, whatever the
+    /// delivery order.
+    #[test]
+    fn two_sites_converge_and_lose_no_edit(
+        systems in 1usize..4,
+        ops in proptest::collection::vec((0usize..2, any::<u8>(), any::<u8>(), any::<u8>()), 1..30),
+        deliveries in proptest::collection::vec((0usize..2, 0usize..2, any::<bool>()), 0..30),
+    ) {
+        converge_case(2, systems, ops, deliveries);
+    }
+
+    /// Three or four instances of one or two systems each, relaying merged versions: all
+    /// converge to one state and no one-sided edit is lost (field dots: no common ancestor
+    /// needed).
     #[test]
     fn many_sites_converge_and_lose_no_edit(
         sites in 3usize..5,
-        ops in proptest::collection::vec((0usize..4, any::<u8>(), any::<u8>()), 1..25),
+        systems in 1usize..3,
+        ops in proptest::collection::vec((0usize..4, any::<u8>(), any::<u8>(), any::<u8>()), 1..25),
         deliveries in proptest::collection::vec((0usize..4, 0usize..4, any::<bool>()), 0..25),
     ) {
-        converge_case(sites, ops, deliveries, true);
+        converge_case(sites, systems, ops, deliveries);
     }
 }
