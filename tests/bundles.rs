@@ -257,6 +257,57 @@ async fn two_offline_sites_converge_through_bundles() {
     );
 }
 
+/// Entities exchanged before field dots existed (no dots recorded at either site): the merge
+/// still keeps both one-sided edits — a changed value and a removed field — because the dots
+/// are derived from the newest version both exchanged.
+#[tokio::test]
+async fn one_sided_edits_survive_without_recorded_dots() {
+    let a = Site::new("site-a", &["erp_a"]);
+    let b = Site::new("site-b", &["erp_b"]);
+    a.systems[0].user_create(
+        Fields::new()
+            .with("name", "Customer 1")
+            .with("phone", "1")
+            .with("fax", "9"),
+    );
+    a.sync().await;
+    let x = a.bundle_for(&b);
+    b.import(&x);
+    b.sync().await;
+    // As a store from before field dots: nothing recorded.
+    for site in [&a, &b] {
+        let mut batch = concord::store::Batch::new();
+        for (k, _) in site.dump().into_iter().filter(|(k, _)| k[0] == b'f') {
+            batch.delete(k);
+        }
+        assert!(!batch.is_empty());
+        site.store.apply(batch).unwrap();
+    }
+    set(&a.systems[0], "Customer 1", "phone", "2");
+    a.sync().await;
+    let k = key_of(&b.systems[0], "Customer 1");
+    let mut f = b.systems[0].rows()[&k].fields.clone();
+    f.remove("fax");
+    assert!(b.systems[0].user_update(&k, f));
+    b.sync().await;
+    let x = a.bundle_for(&b);
+    let y = b.bundle_for(&a);
+    b.import(&x);
+    a.import(&y);
+    a.sync().await;
+    b.sync().await;
+    for s in [&a, &b] {
+        let row = &s.systems[0].rows()[&key_of(&s.systems[0], "Customer 1")];
+        assert_eq!(
+            row.fields.get("phone").map(|v| v.plain_text()).as_deref(),
+            Some("2"),
+            "{}",
+            s.systems[0].system()
+        );
+        assert_eq!(row.fields.get("fax"), None, "{}", s.systems[0].system());
+    }
+}
+
 #[tokio::test]
 async fn a_tampered_or_foreign_bundle_changes_nothing() {
     let a = Site::new("site-a", &["erp_a"]);

@@ -82,6 +82,22 @@ impl FieldDots {
         FieldDots(out)
     }
 
+    /// Both sides' dots for one version they reached separately: per field, the later of two
+    /// edit clocks (their join when concurrent). Symmetric.
+    pub fn join(&self, other: &FieldDots) -> FieldDots {
+        let mut out = self.0.clone();
+        for (f, c) in &other.0 {
+            out.entry(f.clone())
+                .and_modify(|x| {
+                    if x != c {
+                        *x = x.merge(c);
+                    }
+                })
+                .or_insert_with(|| c.clone());
+        }
+        FieldDots(out)
+    }
+
     pub fn get(&self, field: &str) -> Option<&VectorClock> {
         self.0.get(field)
     }

@@ -381,8 +381,8 @@ pub fn import(
         }
         let local = state.head(&e)?;
         // The received head's field dots (a format 1 bundle has none: every field at its clock).
-        let rd = if be.dots.0.is_empty() {
-            FieldDots::advance(None, r.content.as_ref(), &r.clock)
+        let rd = if be.dots.0.is_empty() && r.content.as_ref().is_some_and(|c| !c.is_empty()) {
+            fallback_dots(state, &e, r)?
         } else {
             be.dots.clone()
         };
@@ -466,6 +466,7 @@ pub fn import(
                         let clock = h.clock.merge(&r.clock);
                         new_dots = match (&out.content, &pair, &h.content, &r.content) {
                             (Some(m), Some((a, b)), _, _) => merged_dots(m, a, b, &clock),
+                            (m, _, hc, rc) if m == rc && m == hc => hd.join(&rd),
                             (m, _, _, rc) if m == rc => rd.clone(),
                             (m, _, hc, _) if m == hc => hd.clone(),
                             (m, _, _, _) => FieldDots::advance(None, m.as_ref(), &clock),
@@ -522,8 +523,8 @@ pub fn import(
 
 /// The field dots of `head` (`core::dots`): the recorded ones when it is the version last
 /// exchanged; else those advanced from that version (fields changed since get the head's clock,
-/// which every version that has seen them is at or after); with nothing recorded, every field
-/// at the head's clock. Also says whether they differ from what is recorded.
+/// which every version that has seen them is at or after); with nothing usable recorded, as
+/// [`fallback_dots`]. Also says whether they differ from what is recorded.
 fn dots_of(
     state: &StateStore,
     e: &EntityId,
@@ -546,10 +547,38 @@ fn dots_of(
                 true,
             )
         }
-        _ => (
-            FieldDots::advance(None, head.content.as_ref(), &head.clock),
-            true,
-        ),
+        _ => (fallback_dots(state, e, head)?, true),
+    })
+}
+
+/// Dots for a version nothing recorded them for (exchanged before field dots existed, or
+/// received in a format 1 bundle): advanced from the newest exchanged version it descends from,
+/// whose fields all count as edited at that version's clock (a value both sides still hold
+/// from there is then seen by both); with no such version, every field at its own clock.
+fn fallback_dots(state: &StateStore, e: &EntityId, v: &Version) -> Result<FieldDots, EngineError> {
+    let mut best: Option<Version> = None;
+    for h in state.history_of(e)? {
+        let below = matches!(
+            h.clock.compare(&v.clock),
+            ClockOrdering::Before | ClockOrdering::Equal
+        );
+        let newer = best
+            .as_ref()
+            .is_none_or(|b| b.clock.compare(&h.clock) == ClockOrdering::Before);
+        if h.content.is_some() && below && newer {
+            best = Some(h);
+        }
+    }
+    Ok(match best {
+        Some(a) => {
+            let base = FieldDots::advance(None, a.content.as_ref(), &a.clock);
+            FieldDots::advance(
+                Some((a.content.as_ref(), &base)),
+                v.content.as_ref(),
+                &v.clock,
+            )
+        }
+        None => FieldDots::advance(None, v.content.as_ref(), &v.clock),
     })
 }
 

@@ -7,9 +7,9 @@
 //! - PostgreSQL: `hash_record_extended(ROW(…), 0)`, which hashes each column with its type's own
 //!   extended hash function (the functions hash partitioning relies on, stable across versions
 //!   and platforms) without rendering text, so a bucket sum over a million rows costs one
-//!   parallel scan. Columns whose type hash is not exact for concord's purposes (`json`, which
-//!   has none; `citext`, which ignores case; anything not known) are hashed through their text
-//!   form.
+//!   parallel scan. Columns whose type hash is not exact for concord's purposes (floats, `jsonb`,
+//!   `json`, `citext`, anything not known: see `pg_hashed`) are hashed through their text form,
+//!   text under the "C" collation, and each column's NULL-ness is hashed with it.
 //! - MariaDB/MySQL: the first 64 bits of `MD5` over the key columns joined by 0x1f, and over
 //!   `JSON_ARRAY(mapped columns)` (binary columns as hex), which tells NULL from text and keeps
 //!   every value's exact rendering.
@@ -43,34 +43,30 @@ fn int8(name: &str) -> Column {
     }
 }
 
-/// A PostgreSQL column as hashed: itself where its type's hash tells every difference concord
-/// sees, else its text form.
+/// A PostgreSQL column as hashed: itself where its type's hash tells apart every two values
+/// concord tells apart, else its text form. Left out on purpose: floats (0 hashes to the seed
+/// like NULL, and -0 like 0), `jsonb` (`{}` and `[]`, `1` and `[1]` hash alike), `json`
+/// (no hash), `citext` (ignores case). Text is hashed under the "C" collation, so a column
+/// with a case-insensitive collation still tells case apart.
 fn pg_hashed(c: &Column) -> String {
     let q = Dialect::Postgres.quote(&c.name);
-    let exact = matches!(
-        c.db_type.as_str(),
-        "bool"
-            | "int2"
-            | "int4"
-            | "int8"
-            | "numeric"
-            | "float4"
-            | "float8"
-            | "text"
-            | "varchar"
-            | "bpchar"
-            | "date"
-            | "timestamp"
-            | "timestamptz"
-            | "uuid"
-            | "bytea"
-            | "jsonb"
-    );
-    if exact {
-        q
-    } else {
-        format!("{q}::text")
+    match c.db_type.as_str() {
+        "text" | "varchar" | "bpchar" => format!("{q} COLLATE \"C\""),
+        "bool" | "int2" | "int4" | "int8" | "numeric" | "date" | "timestamp" | "timestamptz"
+        | "uuid" | "bytea" => q,
+        _ => format!("{q}::text"),
     }
+}
+
+/// The columns of a PostgreSQL row digest: each hashed column and whether it is NULL
+/// (`hash_record_extended` counts a NULL as 0, which some values also hash to).
+fn pg_row(cols: &[Column]) -> String {
+    let mut parts = Vec::with_capacity(cols.len() * 2);
+    for c in cols {
+        parts.push(pg_hashed(c));
+        parts.push(format!("{} IS NULL", Dialect::Postgres.quote(&c.name)));
+    }
+    parts.join(", ")
 }
 
 /// A MariaDB/MySQL column as it enters the row digest's JSON array.
@@ -119,10 +115,7 @@ impl SqlConnector {
                 let cols: Vec<String> = self.columns.iter().map(my_hashed).collect();
                 my_md5_64(&format!("JSON_ARRAY({})", cols.join(", ")))
             }
-            _ => {
-                let cols: Vec<String> = self.columns.iter().map(pg_hashed).collect();
-                format!("hash_record_extended(ROW({}), 0)", cols.join(", "))
-            }
+            _ => format!("hash_record_extended(ROW({}), 0)", pg_row(&self.columns)),
         }
     }
 
