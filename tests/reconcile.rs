@@ -461,6 +461,24 @@ doc = "doc"
     assert!(copy.contains("99999"), "{copy}");
     assert!(!copy.contains("\"Customer 4\""), "{copy}");
     assert_eq!(concord_with(d, &["reconcile", "c"], url).0, 0);
+    // The mapping changes but not the columns (region now read upper-case): the database's
+    // hashes are the same, yet every record now differs from what the store holds. Digests
+    // remembered under the old mapping are not trusted: the table is read again and the
+    // difference reported.
+    let cfg = std::fs::read_to_string(d.join("concord.toml")).unwrap();
+    let cfg = cfg.replacen(
+        "region = \"region\"\n",
+        "region = { field = \"region\", transforms = [\"upper\"] }\n",
+        1,
+    );
+    std::fs::write(d.join("concord.toml"), cfg).unwrap();
+    let (code, out, _) = concord_with(d, &["reconcile", "c", "--json"], url);
+    let r: J = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (code, &r["checks"][&sys]["read"]),
+        (4, &J::from(300)),
+        "{out}"
+    );
     db.exec(&format!("DROP TABLE {table}")).await;
 }
 

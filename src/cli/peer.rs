@@ -24,8 +24,11 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 
-/// The largest request body served (bundles and tree summaries).
-const MAX_BODY: usize = 1 << 30;
+/// The largest bundle a request may carry (read whole before its MAC is checked).
+const MAX_BUNDLE: usize = 256 << 20;
+/// The largest tree summary: 2^20 buckets of JSON with room to spare (deeper trees are for
+/// tens of millions of entities).
+const MAX_TREE: usize = 64 << 20;
 const MAC_HEADER: &str = "x-concord-mac";
 
 /// A hash-tree summary of the caller's heads.
@@ -257,10 +260,18 @@ pub async fn serve(cfg: &Config, listen: &str) -> Result<()> {
         lock: Mutex::new(()),
     });
     let app = axum::Router::new()
-        .route("/concord/v1/exchange", post(handle))
-        .route("/concord/v1/tree", post(handle_tree))
-        .route("/concord/v1/tree/exchange", post(handle_tree_exchange))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .route(
+            "/concord/v1/exchange",
+            post(handle).layer(DefaultBodyLimit::max(MAX_BUNDLE)),
+        )
+        .route(
+            "/concord/v1/tree",
+            post(handle_tree).layer(DefaultBodyLimit::max(MAX_TREE)),
+        )
+        .route(
+            "/concord/v1/tree/exchange",
+            post(handle_tree_exchange).layer(DefaultBodyLimit::max(MAX_BUNDLE)),
+        )
         .with_state(peer.clone());
     let listener = tokio::net::TcpListener::bind(listen)
         .await

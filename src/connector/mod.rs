@@ -169,6 +169,10 @@ pub trait DigestSource: Send + Sync {
         24
     }
 
+    /// What the digests depend on besides the records (columns, hash expressions, mapping):
+    /// digests remembered under another fingerprint are learned again.
+    fn fingerprint(&self) -> String;
+
     /// The buckets at depth `bits` whose count or XOR differ from `expected` (the store's view,
     /// every non-empty bucket), buckets only one side has included. Only the differing bucket
     /// numbers travel back.
@@ -187,16 +191,18 @@ pub trait DigestSource: Send + Sync {
 
     /// The current content of these records with their digests, computed in the same statement
     /// (so a digest always describes the content it comes with). A key without a record comes
-    /// back without content.
+    /// back without content; a record that cannot be compared yet (a reference not synced)
+    /// without a digest.
     async fn fetch_digested(
         &self,
         keys: &[Key],
     ) -> Result<Vec<(Change, Option<RowDigest>)>, ConnectorError>;
 
     /// One page of a complete scan with each record's digests (first reconcile, or when most
-    /// digests are unknown): `Connector::scan`'s pages and cursors.
+    /// digests are unknown): `Connector::scan`'s pages and cursors; `None` as in
+    /// `fetch_digested`.
     async fn scan_digested(
         &self,
         cursor: Option<&[u8]>,
-    ) -> Result<(ReadPage, Vec<RowDigest>), ConnectorError>;
+    ) -> Result<(ReadPage, Vec<Option<RowDigest>>), ConnectorError>;
 }

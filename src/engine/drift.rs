@@ -358,12 +358,15 @@ impl Engine {
             cp.delete_digest(sys, e);
         }
         let mut drift = Vec::new();
-        if unknown.len() * UNKNOWN_SCAN_SHARE > known.len() + unknown.len() {
-            // 2a. Mostly unknown (the first reconcile): read everything once, with digests.
+        let same_hashing = state.digest_fingerprint(sys)? == Some(fingerprint(ds, norm));
+        if !same_hashing || unknown.len() * UNKNOWN_SCAN_SHARE > known.len() + unknown.len() {
+            // 2a. Mostly unknown (the first reconcile), or remembered under other columns,
+            //     mapping or normalisation: read everything once, with digests.
             return self.drift_learn_all(norm, sys, ds, check, cp).await;
         }
         tracing::info!(system = %sys, known = known.len(), unknown = unknown.len(), ms = t0.elapsed().as_millis() as u64, "reconcile: store side read");
         // 2b. Look up the unknown ones by key.
+        let mut reported: HashSet<Key> = HashSet::new();
         let mut keyed = Vec::with_capacity(unknown.len());
         for e in unknown {
             match state.native_key(&e, sys)? {
@@ -379,9 +382,14 @@ impl Engine {
             };
             for ((ch, dg), (_, e)) in got.into_iter().zip(chunk) {
                 check.read += 1;
-                let (Some(fields), Some(dg)) = (ch.fields, dg) else {
-                    drift.push(self.missing(sys, e)?);
-                    continue;
+                let (fields, dg) = match (ch.fields, dg) {
+                    (None, _) => {
+                        drift.push(self.missing(sys, e)?);
+                        continue;
+                    }
+                    // Not comparable yet (a reference not synced): looked at again next time.
+                    (Some(_), None) => continue,
+                    (Some(f), Some(dg)) => (f, dg),
                 };
                 match self.compare(norm, sys, &ch.key, fields)? {
                     Compared::Same(e, h) => {
@@ -392,7 +400,10 @@ impl Engine {
                         drift.push(d);
                         known.push((e, dg));
                     }
-                    Compared::Extra(d) => drift.push(d),
+                    Compared::Extra(d) => {
+                        reported.insert(ch.key.clone());
+                        drift.push(d);
+                    }
                 }
             }
         }
@@ -428,6 +439,7 @@ impl Engine {
                 // know, or one in another bucket) it is read whole below.
                 match entity.and_then(|e| ours.remove(&e)) {
                     Some(d) if d == theirs => {}
+                    _ if reported.contains(&key) => {}
                     _ => candidates.push(key),
                 }
             }
@@ -443,12 +455,16 @@ impl Engine {
                 };
                 for (ch, dg) in got {
                     check.read += 1;
-                    let (Some(fields), Some(dg)) = (ch.fields, dg) else {
+                    let (fields, dg) = match (ch.fields, dg) {
                         // Gone between the listing and the read.
-                        if let Some(e) = state.entity_for(sys, &ch.key)? {
-                            drift.push(self.missing(sys, &e)?);
+                        (None, _) => {
+                            if let Some(e) = state.entity_for(sys, &ch.key)? {
+                                drift.push(self.missing(sys, &e)?);
+                            }
+                            continue;
                         }
-                        continue;
+                        (Some(_), None) => continue,
+                        (Some(f), Some(dg)) => (f, dg),
                     };
                     match self.compare(norm, sys, &ch.key, fields)? {
                         Compared::Same(e, h) => learn(&mut cp, sys, &e, dg, &h),
@@ -484,6 +500,13 @@ impl Engine {
             for (ch, dg) in page.changes.into_iter().zip(digests) {
                 check.read += 1;
                 let Some(fields) = ch.fields else { continue };
+                let Some(dg) = dg else {
+                    // Not comparable yet (a reference not synced): not missing either.
+                    if let Some(e) = state.entity_for(sys, &ch.key)? {
+                        seen.insert(e);
+                    }
+                    continue;
+                };
                 match self.compare(norm, sys, &ch.key, fields)? {
                     Compared::Same(e, h) => {
                         seen.insert(e);
@@ -505,6 +528,7 @@ impl Engine {
                 break;
             }
         }
+        cp.put_digest_fingerprint(sys, &fingerprint(ds, norm));
         check.stored = seen.len() as u64;
         for e in state.unseen_snapshots(sys, &seen)? {
             check.stored += 1;
@@ -540,6 +564,10 @@ impl Engine {
                     entity,
                 } => (system, key, Some(entity), None),
             };
+            if key.as_str().is_empty() {
+                // A stored record with no native key: a store inconsistency, not a change.
+                continue;
+            }
             per.entry(system.clone()).or_default().push(Change {
                 key: key.clone(),
                 entity_hint: entity.and_then(|h| EntityId::from_hex(h)),
@@ -624,6 +652,14 @@ impl Engine {
         state.commit(cp)?;
         Ok(n)
     }
+}
+
+/// What `sys`'s digests are computed and compared under (a blake3 hex of the source's
+/// fingerprint and the normalisation).
+fn fingerprint(ds: &dyn DigestSource, norm: &NormalizeOptions) -> String {
+    blake3::hash(format!("{} | {norm:?}", ds.fingerprint()).as_bytes())
+        .to_hex()
+        .to_string()
 }
 
 /// Remembers a system-side digest confirmed equal to the snapshot with content hash `h`.

@@ -324,19 +324,34 @@ impl MappedConnector {
     }
 
     /// A record read with its digest, as canonical fields. A record whose references do not
-    /// resolve keeps its native fields under no mapping: it cannot equal the snapshot, so it is
-    /// reported as different and its digest is not remembered.
-    fn canonical_or_native(&self, ch: Change) -> Change {
-        let fields = ch.fields.map(|native| match self.to_canonical(&native) {
-            Ok(c) => c,
-            Err(_) => native,
-        });
-        Change { fields, ..ch }
+    /// resolve yet cannot be compared: it comes back without a digest (and with its native
+    /// fields, which nothing uses), and the check leaves it for next time.
+    fn digested(&self, ch: Change, d: Option<RowDigest>) -> (Change, Option<RowDigest>) {
+        match ch.fields.as_ref().map(|native| self.to_canonical(native)) {
+            Some(Ok(c)) => (
+                Change {
+                    fields: Some(c),
+                    ..ch
+                },
+                d,
+            ),
+            Some(Err(_)) => (ch, None),
+            None => (ch, d),
+        }
     }
 }
 
 #[async_trait]
 impl DigestSource for MappedConnector {
+    fn fingerprint(&self) -> String {
+        let inner = self
+            .inner
+            .digests()
+            .map(|d| d.fingerprint())
+            .unwrap_or_default();
+        format!("{inner} | mapping {:?}", self.mapping)
+    }
+
     fn max_bits(&self) -> u32 {
         self.inner.digests().map_or(24, |d| d.max_bits())
     }
@@ -366,20 +381,21 @@ impl DigestSource for MappedConnector {
         let got = self.inner_digests()?.fetch_digested(keys).await?;
         Ok(got
             .into_iter()
-            .map(|(ch, d)| (self.canonical_or_native(ch), d))
+            .map(|(ch, d)| self.digested(ch, d))
             .collect())
     }
 
     async fn scan_digested(
         &self,
         cursor: Option<&[u8]>,
-    ) -> Result<(ReadPage, Vec<RowDigest>), ConnectorError> {
+    ) -> Result<(ReadPage, Vec<Option<RowDigest>>), ConnectorError> {
         let (page, digests) = self.inner_digests()?.scan_digested(cursor).await?;
-        let changes = page
+        let (changes, digests) = page
             .changes
             .into_iter()
-            .map(|ch| self.canonical_or_native(ch))
-            .collect();
+            .zip(digests)
+            .map(|(ch, d)| self.digested(ch, d))
+            .unzip();
         Ok((ReadPage { changes, ..page }, digests))
     }
 }

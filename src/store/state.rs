@@ -413,6 +413,14 @@ impl Checkpoint {
         dots.encode_into(&mut buf);
         self.batch.put(layout::dots(e), buf);
     }
+    /// What the remembered digests of `sys` were computed under (columns, hashing, mapping):
+    /// digests made under another are not compared.
+    pub fn put_digest_fingerprint(&mut self, sys: &SystemId, fingerprint: &str) {
+        self.batch.put(
+            layout::meta(&format!("digest-fingerprint:{sys}")),
+            fingerprint.as_bytes().to_vec(),
+        );
+    }
     pub fn delete_digest(&mut self, sys: &SystemId, e: &EntityId) {
         self.batch.delete(layout::digest(sys, e));
     }
@@ -757,6 +765,15 @@ impl StateStore {
             None => Ok(None),
             Some(b) => decode_dots(&k, &b).map(Some),
         }
+    }
+
+    /// See [`Checkpoint::put_digest_fingerprint`].
+    pub fn digest_fingerprint(&self, sys: &SystemId) -> Result<Option<String>, StoreError> {
+        let k = layout::meta(&format!("digest-fingerprint:{sys}"));
+        Ok(self
+            .store
+            .get(&k)?
+            .map(|b| String::from_utf8_lossy(&b).into_owned()))
     }
 
     /// The remembered system-side digests of `sys`'s records, in entity order.

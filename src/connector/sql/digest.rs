@@ -185,6 +185,15 @@ impl SqlConnector {
 
 #[async_trait]
 impl DigestSource for SqlConnector {
+    fn fingerprint(&self) -> String {
+        format!(
+            "sql v1 {} | {} | {}",
+            self.dialect().name(),
+            self.key_hash_expr(),
+            self.row_digest_expr()
+        )
+    }
+
     fn max_bits(&self) -> u32 {
         match self.dialect() {
             Dialect::MySql => MYSQL_MAX_BITS,
@@ -327,7 +336,7 @@ impl DigestSource for SqlConnector {
     async fn scan_digested(
         &self,
         cursor: Option<&[u8]>,
-    ) -> Result<(ReadPage, Vec<RowDigest>), ConnectorError> {
+    ) -> Result<(ReadPage, Vec<Option<RowDigest>>), ConnectorError> {
         self.check_digest()?;
         let cursor: Cursor = match cursor {
             None => Cursor::default(),
@@ -338,7 +347,7 @@ impl DigestSource for SqlConnector {
         let mut page = self.read_scan_with(cursor, &self.digest_extra()).await?;
         let mut digests = Vec::with_capacity(page.changes.len());
         for c in &mut page.changes {
-            digests.push(self.take_digest(c)?.expect("a scanned row"));
+            digests.push(self.take_digest(c)?);
         }
         Ok((page, digests))
     }
