@@ -505,3 +505,95 @@ async fn hash_tree_on_mariadb() {
     )
     .await;
 }
+
+// A synced child whose reference now points at a parent not synced yet waits — and meanwhile is
+// neither taken for deleted by a complete scan (files are read whole) nor reported missing by
+// reconcile (so `--repair` cannot delete it).
+#[test]
+fn a_waiting_child_is_not_taken_for_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("src")).unwrap();
+    std::fs::write(
+        d.join("concord.toml"),
+        r#"[store]
+dir = "state"
+[systems.src]
+type = "jsonl"
+dir = "src"
+[systems.dst]
+type = "jsonl"
+dir = "dst"
+[jobs.customers]
+pattern = "migrate"
+systems = ["src", "dst"]
+[jobs.customers.sides.src]
+file = "customers.jsonl"
+key = ["id"]
+[jobs.customers.sides.src.fields]
+id = "id"
+name = "name"
+[jobs.customers.sides.dst]
+file = "customers.jsonl"
+key = ["id"]
+[jobs.customers.sides.dst.fields]
+id = "id"
+name = "name"
+[jobs.orders]
+pattern = "bidirectional"
+systems = ["src", "dst"]
+[jobs.orders.sides.src]
+file = "orders.jsonl"
+key = ["id"]
+[jobs.orders.sides.src.fields]
+id = "id"
+item = "item"
+customer = { reference = "customers", field = "customer_id" }
+[jobs.orders.sides.dst]
+file = "orders.jsonl"
+key = ["id"]
+[jobs.orders.sides.dst.fields]
+id = "id"
+item = "item"
+customer = { reference = "customers", field = "customer_id" }
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("src/customers.jsonl"),
+        "{\"id\":\"c1\",\"name\":\"Alfreds\"}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("src/orders.jsonl"),
+        "{\"id\":\"o1\",\"item\":\"Chai\",\"customer_id\":\"c1\"}\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| concord_with(d, args, PG);
+    assert_eq!(run(&["run", "--all"]).0, 0);
+    let orders = || std::fs::read_to_string(d.join("dst/orders.jsonl")).unwrap();
+    assert!(orders().contains("Chai"), "{}", orders());
+    // The order moves to a customer only the source knows yet.
+    std::fs::write(
+        d.join("src/customers.jsonl"),
+        "{\"id\":\"c1\",\"name\":\"Alfreds\"}\n{\"id\":\"c2\",\"name\":\"Bon app'\"}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("src/orders.jsonl"),
+        "{\"id\":\"o1\",\"item\":\"Chai\",\"customer_id\":\"c2\"}\n",
+    )
+    .unwrap();
+    let (code, _, err) = run(&["run", "orders"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        orders().contains("Chai"),
+        "the waiting order was deleted: {}",
+        orders()
+    );
+    let (code, out, _) = run(&["reconcile", "orders", "--json"]);
+    assert_eq!(code, 0, "nothing missing while the order waits: {out}");
+    // Once its customer is synced, the order follows it.
+    assert_eq!(run(&["run", "--all"]).0, 0);
+    assert!(orders().contains("\"c2\""), "{}", orders());
+}

@@ -6,8 +6,9 @@
 //! store's `waiting` tree and offered again at the end of every later read until its parent is
 //! known (it leaves the tree once the store holds what it carried, or a newer read of it
 //! replaces it); on write it stays in the outbox, retryable, until the parent exists in that
-//! system. Records outside the side's filter are not synced; one that leaves the filter keeps
-//! its last synced content (it is not taken for deleted).
+//! system. A record already synced that now waits keeps its last synced content meanwhile.
+//! Records outside the side's filter are not synced; one that leaves the filter keeps its last
+//! synced content (neither is taken for deleted by a complete scan).
 
 use crate::connector::{
     BucketSum, Change, Connector, ConnectorError, DigestSource, ReadPage, RowDigest,
@@ -87,7 +88,27 @@ impl MappedConnector {
         })
     }
 
-    /// Maps one read record; `None`: not passed on (waiting, or out of scope and unknown).
+    /// The content last synced from this system for the record with native key `key`, if any.
+    fn last_synced(&self, key: &Key) -> Result<Option<Fields>, ConnectorError> {
+        let sys = self.inner.system();
+        Ok(
+            match self
+                .state
+                .entity_for(sys, key)
+                .map_err(|e| self.store_err(e))?
+            {
+                Some(e) => self
+                    .state
+                    .snapshot(sys, &e)
+                    .map_err(|e| self.store_err(e))?
+                    .and_then(|v| v.content),
+                None => None,
+            },
+        )
+    }
+
+    /// Maps one read record; `None`: not passed on (waiting and never synced, or out of scope
+    /// and unknown).
     fn map_change(&self, ch: Change) -> Result<Option<Change>, ConnectorError> {
         let sys = self.inner.system();
         let Some(native) = ch.fields else {
@@ -98,18 +119,7 @@ impl MappedConnector {
         };
         if !self.mapping.in_scope(&native) {
             // Out of scope: a record we sync keeps its last synced content; others are skipped.
-            let known = match self
-                .state
-                .entity_for(sys, &ch.key)
-                .map_err(|e| self.store_err(e))?
-            {
-                Some(e) => self
-                    .state
-                    .snapshot(sys, &e)
-                    .map_err(|e| self.store_err(e))?
-                    .and_then(|v| v.content),
-                None => None,
-            };
+            let known = self.last_synced(&ch.key)?;
             return Ok(known.map(|f| Change {
                 fields: Some(f),
                 ..ch
@@ -138,7 +148,13 @@ impl MappedConnector {
                 self.state
                     .set_waiting(&self.job, sys, &ch.key, Some(&entry))
                     .map_err(|e| self.store_err(e))?;
-                Ok(None)
+                // A record already synced keeps its last synced content meanwhile: left out of a
+                // complete scan it would be taken for deleted.
+                let known = self.last_synced(&ch.key)?;
+                Ok(known.map(|f| Change {
+                    fields: Some(f),
+                    ..ch
+                }))
             }
             Err(e @ MapError::Invalid { .. }) => Err(self.err(format!("record {}: {e}", ch.key))),
         }
