@@ -84,6 +84,16 @@ async fn proxy() -> (u16, Arc<Counter>) {
     (port, n)
 }
 
+/// One line of the report table: (from db, to db) bytes for each database.
+fn row(label: &str, secs: f64, a: (u64, u64), b: (u64, u64), found: (u64, u64, u64)) {
+    println!(
+        "| {label} | {secs:.2} s | {} | {} | {} | {found:?} |",
+        mib(a.0),
+        mib(b.0),
+        mib(a.1 + b.1)
+    );
+}
+
 fn mib(b: u64) -> String {
     format!("{:.2} MiB", b as f64 / 1048576.0)
 }
@@ -245,12 +255,7 @@ fn main() {
         let (secs, r) = concord(d, pa, pb, &["reconcile", "copy", "--json"]);
         let (a, b) = (ca.take(), cb.take());
         let found = kinds(&r);
-        println!(
-            "| concord reconcile (hash tree) | {secs:.2} s | {} | {} | {} | {found:?} |",
-            mib(a.0),
-            mib(b.0),
-            mib(a.1 + b.1)
-        );
+        row("concord reconcile (hash tree)", secs, a, b, found);
         assert_eq!(found, made, "concord found what was made: {r}");
         let checks = r["checks"].clone();
 
@@ -293,23 +298,13 @@ fn main() {
             }
             let both = minus.intersection(&plus).count() as u64;
             let rfound = (both, minus.len() as u64 - both, plus.len() as u64 - both);
-            println!(
-                "| reladiff 0.6 (hashdiff, --threads {threads}) | {secs:.2} s | {} | {} | {} | {rfound:?} |",
-                mib(a.0),
-                mib(b.0),
-                mib(a.1 + b.1)
-            );
+            row(&format!("reladiff 0.6 (hashdiff, --threads {threads})"), secs, a, b, rfound);
             rfound_all.push(rfound);
         }
         let (secs, r) = concord(d, pa, pb, &["reconcile", "copy", "--full", "--json"]);
         let (a, b) = (ca.take(), cb.take());
         let found = kinds(&r);
-        println!(
-            "| concord reconcile --full (every row) | {secs:.2} s | {} | {} | {} | {found:?} |",
-            mib(a.0),
-            mib(b.0),
-            mib(a.1 + b.1)
-        );
+        row("concord reconcile --full (every row)", secs, a, b, found);
         println!("\nconcord's hash-tree checks: {checks}");
         for rfound in rfound_all.iter().filter(|f| **f != made) {
             println!("note: reladiff's counts differ from the drift made ({made:?}): {rfound:?}");
