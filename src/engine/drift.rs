@@ -243,50 +243,15 @@ impl Engine {
         })
     }
 
-    /// A complete scan of one system. With `digests`, the system's digests come with every
-    /// record and those of records equal to their snapshot are remembered.
+    /// A complete scan of one system that cannot hash on its side.
     async fn drift_scan(&self, norm: &NormalizeOptions, conn: &dyn Connector) -> Checked {
-        let sys = conn.system().clone();
-        let mut cursor: Option<Vec<u8>> = None;
-        let mut seen: BTreeSet<EntityId> = BTreeSet::new();
-        let mut check = SystemCheck {
+        let check = SystemCheck {
             method: "scan",
             ..SystemCheck::default()
         };
-        let mut drift = Vec::new();
-        loop {
-            let page = match conn.scan(cursor.as_deref()).await {
-                Ok(p) => p,
-                Err(e) => return Ok(Err(e.into())),
-            };
-            if !page.complete {
-                return Ok(Err(NotChecked("its reads are not complete scans".into())));
-            }
-            for ch in page.changes {
-                check.read += 1;
-                let Some(fields) = ch.fields else { continue };
-                match self.compare(norm, &sys, &ch.key, fields)? {
-                    Compared::Same(e, _) => {
-                        seen.insert(e);
-                    }
-                    Compared::Differs(e, d) => {
-                        seen.insert(e);
-                        drift.push(d);
-                    }
-                    Compared::Extra(d) => drift.push(d),
-                }
-            }
-            cursor = page.cursor;
-            if !page.more {
-                break;
-            }
-        }
-        check.stored = seen.len() as u64;
-        for e in self.state().unseen_snapshots(&sys, &seen)? {
-            check.stored += 1;
-            drift.push(self.missing(&sys, &e)?);
-        }
-        Ok(Ok((check, drift)))
+        let cp = self.state().checkpoint();
+        self.drift_full(norm, conn.system(), Full::Scan(conn), check, cp)
+            .await
     }
 
     /// The hash-tree check of one system (see `docs/offline.md`, "The reconcile algorithm").
@@ -485,6 +450,21 @@ impl Engine {
         norm: &NormalizeOptions,
         sys: &SystemId,
         ds: &dyn DigestSource,
+        check: SystemCheck,
+        cp: Checkpoint,
+    ) -> Checked {
+        self.drift_full(norm, sys, Full::Digested(ds), check, cp)
+            .await
+    }
+
+    /// Every record of `sys` read (by a complete scan, with digests where the system hashes)
+    /// and compared with its snapshot; stored records not seen are missing. Digests of records
+    /// equal to their snapshot are remembered, page by page (bounded memory).
+    async fn drift_full(
+        &self,
+        norm: &NormalizeOptions,
+        sys: &SystemId,
+        source: Full<'_>,
         mut check: SystemCheck,
         mut cp: Checkpoint,
     ) -> Checked {
@@ -493,24 +473,38 @@ impl Engine {
         let mut seen: BTreeSet<EntityId> = BTreeSet::new();
         let mut drift = Vec::new();
         loop {
-            let (page, digests) = match ds.scan_digested(cursor.as_deref()).await {
+            let read = match source {
+                Full::Scan(conn) => conn.scan(cursor.as_deref()).await.map(|p| (p, None)),
+                Full::Digested(ds) => ds
+                    .scan_digested(cursor.as_deref())
+                    .await
+                    .map(|(p, d)| (p, Some(d))),
+            };
+            let (page, digests) = match read {
                 Ok(p) => p,
                 Err(e) => return Ok(Err(e.into())),
             };
-            for (ch, dg) in page.changes.into_iter().zip(digests) {
+            if !page.complete {
+                return Ok(Err(NotChecked("its reads are not complete scans".into())));
+            }
+            let mut digests = digests.map(Vec::into_iter);
+            for ch in page.changes {
                 check.read += 1;
+                let dg = digests.as_mut().map(|d| d.next().flatten());
                 let Some(fields) = ch.fields else { continue };
-                let Some(dg) = dg else {
+                if dg == Some(None) {
                     // Not comparable yet (a reference not synced): not missing either.
                     if let Some(e) = state.entity_for(sys, &ch.key)? {
                         seen.insert(e);
                     }
                     continue;
-                };
+                }
                 match self.compare(norm, sys, &ch.key, fields)? {
                     Compared::Same(e, h) => {
                         seen.insert(e);
-                        learn(&mut cp, sys, &e, dg, &h);
+                        if let Some(Some(dg)) = dg {
+                            learn(&mut cp, sys, &e, dg, &h);
+                        }
                     }
                     Compared::Differs(e, d) => {
                         seen.insert(e);
@@ -519,7 +513,6 @@ impl Engine {
                     Compared::Extra(d) => drift.push(d),
                 }
             }
-            // Bounded memory: the digests learned so far are committed page by page.
             if cp.len() >= 10_000 {
                 state.commit(std::mem::take(&mut cp))?;
             }
@@ -528,7 +521,9 @@ impl Engine {
                 break;
             }
         }
-        cp.put_digest_fingerprint(sys, &fingerprint(ds, norm));
+        if let Full::Digested(ds) = source {
+            cp.put_digest_fingerprint(sys, &fingerprint(ds, norm));
+        }
         check.stored = seen.len() as u64;
         for e in state.unseen_snapshots(sys, &seen)? {
             check.stored += 1;
@@ -537,6 +532,7 @@ impl Engine {
         state.commit(cp)?;
         Ok(Ok((check, drift)))
     }
+
     /// The job as a repair of exactly `drift` runs it: each system it reads yields, once, the
     /// records drift was found in (a different or extra record with what the system holds, a
     /// missing one as deleted) instead of its change feed; writes go to the systems as usual.
@@ -660,6 +656,15 @@ fn fingerprint(ds: &dyn DigestSource, norm: &NormalizeOptions) -> String {
     blake3::hash(format!("{} | {norm:?}", ds.fingerprint()).as_bytes())
         .to_hex()
         .to_string()
+}
+
+/// Where a complete read of a system comes from.
+#[derive(Clone, Copy)]
+enum Full<'a> {
+    /// `Connector::scan`: records only.
+    Scan(&'a dyn Connector),
+    /// `DigestSource::scan_digested`: records with the system's digests.
+    Digested(&'a dyn DigestSource),
 }
 
 /// Remembers a system-side digest confirmed equal to the snapshot with content hash `h`.
