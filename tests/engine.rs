@@ -182,3 +182,38 @@ async fn manual_delete_rule_holds_the_record_everywhere() {
     let r = e.sync(&s.job, None).await.unwrap();
     assert_eq!(r.total_written(), 0);
 }
+
+/// A read cut off part-way (page 2 of 3 fails) is never used: nothing it returned is planned,
+/// committed or written to the other systems, even when failures are isolated. Before, the first
+/// page's records were created in `b` from a read that had failed.
+#[tokio::test]
+async fn a_read_that_fails_part_way_is_not_used() {
+    let a = Arc::new(MemorySystem::new(SystemId::new("a").unwrap()).with_page_size(2));
+    let b = Arc::new(MemorySystem::new(SystemId::new("b").unwrap()));
+    let mut job = SyncJob {
+        name: "t".into(),
+        systems: vec![
+            a.clone() as Arc<dyn Connector>,
+            b.clone() as Arc<dyn Connector>,
+        ],
+        policy: Policy::new(FieldPolicy::Newest, DeleteRule::DeleteWins),
+        normalize: NormalizeOptions::default(),
+        batch_size: 10,
+        options: Default::default(),
+    };
+    job.options.isolate_failures = true;
+    let e = engine();
+    for i in 0..5 {
+        a.user_create(Fields::new().with("n", i as i64));
+    }
+    a.fail_calls_after(1, 1);
+    let r = e.sync(&job, None).await.unwrap();
+    assert!(r.errors.contains_key("a"), "{r:?}");
+    assert_eq!(b.rows().len(), 0, "written from a failed read: {r:?}");
+    assert_eq!(r.total_written(), 0);
+    assert_eq!(e.state().outbox_len(b.system()).unwrap(), 0);
+    // The next complete read syncs everything once.
+    let r = e.sync(&job, None).await.unwrap();
+    assert!(r.errors.is_empty(), "{r:?}");
+    assert_eq!(b.rows().len(), 5);
+}

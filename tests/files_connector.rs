@@ -37,7 +37,8 @@ async fn reads_the_shared_fixture_csvs() {
     let cfg = FileConfig::new(&dir, "Space_Data.csv", FileFormat::Csv, &["Name"])
         .with_type("Daily_Booking_Rate", FileType::Decimal)
         .with_type("Maximum_Capacity", FileType::Int)
-        .with_type("Minimum_Capacity", FileType::Int);
+        .with_type("Minimum_Capacity", FileType::Int)
+        .without_final_newline();
     let c = FileConnector::new(sys(), cfg).unwrap();
     let rows = read_all(&c).await;
     assert_eq!(rows.len(), 132);
@@ -55,7 +56,8 @@ async fn reads_the_shared_fixture_csvs() {
         "Accounts-Contacts.csv",
         FileFormat::Csv,
         &["Account: Account Name", "Contact: Email"],
-    );
+    )
+    .with_short_rows();
     let c = FileConnector::new(sys(), cfg).unwrap();
     let rows = read_all(&c).await;
     assert_eq!(rows.len(), 14);
@@ -63,12 +65,28 @@ async fn reads_the_shared_fixture_csvs() {
         rows[0].1.get("Account: Account Name"),
         Some(&Value::text("Alpha Dynamics"))
     );
-    // Rows that end early (accounts without contacts) read with the missing cells empty.
+    // Rows that end early (accounts without contacts) read with the missing cells empty when
+    // the file is declared to have them; by default a short row is an error.
     assert_eq!(
         rows[6].1.get("Account: Account Name"),
         Some(&Value::text("Burlington Textiles"))
     );
     assert_eq!(rows[6].1.get("Contact: Email"), None);
+    let strict = FileConfig::new(
+        fixtures().join("lwc-recipes"),
+        "Accounts-Contacts.csv",
+        FileFormat::Csv,
+        &["Account: Account Name", "Contact: Email"],
+    );
+    let e = FileConnector::new(sys(), strict)
+        .unwrap()
+        .read(None)
+        .await
+        .unwrap_err();
+    assert!(
+        e.message.contains("line 8, column") && e.message.contains("allow_short_rows"),
+        "{e}"
+    );
 }
 
 fn rec(i: i64, name: &str) -> Fields {

@@ -148,6 +148,12 @@ pub struct FilesSystem {
     pub dir: PathBuf,
     #[serde(default)]
     pub delimiter: Option<char>,
+    /// CSV: refuse a file whose last line has no line end (it may be cut short). Default true.
+    #[serde(default)]
+    pub require_final_newline: Option<bool>,
+    /// CSV: accept rows with fewer cells than the header (missing cells empty). Default false.
+    #[serde(default)]
+    pub allow_short_rows: Option<bool>,
 }
 
 /// A NATS server with JetStream (a broadcast destination).

@@ -292,6 +292,12 @@ async fn connect(
             if let Some(d) = f.delimiter {
                 c.delimiter = d;
             }
+            if let Some(r) = f.require_final_newline {
+                c.require_final_newline = r;
+            }
+            if let Some(r) = f.allow_short_rows {
+                c.allow_short_rows = r;
+            }
             Arc::new(FileConnector::new(id, c)?)
         }
         SystemConfig::Nats(n) => Arc::new(

@@ -131,6 +131,16 @@ impl SyncReport {
         self.written.values().sum()
     }
 
+    /// Adds the counts of one system's completed read.
+    fn absorb_read(&mut self, r: SyncReport) {
+        for (s, n) in r.read {
+            *self.read.entry(s).or_default() += n;
+        }
+        self.duplicates_ignored += r.duplicates_ignored;
+        self.unmatched += r.unmatched;
+        self.matched += r.matched;
+    }
+
     /// The figures as (name, count) pairs, for the run log.
     pub fn counts(&self) -> Vec<(String, u64)> {
         let mut c: Vec<(String, u64)> = Vec::new();
@@ -151,6 +161,15 @@ impl SyncReport {
         c.push(("system_errors".into(), self.errors.len() as u64));
         c
     }
+}
+
+/// What one system's read produced, kept apart until the read completes.
+#[derive(Default)]
+struct SystemRead {
+    observed: BTreeMap<EntityId, BTreeMap<SystemId, Observation>>,
+    cp: Checkpoint,
+    cursors: Checkpoint,
+    report: SyncReport,
 }
 
 /// The engine over one state store.
@@ -231,21 +250,34 @@ impl Engine {
         let mut cursors = self.state.checkpoint();
         let mut matches = MatchOverlay::default();
         for conn in active.iter().filter(|c| job.role(c.system()).read) {
+            // What this system's read produces is kept apart until the read completes: a read
+            // that failed part-way is never taken as complete, and nothing of it is planned,
+            // committed or written anywhere.
+            let mut read = SystemRead::default();
             let r = self
                 .read_system(
                     job,
                     conn.as_ref(),
-                    &mut observed,
-                    &mut cp,
-                    &mut cursors,
-                    &mut report,
+                    &mut read.observed,
+                    &mut read.cp,
+                    &mut read.cursors,
+                    &mut read.report,
                     &mut matches,
                 )
                 .await;
             match r {
-                Ok(()) => {}
+                Ok(()) => {
+                    matches.keep();
+                    for (e, obs) in read.observed {
+                        observed.entry(e).or_default().extend(obs);
+                    }
+                    cp.extend(read.cp);
+                    cursors.extend(read.cursors);
+                    report.absorb_read(read.report);
+                }
                 Err(EngineError::Connector(e)) if job.options.isolate_failures => {
-                    tracing::warn!(system = %conn.system(), error = %e, "read failed; the other systems go on");
+                    matches.discard();
+                    tracing::warn!(system = %conn.system(), error = %e, "read failed; nothing of it is used, the other systems go on");
                     report
                         .errors
                         .insert(conn.system().to_string(), e.to_string());
@@ -514,8 +546,8 @@ impl Engine {
         let hash = fields.and_then(|f| spec.hash(f));
         // Where the record was filed before (a lonely correlate record whose key changed, or
         // that was deleted): take it out of that entry.
-        let previous = match matches.revs.get(&(sys.clone(), key.clone())) {
-            Some(h) => *h,
+        let previous = match matches.rev(sys, key) {
+            Some(h) => h,
             None => self.state.match_of(&job.name, sys, key)?,
         };
         if let Some(h0) = previous.filter(|h0| Some(*h0) != hash) {
@@ -523,7 +555,7 @@ impl Engine {
             e0.lonely
                 .retain(|(s, k)| !(s == sys.as_str() && k == key.as_str()));
             matches.put(cp, &job.name, h0, e0);
-            matches.revs.insert((sys.clone(), key.clone()), None);
+            matches.set_rev(sys, key, None);
             cp.delete_match_rev(&job.name, sys, key);
         }
         let Some(hash) = hash else {
@@ -569,7 +601,7 @@ impl Engine {
                     .push((sys.to_string(), key.as_str().to_string()));
             }
             matches.put(cp, &job.name, hash, entry);
-            matches.revs.insert((sys.clone(), key.clone()), Some(hash));
+            matches.set_rev(sys, key, Some(hash));
             cp.put_match_rev(&job.name, sys, key, &hash);
             report.unmatched += 1;
             return Ok(Matched::Drop);
@@ -588,7 +620,7 @@ impl Engine {
                 let s2 = conn.system().clone();
                 cp.put_xref(&s2, &k2, &e);
                 cp.delete_match_rev(&job.name, &s2, &k2);
-                matches.revs.insert((s2.clone(), k2.clone()), None);
+                matches.set_rev(&s2, &k2, None);
                 observed.entry(e).or_default().insert(
                     s2,
                     Observation::Present {
@@ -812,11 +844,14 @@ fn match_entity(job: &str, hash: &[u8; 32]) -> EntityId {
     EntityId(id)
 }
 
-/// Match entries changed in this pass, ahead of their commit.
+/// Match entries changed in this pass, ahead of their commit: those of the systems read so far,
+/// and those of the system being read, which are dropped if its read fails.
 #[derive(Default)]
 struct MatchOverlay {
     entries: HashMap<[u8; 32], MatchEntry>,
     revs: HashMap<(SystemId, Key), Option<[u8; 32]>>,
+    reading: HashMap<[u8; 32], MatchEntry>,
+    reading_revs: HashMap<(SystemId, Key), Option<[u8; 32]>>,
 }
 
 impl MatchOverlay {
@@ -826,7 +861,7 @@ impl MatchOverlay {
         job: &str,
         hash: &[u8; 32],
     ) -> Result<MatchEntry, EngineError> {
-        if let Some(e) = self.entries.get(hash) {
+        if let Some(e) = self.reading.get(hash).or_else(|| self.entries.get(hash)) {
             return Ok(e.clone());
         }
         Ok(state.match_entry(job, hash)?.unwrap_or_default())
@@ -838,7 +873,32 @@ impl MatchOverlay {
         } else {
             cp.put_match(job, &hash, &e);
         }
-        self.entries.insert(hash, e);
+        self.reading.insert(hash, e);
+    }
+
+    /// Where this pass filed a record (`Some(None)`: nowhere any more); `None`: not touched.
+    fn rev(&self, sys: &SystemId, key: &Key) -> Option<Option<[u8; 32]>> {
+        let k = (sys.clone(), key.clone());
+        self.reading_revs
+            .get(&k)
+            .or_else(|| self.revs.get(&k))
+            .copied()
+    }
+
+    fn set_rev(&mut self, sys: &SystemId, key: &Key, hash: Option<[u8; 32]>) {
+        self.reading_revs.insert((sys.clone(), key.clone()), hash);
+    }
+
+    /// The system's read completed: its changes count.
+    fn keep(&mut self) {
+        self.entries.extend(self.reading.drain());
+        self.revs.extend(self.reading_revs.drain());
+    }
+
+    /// The system's read failed: nothing it changed counts.
+    fn discard(&mut self) {
+        self.reading.clear();
+        self.reading_revs.clear();
     }
 }
 

@@ -57,6 +57,19 @@ pub struct FileConfig {
     /// CSV: the field delimiter (default `,`).
     #[serde(default = "default_delimiter")]
     pub delimiter: char,
+    /// CSV: a last line without a line end is refused (the file may be cut short). Turn off
+    /// for tools that end files without one (SFDX data exports do).
+    #[serde(default = "default_true")]
+    pub require_final_newline: bool,
+    /// CSV: rows with fewer cells than the header are read with the missing cells empty
+    /// instead of refused (report exports end rows early). Off by default: a short row is
+    /// usually a cut or merged line.
+    #[serde(default)]
+    pub allow_short_rows: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_write_mode() -> WriteMode {
@@ -81,7 +94,21 @@ impl FileConfig {
             types: BTreeMap::new(),
             write_mode: WriteMode::Rewrite,
             delimiter: ',',
+            require_final_newline: true,
+            allow_short_rows: false,
         }
+    }
+
+    /// Accepts CSV rows with fewer cells than the header (see `allow_short_rows`).
+    pub fn with_short_rows(mut self) -> Self {
+        self.allow_short_rows = true;
+        self
+    }
+
+    /// Accepts a CSV whose last line has no line end (see `require_final_newline`).
+    pub fn without_final_newline(mut self) -> Self {
+        self.require_final_newline = false;
+        self
     }
     pub fn with_type(mut self, column: &str, t: FileType) -> Self {
         self.types.insert(column.into(), t);

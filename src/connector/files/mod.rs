@@ -115,13 +115,19 @@ impl FileConnector {
             rows: Vec::with_capacity(parsed.rows.len()),
         };
         let mut index = std::collections::HashMap::new();
-        for (n, f) in parsed.rows.into_iter().enumerate() {
+        let mut lines = Vec::with_capacity(parsed.rows.len());
+        for (line, f) in parsed.rows {
             let k = self
                 .key_of(&f)
-                .map_err(|e| self.err(format!("{}: row {}: {e}", path.display(), n + 1)))?;
-            if index.insert(k.clone(), table.rows.len()).is_some() {
-                return Err(self.err(format!("{}: key {k} appears twice", path.display())));
+                .map_err(|e| self.err(format!("{}: line {line}: {e}", path.display())))?;
+            if let Some(first) = index.insert(k.clone(), table.rows.len()) {
+                return Err(self.err(format!(
+                    "{}: line {line}: key {k} appears twice (first on line {})",
+                    path.display(),
+                    lines[first]
+                )));
             }
+            lines.push(line);
             table.rows.push((k, f));
         }
         if self.cfg.write_mode == WriteMode::Append {

@@ -138,76 +138,293 @@ pub fn to_json(col: &str, t: Option<FileType>, v: &Value) -> Result<serde_json::
     })
 }
 
-/// One parsed file: rows in file order, and the CSV header (column order to keep on rewrite).
+/// One parsed file: rows in file order with the line each starts on, and the CSV header
+/// (column order to keep on rewrite).
 #[derive(Debug, Default)]
 pub struct Parsed {
     pub header: Vec<String>,
-    pub rows: Vec<Fields>,
+    pub rows: Vec<(usize, Fields)>,
 }
 
-/// Parses a whole file's bytes. Errors say which line and column.
+/// Where in a file a problem is: 1-based line, and column in characters.
+fn at(line: usize, col: usize) -> String {
+    format!("line {line}, column {col}")
+}
+
+/// One CSV record: the line it starts on and its cells, each with the (line, column) it starts
+/// at.
+struct CsvRecord {
+    line: usize,
+    cells: Vec<(String, usize, usize)>,
+}
+
+/// Splits CSV text into records, strictly (RFC 4180, with `\n` or `\r\n` line ends): a quoted
+/// cell must be closed, and its closing quote followed by a delimiter, a line end or the end of
+/// the file; a quote inside an unquoted cell is kept as text (a common spreadsheet habit that
+/// swallows nothing). Blank lines are skipped. The `csv` crate takes a quote left open for a
+/// cell running to the end of the file — the rows after it vanish and look deleted — so the
+/// reader is this one.
+fn csv_records(text: &str, delim: char) -> Result<Vec<CsvRecord>, String> {
+    let mut out = Vec::new();
+    let mut chars = text.chars().peekable();
+    let (mut line, mut col) = (1usize, 1usize);
+    loop {
+        if chars.peek().is_none() {
+            break;
+        }
+        // A blank line.
+        if chars.peek() == Some(&'\n') {
+            chars.next();
+            line += 1;
+            col = 1;
+            continue;
+        }
+        if chars.peek() == Some(&'\r') {
+            let mut look = chars.clone();
+            look.next();
+            if look.peek() == Some(&'\n') {
+                chars.next();
+                chars.next();
+                line += 1;
+                col = 1;
+                continue;
+            }
+        }
+        let rec_line = line;
+        let mut cells = Vec::new();
+        loop {
+            let (cell_line, cell_col) = (line, col);
+            let mut cell = String::new();
+            let ended_record;
+            if chars.peek() == Some(&'"') {
+                chars.next();
+                col += 1;
+                loop {
+                    match chars.next() {
+                        None => {
+                            return Err(format!(
+                                "{}: a quote opened here is never closed (the rest of the \
+                                 file would be one cell)",
+                                at(cell_line, cell_col)
+                            ))
+                        }
+                        Some('"') if chars.peek() == Some(&'"') => {
+                            chars.next();
+                            col += 2;
+                            cell.push('"');
+                        }
+                        Some('"') => {
+                            col += 1;
+                            break;
+                        }
+                        Some('\n') => {
+                            cell.push('\n');
+                            line += 1;
+                            col = 1;
+                        }
+                        Some(c) => {
+                            cell.push(c);
+                            col += 1;
+                        }
+                    }
+                }
+                match chars.peek().copied() {
+                    None => ended_record = true,
+                    Some(c) if c == delim => {
+                        chars.next();
+                        col += 1;
+                        ended_record = false;
+                    }
+                    Some('\n') => {
+                        chars.next();
+                        line += 1;
+                        col = 1;
+                        ended_record = true;
+                    }
+                    Some('\r') => {
+                        chars.next();
+                        if chars.next() != Some('\n') {
+                            return Err(format!(
+                                "{}: a carriage return without a line feed",
+                                at(line, col)
+                            ));
+                        }
+                        line += 1;
+                        col = 1;
+                        ended_record = true;
+                    }
+                    Some(c) => {
+                        return Err(format!(
+                            "{}: {c:?} after the closing quote of a cell (a quote inside a \
+                             quoted cell is written twice)",
+                            at(line, col)
+                        ))
+                    }
+                }
+            } else {
+                loop {
+                    match chars.peek().copied() {
+                        None => {
+                            ended_record = true;
+                            break;
+                        }
+                        Some(c) if c == delim => {
+                            chars.next();
+                            col += 1;
+                            ended_record = false;
+                            break;
+                        }
+                        Some('\n') => {
+                            chars.next();
+                            line += 1;
+                            col = 1;
+                            ended_record = true;
+                            break;
+                        }
+                        Some('\r') => {
+                            chars.next();
+                            if chars.next() != Some('\n') {
+                                return Err(format!(
+                                    "{}: a carriage return without a line feed",
+                                    at(line, col)
+                                ));
+                            }
+                            line += 1;
+                            col = 1;
+                            ended_record = true;
+                            break;
+                        }
+                        Some(c) => {
+                            chars.next();
+                            col += 1;
+                            cell.push(c);
+                        }
+                    }
+                }
+            }
+            cells.push((cell, cell_line, cell_col));
+            if ended_record {
+                break;
+            }
+        }
+        out.push(CsvRecord {
+            line: rec_line,
+            cells,
+        });
+    }
+    Ok(out)
+}
+
+/// The text of a file that must be UTF-8: the first invalid byte is named by line and column.
+pub fn utf8(bytes: &[u8]) -> Result<&str, String> {
+    std::str::from_utf8(bytes).map_err(|e| {
+        let good = &bytes[..e.valid_up_to()];
+        let line = good.iter().filter(|b| **b == b'\n').count() + 1;
+        let start = good.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let col = String::from_utf8_lossy(&good[start..]).chars().count() + 1;
+        format!(
+            "{}: not UTF-8 (byte 0x{:02x})",
+            at(line, col),
+            bytes[e.valid_up_to()]
+        )
+    })
+}
+
+/// Parses a whole file's bytes. Anything malformed is an error naming the line and the column
+/// (and the field): a read never returns part of a file.
 pub fn parse(cfg: &FileConfig, bytes: &[u8]) -> Result<Parsed, String> {
     let mut out = Parsed::default();
+    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
+    let text = utf8(bytes)?;
     match cfg.format {
         FileFormat::Csv => {
-            let mut r = csv::ReaderBuilder::new()
-                .delimiter(cfg.delimiter as u8)
-                // Exports often end rows early (an account without contacts): missing trailing
-                // cells are empty. A row longer than the header is still an error.
-                .flexible(true)
-                .from_reader(bytes);
-            out.header = r
-                .headers()
-                .map_err(|e| format!("header: {e}"))?
-                .iter()
-                .map(|h| h.to_string())
-                .collect();
-            for (n, rec) in r.records().enumerate() {
-                let rec = rec.map_err(|e| format!("line {}: {e}", n + 2))?;
-                if rec.len() > out.header.len() {
+            // A last line without its line end may have been cut short (a file still being
+            // written, a disk full): its last cell would read as a shorter value, or the rows
+            // after the cut as deleted.
+            if cfg.require_final_newline && !text.is_empty() && !text.ends_with('\n') {
+                let line = text.matches('\n').count() + 1;
+                let col = text[text.rfind('\n').map_or(0, |i| i + 1)..]
+                    .chars()
+                    .count()
+                    + 1;
+                return Err(format!(
+                    "{}: the last line has no line end: the file may be cut short (if it is \
+                     complete, end it with a line break, or set `require_final_newline = false`)",
+                    at(line, col)
+                ));
+            }
+            let mut records = csv_records(text, cfg.delimiter)?.into_iter();
+            let Some(header) = records.next() else {
+                return Ok(out);
+            };
+            for (i, (name, l, c)) in header.cells.iter().enumerate() {
+                if name.is_empty() {
                     return Err(format!(
-                        "line {}: {} cells but the header has {} columns",
-                        n + 2,
-                        rec.len(),
-                        out.header.len()
+                        "{}: header column {} has no name",
+                        at(*l, *c),
+                        i + 1
+                    ));
+                }
+                if header.cells[..i].iter().any(|(n, _, _)| n == name) {
+                    return Err(format!(
+                        "{}: header column {name} appears twice",
+                        at(*l, *c)
+                    ));
+                }
+            }
+            out.header = header.cells.into_iter().map(|(n, _, _)| n).collect();
+            for rec in records {
+                let short_ok = cfg.allow_short_rows && rec.cells.len() < out.header.len();
+                if rec.cells.len() != out.header.len() && !short_ok {
+                    let (_, l, c) = rec.cells.last().expect("a record has a cell");
+                    return Err(format!(
+                        "{}: {} cells where the header has {} columns{}",
+                        at(*l, *c),
+                        rec.cells.len(),
+                        out.header.len(),
+                        if rec.cells.len() < out.header.len() {
+                            " (a cut or merged line? `allow_short_rows = true` reads short rows)"
+                        } else {
+                            " (an unquoted delimiter?)"
+                        }
                     ));
                 }
                 let mut f = Fields::new();
-                for (col, cell) in out.header.iter().zip(rec.iter()) {
+                for (col, (cell, l, c)) in out.header.iter().zip(rec.cells) {
                     if cell.is_empty() {
                         continue;
                     }
                     let t = cfg.types.get(col).copied().unwrap_or(FileType::Text);
-                    let v = from_text(t, cell)
-                        .map_err(|e| format!("line {}, column {col}: {e}", n + 2))?;
+                    let v = from_text(t, &cell)
+                        .map_err(|e| format!("{} (field {col}): {e}", at(l, c)))?;
                     f.set(col.as_str(), v);
                 }
-                out.rows.push(f);
+                out.rows.push((rec.line, f));
             }
         }
         FileFormat::Jsonl => {
-            let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8".to_string())?;
-            for (n, line) in text.lines().enumerate() {
+            for (n, line) in text.split('\n').enumerate() {
+                let line = line.strip_suffix('\r').unwrap_or(line);
                 if line.trim().is_empty() {
                     continue;
                 }
-                let j: serde_json::Value =
-                    serde_json::from_str(line).map_err(|e| format!("line {}: {e}", n + 1))?;
+                let j: serde_json::Value = serde_json::from_str(line)
+                    .map_err(|e| format!("{}: {e}", at(n + 1, e.column())))?;
                 let obj = j
                     .as_object()
-                    .ok_or_else(|| format!("line {}: not a JSON object", n + 1))?;
+                    .ok_or_else(|| format!("{}: not a JSON object", at(n + 1, 1)))?;
                 let mut f = Fields::new();
                 for (col, v) in obj {
                     if col == "_op" {
                         continue;
                     }
                     if let Some(v) = from_json(cfg.types.get(col).copied(), v)
-                        .map_err(|e| format!("line {}, field {col}: {e}", n + 1))?
+                        .map_err(|e| format!("line {} (field {col}): {e}", n + 1))?
                     {
                         f.set(col.as_str(), v);
                     }
                 }
-                out.rows.push(f);
+                out.rows.push((n + 1, f));
             }
         }
     }

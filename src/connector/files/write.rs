@@ -248,7 +248,7 @@ pub(crate) fn fold_changes(
     index: &mut HashMap<Key, usize>,
 ) -> Result<(), ConnectorError> {
     let path = conn.changes_path();
-    let text = match std::fs::read_to_string(&path) {
+    let bytes = match std::fs::read(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(conn.err(format!("cannot read {}: {e}", path.display()))),
@@ -257,20 +257,22 @@ pub(crate) fn fold_changes(
         format: FileFormat::Jsonl,
         ..conn.cfg.clone()
     };
+    let bad = |e: String| conn.err(format!("{}: {e}", path.display()));
+    let parsed = super::read::parse(&cfg, &bytes).map_err(bad)?;
+    let lines: Vec<&str> = super::read::utf8(&bytes)
+        .map_err(bad)?
+        .split('\n')
+        .collect();
     let mut deleted = std::collections::HashSet::new();
-    for (n, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let bad = |e: String| conn.err(format!("{} line {}: {e}", path.display(), n + 1));
-        let j: serde_json::Value = serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
+    for (n, f) in parsed.rows {
+        let bad = |e: String| bad(format!("line {n}: {e}"));
+        let j: serde_json::Value =
+            serde_json::from_str(lines[n - 1]).map_err(|e| bad(e.to_string()))?;
         let op = j
             .get("_op")
             .and_then(|o| o.as_str())
             .unwrap_or("upsert")
             .to_string();
-        let parsed = super::read::parse(&cfg, line.as_bytes()).map_err(bad)?;
-        let f = parsed.rows.into_iter().next().unwrap_or_default();
         let k = conn.key_of(&f).map_err(bad)?;
         match op.as_str() {
             "delete" => {

@@ -37,6 +37,8 @@ pub struct MemorySystem {
     writes: AtomicU64,
     reads: AtomicU64,
     fail_next_calls: AtomicU64,
+    /// Calls that still succeed before `fail_next_calls` applies.
+    fail_after: AtomicU64,
 }
 
 impl MemorySystem {
@@ -51,6 +53,7 @@ impl MemorySystem {
             writes: AtomicU64::new(0),
             reads: AtomicU64::new(0),
             fail_next_calls: AtomicU64::new(0),
+            fail_after: AtomicU64::new(0),
         }
     }
 
@@ -121,7 +124,18 @@ impl MemorySystem {
         self.fail_next_calls.store(n, Ordering::SeqCst);
     }
 
+    /// Lets `ok` more calls succeed, then fails the `n` after them (a read cut off part-way).
+    pub fn fail_calls_after(&self, ok: u64, n: u64) {
+        self.fail_after.store(ok, Ordering::SeqCst);
+        self.fail_next_calls.store(n, Ordering::SeqCst);
+    }
+
     fn check_fault(&self) -> Result<(), ConnectorError> {
+        let ok = self.fail_after.load(Ordering::SeqCst);
+        if ok > 0 {
+            self.fail_after.store(ok - 1, Ordering::SeqCst);
+            return Ok(());
+        }
         let n = self.fail_next_calls.load(Ordering::SeqCst);
         if n > 0 {
             self.fail_next_calls.store(n - 1, Ordering::SeqCst);
