@@ -71,16 +71,62 @@ pub enum WriteOp {
         key: Option<Key>,
         fields: Fields,
     },
+    /// A conditional, partial update of an existing record: only the fields where `fields`
+    /// (the content the record should have) differs from `base.fields` (what concord last knew
+    /// it to hold) are written — a field absent from `fields` is cleared — and only if the
+    /// record still holds `base`'s values in those fields; otherwise nothing is written and the
+    /// result is [`WriteErrorKind::Stale`]. Edits made to the record since concord read it are
+    /// never overwritten: of other fields because they are not written, of the same fields
+    /// because the write does not happen (the engine re-reads and merges). Systems that cannot
+    /// check values compare `base.modstamp` with the record's modification time where they can
+    /// (see each connector's docs for what is left).
+    Update {
+        entity: EntityId,
+        key: Key,
+        fields: Fields,
+        base: WriteBase,
+    },
     Delete {
         entity: EntityId,
         key: Key,
     },
 }
 
+/// What concord last knew a record to hold: the precondition of a [`WriteOp::Update`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteBase {
+    pub fields: Fields,
+    /// The record's modification time in that system when concord last saw it, if known.
+    pub modstamp: Option<Timestamp>,
+}
+
+impl WriteBase {
+    /// The names of the fields an update from this base to `target` writes (changed, added or
+    /// cleared), in name order.
+    pub fn changed<'a>(&'a self, target: &'a Fields) -> Vec<&'a std::sync::Arc<str>> {
+        let mut names: Vec<&std::sync::Arc<str>> = target
+            .iter()
+            .filter(|(n, v)| self.fields.get(n) != Some(*v))
+            .map(|(n, _)| n)
+            .collect();
+        names.extend(self.fields.names().filter(|n| target.get(n).is_none()));
+        names.sort();
+        names
+    }
+
+    /// Whether `current` (the record as it is now) still holds this base's value in each of
+    /// `names`.
+    pub fn holds(&self, current: &Fields, names: &[&std::sync::Arc<str>]) -> bool {
+        names.iter().all(|n| current.get(n) == self.fields.get(n))
+    }
+}
+
 impl WriteOp {
     pub fn entity(&self) -> EntityId {
         match self {
-            WriteOp::Upsert { entity, .. } | WriteOp::Delete { entity, .. } => *entity,
+            WriteOp::Upsert { entity, .. }
+            | WriteOp::Update { entity, .. }
+            | WriteOp::Delete { entity, .. } => *entity,
         }
     }
 }
@@ -94,6 +140,9 @@ pub enum WriteErrorKind {
     NotFound,
     /// The system refused the content (validation, duplicate, permissions).
     Rejected,
+    /// A [`WriteOp::Update`] found the record changed since concord read it: nothing was
+    /// written. The engine reads the record again, merges, and writes the merge.
+    Stale,
 }
 
 /// The outcome of one op, in the order of the ops.

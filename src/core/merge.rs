@@ -4,7 +4,7 @@
 //! in a canonical order (by system, then content hash) before anything is decided, so even a
 //! custom resolver that prefers "the first argument" yields the same record for (a, b) and (b, a).
 
-use crate::model::{ContentHash, Fields, SystemId, Timestamp, Value};
+use crate::model::{ContentHash, FieldOrigins, Fields, SystemId, Timestamp, Value};
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -17,6 +17,9 @@ pub struct Side<'a> {
     /// `None`: the record is deleted on this side.
     pub content: Option<&'a Fields>,
     pub modstamp: Option<Timestamp>,
+    /// Fields whose value on this side was set by another system than `system` (a merged
+    /// head): a conflict on such a field is between the system that set it and the other side.
+    pub origins: Option<&'a FieldOrigins>,
 }
 
 impl<'a> Side<'a> {
@@ -29,7 +32,21 @@ impl<'a> Side<'a> {
             system,
             content,
             modstamp,
+            origins: None,
         }
+    }
+
+    /// A side whose fields come from several systems: a version's per-field origins.
+    pub fn with_origins(mut self, origins: &'a FieldOrigins) -> Self {
+        self.origins = Some(origins);
+        self
+    }
+
+    /// The system that set `field` on this side.
+    pub fn system_for(&self, field: &str) -> &'a SystemId {
+        self.origins
+            .and_then(|o| o.get(field))
+            .unwrap_or(self.system)
     }
     fn hash(&self) -> Option<ContentHash> {
         self.content.map(Fields::content_hash)
@@ -283,18 +300,19 @@ fn merge_fields(
         } else {
             let sides = [
                 ConflictSide {
-                    system: a.system.clone(),
+                    system: a.system_for(name).clone(),
                     value: va.cloned(),
                     modstamp: a.modstamp,
                 },
                 ConflictSide {
-                    system: b.system.clone(),
+                    system: b.system_for(name).clone(),
                     value: vbb.cloned(),
                     modstamp: b.modstamp,
                 },
             ];
             let resolution = decide(policy.for_field(name), name, vb, &sides);
             let value = match &resolution {
+                // (Both values set by one system, relayed through a peer: the canonical first.)
                 Resolution::Took(s) if *s == sides[0].system => va,
                 Resolution::Took(_) => vbb,
                 Resolution::Value(v) => v.as_ref(),

@@ -15,4 +15,7 @@ pub use merge::{
     merge, Conflict, ConflictSide, DeleteRule, FieldPolicy, MergeOutcome, Policy, Resolution,
     Resolver, Side,
 };
-pub use plan::{plan, target_for, EntityPlan, Observation, Parked, SystemState};
+pub use plan::{
+    attribute, compose, plan, plan_with, target_for, EntityPlan, Fold, Observation, Parked,
+    SystemState,
+};

@@ -17,8 +17,8 @@
 //!    it was edited from), and the merged head's clock is the pointwise max.
 //! 5. Every system whose snapshot differs from the head is dirty and gets the head written.
 
-use super::merge::{merge, Conflict, Policy, Resolution, Side};
-use crate::model::{ActorId, ClockOrdering, Fields, SystemId, Timestamp, Version};
+use super::merge::{merge, Conflict, FieldPolicy, Policy, Resolution, Side};
+use crate::model::{ActorId, ClockOrdering, FieldOrigins, Fields, SystemId, Timestamp, Version};
 use std::collections::BTreeSet;
 
 /// What a sync pass read from one system for this entity.
@@ -66,6 +66,14 @@ pub struct EntityPlan {
     pub conflicts: Vec<Conflict>,
     /// A record-level conflict was parked: the head is unchanged and nothing must be written.
     pub held: bool,
+}
+
+/// `v` as a system was seen holding it at `modstamp` (its own clock), if it said.
+fn seen_at(v: &Version, modstamp: Option<Timestamp>) -> Version {
+    Version {
+        modstamp: modstamp.or(v.modstamp),
+        ..v.clone()
+    }
 }
 
 fn hash_of(v: Option<&Version>) -> Option<crate::model::ContentHash> {
@@ -146,12 +154,110 @@ pub fn target_for(
     (Some(t), Some(h))
 }
 
+/// How new versions become the head.
+#[derive(Debug, Clone, Copy)]
+pub enum Fold<'a> {
+    /// Each new version fast-forwards the head or is merged 3-way into it (rule 4).
+    Merge,
+    /// Aggregate: the head is composed afresh from these source systems' records whenever one
+    /// changes — per field, the value of the first source (in the field policy's order) whose
+    /// record has it; no source holding the entity any more deletes it (see [`compose`]).
+    Compose(&'a [SystemId]),
+}
+
 /// Plans one entity. `systems` must be every system of the job (read or not), each once.
 pub fn plan(
     head: Option<&Version>,
     systems: &[SystemState<'_>],
     policy: &Policy,
     parked: &Parked,
+) -> EntityPlan {
+    plan_with(head, systems, policy, parked, Fold::Merge)
+}
+
+/// Per-field origins of `content`, produced by system `s` from `prev` (the head it replaces or
+/// was merged into): a field still holding `prev`'s value keeps `prev`'s origin; the others
+/// (changed, added or removed) are `s`'s.
+pub fn attribute(content: Option<&Fields>, s: &SystemId, prev: Option<&Version>) -> FieldOrigins {
+    let mut out = FieldOrigins::new();
+    let Some(prev) = prev else {
+        return out;
+    };
+    let empty = Fields::new();
+    let (c, pc) = (
+        content.unwrap_or(&empty),
+        prev.content.as_ref().unwrap_or(&empty),
+    );
+    for name in c.names().chain(pc.names()) {
+        if c.get(name) == pc.get(name) {
+            if let Some(o) = prev.origin_of(name).filter(|o| *o != s) {
+                out.insert(name.clone(), o.clone());
+            }
+        }
+    }
+    out
+}
+
+/// The order in which sources are asked for a field under policy `p`: a preferred or listed
+/// system first (in its list's order), then the sources as listed; under `newest`, the most
+/// recently modified record first (unknown times last, then the listed order).
+fn source_order<'s>(
+    p: &FieldPolicy,
+    sources: &[(&'s SystemId, Option<&'s Fields>, Option<Timestamp>)],
+) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..sources.len()).collect();
+    match p {
+        FieldPolicy::Prefer(x) => idx.sort_by_key(|&i| sources[i].0 != x),
+        FieldPolicy::Priority(list) => idx.sort_by_key(|&i| {
+            list.iter()
+                .position(|x| x == sources[i].0)
+                .unwrap_or(usize::MAX)
+        }),
+        FieldPolicy::Newest => idx.sort_by(|&a, &b| sources[b].2.cmp(&sources[a].2)),
+        FieldPolicy::Manual | FieldPolicy::Custom(_) => {}
+    }
+    idx
+}
+
+/// An aggregate's golden record: per field, the value of the first source in the field's
+/// [`source_order`] whose record has the field, and which source that was. `None` when no
+/// source holds a record. Independent of the order records were read in.
+pub fn compose(
+    sources: &[(&SystemId, Option<&Fields>, Option<Timestamp>)],
+    policy: &Policy,
+) -> Option<(Fields, FieldOrigins)> {
+    if sources.iter().all(|(_, c, _)| c.is_none()) {
+        return None;
+    }
+    let mut names: Vec<&std::sync::Arc<str>> = sources
+        .iter()
+        .filter_map(|(_, c, _)| *c)
+        .flat_map(|c| c.names())
+        .collect();
+    names.sort();
+    names.dedup();
+    let mut out = Fields::new();
+    let mut origins = FieldOrigins::new();
+    for name in names {
+        for i in source_order(policy.for_field(name), sources) {
+            let (sys, content, _) = sources[i];
+            if let Some(v) = content.and_then(|c| c.get(name)) {
+                out.set(name.clone(), v.clone());
+                origins.insert(name.clone(), sys.clone());
+                break;
+            }
+        }
+    }
+    Some((out, origins))
+}
+
+/// [`plan`], with the head folded as `fold` says.
+pub fn plan_with(
+    head: Option<&Version>,
+    systems: &[SystemState<'_>],
+    policy: &Policy,
+    parked: &Parked,
+    fold: Fold<'_>,
 ) -> EntityPlan {
     let mut order: Vec<&SystemState<'_>> = systems.iter().collect();
     order.sort_by(|a, b| a.system.cmp(b.system));
@@ -174,14 +280,16 @@ pub fn plan(
         }
         if let Some(h) = head {
             if h.hash == observed_hash {
-                snapshots.push((s.system.clone(), h.clone())); // rule 2
+                // rule 2; the snapshot keeps the system's own modification time (the
+                // precondition of the next conditional write there).
+                snapshots.push((s.system.clone(), seen_at(h, modstamp)));
                 echoes.push(s.system.clone());
                 continue;
             }
         }
         if let Some(p) = s.pending {
             if p.hash == observed_hash {
-                snapshots.push((s.system.clone(), p.clone())); // rule 2, older sent version
+                snapshots.push((s.system.clone(), seen_at(p, modstamp))); // rule 2, older sent version
                 echoes.push(s.system.clone());
                 continue;
             }
@@ -198,6 +306,7 @@ pub fn plan(
             clock,
             modstamp,
             origin: Some(s.system.clone()),
+            field_origins: FieldOrigins::new(),
         };
         let snap_content = s.snapshot.and_then(|b| b.content.as_ref());
         let base = match s.pending {
@@ -213,38 +322,99 @@ pub fn plan(
     let mut new_head: Option<Version> = head.cloned();
     let mut conflicts = Vec::new();
     let mut held = false;
-    for (s, base, v) in changes {
-        let Some(h) = new_head.as_ref() else {
-            new_head = Some(v);
-            continue;
-        };
-        match v.clock.compare(&h.clock) {
-            ClockOrdering::After | ClockOrdering::Equal => new_head = Some(v),
-            ClockOrdering::Before => {} // cannot happen: rule 3 advances past the head
-            ClockOrdering::Concurrent => {
-                let base = base.as_ref();
-                let head_sys = h.origin.clone().unwrap_or_else(|| s.system.clone());
-                let out = merge(
-                    base,
-                    Side::new(&head_sys, h.content.as_ref(), h.modstamp),
-                    Side::new(s.system, v.content.as_ref(), v.modstamp),
-                    policy,
-                );
-                conflicts.extend(out.conflicts);
-                if out.held {
-                    held = true;
+    match fold {
+        Fold::Merge => {
+            for (s, base, v) in changes {
+                let Some(h) = new_head.as_ref() else {
+                    new_head = Some(v);
                     continue;
+                };
+                match v.clock.compare(&h.clock) {
+                    ClockOrdering::After | ClockOrdering::Equal => {
+                        let origins = attribute(v.content.as_ref(), s.system, Some(h));
+                        new_head = Some(v.with_field_origins(origins));
+                    }
+                    ClockOrdering::Before => {} // cannot happen: rule 3 advances past the head
+                    ClockOrdering::Concurrent => {
+                        let base = base.as_ref();
+                        let head_sys = h.origin.clone().unwrap_or_else(|| s.system.clone());
+                        // Each of the head's fields is on the side of the system that set it.
+                        let out = merge(
+                            base,
+                            Side::new(&head_sys, h.content.as_ref(), h.modstamp)
+                                .with_origins(&h.field_origins),
+                            Side::new(s.system, v.content.as_ref(), v.modstamp),
+                            policy,
+                        );
+                        conflicts.extend(out.conflicts);
+                        if out.held {
+                            held = true;
+                            continue;
+                        }
+                        let clock = h.clock.merge(&v.clock);
+                        let modstamp = h.modstamp.max(v.modstamp);
+                        let origins = attribute(out.content.as_ref(), s.system, Some(h));
+                        new_head = Some(
+                            Version::new(out.content, clock, modstamp, Some(s.system.clone()))
+                                .with_field_origins(origins),
+                        );
+                    }
                 }
-                let clock = h.clock.merge(&v.clock);
-                let modstamp = h.modstamp.max(v.modstamp);
-                new_head = Some(Version::new(
-                    out.content,
-                    clock,
-                    modstamp,
-                    Some(s.system.clone()),
-                ));
             }
         }
+        Fold::Compose(sources) if !changes.is_empty() => {
+            // Every source's record as it now stands: what was just observed, else the stored
+            // snapshot.
+            let current = |sys: &SystemId| -> Option<&Version> {
+                snapshots
+                    .iter()
+                    .find(|(s, _)| s == sys)
+                    .map(|(_, v)| v)
+                    .or_else(|| order.iter().find(|s| s.system == sys)?.snapshot)
+            };
+            let recs: Vec<(&SystemId, Option<&Fields>, Option<Timestamp>)> = sources
+                .iter()
+                .map(|sys| {
+                    let v = current(sys);
+                    (
+                        sys,
+                        v.and_then(|v| v.content.as_ref()),
+                        v.and_then(|v| v.modstamp),
+                    )
+                })
+                .collect();
+            let mut clock = head.map(|h| h.clock.clone()).unwrap_or_default();
+            let mut modstamp = head.and_then(|h| h.modstamp);
+            for (_, _, v) in &changes {
+                clock = clock.merge(&v.clock);
+                modstamp = modstamp.max(v.modstamp);
+            }
+            let changed_by = changes[changes.len() - 1].0.system.clone();
+            let composed = match compose(&recs, policy) {
+                Some((content, origins)) => {
+                    // The origin: the source that gave the most fields (ties: listed first).
+                    let mut count: Vec<(usize, usize)> = sources
+                        .iter()
+                        .enumerate()
+                        .map(|(i, s)| (origins.values().filter(|o| *o == s).count(), i))
+                        .collect();
+                    count.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+                    let origin = sources[count[0].1].clone();
+                    Version::new(Some(content), clock, modstamp, Some(origin))
+                        .with_field_origins(origins)
+                }
+                None => Version::new(None, clock, modstamp, Some(changed_by)),
+            };
+            let same = head.is_some_and(|h| {
+                h.hash == composed.hash
+                    && h.origin == composed.origin
+                    && h.field_origins == composed.field_origins
+            });
+            if !same {
+                new_head = Some(composed);
+            }
+        }
+        Fold::Compose(_) => {}
     }
 
     let head_changed = new_head.as_ref() != head;

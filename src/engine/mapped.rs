@@ -255,6 +255,9 @@ impl Connector for MappedConnector {
         let mut results: Vec<Option<WriteResult>> = vec![None; ops.len()];
         let mut sent = Vec::new();
         let mut idx = Vec::new();
+        // Updates' canonical target and base, by op index (for a stale answer).
+        let mut canonical: std::collections::HashMap<usize, (Fields, Fields)> =
+            std::collections::HashMap::new();
         for (i, op) in ops.into_iter().enumerate() {
             match op {
                 WriteOp::Upsert {
@@ -295,6 +298,38 @@ impl Connector for MappedConnector {
                         })
                     }
                 },
+                WriteOp::Update {
+                    entity,
+                    key,
+                    fields,
+                    base,
+                } => match self.native_update(&key, &fields, &base.fields) {
+                    Ok((native, native_base)) => {
+                        sent.push(WriteOp::Update {
+                            entity,
+                            key,
+                            fields: native,
+                            base: crate::connector::WriteBase {
+                                fields: native_base,
+                                modstamp: base.modstamp,
+                            },
+                        });
+                        canonical.insert(i, (fields, base.fields));
+                        idx.push(i);
+                    }
+                    Err(e @ MapError::Unresolved { .. }) => {
+                        results[i] = Some(WriteResult::Err {
+                            kind: WriteErrorKind::Retryable,
+                            message: format!("waiting: {e}"),
+                        })
+                    }
+                    Err(e) => {
+                        results[i] = Some(WriteResult::Err {
+                            kind: WriteErrorKind::Rejected,
+                            message: e.to_string(),
+                        })
+                    }
+                },
                 del @ WriteOp::Delete { .. } => {
                     sent.push(del);
                     idx.push(i);
@@ -302,9 +337,33 @@ impl Connector for MappedConnector {
             }
         }
         if !sent.is_empty() {
+            // Updates are kept (cloned) for a second try after a stale answer.
+            let mut updates: std::collections::HashMap<usize, WriteOp> = sent
+                .iter()
+                .enumerate()
+                .filter(|(_, op)| matches!(op, WriteOp::Update { .. }))
+                .map(|(n, op)| (n, op.clone()))
+                .collect();
             let out = self.inner.write(sent).await?;
-            for (i, r) in idx.into_iter().zip(out) {
+            let mut again = Vec::new();
+            for (n, (i, r)) in idx.into_iter().zip(out).enumerate() {
+                if let (
+                    WriteResult::Err {
+                        kind: WriteErrorKind::Stale,
+                        ..
+                    },
+                    Some(op),
+                    Some(canon),
+                ) = (&r, updates.remove(&n), canonical.remove(&i))
+                {
+                    again.push((i, op, canon));
+                }
                 results[i] = Some(r);
+            }
+            if !again.is_empty() {
+                for (i, r) in self.retry_stale(again).await? {
+                    results[i] = Some(r);
+                }
             }
         }
         Ok(results
@@ -318,13 +377,23 @@ impl Connector for MappedConnector {
             .collect())
     }
 
+    /// As a read sees them: a record out of the side's scope, or whose reference does not
+    /// resolve yet, is its last synced content (none when it was never synced) — never taken
+    /// for deleted.
     async fn fetch(&self, keys: &[Key]) -> Result<Vec<Change>, ConnectorError> {
         let got = self.inner.fetch(keys).await?;
         let mut out = Vec::with_capacity(got.len());
         for ch in got {
             let fields = match ch.fields {
-                Some(native) if self.mapping.in_scope(&native) => self.to_canonical(&native).ok(),
-                _ => None,
+                None => None,
+                Some(native) if !self.mapping.in_scope(&native) => self.last_synced(&ch.key)?,
+                Some(native) => match self.to_canonical(&native) {
+                    Ok(c) => Some(c),
+                    Err(MapError::Unresolved { .. }) => self.last_synced(&ch.key)?,
+                    Err(e @ MapError::Invalid { .. }) => {
+                        return Err(self.err(format!("record {}: {e}", ch.key)))
+                    }
+                },
             };
             out.push(Change { fields, ..ch });
         }
@@ -333,6 +402,123 @@ impl Connector for MappedConnector {
 }
 
 impl MappedConnector {
+    /// The native target and base of an update. A reference in the base whose parent has no
+    /// record in this system any more is left out of the base, so the field counts as written
+    /// (the rest of the update stays conditional).
+    fn native_update(
+        &self,
+        key: &Key,
+        fields: &Fields,
+        base: &Fields,
+    ) -> Result<(Fields, Fields), MapError> {
+        let state = &self.state;
+        let key_of = |e: &EntityId, parent: &SystemId| state.native_key(e, parent).ok().flatten();
+        let mut native = self.mapping.to_native(fields, &key_of)?;
+        let mut base = base.clone();
+        for m in &self.mapping.fields {
+            if let crate::core::mapping::Source::Reference { parent, .. } = &m.source {
+                let resolves = base
+                    .get(&m.canonical)
+                    .map(crate::model::Value::plain_text)
+                    .and_then(|h| EntityId::from_hex(&h))
+                    .is_none_or(|e| key_of(&e, parent).is_some());
+                if !resolves {
+                    base.remove(&m.canonical);
+                }
+            }
+        }
+        let mut native_base = self.mapping.to_native(&base, &key_of)?;
+        if let Some(p) = &self.passthrough {
+            if let Some(v) = fields.get(p) {
+                native.set(p.as_str(), v.clone());
+            }
+            if let Some(v) = base.get(p) {
+                native_base.set(p.as_str(), v.clone());
+            }
+        }
+        if let Some(col) = &self.entity_key {
+            let k = crate::model::Value::text(key.as_str());
+            native.set(col.as_str(), k.clone());
+            native_base.set(col.as_str(), k);
+        }
+        Ok((native, native_base))
+    }
+
+    /// Updates the system answered `Stale` for. The system compares native values, and a base
+    /// mapped back from canonical values may differ from the stored ones in form only (`upper`
+    /// on read, a trimmed or mapped value): the record is read again, and where its canonical
+    /// fields still hold the base's values in every field the update writes, the update is
+    /// sent again once against the values read. Otherwise it really changed: `Stale` stands
+    /// and the engine merges.
+    async fn retry_stale(
+        &self,
+        stale: Vec<(usize, WriteOp, (Fields, Fields))>,
+    ) -> Result<Vec<(usize, WriteResult)>, ConnectorError> {
+        let keys: Vec<Key> = stale
+            .iter()
+            .filter_map(|(_, op, _)| match op {
+                WriteOp::Update { key, .. } => Some(key.clone()),
+                _ => None,
+            })
+            .collect();
+        let current = self.inner.fetch(&keys).await?;
+        let mut again = Vec::new();
+        let mut idx = Vec::new();
+        let mut out = Vec::new();
+        for ((i, op, (target, base)), now) in stale.into_iter().zip(current) {
+            let WriteOp::Update {
+                entity,
+                key,
+                fields,
+                base: native_base,
+            } = op
+            else {
+                continue;
+            };
+            let Some(native_now) = now.fields else {
+                out.push((
+                    i,
+                    WriteResult::Err {
+                        kind: WriteErrorKind::NotFound,
+                        message: format!("record {key} not found"),
+                    },
+                ));
+                continue;
+            };
+            let unchanged = self.mapping.in_scope(&native_now)
+                && self.to_canonical(&native_now).is_ok_and(|mut c| {
+                    c.apply_options(&self.normalize);
+                    let canon = crate::connector::WriteBase {
+                        fields: base.clone(),
+                        modstamp: None,
+                    };
+                    canon.holds(&c, &canon.changed(&target))
+                });
+            if !unchanged {
+                continue; // Stale stands
+            }
+            let mut patched = native_base.fields.clone();
+            for n in native_base.changed(&fields) {
+                patched.patch(n, native_now.get(n).cloned());
+            }
+            again.push(WriteOp::Update {
+                entity,
+                key,
+                fields,
+                base: crate::connector::WriteBase {
+                    fields: patched,
+                    modstamp: now.modstamp.or(native_base.modstamp),
+                },
+            });
+            idx.push(i);
+        }
+        if !again.is_empty() {
+            let res = self.inner.write(again).await?;
+            out.extend(idx.into_iter().zip(res));
+        }
+        Ok(out)
+    }
+
     fn inner_digests(&self) -> Result<&dyn DigestSource, ConnectorError> {
         self.inner
             .digests()

@@ -11,9 +11,9 @@
 //!    instead of being made twice.
 
 use super::EngineError;
-use crate::connector::{Change, Connector, WriteErrorKind, WriteOp, WriteResult};
+use crate::connector::{Change, Connector, WriteBase, WriteErrorKind, WriteOp, WriteResult};
 use crate::core::{
-    plan, target_for, FieldPolicy, MatchSpec, Observation, Parked, Policy, Resolution, SystemState,
+    plan_with, target_for, Fold, MatchSpec, Observation, Parked, Policy, Resolution, SystemState,
 };
 use crate::model::{canonical, Actor, EntityId, NormalizeOptions, SystemId, Timestamp, Version};
 use crate::model::{Fields, Key, Value};
@@ -84,6 +84,12 @@ impl SyncJob {
     /// What the job uses `sys` for (read and write unless the pattern says otherwise).
     pub fn role(&self, sys: &SystemId) -> Role {
         self.options.roles.get(sys).copied().unwrap_or_default()
+    }
+
+    /// Records are joined by a match key into one golden record per key, composed from the
+    /// sources (not correlate).
+    pub fn is_aggregate(&self) -> bool {
+        self.options.matching.is_some() && !self.options.correlate
     }
 }
 
@@ -171,6 +177,10 @@ struct SystemRead {
     cursors: Checkpoint,
     report: SyncReport,
 }
+
+/// Rounds of re-reading and re-writing records that changed under a pass's writes, before
+/// what still changes is left to the next pass.
+const STALE_ROUNDS: usize = 3;
 
 /// The engine over one state store.
 pub struct Engine {
@@ -287,11 +297,164 @@ impl Engine {
         }
 
         // 2. Plan each touched entity.
+        self.plan_observed(job, &all, &observed, &mut cp, &mut report)?;
+        if dry {
+            // Writes already queued by earlier passes would go out too.
+            for conn in active.iter().filter(|c| job.role(c.system()).write) {
+                let queued = self.state.outbox_len(conn.system())?;
+                if queued > 0 {
+                    report
+                        .planned
+                        .entry(conn.system().to_string())
+                        .or_default()
+                        .queued = queued;
+                }
+            }
+            return Ok(report);
+        }
+        cp.extend(cursors);
+        self.state.commit(cp)?;
+
+        // 3. Write what the active systems are owed; with isolation a failing system does not
+        //    hold the others back (its writes stay in its outbox).
+        let mut failed: BTreeSet<SystemId> = report
+            .errors
+            .keys()
+            .filter_map(|s| SystemId::new(s).ok())
+            .collect();
+        let mut stale = self
+            .write_systems(job, &active, None, &mut failed, &mut report)
+            .await?;
+
+        // 4. Records that changed in a system between its read and the write (the write found
+        //    them `Stale` and left them alone) are read again, merged with what the pass
+        //    planned, and written again: a concurrent edit is merged, never overwritten.
+        for _ in 0..STALE_ROUNDS {
+            if stale.is_empty() {
+                break;
+            }
+            let observed = self.reread(job, &stale, &mut failed, &mut report).await?;
+            let mut cp = self.state.checkpoint();
+            self.plan_observed(job, &all, &observed, &mut cp, &mut report)?;
+            self.state.commit(cp)?;
+            let touched: BTreeSet<EntityId> = observed.keys().copied().collect();
+            stale = self
+                .write_systems(job, &active, Some(&touched), &mut failed, &mut report)
+                .await?;
+        }
+        for (sys, entities) in &stale {
+            tracing::warn!(system = %sys, records = entities.len(), "records kept changing under the writes; left in the outbox for the next pass");
+        }
+        Ok(report)
+    }
+
+    /// Writes the outboxes of the active systems the job writes (only `only`'s entities when
+    /// given), skipping systems that failed in this pass; returns, per system, the entities
+    /// whose conditional update found them changed since they were read.
+    async fn write_systems(
+        &self,
+        job: &SyncJob,
+        active: &[&Arc<dyn Connector>],
+        only: Option<&BTreeSet<EntityId>>,
+        failed: &mut BTreeSet<SystemId>,
+        report: &mut SyncReport,
+    ) -> Result<BTreeMap<SystemId, Vec<EntityId>>, EngineError> {
+        let mut stale = BTreeMap::new();
+        for conn in active.iter().filter(|c| job.role(c.system()).write) {
+            if failed.contains(conn.system()) {
+                continue;
+            }
+            match self.drain_outbox(job, conn.as_ref(), only, report).await {
+                Ok(s) => {
+                    if !s.is_empty() {
+                        stale.insert(conn.system().clone(), s);
+                    }
+                }
+                Err(EngineError::Connector(e)) if job.options.isolate_failures => {
+                    tracing::warn!(system = %conn.system(), error = %e, "writes failed; kept in the outbox, the other systems go on");
+                    failed.insert(conn.system().clone());
+                    report
+                        .errors
+                        .insert(conn.system().to_string(), e.to_string());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(stale)
+    }
+
+    /// Point reads of records a write found changed: their current content as observations.
+    async fn reread(
+        &self,
+        job: &SyncJob,
+        stale: &BTreeMap<SystemId, Vec<EntityId>>,
+        failed: &mut BTreeSet<SystemId>,
+        report: &mut SyncReport,
+    ) -> Result<BTreeMap<EntityId, BTreeMap<SystemId, Observation>>, EngineError> {
+        let mut observed: BTreeMap<EntityId, BTreeMap<SystemId, Observation>> = BTreeMap::new();
+        for (sys, entities) in stale {
+            let Some(conn) = job.systems.iter().find(|c| c.system() == sys) else {
+                continue;
+            };
+            let mut keys = Vec::new();
+            let mut of = Vec::new();
+            for e in entities {
+                if let Some(k) = self.state.native_key(e, sys)? {
+                    keys.push(k);
+                    of.push(*e);
+                }
+            }
+            let got = match conn.fetch(&keys).await {
+                Ok(g) => g,
+                Err(e) if job.options.isolate_failures => {
+                    tracing::warn!(system = %sys, error = %e, "re-reading changed records failed; their writes wait in the outbox");
+                    failed.insert(sys.clone());
+                    report.errors.insert(sys.to_string(), e.to_string());
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            for (e, ch) in of.into_iter().zip(got) {
+                let obs = match ch.fields {
+                    Some(mut f) => {
+                        f.apply_options(&job.normalize);
+                        Observation::Present {
+                            fields: f,
+                            modstamp: ch.modstamp,
+                        }
+                    }
+                    None => Observation::Absent,
+                };
+                observed.entry(e).or_default().insert(sys.clone(), obs);
+            }
+        }
+        Ok(observed)
+    }
+
+    /// Plans every observed entity into `cp` (committing it as it grows); a dry run counts the
+    /// writes instead.
+    fn plan_observed(
+        &self,
+        job: &SyncJob,
+        all: &[SystemId],
+        observed: &BTreeMap<EntityId, BTreeMap<SystemId, Observation>>,
+        cp: &mut Checkpoint,
+        report: &mut SyncReport,
+    ) -> Result<(), EngineError> {
+        let dry = job.options.dry_run;
+        // An aggregate composes its golden record from its sources (core::plan::compose).
+        let sources: Option<Vec<SystemId>> = job.is_aggregate().then(|| {
+            job.systems
+                .iter()
+                .map(|c| c.system().clone())
+                .filter(|s| job.role(s).read)
+                .collect()
+        });
         let now = Timestamp::now().millis();
-        for (entity, obs) in &observed {
+        for (entity, obs) in observed {
             let head = self.state.head(entity)?;
             let mut snaps: Vec<(Option<Version>, Option<Version>)> = Vec::with_capacity(all.len());
-            for sys in &all {
+            for sys in all {
                 let pending = if obs.contains_key(sys) {
                     self.state.pending(sys, entity)?
                 } else {
@@ -317,7 +480,11 @@ impl Engine {
                 }
             }
             let parked = self.parked(entity)?;
-            let mut p = plan(head.as_ref(), &states, &job.policy, &parked);
+            let fold = match &sources {
+                Some(src) => Fold::Compose(src),
+                None => Fold::Merge,
+            };
+            let mut p = plan_with(head.as_ref(), &states, &job.policy, &parked, fold);
             // Systems the job never writes (sources) are never dirty.
             p.dirty.retain(|s| job.role(s).write);
             if !p.changed_in.is_empty() {
@@ -370,41 +537,10 @@ impl Engine {
                 );
             }
             if cp.len() >= job.batch_size.max(1) * 4 {
-                self.state.commit(std::mem::take(&mut cp))?;
+                self.state.commit(std::mem::take(cp))?;
             }
         }
-        if dry {
-            // Writes already queued by earlier passes would go out too.
-            for conn in active.iter().filter(|c| job.role(c.system()).write) {
-                let queued = self.state.outbox_len(conn.system())?;
-                if queued > 0 {
-                    report
-                        .planned
-                        .entry(conn.system().to_string())
-                        .or_default()
-                        .queued = queued;
-                }
-            }
-            return Ok(report);
-        }
-        cp.extend(cursors);
-        self.state.commit(cp)?;
-
-        // 3. Write what the active systems are owed; with isolation a failing system does not
-        //    hold the others back (its writes stay in its outbox).
-        for conn in active.iter().filter(|c| job.role(c.system()).write) {
-            match self.drain_outbox(job, conn.as_ref(), &mut report).await {
-                Ok(()) => {}
-                Err(EngineError::Connector(e)) if job.options.isolate_failures => {
-                    tracing::warn!(system = %conn.system(), error = %e, "writes failed; kept in the outbox, the other systems go on");
-                    report
-                        .errors
-                        .insert(conn.system().to_string(), e.to_string());
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(report)
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -637,35 +773,12 @@ impl Engine {
         Ok(Matched::Entity(e))
     }
 
-    /// `f` plus a provenance field: per field, the first source (in the job's priority order)
-    /// whose last known record holds that value.
-    fn with_provenance(
-        &self,
-        job: &SyncJob,
-        entity: &EntityId,
-        f: &Fields,
-        field: &str,
-    ) -> Result<Fields, EngineError> {
-        let mut sources: Vec<SystemId> = match &job.policy.default {
-            FieldPolicy::Priority(l) => l.clone(),
-            _ => Vec::new(),
-        };
-        for c in &job.systems {
-            if job.role(c.system()).read && !sources.contains(c.system()) {
-                sources.push(c.system().clone());
-            }
-        }
-        let mut snaps = Vec::new();
-        for s in &sources {
-            if let Some(v) = self.state.snapshot(s, entity)? {
-                if let Some(c) = v.content {
-                    snaps.push((s.clone(), c));
-                }
-            }
-        }
+    /// `f` (the head's content, or what a system should hold of it) plus a provenance field:
+    /// per field, the system that set its value, as the head records it.
+    fn with_provenance(head: &Version, f: &Fields, field: &str) -> Fields {
         let mut map = serde_json::Map::new();
-        for (name, v) in f.iter() {
-            if let Some((s, _)) = snaps.iter().find(|(_, c)| c.get(name) == Some(v)) {
+        for (name, _) in f.iter() {
+            if let Some(s) = head.origin_of(name) {
                 map.insert(name.to_string(), serde_json::Value::String(s.to_string()));
             }
         }
@@ -674,7 +787,7 @@ impl Engine {
             StdArc::<str>::from(field),
             Value::Json(serde_json::Value::Object(map)),
         );
-        Ok(out)
+        out
     }
 
     /// The entity's entries in the conflict queue, as the plan needs them.
@@ -691,14 +804,25 @@ impl Engine {
         Ok(p)
     }
 
+    /// Writes `conn`'s outbox (only `only`'s entities when given). Returns the entities whose
+    /// conditional update found the record changed since it was read (left in the outbox).
     async fn drain_outbox(
         &self,
         job: &SyncJob,
         conn: &dyn Connector,
+        only: Option<&BTreeSet<EntityId>>,
         report: &mut SyncReport,
-    ) -> Result<(), EngineError> {
+    ) -> Result<Vec<EntityId>, EngineError> {
         let sys = conn.system().clone();
-        let pending = self.state.outbox(&sys, usize::MAX)?;
+        let mut pending = self.state.outbox(&sys, usize::MAX)?;
+        if let Some(only) = only {
+            pending.retain(|(e, _)| only.contains(e));
+        }
+        // A system the job reads gets conditional, partial updates (what changed since its
+        // snapshot, if it still holds the snapshot there); a write-only target is kept equal to
+        // the head in every mapped field.
+        let conditional = job.role(&sys).read;
+        let mut stale = Vec::new();
         for chunk in pending.chunks(job.batch_size.max(1)) {
             let mut cp = self.state.checkpoint();
             let mut ops = Vec::new();
@@ -724,6 +848,7 @@ impl Engine {
                     clock: head.clock.clone(),
                     modstamp: head.modstamp,
                     origin: head.origin.clone(),
+                    field_origins: head.field_origins.clone(),
                 };
                 if snap.as_ref().and_then(|s| s.hash) == target.hash {
                     cp.outbox_remove(&sys, entity); // already holds it
@@ -742,15 +867,33 @@ impl Engine {
                     cp.outbox_remove(&sys, entity);
                     continue;
                 }
+                let base = snap
+                    .as_ref()
+                    .filter(|_| conditional)
+                    .and_then(|s| s.content.clone().map(|c| (c, s.modstamp)));
                 let op = match (&target.content, key) {
-                    (Some(f), key) => WriteOp::Upsert {
-                        entity: *entity,
-                        key,
-                        fields: match &job.options.provenance_field {
-                            Some(pf) => self.with_provenance(job, entity, f, pf)?,
+                    (Some(f), key) => {
+                        let fields = match &job.options.provenance_field {
+                            Some(pf) => Self::with_provenance(&head, f, pf),
                             None => f.clone(),
-                        },
-                    },
+                        };
+                        match (key, base) {
+                            (Some(key), Some((b, modstamp))) => WriteOp::Update {
+                                entity: *entity,
+                                key,
+                                fields,
+                                base: WriteBase {
+                                    fields: b,
+                                    modstamp,
+                                },
+                            },
+                            (key, _) => WriteOp::Upsert {
+                                entity: *entity,
+                                key,
+                                fields,
+                            },
+                        }
+                    }
                     (None, Some(key)) => WriteOp::Delete {
                         entity: *entity,
                         key,
@@ -800,6 +943,24 @@ impl Engine {
                             // the delete rule decides. Nothing to retry.
                             cp.outbox_remove(&sys, &entity);
                         }
+                        WriteResult::Err {
+                            kind: WriteErrorKind::Stale,
+                            message,
+                        } => {
+                            // Changed since it was read: nothing was written; it is read again
+                            // and merged (the entry stays until then).
+                            tracing::info!(system = %sys, entity = %entity, %message, "record changed since it was read; reading it again to merge");
+                            cp.delete_pending(&sys, &entity);
+                            cp.outbox_put(
+                                &sys,
+                                &entity,
+                                &OutboxEntry {
+                                    last_error: Some(message),
+                                    ..entry
+                                },
+                            );
+                            stale.push(entity);
+                        }
                         WriteResult::Err { kind, message } => {
                             report.failed += 1;
                             tracing::warn!(system = %sys, entity = %entity, ?kind, %message, "write failed; kept in the outbox");
@@ -818,7 +979,7 @@ impl Engine {
             }
             self.state.commit(cp)?;
         }
-        Ok(())
+        Ok(stale)
     }
 }
 

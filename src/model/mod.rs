@@ -13,5 +13,5 @@ pub mod varint;
 pub use canonical::{ContentHash, DecodeError};
 pub use clock::{Actor, ActorId, ClockOrdering, VectorClock};
 pub use ids::{EntityId, InstanceId, SystemId};
-pub use record::{Fields, Key, NormalizeOptions, Record, Version};
+pub use record::{FieldOrigins, Fields, Key, NormalizeOptions, Record, Version};
 pub use value::{Timestamp, Value, ValueError};

@@ -234,7 +234,15 @@ pub struct Version {
     pub modstamp: Option<Timestamp>,
     /// The system whose change produced this version (for a merge: the last one folded in).
     pub origin: Option<SystemId>,
+    /// Per field, the system whose edit set the field's current value (or removed it), where
+    /// that is not `origin`: a merged version knows exactly where each value came from, so a
+    /// later conflict on a field is decided between the systems that actually hold the
+    /// competing values (`prefer`, `priority`), and aggregate provenance is exact.
+    pub field_origins: FieldOrigins,
 }
+
+/// Field name → the system that set its value (see [`Version::field_origins`]).
+pub type FieldOrigins = std::collections::BTreeMap<Arc<str>, SystemId>;
 
 impl Version {
     /// A version with its hash computed from `content`.
@@ -251,8 +259,25 @@ impl Version {
             clock,
             modstamp,
             origin,
+            field_origins: FieldOrigins::new(),
         }
     }
+
+    /// With these per-field origins (entries equal to `origin` are dropped: the map holds the
+    /// exceptions only, so a version from one system carries none).
+    pub fn with_field_origins(mut self, mut origins: FieldOrigins) -> Self {
+        if let Some(o) = &self.origin {
+            origins.retain(|_, s| s != o);
+        }
+        self.field_origins = origins;
+        self
+    }
+
+    /// The system that set `field`'s current value (or removed it).
+    pub fn origin_of(&self, field: &str) -> Option<&SystemId> {
+        self.field_origins.get(field).or(self.origin.as_ref())
+    }
+
     pub fn is_tombstone(&self) -> bool {
         self.content.is_none()
     }

@@ -680,9 +680,29 @@ async fn retrieve(
     Json(J::Object(out)).into_response()
 }
 
+/// `If-Unmodified-Since` (an HTTP date, second precision): the record's LastModifiedDate, to
+/// the second, must not be later. Malformed: 400, as an org answers.
+fn unmodified_since(h: &HeaderMap) -> Result<Option<i64>, SfError> {
+    let Some(v) = h.get("if-unmodified-since") else {
+        return Ok(None);
+    };
+    v.to_str()
+        .ok()
+        .and_then(|s| chrono::DateTime::parse_from_rfc2822(s.trim()).ok())
+        .map(|d| Some(d.timestamp()))
+        .ok_or_else(|| {
+            SfError::new(
+                400,
+                "INVALID_HEADER_VALUE",
+                "If-Unmodified-Since must be an HTTP date (EEE, dd MMM yyyy HH:mm:ss z)",
+            )
+        })
+}
+
 async fn update(
     State(sb): State<St>,
     Path((v, s, id)): Path<(String, String, String)>,
+    headers: HeaderMap,
     Json(body): Json<J>,
 ) -> Response {
     if let Err(e) = version_ok(&v) {
@@ -696,7 +716,30 @@ async fn update(
             "The request body must be a JSON object",
         ));
     };
-    match sb.org.lock().expect("lock").update(&s, &id, fields) {
+    let since = match unmodified_since(&headers) {
+        Ok(s) => s,
+        Err(e) => return err(e),
+    };
+    let mut org = sb.org.lock().expect("lock");
+    if let Some(since) = since {
+        let modified = match org.get(&s, &id) {
+            Ok(r) => r
+                .fields
+                .get("LastModifiedDate")
+                .and_then(J::as_str)
+                .and_then(|t| Timestamp::parse(t).ok())
+                .map(|t| t.millis().div_euclid(1000)),
+            Err(e) => return err(e),
+        };
+        if modified.is_some_and(|m| m > since) {
+            return err(SfError::new(
+                412,
+                "PRECONDITION_FAILED",
+                "The record was modified after the date given in If-Unmodified-Since",
+            ));
+        }
+    }
+    match org.update(&s, &id, fields) {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => err(e),
     }

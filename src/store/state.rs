@@ -20,6 +20,9 @@ const ENTRY_V1: u8 = 1;
 const F_TOMB: u8 = 1;
 const F_MODSTAMP: u8 = 2;
 const F_ORIGIN: u8 = 4;
+/// Per-field origins follow the origin: varint count, then per field (name order) varint
+/// length + name, varint length + system.
+const F_FIELD_ORIGINS: u8 = 8;
 
 fn corrupt(key: &[u8], reason: impl Into<String>) -> StoreError {
     StoreError::Corrupt {
@@ -42,6 +45,9 @@ pub fn encode_version(v: &Version, out: &mut Vec<u8>) {
     if v.origin.is_some() {
         flags |= F_ORIGIN;
     }
+    if !v.field_origins.is_empty() {
+        flags |= F_FIELD_ORIGINS;
+    }
     out.push(flags);
     if let Some(h) = &v.hash {
         out.extend_from_slice(&h.0);
@@ -53,6 +59,15 @@ pub fn encode_version(v: &Version, out: &mut Vec<u8>) {
     if let Some(o) = &v.origin {
         varint::put_u64(out, o.as_str().len() as u64);
         out.extend_from_slice(o.as_str().as_bytes());
+    }
+    if !v.field_origins.is_empty() {
+        varint::put_u64(out, v.field_origins.len() as u64);
+        for (name, sys) in &v.field_origins {
+            for part in [&**name, sys.as_str()] {
+                varint::put_u64(out, part.len() as u64);
+                out.extend_from_slice(part.as_bytes());
+            }
+        }
     }
     if let Some(c) = &v.content {
         canonical::encode_into(c, out);
@@ -66,6 +81,7 @@ pub struct VersionMeta {
     pub clock: VectorClock,
     pub modstamp: Option<Timestamp>,
     pub origin: Option<SystemId>,
+    pub field_origins: crate::model::FieldOrigins,
 }
 
 fn decode_version_parts<'a>(
@@ -81,7 +97,7 @@ fn decode_version_parts<'a>(
     let Some((&flags, mut rest)) = rest.split_first() else {
         return Err(corrupt(key, "truncated flags"));
     };
-    if flags & !(F_TOMB | F_MODSTAMP | F_ORIGIN) != 0 {
+    if flags & !(F_TOMB | F_MODSTAMP | F_ORIGIN | F_FIELD_ORIGINS) != 0 {
         return Err(corrupt(key, format!("unknown flags 0x{flags:02x}")));
     }
     let hash = if flags & F_TOMB == 0 {
@@ -115,6 +131,36 @@ fn decode_version_parts<'a>(
     } else {
         None
     };
+    let mut field_origins = crate::model::FieldOrigins::new();
+    if flags & F_FIELD_ORIGINS != 0 {
+        let n = varint::get_u64(rest, &mut pos).map_err(|_| corrupt(key, "bad origin count"))?;
+        if n == 0 {
+            return Err(corrupt(key, "empty field origins"));
+        }
+        let mut text = || -> Result<&str, StoreError> {
+            let len = varint::get_u64(rest, &mut pos)
+                .map_err(|_| corrupt(key, "bad field origin length"))?
+                as usize;
+            let raw = rest
+                .get(pos..pos.saturating_add(len))
+                .ok_or_else(|| corrupt(key, "truncated field origin"))?;
+            pos += len;
+            std::str::from_utf8(raw).map_err(|_| corrupt(key, "field origin not UTF-8"))
+        };
+        let mut last: Option<String> = None;
+        for _ in 0..n {
+            let name = text()?.to_string();
+            let sys = SystemId::new(text()?).map_err(|e| corrupt(key, e.to_string()))?;
+            if last.as_ref().is_some_and(|l| *l >= name) {
+                return Err(corrupt(key, "field origins out of order"));
+            }
+            if Some(&sys) == origin.as_ref() {
+                return Err(corrupt(key, "field origin repeats the origin"));
+            }
+            last = Some(name.clone());
+            field_origins.insert(std::sync::Arc::from(name), sys);
+        }
+    }
     let content = &rest[pos..];
     if hash.is_none() && !content.is_empty() {
         return Err(corrupt(key, "tombstone with content"));
@@ -125,6 +171,7 @@ fn decode_version_parts<'a>(
             clock,
             modstamp,
             origin,
+            field_origins,
         },
         content,
     ))
@@ -160,6 +207,7 @@ pub(crate) fn decode_version_with(
         clock: meta.clock,
         modstamp: meta.modstamp,
         origin: meta.origin,
+        field_origins: meta.field_origins,
     })
 }
 

@@ -77,6 +77,22 @@ pub(crate) fn rewrite(
                 }
                 results.push(WriteResult::Ok { key: k });
             }
+            WriteOp::Update {
+                key, fields, base, ..
+            } => {
+                if let Err(e) = check(conn, &fields) {
+                    results.push(rejected(e));
+                    continue;
+                }
+                let Some(&i) = index.get(&key).filter(|_| !deleted.contains(&key)) else {
+                    results.push(WriteResult::Err {
+                        kind: WriteErrorKind::NotFound,
+                        message: format!("record {key} not found"),
+                    });
+                    continue;
+                };
+                results.push(update_row(&mut table.rows[i].1, &key, &fields, &base));
+            }
             WriteOp::Delete { key, .. } => {
                 if index.contains_key(&key) {
                     deleted.insert(key.clone());
@@ -89,6 +105,27 @@ pub(crate) fn rewrite(
     let bytes = serialise(conn, &mut table).map_err(|e| conn.err(e))?;
     atomic_write(conn, &bytes)?;
     Ok(results)
+}
+
+/// Applies a conditional partial update to a row read from the file (see
+/// [`WriteOp::Update`]).
+fn update_row(
+    row: &mut Fields,
+    key: &Key,
+    fields: &Fields,
+    base: &crate::connector::WriteBase,
+) -> WriteResult {
+    let names = base.changed(fields);
+    if !base.holds(row, &names) {
+        return WriteResult::Err {
+            kind: WriteErrorKind::Stale,
+            message: format!("record {key} changed in the file since it was read"),
+        };
+    }
+    for n in names {
+        row.patch(n, fields.get(n).cloned());
+    }
+    WriteResult::Ok { key: key.clone() }
 }
 
 fn serialise(conn: &FileConnector, table: &mut Table) -> Result<Vec<u8>, String> {
@@ -176,6 +213,8 @@ pub(crate) fn append(
     let table = conn.load()?;
     let existing: std::collections::HashSet<Key> =
         table.rows.iter().map(|(k, _)| k.clone()).collect();
+    let mut current: HashMap<&Key, &Fields> = table.rows.iter().map(|(k, f)| (k, f)).collect();
+    let mut updated: HashMap<Key, Fields> = HashMap::new();
     let mut lines = String::new();
     let mut results = Vec::with_capacity(ops.len());
     for op in ops {
@@ -204,7 +243,36 @@ pub(crate) fn append(
                     Err(e) => results.push(rejected(e)),
                 }
             }
+            WriteOp::Update {
+                key, fields, base, ..
+            } => {
+                let Some(row) = updated
+                    .get(&key)
+                    .cloned()
+                    .or_else(|| current.get(&key).map(|f| (*f).clone()))
+                else {
+                    results.push(WriteResult::Err {
+                        kind: WriteErrorKind::NotFound,
+                        message: format!("record {key} not found"),
+                    });
+                    continue;
+                };
+                let mut row = row;
+                match update_row(&mut row, &key, &fields, &base) {
+                    WriteResult::Ok { key } => match json_line(conn, &row, Some("upsert")) {
+                        Ok(l) => {
+                            lines.push_str(&l);
+                            lines.push('\n');
+                            updated.insert(key.clone(), row);
+                            results.push(WriteResult::Ok { key });
+                        }
+                        Err(e) => results.push(rejected(e)),
+                    },
+                    other => results.push(other),
+                }
+            }
             WriteOp::Delete { key, .. } => {
+                current.remove(&key);
                 if let Some((_, f)) = table.rows.iter().find(|(k, _)| *k == key) {
                     let mut keyed = Fields::new();
                     for c in conn.key_names() {

@@ -1,4 +1,4 @@
-//! Upserts (idempotent by entity id) and deletes.
+//! Upserts (idempotent by entity id), conditional partial updates, and deletes.
 
 use super::{MemorySystem, Row};
 use crate::connector::{WriteErrorKind, WriteOp, WriteResult};
@@ -51,6 +51,30 @@ pub(super) fn apply(sys: &MemorySystem, ops: Vec<WriteOp>) -> Vec<WriteResult> {
                 if row.entity.is_none() {
                     row.entity = Some(entity);
                 }
+                WriteResult::Ok { key }
+            }
+            WriteOp::Update {
+                key, fields, base, ..
+            } => {
+                let Some(row) = t.rows.get_mut(&key) else {
+                    out.push(WriteResult::Err {
+                        kind: WriteErrorKind::NotFound,
+                        message: format!("record {key} not found"),
+                    });
+                    continue;
+                };
+                let names = base.changed(&fields);
+                if !base.holds(&row.fields, &names) {
+                    out.push(WriteResult::Err {
+                        kind: WriteErrorKind::Stale,
+                        message: format!("record {key} changed since it was read"),
+                    });
+                    continue;
+                }
+                for n in names {
+                    row.fields.patch(n, fields.get(n).cloned());
+                }
+                row.modstamp = modstamp;
                 WriteResult::Ok { key }
             }
             WriteOp::Delete { key, .. } => {

@@ -35,7 +35,8 @@ fn value_json(v: &Value) -> J {
 /// The event for one write.
 pub fn event(op: &WriteOp) -> (String, J) {
     match op {
-        WriteOp::Upsert { entity, fields, .. } => {
+        // An event carries the whole record: a consumer applies it without a base.
+        WriteOp::Upsert { entity, fields, .. } | WriteOp::Update { entity, fields, .. } => {
             let hash = fields.content_hash().to_hex();
             let mut m = Map::new();
             for (k, v) in fields.iter() {

@@ -281,6 +281,21 @@ impl Client {
         payload: Payload<'_>,
         batch: Option<usize>,
     ) -> Result<RawResp, ConnectorError> {
+        self.request_with(method, path, payload, batch, &[], &[])
+            .await
+    }
+
+    /// [`Self::request`] with extra request headers; answers with a status in `accept` are
+    /// returned (with their body) instead of failing the call.
+    pub async fn request_with(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        payload: Payload<'_>,
+        batch: Option<usize>,
+        headers: &[(&'static str, String)],
+        accept: &[u16],
+    ) -> Result<RawResp, ConnectorError> {
         let url = if path.starts_with("http") {
             path.to_string()
         } else {
@@ -299,6 +314,9 @@ impl Client {
                 Payload::Csv(t) => {
                     rb = rb.header("content-type", "text/csv").body(t.clone());
                 }
+            }
+            for (k, v) in headers {
+                rb = rb.header(*k, v.as_str());
             }
             if let Some(n) = batch {
                 rb = rb.header(
@@ -386,7 +404,10 @@ impl Client {
                     ));
                 }
             }
-            if status >= 400 && !(status == 400 && path.contains("/composite/sobjects")) {
+            if status >= 400
+                && !(status == 400 && path.contains("/composite/sobjects"))
+                && !accept.contains(&status)
+            {
                 let msg = body_err
                     .as_ref()
                     .and_then(|b| b.get(0))

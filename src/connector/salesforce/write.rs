@@ -51,6 +51,94 @@ fn body(c: &SalesforceConnector, f: &Fields, creating: bool) -> Map<String, J> {
     m
 }
 
+/// The body of a partial update: only the updateable mapped fields in `names`, a field the
+/// record lacks sent as null (cleared).
+fn delta_body(
+    c: &SalesforceConnector,
+    f: &Fields,
+    names: &[&std::sync::Arc<str>],
+) -> Map<String, J> {
+    let mut m = Map::new();
+    for field in c.fields() {
+        if Some(&field.name) == c.cfg.entity_id_field.as_ref() || !field.updateable {
+            continue;
+        }
+        if names.iter().any(|n| ***n == *field.name) {
+            m.insert(
+                field.name.clone(),
+                f.get(&field.name).map_or(J::Null, to_json),
+            );
+        }
+    }
+    m
+}
+
+/// `If-Unmodified-Since` for a record last seen at `t`: the HTTP date of its second (the
+/// record's LastModifiedDate, which Salesforce keeps to the second, is at or before it).
+fn http_date(t: crate::model::Timestamp) -> Option<String> {
+    let c = t.to_chrono()?;
+    Some(c.format("%a, %d %b %Y %H:%M:%S GMT").to_string())
+}
+
+/// One record updated through sObject Rows, conditionally when its last modification time is
+/// known: a 412 (changed since) is [`WriteErrorKind::Stale`].
+async fn update_one(
+    c: &SalesforceConnector,
+    id: &str,
+    body: &J,
+    since: Option<crate::model::Timestamp>,
+) -> Result<WriteResult, ConnectorError> {
+    use super::client::Payload;
+    let v = &c.cfg.api_version;
+    let mut headers = Vec::new();
+    if let Some(d) = since.and_then(http_date) {
+        headers.push(("If-Unmodified-Since", d));
+    }
+    let r = c
+        .client
+        .request_with(
+            reqwest::Method::PATCH,
+            &format!("/services/data/v{v}/sobjects/{}/{id}", c.cfg.object),
+            Payload::Json(body),
+            None,
+            &headers,
+            &[400, 404, 412],
+        )
+        .await?;
+    let err = || -> (String, String) {
+        let e: J = serde_json::from_str(&r.text).unwrap_or(J::Null);
+        let e = e.get(0).cloned().unwrap_or(J::Null);
+        (
+            e.get("errorCode")
+                .and_then(J::as_str)
+                .unwrap_or("UNKNOWN")
+                .to_string(),
+            e.get("message")
+                .and_then(J::as_str)
+                .unwrap_or("")
+                .to_string(),
+        )
+    };
+    Ok(match r.status {
+        412 => WriteResult::Err {
+            kind: WriteErrorKind::Stale,
+            message: format!("record {id} was modified after it was read (412)"),
+        },
+        400 | 404 => {
+            let (code, msg) = err();
+            WriteResult::Err {
+                kind: if r.status == 404 {
+                    WriteErrorKind::NotFound
+                } else {
+                    kind_of(&code)
+                },
+                message: format!("{code}: {msg}"),
+            }
+        }
+        _ => WriteResult::Ok { key: Key::new(id) },
+    })
+}
+
 /// A value as a Bulk API CSV cell (`#N/A` clears the field).
 fn csv_cell(j: &J) -> String {
     match j {
@@ -252,7 +340,9 @@ async fn maybe_bulk(
             let key = b.get(key_field).map(csv_cell).unwrap_or_default();
             let cells = columns
                 .iter()
-                .map(|col| b.get(col).map_or_else(|| "#N/A".to_string(), csv_cell))
+                // A field the record's body lacks is left as it is (an empty cell); one it
+                // holds as null is cleared (`#N/A`).
+                .map(|col| b.get(col).map_or_else(String::new, csv_cell))
                 .collect();
             (*i, key, cells)
         })
@@ -300,6 +390,8 @@ pub(super) async fn apply(
     let mut creates: Vec<(usize, J)> = Vec::new();
     let mut updates: Vec<(usize, J)> = Vec::new();
     let mut deletes: Vec<(usize, String)> = Vec::new();
+    let mut since: std::collections::HashMap<usize, Option<crate::model::Timestamp>> =
+        std::collections::HashMap::new();
     for (i, op) in ops.iter().enumerate() {
         match op {
             WriteOp::Upsert {
@@ -324,7 +416,35 @@ pub(super) async fn apply(
                 b.insert("Id".into(), J::String(k.as_str().to_string()));
                 updates.push((i, J::Object(b)));
             }
+            WriteOp::Update {
+                key, fields, base, ..
+            } => {
+                let names = base.changed(fields);
+                let mut b = delta_body(c, fields, &names);
+                if b.is_empty() {
+                    // Nothing this object lets us write differs.
+                    out[i] = Some(WriteResult::Ok { key: key.clone() });
+                    continue;
+                }
+                b.insert("attributes".into(), json!({"type": obj}));
+                b.insert("Id".into(), J::String(key.as_str().to_string()));
+                since.insert(i, base.modstamp);
+                updates.push((i, J::Object(b)));
+            }
             WriteOp::Delete { key, .. } => deletes.push((i, key.as_str().to_string())),
+        }
+    }
+    // A single update goes through sObject Rows, conditionally (If-Unmodified-Since); the
+    // same one call as a collection of one.
+    if updates.len() == 1 {
+        if let Some(Some(t)) = since.get(&updates[0].0).copied() {
+            let (i, mut b) = updates.pop().expect("one");
+            let id = b["Id"].as_str().unwrap_or_default().to_string();
+            if let Some(m) = b.as_object_mut() {
+                m.remove("attributes");
+                m.remove("Id");
+            }
+            out[i] = Some(update_one(c, &id, &b, Some(t)).await?);
         }
     }
     if let Some(ext) = &c.cfg.entity_id_field {

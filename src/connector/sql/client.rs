@@ -479,6 +479,27 @@ impl Tx {
         Ok(n.max(0) as u64)
     }
 
+    /// Runs a query inside the transaction.
+    pub async fn fetch(&mut self, sql: &str, params: &[Param]) -> Result<Rows, sqlx::Error> {
+        Ok(match self {
+            Tx::Pg(t) => Rows::Pg(
+                bind_all!(sqlx::query(sql), params)
+                    .fetch_all(&mut **t)
+                    .await?,
+            ),
+            Tx::My(t) => Rows::My(
+                bind_all!(sqlx::query(sql), params)
+                    .fetch_all(&mut **t)
+                    .await?,
+            ),
+            Tx::Lite(t) => Rows::Lite(
+                bind_all!(sqlx::query(sql), params)
+                    .fetch_all(&mut **t)
+                    .await?,
+            ),
+        })
+    }
+
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         match self {
             Tx::Pg(t) => t.commit().await,

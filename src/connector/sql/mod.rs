@@ -193,7 +193,7 @@ impl SqlConnector {
         client::conn_error(self.system.as_str(), &self.cfg.table, e)
     }
 
-    fn bad(&self, message: String) -> ConnectorError {
+    pub(crate) fn bad(&self, message: String) -> ConnectorError {
         ConnectorError {
             system: self.system.to_string(),
             object: self.cfg.table.clone(),
@@ -414,46 +414,12 @@ impl SqlConnector {
         keys: &[Vec<String>],
         extra: &[(String, Column)],
     ) -> Result<Vec<Change>, ConnectorError> {
-        let d = self.dialect();
-        let kc: Vec<&Column> = self.key.iter().collect();
-        let mut list: Vec<String> = self.columns.iter().map(|c| select_expr(d, c)).collect();
-        list.extend(extra.iter().map(|(e, _)| e.clone()));
         let mut cols = self.columns.clone();
         cols.extend(extra.iter().map(|(_, c)| c.clone()));
+        let kc: Vec<&Column> = self.key.iter().collect();
         let mut out = Vec::new();
-        let per = (d.max_params() / kc.len().max(1)).clamp(1, 500);
-        for chunk in keys.chunks(per) {
-            let mut params = Vec::new();
-            let mut ors = Vec::new();
-            let mut wanted = Vec::new();
-            for parts in chunk {
-                if parts.len() != kc.len() {
-                    return Err(self.bad(format!(
-                        "change log key {parts:?} does not match the key columns"
-                    )));
-                }
-                let mut ands = Vec::new();
-                let mut f = crate::model::Fields::new();
-                for (c, p) in kc.iter().zip(parts) {
-                    let v =
-                        read::value_from_key_part(c, p, self.offset).map_err(|e| self.bad(e))?;
-                    params.push(param_for(d, c, Some(&v), self.offset).map_err(|e| self.bad(e))?);
-                    ands.push(format!(
-                        "{} = {}",
-                        d.quote(&c.name),
-                        read::placeholder(d, params.len(), c)
-                    ));
-                    f.set(c.name.as_str(), v);
-                }
-                wanted.push(row_key(&f, &kc).map_err(|e| self.bad(e))?);
-                ors.push(format!("({})", ands.join(" AND ")));
-            }
-            let sql = format!(
-                "SELECT {} FROM {} WHERE {}",
-                list.join(", "),
-                self.table_ref(),
-                ors.join(" OR ")
-            );
+        for chunk in keys.chunks(self.keys_per_select()) {
+            let (sql, params, wanted) = self.select_by_keys(chunk, extra, "")?;
             let rows = self
                 .pool
                 .fetch(&sql, &params)
@@ -475,6 +441,55 @@ impl SqlConnector {
             }
         }
         Ok(out)
+    }
+
+    /// Keys per [`Self::select_by_keys`] statement.
+    pub(crate) fn keys_per_select(&self) -> usize {
+        (self.dialect().max_params() / self.key.len().max(1)).clamp(1, 500)
+    }
+
+    /// `SELECT <mapped columns, extra> FROM table WHERE key = … OR …` for these keys (as
+    /// key-part strings) followed by `suffix` (`FOR UPDATE`); also the keys as the rows will
+    /// carry them.
+    pub(crate) fn select_by_keys(
+        &self,
+        keys: &[Vec<String>],
+        extra: &[(String, Column)],
+        suffix: &str,
+    ) -> Result<(String, Vec<client::Param>, Vec<crate::model::Key>), ConnectorError> {
+        let d = self.dialect();
+        let kc: Vec<&Column> = self.key.iter().collect();
+        let mut list: Vec<String> = self.columns.iter().map(|c| select_expr(d, c)).collect();
+        list.extend(extra.iter().map(|(e, _)| e.clone()));
+        let mut params = Vec::new();
+        let mut ors = Vec::new();
+        let mut wanted = Vec::new();
+        for parts in keys {
+            if parts.len() != kc.len() {
+                return Err(self.bad(format!("key {parts:?} does not match the key columns")));
+            }
+            let mut ands = Vec::new();
+            let mut f = crate::model::Fields::new();
+            for (c, p) in kc.iter().zip(parts) {
+                let v = read::value_from_key_part(c, p, self.offset).map_err(|e| self.bad(e))?;
+                params.push(param_for(d, c, Some(&v), self.offset).map_err(|e| self.bad(e))?);
+                ands.push(format!(
+                    "{} = {}",
+                    d.quote(&c.name),
+                    read::placeholder(d, params.len(), c)
+                ));
+                f.set(c.name.as_str(), v);
+            }
+            wanted.push(row_key(&f, &kc).map_err(|e| self.bad(e))?);
+            ors.push(format!("({})", ands.join(" AND ")));
+        }
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {}{suffix}",
+            list.join(", "),
+            self.table_ref(),
+            ors.join(" OR ")
+        );
+        Ok((sql, params, wanted))
     }
 
     async fn read_column(&self, cursor: Cursor) -> Result<ReadPage, ConnectorError> {

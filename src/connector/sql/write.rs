@@ -191,32 +191,145 @@ pub async fn apply(
     conn: &SqlConnector,
     ops: Vec<WriteOp>,
 ) -> Result<Vec<WriteResult>, ConnectorError> {
+    let fail = |e: BatchError| match e {
+        BatchError::Db(e) => conn.error(&e),
+        BatchError::Other(e) => e,
+    };
     match apply_batch(conn, ops.clone()).await {
         Ok(r) => Ok(r),
-        Err(e) if is_data_error(&e) && ops.len() > 1 => {
+        Err(BatchError::Db(e)) if is_data_error(&e) && ops.len() > 1 => {
             let mut out = Vec::with_capacity(ops.len());
             for op in ops {
                 match apply_batch(conn, vec![op]).await {
                     Ok(mut r) => {
                         out.push(r.pop().unwrap_or_else(|| rejected("not processed".into())))
                     }
-                    Err(e) if is_data_error(&e) => {
+                    Err(BatchError::Db(e)) if is_data_error(&e) => {
                         out.push(rejected(super::client::describe(&e).0))
                     }
-                    Err(e) => return Err(conn.error(&e)),
+                    Err(e) => return Err(fail(e)),
                 }
             }
             Ok(out)
         }
-        Err(e) if is_data_error(&e) => Ok(vec![rejected(super::client::describe(&e).0)]),
-        Err(e) => Err(conn.error(&e)),
+        Err(BatchError::Db(e)) if is_data_error(&e) => {
+            Ok(vec![rejected(super::client::describe(&e).0)])
+        }
+        Err(e) => Err(fail(e)),
     }
+}
+
+/// Why a batch failed: the database, or reading its answer.
+enum BatchError {
+    Db(sqlx::Error),
+    Other(ConnectorError),
+}
+
+impl From<sqlx::Error> for BatchError {
+    fn from(e: sqlx::Error) -> Self {
+        BatchError::Db(e)
+    }
+}
+
+/// A conditional partial update, ready for the database: the op's index, the row's key, the
+/// target and base rows with the key columns filled in.
+struct Conditional {
+    index: usize,
+    key: Key,
+    target: Fields,
+    base: Fields,
+}
+
+/// The conditional updates of a batch, inside its transaction: the rows are read and locked
+/// (`FOR UPDATE`; SQLite's write lock is the transaction's), each row's written columns are
+/// compared with the base as the read path decodes them, and only the columns that change are
+/// updated. A row that changed since it was read is left alone (`Stale`).
+async fn apply_conditional(
+    conn: &SqlConnector,
+    tx: &mut super::client::Tx,
+    updates: Vec<Conditional>,
+    results: &mut [Option<WriteResult>],
+) -> Result<(), BatchError> {
+    let d = conn.dialect();
+    let table = conn.table_ref();
+    let key_names: Vec<String> = conn.key_cols().iter().map(|c| c.name.clone()).collect();
+    let key_cols: Vec<&Column> = conn.key_cols().iter().collect();
+    let lock = match d {
+        Dialect::Sqlite => "",
+        _ => " FOR UPDATE",
+    };
+    for chunk in updates.chunks(conn.keys_per_select()) {
+        let parts: Vec<Vec<String>> = chunk.iter().map(|u| u.key.parts()).collect();
+        let (sql, select_params, _) = conn
+            .select_by_keys(&parts, &[], lock)
+            .map_err(BatchError::Other)?;
+        let rows = tx.fetch(&sql, &select_params).await?;
+        let found = super::read::decode(&rows, conn.columns(), conn.offset())
+            .map_err(|e| BatchError::Other(conn.bad(e)))?;
+        let mut current = std::collections::HashMap::new();
+        for f in found {
+            let k = row_key(&f, &key_cols).map_err(|e| BatchError::Other(conn.bad(e)))?;
+            current.insert(k, f);
+        }
+        for u in chunk {
+            let Some(now) = current.get(&u.key) else {
+                results[u.index] = Some(WriteResult::Err {
+                    kind: WriteErrorKind::NotFound,
+                    message: format!("row {} not found in {table}", u.key),
+                });
+                continue;
+            };
+            let base = crate::connector::WriteBase {
+                fields: u.base.clone(),
+                modstamp: None,
+            };
+            let names: Vec<&std::sync::Arc<str>> = base
+                .changed(&u.target)
+                .into_iter()
+                .filter(|n| {
+                    !key_names.iter().any(|k| k == &***n)
+                        && conn.columns().iter().any(|c| c.name == ***n)
+                })
+                .collect();
+            if !base.holds(now, &names) {
+                results[u.index] = Some(WriteResult::Err {
+                    kind: WriteErrorKind::Stale,
+                    message: format!("row {} changed since it was read", u.key),
+                });
+                continue;
+            }
+            if names.is_empty() {
+                results[u.index] = Some(WriteResult::Ok { key: u.key.clone() });
+                continue;
+            }
+            let set: Vec<&Column> = names
+                .iter()
+                .filter_map(|n| conn.columns().iter().find(|c| c.name == ***n))
+                .collect();
+            let mut ordered = set.clone();
+            ordered.extend(key_cols.iter().copied());
+            let p = match params(conn, &ordered, &u.target) {
+                Ok(p) => p,
+                Err(e) => {
+                    results[u.index] = Some(rejected(e));
+                    continue;
+                }
+            };
+            let sets: Vec<Column> = set.iter().map(|c| (*c).clone()).collect();
+            let mut cols = sets.clone();
+            cols.extend(key_cols.iter().map(|c| (*c).clone()));
+            tx.execute(&update_sql(d, &table, &cols, &key_names), &p)
+                .await?;
+            results[u.index] = Some(WriteResult::Ok { key: u.key.clone() });
+        }
+    }
+    Ok(())
 }
 
 async fn apply_batch(
     conn: &SqlConnector,
     ops: Vec<WriteOp>,
-) -> Result<Vec<WriteResult>, sqlx::Error> {
+) -> Result<Vec<WriteResult>, BatchError> {
     let d = conn.dialect();
     let table = conn.table_ref();
     let cols = conn.columns();
@@ -233,7 +346,26 @@ async fn apply_batch(
     let mut creates: Vec<Vec<(usize, Key, Vec<Param>)>> = Vec::new();
     let mut updates: Vec<(usize, Key, Vec<Param>)> = Vec::new();
     let mut deletes: Vec<(usize, Key, Vec<Param>)> = Vec::new();
+    let mut conditional: Vec<Conditional> = Vec::new();
     for (i, op) in ops.iter().enumerate() {
+        if let WriteOp::Update {
+            key, fields, base, ..
+        } = op
+        {
+            match with_key(conn, fields, Some(key))
+                .and_then(|t| Ok((t, with_key(conn, &base.fields, Some(key))?)))
+                .and_then(|(t, b)| Ok((row_key(&t, &key_cols)?, t, b)))
+            {
+                Ok((k, target, base)) => conditional.push(Conditional {
+                    index: i,
+                    key: k,
+                    target,
+                    base,
+                }),
+                Err(e) => results[i] = Some(rejected(e)),
+            }
+            continue;
+        }
         let prepared = match op {
             WriteOp::Upsert { fields, key, .. } => {
                 with_key(conn, fields, key.as_ref()).and_then(|f| {
@@ -244,6 +376,7 @@ async fn apply_batch(
             WriteOp::Delete { key, .. } => {
                 with_key(conn, &Fields::new(), Some(key)).map(|f| (f, key.clone()))
             }
+            WriteOp::Update { .. } => unreachable!("taken above"),
         };
         let (f, k) = match prepared {
             Ok(x) => x,
@@ -277,6 +410,7 @@ async fn apply_batch(
                 Ok(p) => deletes.push((i, k, p)),
                 Err(e) => results[i] = Some(rejected(e)),
             },
+            WriteOp::Update { .. } => unreachable!("taken above"),
         }
     }
 
@@ -317,6 +451,7 @@ async fn apply_batch(
             });
         }
     }
+    apply_conditional(conn, &mut tx, conditional, &mut results).await?;
     if !deletes.is_empty() {
         let sql = delete_sql(d, &table, cols, &key_names);
         let mut seen = BTreeSet::new();
