@@ -327,3 +327,151 @@ async fn dry_runs_plan_without_committing_or_writing() {
         "{r:?}"
     );
 }
+
+/// Bug 9: a source that deletes its record no longer contributes to the golden record: fields
+/// only it had disappear, fields others have come from them, provenance follows; when no
+/// source holds the entity, the golden record is deleted. Before, the golden record kept the
+/// deleted source's values and provenance.
+#[tokio::test]
+async fn aggregate_recomputes_the_golden_record_when_a_source_deletes() {
+    let (a, b, report) = (sys("a"), sys("b"), sys("report"));
+    let ka = a.user_create(
+        Fields::new()
+            .with("email", "ada@x.org")
+            .with("phone", "A")
+            .with("fax", "only in a"),
+    );
+    let kb = b.user_create(
+        Fields::new()
+            .with("email", "ada@x.org")
+            .with("phone", "B")
+            .with("city", "Oslo"),
+    );
+    let policy = Policy::new(
+        FieldPolicy::Priority(vec![
+            SystemId::new("a").unwrap(),
+            SystemId::new("b").unwrap(),
+        ]),
+        DeleteRule::DeleteWins,
+    );
+    let options = JobOptions {
+        roles: roles(&[
+            ("a", true, false),
+            ("b", true, false),
+            ("report", false, true),
+        ]),
+        matching: Some(MatchSpec {
+            key: None,
+            ..by_email()
+        }),
+        provenance_field: Some("_sources".into()),
+        ..JobOptions::default()
+    };
+    let j = job(&[&a, &b, &report], policy, options);
+    let (e, _) = engine();
+    e.sync(&j, None).await.unwrap();
+    let golden = || report.rows().into_values().next().map(|r| r.fields);
+    let g = golden().unwrap();
+    assert_eq!(g.get("phone"), Some(&Value::text("A")));
+    assert_eq!(g.get("fax"), Some(&Value::text("only in a")));
+    a.user_delete(&ka);
+    e.sync(&j, None).await.unwrap();
+    let g = golden().unwrap();
+    assert_eq!(g.get("phone"), Some(&Value::text("B")), "{g:?}");
+    assert_eq!(
+        g.get("fax"),
+        None,
+        "a field no remaining source has is removed"
+    );
+    assert_eq!(g.get("city"), Some(&Value::text("Oslo")));
+    let Some(Value::Json(prov)) = g.get("_sources") else {
+        panic!("{g:?}")
+    };
+    assert_eq!(prov["phone"], "b");
+    assert!(prov.get("fax").is_none());
+    b.user_delete(&kb);
+    e.sync(&j, None).await.unwrap();
+    assert!(report.rows().is_empty(), "no source holds it: deleted");
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(
+        std::env::var("CONCORD_AGGREGATE_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(64)
+    ))]
+    /// Bug 4: with N = 2..5 sources, any priority order, any set of fields per source and any
+    /// order of reading them (some in one pass, the others later), every field of the golden
+    /// record is the value of the first source in the priority order that has it, and the
+    /// provenance names that source. Before, new versions were folded pairwise and the merged
+    /// head attributed to one system, so a third source was compared with the second.
+    #[test]
+    fn aggregate_priority_is_exact_for_any_sources_and_read_order(
+        n in 2usize..=5,
+        order_seed in proptest::prelude::any::<u64>(),
+        has in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<bool>(), 3), 5),
+        first_pass in proptest::collection::vec(proptest::prelude::any::<bool>(), 5),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(async {
+            let names: Vec<String> = (0..n).map(|i| format!("s{i}")).collect();
+            let srcs: Vec<Arc<MemorySystem>> = names.iter().map(|s| sys(s)).collect();
+            let report = sys("report");
+            // A priority order: a permutation of the sources from the seed.
+            let mut prio: Vec<usize> = (0..n).collect();
+            let mut x = order_seed;
+            for i in (1..n).rev() {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                prio.swap(i, (x >> 33) as usize % (i + 1));
+            }
+            for (i, s) in srcs.iter().enumerate() {
+                let mut f = Fields::new().with("email", "k@x.org");
+                for (j, h) in has[i].iter().enumerate() {
+                    if *h {
+                        f.set(format!("f{j}"), format!("from s{i}"));
+                    }
+                }
+                s.user_create(f);
+            }
+            let mut roles_list: Vec<(&str, bool, bool)> =
+                names.iter().map(|s| (s.as_str(), true, false)).collect();
+            roles_list.push(("report", false, true));
+            let options = JobOptions {
+                roles: roles(&roles_list),
+                matching: Some(MatchSpec { key: None, ..by_email() }),
+                provenance_field: Some("_sources".into()),
+                ..JobOptions::default()
+            };
+            let policy = Policy::new(
+                FieldPolicy::Priority(prio.iter().map(|&i| SystemId::new(&names[i]).unwrap()).collect()),
+                DeleteRule::UpdateWins,
+            );
+            let mut all: Vec<&Arc<MemorySystem>> = srcs.iter().collect();
+            all.push(&report);
+            let j = job(&all, policy, options);
+            let (e, _) = engine();
+            let early: Vec<SystemId> = (0..n)
+                .filter(|i| first_pass[*i])
+                .map(|i| SystemId::new(&names[i]).unwrap())
+                .chain([SystemId::new("report").unwrap()])
+                .collect();
+            e.sync(&j, Some(&early)).await.unwrap();
+            e.sync(&j, None).await.unwrap();
+            let rows = report.rows();
+            assert_eq!(rows.len(), 1, "{rows:?}");
+            let g = rows.into_values().next().unwrap().fields;
+            let Some(Value::Json(prov)) = g.get("_sources").cloned() else {
+                panic!("{g:?}")
+            };
+            for j in 0..3 {
+                let field = format!("f{j}");
+                let want = prio.iter().find(|&&i| has[i][j]);
+                match want {
+                    Some(&i) => {
+                        assert_eq!(g.get(&field), Some(&Value::text(format!("from s{i}"))), "{field} with priority {prio:?}, has {has:?}: {g:?}");
+                        assert_eq!(prov[&field], names[i].as_str(), "{field}");
+                    }
+                    None => assert_eq!(g.get(&field), None),
+                }
+            }
+        });
+    }
+}

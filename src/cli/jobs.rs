@@ -46,12 +46,13 @@ fn report_json(job: &str, r: &SyncReport, secs: f64) -> J {
         "duplicates_ignored": r.duplicates_ignored,
         "matched": r.matched,
         "unmatched": r.unmatched,
+        "golden_created": r.golden_created,
         "system_errors": r.errors,
         "planned": r.planned.iter().map(|(s, p)| (s.clone(), json!({"creates": p.creates, "updates": p.updates, "deletes": p.deletes, "queued": p.queued}))).collect::<BTreeMap<_, _>>(),
     })
 }
 
-fn report_human(job: &str, r: &SyncReport, secs: f64, dry: bool) -> String {
+fn report_human(job: &str, r: &SyncReport, secs: f64, dry: bool, aggregate: bool) -> String {
     let mut out = format!("job {job} ({secs:.2} s)\n");
     let list = |m: &BTreeMap<String, u64>| {
         if m.is_empty() {
@@ -88,7 +89,12 @@ fn report_human(job: &str, r: &SyncReport, secs: f64, dry: bool) -> String {
         "  changed entities {}, echoes suppressed {}, conflicts resolved {}, parked {}\n",
         r.changed, r.echoes, r.conflicts_resolved, r.conflicts_parked
     ));
-    if r.matched + r.unmatched > 0 {
+    if aggregate && r.matched > 0 {
+        out.push_str(&format!(
+            "  matched {} records by their match key ({} new golden records)\n",
+            r.matched, r.golden_created
+        ));
+    } else if r.matched + r.unmatched > 0 {
         out.push_str(&format!(
             "  matched {}, unmatched {}\n",
             r.matched, r.unmatched
@@ -218,7 +224,7 @@ pub async fn run(
                 code = code.max(EXIT_PARTIAL);
             }
             let mut j = report_json(&job.name, &r, secs);
-            let mut human = report_human(&job.name, &r, secs, dry);
+            let mut human = report_human(&job.name, &r, secs, dry, job.is_aggregate());
             if check && !dry {
                 let (ok, v) = verify(job, &state).await?;
                 if !ok {

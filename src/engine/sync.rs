@@ -122,10 +122,14 @@ pub struct SyncReport {
     pub conflicts_parked: u64,
     /// Records ignored because another record of the same system carries the same entity id.
     pub duplicates_ignored: u64,
-    /// Correlate: records present in one system only (not synced, not stored).
+    /// Correlate: records read in this pass that have no match in the other system (not
+    /// synced, not stored); each counted once, however often it was met.
     pub unmatched: u64,
-    /// Correlate: entities matched in this pass.
+    /// Correlate: entities matched in this pass. Aggregate: records linked to a golden record
+    /// by their match key in this pass.
     pub matched: u64,
+    /// Aggregate: golden records started in this pass.
+    pub golden_created: u64,
     /// Systems that failed in this pass (with `isolate_failures`), and why.
     pub errors: BTreeMap<String, String>,
     /// Dry run: the writes the pass would make, per system.
@@ -143,8 +147,8 @@ impl SyncReport {
             *self.read.entry(s).or_default() += n;
         }
         self.duplicates_ignored += r.duplicates_ignored;
-        self.unmatched += r.unmatched;
         self.matched += r.matched;
+        self.golden_created += r.golden_created;
     }
 
     /// The figures as (name, count) pairs, for the run log.
@@ -164,6 +168,7 @@ impl SyncReport {
         c.push(("duplicates_ignored".into(), self.duplicates_ignored));
         c.push(("unmatched".into(), self.unmatched));
         c.push(("matched".into(), self.matched));
+        c.push(("golden_created".into(), self.golden_created));
         c.push(("system_errors".into(), self.errors.len() as u64));
         c
     }
@@ -295,6 +300,8 @@ impl Engine {
                 Err(e) => return Err(e),
             }
         }
+
+        report.unmatched = matches.unmatched();
 
         // 2. Plan each touched entity.
         self.plan_observed(job, &all, &observed, &mut cp, &mut report)?;
@@ -697,8 +704,8 @@ impl Engine {
         let Some(hash) = hash else {
             // Deleted, or no match key: correlate keeps nothing of it; others sync it alone.
             return Ok(if job.options.correlate || fields.is_none() {
-                if fields.is_some() {
-                    report.unmatched += 1;
+                if fields.is_some() && job.options.correlate {
+                    matches.set_lonely(sys, key, true);
                 }
                 if job.options.correlate {
                     Matched::Drop
@@ -711,6 +718,9 @@ impl Engine {
         };
         let mut entry = matches.get(&self.state, &job.name, &hash)?;
         if let Some(e) = entry.entity {
+            if !job.options.correlate {
+                report.matched += 1; // joins its golden record
+            }
             return Ok(Matched::Entity(EntityId(e)));
         }
         if !job.options.correlate {
@@ -718,6 +728,8 @@ impl Engine {
             let e = match_entity(&job.name, &hash);
             entry.entity = Some(e.0);
             matches.put(cp, &job.name, hash, entry);
+            report.matched += 1;
+            report.golden_created += 1;
             return Ok(Matched::Entity(e));
         }
         let others: Vec<(String, String)> = entry
@@ -739,7 +751,7 @@ impl Engine {
             matches.put(cp, &job.name, hash, entry);
             matches.set_rev(sys, key, Some(hash));
             cp.put_match_rev(&job.name, sys, key, &hash);
-            report.unmatched += 1;
+            matches.set_lonely(sys, key, true);
             return Ok(Matched::Drop);
         }
         // A match: the entity starts now, with the other side's record fetched again (it was
@@ -757,6 +769,7 @@ impl Engine {
                 cp.put_xref(&s2, &k2, &e);
                 cp.delete_match_rev(&job.name, &s2, &k2);
                 matches.set_rev(&s2, &k2, None);
+                matches.set_lonely(&s2, &k2, false);
                 observed.entry(e).or_default().insert(
                     s2,
                     Observation::Present {
@@ -1013,6 +1026,9 @@ struct MatchOverlay {
     revs: HashMap<(SystemId, Key), Option<[u8; 32]>>,
     reading: HashMap<[u8; 32], MatchEntry>,
     reading_revs: HashMap<(SystemId, Key), Option<[u8; 32]>>,
+    /// Correlate: records read alone in this pass (`true`), or matched since (`false`).
+    lonely: HashMap<(SystemId, Key), bool>,
+    reading_lonely: HashMap<(SystemId, Key), bool>,
 }
 
 impl MatchOverlay {
@@ -1050,16 +1066,28 @@ impl MatchOverlay {
         self.reading_revs.insert((sys.clone(), key.clone()), hash);
     }
 
+    fn set_lonely(&mut self, sys: &SystemId, key: &Key, lonely: bool) {
+        self.reading_lonely
+            .insert((sys.clone(), key.clone()), lonely);
+    }
+
+    /// Records read in this pass that are still without a match (each counted once).
+    fn unmatched(&self) -> u64 {
+        self.lonely.values().filter(|l| **l).count() as u64
+    }
+
     /// The system's read completed: its changes count.
     fn keep(&mut self) {
         self.entries.extend(self.reading.drain());
         self.revs.extend(self.reading_revs.drain());
+        self.lonely.extend(self.reading_lonely.drain());
     }
 
     /// The system's read failed: nothing it changed counts.
     fn discard(&mut self) {
         self.reading.clear();
         self.reading_revs.clear();
+        self.reading_lonely.clear();
     }
 }
 
