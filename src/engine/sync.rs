@@ -168,7 +168,7 @@ impl SyncReport {
         c.push(("duplicates_ignored".into(), self.duplicates_ignored));
         c.push(("unmatched".into(), self.unmatched));
         c.push(("matched".into(), self.matched));
-        c.push(("golden_created".into(), self.golden_created));
+        c.push(("new_match_entities".into(), self.golden_created));
         c.push(("system_errors".into(), self.errors.len() as u64));
         c
     }
