@@ -4,6 +4,10 @@
 //! deletes) goes through one Bulk API 2.0 ingest job instead; its success and failure CSVs are
 //! mapped back to the records by their key column. Plain creates (no `entity_id_field`) always
 //! use collections: bulk results could not be matched to them reliably.
+//!
+//! Updates carrying a base ([`WriteOp::Update`]) send only the fields that change; a batch of
+//! one goes through sObject Rows with `If-Unmodified-Since` (412: `Stale`). Collections and
+//! Bulk take no precondition (see `docs/connectors/salesforce.md`).
 
 use super::SalesforceConnector;
 use crate::connector::{ConnectorError, WriteErrorKind, WriteOp, WriteResult};
