@@ -34,6 +34,13 @@ fn corrupt(key: &[u8], reason: impl Into<String>) -> StoreError {
 
 /// Encodes a head or snapshot version.
 pub fn encode_version(v: &Version, out: &mut Vec<u8>) {
+    encode_version_with(v, true, out)
+}
+
+/// Encodes a version; without `origins` its per-field origins are left out (a snapshot says
+/// what a system holds, not where each value came from).
+fn encode_version_with(v: &Version, origins: bool, out: &mut Vec<u8>) {
+    let origins = origins && !v.field_origins.is_empty();
     out.push(ENTRY_V1);
     let mut flags = 0;
     if v.content.is_none() {
@@ -45,7 +52,7 @@ pub fn encode_version(v: &Version, out: &mut Vec<u8>) {
     if v.origin.is_some() {
         flags |= F_ORIGIN;
     }
-    if !v.field_origins.is_empty() {
+    if origins {
         flags |= F_FIELD_ORIGINS;
     }
     out.push(flags);
@@ -60,7 +67,7 @@ pub fn encode_version(v: &Version, out: &mut Vec<u8>) {
         varint::put_u64(out, o.as_str().len() as u64);
         out.extend_from_slice(o.as_str().as_bytes());
     }
-    if !v.field_origins.is_empty() {
+    if origins {
         varint::put_u64(out, v.field_origins.len() as u64);
         for (name, sys) in &v.field_origins {
             for part in [&**name, sys.as_str()] {
@@ -376,14 +383,14 @@ impl Checkpoint {
     }
     pub fn put_snapshot(&mut self, sys: &SystemId, e: &EntityId, v: &Version) {
         let mut buf = Vec::with_capacity(128);
-        encode_version(v, &mut buf);
+        encode_version_with(v, false, &mut buf);
         self.batch.put(layout::snapshot(sys, e), buf);
     }
     /// Records the version about to be written to `sys` (write-ahead), so that a read after a
     /// lost confirmation recognises it.
     pub fn put_pending(&mut self, sys: &SystemId, e: &EntityId, v: &Version) {
         let mut buf = Vec::with_capacity(128);
-        encode_version(v, &mut buf);
+        encode_version_with(v, false, &mut buf);
         self.batch.put(layout::pending(sys, e), buf);
     }
     pub fn delete_pending(&mut self, sys: &SystemId, e: &EntityId) {
@@ -850,7 +857,7 @@ impl StateStore {
                 let e = entity_of(k)?;
                 match v {
                     [ENTRY_V1, flags, rest @ ..]
-                        if flags & !(F_TOMB | F_MODSTAMP | F_ORIGIN) == 0 =>
+                        if flags & !(F_TOMB | F_MODSTAMP | F_ORIGIN | F_FIELD_ORIGINS) == 0 =>
                     {
                         if flags & F_TOMB != 0 {
                             Ok((e, None))

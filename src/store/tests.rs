@@ -228,3 +228,42 @@ fn fault_store_loses_only_unflushed_data() {
     assert_eq!(f.get(b"k3").unwrap(), None);
     assert_eq!(f.faults_fired(), 2);
 }
+
+/// Field origins survive a head round trip, are left out of snapshots, and malformed ones are
+/// refused as corrupt (not decoded into something else).
+#[test]
+fn field_origins_round_trip_in_heads_only() {
+    let mut origins = crate::model::FieldOrigins::new();
+    origins.insert(Arc::from("name"), SystemId::new("erp").unwrap());
+    let v = version(3).with_field_origins(origins.clone());
+    assert_eq!(v.origin_of("name").unwrap().as_str(), "erp");
+    assert_eq!(v.origin_of("n").unwrap().as_str(), "sf");
+    let st = StateStore::open(Arc::new(MemoryStore::new()), inst()).unwrap();
+    let e = crate::model::EntityId([9; 16]);
+    let sys = SystemId::new("sf").unwrap();
+    let mut cp = st.checkpoint();
+    cp.put_head(&e, &v);
+    cp.put_snapshot(&sys, &e, &v);
+    st.commit(cp).unwrap();
+    assert_eq!(st.head(&e).unwrap().unwrap().field_origins, origins);
+    let snap = st.snapshot(&sys, &e).unwrap().unwrap();
+    assert!(snap.field_origins.is_empty());
+    assert_eq!(snap.hash, v.hash);
+    let mut hashes = 0;
+    st.scan_snapshot_hashes(&sys, &mut |_, h| {
+        hashes += usize::from(h == v.hash);
+        true
+    })
+    .unwrap();
+    assert_eq!(hashes, 1);
+    // An origin repeating the version's origin, or names out of order, is corruption.
+    let mut buf = Vec::new();
+    encode_version(&v, &mut buf);
+    assert!(decode_version(b"h", &buf).is_ok());
+    let mut bad = v.clone();
+    bad.field_origins
+        .insert(Arc::from("n"), SystemId::new("sf").unwrap());
+    let mut buf = Vec::new();
+    encode_version(&bad, &mut buf);
+    assert!(decode_version(b"h", &buf).is_err());
+}
