@@ -53,6 +53,10 @@ enum Command {
         /// The run report as JSON.
         #[arg(long)]
         json: bool,
+        /// Let through deletes the delete guard holds (a pass deleting more than the job's
+        /// max_delete_share or max_deletes of a system's records).
+        #[arg(long)]
+        allow_deletes: bool,
     },
     /// What a run would change, writing nothing (same as `run --dry-run`).
     Plan {
@@ -320,13 +324,28 @@ fn main() {
             watch,
             verify,
             json,
+            allow_deletes,
         } => rt.block_on(async {
             let cfg = cli::jobs::load(&config)?;
-            cli::jobs::run(&cfg, &jobs, all, dry_run, watch, verify, json).await
+            let o = cli::jobs::RunOptions {
+                all,
+                dry: dry_run,
+                watch,
+                verify,
+                json,
+                allow_deletes,
+            };
+            cli::jobs::run(&cfg, &jobs, o).await
         }),
         Command::Plan { jobs, all, json } => rt.block_on(async {
             let cfg = cli::jobs::load(&config)?;
-            cli::jobs::run(&cfg, &jobs, all, true, false, false, json).await
+            let o = cli::jobs::RunOptions {
+                all,
+                dry: true,
+                json,
+                ..Default::default()
+            };
+            cli::jobs::run(&cfg, &jobs, o).await
         }),
         Command::Status { json } => cli::jobs::load(&config)
             .and_then(|cfg| cli::jobs::status(&cfg, json))

@@ -680,7 +680,13 @@ fields = {{ email = "email", phone = "phone" }}
         // Bug 9 through the files: a deletes its rows; the golden records of 1-10 now take b's
         // and c's values, and people only a had lose their phone... and their golden record.
         write_csv(&d.file("a.csv"), "email,phone", &[]);
-        d.run_ok(&["run", "golden"]);
+        // Deleting 5 of 23 golden records is more than the delete guard's 10 %: held first.
+        let before = std::fs::read(d.file("golden.jsonl")).unwrap();
+        let (code, out, _) = d.concord(&["run", "golden"]);
+        assert_eq!(code, 5, "{out}");
+        assert!(out.contains("delete guard"), "{out}");
+        assert_eq!(std::fs::read(d.file("golden.jsonl")).unwrap(), before);
+        d.run_ok(&["run", "golden", "--allow-deletes"]);
         let text = std::fs::read_to_string(d.file("golden.jsonl")).unwrap();
         let golden: Vec<serde_json::Value> = text
             .lines()
@@ -736,4 +742,105 @@ fields = { email = "email", phone = "phone" }
     let r: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(r[0]["matched"], 20, "{out}");
     assert_eq!(r[0]["unmatched"], 20, "{out}");
+}
+
+/// The delete guard: a valid but cut-short CSV (the last 40 rows gone, at a line boundary — no
+/// reader can tell that from deleted rows) would delete 40 % of the SQLite table. The pass stops
+/// before writing anything (exit 5), `plan` shows it, the deletes stay queued and a second run
+/// holds again; the mended file cancels them; `--allow-deletes` lets real deletes through; and
+/// `max_deletes` caps the count whatever the share.
+#[tokio::test]
+async fn the_delete_guard_holds_mass_deletes_until_allowed() {
+    let d = Dir::new(&CSV_JOB.replace(
+        "systems = [\"erp\", \"sheet\"]",
+        "systems = [\"erp\", \"sheet\"]\nmax_deletes = 30",
+    ));
+    let pool = d.erp().await;
+    sqlx::query("CREATE TABLE customers (customer_id INTEGER PRIMARY KEY, name TEXT, city TEXT)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    for i in 1..=100 {
+        sqlx::query("INSERT INTO customers VALUES (?, ?, ?)")
+            .bind(i)
+            .bind(format!("Customer {i}"))
+            .bind("Oslo")
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    pool.close().await;
+    d.run_ok(&["run", "customers"]);
+    let csv = d.file("customers.csv");
+    let good = std::fs::read_to_string(&csv).unwrap();
+    let lines: Vec<&str> = good.lines().collect();
+    let cut = lines[..61].join("\n") + "\n"; // header + 60 rows
+    std::fs::write(&csv, &cut).unwrap();
+    let count = "SELECT COUNT(*) FROM customers";
+    let n = |rows: Vec<Vec<String>>| rows[0][0].parse::<i64>().unwrap();
+
+    let (code, out, _) = d.concord(&["plan", "customers"]);
+    assert_eq!(code, 5, "plan shows the guard: {out}");
+    assert!(
+        out.contains("would stop") && out.contains("40 of the 100"),
+        "{out}"
+    );
+    for _ in 0..2 {
+        let (code, out, err) = d.concord(&["run", "customers"]);
+        assert_eq!(code, 5, "{out}\n{err}");
+        assert!(
+            out.contains("delete guard: stopped, nothing written") && out.contains("40 of the 100"),
+            "{out}"
+        );
+        assert_eq!(n(d.rows(count).await), 100, "nothing deleted");
+    }
+    let (_, out, _) = d.concord(&["run", "customers", "--json"]);
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        r[0]["held_deletes"]["erp.customers"]["deletes"], 40,
+        "{out}"
+    );
+
+    // The file mended: the queued deletes are cancelled, nothing is written.
+    std::fs::write(&csv, &good).unwrap();
+    let out = d.run_ok(&["run", "customers", "--json"]);
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r[0]["written"], serde_json::json!({}), "{out}");
+    assert_eq!(n(d.rows(count).await), 100);
+
+    // Real deletes of more than the share go through when allowed.
+    std::fs::write(&csv, &cut).unwrap();
+    assert_eq!(d.concord(&["run", "customers"]).0, 5);
+    d.run_ok(&["run", "customers", "--allow-deletes"]);
+    assert_eq!(n(d.rows(count).await), 60);
+
+    // 31 deletes of 60 rows are within a share raised to 60 %, but over max_deletes = 30.
+    let cfg = std::fs::read_to_string(d.path.join("concord.toml")).unwrap();
+    std::fs::write(
+        d.path.join("concord.toml"),
+        cfg.replace(
+            "max_deletes = 30",
+            "max_deletes = 30\nmax_delete_share = 0.6",
+        ),
+    )
+    .unwrap();
+    let now = std::fs::read_to_string(&csv).unwrap();
+    let l: Vec<&str> = now.lines().collect();
+    std::fs::write(&csv, l[..30].join("\n") + "\n").unwrap(); // header + 29 rows
+    let (code, out, _) = d.concord(&["run", "customers"]);
+    assert_eq!(code, 5, "{out}");
+    assert!(out.contains("31 of the 60"), "{out}");
+    // 10 deletes are within both.
+    std::fs::write(&csv, l[..51].join("\n") + "\n").unwrap();
+    d.run_ok(&["run", "customers"]);
+    assert_eq!(n(d.rows(count).await), 50);
+    // A share out of range is refused at load with the key's path.
+    std::fs::write(
+        d.path.join("concord.toml"),
+        cfg.replace("max_deletes = 30", "max_delete_share = 10"),
+    )
+    .unwrap();
+    let (code, _, err) = d.concord(&["run", "customers"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("jobs.customers.max_delete_share"), "{err}");
 }

@@ -158,7 +158,16 @@ pub async fn demo(dir: Option<PathBuf>, fixtures: &Path) -> Result<()> {
     };
     let mut worst = 0;
     let run = |c: Config, jobs: Vec<String>, verify: bool| async move {
-        super::jobs::run(&c, &jobs, jobs.is_empty(), false, false, verify, false).await
+        super::jobs::run(
+            &c,
+            &jobs,
+            super::jobs::RunOptions {
+                all: jobs.is_empty(),
+                verify,
+                ..Default::default()
+            },
+        )
+        .await
     };
 
     title(

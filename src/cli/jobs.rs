@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 /// Exit codes beyond 0 / 1 / 2.
 pub const EXIT_PARTIAL: i32 = 3;
 pub const EXIT_VERIFY: i32 = 4;
+/// The delete guard held a pass: nothing was written, the deletes wait.
+pub const EXIT_DELETE_GUARD: i32 = 5;
 
 pub fn load(path: &Path) -> Result<Config> {
     Ok(Config::load(path)?)
@@ -48,6 +50,7 @@ fn report_json(job: &str, r: &SyncReport, secs: f64) -> J {
         "unmatched": r.unmatched,
         "golden_created": r.golden_created,
         "system_errors": r.errors,
+        "held_deletes": r.held_deletes.iter().map(|(s, h)| (s.clone(), json!({"deletes": h.deletes, "synced": h.synced}))).collect::<BTreeMap<_, _>>(),
         "planned": r.planned.iter().map(|(s, p)| (s.clone(), json!({"creates": p.creates, "updates": p.updates, "deletes": p.deletes, "queued": p.queued}))).collect::<BTreeMap<_, _>>(),
     })
 }
@@ -109,6 +112,34 @@ fn report_human(job: &str, r: &SyncReport, secs: f64, dry: bool, aggregate: bool
     for (s, e) in &r.errors {
         out.push_str(&format!("  system {s} failed: {e}\n"));
     }
+    for (s, h) in &r.held_deletes {
+        let share = if h.synced > 0 {
+            format!(" ({:.0} %)", 100.0 * h.deletes as f64 / h.synced as f64)
+        } else {
+            String::new()
+        };
+        out.push_str(&format!(
+            "  delete guard: {} {} {} of the {} records synced in {s}{share}; {}\n",
+            if dry {
+                "would stop:"
+            } else {
+                "stopped, nothing written:"
+            },
+            if dry {
+                "the run would delete"
+            } else {
+                "the pass would delete"
+            },
+            h.deletes,
+            h.synced,
+            if dry {
+                "a run holds them until `concord run --allow-deletes`"
+            } else {
+                "the deletes stay queued. Check the source; if they are right, run again with \
+                 --allow-deletes (or raise max_delete_share / max_deletes)"
+            }
+        ));
+    }
     out
 }
 
@@ -163,16 +194,32 @@ async fn verify(job: &SyncJob, state: &StateStore) -> Result<(bool, J)> {
     Ok((ok, J::Array(out)))
 }
 
+/// How `concord run` / `concord plan` runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Every job of the configuration.
+    pub all: bool,
+    /// Read and plan only.
+    pub dry: bool,
+    /// One pass per interval until Ctrl-C.
+    pub watch: bool,
+    /// Compare sources and targets afterwards.
+    pub verify: bool,
+    pub json: bool,
+    /// Let deletes held by the delete guard through.
+    pub allow_deletes: bool,
+}
+
 /// `concord run` / `concord plan`.
-pub async fn run(
-    cfg: &Config,
-    jobs: &[String],
-    all: bool,
-    dry: bool,
-    watch: bool,
-    check: bool,
-    as_json: bool,
-) -> Result<i32> {
+pub async fn run(cfg: &Config, jobs: &[String], o: RunOptions) -> Result<i32> {
+    let RunOptions {
+        all,
+        dry,
+        watch,
+        verify: check,
+        json: as_json,
+        allow_deletes,
+    } = o;
     let names: Vec<String> = if all || jobs.is_empty() {
         if !all {
             bail!(
@@ -198,7 +245,9 @@ pub async fn run(
     let engine = Engine::new(state.clone());
     let mut built = Vec::new();
     for n in &names {
-        built.push(build_job(cfg, n, &state, dry).await?);
+        let mut job = build_job(cfg, n, &state, dry).await?;
+        job.options.allow_deletes = allow_deletes;
+        built.push(job);
     }
     let interval = names
         .iter()
@@ -222,6 +271,10 @@ pub async fn run(
             let secs = t.elapsed().as_secs_f64();
             if !r.errors.is_empty() || r.failed > 0 {
                 code = code.max(EXIT_PARTIAL);
+            }
+            if !r.held_deletes.is_empty() {
+                // A dry run says the same: `plan` in a script stops where `run` would.
+                code = code.max(EXIT_DELETE_GUARD);
             }
             let mut j = report_json(&job.name, &r, secs);
             let mut human = report_human(&job.name, &r, secs, dry, job.is_aggregate());

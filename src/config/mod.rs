@@ -211,6 +211,13 @@ pub struct JobConfig {
     pub empty_text_is_null: Option<bool>,
     #[serde(default)]
     pub trim_text: Option<bool>,
+    /// The delete guard: a pass that would delete more than this share of a system's synced
+    /// records stops before writing (default 0.10).
+    #[serde(default)]
+    pub max_delete_share: Option<f64>,
+    /// … or more than this many (default 1 000).
+    #[serde(default)]
+    pub max_deletes: Option<u64>,
 }
 
 fn default_delete() -> DeleteConfig {
@@ -571,6 +578,14 @@ impl Config {
             }
             for (where_, p) in policies {
                 self.policy_of(p, j).map_err(|m| self.invalid(where_, m))?;
+            }
+            if j.max_delete_share
+                .is_some_and(|x| !(x.is_finite() && (0.0..=1.0).contains(&x)))
+            {
+                return Err(self.invalid(
+                    format!("{at}.max_delete_share"),
+                    "must be a share between 0 and 1 (0.1 is 10 %)",
+                ));
             }
             if j.batch_size == 0 {
                 return Err(self.invalid(format!("{at}.batch_size"), "must be at least 1"));

@@ -401,6 +401,11 @@ pub async fn build_job(
         provenance_field: j.provenance_field.clone(),
         dry_run,
         full_read: false,
+        delete_guard: Some(crate::engine::DeleteGuard {
+            max_share: j.max_delete_share.unwrap_or(0.10),
+            max_deletes: j.max_deletes.unwrap_or(1000),
+        }),
+        allow_deletes: false,
     };
     Ok(SyncJob {
         name: name.to_string(),

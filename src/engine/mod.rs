@@ -7,7 +7,7 @@ pub mod drift;
 pub mod mapped;
 mod sync;
 
-pub use sync::{Engine, JobOptions, Planned, Role, SyncJob, SyncReport};
+pub use sync::{DeleteGuard, Engine, HeldDeletes, JobOptions, Planned, Role, SyncJob, SyncReport};
 
 use crate::connector::ConnectorError;
 use crate::store::StoreError;

@@ -78,6 +78,37 @@ pub struct JobOptions {
     /// changed behind the feed becomes ordinary changes, and a stored record not seen is
     /// deleted by the delete rule). Read cursors are left as they are.
     pub full_read: bool,
+    /// Stops a pass that would delete an unusual share of a system's records before it writes
+    /// anything (the deletes stay queued); `None`: no limit.
+    pub delete_guard: Option<DeleteGuard>,
+    /// Lets deletes held by the guard through (`concord run --allow-deletes`).
+    pub allow_deletes: bool,
+}
+
+/// The delete guard's limits: a pass holds when, in some system, the deletes it would write
+/// (with those already queued) exceed `max_share` of the records synced there, or `max_deletes`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DeleteGuard {
+    pub max_share: f64,
+    pub max_deletes: u64,
+}
+
+impl Default for DeleteGuard {
+    fn default() -> Self {
+        DeleteGuard {
+            max_share: 0.10,
+            max_deletes: 1000,
+        }
+    }
+}
+
+/// Deletes the guard held back in one system.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeldDeletes {
+    /// Deletes the pass would write (this pass's and those queued before).
+    pub deletes: u64,
+    /// Records synced in that system (live snapshots) before them.
+    pub synced: u64,
 }
 
 impl SyncJob {
@@ -134,6 +165,9 @@ pub struct SyncReport {
     pub errors: BTreeMap<String, String>,
     /// Dry run: the writes the pass would make, per system.
     pub planned: BTreeMap<String, Planned>,
+    /// The delete guard stopped the pass before it wrote anything (a dry run: would stop), per
+    /// system whose deletes exceed the limits; the deletes stay queued.
+    pub held_deletes: BTreeMap<String, HeldDeletes>,
 }
 
 impl SyncReport {
@@ -170,8 +204,19 @@ impl SyncReport {
         c.push(("matched".into(), self.matched));
         c.push(("new_match_entities".into(), self.golden_created));
         c.push(("system_errors".into(), self.errors.len() as u64));
+        c.push((
+            "held_deletes".into(),
+            self.held_deletes.values().map(|h| h.deletes).sum(),
+        ));
         c
     }
+}
+
+/// Outbox marks a plan made in one system, and how many of them delete a record it holds.
+#[derive(Debug, Clone, Copy, Default)]
+struct Marks {
+    marks: u64,
+    deletes: u64,
 }
 
 /// What one system's read produced, kept apart until the read completes.
@@ -304,8 +349,9 @@ impl Engine {
         report.unmatched = matches.unmatched();
 
         // 2. Plan each touched entity.
-        self.plan_observed(job, &all, &observed, &mut cp, &mut report)?;
+        let marks = self.plan_observed(job, &all, &observed, &mut cp, &mut report)?;
         if dry {
+            report.held_deletes = self.guard_deletes(job, &active, &marks)?;
             // Writes already queued by earlier passes would go out too.
             for conn in active.iter().filter(|c| job.role(c.system()).write) {
                 let queued = self.state.outbox_len(conn.system())?;
@@ -321,6 +367,17 @@ impl Engine {
         }
         cp.extend(cursors);
         self.state.commit(cp)?;
+
+        // The delete guard: a pass that would delete an unusual share of a system's records
+        // writes nothing at all; the plan stays committed, its deletes queued, until a run that
+        // allows them (or a source that holds the records again, which cancels them).
+        report.held_deletes = self.guard_deletes(job, &active, &marks)?;
+        if !report.held_deletes.is_empty() {
+            for (sys, h) in &report.held_deletes {
+                tracing::warn!(system = %sys, deletes = h.deletes, synced = h.synced, "delete guard: nothing written");
+            }
+            return Ok(report);
+        }
 
         // 3. Write what the active systems are owed; with isolation a failing system does not
         //    hold the others back (its writes stay in its outbox).
@@ -342,6 +399,7 @@ impl Engine {
             }
             let observed = self.reread(job, &stale, &mut failed, &mut report).await?;
             let mut cp = self.state.checkpoint();
+            // (A re-read finds at most the records that went stale: the guard was passed.)
             self.plan_observed(job, &all, &observed, &mut cp, &mut report)?;
             self.state.commit(cp)?;
             let touched: BTreeSet<EntityId> = observed.keys().copied().collect();
@@ -447,7 +505,8 @@ impl Engine {
         observed: &BTreeMap<EntityId, BTreeMap<SystemId, Observation>>,
         cp: &mut Checkpoint,
         report: &mut SyncReport,
-    ) -> Result<(), EngineError> {
+    ) -> Result<BTreeMap<SystemId, Marks>, EngineError> {
+        let mut marks: BTreeMap<SystemId, Marks> = BTreeMap::new();
         let dry = job.options.dry_run;
         // An aggregate composes its golden record from its sources (core::plan::compose).
         let sources: Option<Vec<SystemId>> = job.is_aggregate().then(|| {
@@ -506,6 +565,20 @@ impl Engine {
                     report.conflicts_resolved += 1;
                 }
             }
+            let deleting = p.head.as_ref().is_some_and(Version::is_tombstone);
+            for sys in &p.dirty {
+                let m = marks.entry(sys.clone()).or_default();
+                m.marks += 1;
+                let live = all
+                    .iter()
+                    .zip(&snaps)
+                    .find(|(s, _)| *s == sys)
+                    .and_then(|(_, (sn, _))| sn.as_ref())
+                    .is_some_and(|s| !s.is_tombstone());
+                if deleting && live {
+                    m.deletes += 1;
+                }
+            }
             if dry {
                 for sys in &p.dirty {
                     let snap = all
@@ -547,7 +620,59 @@ impl Engine {
                 self.state.commit(std::mem::take(cp))?;
             }
         }
-        Ok(())
+        Ok(marks)
+    }
+
+    /// The systems where the deletes this pass would write (planned now, `marks`, or queued
+    /// by earlier passes) exceed the job's delete guard.
+    fn guard_deletes(
+        &self,
+        job: &SyncJob,
+        active: &[&Arc<dyn Connector>],
+        marks: &BTreeMap<SystemId, Marks>,
+    ) -> Result<BTreeMap<String, HeldDeletes>, EngineError> {
+        let mut held = BTreeMap::new();
+        let Some(guard) = job
+            .options
+            .delete_guard
+            .filter(|_| !job.options.allow_deletes)
+        else {
+            return Ok(held);
+        };
+        for conn in active.iter().filter(|c| job.role(c.system()).write) {
+            let sys = conn.system();
+            let m = marks.get(sys).copied().unwrap_or_default();
+            // Marks left by earlier passes (a held pass, failed writes) count too: counted
+            // exactly by a look at the outbox when there are any.
+            let queued = self.state.outbox_len(sys)?;
+            let deletes = if queued > m.marks || job.options.dry_run && queued > 0 {
+                let mut n = if job.options.dry_run { m.deletes } else { 0 };
+                for (e, _) in self.state.outbox(sys, usize::MAX)? {
+                    let live = self
+                        .state
+                        .snapshot(sys, &e)?
+                        .is_some_and(|s| !s.is_tombstone());
+                    if live && self.state.head(&e)?.is_some_and(|h| h.is_tombstone()) {
+                        n += 1;
+                    }
+                }
+                n
+            } else {
+                m.deletes
+            };
+            if deletes == 0 {
+                continue;
+            }
+            let mut synced = 0u64;
+            self.state.scan_snapshot_hashes(sys, &mut |_, h| {
+                synced += u64::from(h.is_some());
+                true
+            })?;
+            if deletes > guard.max_deletes || deletes as f64 > guard.max_share * synced as f64 {
+                held.insert(sys.to_string(), HeldDeletes { deletes, synced });
+            }
+        }
+        Ok(held)
     }
 
     #[allow(clippy::too_many_arguments)]
