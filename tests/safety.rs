@@ -844,3 +844,154 @@ async fn the_delete_guard_holds_mass_deletes_until_allowed() {
     assert_eq!(code, 1);
     assert!(err.contains("jobs.customers.max_delete_share"), "{err}");
 }
+
+/// Bug 3: correlate matching on a key column (`email`, normalised) rewrote the key of the
+/// matched rows (`B@x` became `b@x`); the next run found them under new keys, took the old
+/// ones for deleted and deleted them on the other side. A record's native key is its identity:
+/// never rewritten (each side keeps its own form); everything else syncs, nothing flip-flops.
+/// Both on a CSV and on a SQLite table keyed by e-mail.
+#[tokio::test]
+async fn a_key_column_is_never_rewritten_by_a_match() {
+    for sql in [false, true] {
+        let right = if sql {
+            r#"[systems.right]
+type = "sqlite"
+url_env = "ERP_URL"
+"#
+        } else {
+            r#"[systems.right]
+type = "csv"
+dir = "files"
+"#
+        };
+        let right_side = if sql {
+            "table = \"people\"\nkey = [\"email\"]"
+        } else {
+            "file = \"right.csv\"\nkey = [\"email\"]"
+        };
+        let cfg = format!(
+            r#"
+[store]
+dir = "state"
+
+[systems.left]
+type = "csv"
+dir = "files"
+{right}
+[jobs.people]
+pattern = "correlate"
+systems = ["left", "right"]
+
+[jobs.people.match]
+fields = [{{ field = "email", normalize = "email" }}]
+
+[jobs.people.sides.left]
+file = "left.csv"
+key = ["email"]
+fields = {{ email = "email", phone = "phone" }}
+[jobs.people.sides.right]
+{right_side}
+fields = {{ email = "email", phone = "phone" }}
+"#
+        );
+        let d = Dir::new(&cfg);
+        write_csv(
+            &d.file("left.csv"),
+            "email,phone",
+            &["B@x.org,1".to_string(), "c@x.org,2".to_string()],
+        );
+        if sql {
+            let pool = d.erp().await;
+            sqlx::query("CREATE TABLE people (email TEXT PRIMARY KEY, phone TEXT)")
+                .execute(&pool)
+                .await
+                .unwrap();
+            sqlx::query("INSERT INTO people VALUES ('b@x.org', '9'), ('C@X.org', '2')")
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+        } else {
+            write_csv(
+                &d.file("right.csv"),
+                "email,phone",
+                &["b@x.org,9".to_string(), "C@X.org,2".to_string()],
+            );
+        }
+        let right_rows = || async {
+            if sql {
+                d.rows("SELECT email, phone FROM people ORDER BY email")
+                    .await
+            } else {
+                let t = std::fs::read_to_string(d.file("right.csv")).unwrap();
+                let mut v: Vec<Vec<String>> = t
+                    .lines()
+                    .skip(1)
+                    .map(|l| l.split(',').map(str::to_string).collect())
+                    .collect();
+                v.sort();
+                v
+            }
+        };
+        let left_rows = || {
+            let t = std::fs::read_to_string(d.file("left.csv")).unwrap();
+            let mut v: Vec<Vec<String>> = t
+                .lines()
+                .skip(1)
+                .map(|l| l.split(',').map(str::to_string).collect())
+                .collect();
+            v.sort();
+            v
+        };
+        for run in 0..3 {
+            let (code, out, err) = d.concord(&["run", "people", "--json"]);
+            assert_eq!(code, 0, "run {run} (sql {sql}): {out}\n{err}");
+            let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+            assert_eq!(r[0]["duplicates_ignored"], 0, "run {run}: {out}");
+            if run > 0 {
+                assert_eq!(
+                    r[0]["written"],
+                    serde_json::json!({}),
+                    "run {run} (sql {sql}) must write nothing: {out}"
+                );
+            }
+            // Keys as each side wrote them; the phones agree (the conflict on B's phone was
+            // decided once).
+            let (l, rr) = (left_rows(), right_rows().await);
+            assert_eq!(
+                l.iter().map(|x| x[0].clone()).collect::<Vec<_>>(),
+                ["B@x.org", "c@x.org"],
+                "run {run}"
+            );
+            let mut want_right = vec!["C@X.org".to_string(), "b@x.org".to_string()];
+            want_right.sort();
+            assert_eq!(
+                rr.iter().map(|x| x[0].clone()).collect::<Vec<_>>(),
+                want_right,
+                "run {run} (sql {sql}): {rr:?}"
+            );
+            assert_eq!(l[0][1], rr.iter().find(|x| x[0] == "b@x.org").unwrap()[1]);
+        }
+        // A later edit of a non-key field still goes both ways.
+        write_csv(
+            &d.file("left.csv"),
+            "email,phone",
+            &["B@x.org,77".to_string(), "c@x.org,2".to_string()],
+        );
+        d.run_ok(&["run", "people"]);
+        let rr = right_rows().await;
+        assert_eq!(rr.iter().find(|x| x[0] == "b@x.org").unwrap()[1], "77");
+        // A policy for a key field is refused: it could never apply.
+        std::fs::write(
+            d.path.join("concord.toml"),
+            cfg.clone() + "\n[jobs.people.conflict]\nfields = { email = \"prefer:left\" }\n",
+        )
+        .unwrap();
+        let (code, _, err) = d.concord(&["run", "people"]);
+        assert_eq!(code, 1);
+        assert!(
+            err.contains("conflict.fields.email") && err.contains("identity"),
+            "{err}"
+        );
+    }
+}

@@ -16,6 +16,6 @@ pub use merge::{
     Resolver, Side,
 };
 pub use plan::{
-    attribute, compose, plan, plan_with, target_for, EntityPlan, Fold, Observation, Parked,
-    SystemState,
+    attribute, compose, plan, plan_with, target_for, with_identity, EntityPlan, Fold, Observation,
+    Parked, SystemState, NO_IDENTITY,
 };

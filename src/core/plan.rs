@@ -46,7 +46,14 @@ pub struct SystemState<'a> {
     /// A version sent to this system whose success was never confirmed.
     pub pending: Option<&'a Version>,
     pub observed: Observation,
+    /// Canonical fields that hold this system's native key: the record's identity there, never
+    /// rewritten — a record that exists keeps its own values in them (as parked fields do), so
+    /// two systems whose keys differ in form (`B@x`, `b@x`) stay linked without a write.
+    pub identity: &'a BTreeSet<String>,
 }
+
+/// No identity fields (a system whose key no canonical field holds).
+pub static NO_IDENTITY: BTreeSet<String> = BTreeSet::new();
 
 /// The decisions for one entity.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,6 +170,18 @@ pub enum Fold<'a> {
     /// changes — per field, the value of the first source (in the field policy's order) whose
     /// record has it; no source holding the entity any more deletes it (see [`compose`]).
     Compose(&'a [SystemId]),
+}
+
+/// The fields a system keeps its own values in: the parked ones and its identity fields.
+pub fn with_identity<'a>(
+    parked: &'a BTreeSet<String>,
+    identity: &BTreeSet<String>,
+) -> std::borrow::Cow<'a, BTreeSet<String>> {
+    if identity.is_empty() {
+        std::borrow::Cow::Borrowed(parked)
+    } else {
+        std::borrow::Cow::Owned(parked.union(identity).cloned().collect())
+    }
 }
 
 /// Plans one entity. `systems` must be every system of the job (read or not), each once.
@@ -434,7 +453,8 @@ pub fn plan_with(
                     .find(|(sys, _)| sys == s.system)
                     .map(|(_, v)| v)
                     .or(s.snapshot);
-                let (_, target_hash) = target_for(h, snap, &parked_fields);
+                let keep = with_identity(&parked_fields, s.identity);
+                let (_, target_hash) = target_for(h, snap, &keep);
                 if hash_of(snap) != target_hash {
                     dirty.push(s.system.clone());
                 }
@@ -484,6 +504,7 @@ mod tests {
                 snapshot: snap,
                 pending: None,
                 observed: obs,
+                identity: &NO_IDENTITY,
             }
         }
     }

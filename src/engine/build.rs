@@ -14,7 +14,7 @@ use crate::core::mapping::{Cond, FieldMap, Mapping, Source, Transform};
 use crate::core::{DeleteRule, MatchField, MatchSpec, Policy};
 use crate::model::{NormalizeOptions, SystemId};
 use crate::store::StateStore;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// Why a job could not be built.
@@ -128,6 +128,22 @@ pub fn mapping_of(cfg: &Config, system: &str, side: &SideConfig) -> Result<Mappi
         })
         .collect();
     Ok(Mapping { fields, filter })
+}
+
+/// The canonical fields whose native source is one of `key`'s columns (alone, joined, or as a
+/// reference).
+pub fn identity_fields(mapping: &Mapping, key: &[String]) -> BTreeSet<String> {
+    use crate::core::mapping::Source;
+    mapping
+        .fields
+        .iter()
+        .filter(|m| match &m.source {
+            Source::Field(f) | Source::Reference { field: f, .. } => key.contains(f),
+            Source::Concat { fields, .. } => fields.iter().any(|f| key.contains(f)),
+            Source::Constant(_) => false,
+        })
+        .map(|m| m.canonical.clone())
+        .collect()
 }
 
 /// Each system's role in a pattern (by position in the job's list).
@@ -329,10 +345,26 @@ pub async fn build_job(
     };
     let mut ids = BTreeMap::new();
     let mut systems: Vec<Arc<dyn Connector>> = Vec::new();
+    let mut identity: BTreeMap<SystemId, BTreeSet<String>> = BTreeMap::new();
     for s in &j.systems {
         let side = &j.sides[s];
         let id = side_system(s, side).map_err(|m| job_err(name, m))?;
         let mapping = mapping_of(cfg, s, side).map_err(|m| job_err(name, m))?;
+        // Canonical fields holding this side's key: its records' identity, never rewritten.
+        let keyed = identity_fields(&mapping, &side.key);
+        for f in &keyed {
+            if j.conflict.fields.contains_key(f) {
+                return Err(job_err(
+                    name,
+                    format!(
+                        "conflict.fields.{f}: `{f}` holds the key of side {s}; a record's key is its identity and concord never rewrites it (each system keeps its own value there), so no policy applies to it"
+                    ),
+                ));
+            }
+        }
+        if !keyed.is_empty() {
+            identity.insert(id.clone(), keyed);
+        }
         let conn = match connect(cfg, name, s, id.clone(), side, &mapping).await {
             Ok(c) => c,
             // An unreachable system fails its part of each pass (isolated) instead of the job.
@@ -401,6 +433,7 @@ pub async fn build_job(
         provenance_field: j.provenance_field.clone(),
         dry_run,
         full_read: false,
+        identity,
         delete_guard: Some(crate::engine::DeleteGuard {
             max_share: j.max_delete_share.unwrap_or(0.10),
             max_deletes: j.max_deletes.unwrap_or(1000),

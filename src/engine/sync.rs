@@ -13,7 +13,8 @@
 use super::EngineError;
 use crate::connector::{Change, Connector, WriteBase, WriteErrorKind, WriteOp, WriteResult};
 use crate::core::{
-    plan_with, target_for, Fold, MatchSpec, Observation, Parked, Policy, Resolution, SystemState,
+    plan_with, target_for, with_identity, Fold, MatchSpec, Observation, Parked, Policy, Resolution,
+    SystemState, NO_IDENTITY,
 };
 use crate::model::{canonical, Actor, EntityId, NormalizeOptions, SystemId, Timestamp, Version};
 use crate::model::{Fields, Key, Value};
@@ -83,6 +84,10 @@ pub struct JobOptions {
     pub delete_guard: Option<DeleteGuard>,
     /// Lets deletes held by the guard through (`concord run --allow-deletes`).
     pub allow_deletes: bool,
+    /// Per system, the canonical fields that hold its native key: a record's identity, never
+    /// rewritten by an update (each system keeps its own values there; a create takes the
+    /// head's).
+    pub identity: BTreeMap<SystemId, BTreeSet<String>>,
 }
 
 /// The delete guard's limits: a pass holds when, in some system, the deletes it would write
@@ -115,6 +120,11 @@ impl SyncJob {
     /// What the job uses `sys` for (read and write unless the pattern says otherwise).
     pub fn role(&self, sys: &SystemId) -> Role {
         self.options.roles.get(sys).copied().unwrap_or_default()
+    }
+
+    /// The canonical fields holding `sys`'s native key (see [`JobOptions::identity`]).
+    pub fn identity(&self, sys: &SystemId) -> &BTreeSet<String> {
+        self.options.identity.get(sys).unwrap_or(&NO_IDENTITY)
     }
 
     /// Records are joined by a match key into one golden record per key, composed from the
@@ -537,6 +547,7 @@ impl Engine {
                     snapshot: snap.as_ref(),
                     pending: pending.as_ref(),
                     observed: obs.get(sys).cloned().unwrap_or(Observation::NotRead),
+                    identity: job.identity(sys),
                 })
                 .collect();
             // Reading a system settles any unconfirmed write to it: the plan has used it.
@@ -979,7 +990,8 @@ impl Engine {
                     continue;
                 }
                 // What this system should hold: the head, minus parked fields (it keeps its own).
-                let (content, hash) = target_for(&head, snap.as_ref(), &parked.fields);
+                let keep = with_identity(&parked.fields, job.identity(&sys));
+                let (content, hash) = target_for(&head, snap.as_ref(), &keep);
                 let target = Version {
                     content,
                     hash,
