@@ -73,6 +73,16 @@ async fn trial() -> Trial {
             std::fs::write(dir.join(p.file_name().unwrap()), text).unwrap();
         }
     }
+    // The initial bidirectional load into Salesforce without entity_id_field (creates are not
+    // idempotent there), in small batches so kills land between a create and its checkpoint.
+    let bidi = std::fs::read_to_string(examples().join("bidirectional.toml")).unwrap();
+    std::fs::write(
+        dir.join("bidirectional-noid.toml"),
+        bidi.replace("entity_id_field = \"Concord_Id__c\"\n", "")
+            .replace(".concord-bidirectional", ".concord-noid")
+            .replace("interval_secs = 30", "interval_secs = 30\nbatch_size = 5"),
+    )
+    .unwrap();
     std::fs::copy(template(), dir.join("erp.db")).unwrap();
     let sb = sf_common::examples_sandbox(dir.join("sandbox-schema.toml")).await;
     let erp_url = format!("sqlite:{}?mode=rwc", dir.join("erp.db").display());
@@ -255,6 +265,8 @@ type Snapshot = Vec<Vec<String>>;
 enum Scenario {
     Migrate,
     Bidirectional,
+    /// The first bidirectional run, Salesforce without entity_id_field.
+    InitialWithoutEntityId,
     Broadcast,
     Aggregate,
     Correlate,
@@ -265,6 +277,7 @@ impl Scenario {
         match self {
             Scenario::Migrate => "migrate.toml",
             Scenario::Bidirectional => "bidirectional.toml",
+            Scenario::InitialWithoutEntityId => "bidirectional-noid.toml",
             Scenario::Broadcast => "broadcast.toml",
             Scenario::Aggregate => "aggregate.toml",
             Scenario::Correlate => "correlate.toml",
@@ -274,7 +287,7 @@ impl Scenario {
     /// The work a run has to do (set up without crashes).
     async fn setup(self, t: &Trial) {
         match self {
-            Scenario::Migrate => {}
+            Scenario::Migrate | Scenario::InitialWithoutEntityId => {}
             Scenario::Bidirectional => bidirectional_setup(t).await,
             Scenario::Broadcast => t.settle("bidirectional.toml").await,
             Scenario::Aggregate => {
@@ -298,7 +311,7 @@ impl Scenario {
                 t.sf_state("Account", "Name, Phone, BillingCity, BillingCountry, Erp_Id__c, Concord_Id__c"),
                 t.sf_state("Opportunity", "Name, CloseDate, Amount, StageName, Account.Erp_Id__c, Concord_Id__c"),
             ],
-            Scenario::Bidirectional => vec![
+            Scenario::Bidirectional | Scenario::InitialWithoutEntityId => vec![
                 t.sf_state("Account", "Name, Phone, BillingCity, BillingCountry, Description, Concord_Id__c"),
                 t.erp_rows("SELECT customer_id, company_name, phone, city, country, contact_name FROM customers").await,
             ],
@@ -402,6 +415,13 @@ async fn migrate_survives_sigkill() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bidirectional_survives_sigkill() {
     harness(Scenario::Bidirectional, trials()).await;
+}
+
+/// Bug 8 of issue 12: SIGKILL during the initial creates without entity_id_field left 50–100
+/// Accounts twice (whole killed batches), which then synced back as duplicate ERP rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn initial_creates_without_entity_id_survive_sigkill() {
+    harness(Scenario::InitialWithoutEntityId, trials() / 2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

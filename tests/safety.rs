@@ -995,3 +995,187 @@ fields = {{ email = "email", phone = "phone" }}
         );
     }
 }
+
+/// A system whose `n`-th write call (from 1) reaches the system but whose answer is lost: the
+/// records are written, concord is told the call failed (as after a dropped connection, or a
+/// crash between the write and its checkpoint).
+struct LoseAnswer {
+    inner: std::sync::Arc<dyn concord::connector::Connector>,
+    nth: u32,
+    calls: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl concord::connector::Connector for LoseAnswer {
+    fn system(&self) -> &concord::model::SystemId {
+        self.inner.system()
+    }
+    fn creates_idempotent(&self) -> bool {
+        self.inner.creates_idempotent()
+    }
+    async fn read(
+        &self,
+        cursor: Option<&[u8]>,
+    ) -> Result<concord::connector::ReadPage, concord::connector::ConnectorError> {
+        self.inner.read(cursor).await
+    }
+    async fn scan(
+        &self,
+        cursor: Option<&[u8]>,
+    ) -> Result<concord::connector::ReadPage, concord::connector::ConnectorError> {
+        self.inner.scan(cursor).await
+    }
+    async fn write(
+        &self,
+        ops: Vec<concord::connector::WriteOp>,
+    ) -> Result<Vec<concord::connector::WriteResult>, concord::connector::ConnectorError> {
+        let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        let r = self.inner.write(ops).await?;
+        if n == self.nth {
+            return Err(concord::connector::ConnectorError {
+                system: self.system().to_string(),
+                object: "Account".into(),
+                message: "outcome unknown: the answer was lost (injected)".into(),
+                retryable: true,
+            });
+        }
+        Ok(r)
+    }
+    async fn fetch(
+        &self,
+        keys: &[concord::model::Key],
+    ) -> Result<Vec<concord::connector::Change>, concord::connector::ConnectorError> {
+        self.inner.fetch(keys).await
+    }
+}
+
+/// Bug 8: without `entity_id_field`, a create whose answer was lost (killed batch) was sent
+/// again and the record existed twice in Salesforce; the copy then synced back as a duplicate
+/// ERP row, every run exit 0. Now the record read back is linked to the create by its content
+/// (bidirectional: in the read; migrate, which never reads the target: by a look through it
+/// first), so nothing is created twice on either side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_whose_answer_was_lost_is_not_made_twice() {
+    for pattern in ["bidirectional", "migrate"] {
+        lost_create_scenario(pattern).await;
+    }
+}
+
+async fn lost_create_scenario(pattern: &str) {
+    use concord::sandbox::org::Org;
+    use concord::sandbox::schema::{build, SchemaFile};
+    use concord::sandbox::server::{serve, Sandbox, Settings};
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let schema: SchemaFile = toml::from_str("").unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let sb = Sandbox::new(
+        Org::new(build(&schema).unwrap()),
+        Settings {
+            token: "tok".into(),
+            daily_limit: 1_000_000,
+            base_url: base.clone(),
+            ..Default::default()
+        },
+    );
+    tokio::spawn(serve(sb.clone(), listener));
+    let (sf_url, sf_tok) = (
+        format!("SAFETY_SF_URL_{seq}"),
+        format!("SAFETY_SF_TOKEN_{seq}"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let erp_url = format!("sqlite:{}?mode=rwc", dir.path().join("erp.db").display());
+    let erp_var = format!("SAFETY_ERP_{seq}");
+    unsafe {
+        std::env::set_var(&sf_url, &base);
+        std::env::set_var(&sf_tok, "tok");
+        std::env::set_var(&erp_var, &erp_url);
+    }
+    let pool = sqlx::SqlitePool::connect(&erp_url).await.unwrap();
+    sqlx::query(
+        "CREATE TABLE customers (customer_id INTEGER PRIMARY KEY, company TEXT, city TEXT)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    for i in 1..=50 {
+        sqlx::query("INSERT INTO customers VALUES (?, ?, ?)")
+            .bind(i)
+            .bind(format!("Company {i}"))
+            .bind("Oslo")
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    let text = format!(
+        r#"
+[store]
+dir = "state"
+[systems.erp]
+type = "sqlite"
+url_env = "{erp_var}"
+[systems.crm]
+type = "salesforce"
+instance_url_env = "{sf_url}"
+token_env = "{sf_tok}"
+[jobs.customers]
+pattern = "{pattern}"
+systems = ["erp", "crm"]
+batch_size = 20
+[jobs.customers.sides.erp]
+table = "customers"
+key = ["customer_id"]
+fields = {{ company = "company", city = "city" }}
+[jobs.customers.sides.crm]
+object = "Account"
+fields = {{ company = "Name", city = "BillingCity" }}
+"#
+    );
+    let path = dir.path().join("concord.toml");
+    let cfg = concord::config::Config::parse(&text, &path).unwrap();
+    let state = concord::store::StateStore::open(
+        std::sync::Arc::new(concord::store::SledStore::open(dir.path().join("state")).unwrap()),
+        concord::model::InstanceId::new("main").unwrap(),
+    )
+    .unwrap();
+    let engine = concord::engine::Engine::new(state.clone());
+    for pass in 0..3 {
+        let mut job = concord::engine::build::build_job(&cfg, "customers", &state, false)
+            .await
+            .unwrap();
+        assert!(!job.systems[1].creates_idempotent());
+        if pass == 0 {
+            // The second batch of creates lands, its answer is lost.
+            job.systems[1] = std::sync::Arc::new(LoseAnswer {
+                inner: job.systems[1].clone(),
+                nth: 2,
+                calls: Default::default(),
+            });
+        }
+        let r = engine.sync(&job, None).await.unwrap();
+        eprintln!("{pattern} pass {pass}: {r:?}");
+        if pass == 0 {
+            assert!(!r.errors.is_empty(), "{r:?}");
+        }
+    }
+    let accounts = sf_count(&sb, "Account");
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM customers")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        (accounts, rows),
+        (50, 50),
+        "{pattern}: records created twice after a lost answer"
+    );
+    pool.close().await;
+}
+
+fn sf_count(sb: &concord::sandbox::server::Sandbox, object: &str) -> u64 {
+    let org = sb.org.lock().unwrap();
+    let q = concord::sandbox::soql::parse(&format!("SELECT COUNT() FROM {object}")).unwrap();
+    match org.query(&q, false, "62.0").unwrap() {
+        concord::sandbox::org::QueryResult::Count(n) => n,
+        _ => unreachable!(),
+    }
+}

@@ -190,6 +190,14 @@ pub trait Connector: Send + Sync {
         None
     }
 
+    /// Whether repeating a create cannot make a second record (the system keeps concord's entity
+    /// id, or the key is the record's own). When it can (Salesforce without `entity_id_field`),
+    /// a create whose answer was lost is resolved before it is sent again: the records read
+    /// from the system are matched to it by content.
+    fn creates_idempotent(&self) -> bool {
+        true
+    }
+
     /// Writes a batch; one result per op, in order.
     async fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteResult>, ConnectorError>;
 

@@ -425,8 +425,24 @@ pub async fn build_job(
             })
         }
     };
+    let roles = roles_of(j, &id_list);
+    for s in &j.systems {
+        let side = &j.sides[s];
+        let creates = roles[&ids[s]].write && j.pattern != Pattern::Correlate;
+        if creates
+            && side.entity_id_field.is_none()
+            && matches!(cfg.systems.get(s), Some(SystemConfig::Salesforce(_)))
+        {
+            tracing::warn!(
+                job = name,
+                system = %s,
+                "this job creates {} records in Salesforce without entity_id_field: creates are not idempotent there, so one whose answer is lost (a crash, a dropped connection) is recognised only if the record still has the content sent when it is read back; set entity_id_field to an External ID field",
+                side_object(side)
+            );
+        }
+    }
     let options = JobOptions {
-        roles: roles_of(j, &id_list),
+        roles,
         matching,
         correlate: j.pattern == Pattern::Correlate,
         isolate_failures: true,

@@ -230,6 +230,10 @@ impl Connector for MappedConnector {
         self.inner.system()
     }
 
+    fn creates_idempotent(&self) -> bool {
+        self.inner.creates_idempotent()
+    }
+
     async fn read(&self, cursor: Option<&[u8]>) -> Result<ReadPage, ConnectorError> {
         let page = self.inner.read(cursor).await?;
         self.mapped_page(page)

@@ -396,6 +396,23 @@ impl Engine {
             .keys()
             .filter_map(|s| SystemId::new(s).ok())
             .collect();
+        // A system not read in this pass that may hold records from creates whose answer was
+        // lost is looked through first, so they are linked instead of created twice.
+        for conn in active.iter().filter(|c| job.role(c.system()).write) {
+            let sys = conn.system();
+            if job.role(sys).read || failed.contains(sys) {
+                continue; // read above: linked there
+            }
+            match self.link_lost_creates(job, conn.as_ref()).await {
+                Ok(()) => {}
+                Err(EngineError::Connector(e)) if job.options.isolate_failures => {
+                    tracing::warn!(system = %sys, error = %e, "could not look for records of unconfirmed creates; its writes wait");
+                    failed.insert(sys.clone());
+                    report.errors.insert(sys.to_string(), e.to_string());
+                }
+                Err(e) => return Err(e),
+            }
+        }
         let mut stale = self
             .write_systems(job, &active, None, &mut failed, &mut report)
             .await?;
@@ -706,6 +723,8 @@ impl Engine {
         };
         let mut complete = true;
         let mut seen: BTreeSet<EntityId> = BTreeSet::new();
+        // Creates sent here whose outcome is unknown (answer lost, crash), by content.
+        let mut unknown = self.unknown_creates(conn)?;
         let mut count = 0u64;
         loop {
             let page = if job.options.full_read {
@@ -722,9 +741,23 @@ impl Engine {
                     fields,
                     modstamp,
                 } = ch;
-                let entity = match self.state.entity_for(&sys, &key)? {
-                    Some(e) => e,
-                    None => {
+                let known = self.state.entity_for(&sys, &key)?;
+                // The record a create whose answer was lost made (the content sent): linked to
+                // that entity, it is the write's echo, not a new record.
+                let lost_create = match (&known, &fields) {
+                    (None, Some(f)) if !unknown.is_empty() => {
+                        unknown.remove(&normal_hash(f, &job.normalize))
+                    }
+                    _ => None,
+                };
+                let entity = match (known, lost_create) {
+                    (Some(e), _) => e,
+                    (None, Some(e)) => {
+                        tracing::info!(system = %sys, key = %key, entity = %e, "a create whose answer was lost is found: linked");
+                        cp.put_xref(&sys, &key, &e);
+                        e
+                    }
+                    (None, None) => {
                         let by_match = match &job.options.matching {
                             None => Matched::Own,
                             Some(spec) => {
@@ -806,6 +839,66 @@ impl Engine {
         }
         *report.read.entry(sys.to_string()).or_default() += count;
         Ok(())
+    }
+
+    /// Scans a write-only target holding creates whose outcome is unknown (and only then):
+    /// every record of it not linked yet whose content is such a create's is linked to that
+    /// entity, with the version sent as its snapshot. What stays unknown did not land (or was
+    /// edited since) and is created again.
+    async fn link_lost_creates(
+        &self,
+        job: &SyncJob,
+        conn: &dyn Connector,
+    ) -> Result<(), EngineError> {
+        let mut unknown = self.unknown_creates(conn)?;
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        let sys = conn.system().clone();
+        let sent: HashMap<EntityId, Version> =
+            self.state.pending_creates(&sys)?.into_iter().collect();
+        let mut cp = self.state.checkpoint();
+        let mut cursor: Option<Vec<u8>> = None;
+        loop {
+            let page = conn.scan(cursor.as_deref()).await?;
+            for ch in page.changes {
+                if self.state.entity_for(&sys, &ch.key)?.is_some() {
+                    continue;
+                }
+                let Some(f) = &ch.fields else { continue };
+                if let Some(e) = unknown.remove(&normal_hash(f, &job.normalize)) {
+                    tracing::info!(system = %sys, key = %ch.key, entity = %e, "a create whose answer was lost is found: linked");
+                    cp.put_xref(&sys, &ch.key, &e);
+                    if let Some(v) = sent.get(&e) {
+                        cp.put_snapshot(&sys, &e, v);
+                    }
+                    cp.delete_pending(&sys, &e);
+                }
+            }
+            if !page.more || unknown.is_empty() {
+                break;
+            }
+            cursor = page.cursor;
+        }
+        self.state.commit(cp)?;
+        Ok(())
+    }
+
+    /// The creates sent to `conn` whose outcome is unknown, by the hash of the content sent —
+    /// only where repeating a create could duplicate the record.
+    fn unknown_creates(
+        &self,
+        conn: &dyn Connector,
+    ) -> Result<HashMap<crate::model::ContentHash, EntityId>, EngineError> {
+        if conn.creates_idempotent() {
+            return Ok(HashMap::new());
+        }
+        Ok(self
+            .state
+            .pending_creates(conn.system())?
+            .into_iter()
+            .filter_map(|(e, v)| v.hash.map(|h| (h, e)))
+            .collect())
     }
 
     /// Links a record without a cross-reference by its match key (see [`JobOptions::matching`]).
@@ -1141,6 +1234,13 @@ enum Matched {
     Entity(EntityId),
     /// Not synced (correlate: no match yet).
     Drop,
+}
+
+/// The content hash of `f` as the pass compares it (normalised).
+fn normal_hash(f: &Fields, opts: &NormalizeOptions) -> crate::model::ContentHash {
+    let mut f = f.clone();
+    f.apply_options(opts);
+    f.content_hash()
 }
 
 /// The entity a match hash stands for in a job: the same in every pass and instance.

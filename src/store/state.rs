@@ -785,6 +785,28 @@ impl StateStore {
 
     /// The entities whose snapshot in `sys` holds a record (not a tombstone) and that are not
     /// in `seen`: after a complete scan of `sys`, the records that are gone from it.
+    /// Writes sent to `sys` without confirmation that created nothing concord knows of yet
+    /// (a pending version and no cross-reference): creates whose outcome is unknown, as
+    /// (entity, the version sent).
+    pub fn pending_creates(&self, sys: &SystemId) -> Result<Vec<(EntityId, Version)>, StoreError> {
+        let mut all = Vec::new();
+        self.scan_decoded(
+            &layout::system_prefix(Tree::Pending, sys),
+            |k, v| Ok((entity_of(k)?, decode_version(k, v)?)),
+            |x| {
+                all.push(x);
+                true
+            },
+        )?;
+        let mut out = Vec::new();
+        for (e, v) in all {
+            if v.content.is_some() && self.native_key(&e, sys)?.is_none() {
+                out.push((e, v));
+            }
+        }
+        Ok(out)
+    }
+
     pub fn unseen_snapshots(
         &self,
         sys: &SystemId,

@@ -147,6 +147,11 @@ impl Connector for SalesforceConnector {
         &self.system
     }
 
+    /// Only with `entity_id_field` (creates are upserts by concord's entity id).
+    fn creates_idempotent(&self) -> bool {
+        self.cfg.entity_id_field.is_some()
+    }
+
     async fn read(&self, cursor: Option<&[u8]>) -> Result<ReadPage, ConnectorError> {
         read::page(self, cursor).await
     }
