@@ -1179,3 +1179,38 @@ fn sf_count(sb: &concord::sandbox::server::Sandbox, object: &str) -> u64 {
         _ => unreachable!(),
     }
 }
+
+/// Bug 7: a TOML syntax error came out as `concord.toml: at .: invalid table header` with no
+/// line or column; a missing config file printed its OS error twice.
+#[test]
+fn config_errors_name_the_line_and_column() {
+    let d = Dir::new("[store]\ndir = \"state\"\n\n[systems.erp\ntype = \"sqlite\"\n");
+    let (code, _, err) = d.concord(&["status"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("concord.toml:4:"), "{err}");
+    assert!(!err.contains("at `.`"), "{err}");
+    // An unknown key: its path and its line.
+    std::fs::write(
+        d.path.join("concord.toml"),
+        CSV_JOB.replace("types = {", "tpyes = {"),
+    )
+    .unwrap();
+    let (code, _, err) = d.concord(&["status"]);
+    assert_eq!(code, 1);
+    let line = CSV_JOB
+        .lines()
+        .position(|l| l.starts_with("types = {"))
+        .unwrap()
+        + 1;
+    assert!(
+        err.contains(&format!("concord.toml:{line}:"))
+            && err.contains("jobs.customers.sides.sheet")
+            && err.contains("tpyes"),
+        "{err}"
+    );
+    // A missing file: said once, with what to do.
+    let (code, _, err) = d.concord(&["--config", "nope.toml", "status"]);
+    assert_eq!(code, 1);
+    assert_eq!(err.matches("nope.toml").count(), 1, "{err}");
+    assert_eq!(err.matches("no such file").count(), 1, "{err}");
+}

@@ -12,16 +12,17 @@ use std::path::{Path, PathBuf};
 /// A configuration error, naming the file and where in it.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{path}: {source}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}: at `{at}`: {message}")]
+    /// The file cannot be read (the OS error is part of the message, said once).
+    #[error("{path}: {message}")]
+    Read { path: String, message: String },
+    /// TOML syntax, an unknown key, a value of the wrong type: with the line and column the
+    /// parser stopped at, and the key's path when there is one.
+    #[error("{path}:{line}:{column}: {}{message}", at_key(at))]
     Parse {
         path: String,
         at: String,
+        line: usize,
+        column: usize,
         message: String,
     },
     #[error("{path}: {at}: {message}")]
@@ -433,12 +434,41 @@ pub fn value_of(v: &toml::Value) -> crate::model::Value {
     }
 }
 
+/// "at `key.path`: " for a key, nothing for the document itself (a syntax error).
+fn at_key(at: &str) -> String {
+    if at.is_empty() || at == "." {
+        String::new()
+    } else {
+        format!("at `{at}`: ")
+    }
+}
+
+/// The 1-based line and column (in characters) of byte `pos` of `text`.
+fn line_col(text: &str, pos: usize) -> (usize, usize) {
+    let mut pos = pos.min(text.len());
+    while !text.is_char_boundary(pos) {
+        pos -= 1;
+    }
+    let before = &text[..pos];
+    let line = before.matches('\n').count() + 1;
+    let col = before[before.rfind('\n').map_or(0, |i| i + 1)..]
+        .chars()
+        .count()
+        + 1;
+    (line, col)
+}
+
 impl Config {
     /// Reads and checks a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
             path: path.display().to_string(),
-            source,
+            message: match e.kind() {
+                std::io::ErrorKind::NotFound => {
+                    "no such file (pass --config FILE, set CONCORD_CONFIG, or write one with `concord init`)".to_string()
+                }
+                _ => e.to_string(),
+            },
         })?;
         Config::parse(&text, path)
     }
@@ -451,9 +481,12 @@ impl Config {
         let mut cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let at = e.path().to_string();
             let inner = e.into_inner();
+            let (line, column) = line_col(text, inner.span().map_or(0, |s| s.start));
             ConfigError::Parse {
                 path: file.clone(),
                 at,
+                line,
+                column,
                 message: inner.message().trim().to_string(),
             }
         })?;
