@@ -252,9 +252,15 @@ async fn unreachable_system_and_bad_credentials_give_clear_errors() {
         .await
         .err()
         .unwrap();
+    // Bug 6 of issue 12: this said "no access token and no client credentials configured".
+    let m = e.to_string();
+    let var = cfg.token_env.as_deref().unwrap();
     assert!(
-        e.to_string()
-            .contains("no access token and no client credentials"),
+        m.contains("the access token from")
+            && m.contains(var)
+            && m.contains("was refused")
+            && m.contains("INVALID_SESSION_ID")
+            && m.contains("no grant is configured to get a new one"),
         "a 401 without credentials to re-authenticate: {e}"
     );
     // With client credentials, the 401 leads to one re-authentication and the call goes through.

@@ -55,6 +55,9 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
+/// The grants that can renew an access token, as configured.
+const GRANTS: &str = "client_id_env with client_secret_env, refresh_token_env, or jwt_key_env with client_id_env and username_env";
+
 /// A token request's form fields (secrets: never logged).
 type GrantForm = Vec<(&'static str, String)>;
 
@@ -200,10 +203,23 @@ impl Client {
                 ],
             )),
             _ => Err(self.err(
-                "no access token and no client credentials configured".into(),
+                match self.cfg.token_env.as_deref() {
+                    Some(t) => format!(
+                        "no access token: environment variable {t} (token_env) is not set, and no grant is configured to get one ({GRANTS})"
+                    ),
+                    None => format!("no access token and no grant configured ({GRANTS})"),
+                },
                 false,
             )),
         }
+    }
+
+    /// Whether any grant is configured to get a new access token.
+    fn has_grant(&self) -> bool {
+        let set = |name: &Option<String>| name.as_deref().and_then(env).is_some();
+        set(&self.cfg.jwt_key_env)
+            || set(&self.cfg.refresh_token_env)
+            || (set(&self.cfg.client_id_env) && set(&self.cfg.client_secret_env))
     }
 
     /// Gets a new access token from `/services/oauth2/token`.
@@ -376,7 +392,43 @@ impl Client {
                 .to_string();
             if status == 401 && !reauthed {
                 reauthed = true;
-                self.authenticate().await?;
+                let msg = body_err
+                    .as_ref()
+                    .and_then(|b| b.get(0))
+                    .and_then(|e| e.get("message"))
+                    .and_then(J::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                let refused = format!(
+                    "401 {code}{}",
+                    if msg.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {msg}")
+                    }
+                );
+                if !self.has_grant() {
+                    return Err(self.err(
+                        format!(
+                            "the access token{} was refused ({refused}), and no grant is configured to get a new one ({GRANTS})",
+                            self.cfg
+                                .token_env
+                                .as_deref()
+                                .map(|t| format!(" from {t}"))
+                                .unwrap_or_default()
+                        ),
+                        false,
+                    ));
+                }
+                if let Err(e) = self.authenticate().await {
+                    return Err(self.err(
+                        format!(
+                            "the access token was refused ({refused}); getting a new one failed: {}",
+                            e.message
+                        ),
+                        e.retryable,
+                    ));
+                }
                 continue;
             }
             let retryable =
