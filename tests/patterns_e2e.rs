@@ -245,6 +245,8 @@ async fn bidirectional_example_merges_parks_resolves_and_never_echoes() {
     assert_eq!(list.as_array().unwrap().len(), 1);
     let id = list[0]["id"].as_str().unwrap().to_string();
     assert!(id.ends_with("/name"));
+    // A side that is not one names the sides; the system's name is enough when it names one
+    // side (issue 12: `--take erp` was refused, wanting `erp.customers`, without saying so).
     let (code, _, err) = e
         .concord(&[
             "--config",
@@ -253,7 +255,25 @@ async fn bidirectional_example_merges_parks_resolves_and_never_echoes() {
             "resolve",
             &id,
             "--take",
-            "erp.customers",
+            "nope",
+        ])
+        .await;
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("the sides are: ")
+            && err.contains("crm.Account")
+            && err.contains("erp.customers"),
+        "{err}"
+    );
+    let (code, _, err) = e
+        .concord(&[
+            "--config",
+            "bidirectional.toml",
+            "conflicts",
+            "resolve",
+            &id,
+            "--take",
+            "erp",
         ])
         .await;
     assert_eq!(code, 0, "{err}");

@@ -1214,3 +1214,55 @@ fn config_errors_name_the_line_and_column() {
     assert_eq!(err.matches("nope.toml").count(), 1, "{err}");
     assert_eq!(err.matches("no such file").count(), 1, "{err}");
 }
+
+/// Bug 10: two jobs reading the same system — the second reported `changed: 0` while writing
+/// every record; with different mappings of that system the two would undo each other (one
+/// state per record), so that is refused at load.
+#[tokio::test]
+async fn two_jobs_sharing_a_system() {
+    let two = CSV_JOB.to_string()
+        + r#"
+[systems.out]
+type = "jsonl"
+dir = "files"
+
+[jobs.feed]
+pattern = "broadcast"
+systems = ["erp", "out"]
+
+[jobs.feed.sides.erp]
+table = "customers"
+key = ["customer_id"]
+[jobs.feed.sides.erp.fields]
+customer_id = "customer_id"
+name = "name"
+city = "city"
+
+[jobs.feed.sides.out]
+file = "feed.jsonl"
+key = ["customer_id"]
+[jobs.feed.sides.out.fields]
+customer_id = "customer_id"
+name = "name"
+city = "city"
+"#;
+    let d = csv_job().await;
+    std::fs::write(d.path.join("concord.toml"), &two).unwrap();
+    d.run_ok(&["run", "customers"]);
+    let out = d.run_ok(&["run", "feed", "--json"]);
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r[0]["written"]["out.feed.jsonl"], 10, "{out}");
+    assert_eq!(r[0]["changed"], 10, "{out}");
+    // Another mapping of erp.customers in the second job: refused, naming both.
+    std::fs::write(
+        d.path.join("concord.toml"),
+        two.replace("[jobs.feed.sides.erp.fields]\ncustomer_id = \"customer_id\"\nname = \"name\"", "[jobs.feed.sides.erp.fields]\ncustomer_id = \"customer_id\"\nname = { field = \"name\", transforms = [\"upper\"] }"),
+    )
+    .unwrap();
+    let (code, _, err) = d.concord(&["run", "feed"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("job `customers` syncs erp.customers too"),
+        "{err}"
+    );
+}

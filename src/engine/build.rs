@@ -350,6 +350,25 @@ pub async fn build_job(
         let side = &j.sides[s];
         let id = side_system(s, side).map_err(|m| job_err(name, m))?;
         let mapping = mapping_of(cfg, s, side).map_err(|m| job_err(name, m))?;
+        // Jobs sharing a system share its records' state (snapshots, heads): with different
+        // mappings they would undo each other's changes every run.
+        for (other, oj) in &cfg.jobs {
+            if other == name {
+                continue;
+            }
+            for (os, oside) in &oj.sides {
+                if side_system(os, oside).ok().as_ref() == Some(&id)
+                    && mapping_of(cfg, os, oside).ok().as_ref() != Some(&mapping)
+                {
+                    return Err(job_err(
+                        name,
+                        format!(
+                            "sides.{s}: job `{other}` syncs {id} too, with another mapping; concord keeps one state per record, so the two jobs would undo each other's changes: give both the same fields, transforms and filter for {id}"
+                        ),
+                    ));
+                }
+            }
+        }
         // Canonical fields holding this side's key: its records' identity, never rewritten.
         let keyed = identity_fields(&mapping, &side.key);
         for f in &keyed {
@@ -442,7 +461,7 @@ pub async fn build_job(
         }
     }
     let options = JobOptions {
-        roles,
+        roles: roles.clone(),
         matching,
         correlate: j.pattern == Pattern::Correlate,
         isolate_failures: true,
@@ -456,10 +475,33 @@ pub async fn build_job(
         }),
         allow_deletes: false,
     };
+    let policy = policy_of(cfg, name, j, &ids)?;
+    let newest = std::iter::once(&policy.default)
+        .chain(policy.fields.values())
+        .any(|p| matches!(p, crate::core::FieldPolicy::Newest));
+    if newest && !matches!(j.pattern, Pattern::Migrate | Pattern::Broadcast) {
+        for s in &j.systems {
+            let side = &j.sides[s];
+            let timeless = match cfg.systems.get(s) {
+                Some(
+                    SystemConfig::Postgres(_) | SystemConfig::Mysql(_) | SystemConfig::Sqlite(_),
+                ) => side.mode != Some(crate::connector::sql::CaptureMode::Column),
+                Some(SystemConfig::Csv(_) | SystemConfig::Jsonl(_)) => true,
+                _ => false,
+            };
+            if timeless && roles[&ids[s]].read {
+                tracing::warn!(
+                    job = name,
+                    system = %s,
+                    "the `newest` policy needs each side's modification time, and side {s} has none (SQL scan and trigger modes, files): its edits lose every conflict against a side that has one; use `mode = \"column\"` with `updated_column`, or `prefer:`/`priority:` for these fields"
+                );
+            }
+        }
+    }
     Ok(SyncJob {
         name: name.to_string(),
         systems,
-        policy: policy_of(cfg, name, j, &ids)?,
+        policy,
         normalize,
         batch_size: j.batch_size,
         options,

@@ -27,6 +27,37 @@ pub fn side_value(c: &ConflictEntry, system: &str) -> Option<Result<Option<Value
     )
 }
 
+/// The side of `c` that `given` names: its system id (`crm.Account`), or the system's name
+/// (`crm`) when one side only is of that system. Errors list the sides.
+pub fn side_named(c: &ConflictEntry, given: &str) -> Result<String, String> {
+    if c.sides.iter().any(|s| s.system == given) {
+        return Ok(given.to_string());
+    }
+    let prefix = format!("{given}.");
+    let by_name: Vec<&str> = c
+        .sides
+        .iter()
+        .map(|s| s.system.as_str())
+        .filter(|s| s.starts_with(&prefix))
+        .collect();
+    match by_name.as_slice() {
+        [one] => Ok(one.to_string()),
+        _ => Err(format!(
+            "`{given}` is not a side of this conflict{}; the sides are: {}",
+            if by_name.len() > 1 {
+                " (it names several)"
+            } else {
+                ""
+            },
+            c.sides
+                .iter()
+                .map(|s| s.system.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
 impl super::Engine {
     /// Resolves the conflict on `field` (`None`: the record-level one) of `entity` in `job`.
     pub fn resolve_conflict(
@@ -47,7 +78,11 @@ impl super::Engine {
             .find(|c| c.job == job.name && c.field.as_deref() == field)
             .ok_or_else(|| cfg_err(format!("no open conflict {}", conflict_id(entity, field))))?;
         let head = state.head(entity)?;
-        let content = match (field, choice) {
+        let choice = match choice {
+            Choice::Take(given) => Choice::Take(side_named(&entry, given).map_err(cfg_err)?),
+            other => other.clone(),
+        };
+        let content = match (field, &choice) {
             (Some(f), Choice::Value(v)) => {
                 let mut c = head
                     .as_ref()
@@ -88,7 +123,21 @@ impl super::Engine {
         let manual = SystemId::new("manual").expect("valid id");
         let mut clock = head.as_ref().map(|h| h.clock.clone()).unwrap_or_default();
         clock.increment(Actor::new(state.instance().clone(), manual.clone()).id());
-        let v = Version::new(content, clock, Some(Timestamp::now()), Some(manual));
+        // Where the values now come from: the taken side (or a person, for a given value) for
+        // the resolved field or record; the head's own origins for the rest.
+        let decided = match &choice {
+            Choice::Take(sys) => SystemId::new(sys.as_str()).map_err(|e| cfg_err(e.to_string()))?,
+            Choice::Value(_) => manual.clone(),
+        };
+        let v = match (field, &head) {
+            (Some(f), Some(h)) => {
+                let mut origins = h.field_origins.clone();
+                origins.insert(std::sync::Arc::from(f), decided);
+                Version::new(content, clock, Some(Timestamp::now()), h.origin.clone())
+                    .with_field_origins(origins)
+            }
+            _ => Version::new(content, clock, Some(Timestamp::now()), Some(decided)),
+        };
         let mut cp = state.checkpoint();
         cp.put_head(entity, &v);
         cp.remove_conflict(entity, field);

@@ -149,7 +149,8 @@ pub struct Planned {
 pub struct SyncReport {
     /// Records read, per system.
     pub read: BTreeMap<String, u64>,
-    /// Entities whose content changed in some system.
+    /// Entities with a change to carry: changed in a system read in this pass, or owed to a
+    /// system (a change another job sharing a system brought, a write queued earlier).
     pub changed: u64,
     /// Records written (created, updated or deleted), per system.
     pub written: BTreeMap<String, u64>,
@@ -581,7 +582,7 @@ impl Engine {
             let mut p = plan_with(head.as_ref(), &states, &job.policy, &parked, fold);
             // Systems the job never writes (sources) are never dirty.
             p.dirty.retain(|s| job.role(s).write);
-            if !p.changed_in.is_empty() {
+            if !p.changed_in.is_empty() || !p.dirty.is_empty() {
                 report.changed += 1;
             }
             report.echoes += p.echoes.len() as u64;
