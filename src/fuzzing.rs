@@ -53,3 +53,38 @@ pub fn bundle_decode(data: &[u8]) {
         assert_eq!(again, b, "bundle does not round-trip");
     }
 }
+
+/// The file reader's configuration the fuzz targets use: a key, declared types.
+fn file_config(format: crate::connector::files::FileFormat) -> crate::connector::files::FileConfig {
+    use crate::connector::files::{FileConfig, FileType};
+    FileConfig::new("/nonexistent", "fuzz", format, &["id"])
+        .with_type("id", FileType::Int)
+        .with_type("amount", FileType::Decimal)
+        .with_type("since", FileType::Date)
+}
+
+/// The strict CSV reader: an error or rows, never a panic; what it accepts has at most one
+/// row per line end, and every row has a key.
+pub fn csv_read(data: &[u8]) {
+    files_read(data, crate::connector::files::FileFormat::Csv);
+}
+
+/// The JSONL reader, as `csv_read`.
+pub fn jsonl_read(data: &[u8]) {
+    files_read(data, crate::connector::files::FileFormat::Jsonl);
+}
+
+fn files_read(data: &[u8], format: crate::connector::files::FileFormat) {
+    let cfg = file_config(format);
+    if let Ok(parsed) = crate::connector::files::read::parse(&cfg, data) {
+        let lines = data.iter().filter(|b| **b == b'\n').count() + 1;
+        assert!(parsed.rows.len() <= lines, "more rows than lines");
+        let mut last = 0;
+        for (line, _) in &parsed.rows {
+            assert!(*line > last && *line <= lines, "row lines out of order");
+            last = *line;
+        }
+    }
+    let lenient = cfg.with_short_rows().without_final_newline();
+    let _ = crate::connector::files::read::parse(&lenient, data);
+}

@@ -7,11 +7,13 @@ use std::path::{Path, PathBuf};
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 4] = [
+const TARGETS: [(&str, Target); 6] = [
     ("canonical_decode", concord::fuzzing::canonical_decode),
     ("store_entry_decode", concord::fuzzing::store_entry_decode),
     ("clock_decode", concord::fuzzing::clock_decode),
     ("bundle_decode", concord::fuzzing::bundle_decode),
+    ("csv_read", concord::fuzzing::csv_read),
+    ("jsonl_read", concord::fuzzing::jsonl_read),
 ];
 
 fn fuzz_dir() -> PathBuf {

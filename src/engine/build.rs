@@ -314,6 +314,9 @@ async fn connect(
             if let Some(r) = f.allow_short_rows {
                 c.allow_short_rows = r;
             }
+            if format == FileFormat::Csv {
+                c.expect_columns = mapping.native_fields();
+            }
             Arc::new(FileConnector::new(id, c)?)
         }
         SystemConfig::Nats(n) => Arc::new(

@@ -66,6 +66,11 @@ pub struct FileConfig {
     /// usually a cut or merged line.
     #[serde(default)]
     pub allow_short_rows: bool,
+    /// CSV: columns the job maps. A file whose header lacks one is refused (a corrupted or
+    /// edited header would otherwise clear that field in every record); a rewrite always
+    /// writes them to the header.
+    #[serde(default)]
+    pub expect_columns: Vec<String>,
 }
 
 fn default_true() -> bool {
@@ -96,7 +101,14 @@ impl FileConfig {
             delimiter: ',',
             require_final_newline: true,
             allow_short_rows: false,
+            expect_columns: Vec::new(),
         }
+    }
+
+    /// The columns a CSV header must have (see `expect_columns`).
+    pub fn expecting(mut self, columns: &[&str]) -> Self {
+        self.expect_columns = columns.iter().map(|c| c.to_string()).collect();
+        self
     }
 
     /// Accepts CSV rows with fewer cells than the header (see `allow_short_rows`).

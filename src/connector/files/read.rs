@@ -373,6 +373,13 @@ pub fn parse(cfg: &FileConfig, bytes: &[u8]) -> Result<Parsed, String> {
                 }
             }
             out.header = header.cells.into_iter().map(|(n, _, _)| n).collect();
+            if let Some(missing) = cfg.expect_columns.iter().find(|c| !out.header.contains(c)) {
+                return Err(format!(
+                    "{}: the header has no column {missing}, which the job maps (header: {}; add the column, an empty one is fine)",
+                    at(header.line, 1),
+                    out.header.join(&cfg.delimiter.to_string())
+                ));
+            }
             for rec in records {
                 let short_ok = cfg.allow_short_rows && rec.cells.len() < out.header.len();
                 if rec.cells.len() != out.header.len() && !short_ok {

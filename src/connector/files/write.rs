@@ -136,6 +136,11 @@ fn serialise(conn: &FileConnector, table: &mut Table) -> Result<Vec<u8>, String>
             if header.is_empty() {
                 header.extend(conn.cfg.key.iter().cloned());
             }
+            for c in &conn.cfg.expect_columns {
+                if !header.contains(c) {
+                    header.push(c.clone());
+                }
+            }
             let mut extra: Vec<String> = table
                 .rows
                 .iter()
