@@ -386,3 +386,62 @@ fn tree_exchange_restores_an_instance_whose_store_went_back() {
     assert_eq!(tree(&b)["tree"]["differing_entities"], 0);
     stop_then_a_has_hamburg(server, &a);
 }
+
+/// Issue 12: a captured tree message could be replayed. Now each carries a nonce and the
+/// sender's clock: the same message twice is refused, so is a stale one, and an answer echoes
+/// its request's nonce.
+#[test]
+fn tree_messages_cannot_be_replayed() {
+    let (_root, a, _b) = two_sites();
+    assert_eq!(concord(&a, &["run", "accounts"], None).0, 0);
+    let (mut server, url) = serve(&a);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let post = |body: Vec<u8>| {
+        let mac = blake3::Hash::from(concord::bundle::message_mac(KEY.as_bytes(), &body))
+            .to_hex()
+            .to_string();
+        rt.block_on(async {
+            let r = reqwest::Client::new()
+                .post(format!("{url}/concord/v1/tree"))
+                .header("x-concord-mac", mac)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        })
+    };
+    let request = |nonce: &str, sent_ms: i64| {
+        serde_json::to_vec(&serde_json::json!({
+            "sender": "site-b", "recipient": "site-a", "bits": 1, "sums": [],
+            "nonce": nonce, "sent_ms": sent_ms,
+        }))
+        .unwrap()
+    };
+    let now = concord::model::Timestamp::now().millis();
+    let captured = request(&concord::bundle::message_nonce(), now);
+    let (status, body) = post(captured.clone());
+    assert_eq!(status, 200, "{body}");
+    let reply: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        reply["nonce"],
+        serde_json::from_slice::<serde_json::Value>(&captured).unwrap()["nonce"]
+    );
+    let (status, body) = post(captured);
+    assert_eq!(status, 401, "a replay must be refused: {body}");
+    assert!(body.contains("replayed"), "{body}");
+    let (status, body) = post(request(&concord::bundle::message_nonce(), now - 3_600_000));
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("stale"), "{body}");
+    // Without a nonce (an older client's message): refused as malformed.
+    let old = serde_json::to_vec(&serde_json::json!({
+        "sender": "site-b", "recipient": "site-a", "bits": 1, "sums": [],
+    }))
+    .unwrap();
+    assert_eq!(post(old).0, 400);
+    server.kill().unwrap();
+    let _ = server.wait();
+}

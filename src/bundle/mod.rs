@@ -1,13 +1,16 @@
 //! Change bundles: the file two concord instances exchange when they cannot talk (see
-//! `docs/offline.md`). This module is the format only — encoding, compression and
+//! `docs/offline.md`). This module is the format only — encoding, compression, encryption and
 //! authentication — with no I/O; `engine::bundle` exports and imports them.
 //!
 //! ```text
 //! magic      8   "CONCORDB"
-//! format     2   u16 BE (2; format 1, without field dots, is still read)
+//! format     2   u16 BE (3; formats 1 and 2, whose body is not encrypted, are still read)
 //! key id     8   blake3::derive_key("concord bundle key id v1", secret)[..8]
-//! length     8   u64 BE: bytes of the compressed body
-//! body       n   raw DEFLATE of the body below
+//! nonce     24   random, per bundle (format 3)
+//! length     8   u64 BE: bytes of the sealed body
+//! body       n   format 3: XChaCha20-Poly1305 (key derive_key("concord bundle encryption v1",
+//!                secret), the nonce above, the header before the body as associated data)
+//!                of the raw DEFLATE of the body below; formats 1 and 2: the DEFLATE itself
 //! mac       32   blake3 keyed with derive_key("concord bundle mac v1", secret), over all the above
 //! ```
 //!
@@ -19,12 +22,13 @@
 //! varint n · n × (entity[16] · varint len · version entry (store encoding, design.md §9)
 //!                 · varint m · m × (str system · str native key)
 //!                 · varint j · j × str job
-//!                 · field dots (format 2; `core::dots` encoding))
+//!                 · field dots (format ≥ 2; `core::dots` encoding))
 //! ```
 //!
 //! Decoding checks, in order: magic, format, key id (a bundle made with another key is
 //! *foreign*), length (a short file is *truncated*), the MAC (any changed byte is *corrupted or
-//! tampered*), then the body. Nothing is decoded from a body before its MAC has been verified.
+//! tampered*), then decrypts (the AEAD tag checks again), then the body. Nothing is decrypted
+//! or decoded before the MAC has been verified.
 
 use crate::core::dots::FieldDots;
 use crate::model::varint;
@@ -33,11 +37,15 @@ use crate::store::{decode_version, encode_version};
 
 /// The first bytes of every bundle.
 pub const MAGIC: &[u8; 8] = b"CONCORDB";
-/// The bundle format this build writes and reads.
-pub const FORMAT: u16 = 2;
-/// The older format still read: no field dots.
+/// The bundle format this build writes and reads: encrypted body.
+pub const FORMAT: u16 = 3;
+/// Older formats still read: 2 (field dots, body not encrypted), 1 (no field dots either).
+pub const FORMAT_V2: u16 = 2;
 pub const FORMAT_V1: u16 = 1;
-const HEADER: usize = 8 + 2 + 8 + 8;
+/// Magic, format, key id (then, from format 3, the nonce), and the length.
+const HEADER_V2: usize = 8 + 2 + 8 + 8;
+const NONCE: usize = 24;
+const HEADER_V3: usize = HEADER_V2 + NONCE;
 const MAC: usize = 32;
 /// A decompressed body larger than this is refused (a bomb, or not ours).
 const MAX_BODY: usize = 4 << 30;
@@ -75,7 +83,7 @@ pub struct Bundle {
 pub enum BundleError {
     #[error("not a concord bundle (no CONCORDB header)")]
     NotABundle,
-    #[error("bundle format {0} is not supported by this build (it reads formats {FORMAT_V1} and {FORMAT})")]
+    #[error("bundle format {0} is not supported by this build (it reads formats {FORMAT_V1} to {FORMAT})")]
     Format(u16),
     #[error("foreign bundle: authenticated with another key (key id {found}, ours {ours})")]
     Foreign { found: String, ours: String },
@@ -114,6 +122,15 @@ pub fn message_mac_ok(secret: &[u8], data: &[u8], hex_mac: &str) -> bool {
         Ok(h) => h == blake3::Hash::from(message_mac(secret, data)),
         Err(_) => false,
     }
+}
+
+/// A fresh random nonce (16 bytes, hex) for a peer-protocol message: a captured message cannot
+/// be replayed (the server keeps the nonces it saw within the message lifetime).
+pub fn message_nonce() -> String {
+    use chacha20poly1305::aead::rand_core::RngCore;
+    let mut b = [0u8; 16];
+    chacha20poly1305::aead::OsRng.fill_bytes(&mut b);
+    hex(&b)
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -165,17 +182,48 @@ pub fn seal_body(body: &[u8], secret: &[u8]) -> Vec<u8> {
     seal(body, secret, FORMAT)
 }
 
+fn cipher(secret: &[u8]) -> chacha20poly1305::XChaCha20Poly1305 {
+    use chacha20poly1305::KeyInit;
+    chacha20poly1305::XChaCha20Poly1305::new(
+        &derived("concord bundle encryption v1", secret).into(),
+    )
+}
+
 fn seal(body: &[u8], secret: &[u8], format: u16) -> Vec<u8> {
+    use chacha20poly1305::aead::{Aead, AeadCore, OsRng, Payload};
     let packed = miniz_oxide::deflate::compress_to_vec(body, 6);
-    let mut out = Vec::with_capacity(HEADER + packed.len() + MAC);
+    let mut out = Vec::with_capacity(HEADER_V3 + packed.len() + 16 + MAC);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&format.to_be_bytes());
     out.extend_from_slice(&key_id(secret));
-    out.extend_from_slice(&(packed.len() as u64).to_be_bytes());
-    out.extend_from_slice(&packed);
+    let sealed = if format >= FORMAT {
+        let nonce = chacha20poly1305::XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        out.extend_from_slice(&nonce);
+        let n = packed.len() as u64 + 16;
+        out.extend_from_slice(&n.to_be_bytes());
+        cipher(secret)
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: &packed,
+                    aad: &out,
+                },
+            )
+            .expect("encrypting in memory cannot fail")
+    } else {
+        out.extend_from_slice(&(packed.len() as u64).to_be_bytes());
+        packed
+    };
+    out.extend_from_slice(&sealed);
     let m = mac(secret, &out);
     out.extend_from_slice(&m);
     out
+}
+
+/// A format 2 bundle (body not encrypted), as older builds wrote: for tests of reading it.
+#[doc(hidden)]
+pub fn encode_v2(b: &Bundle, secret: &[u8]) -> Vec<u8> {
+    seal(&encode_body(b), secret, FORMAT_V2)
 }
 
 struct Reader<'a> {
@@ -216,15 +264,26 @@ pub fn decode(bytes: &[u8], secret: &[u8]) -> Result<Bundle, BundleError> {
     if bytes.len() < 8 || &bytes[..8] != MAGIC {
         return Err(BundleError::NotABundle);
     }
-    if bytes.len() < HEADER {
+    if bytes.len() < 10 {
         return Err(BundleError::Truncated {
-            expected: HEADER as u64,
+            expected: HEADER_V2 as u64,
             got: bytes.len() as u64,
         });
     }
     let format = u16::from_be_bytes([bytes[8], bytes[9]]);
-    if format != FORMAT && format != FORMAT_V1 {
+    if !(FORMAT_V1..=FORMAT).contains(&format) {
         return Err(BundleError::Format(format));
+    }
+    let header = if format >= FORMAT {
+        HEADER_V3
+    } else {
+        HEADER_V2
+    };
+    if bytes.len() < header {
+        return Err(BundleError::Truncated {
+            expected: header as u64,
+            got: bytes.len() as u64,
+        });
     }
     let ours = key_id(secret);
     if bytes[10..18] != ours {
@@ -233,8 +292,8 @@ pub fn decode(bytes: &[u8], secret: &[u8]) -> Result<Bundle, BundleError> {
             ours: hex(&ours),
         });
     }
-    let n = u64::from_be_bytes(bytes[18..26].try_into().expect("8 bytes"));
-    let expected = (HEADER as u64)
+    let n = u64::from_be_bytes(bytes[header - 8..header].try_into().expect("8 bytes"));
+    let expected = (header as u64)
         .checked_add(n)
         .and_then(|x| x.checked_add(MAC as u64))
         .ok_or(BundleError::Tampered)?;
@@ -247,7 +306,7 @@ pub fn decode(bytes: &[u8], secret: &[u8]) -> Result<Bundle, BundleError> {
     if bytes.len() as u64 > expected {
         return Err(BundleError::Tampered);
     }
-    let end = HEADER + n as usize;
+    let end = header + n as usize;
     let want = mac(secret, &bytes[..end]);
     // Constant-time comparison through blake3's Hash equality.
     if blake3::Hash::from(want)
@@ -255,7 +314,25 @@ pub fn decode(bytes: &[u8], secret: &[u8]) -> Result<Bundle, BundleError> {
     {
         return Err(BundleError::Tampered);
     }
-    let body = miniz_oxide::inflate::decompress_to_vec_with_limit(&bytes[HEADER..end], MAX_BODY)
+    let opened;
+    let packed = if format >= FORMAT {
+        use chacha20poly1305::aead::{Aead, Payload};
+        let nonce =
+            chacha20poly1305::XNonce::from_slice(&bytes[HEADER_V2 - 8..HEADER_V2 - 8 + NONCE]);
+        opened = cipher(secret)
+            .decrypt(
+                nonce,
+                Payload {
+                    msg: &bytes[header..end],
+                    aad: &bytes[..header],
+                },
+            )
+            .map_err(|_| BundleError::Tampered)?;
+        &opened[..]
+    } else {
+        &bytes[header..end]
+    };
+    let body = miniz_oxide::inflate::decompress_to_vec_with_limit(packed, MAX_BODY)
         .map_err(|e| BundleError::Malformed(format!("cannot decompress: {e:?}")))?;
     decode_body(&body, format)
 }

@@ -112,7 +112,8 @@ fn every_flipped_byte_is_refused() {
             0..8 => matches!(e, BundleError::NotABundle),
             8..10 => matches!(e, BundleError::Format(_)),
             10..18 => matches!(e, BundleError::Foreign { .. }),
-            18..26 => matches!(e, BundleError::Truncated { .. } | BundleError::Tampered),
+            18..42 => e == BundleError::Tampered, // the nonce
+            42..50 => matches!(e, BundleError::Truncated { .. } | BundleError::Tampered),
             _ => e == BundleError::Tampered,
         };
         assert!(expected, "byte {i}: {e}");
@@ -132,10 +133,37 @@ fn foreign_key_extra_bytes_and_other_formats() {
         decode(b"PK\x03\x04 a zip file, not ours", KEY).unwrap_err(),
         BundleError::NotABundle
     );
-    let mut v3 = bytes.clone();
-    v3[9] = 3;
-    assert_eq!(decode(&v3, KEY).unwrap_err(), BundleError::Format(3));
-    assert!(BundleError::Format(3).to_string().contains("format 3"));
+    let mut v4 = bytes.clone();
+    v4[9] = 4;
+    assert_eq!(decode(&v4, KEY).unwrap_err(), BundleError::Format(4));
+    assert!(BundleError::Format(4).to_string().contains("format 4"));
+}
+
+/// Bundles carry customer data: the body is encrypted (XChaCha20-Poly1305, a nonce per bundle),
+/// so the file shows nothing of it without the key; format 2 (not encrypted) is still read.
+#[test]
+fn bodies_are_encrypted_and_format_2_is_still_read() {
+    let b = sample();
+    let one = encode(&b, KEY);
+    let two = encode(&b, KEY);
+    assert_ne!(one, two, "a nonce per bundle");
+    assert_eq!(decode(&one, KEY).unwrap(), b);
+    assert_eq!(decode(&two, KEY).unwrap(), b);
+    assert_eq!(u16::from_be_bytes([one[8], one[9]]), FORMAT);
+    // Without the key the body is noise: it does not even inflate, and no value shows.
+    let body = &one[HEADER_V3..one.len() - MAC];
+    let plain = miniz_oxide::inflate::decompress_to_vec(body);
+    assert!(
+        plain.map_or(true, |p| !p.windows(8).any(|w| w == b"Customer")),
+        "the encrypted body must not inflate to the records"
+    );
+    let v2 = encode_v2(&b, KEY);
+    let inflated = miniz_oxide::inflate::decompress_to_vec(&v2[HEADER_V2..v2.len() - MAC]).unwrap();
+    assert!(
+        inflated.windows(8).any(|w| w == b"Customer"),
+        "format 2 was readable by anyone"
+    );
+    assert_eq!(decode(&v2, KEY).unwrap(), b);
 }
 
 #[test]
@@ -150,10 +178,14 @@ fn format_1_bundles_are_still_read() {
 #[test]
 fn a_valid_mac_over_a_bad_body_is_still_refused_cleanly() {
     // A sender with the right key but a broken encoder: the body is checked after the MAC.
+    assert!(matches!(
+        decode(&seal_body(&[0xff; 40], KEY), KEY).unwrap_err(),
+        BundleError::Malformed(_)
+    ));
     let junk = miniz_oxide::deflate::compress_to_vec(&[0xff; 40], 6);
     let mut out = Vec::new();
     out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&FORMAT.to_be_bytes());
+    out.extend_from_slice(&FORMAT_V2.to_be_bytes());
     out.extend_from_slice(&key_id(KEY));
     out.extend_from_slice(&(junk.len() as u64).to_be_bytes());
     out.extend_from_slice(&junk);

@@ -7,7 +7,9 @@
 //! `sync --tree` compares the two instances' heads by hash tree first (what each actually holds,
 //! not what each is known to hold: after a store restored from a backup, say), then moves
 //! exactly the entities whose versions differ, both ways. Its messages carry a MAC with a key
-//! derived from the same secret.
+//! derived from the same secret, a random nonce and the sender's clock: a captured message is
+//! refused when replayed (nonce already seen) or after five minutes (stale); the answer echoes
+//! the nonce. Bundles are encrypted (format 3).
 
 use super::jobs::{bundle_key, open_state};
 use anyhow::{bail, Context, Result};
@@ -31,6 +33,27 @@ const MAX_BUNDLE: usize = 256 << 20;
 const MAX_TREE: usize = 64 << 20;
 const MAC_HEADER: &str = "x-concord-mac";
 
+/// How long a tree message is valid: its `sent_ms` must be within this of the server's
+/// clock, and its nonce is remembered this long (a replay within it is refused; after it the
+/// message is stale).
+const MESSAGE_LIFETIME_MS: i64 = 5 * 60 * 1000;
+
+/// Freshness of a MAC'd tree message: a random nonce and the sender's clock.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Fresh {
+    nonce: String,
+    sent_ms: i64,
+}
+
+impl Fresh {
+    fn now() -> Fresh {
+        Fresh {
+            nonce: concord::bundle::message_nonce(),
+            sent_ms: Timestamp::now().millis(),
+        }
+    }
+}
+
 /// A hash-tree summary of the caller's heads.
 #[derive(Debug, Serialize, Deserialize)]
 struct TreeRequest {
@@ -38,20 +61,26 @@ struct TreeRequest {
     recipient: String,
     bits: u32,
     sums: Vec<BucketSum>,
+    #[serde(flatten)]
+    fresh: Fresh,
 }
 
-/// The server's answer: the buckets whose sums differ and its leaves in them.
+/// The server's answer: the buckets whose sums differ and its leaves in them, with the
+/// request's nonce (an old answer cannot pass for this one).
 #[derive(Debug, Serialize, Deserialize)]
 struct TreeReply {
     sender: String,
     buckets: Vec<i64>,
     leaves: Vec<(String, RowDigest)>,
+    nonce: String,
 }
 
 /// What the caller wants back in a tree exchange (before its bundle, in the same body).
 #[derive(Debug, Serialize, Deserialize)]
 struct Want {
     want: Vec<String>,
+    #[serde(flatten)]
+    fresh: Fresh,
 }
 
 struct Peer {
@@ -60,6 +89,34 @@ struct Peer {
     key: Vec<u8>,
     /// One exchange at a time.
     lock: Mutex<()>,
+    /// Nonces of tree messages seen within their lifetime, with their `sent_ms`.
+    seen: Mutex<std::collections::HashMap<String, i64>>,
+}
+
+impl Peer {
+    /// Refuses a message outside its lifetime or seen before (a replay); remembers it.
+    fn fresh(&self, f: &Fresh) -> Result<(), (StatusCode, String)> {
+        let now = Timestamp::now().millis();
+        if (now - f.sent_ms).abs() > MESSAGE_LIFETIME_MS {
+            return Err((
+                StatusCode::UNAUTHORIZED,
+                format!(
+                    "stale message: sent {} s from this instance's clock (the limit is {} s; are the clocks set?)",
+                    (now - f.sent_ms) / 1000,
+                    MESSAGE_LIFETIME_MS / 1000
+                ),
+            ));
+        }
+        let mut seen = self.seen.lock().expect("lock");
+        seen.retain(|_, t| (now - *t).abs() <= 2 * MESSAGE_LIFETIME_MS);
+        if seen.insert(f.nonce.clone(), f.sent_ms).is_some() {
+            return Err((
+                StatusCode::UNAUTHORIZED,
+                "replayed message: this nonce was already used".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn exchange(p: &Peer, body: &[u8]) -> Exchanged {
@@ -116,6 +173,7 @@ fn tree_answer(
     }
     let req: TreeRequest = serde_json::from_slice(body)
         .map_err(|e| (StatusCode::BAD_REQUEST, format!("tree request: {e}")))?;
+    p.fresh(&req.fresh)?;
     if req.recipient != p.state.instance().as_str() {
         return Err((
             StatusCode::BAD_REQUEST,
@@ -141,6 +199,7 @@ fn tree_answer(
         sender: p.state.instance().to_string(),
         buckets,
         leaves,
+        nonce: req.fresh.nonce.clone(),
     };
     Ok(serde_json::to_vec(&reply).expect("serialises"))
 }
@@ -191,6 +250,7 @@ fn tree_exchange(p: &Peer, headers: &HeaderMap, body: &[u8]) -> Exchanged {
         .ok_or_else(|| bad("tree exchange: truncated".into()))?;
     let want: Want =
         serde_json::from_slice(json).map_err(|e| bad(format!("tree exchange: {e}")))?;
+    p.fresh(&want.fresh)?;
     let mut only = BTreeSet::new();
     for h in &want.want {
         only.insert(
@@ -258,6 +318,7 @@ pub async fn serve(cfg: &Config, listen: &str) -> Result<()> {
         scopes,
         key,
         lock: Mutex::new(()),
+        seen: Mutex::new(Default::default()),
     });
     let app = axum::Router::new()
         .route(
@@ -370,6 +431,7 @@ pub async fn sync_tree(cfg: &Config, url: &str, peer: &str, json: bool) -> Resul
         recipient: peer.to_string(),
         bits,
         sums: tree::sums(ours.iter().map(|(_, d)| d), bits),
+        fresh: Fresh::now(),
     };
     let body = serde_json::to_vec(&req)?;
     let endpoint = format!("{base}/concord/v1/tree");
@@ -381,6 +443,9 @@ pub async fn sync_tree(cfg: &Config, url: &str, peer: &str, json: bool) -> Resul
         serde_json::from_slice(&bytes).with_context(|| format!("the answer of {endpoint}"))?;
     if reply.sender != peer.as_str() {
         bail!("{endpoint} is instance {}, not {peer}", reply.sender);
+    }
+    if reply.nonce != req.fresh.nonce {
+        bail!("the answer of {endpoint} is not the answer to this request (another nonce)");
     }
 
     // 2. The entities whose leaves differ: ours go out, theirs are asked for.
@@ -409,7 +474,10 @@ pub async fn sync_tree(cfg: &Config, url: &str, peer: &str, json: bool) -> Resul
     let out = eb::export_only(&state, &peer, &scopes, &send)?;
     let sent = out.entities.len();
     let wanted = want.len();
-    let head = serde_json::to_vec(&Want { want })?;
+    let head = serde_json::to_vec(&Want {
+        want,
+        fresh: Fresh::now(),
+    })?;
     let mut body = (head.len() as u32).to_be_bytes().to_vec();
     body.extend_from_slice(&head);
     body.extend_from_slice(&concord::bundle::encode(&out, &key));
