@@ -84,6 +84,9 @@ enum Command {
         full: bool,
         #[arg(long)]
         json: bool,
+        /// With --repair: let through deletes the delete guard holds.
+        #[arg(long)]
+        allow_deletes: bool,
     },
     /// Bundle exchange over HTTP between instances that can talk (docs/offline.md).
     Peer {
@@ -355,9 +358,16 @@ fn main() {
             repair,
             full,
             json,
+            allow_deletes,
         } => rt.block_on(async {
             let cfg = cli::jobs::load(&config)?;
-            cli::jobs::reconcile(&cfg, &job, json, repair, full).await
+            let o = cli::jobs::ReconcileOptions {
+                json,
+                repair,
+                full,
+                allow_deletes,
+            };
+            cli::jobs::reconcile(&cfg, &job, o).await
         }),
         Command::Peer { command } => rt.block_on(async {
             let cfg = cli::jobs::load(&config)?;

@@ -1673,3 +1673,61 @@ fn corrupting_a_source_file_never_harms_the_records_it_still_holds() {
         panic!("{e}");
     }
 }
+
+/// The delete guard holds a `reconcile --repair` too: rows deleted behind a column-mode feed
+/// (25 % of the table) are found as drift; the repair would delete them in the file, so it
+/// stops (exit 5, nothing written) until `--allow-deletes`.
+#[tokio::test]
+async fn reconcile_repair_passes_the_delete_guard() {
+    let cfg = CSV_JOB.replace(
+        "key = [\"customer_id\"]\n[jobs.customers.sides.erp.fields]",
+        "key = [\"customer_id\"]\nmode = \"column\"\nupdated_column = \"updated_at\"\n[jobs.customers.sides.erp.fields]",
+    );
+    let d = Dir::new(&cfg);
+    let pool = d.erp().await;
+    sqlx::query("CREATE TABLE customers (customer_id INTEGER PRIMARY KEY, name TEXT, city TEXT, updated_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    for i in 1..=20 {
+        sqlx::query("INSERT INTO customers (customer_id, name, city) VALUES (?, ?, 'Oslo')")
+            .bind(i)
+            .bind(format!("Customer {i}"))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    d.run_ok(&["run", "customers"]);
+    sqlx::query("DELETE FROM customers WHERE customer_id <= 5")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let csv = d.file("customers.csv");
+    let lines = || std::fs::read_to_string(&csv).unwrap().lines().count();
+    assert_eq!(lines(), 21);
+    let (code, out, _) = d.concord(&["reconcile", "customers", "--repair"]);
+    assert_eq!(code, 5, "{out}");
+    assert!(
+        out.contains("delete guard") && out.contains("5 of the 20"),
+        "{out}"
+    );
+    assert_eq!(lines(), 21, "nothing deleted");
+    // The deletes are queued: a run holds them too, until allowed.
+    assert_eq!(d.concord(&["run", "customers"]).0, 5);
+    assert_eq!(lines(), 21);
+    d.run_ok(&["run", "customers", "--allow-deletes"]);
+    assert_eq!(lines(), 16);
+    let (code, out, _) = d.concord(&["reconcile", "customers"]);
+    assert_eq!(code, 0, "no drift left: {out}");
+    // Allowed from the start, the repair deletes at once.
+    let pool = d.erp().await;
+    sqlx::query("DELETE FROM customers WHERE customer_id <= 10")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let (code, out, _) = d.concord(&["reconcile", "customers", "--repair", "--allow-deletes"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(lines(), 11);
+}

@@ -578,13 +578,25 @@ pub fn bundle(cfg: &Config, action: BundleAction) -> Result<()> {
 /// `concord reconcile JOB`: drift between each system and the store; with `repair`, a pass
 /// with full reads turns it into ordinary changes. Exit code 4 when drift was found and not
 /// repaired, 3 when a system could not be checked (the others were).
-pub async fn reconcile(
-    cfg: &Config,
-    name: &str,
-    json: bool,
-    repair: bool,
-    full: bool,
-) -> Result<i32> {
+/// How `concord reconcile` runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReconcileOptions {
+    pub json: bool,
+    /// Turn the drift into ordinary changes.
+    pub repair: bool,
+    /// Read every record.
+    pub full: bool,
+    /// Let through deletes of the repair that the delete guard holds.
+    pub allow_deletes: bool,
+}
+
+pub async fn reconcile(cfg: &Config, name: &str, o: ReconcileOptions) -> Result<i32> {
+    let ReconcileOptions {
+        json,
+        repair,
+        full,
+        allow_deletes,
+    } = o;
     let t = std::time::Instant::now();
     let state = open_state(cfg)?;
     tracing::info!(ms = t.elapsed().as_millis() as u64, "reconcile: store open");
@@ -595,7 +607,9 @@ pub async fn reconcile(
     );
     let engine = Engine::new(state);
     job.options.full_read = full;
+    job.options.allow_deletes = allow_deletes;
     let before = engine.drift(&job).await?;
+    let mut held = BTreeMap::new();
     let mut out = json!({"job": name, "checks": before.checks, "unchecked": before.unchecked,
         "drift": before.drift});
     if repair && !before.drift.is_empty() {
@@ -607,6 +621,7 @@ pub async fn reconcile(
         let t = std::time::Instant::now();
         let r = engine.sync(&repair, None).await?;
         out["repair"] = report_json(name, &r, t.elapsed().as_secs_f64());
+        held = r.held_deletes.clone();
         job.options.full_read = false;
         let after = engine.drift(&job).await?;
         out["drift_after_repair"] = json!(after.drift);
@@ -641,6 +656,13 @@ pub async fn reconcile(
         }
         if before.drift.is_empty() {
             println!("  no drift");
+        } else if !held.is_empty() {
+            for (s, h) in &held {
+                println!(
+                    "  delete guard: stopped, nothing written: the repair would delete {} of the {} records synced in {s}; the deletes stay queued: if they are right, `concord run {name} --allow-deletes` sends them",
+                    h.deletes, h.synced
+                );
+            }
         } else if repair {
             println!(
                 "  repaired: {} records written; drift left: {left}",
@@ -655,7 +677,9 @@ pub async fn reconcile(
             );
         }
     }
-    Ok(if left > 0 {
+    Ok(if !held.is_empty() {
+        EXIT_DELETE_GUARD
+    } else if left > 0 {
         4
     } else if !before.unchecked.is_empty() {
         3

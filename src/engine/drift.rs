@@ -712,6 +712,10 @@ impl Connector for DriftFeed {
         self.read(cursor).await
     }
 
+    fn creates_idempotent(&self) -> bool {
+        self.inner.creates_idempotent()
+    }
+
     async fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteResult>, ConnectorError> {
         self.inner.write(ops).await
     }
