@@ -2,6 +2,8 @@
 //! edits, delete or rewrite records nobody touched, or create duplicates, each driven through
 //! the `concord` binary as a user would, on real files and databases.
 
+#[path = "sf_common/mod.rs"]
+mod sf_common;
 use sqlx::Row;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -340,9 +342,7 @@ async fn edits_made_during_a_run_are_never_overwritten() {
 }
 
 async fn lost_updates_scenario(pg: &sqlx::PgPool, batch: usize, n: i64, sf_same_field: bool) {
-    use concord::sandbox::org::Org;
-    use concord::sandbox::schema::{build, SchemaFile};
-    use concord::sandbox::server::{serve, Sandbox, Settings};
+    use concord::sandbox::server::Sandbox;
     let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let table = format!("safety_lu_{}_{seq}", std::process::id());
     let q = |s: String| {
@@ -353,32 +353,9 @@ async fn lost_updates_scenario(pg: &sqlx::PgPool, batch: usize, n: i64, sf_same_
     q(format!("CREATE TABLE {table} (customer_id integer primary key, company text not null, phone text, country text, notes text, updated_at timestamptz not null default now())")).await;
     q(format!("INSERT INTO {table} (customer_id, company, phone, country, notes, updated_at) SELECT i, 'Company ' || i, 'Phone ' || i, 'DE', 'Note ' || i, now() - interval '1 hour' FROM generate_series(1, {n}) i")).await;
 
-    let schema: SchemaFile = toml::from_str(
-        "[[objects]]\nname = \"Account\"\n[[objects.fields]]\nname = \"Concord_Id__c\"\ntype = \"string\"\nexternal_id = true\nunique = true\n",
-    )
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let sb = Sandbox::new(
-        Org::new(build(&schema).unwrap()),
-        Settings {
-            token: "tok".into(),
-            daily_limit: 10_000_000,
-            base_url: base.clone(),
-            ..Default::default()
-        },
-    );
-    tokio::spawn(serve(sb.clone(), listener));
-    let (sf_url, sf_tok, erp) = (
-        format!("SAFETY_SF_URL_{seq}"),
-        format!("SAFETY_SF_TOKEN_{seq}"),
-        format!("SAFETY_ERP_{seq}"),
-    );
-    unsafe {
-        std::env::set_var(&sf_url, &base);
-        std::env::set_var(&sf_tok, "tok");
-        std::env::set_var(&erp, PG);
-    }
+    let (sb, sf) = sf_common::sandbox().await;
+    let (sf_url, sf_tok) = (sf.instance_url_env.clone(), sf.token_env.clone().unwrap());
+    let erp = sf_common::env_var("SAFETY_ERP", PG);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("concord.toml");
     let text = format!(
@@ -1062,35 +1039,11 @@ async fn a_create_whose_answer_was_lost_is_not_made_twice() {
 }
 
 async fn lost_create_scenario(pattern: &str) {
-    use concord::sandbox::org::Org;
-    use concord::sandbox::schema::{build, SchemaFile};
-    use concord::sandbox::server::{serve, Sandbox, Settings};
-    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let schema: SchemaFile = toml::from_str("").unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let sb = Sandbox::new(
-        Org::new(build(&schema).unwrap()),
-        Settings {
-            token: "tok".into(),
-            daily_limit: 1_000_000,
-            base_url: base.clone(),
-            ..Default::default()
-        },
-    );
-    tokio::spawn(serve(sb.clone(), listener));
-    let (sf_url, sf_tok) = (
-        format!("SAFETY_SF_URL_{seq}"),
-        format!("SAFETY_SF_TOKEN_{seq}"),
-    );
+    let (sb, sf) = sf_common::sandbox().await;
+    let (sf_url, sf_tok) = (sf.instance_url_env.clone(), sf.token_env.clone().unwrap());
     let dir = tempfile::tempdir().unwrap();
     let erp_url = format!("sqlite:{}?mode=rwc", dir.path().join("erp.db").display());
-    let erp_var = format!("SAFETY_ERP_{seq}");
-    unsafe {
-        std::env::set_var(&sf_url, &base);
-        std::env::set_var(&sf_tok, "tok");
-        std::env::set_var(&erp_var, &erp_url);
-    }
+    let erp_var = sf_common::env_var("SAFETY_ERP", &erp_url);
     let pool = sqlx::SqlitePool::connect(&erp_url).await.unwrap();
     sqlx::query(
         "CREATE TABLE customers (customer_id INTEGER PRIMARY KEY, company TEXT, city TEXT)",
@@ -1158,7 +1111,7 @@ fields = {{ company = "Name", city = "BillingCity" }}
             assert!(!r.errors.is_empty(), "{r:?}");
         }
     }
-    let accounts = sf_count(&sb, "Account");
+    let accounts = sf_common::count(&sb, "Account");
     let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM customers")
         .fetch_one(&pool)
         .await
@@ -1169,15 +1122,6 @@ fields = {{ company = "Name", city = "BillingCity" }}
         "{pattern}: records created twice after a lost answer"
     );
     pool.close().await;
-}
-
-fn sf_count(sb: &concord::sandbox::server::Sandbox, object: &str) -> u64 {
-    let org = sb.org.lock().unwrap();
-    let q = concord::sandbox::soql::parse(&format!("SELECT COUNT() FROM {object}")).unwrap();
-    match org.query(&q, false, "62.0").unwrap() {
-        concord::sandbox::org::QueryResult::Count(n) => n,
-        _ => unreachable!(),
-    }
 }
 
 /// Bug 7: a TOML syntax error came out as `concord.toml: at .: invalid table header` with no
