@@ -13,7 +13,7 @@ pub enum StoreError {
         reason: String,
     },
     #[error(
-        "store format version {found} is not supported by this concord (it reads version {supported}); \
+        "store format version {found} is not supported by this concord (it reads versions 1 to {supported}); \
          the store was left untouched"
     )]
     UnsupportedFormat { found: u32, supported: u32 },

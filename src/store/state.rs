@@ -10,8 +10,12 @@ use crate::model::{
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::sync::Arc;
 
-/// The store format this build reads and writes. A store with another version is refused.
-pub const FORMAT_VERSION: u32 = 1;
+/// The store format this build reads and writes. Version 2 added per-field origins to version
+/// entries (flag bit 3); a version 1 store is upgraded on open (its entries are valid version 2
+/// entries, so only the marker changes). A store of a later version is refused.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest store format this build opens (and upgrades).
+pub const OLDEST_FORMAT: u32 = 1;
 /// The largest bincode entry (outbox, conflict, run log) the decoder will allocate for.
 const ENTRY_LIMIT: usize = 16 << 20;
 /// Version byte that starts every entry value.
@@ -522,7 +526,7 @@ impl StateStore {
                     .try_into()
                     .map_err(|_| corrupt(&fkey, "format marker is not 4 bytes"))?;
                 let found = u32::from_be_bytes(raw);
-                if found != FORMAT_VERSION {
+                if !(OLDEST_FORMAT..=FORMAT_VERSION).contains(&found) {
                     return Err(StoreError::UnsupportedFormat {
                         found,
                         supported: FORMAT_VERSION,
@@ -539,6 +543,14 @@ impl StateStore {
                         found: inst,
                         expected: instance.to_string(),
                     });
+                }
+                if found < FORMAT_VERSION {
+                    // 1 → 2: nothing to rewrite; the marker says an older build must not open it
+                    // (it would refuse the new entries as corrupt).
+                    let mut b = Batch::new();
+                    b.put(fkey, FORMAT_VERSION.to_be_bytes().to_vec());
+                    store.commit(b)?;
+                    tracing::info!(from = found, to = FORMAT_VERSION, "store format upgraded");
                 }
             }
             None => {

@@ -267,3 +267,29 @@ fn field_origins_round_trip_in_heads_only() {
     encode_version(&bad, &mut buf);
     assert!(decode_version(b"h", &buf).is_err());
 }
+
+/// A format 1 store (before field origins) opens, keeps its data, and is marked format 2, on
+/// sled too; a later build's store is refused.
+#[test]
+fn a_format_1_store_is_upgraded_on_open() {
+    for (name, s, _dir) in backends() {
+        let st = StateStore::open(s.clone(), inst()).unwrap();
+        let e = crate::model::EntityId([3; 16]);
+        let mut cp = st.checkpoint();
+        cp.put_head(&e, &version(5));
+        st.commit(cp).unwrap();
+        drop(st);
+        let mut b = Batch::new();
+        b.put(layout::meta("format"), 1u32.to_be_bytes().to_vec());
+        s.commit(b).unwrap();
+        let st = StateStore::open(s.clone(), inst()).unwrap();
+        assert_eq!(st.head(&e).unwrap(), Some(version(5)), "{name}");
+        assert_eq!(
+            s.get(&layout::meta("format")).unwrap(),
+            Some(FORMAT_VERSION.to_be_bytes().to_vec()),
+            "{name}"
+        );
+        assert_eq!(FORMAT_VERSION, 2);
+        st.verify().unwrap();
+    }
+}
