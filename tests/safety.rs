@@ -1675,3 +1675,27 @@ async fn reconcile_repair_passes_the_delete_guard() {
     assert_eq!(code, 0, "{out}");
     assert_eq!(lines(), 11);
 }
+
+/// Bug 10: `newest` with a side that keeps no modification time (SQL scan mode, files) let the
+/// other side win silently; now it is said when the job is loaded.
+#[tokio::test]
+async fn newest_without_modification_times_is_warned_at_load() {
+    let d = csv_job().await;
+    let (code, _, err) = d.concord(&["run", "customers"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("`newest` policy needs each side's modification time")
+            && err.contains("side erp")
+            && err.contains("side sheet"),
+        "{err}"
+    );
+    // With `prefer:` there is nothing to warn about.
+    std::fs::write(
+        d.path.join("concord.toml"),
+        CSV_JOB.to_string() + "\n[jobs.customers.conflict]\ndefault = \"prefer:erp\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = d.concord(&["run", "customers"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("`newest` policy"), "{err}");
+}
