@@ -1699,3 +1699,88 @@ async fn newest_without_modification_times_is_warned_at_load() {
     assert_eq!(code, 0, "{err}");
     assert!(!err.contains("`newest` policy"), "{err}");
 }
+
+/// Review finding: after concord wrote a record to Salesforce its snapshot kept the *other*
+/// system's modification time, and reading its own write back (no change) never corrected it;
+/// a later single-record update then sent an If-Unmodified-Since that was always too early and
+/// was answered 412, so each update cost a refused PATCH, a re-read and a second PATCH (and
+/// depended on that retry to get through at all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_record_updates_to_salesforce_go_through_after_concords_own_writes() {
+    let Some(pg) = pg_or_skip().await else {
+        return;
+    };
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let table = format!("safety_ius_{}_{seq}", std::process::id());
+    let q = |s: String| {
+        let pg = pg.clone();
+        async move { sqlx::raw_sql(&s).execute(&pg).await.unwrap() }
+    };
+    q(format!("DROP TABLE IF EXISTS {table}")).await;
+    q(format!("CREATE TABLE {table} (customer_id integer primary key, company text not null, phone text, updated_at timestamptz not null)")).await;
+    q(format!("INSERT INTO {table} SELECT i, 'Company ' || i, 'Phone ' || i, now() - interval '1 hour' FROM generate_series(1, 3) i")).await;
+    let (sb, sf) = sf_common::sandbox().await;
+    let erp = sf_common::env_var("SAFETY_ERP", PG);
+    let text = format!(
+        r#"
+[store]
+dir = "state"
+[systems.erp]
+type = "postgres"
+url_env = "{erp}"
+[systems.crm]
+type = "salesforce"
+instance_url_env = "{}"
+token_env = "{}"
+[jobs.customers]
+pattern = "bidirectional"
+systems = ["erp", "crm"]
+batch_size = 1
+[jobs.customers.sides.erp]
+table = "{table}"
+key = ["customer_id"]
+mode = "column"
+updated_column = "updated_at"
+fields = {{ company = "company", phone = "phone" }}
+[jobs.customers.sides.crm]
+object = "Account"
+entity_id_field = "Concord_Id__c"
+fields = {{ company = "Name", phone = "Phone" }}
+"#,
+        sf.instance_url_env,
+        sf.token_env.clone().unwrap()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("concord.toml");
+    let cfg = concord::config::Config::parse(&text, &path).unwrap();
+    let state = concord::store::StateStore::open(
+        std::sync::Arc::new(concord::store::SledStore::open(dir.path().join("state")).unwrap()),
+        concord::model::InstanceId::new("main").unwrap(),
+    )
+    .unwrap();
+    pass_with_edits(&cfg, &state, vec![]).await;
+    pass_with_edits(&cfg, &state, vec![]).await; // reads concord's own creates back
+    q(format!(
+        "UPDATE {table} SET phone = 'New ' || customer_id, updated_at = now()"
+    ))
+    .await;
+    let r = pass_with_edits(&cfg, &state, vec![]).await;
+    assert_eq!(r.failed, 0, "{r:?}");
+    assert_eq!(r.written.get("crm.Account"), Some(&3), "{r:?}");
+    let phones: Vec<String> = sf_common::soql(&sb, "SELECT Phone FROM Account ORDER BY Name")
+        .iter()
+        .map(|a| a["Phone"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(phones, ["New 1", "New 2", "New 3"]);
+    // One conditional PATCH per record: without the record's own modification time the first
+    // was refused (412) and had to be read again and re-sent (3 calls for each).
+    assert_eq!(
+        sb.counters().get("sobject.update").copied().unwrap_or(0),
+        3,
+        "{:?}",
+        sb.counters()
+    );
+    let r = pass_with_edits(&cfg, &state, vec![]).await;
+    assert_eq!(r.total_written(), 0, "{r:?}");
+    q(format!("DROP TABLE IF EXISTS {table}")).await;
+}

@@ -2,7 +2,8 @@
 //! read, decide the new head, the snapshot updates and which systems need a write.
 //!
 //! Rules (see `docs/design.md`, "Sync plan"):
-//! 1. A system whose observed content hashes like its snapshot did not change.
+//! 1. A system whose observed content hashes like its snapshot did not change (its snapshot
+//!    only takes the modification time the system gave, if it differs).
 //! 2. A system whose observed content hashes like the head already holds the head (our own
 //!    write read back, or a write whose checkpoint was lost in a crash): its snapshot becomes the
 //!    head. This is the echo suppression; it creates no new version. Likewise a system holding
@@ -294,8 +295,14 @@ pub fn plan_with(
         if s.snapshot.is_none() && content.is_none() {
             continue; // nothing known, nothing there
         }
-        if s.snapshot.is_some() && hash_of(s.snapshot) == observed_hash {
-            continue; // rule 1
+        if let Some(snap) = s.snapshot.filter(|v| v.hash == observed_hash) {
+            // rule 1. The snapshot learns the system's own modification time when it says one
+            // (after a write concord does not know it): the precondition of the next
+            // conditional write there.
+            if modstamp.is_some() && snap.modstamp != modstamp {
+                snapshots.push((s.system.clone(), seen_at(snap, modstamp)));
+            }
+            continue;
         }
         if let Some(h) = head {
             if h.hash == observed_hash {

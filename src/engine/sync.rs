@@ -1086,11 +1086,13 @@ impl Engine {
                 // What this system should hold: the head, minus parked fields (it keeps its own).
                 let keep = with_identity(&parked.fields, job.identity(&sys));
                 let (content, hash) = target_for(&head, snap.as_ref(), &keep);
+                // Its modification time there is unknown until the system is read again (the
+                // head's is another system's clock: no precondition may be built on it).
                 let target = Version {
                     content,
                     hash,
                     clock: head.clock.clone(),
-                    modstamp: head.modstamp,
+                    modstamp: None,
                     origin: head.origin.clone(),
                     field_origins: head.field_origins.clone(),
                 };
