@@ -714,9 +714,30 @@ impl Connector for SqlConnector {
         write::apply(self, ops).await
     }
 
+    /// With an updated-at column (column mode), each record's modification time comes with it,
+    /// as a read gives it (a re-read record competes under `newest` with its real time).
     async fn fetch(&self, keys: &[crate::model::Key]) -> Result<Vec<Change>, ConnectorError> {
         let parts: Vec<Vec<String>> = keys.iter().map(|k| k.parts()).collect();
-        let found = self.fetch_keys(&parts).await?;
+        let stamp = self.updated.as_ref().map(|upd| {
+            let name = format!("{}\u{0}updated", upd.name);
+            (
+                select_expr(self.dialect(), upd),
+                Column {
+                    name,
+                    ..upd.clone()
+                },
+            )
+        });
+        let mut found = self.fetch_keys_with(&parts, stamp.as_slice()).await?;
+        if let Some((_, col)) = &stamp {
+            for ch in &mut found {
+                if let Some(f) = ch.fields.as_mut() {
+                    if let Some(Value::DateTime(t)) = f.remove(&col.name) {
+                        ch.modstamp = Some(t);
+                    }
+                }
+            }
+        }
         // fetch_keys answers per chunk in order; keep the caller's order by key.
         let mut by_key: std::collections::BTreeMap<crate::model::Key, Change> =
             found.into_iter().map(|c| (c.key.clone(), c)).collect();
