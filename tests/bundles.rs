@@ -26,6 +26,7 @@ struct Site {
     engine: Engine,
     store: Arc<MemoryStore>,
     systems: Vec<Arc<MemorySystem>>,
+    policy: Policy,
 }
 
 impl Site {
@@ -40,7 +41,13 @@ impl Site {
                 .iter()
                 .map(|s| Arc::new(MemorySystem::new(SystemId::new(*s).unwrap())))
                 .collect(),
+            policy: policy(),
         }
+    }
+
+    fn with_policy(mut self, p: Policy) -> Site {
+        self.policy = p;
+        self
     }
 
     fn job(&self) -> SyncJob {
@@ -51,7 +58,7 @@ impl Site {
                 .iter()
                 .map(|s| s.clone() as Arc<dyn Connector>)
                 .collect(),
-            policy: policy(),
+            policy: self.policy.clone(),
             normalize: NormalizeOptions::default(),
             batch_size: 50,
             options: JobOptions::default(),
@@ -62,7 +69,7 @@ impl Site {
         vec![Scope {
             job: "accounts".into(),
             systems: self.systems.iter().map(|s| s.system().clone()).collect(),
-            policy: policy(),
+            policy: self.policy.clone(),
         }]
     }
 
@@ -130,6 +137,48 @@ fn set(s: &MemorySystem, name: &str, field: &str, value: &str) {
     let k = key_of(s, name);
     let f = s.rows()[&k].fields.clone().with(field, value);
     assert!(s.user_update(&k, f));
+}
+
+/// Review finding: a bundle merge took every field of a version for its version's origin, so a
+/// field set by another system (a merged head's) competed under the wrong name: with `phone`
+/// preferring the ERP, an ERP phone edit merged at site A lost at B to a later CRM edit.
+#[tokio::test]
+async fn a_fields_origin_travels_with_bundles() {
+    let p = || policy().with_field("phone", FieldPolicy::Prefer(SystemId::new("erp").unwrap()));
+    let a = Site::new("site-a", &["erp", "sf"]).with_policy(p());
+    let b = Site::new("site-b", &["erp", "sf"]).with_policy(p());
+    a.systems[0].user_create(
+        Fields::new()
+            .with("name", "Customer 1")
+            .with("city", "Oslo")
+            .with("phone", "1"),
+    );
+    a.sync().await;
+    b.import(&a.bundle_for(&b));
+    b.sync().await;
+    // At A, in one pass, the ERP changes the phone and Salesforce the city: the merged head
+    // is Salesforce's, its phone the ERP's.
+    set(&a.systems[0], "Customer 1", "phone", "A erp");
+    set(&a.systems[1], "Customer 1", "city", "Bergen");
+    a.sync().await;
+    // At B, later (the newest edit), Salesforce changes the phone.
+    for i in 0..10 {
+        set(&b.systems[1], "Customer 1", "phone", &format!("B sf {i}"));
+    }
+    b.sync().await;
+    let (ab, ba) = (a.bundle_for(&b), b.bundle_for(&a));
+    let (ra, rb) = (a.import(&ba), b.import(&ab));
+    assert_eq!((ra.merged, rb.merged), (1, 1), "{ra:?} {rb:?}");
+    a.sync().await;
+    b.sync().await;
+    for s in a.systems.iter().chain(&b.systems) {
+        assert_eq!(
+            content(s),
+            ["city=Bergen,name=Customer 1,phone=A erp"],
+            "{}: the ERP's phone wins under prefer:erp",
+            s.system()
+        );
+    }
 }
 
 #[tokio::test]

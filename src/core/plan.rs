@@ -218,6 +218,40 @@ pub fn attribute(content: Option<&Fields>, s: &SystemId, prev: Option<&Version>)
     out
 }
 
+/// Per-field origins of `content`, the merge of two versions `a` and `b` whose merged version
+/// has origin `origin`, the same whichever side is `a`: a field holding one side's value keeps
+/// that side's origin for it (the lesser system when both hold it from different systems); a
+/// value neither held (a merged one) is `origin`'s.
+pub fn merged_origins(
+    content: Option<&Fields>,
+    a: &Version,
+    b: &Version,
+    origin: &SystemId,
+) -> FieldOrigins {
+    let mut out = FieldOrigins::new();
+    let empty = Fields::new();
+    let c = content.unwrap_or(&empty);
+    let (ac, bc) = (
+        a.content.as_ref().unwrap_or(&empty),
+        b.content.as_ref().unwrap_or(&empty),
+    );
+    let names: std::collections::BTreeSet<&std::sync::Arc<str>> =
+        c.names().chain(ac.names()).chain(bc.names()).collect();
+    for name in names {
+        let v = c.get(name);
+        let from = [(a, ac), (b, bc)]
+            .into_iter()
+            .filter(|(_, fc)| fc.get(name) == v)
+            .filter_map(|(x, _)| x.origin_of(name))
+            .min();
+        let from = from.unwrap_or(origin);
+        if from != origin {
+            out.insert(name.clone(), from.clone());
+        }
+    }
+    out
+}
+
 /// The order in which sources are asked for a field under policy `p`: a preferred or listed
 /// system first (in its list's order), then the sources as listed; under `newest`, the most
 /// recently modified record first (unknown times last, then the listed order).

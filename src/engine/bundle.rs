@@ -12,6 +12,7 @@
 use super::EngineError;
 use crate::bundle::{Bundle, BundleEntity};
 use crate::core::dots::{dot_base, merged_dots, Dotted, FieldDots};
+use crate::core::plan::merged_origins;
 use crate::core::tree::RowDigest;
 use crate::core::{merge, DeleteRule, FieldPolicy, Policy, Resolution, Side};
 use crate::model::{ClockOrdering, EntityId, InstanceId, SystemId, Version};
@@ -166,16 +167,19 @@ fn base_of(
         );
         let out = merge(
             b.as_ref().and_then(|b| b.content.as_ref()),
-            Side::new(&sa, acc.content.as_ref(), acc.modstamp),
-            Side::new(&sc, c.content.as_ref(), c.modstamp),
+            Side::new(&sa, acc.content.as_ref(), acc.modstamp).with_origins(&acc.field_origins),
+            Side::new(&sc, c.content.as_ref(), c.modstamp).with_origins(&c.field_origins),
             policy,
         );
+        let origin = sa.min(sc);
+        let origins = merged_origins(out.content.as_ref(), &acc, c, &origin);
         acc = Version::new(
             out.content,
             acc.clock.merge(&c.clock),
             acc.modstamp.max(c.modstamp),
-            Some(sa.min(sc)),
-        );
+            Some(origin),
+        )
+        .with_field_origins(origins);
     }
     Some(acc)
 }
@@ -446,8 +450,11 @@ pub fn import(
                     let ro = r.origin.clone().unwrap_or_else(|| psys.clone());
                     let out = merge(
                         base.as_ref(),
-                        Side::new(&ho, h.content.as_ref(), h.modstamp),
-                        Side::new(&ro, r.content.as_ref(), r.modstamp),
+                        // Each field on the side of the system that set it.
+                        Side::new(&ho, h.content.as_ref(), h.modstamp)
+                            .with_origins(&h.field_origins),
+                        Side::new(&ro, r.content.as_ref(), r.modstamp)
+                            .with_origins(&r.field_origins),
                         &policy,
                     );
                     report.conflicts += out.conflicts.len() as u64;
@@ -471,13 +478,13 @@ pub fn import(
                             (m, _, hc, _) if m == hc => hd.clone(),
                             (m, _, _, _) => FieldDots::advance(None, m.as_ref(), &clock),
                         };
-                        Some(Version::new(
-                            out.content,
-                            clock,
-                            modstamp,
-                            // Deterministic: the same on every instance that merges the pair.
-                            Some(ho.clone().min(ro.clone())),
-                        ))
+                        // Deterministic: the same on every instance that merges the pair.
+                        let origin = ho.clone().min(ro.clone());
+                        let origins = merged_origins(out.content.as_ref(), h, r, &origin);
+                        Some(
+                            Version::new(out.content, clock, modstamp, Some(origin))
+                                .with_field_origins(origins),
+                        )
                     }
                 }
             },
