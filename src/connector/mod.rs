@@ -134,7 +134,8 @@ impl WriteOp {
 /// Why one record's write failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteErrorKind {
-    /// Try again later (lock, throttling, timeout).
+    /// Try again later (throttling, timeout, no acknowledgement); whether it was applied may
+    /// be unknown.
     Retryable,
     /// The record is not there any more (deleted behind our back): the next read will say so.
     NotFound,
@@ -143,6 +144,11 @@ pub enum WriteErrorKind {
     /// A [`WriteOp::Update`] found the record changed since concord read it: nothing was
     /// written. The engine reads the record again, merges, and writes the merge.
     Stale,
+    /// Certainly not applied, for a passing reason (waiting for a referenced record, left
+    /// unprocessed by a bulk job, a row lock): nothing was written; tried again later. Unlike
+    /// [`Self::Retryable`] (whose outcome may be unknown) a create is not looked for as
+    /// possibly made.
+    NotApplied,
 }
 
 /// The outcome of one op, in the order of the ops.

@@ -291,7 +291,7 @@ impl Connector for MappedConnector {
                     }
                     Err(e @ MapError::Unresolved { .. }) => {
                         results[i] = Some(WriteResult::Err {
-                            kind: WriteErrorKind::Retryable,
+                            kind: WriteErrorKind::NotApplied,
                             message: format!("waiting: {e}"),
                         })
                     }
@@ -323,7 +323,7 @@ impl Connector for MappedConnector {
                     }
                     Err(e @ MapError::Unresolved { .. }) => {
                         results[i] = Some(WriteResult::Err {
-                            kind: WriteErrorKind::Retryable,
+                            kind: WriteErrorKind::NotApplied,
                             message: format!("waiting: {e}"),
                         })
                     }

@@ -747,7 +747,7 @@ impl Engine {
                 // that entity, it is the write's echo, not a new record.
                 let lost_create = match (&known, &fields) {
                     (None, Some(f)) if !unknown.is_empty() => {
-                        unknown.remove(&normal_hash(f, &job.normalize))
+                        unknown.take(&normal_hash(f, &job.normalize))
                     }
                     _ => None,
                 };
@@ -867,7 +867,7 @@ impl Engine {
                     continue;
                 }
                 let Some(f) = &ch.fields else { continue };
-                if let Some(e) = unknown.remove(&normal_hash(f, &job.normalize)) {
+                if let Some(e) = unknown.take(&normal_hash(f, &job.normalize)) {
                     tracing::info!(system = %sys, key = %ch.key, entity = %e, "a create whose answer was lost is found: linked");
                     cp.put_xref(&sys, &ch.key, &e);
                     if let Some(v) = sent.get(&e) {
@@ -887,19 +887,17 @@ impl Engine {
 
     /// The creates sent to `conn` whose outcome is unknown, by the hash of the content sent —
     /// only where repeating a create could duplicate the record.
-    fn unknown_creates(
-        &self,
-        conn: &dyn Connector,
-    ) -> Result<HashMap<crate::model::ContentHash, EntityId>, EngineError> {
+    fn unknown_creates(&self, conn: &dyn Connector) -> Result<UnknownCreates, EngineError> {
+        let mut out = UnknownCreates::default();
         if conn.creates_idempotent() {
-            return Ok(HashMap::new());
+            return Ok(out);
         }
-        Ok(self
-            .state
-            .pending_creates(conn.system())?
-            .into_iter()
-            .filter_map(|(e, v)| v.hash.map(|h| (h, e)))
-            .collect())
+        for (e, v) in self.state.pending_creates(conn.system())? {
+            if let Some(h) = v.hash {
+                out.0.entry(h).or_default().push(e);
+            }
+        }
+        Ok(out)
     }
 
     /// Links a record without a cross-reference by its match key (see [`JobOptions::matching`]).
@@ -1210,6 +1208,11 @@ impl Engine {
                         WriteResult::Err { kind, message } => {
                             report.failed += 1;
                             tracing::warn!(system = %sys, entity = %entity, ?kind, %message, "write failed; kept in the outbox");
+                            if matches!(kind, WriteErrorKind::Rejected | WriteErrorKind::NotApplied)
+                            {
+                                // Certainly not written: no create to look for.
+                                cp.delete_pending(&sys, &entity);
+                            }
                             cp.outbox_put(
                                 &sys,
                                 &entity,
@@ -1226,6 +1229,28 @@ impl Engine {
             self.state.commit(cp)?;
         }
         Ok(stale)
+    }
+}
+
+/// Creates whose outcome is unknown, by the hash of the content sent: several entities may
+/// have sent the same content, and each record found with it links one of them.
+#[derive(Default)]
+struct UnknownCreates(HashMap<crate::model::ContentHash, Vec<EntityId>>);
+
+impl UnknownCreates {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// One entity whose create sent content `h` (the lowest id first: the same on every run).
+    fn take(&mut self, h: &crate::model::ContentHash) -> Option<EntityId> {
+        let list = self.0.get_mut(h)?;
+        list.sort_unstable_by(|a, b| b.cmp(a));
+        let e = list.pop();
+        if list.is_empty() {
+            self.0.remove(h);
+        }
+        e
     }
 }
 

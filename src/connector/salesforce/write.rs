@@ -156,7 +156,7 @@ fn csv_cell(j: &J) -> String {
 fn kind_of(code: &str) -> WriteErrorKind {
     match code {
         "ENTITY_IS_DELETED" | "NOT_FOUND" => WriteErrorKind::NotFound,
-        "UNABLE_TO_LOCK_ROW" | "ALL_OR_NONE_OPERATION_ROLLED_BACK" => WriteErrorKind::Retryable,
+        "UNABLE_TO_LOCK_ROW" | "ALL_OR_NONE_OPERATION_ROLLED_BACK" => WriteErrorKind::NotApplied,
         _ => WriteErrorKind::Rejected,
     }
 }
@@ -297,7 +297,7 @@ async fn bulk_job(
         out.push((
             i,
             WriteResult::Err {
-                kind: WriteErrorKind::Retryable,
+                kind: WriteErrorKind::NotApplied,
                 message: format!("not processed by Bulk API job {id}"),
             },
         ));
