@@ -1892,3 +1892,43 @@ async fn a_concurrent_sql_edit_keeps_its_time_when_read_again() {
     );
     q(format!("DROP TABLE IF EXISTS {table}")).await;
 }
+
+/// Review finding: the check that a CSV header holds every mapped column (a read guard) ran on
+/// writes too, so a broadcast's CSV destination could never gain a newly mapped column: every
+/// write failed with "the header has no column city".
+#[tokio::test]
+async fn a_csv_destination_gains_a_newly_mapped_column() {
+    let job = |fields: &str| {
+        CSV_JOB
+            .replace("pattern = \"bidirectional\"", "pattern = \"broadcast\"")
+            .replace(
+                "[jobs.customers.sides.sheet.fields]\ncustomer_id = \"customer_id\"\nname = \"name\"\ncity = \"city\"\n",
+                &format!("[jobs.customers.sides.sheet.fields]\n{fields}"),
+            )
+            .replace(
+                "[jobs.customers.sides.erp.fields]\ncustomer_id = \"customer_id\"\nname = \"name\"\ncity = \"city\"\n",
+                &format!("[jobs.customers.sides.erp.fields]\n{fields}"),
+            )
+    };
+    let d = csv_job().await;
+    let narrow = job("customer_id = \"customer_id\"\nname = \"name\"\n");
+    assert!(
+        narrow != CSV_JOB && !narrow.contains("city = \"city\""),
+        "{narrow}"
+    );
+    std::fs::write(d.path.join("concord.toml"), &narrow).unwrap();
+    d.run_ok(&["run", "customers"]);
+    let text = std::fs::read_to_string(d.file("customers.csv")).unwrap();
+    assert_eq!(text.lines().next(), Some("customer_id,name"), "{text}");
+    std::fs::write(
+        d.path.join("concord.toml"),
+        job("customer_id = \"customer_id\"\nname = \"name\"\ncity = \"city\"\n"),
+    )
+    .unwrap();
+    let out = d.run_ok(&["run", "customers"]);
+    let text = std::fs::read_to_string(d.file("customers.csv")).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("customer_id,name,city"), "{out}\n{text}");
+    assert!(lines.any(|l| l == "1,Customer 1,City 1"), "{text}");
+    assert_eq!(text.lines().count(), 11, "{text}");
+}

@@ -96,8 +96,19 @@ impl FileConnector {
         })
     }
 
-    /// The file's rows, with append-mode changes folded in.
+    /// The file's rows, with append-mode changes folded in, as a read takes them: a CSV
+    /// header must hold every mapped column (`expect_columns`).
     pub(crate) fn load(&self) -> Result<Table, ConnectorError> {
+        self.load_with(true)
+    }
+
+    /// The file's rows as a write takes them: a mapped column the header lacks is not an
+    /// error there (the write adds it).
+    pub(crate) fn load_for_write(&self) -> Result<Table, ConnectorError> {
+        self.load_with(false)
+    }
+
+    fn load_with(&self, expect_columns: bool) -> Result<Table, ConnectorError> {
         let path = self.path();
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
@@ -107,8 +118,17 @@ impl FileConnector {
         let parsed = if bytes.is_empty() {
             read::Parsed::default()
         } else {
-            read::parse(&self.cfg, &bytes)
-                .map_err(|e| self.err(format!("{}: {e}", path.display())))?
+            let lenient;
+            let cfg = if expect_columns || self.cfg.expect_columns.is_empty() {
+                &self.cfg
+            } else {
+                lenient = FileConfig {
+                    expect_columns: Vec::new(),
+                    ..self.cfg.clone()
+                };
+                &lenient
+            };
+            read::parse(cfg, &bytes).map_err(|e| self.err(format!("{}: {e}", path.display())))?
         };
         let mut table = Table {
             header: parsed.header,

@@ -39,7 +39,7 @@ pub(crate) fn rewrite(
     conn: &FileConnector,
     ops: Vec<WriteOp>,
 ) -> Result<Vec<WriteResult>, ConnectorError> {
-    let mut table = conn.load()?;
+    let mut table = conn.load_for_write()?;
     let mut index: HashMap<Key, usize> = table
         .rows
         .iter()
@@ -215,7 +215,7 @@ pub(crate) fn append(
     conn: &FileConnector,
     ops: Vec<WriteOp>,
 ) -> Result<Vec<WriteResult>, ConnectorError> {
-    let table = conn.load()?;
+    let table = conn.load_for_write()?;
     let existing: std::collections::HashSet<Key> =
         table.rows.iter().map(|(k, _)| k.clone()).collect();
     let mut current: HashMap<&Key, &Fields> = table.rows.iter().map(|(k, f)| (k, f)).collect();
