@@ -781,6 +781,9 @@ async fn the_delete_guard_holds_mass_deletes_until_allowed() {
         );
         assert_eq!(n(d.rows(count).await), 100, "nothing deleted");
     }
+    // With the deletes queued by the held passes, a plan counts each once.
+    let (code, out, _) = d.concord(&["plan", "customers"]);
+    assert!(code == 5 && out.contains("40 of the 100"), "{out}");
     let (_, out, _) = d.concord(&["run", "customers", "--json"]);
     let r: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(

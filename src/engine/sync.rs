@@ -224,10 +224,12 @@ impl SyncReport {
 }
 
 /// Outbox marks a plan made in one system, and how many of them delete a record it holds.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct Marks {
     marks: u64,
     deletes: u64,
+    /// In a dry run (nothing reaches the outbox): the entities this pass would delete there.
+    dry_deletes: BTreeSet<EntityId>,
 }
 
 /// What one system's read produced, kept apart until the read completes.
@@ -606,6 +608,9 @@ impl Engine {
                     .is_some_and(|s| !s.is_tombstone());
                 if deleting && live {
                     m.deletes += 1;
+                    if dry {
+                        m.dry_deletes.insert(*entity);
+                    }
                 }
             }
             if dry {
@@ -670,13 +675,18 @@ impl Engine {
         };
         for conn in active.iter().filter(|c| job.role(c.system()).write) {
             let sys = conn.system();
-            let m = marks.get(sys).copied().unwrap_or_default();
+            let none = Marks::default();
+            let m = marks.get(sys).unwrap_or(&none);
             // Marks left by earlier passes (a held pass, failed writes) count too: counted
-            // exactly by a look at the outbox when there are any.
+            // exactly by a look at the outbox when there are any (in a dry run, with this
+            // pass's, which are not in it).
             let queued = self.state.outbox_len(sys)?;
             let deletes = if queued > m.marks || job.options.dry_run && queued > 0 {
                 let mut n = if job.options.dry_run { m.deletes } else { 0 };
                 for (e, _) in self.state.outbox(sys, usize::MAX)? {
+                    if m.dry_deletes.contains(&e) {
+                        continue;
+                    }
                     let live = self
                         .state
                         .snapshot(sys, &e)?
@@ -692,10 +702,17 @@ impl Engine {
             if deletes == 0 {
                 continue;
             }
+            // The records synced there; counted only as far as the share needs (all of them
+            // when the pass is held: the report gives the figure).
             let mut synced = 0u64;
+            let enough = if deletes > guard.max_deletes {
+                f64::INFINITY
+            } else {
+                (deletes as f64 / guard.max_share).floor()
+            };
             self.state.scan_snapshot_hashes(sys, &mut |_, h| {
                 synced += u64::from(h.is_some());
-                true
+                synced as f64 <= enough
             })?;
             if deletes > guard.max_deletes || deletes as f64 > guard.max_share * synced as f64 {
                 held.insert(sys.to_string(), HeldDeletes { deletes, synced });
