@@ -299,4 +299,17 @@ async fn bad_input_gives_clear_errors() {
         std::fs::read_to_string(dir.path().join("broken.jsonl")).unwrap(),
         "{\"id\": 1}\nnot json\n"
     );
+    // The column is counted in characters (serde_json counts bytes), and said once.
+    std::fs::write(
+        dir.path().join("accents.jsonl"),
+        "{\"id\": 1, \"name\": \"Zoë Ærø\" x}\n",
+    )
+    .unwrap();
+    let c =
+        FileConnector::new(sys(), typed(dir.path(), "accents.jsonl", FileFormat::Jsonl)).unwrap();
+    let msg = c.read(None).await.unwrap_err().to_string();
+    assert!(
+        msg.contains("line 1, column 29: expected") && !msg.contains("column 32"),
+        "{msg}"
+    );
 }

@@ -795,8 +795,6 @@ impl StateStore {
         )
     }
 
-    /// The entities whose snapshot in `sys` holds a record (not a tombstone) and that are not
-    /// in `seen`: after a complete scan of `sys`, the records that are gone from it.
     /// Writes sent to `sys` without confirmation that created nothing concord knows of yet
     /// (a pending version and no cross-reference): creates whose outcome is unknown, as
     /// (entity, the version sent).
@@ -819,6 +817,8 @@ impl StateStore {
         Ok(out)
     }
 
+    /// The entities whose snapshot in `sys` holds a record (not a tombstone) and that are not
+    /// in `seen`: after a complete scan of `sys`, the records that are gone from it.
     pub fn unseen_snapshots(
         &self,
         sys: &SystemId,

@@ -415,8 +415,14 @@ pub fn parse(cfg: &FileConfig, bytes: &[u8]) -> Result<Parsed, String> {
                 if line.trim().is_empty() {
                     continue;
                 }
-                let j: serde_json::Value = serde_json::from_str(line)
-                    .map_err(|e| format!("{}: {e}", at(n + 1, e.column())))?;
+                let j: serde_json::Value = serde_json::from_str(line).map_err(|e| {
+                    // serde_json counts bytes; the column is said in characters.
+                    let byte = e.column().saturating_sub(1).min(line.len());
+                    let col = line.char_indices().take_while(|(i, _)| *i < byte).count();
+                    let msg = e.to_string();
+                    let msg = msg.rsplit_once(" at line ").map_or(&*msg, |(m, _)| m);
+                    format!("{}: {msg}", at(n + 1, col + 1))
+                })?;
                 let obj = j
                     .as_object()
                     .ok_or_else(|| format!("{}: not a JSON object", at(n + 1, 1)))?;
