@@ -289,18 +289,7 @@ impl Connector for MappedConnector {
                         });
                         idx.push(i);
                     }
-                    Err(e @ MapError::Unresolved { .. }) => {
-                        results[i] = Some(WriteResult::Err {
-                            kind: WriteErrorKind::NotApplied,
-                            message: format!("waiting: {e}"),
-                        })
-                    }
-                    Err(e) => {
-                        results[i] = Some(WriteResult::Err {
-                            kind: WriteErrorKind::Rejected,
-                            message: e.to_string(),
-                        })
-                    }
+                    Err(e) => results[i] = Some(map_failure(e)),
                 },
                 WriteOp::Update {
                     entity,
@@ -321,18 +310,7 @@ impl Connector for MappedConnector {
                         canonical.insert(i, (fields, base.fields));
                         idx.push(i);
                     }
-                    Err(e @ MapError::Unresolved { .. }) => {
-                        results[i] = Some(WriteResult::Err {
-                            kind: WriteErrorKind::NotApplied,
-                            message: format!("waiting: {e}"),
-                        })
-                    }
-                    Err(e) => {
-                        results[i] = Some(WriteResult::Err {
-                            kind: WriteErrorKind::Rejected,
-                            message: e.to_string(),
-                        })
-                    }
+                    Err(e) => results[i] = Some(map_failure(e)),
                 },
                 del @ WriteOp::Delete { .. } => {
                     sent.push(del);
@@ -603,5 +581,20 @@ impl DigestSource for MappedConnector {
             .map(|(ch, d)| self.digested(ch, d))
             .unzip();
         Ok((ReadPage { changes, ..page }, digests))
+    }
+}
+
+/// The result of an op whose record could not be mapped: waiting for a referenced record (not
+/// applied, tried again), or refused.
+fn map_failure(e: MapError) -> WriteResult {
+    match e {
+        e @ MapError::Unresolved { .. } => WriteResult::Err {
+            kind: WriteErrorKind::NotApplied,
+            message: format!("waiting: {e}"),
+        },
+        e => WriteResult::Err {
+            kind: WriteErrorKind::Rejected,
+            message: e.to_string(),
+        },
     }
 }

@@ -164,6 +164,23 @@ struct CsvRecord {
 /// swallows nothing). Blank lines are skipped. The `csv` crate takes a quote left open for a
 /// cell running to the end of the file — the rows after it vanish and look deleted — so the
 /// reader is this one.
+/// Consumes the line end at the front of `chars` (`\n` or `\r\n`; a lone `\r` is an error).
+fn line_end(
+    chars: &mut std::iter::Peekable<std::str::Chars<'_>>,
+    line: &mut usize,
+    col: &mut usize,
+) -> Result<(), String> {
+    if chars.next() == Some('\r') && chars.next() != Some('\n') {
+        return Err(format!(
+            "{}: a carriage return without a line feed",
+            at(*line, *col)
+        ));
+    }
+    *line += 1;
+    *col = 1;
+    Ok(())
+}
+
 fn csv_records(text: &str, delim: char) -> Result<Vec<CsvRecord>, String> {
     let mut out = Vec::new();
     let mut chars = text.chars().peekable();
@@ -235,22 +252,8 @@ fn csv_records(text: &str, delim: char) -> Result<Vec<CsvRecord>, String> {
                         col += 1;
                         ended_record = false;
                     }
-                    Some('\n') => {
-                        chars.next();
-                        line += 1;
-                        col = 1;
-                        ended_record = true;
-                    }
-                    Some('\r') => {
-                        chars.next();
-                        if chars.next() != Some('\n') {
-                            return Err(format!(
-                                "{}: a carriage return without a line feed",
-                                at(line, col)
-                            ));
-                        }
-                        line += 1;
-                        col = 1;
+                    Some('\n' | '\r') => {
+                        line_end(&mut chars, &mut line, &mut col)?;
                         ended_record = true;
                     }
                     Some(c) => {
@@ -274,23 +277,8 @@ fn csv_records(text: &str, delim: char) -> Result<Vec<CsvRecord>, String> {
                             ended_record = false;
                             break;
                         }
-                        Some('\n') => {
-                            chars.next();
-                            line += 1;
-                            col = 1;
-                            ended_record = true;
-                            break;
-                        }
-                        Some('\r') => {
-                            chars.next();
-                            if chars.next() != Some('\n') {
-                                return Err(format!(
-                                    "{}: a carriage return without a line feed",
-                                    at(line, col)
-                                ));
-                            }
-                            line += 1;
-                            col = 1;
+                        Some('\n' | '\r') => {
+                            line_end(&mut chars, &mut line, &mut col)?;
                             ended_record = true;
                             break;
                         }
