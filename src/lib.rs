@@ -33,10 +33,12 @@
 pub mod bundle;
 pub mod config;
 pub mod connector;
-pub mod core;
 pub mod engine;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod model;
 pub mod sandbox;
-pub mod store;
+
+// The lower layers are crates of their own (the compiler enforces the layering); their
+// modules keep their paths here.
+pub use concord_model::{core, model};
+pub use concord_store as store;

@@ -182,7 +182,7 @@ impl Fields {
     }
 
     /// Sets (an already normalised value) or removes a field, reusing the name's allocation.
-    pub(crate) fn patch(&mut self, name: &Arc<str>, value: Option<Value>) {
+    pub fn patch(&mut self, name: &Arc<str>, value: Option<Value>) {
         match value {
             Some(v) if !v.is_null() => {
                 self.0.insert(name.clone(), v);

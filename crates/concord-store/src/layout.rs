@@ -23,7 +23,7 @@
 //! System, instance and job names are restricted to `[A-Za-z0-9_.-]`, so 0x00 never occurs in
 //! them and the separators are unambiguous.
 
-use crate::model::{EntityId, SystemId};
+use concord_model::model::{EntityId, SystemId};
 use std::fmt;
 
 /// A logical tree of the store.

@@ -2,9 +2,9 @@
 
 use super::layout::{self, show_key, Tree};
 use super::{scan_prefix, Batch, Store, StoreError};
-use crate::core::dots::FieldDots;
-use crate::model::varint;
-use crate::model::{
+use concord_model::core::dots::FieldDots;
+use concord_model::model::varint;
+use concord_model::model::{
     canonical, ContentHash, EntityId, InstanceId, Key, SystemId, Timestamp, VectorClock, Version,
 };
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -92,7 +92,7 @@ pub struct VersionMeta {
     pub clock: VectorClock,
     pub modstamp: Option<Timestamp>,
     pub origin: Option<SystemId>,
-    pub field_origins: crate::model::FieldOrigins,
+    pub field_origins: concord_model::model::FieldOrigins,
 }
 
 fn decode_version_parts<'a>(
@@ -142,7 +142,7 @@ fn decode_version_parts<'a>(
     } else {
         None
     };
-    let mut field_origins = crate::model::FieldOrigins::new();
+    let mut field_origins = concord_model::model::FieldOrigins::new();
     if flags & F_FIELD_ORIGINS != 0 {
         let n = varint::get_u64(rest, &mut pos).map_err(|_| corrupt(key, "bad origin count"))?;
         if n == 0 {
@@ -706,7 +706,7 @@ impl StateStore {
         native: &Key,
         entry: Option<&WaitingEntry>,
     ) -> Result<(), StoreError> {
-        let mut b = crate::store::Batch::new();
+        let mut b = crate::Batch::new();
         let k = layout::waiting(job, sys, native.as_str());
         match entry {
             Some(e) => b.put(k, encode_entry(e)),

@@ -1,5 +1,5 @@
 use super::*;
-use crate::model::{Fields, InstanceId, Key, SystemId, Timestamp, VectorClock, Version};
+use concord_model::model::{Fields, InstanceId, Key, SystemId, Timestamp, VectorClock, Version};
 use std::sync::Arc;
 
 fn inst() -> InstanceId {
@@ -18,7 +18,7 @@ fn backends() -> Vec<(&'static str, Arc<dyn Store>, Option<tempfile::TempDir>)> 
 
 fn version(n: i64) -> Version {
     let mut clock = VectorClock::new();
-    clock.set(crate::model::ActorId(7), n as u64 + 1);
+    clock.set(concord_model::model::ActorId(7), n as u64 + 1);
     Version::new(
         Some(Fields::new().with("n", n).with("name", format!("rec {n}"))),
         clock,
@@ -62,12 +62,12 @@ fn typed_state_round_trips() {
     for (name, s, _dir) in backends() {
         let st = StateStore::open(s, inst()).unwrap();
         let sf = SystemId::new("sf").unwrap();
-        let e = crate::model::EntityId::derive(&sf, "001A");
+        let e = concord_model::model::EntityId::derive(&sf, "001A");
         let mut cp = st.checkpoint();
         cp.put_head(&e, &version(1));
         cp.put_snapshot(&sf, &e, &version(1));
         let tomb = Version::new(None, VectorClock::new(), None, None);
-        let e2 = crate::model::EntityId::derive(&sf, "001B");
+        let e2 = concord_model::model::EntityId::derive(&sf, "001B");
         cp.put_snapshot(&sf, &e2, &tomb);
         cp.put_xref(&sf, &Key::new("001A"), &e);
         cp.put_cursor("job1", &sf, b"cursor-bytes");
@@ -126,7 +126,7 @@ fn corrupt_entries_are_named_and_left_alone() {
     let s: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let st = StateStore::open(s.clone(), inst()).unwrap();
     let sf = SystemId::new("sf").unwrap();
-    let e = crate::model::EntityId::derive(&sf, "1");
+    let e = concord_model::model::EntityId::derive(&sf, "1");
     let mut cp = st.checkpoint();
     cp.put_snapshot(&sf, &e, &version(3));
     st.commit(cp).unwrap();
@@ -190,7 +190,7 @@ fn sled_persists_across_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
     let sf = SystemId::new("sf").unwrap();
-    let e = crate::model::EntityId::derive(&sf, "1");
+    let e = concord_model::model::EntityId::derive(&sf, "1");
     {
         let st = StateStore::open(Arc::new(SledStore::open(&path).unwrap()), inst()).unwrap();
         let mut cp = st.checkpoint();
@@ -233,13 +233,13 @@ fn fault_store_loses_only_unflushed_data() {
 /// refused as corrupt (not decoded into something else).
 #[test]
 fn field_origins_round_trip_in_heads_only() {
-    let mut origins = crate::model::FieldOrigins::new();
+    let mut origins = concord_model::model::FieldOrigins::new();
     origins.insert(Arc::from("name"), SystemId::new("erp").unwrap());
     let v = version(3).with_field_origins(origins.clone());
     assert_eq!(v.origin_of("name").unwrap().as_str(), "erp");
     assert_eq!(v.origin_of("n").unwrap().as_str(), "sf");
     let st = StateStore::open(Arc::new(MemoryStore::new()), inst()).unwrap();
-    let e = crate::model::EntityId([9; 16]);
+    let e = concord_model::model::EntityId([9; 16]);
     let sys = SystemId::new("sf").unwrap();
     let mut cp = st.checkpoint();
     cp.put_head(&e, &v);
@@ -274,7 +274,7 @@ fn field_origins_round_trip_in_heads_only() {
 fn a_format_1_store_is_upgraded_on_open() {
     for (name, s, _dir) in backends() {
         let st = StateStore::open(s.clone(), inst()).unwrap();
-        let e = crate::model::EntityId([3; 16]);
+        let e = concord_model::model::EntityId([3; 16]);
         let mut cp = st.checkpoint();
         cp.put_head(&e, &version(5));
         st.commit(cp).unwrap();

@@ -102,6 +102,6 @@ mod tests;
 
 /// Encodes a head/snapshot entry value (seed generation for the fuzz corpus).
 #[doc(hidden)]
-pub fn encode_version_for_fuzz(v: &crate::model::Version, out: &mut Vec<u8>) {
+pub fn encode_version_for_fuzz(v: &concord_model::model::Version, out: &mut Vec<u8>) {
     state::encode_version(v, out)
 }
