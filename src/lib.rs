@@ -36,9 +36,9 @@ pub mod connector;
 pub mod engine;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod sandbox;
-
 // The lower layers are crates of their own (the compiler enforces the layering); their
 // modules keep their paths here.
 pub use concord_model::{core, model};
+/// The Salesforce stand-in, re-exported for the binary and the tests (no connector uses it).
+pub use concord_sandbox as sandbox;
 pub use concord_store as store;

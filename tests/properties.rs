@@ -244,7 +244,8 @@ proptest! {
     fn soql_quoting_cannot_be_escaped(s in "\\PC{0,20}|['\\\\%_ ]{0,10}") {
         // As a LIKE pattern, the escaped text matches itself (and, with a wildcard, its
         // extensions) but not a text where a wildcard would have matched something else.
-        use concord::sandbox::soql::{like, quote_like, quote_like_prefix};
+        use concord::connector::salesforce::soql::{quote_like, quote_like_prefix};
+        use concord::sandbox::soql::like;
         for (lit, probe, want) in [
             (quote_like(&s), s.clone(), true),
             (quote_like_prefix(&s), format!("{s}tail"), true),
@@ -258,7 +259,8 @@ proptest! {
                 other => prop_assert!(false, "{:?}", other),
             }
         }
-        use concord::sandbox::soql::{parse, quote, Cond, Literal};
+        use concord::connector::salesforce::soql::quote;
+        use concord::sandbox::soql::{parse, Cond, Literal};
         let q = format!("SELECT Id FROM Account WHERE Name = {} LIMIT 1", quote(&s));
         let parsed = parse(&q).expect("quoted literal parses");
         prop_assert_eq!(parsed.limit, Some(1));
@@ -268,5 +270,30 @@ proptest! {
             }
             other => prop_assert!(false, "{:?}", other),
         }
+    }
+}
+
+/// The connector's SOQL literals parse back, in the sandbox, to exactly the text quoted.
+#[test]
+fn quoting_round_trips_through_the_parser() {
+    use concord::connector::salesforce::soql::quote;
+    use concord::sandbox::soql::{parse, Cond, Literal};
+    for s in [
+        "plain",
+        "O'Brien",
+        "back\\slash",
+        "line\nbreak",
+        "' OR Name != '",
+    ] {
+        let q = format!("SELECT Id FROM Account WHERE Name = {}", quote(s));
+        let parsed = parse(&q).unwrap();
+        let Some(Cond::Cmp {
+            value: Literal::Str(v),
+            ..
+        }) = parsed.filter
+        else {
+            panic!("{q}")
+        };
+        assert_eq!(v, s, "an injected quote stays inside the literal");
     }
 }

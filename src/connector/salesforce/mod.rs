@@ -7,6 +7,7 @@
 pub mod client;
 pub mod config;
 pub mod read;
+pub mod soql;
 pub mod write;
 
 pub use config::SalesforceConfig;

@@ -308,7 +308,7 @@ pub(super) async fn fetch(
     for chunk in keys.chunks(200) {
         let ids: Vec<String> = chunk
             .iter()
-            .map(|k| crate::sandbox::soql::quote(k.as_str()))
+            .map(|k| super::soql::quote(k.as_str()))
             .collect();
         let mut q = record_query(c, None, None, false);
         q.push_str(&format!(" WHERE Id IN ({})", ids.join(", ")));

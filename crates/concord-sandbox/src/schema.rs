@@ -575,7 +575,7 @@ mod tests {
     #[test]
     fn describe_has_every_key_of_a_recorded_salesforce_describe() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/fixtures/salesforce/restforce/sobject/sobject_describe_success_response.json");
+            .join("../../../shared/fixtures/salesforce/restforce/sobject/sobject_describe_success_response.json");
         let real: J =
             serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).unwrap();
         let real_field = &real["fields"][0];

@@ -210,11 +210,12 @@ pub fn seed(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::schema::{build, SchemaFile};
-    use crate::sandbox::soql;
+    use crate::schema::{build, SchemaFile};
+    use crate::soql;
 
     fn fixtures() -> std::path::PathBuf {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/salesforce-data")
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/fixtures/salesforce-data")
     }
 
     #[test]
@@ -242,8 +243,7 @@ mod tests {
         let q =
             soql::parse("SELECT Name, Account.Name FROM Opportunity WHERE Account.Name != null")
                 .unwrap();
-        let crate::sandbox::org::QueryResult::Rows(rows) = org.query(&q, false, "59.0").unwrap()
-        else {
+        let crate::org::QueryResult::Rows(rows) = org.query(&q, false, "59.0").unwrap() else {
             panic!()
         };
         assert_eq!(rows.len(), 20);
@@ -251,8 +251,7 @@ mod tests {
             "SELECT Name, Broker__r.Name FROM Property__c WHERE Broker__r.Name != null",
         )
         .unwrap();
-        let crate::sandbox::org::QueryResult::Rows(rows) = org.query(&q, false, "59.0").unwrap()
-        else {
+        let crate::org::QueryResult::Rows(rows) = org.query(&q, false, "59.0").unwrap() else {
             panic!()
         };
         assert_eq!(rows.len(), 12, "property → broker references");

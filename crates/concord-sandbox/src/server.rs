@@ -6,13 +6,13 @@
 
 use super::org::{Org, QueryResult, SfError, Upserted};
 use super::{bulk, soql};
-use crate::model::Timestamp;
 use axum::extract::{Form, Path, Query as Q, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use concord_model::model::Timestamp;
 use serde_json::{json, Map, Value as J};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};

@@ -5,7 +5,7 @@
 use super::ids;
 use super::schema::{FieldDef, FieldType, ObjectDef};
 use super::soql::{self, Cond, Query, SelectItem};
-use crate::model::{Timestamp, Value};
+use concord_model::model::{Timestamp, Value};
 use serde_json::{json, Map, Value as J};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -1081,7 +1081,7 @@ pub fn json_to_value(j: &J) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::schema::{build, SchemaFile};
+    use crate::schema::{build, SchemaFile};
 
     fn org() -> Org {
         let schema: SchemaFile = toml::from_str(
@@ -1176,7 +1176,7 @@ mod tests {
             .update("Contact", &id, &m(json!({"Name": "Someone"})))
             .unwrap_err();
         assert_eq!(e.code, "INVALID_FIELD_FOR_INSERT_UPDATE");
-        let d = crate::sandbox::schema::describe(org.object("Contact").unwrap(), "62.0");
+        let d = crate::schema::describe(org.object("Contact").unwrap(), "62.0");
         let name = d["fields"]
             .as_array()
             .unwrap()

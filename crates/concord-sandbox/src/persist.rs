@@ -7,7 +7,7 @@
 //! bulk jobs (a restart is like a new day and a new session).
 
 use super::org::{Org, OrgMeta, Rec, Stored};
-use crate::model::Timestamp;
+use concord_model::model::Timestamp;
 use std::path::Path;
 
 /// Errors of the sandbox's persistence.

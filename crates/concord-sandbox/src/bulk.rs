@@ -10,12 +10,12 @@
 use super::org::{Org, QueryResult, SfError, Upserted};
 use super::server::{err, version_ok, St};
 use super::soql;
-use crate::model::Timestamp;
 use axum::body::Bytes;
 use axum::extract::{Path, Query as Q, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use concord_model::model::Timestamp;
 use serde_json::{json, Map, Value as J};
 use std::collections::HashMap;
 
