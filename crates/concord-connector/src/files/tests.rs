@@ -1,6 +1,6 @@
 use super::config::FileType;
 use super::read::{from_json, from_text, to_json, to_text};
-use crate::model::Value;
+use concord_model::model::Value;
 
 #[test]
 fn declared_types_round_trip_through_text_and_json() {

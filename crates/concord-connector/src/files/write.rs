@@ -3,8 +3,8 @@
 use super::config::{FileFormat, FileType};
 use super::read::{to_json, to_text};
 use super::{FileConnector, Table};
-use crate::connector::{ConnectorError, WriteErrorKind, WriteOp, WriteResult};
-use crate::model::{Fields, Key};
+use crate::{ConnectorError, WriteErrorKind, WriteOp, WriteResult};
+use concord_model::model::{Fields, Key};
 use std::collections::HashMap;
 use std::io::Write;
 
@@ -113,7 +113,7 @@ fn update_row(
     row: &mut Fields,
     key: &Key,
     fields: &Fields,
-    base: &crate::connector::WriteBase,
+    base: &crate::WriteBase,
 ) -> WriteResult {
     let names = base.changed(fields);
     if !base.holds(row, &names) {

@@ -9,7 +9,7 @@
 //! by `entity_id_field` are upserts (PATCH) and so are retried safely.
 
 use super::config::SalesforceConfig;
-use crate::connector::ConnectorError;
+use crate::ConnectorError;
 use serde_json::Value as J;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;

@@ -1,7 +1,7 @@
 //! Parsing CSV and JSONL into records, and the text/JSON form of each value type.
 
 use super::config::{FileConfig, FileFormat, FileType};
-use crate::model::{canonical, Fields, Value};
+use concord_model::model::{canonical, Fields, Value};
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()

@@ -1,8 +1,8 @@
 //! Full-scan reads in key order, paged; the cursor is the last key of the previous page.
 
 use super::MemorySystem;
-use crate::connector::{Change, ConnectorError, ReadPage};
-use crate::model::Key;
+use crate::{Change, ConnectorError, ReadPage};
+use concord_model::model::Key;
 use std::ops::Bound;
 
 pub(super) fn page(sys: &MemorySystem, cursor: Option<&[u8]>) -> Result<ReadPage, ConnectorError> {

@@ -1,7 +1,7 @@
 //! Connections, dialects, table introspection and the statement runner shared by reads and
 //! writes. Every value reaches the database as a bound parameter; identifiers are quoted.
 
-use crate::connector::ConnectorError;
+use crate::ConnectorError;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};

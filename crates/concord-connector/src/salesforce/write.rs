@@ -10,8 +10,8 @@
 //! Bulk take no precondition (see `docs/connectors/salesforce.md`).
 
 use super::SalesforceConnector;
-use crate::connector::{ConnectorError, WriteErrorKind, WriteOp, WriteResult};
-use crate::model::{Fields, Key, Value};
+use crate::{ConnectorError, WriteErrorKind, WriteOp, WriteResult};
+use concord_model::model::{Fields, Key, Value};
 use serde_json::{json, Map, Value as J};
 
 fn to_json(v: &Value) -> J {
@@ -79,7 +79,7 @@ fn delta_body(
 
 /// `If-Unmodified-Since` for a record last seen at `t`: the HTTP date of its second (the
 /// record's LastModifiedDate, which Salesforce keeps to the second, is at or before it).
-fn http_date(t: crate::model::Timestamp) -> Option<String> {
+fn http_date(t: concord_model::model::Timestamp) -> Option<String> {
     let c = t.to_chrono()?;
     Some(c.format("%a, %d %b %Y %H:%M:%S GMT").to_string())
 }
@@ -90,7 +90,7 @@ async fn update_one(
     c: &SalesforceConnector,
     id: &str,
     body: &J,
-    since: Option<crate::model::Timestamp>,
+    since: Option<concord_model::model::Timestamp>,
 ) -> Result<WriteResult, ConnectorError> {
     use super::client::Payload;
     let v = &c.cfg.api_version;
@@ -394,7 +394,7 @@ pub(super) async fn apply(
     let mut creates: Vec<(usize, J)> = Vec::new();
     let mut updates: Vec<(usize, J)> = Vec::new();
     let mut deletes: Vec<(usize, String)> = Vec::new();
-    let mut since: std::collections::HashMap<usize, Option<crate::model::Timestamp>> =
+    let mut since: std::collections::HashMap<usize, Option<concord_model::model::Timestamp>> =
         std::collections::HashMap::new();
     for (i, op) in ops.iter().enumerate() {
         match op {

@@ -4,8 +4,8 @@
 
 use super::client::{Dialect, Tx};
 use super::SqlConnector;
-use crate::connector::Connector;
-use crate::connector::ConnectorError;
+use crate::Connector;
+use crate::ConnectorError;
 
 /// The name part used for concord's trigger and function names for `table`.
 fn slug(table: &str) -> String {

@@ -1,8 +1,8 @@
 //! Upserts (idempotent by entity id), conditional partial updates, and deletes.
 
 use super::{MemorySystem, Row};
-use crate::connector::{WriteErrorKind, WriteOp, WriteResult};
-use crate::model::Key;
+use crate::{WriteErrorKind, WriteOp, WriteResult};
+use concord_model::model::Key;
 use std::sync::atomic::Ordering;
 
 pub(super) fn apply(sys: &MemorySystem, ops: Vec<WriteOp>) -> Vec<WriteResult> {

@@ -12,9 +12,9 @@ pub mod write;
 
 pub use config::SalesforceConfig;
 
-use crate::connector::{Connector, ConnectorError, ReadPage, WriteOp, WriteResult};
-use crate::model::SystemId;
+use crate::{Connector, ConnectorError, ReadPage, WriteOp, WriteResult};
 use async_trait::async_trait;
+use concord_model::model::SystemId;
 use serde_json::Value as J;
 
 /// A described field.
@@ -163,8 +163,8 @@ impl Connector for SalesforceConnector {
 
     async fn fetch(
         &self,
-        keys: &[crate::model::Key],
-    ) -> Result<Vec<crate::connector::Change>, ConnectorError> {
+        keys: &[concord_model::model::Key],
+    ) -> Result<Vec<crate::Change>, ConnectorError> {
         read::fetch(self, keys).await
     }
 }

@@ -1,8 +1,8 @@
 //! Reading rows: SELECT building, keyset paging, and decoding every column type to a value.
 
 use super::client::{ColType, Column, Dialect, Param, Rows};
-use crate::model::{canonical, Fields, Key, Timestamp, Value};
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, Utc};
+use concord_model::model::{canonical, Fields, Key, Timestamp, Value};
 use serde::{Deserialize, Serialize};
 
 /// Where a read continues. Values are kept in the canonical single-value encoding (hex), so a
@@ -162,7 +162,7 @@ pub fn tuple_gt(d: Dialect, cols: &[&Column], first: usize) -> String {
 
 /// The plain text of a key value (for native keys).
 pub fn key_part(v: &Value) -> String {
-    crate::connector::key_text(v)
+    crate::key_text(v)
 }
 
 /// The typed value of one part of a native key (the inverse of [`key_part`]).
@@ -189,7 +189,7 @@ pub fn value_from_key_part(c: &Column, part: &str, off: FixedOffset) -> Result<V
 
 pub fn row_key(fields: &Fields, key: &[&Column]) -> Result<Key, String> {
     let names: Vec<&str> = key.iter().map(|c| c.name.as_str()).collect();
-    crate::connector::key_of(fields, &names)
+    crate::key_of(fields, &names)
 }
 
 fn naive_to_value(n: NaiveDateTime, off: FixedOffset) -> Result<Value, String> {

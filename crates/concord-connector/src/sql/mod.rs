@@ -19,10 +19,10 @@ pub mod write;
 pub use client::{ColType, Column, Dialect, Pool};
 pub use config::{CaptureMode, SqlTableConfig};
 
-use crate::connector::{Change, Connector, ConnectorError, ReadPage, WriteOp, WriteResult};
-use crate::model::{SystemId, Timestamp, Value};
+use crate::{Change, Connector, ConnectorError, ReadPage, WriteOp, WriteResult};
 use async_trait::async_trait;
 use chrono::FixedOffset;
+use concord_model::model::{SystemId, Timestamp, Value};
 use read::{decode, param_for, row_key, select_expr, tuple_gt, value_hex, value_unhex, Cursor};
 
 /// One mapped table.
@@ -456,7 +456,7 @@ impl SqlConnector {
         keys: &[Vec<String>],
         extra: &[(String, Column)],
         suffix: &str,
-    ) -> Result<(String, Vec<client::Param>, Vec<crate::model::Key>), ConnectorError> {
+    ) -> Result<(String, Vec<client::Param>, Vec<concord_model::model::Key>), ConnectorError> {
         let d = self.dialect();
         let kc: Vec<&Column> = self.key.iter().collect();
         let mut list: Vec<String> = self.columns.iter().map(|c| select_expr(d, c)).collect();
@@ -469,7 +469,7 @@ impl SqlConnector {
                 return Err(self.bad(format!("key {parts:?} does not match the key columns")));
             }
             let mut ands = Vec::new();
-            let mut f = crate::model::Fields::new();
+            let mut f = concord_model::model::Fields::new();
             for (c, p) in kc.iter().zip(parts) {
                 let v = read::value_from_key_part(c, p, self.offset).map_err(|e| self.bad(e))?;
                 params.push(param_for(d, c, Some(&v), self.offset).map_err(|e| self.bad(e))?);
@@ -705,9 +705,9 @@ impl Connector for SqlConnector {
         self.read_scan(cursor).await
     }
 
-    fn digests(&self) -> Option<&dyn crate::connector::DigestSource> {
+    fn digests(&self) -> Option<&dyn crate::DigestSource> {
         self.can_digest()
-            .then_some(self as &dyn crate::connector::DigestSource)
+            .then_some(self as &dyn crate::DigestSource)
     }
 
     async fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteResult>, ConnectorError> {
@@ -716,7 +716,10 @@ impl Connector for SqlConnector {
 
     /// With an updated-at column (column mode), each record's modification time comes with it,
     /// as a read gives it (a re-read record competes under `newest` with its real time).
-    async fn fetch(&self, keys: &[crate::model::Key]) -> Result<Vec<Change>, ConnectorError> {
+    async fn fetch(
+        &self,
+        keys: &[concord_model::model::Key],
+    ) -> Result<Vec<Change>, ConnectorError> {
         let parts: Vec<Vec<String>> = keys.iter().map(|k| k.parts()).collect();
         let stamp = self.updated.as_ref().map(|upd| {
             let name = format!("{}\u{0}updated", upd.name);
@@ -739,7 +742,7 @@ impl Connector for SqlConnector {
             }
         }
         // fetch_keys answers per chunk in order; keep the caller's order by key.
-        let mut by_key: std::collections::BTreeMap<crate::model::Key, Change> =
+        let mut by_key: std::collections::BTreeMap<concord_model::model::Key, Change> =
             found.into_iter().map(|c| (c.key.clone(), c)).collect();
         Ok(keys
             .iter()

@@ -8,9 +8,9 @@
 //! is `<entity>:<hash>`, so a retried publish inside the stream's duplicate window is stored
 //! once. The connector is write-only: reading a NATS side is an error.
 
-use crate::connector::{Connector, ConnectorError, ReadPage, WriteOp, WriteResult};
-use crate::model::{Key, SystemId, Value};
+use crate::{Connector, ConnectorError, ReadPage, WriteOp, WriteResult};
 use async_trait::async_trait;
+use concord_model::model::{Key, SystemId, Value};
 use serde_json::{json, Map, Value as J};
 
 /// Publishes change events on one subject.
@@ -182,7 +182,7 @@ impl Connector for NatsConnector {
                     key: Key::new(entity.to_hex()),
                 }),
                 Err(e) => out.push(WriteResult::Err {
-                    kind: crate::connector::WriteErrorKind::Retryable,
+                    kind: crate::WriteErrorKind::Retryable,
                     message: format!("not acknowledged by JetStream: {e}"),
                 }),
             }
@@ -194,7 +194,7 @@ impl Connector for NatsConnector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Fields;
+    use concord_model::model::Fields;
 
     #[test]
     fn subjects_and_events() {
@@ -203,7 +203,8 @@ mod tests {
         assert!(!subject_matches("concord.*", "concord.a.b"));
         assert!(subject_matches("a.b", "a.b"));
         assert!(!subject_matches("a.b", "a.c"));
-        let e = crate::model::EntityId::from_hex("000102030405060708090a0b0c0d0e0f").unwrap();
+        let e =
+            concord_model::model::EntityId::from_hex("000102030405060708090a0b0c0d0e0f").unwrap();
         let f = Fields::new()
             .with("n", Value::decimal_str("12.50").unwrap())
             .with("d", Value::date_str("2024-01-31").unwrap());

@@ -7,8 +7,8 @@
 mod read;
 mod write;
 
-use crate::connector::ConnectorError;
-use crate::model::{EntityId, Fields, Key, SystemId, Timestamp};
+use crate::ConnectorError;
+use concord_model::model::{EntityId, Fields, Key, SystemId, Timestamp};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -151,15 +151,12 @@ impl MemorySystem {
 }
 
 #[async_trait::async_trait]
-impl crate::connector::Connector for MemorySystem {
+impl crate::Connector for MemorySystem {
     fn system(&self) -> &SystemId {
         &self.system
     }
 
-    async fn read(
-        &self,
-        cursor: Option<&[u8]>,
-    ) -> Result<crate::connector::ReadPage, ConnectorError> {
+    async fn read(&self, cursor: Option<&[u8]>) -> Result<crate::ReadPage, ConnectorError> {
         self.check_fault()?;
         self.reads.fetch_add(1, Ordering::SeqCst);
         read::page(self, cursor)
@@ -167,20 +164,20 @@ impl crate::connector::Connector for MemorySystem {
 
     async fn write(
         &self,
-        ops: Vec<crate::connector::WriteOp>,
-    ) -> Result<Vec<crate::connector::WriteResult>, ConnectorError> {
+        ops: Vec<crate::WriteOp>,
+    ) -> Result<Vec<crate::WriteResult>, ConnectorError> {
         self.check_fault()?;
         Ok(write::apply(self, ops))
     }
 
-    async fn fetch(&self, keys: &[Key]) -> Result<Vec<crate::connector::Change>, ConnectorError> {
+    async fn fetch(&self, keys: &[Key]) -> Result<Vec<crate::Change>, ConnectorError> {
         self.check_fault()?;
         let t = self.table.lock().expect("lock");
         Ok(keys
             .iter()
             .map(|k| {
                 let row = t.rows.get(k);
-                crate::connector::Change {
+                crate::Change {
                     key: k.clone(),
                     entity_hint: row.and_then(|r| r.entity),
                     fields: row.map(|r| r.fields.clone()),

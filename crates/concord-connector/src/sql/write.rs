@@ -4,8 +4,8 @@
 use super::client::{Column, Dialect, Param};
 use super::read::{param_for, placeholder, row_key};
 use super::SqlConnector;
-use crate::connector::{ConnectorError, WriteErrorKind, WriteOp, WriteResult};
-use crate::model::{Fields, Key};
+use crate::{ConnectorError, WriteErrorKind, WriteOp, WriteResult};
+use concord_model::model::{Fields, Key};
 use std::collections::BTreeSet;
 
 /// `INSERT … VALUES (…), (…) ON CONFLICT (key) DO UPDATE …` for `rows` rows.
@@ -279,7 +279,7 @@ async fn apply_conditional(
                 });
                 continue;
             };
-            let base = crate::connector::WriteBase {
+            let base = crate::WriteBase {
                 fields: u.base.clone(),
                 modstamp: None,
             };

@@ -10,9 +10,9 @@ pub mod write;
 
 pub use config::{FileConfig, FileFormat, FileType, WriteMode};
 
-use crate::connector::{Change, Connector, ConnectorError, ReadPage, WriteOp, WriteResult};
-use crate::model::{Fields, Key, SystemId};
+use crate::{Change, Connector, ConnectorError, ReadPage, WriteOp, WriteResult};
 use async_trait::async_trait;
+use concord_model::model::{Fields, Key, SystemId};
 use std::path::PathBuf;
 
 /// One file.
@@ -81,7 +81,7 @@ impl FileConnector {
             .cfg
             .key
             .iter()
-            .map(|c| f.get(c).map(crate::connector::key_text).unwrap_or_default())
+            .map(|c| f.get(c).map(crate::key_text).unwrap_or_default())
             .collect();
         if parts.iter().all(String::is_empty) {
             return Err(format!(

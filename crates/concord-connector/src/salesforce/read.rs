@@ -8,8 +8,8 @@
 
 use super::client::Payload;
 use super::SalesforceConnector;
-use crate::connector::{Change, ConnectorError, ReadPage};
-use crate::model::{EntityId, Fields, Key, Timestamp, Value};
+use crate::{Change, ConnectorError, ReadPage};
+use concord_model::model::{EntityId, Fields, Key, Timestamp, Value};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as J;
 

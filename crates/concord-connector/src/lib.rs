@@ -10,7 +10,7 @@ pub mod nats;
 pub mod salesforce;
 pub mod sql;
 
-use crate::model::{EntityId, Fields, Key, SystemId, Timestamp, Value};
+use concord_model::model::{EntityId, Fields, Key, SystemId, Timestamp, Value};
 
 /// The plain text of a key value, as native keys are written (`42`, `ALFKI`, `2024-01-31`).
 pub fn key_text(v: &Value) -> String {
@@ -221,7 +221,7 @@ pub trait Connector: Send + Sync {
     }
 }
 
-pub use crate::core::tree::{bucket_of, BucketSum, RowDigest};
+pub use concord_model::core::tree::{bucket_of, BucketSum, RowDigest};
 
 /// Hashing on the system's side for hash-tree drift detection (see `docs/offline.md`).
 #[async_trait]

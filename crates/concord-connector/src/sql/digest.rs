@@ -21,9 +21,9 @@
 
 use super::read::{decode, row_key, select_expr, Cursor};
 use super::{client, ColType, Column, Dialect, SqlConnector};
-use crate::connector::{BucketSum, Change, ConnectorError, DigestSource, ReadPage, RowDigest};
-use crate::model::{Key, Value};
+use crate::{BucketSum, Change, ConnectorError, DigestSource, ReadPage, RowDigest};
 use async_trait::async_trait;
+use concord_model::model::{Key, Value};
 
 const KH: &str = "\u{0}concord_key_hash";
 const DG: &str = "\u{0}concord_row_digest";
