@@ -2,8 +2,8 @@
 //! version, every system the job writes is queued to receive it, and the entry leaves the queue.
 
 use super::{EngineError, SyncJob};
-use crate::model::{canonical, Actor, EntityId, SystemId, Timestamp, Value, Version};
-use crate::store::{ConflictEntry, OutboxEntry};
+use concord_model::model::{canonical, Actor, EntityId, SystemId, Timestamp, Value, Version};
+use concord_store::{ConflictEntry, OutboxEntry};
 
 /// How a conflict is decided.
 #[derive(Debug, Clone, PartialEq)]

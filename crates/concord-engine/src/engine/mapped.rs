@@ -10,14 +10,16 @@
 //! Records outside the side's filter are not synced; one that leaves the filter keeps its last
 //! synced content (neither is taken for deleted by a complete scan).
 
-use crate::connector::{
+use async_trait::async_trait;
+use concord_connector::{
     BucketSum, Change, Connector, ConnectorError, DigestSource, ReadPage, RowDigest,
     WriteErrorKind, WriteOp, WriteResult,
 };
-use crate::core::mapping::{MapError, Mapping};
-use crate::model::{canonical, EntityId, Fields, Key, NormalizeOptions, SystemId, Timestamp};
-use crate::store::{StateStore, WaitingEntry};
-use async_trait::async_trait;
+use concord_model::core::mapping::{MapError, Mapping};
+use concord_model::model::{
+    canonical, EntityId, Fields, Key, NormalizeOptions, SystemId, Timestamp,
+};
+use concord_store::{StateStore, WaitingEntry};
 use std::sync::Arc;
 
 /// A connector behind a mapping.
@@ -74,7 +76,7 @@ impl MappedConnector {
         }
     }
 
-    fn store_err(&self, e: crate::store::StoreError) -> ConnectorError {
+    fn store_err(&self, e: concord_store::StoreError) -> ConnectorError {
         ConnectorError {
             retryable: true,
             ..self.err(format!("store: {e}"))
@@ -280,7 +282,7 @@ impl Connector for MappedConnector {
                                 .as_ref()
                                 .map(|k| k.as_str().to_string())
                                 .unwrap_or_else(|| entity.to_hex());
-                            native.set(col.as_str(), crate::model::Value::text(k));
+                            native.set(col.as_str(), concord_model::model::Value::text(k));
                         }
                         sent.push(WriteOp::Upsert {
                             entity,
@@ -302,7 +304,7 @@ impl Connector for MappedConnector {
                             entity,
                             key,
                             fields: native,
-                            base: crate::connector::WriteBase {
+                            base: concord_connector::WriteBase {
                                 fields: native_base,
                                 modstamp: base.modstamp,
                             },
@@ -398,10 +400,10 @@ impl MappedConnector {
         let mut native = self.mapping.to_native(fields, &key_of)?;
         let mut base = base.clone();
         for m in &self.mapping.fields {
-            if let crate::core::mapping::Source::Reference { parent, .. } = &m.source {
+            if let concord_model::core::mapping::Source::Reference { parent, .. } = &m.source {
                 let resolves = base
                     .get(&m.canonical)
-                    .map(crate::model::Value::plain_text)
+                    .map(concord_model::model::Value::plain_text)
                     .and_then(|h| EntityId::from_hex(&h))
                     .is_none_or(|e| key_of(&e, parent).is_some());
                 if !resolves {
@@ -419,7 +421,7 @@ impl MappedConnector {
             }
         }
         if let Some(col) = &self.entity_key {
-            let k = crate::model::Value::text(key.as_str());
+            let k = concord_model::model::Value::text(key.as_str());
             native.set(col.as_str(), k.clone());
             native_base.set(col.as_str(), k);
         }
@@ -470,7 +472,7 @@ impl MappedConnector {
             let unchanged = self.mapping.in_scope(&native_now)
                 && self.to_canonical(&native_now).is_ok_and(|mut c| {
                     c.apply_options(&self.normalize);
-                    let canon = crate::connector::WriteBase {
+                    let canon = concord_connector::WriteBase {
                         fields: base.clone(),
                         modstamp: None,
                     };
@@ -487,7 +489,7 @@ impl MappedConnector {
                 entity,
                 key,
                 fields,
-                base: crate::connector::WriteBase {
+                base: concord_connector::WriteBase {
                     fields: patched,
                     modstamp: now.modstamp.or(native_base.modstamp),
                 },

@@ -282,11 +282,11 @@ pub struct MatchConfig {
 pub struct MatchFieldConfig {
     pub field: String,
     #[serde(default = "default_norm")]
-    pub normalize: crate::core::Normalize,
+    pub normalize: concord_model::core::Normalize,
 }
 
-fn default_norm() -> crate::core::Normalize {
-    crate::core::Normalize::Exact
+fn default_norm() -> concord_model::core::Normalize {
+    concord_model::core::Normalize::Exact
 }
 
 /// One system's side of a job.
@@ -318,16 +318,16 @@ pub struct SideConfig {
     pub entity_id_field: Option<String>,
     /// SQL: `scan`, `column` or `trigger` (default `scan`).
     #[serde(default)]
-    pub mode: Option<crate::connector::sql::CaptureMode>,
+    pub mode: Option<concord_connector::sql::CaptureMode>,
     /// SQL `column` mode: the updated-at column.
     #[serde(default)]
     pub updated_column: Option<String>,
     /// Files: declared column types.
     #[serde(default)]
-    pub types: BTreeMap<String, crate::connector::files::FileType>,
+    pub types: BTreeMap<String, concord_connector::files::FileType>,
     /// Files: `rewrite` or `append`.
     #[serde(default)]
-    pub write_mode: Option<crate::connector::files::WriteMode>,
+    pub write_mode: Option<concord_connector::files::WriteMode>,
     /// Salesforce and SQL: the overlap window of incremental reads (seconds).
     #[serde(default)]
     pub overlap_secs: Option<u64>,
@@ -417,8 +417,8 @@ impl<'de> Deserialize<'de> for FieldSpec {
 }
 
 /// A TOML value as a field value.
-pub fn value_of(v: &toml::Value) -> crate::model::Value {
-    use crate::model::Value;
+pub fn value_of(v: &toml::Value) -> concord_model::model::Value {
+    use concord_model::model::Value;
     match v {
         toml::Value::String(s) => Value::text(s.as_str()),
         toml::Value::Integer(i) => Value::Int(*i),
@@ -783,13 +783,17 @@ impl Config {
     }
 
     /// A policy string as a field policy.
-    pub fn policy_of(&self, p: &str, j: &JobConfig) -> Result<crate::core::FieldPolicy, String> {
-        use crate::core::FieldPolicy;
-        let sys = |n: &str| -> Result<crate::model::SystemId, String> {
+    pub fn policy_of(
+        &self,
+        p: &str,
+        j: &JobConfig,
+    ) -> Result<concord_model::core::FieldPolicy, String> {
+        use concord_model::core::FieldPolicy;
+        let sys = |n: &str| -> Result<concord_model::model::SystemId, String> {
             if !j.systems.iter().any(|s| s == n) {
                 return Err(format!("`{n}` is not one of this job's systems"));
             }
-            crate::model::SystemId::new(n).map_err(|e| e.to_string())
+            concord_model::model::SystemId::new(n).map_err(|e| e.to_string())
         };
         match p.split_once(':') {
             None if p == "newest" => Ok(FieldPolicy::Newest),

@@ -5,16 +5,16 @@
 //! (`JobOptions::full_read`), so drift becomes changes through the job's pattern and policies.
 
 use super::{Engine, EngineError, SyncJob};
-use crate::connector::{
+use async_trait::async_trait;
+use concord_connector::{
     Change, Connector, ConnectorError, DigestSource, ReadPage, WriteOp, WriteResult,
 };
-use crate::core::tree::{bucket_bits, bucket_of, sums, RowDigest};
-use crate::core::{diff, Delta};
-use crate::model::{
+use concord_model::core::tree::{bucket_bits, bucket_of, sums, RowDigest};
+use concord_model::core::{diff, Delta};
+use concord_model::model::{
     ContentHash, EntityId, Fields, Key, NormalizeOptions, SystemId, Timestamp, Version,
 };
-use crate::store::{Checkpoint, DigestEntry, OutboxEntry};
-use async_trait::async_trait;
+use concord_store::{Checkpoint, DigestEntry, OutboxEntry};
 use serde::Serialize;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};

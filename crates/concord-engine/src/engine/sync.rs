@@ -11,14 +11,16 @@
 //!    instead of being made twice.
 
 use super::EngineError;
-use crate::connector::{Change, Connector, WriteBase, WriteErrorKind, WriteOp, WriteResult};
-use crate::core::{
+use concord_connector::{Change, Connector, WriteBase, WriteErrorKind, WriteOp, WriteResult};
+use concord_model::core::{
     plan_with, target_for, with_identity, Fold, MatchSpec, Observation, Parked, Policy, Resolution,
     SystemState, NO_IDENTITY,
 };
-use crate::model::{canonical, Actor, EntityId, NormalizeOptions, SystemId, Timestamp, Version};
-use crate::model::{Fields, Key, Value};
-use crate::store::{
+use concord_model::model::{
+    canonical, Actor, EntityId, NormalizeOptions, SystemId, Timestamp, Version,
+};
+use concord_model::model::{Fields, Key, Value};
+use concord_store::{
     Checkpoint, ConflictEntry, ConflictSideEntry, MatchEntry, OutboxEntry, RunLogEntry, StateStore,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -259,7 +261,7 @@ impl Engine {
         &self.state
     }
 
-    fn actor(&self, sys: &SystemId) -> crate::model::ActorId {
+    fn actor(&self, sys: &SystemId) -> concord_model::model::ActorId {
         Actor::new(self.state.instance().clone(), sys.clone()).id()
     }
 
@@ -1252,7 +1254,7 @@ impl Engine {
 /// Creates whose outcome is unknown, by the hash of the content sent: several entities may
 /// have sent the same content, and each record found with it links one of them.
 #[derive(Default)]
-struct UnknownCreates(HashMap<crate::model::ContentHash, Vec<EntityId>>);
+struct UnknownCreates(HashMap<concord_model::model::ContentHash, Vec<EntityId>>);
 
 impl UnknownCreates {
     fn is_empty(&self) -> bool {
@@ -1260,7 +1262,7 @@ impl UnknownCreates {
     }
 
     /// One entity whose create sent content `h` (the lowest id first: the same on every run).
-    fn take(&mut self, h: &crate::model::ContentHash) -> Option<EntityId> {
+    fn take(&mut self, h: &concord_model::model::ContentHash) -> Option<EntityId> {
         let list = self.0.get_mut(h)?;
         list.sort_unstable_by(|a, b| b.cmp(a));
         let e = list.pop();
@@ -1282,7 +1284,7 @@ enum Matched {
 }
 
 /// The content hash of `f` as the pass compares it (normalised).
-fn normal_hash(f: &Fields, opts: &NormalizeOptions) -> crate::model::ContentHash {
+fn normal_hash(f: &Fields, opts: &NormalizeOptions) -> concord_model::model::ContentHash {
     let mut f = f.clone();
     f.apply_options(opts);
     f.content_hash()
@@ -1376,10 +1378,10 @@ impl MatchOverlay {
 fn conflict_entry(
     job: &str,
     entity: &EntityId,
-    c: &crate::core::Conflict,
+    c: &concord_model::core::Conflict,
     now: i64,
 ) -> ConflictEntry {
-    let bytes = |v: &Option<crate::model::Value>| {
+    let bytes = |v: &Option<concord_model::model::Value>| {
         v.as_ref().map(canonical::value_bytes).unwrap_or_default()
     };
     ConflictEntry {

@@ -11,12 +11,12 @@
 
 use super::EngineError;
 use crate::bundle::{Bundle, BundleEntity};
-use crate::core::dots::{dot_base, merged_dots, Dotted, FieldDots};
-use crate::core::plan::merged_origins;
-use crate::core::tree::RowDigest;
-use crate::core::{merge, DeleteRule, FieldPolicy, Policy, Resolution, Side};
-use crate::model::{ClockOrdering, EntityId, InstanceId, SystemId, Version};
-use crate::store::{decode_version, encode_version, OutboxEntry, PeerEntry, StateStore};
+use concord_model::core::dots::{dot_base, merged_dots, Dotted, FieldDots};
+use concord_model::core::plan::merged_origins;
+use concord_model::core::tree::RowDigest;
+use concord_model::core::{merge, DeleteRule, FieldPolicy, Policy, Resolution, Side};
+use concord_model::model::{ClockOrdering, EntityId, InstanceId, SystemId, Version};
+use concord_store::{decode_version, encode_version, OutboxEntry, PeerEntry, StateStore};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A job as far as bundles care: its systems (side ids) and conflict policy.
@@ -77,7 +77,7 @@ pub fn peer_system(p: &InstanceId) -> Result<SystemId, EngineError> {
     })
 }
 
-fn store_err(e: crate::store::StoreError) -> EngineError {
+fn store_err(e: concord_store::StoreError) -> EngineError {
     EngineError::Store(e)
 }
 
@@ -92,7 +92,7 @@ fn counters(v: &Version) -> u64 {
 /// `added` holds what this checkpoint already added (reads do not see it).
 fn remember(
     state: &StateStore,
-    cp: &mut crate::store::Checkpoint,
+    cp: &mut concord_store::Checkpoint,
     added: &mut BTreeMap<EntityId, Vec<Version>>,
     e: &EntityId,
     v: &Version,
@@ -248,7 +248,7 @@ fn export_filtered(
         if holds {
             continue;
         }
-        let xrefs: Vec<(SystemId, crate::model::Key)> = state
+        let xrefs: Vec<(SystemId, concord_model::model::Key)> = state
             .xrefs_of(&e)?
             .into_iter()
             .filter(|(s, _)| !s.as_str().starts_with("_peer."))

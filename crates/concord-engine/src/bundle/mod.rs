@@ -30,10 +30,10 @@
 //! tampered*), then decrypts (the AEAD tag checks again), then the body. Nothing is decrypted
 //! or decoded before the MAC has been verified.
 
-use crate::core::dots::FieldDots;
-use crate::model::varint;
-use crate::model::{EntityId, InstanceId, Key, SystemId, Version};
-use crate::store::{decode_version, encode_version};
+use concord_model::core::dots::FieldDots;
+use concord_model::model::varint;
+use concord_model::model::{EntityId, InstanceId, Key, SystemId, Version};
+use concord_store::{decode_version, encode_version};
 
 /// The first bytes of every bundle.
 pub const MAGIC: &[u8; 8] = b"CONCORDB";

@@ -1,5 +1,5 @@
 use super::*;
-use crate::model::{ActorId, Fields, Timestamp, Value, VectorClock};
+use concord_model::model::{ActorId, Fields, Timestamp, Value, VectorClock};
 use proptest::prelude::*;
 
 const KEY: &[u8] = b"a bundle secret shared by both sites";
@@ -50,7 +50,11 @@ fn sample() -> Bundle {
                 jobs: vec!["accounts".into()],
                 dots: {
                     let h = version(&format!("Customer {i}"), i, i % 7 == 3);
-                    crate::core::dots::FieldDots::advance(None, h.content.as_ref(), &h.clock)
+                    concord_model::core::dots::FieldDots::advance(
+                        None,
+                        h.content.as_ref(),
+                        &h.clock,
+                    )
                 },
             })
             .collect(),

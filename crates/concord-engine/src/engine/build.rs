@@ -6,14 +6,14 @@ use super::{JobOptions, Role, SyncJob};
 use crate::config::{
     value_of, Config, DeleteConfig, FieldSpec, JobConfig, Pattern, SideConfig, SystemConfig,
 };
-use crate::connector::files::{FileConfig, FileConnector, FileFormat};
-use crate::connector::salesforce::{SalesforceConfig, SalesforceConnector};
-use crate::connector::sql::{SqlConnector, SqlTableConfig};
-use crate::connector::{Connector, ConnectorError};
-use crate::core::mapping::{Cond, FieldMap, Mapping, Source, Transform};
-use crate::core::{DeleteRule, MatchField, MatchSpec, Policy};
-use crate::model::{NormalizeOptions, SystemId};
-use crate::store::StateStore;
+use concord_connector::files::{FileConfig, FileConnector, FileFormat};
+use concord_connector::salesforce::{SalesforceConfig, SalesforceConnector};
+use concord_connector::sql::{SqlConnector, SqlTableConfig};
+use concord_connector::{Connector, ConnectorError};
+use concord_model::core::mapping::{Cond, FieldMap, Mapping, Source, Transform};
+use concord_model::core::{DeleteRule, MatchField, MatchSpec, Policy};
+use concord_model::model::{NormalizeOptions, SystemId};
+use concord_store::StateStore;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -133,7 +133,7 @@ pub fn mapping_of(cfg: &Config, system: &str, side: &SideConfig) -> Result<Mappi
 /// The canonical fields whose native source is one of `key`'s columns (alone, joined, or as a
 /// reference).
 pub fn identity_fields(mapping: &Mapping, key: &[String]) -> BTreeSet<String> {
-    use crate::core::mapping::Source;
+    use concord_model::core::mapping::Source;
     mapping
         .fields
         .iter()
@@ -176,7 +176,7 @@ pub fn policy_of(
     j: &JobConfig,
     ids: &BTreeMap<String, SystemId>,
 ) -> Result<Policy, BuildError> {
-    use crate::core::FieldPolicy;
+    use concord_model::core::FieldPolicy;
     let translate = |p: FieldPolicy| -> FieldPolicy {
         let t = |s: &SystemId| ids.get(s.as_str()).cloned().unwrap_or_else(|| s.clone());
         match p {
@@ -320,7 +320,7 @@ async fn connect(
             Arc::new(FileConnector::new(id, c)?)
         }
         SystemConfig::Nats(n) => Arc::new(
-            crate::connector::nats::NatsConnector::connect(
+            concord_connector::nats::NatsConnector::connect(
                 id,
                 &n.url_env,
                 &n.stream,
@@ -481,14 +481,14 @@ pub async fn build_job(
     let policy = policy_of(cfg, name, j, &ids)?;
     let newest = std::iter::once(&policy.default)
         .chain(policy.fields.values())
-        .any(|p| matches!(p, crate::core::FieldPolicy::Newest));
+        .any(|p| matches!(p, concord_model::core::FieldPolicy::Newest));
     if newest && !matches!(j.pattern, Pattern::Migrate | Pattern::Broadcast) {
         for s in &j.systems {
             let side = &j.sides[s];
             let timeless = match cfg.systems.get(s) {
                 Some(
                     SystemConfig::Postgres(_) | SystemConfig::Mysql(_) | SystemConfig::Sqlite(_),
-                ) => side.mode != Some(crate::connector::sql::CaptureMode::Column),
+                ) => side.mode != Some(concord_connector::sql::CaptureMode::Column),
                 Some(SystemConfig::Csv(_) | SystemConfig::Jsonl(_)) => true,
                 _ => false,
             };
@@ -526,13 +526,13 @@ impl Connector for Unavailable {
     async fn read(
         &self,
         _cursor: Option<&[u8]>,
-    ) -> Result<crate::connector::ReadPage, ConnectorError> {
+    ) -> Result<concord_connector::ReadPage, ConnectorError> {
         Err(self.error.clone())
     }
     async fn write(
         &self,
-        _ops: Vec<crate::connector::WriteOp>,
-    ) -> Result<Vec<crate::connector::WriteResult>, ConnectorError> {
+        _ops: Vec<concord_connector::WriteOp>,
+    ) -> Result<Vec<concord_connector::WriteResult>, ConnectorError> {
         Err(self.error.clone())
     }
 }

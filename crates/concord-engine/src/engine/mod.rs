@@ -9,8 +9,8 @@ mod sync;
 
 pub use sync::{DeleteGuard, Engine, HeldDeletes, JobOptions, Planned, Role, SyncJob, SyncReport};
 
-use crate::connector::ConnectorError;
-use crate::store::StoreError;
+use concord_connector::ConnectorError;
+use concord_store::StoreError;
 
 /// Why a sync pass stopped. Everything committed before the error stays; the next pass resumes
 /// from the last checkpoint.
