@@ -1,0 +1,207 @@
+//! sObject Collections: create, update, upsert and delete of up to 200 records, `allOrNone`.
+
+use super::state::*;
+use crate::org::{Org, SfError, Upserted};
+use axum::extract::{Path, Query as Q, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value as J};
+
+/// One collection result in Salesforce's form.
+pub(crate) fn collection_result(r: Result<(String, Option<bool>), SfError>) -> J {
+    match r {
+        Ok((id, created)) => {
+            let mut j = json!({"id": id, "success": true, "errors": []});
+            if let Some(c) = created {
+                j["created"] = json!(c);
+            }
+            j
+        }
+        Err(e) => json!({
+            "id": null,
+            "success": false,
+            "errors": [{"statusCode": e.code, "message": e.message, "fields": e.fields}],
+        }),
+    }
+}
+
+#[derive(serde::Deserialize)]
+pub(crate) struct CollectionBody {
+    #[serde(rename = "allOrNone", default)]
+    all_or_none: bool,
+    records: Vec<J>,
+}
+
+pub(crate) const ROLLED_BACK: &str = "Record rolled back because not all records were valid and the request was using AllOrNone header";
+
+/// Runs `f` on each record under one org lock; with allOrNone, any failure restores the org
+/// and turns the successes into ALL_OR_NONE_OPERATION_ROLLED_BACK.
+pub(crate) fn collection(
+    sb: &Sandbox,
+    all_or_none: bool,
+    n: usize,
+    mut f: impl FnMut(&mut Org, usize) -> Result<(String, Option<bool>), SfError>,
+) -> Response {
+    if n > 200 {
+        return err(SfError::new(
+            400,
+            "EXCEEDED_ID_LIMIT",
+            "record limit reached. cannot submit more than 200 records into this call",
+        ));
+    }
+    let mut org = sb.org.lock().expect("lock");
+    let before = if all_or_none { Some(org.clone()) } else { None };
+    let results: Vec<Result<(String, Option<bool>), SfError>> =
+        (0..n).map(|i| f(&mut org, i)).collect();
+    let failed = results.iter().any(|r| r.is_err());
+    let out: Vec<J> = if failed && all_or_none {
+        *org = before.expect("kept for allOrNone");
+        results
+            .into_iter()
+            .map(|r| match r {
+                Ok(_) => collection_result(Err(SfError::new(
+                    400,
+                    "ALL_OR_NONE_OPERATION_ROLLED_BACK",
+                    ROLLED_BACK,
+                ))),
+                Err(e) => collection_result(Err(e)),
+            })
+            .collect()
+    } else {
+        results.into_iter().map(collection_result).collect()
+    };
+    Json(J::Array(out)).into_response()
+}
+
+pub(crate) fn record_type(r: &J) -> Result<String, SfError> {
+    r.get("attributes")
+        .and_then(|a| a.get("type"))
+        .and_then(J::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| {
+            SfError::new(
+                400,
+                "INVALID_TYPE",
+                "Must specify a type in the attributes of every record",
+            )
+        })
+}
+
+pub(crate) async fn collection_create(
+    State(sb): State<St>,
+    Path(v): Path<String>,
+    Json(body): Json<CollectionBody>,
+) -> Response {
+    if let Err(e) = version_ok(&v) {
+        return err(e);
+    }
+    sb.count("composite.sobjects.create");
+    let recs = body.records;
+    collection(&sb, body.all_or_none, recs.len(), |org, i| {
+        let ty = record_type(&recs[i])?;
+        let fields = recs[i].as_object().cloned().unwrap_or_default();
+        if fields.contains_key("Id") {
+            return Err(SfError::new(
+                400,
+                "INVALID_FIELD",
+                "cannot specify Id in an insert call",
+            ));
+        }
+        org.create(&ty, &fields).map(|id| (id, None))
+    })
+}
+
+pub(crate) async fn collection_update(
+    State(sb): State<St>,
+    Path(v): Path<String>,
+    Json(body): Json<CollectionBody>,
+) -> Response {
+    if let Err(e) = version_ok(&v) {
+        return err(e);
+    }
+    sb.count("composite.sobjects.update");
+    let recs = body.records;
+    collection(&sb, body.all_or_none, recs.len(), |org, i| {
+        let ty = record_type(&recs[i])?;
+        let mut fields = recs[i].as_object().cloned().unwrap_or_default();
+        let id = fields
+            .remove("Id")
+            .and_then(|j| j.as_str().map(str::to_string))
+            .ok_or_else(|| {
+                SfError::new(
+                    400,
+                    "MISSING_ARGUMENT",
+                    "Id not specified in an update call",
+                )
+            })?;
+        org.update(&ty, &id, &fields)
+            .map(|_| (crate::ids::to18(&id).unwrap_or(id), None))
+    })
+}
+
+pub(crate) async fn collection_upsert(
+    State(sb): State<St>,
+    Path((v, s, field)): Path<(String, String, String)>,
+    Json(body): Json<CollectionBody>,
+) -> Response {
+    if let Err(e) = version_ok(&v) {
+        return err(e);
+    }
+    sb.count("composite.sobjects.upsert");
+    let recs = body.records;
+    collection(&sb, body.all_or_none, recs.len(), |org, i| {
+        let mut fields = recs[i].as_object().cloned().unwrap_or_default();
+        let key = match fields.remove(&field) {
+            Some(J::String(k)) => k,
+            Some(other) if !other.is_null() => other.to_string(),
+            _ => {
+                return Err(SfError::new(
+                    400,
+                    "MISSING_ARGUMENT",
+                    format!("{field} not specified"),
+                ));
+            }
+        };
+        match org.upsert(&s, &field, &key, &fields) {
+            Ok(Upserted::Created(id)) => Ok((id, Some(true))),
+            Ok(Upserted::Updated(id)) => Ok((id, Some(false))),
+            Err(e) if e.status == 300 => Err(SfError::new(300, "DUPLICATE_EXTERNAL_ID", e.message)),
+            Err(e) => Err(e),
+        }
+    })
+}
+
+#[derive(serde::Deserialize)]
+pub(crate) struct DeleteParams {
+    ids: String,
+    #[serde(rename = "allOrNone", default)]
+    all_or_none: bool,
+}
+
+pub(crate) async fn collection_delete(
+    State(sb): State<St>,
+    Path(v): Path<String>,
+    Q(p): Q<DeleteParams>,
+) -> Response {
+    if let Err(e) = version_ok(&v) {
+        return err(e);
+    }
+    sb.count("composite.sobjects.delete");
+    let ids: Vec<String> = p
+        .ids
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    collection(&sb, p.all_or_none, ids.len(), |org, i| {
+        let prefix = crate::ids::prefix(&ids[i]).unwrap_or("");
+        let object = org
+            .objects()
+            .iter()
+            .find(|o| o.prefix() == prefix)
+            .map(|o| o.name.clone())
+            .ok_or_else(|| SfError::new(400, "MALFORMED_ID", format!("malformed id {}", ids[i])))?;
+        org.delete(&object, &ids[i])
+            .map(|_| (crate::ids::to18(&ids[i]).unwrap_or_default(), None))
+    })
+}

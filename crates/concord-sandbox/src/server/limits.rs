@@ -1,0 +1,167 @@
+//! What every API call goes through: the bearer-token check, the daily limit and
+//! `Sforce-Limit-Info`, injected faults (503, row locks, latency, dropped connections), and
+//! `GET /limits`.
+
+use super::state::*;
+use crate::org::SfError;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use concord_model::model::Timestamp;
+use serde_json::json;
+
+/// Bearer-token check, daily limit, usage counting and the `Sforce-Limit-Info` header.
+pub(crate) async fn api_guard(State(sb): State<St>, req: Request, next: Next) -> Response {
+    let ok = req
+        .headers()
+        .get("authorization")
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("OAuth "))
+        })
+        .is_some_and(|t| sb.sessions.lock().expect("lock").contains(t));
+    if !ok {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!([{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}])),
+        )
+            .into_response();
+    }
+    if req
+        .headers()
+        .get("x-concord-internal")
+        .is_some_and(|v| v.as_bytes() == sb.internal_key.as_bytes())
+    {
+        return next.run(req).await; // a composite subrequest: counted with its composite
+    }
+    let faults = sb.faults.lock().expect("lock").0.clone();
+    if faults.latency_ms > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(faults.latency_ms)).await;
+    }
+    if faults.rate_slow > 0.0 && sb.draw() < faults.rate_slow {
+        sb.count("fault.slow");
+        tokio::time::sleep(std::time::Duration::from_millis(faults.slow_ms)).await;
+    }
+    if faults.limit_exceeded {
+        sb.count("fault.limit_exceeded");
+        return err(SfError::new(
+            403,
+            "REQUEST_LIMIT_EXCEEDED",
+            "TotalRequests Limit exceeded.",
+        ));
+    }
+    if faults.rate_503 > 0.0 && sb.draw() < faults.rate_503 {
+        sb.count("fault.503");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [("retry-after", "1")],
+            Json(json!([{"message": "Service Unavailable", "errorCode": "SERVER_UNAVAILABLE"}])),
+        )
+            .into_response();
+    }
+    let write = matches!(req.method().as_str(), "POST" | "PATCH" | "DELETE");
+    let req_is_put = req.method() == axum::http::Method::PUT;
+    if write && faults.rate_lock > 0.0 && sb.draw() < faults.rate_lock {
+        sb.count("fault.lock");
+        return err(SfError::new(
+            400,
+            "UNABLE_TO_LOCK_ROW",
+            "unable to obtain exclusive access to this record or 1 records",
+        ));
+    }
+    let used = {
+        let mut u = sb.usage.lock().expect("lock");
+        if *u >= sb.settings.daily_limit {
+            None
+        } else {
+            *u += 1;
+            Some(*u)
+        }
+    };
+    let Some(used) = used else {
+        let mut r = err(SfError::new(
+            403,
+            "REQUEST_LIMIT_EXCEEDED",
+            "TotalRequests Limit exceeded.",
+        ));
+        limit_header(
+            r.headers_mut(),
+            sb.settings.daily_limit,
+            sb.settings.daily_limit,
+        );
+        return r;
+    };
+    let mut resp = next.run(req).await;
+    if write || req_is_put {
+        if let Err(e) = sb.persist() {
+            tracing::error!("sandbox: {e}");
+            resp = err(SfError::new(
+                500,
+                "UNKNOWN_EXCEPTION",
+                format!("the sandbox could not persist the change: {e}"),
+            ));
+        }
+    }
+    if faults.rate_drop > 0.0 && sb.draw() < faults.rate_drop {
+        sb.count("fault.drop");
+        return dropped_connection(resp);
+    }
+    limit_header(resp.headers_mut(), used, sb.settings.daily_limit);
+    // The org's own clock (which tests and benchmarks may move), as Salesforce sends its time.
+    let now_ms = Timestamp::now().millis() + sb.org.lock().expect("lock").clock_offset_ms;
+    if let Some(t) = chrono::DateTime::from_timestamp_millis(now_ms) {
+        if let Ok(v) = HeaderValue::from_str(&t.format("%a, %d %b %Y %H:%M:%S GMT").to_string()) {
+            resp.headers_mut().insert("date", v);
+        }
+    }
+    resp
+}
+
+/// A response whose body fails after the head: the server closes the connection mid-response,
+/// so the client sees a broken connection instead of an answer.
+pub(crate) fn dropped_connection(resp: Response) -> Response {
+    struct Broken;
+    impl http_body::Body for Broken {
+        type Data = axum::body::Bytes;
+        type Error = std::io::Error;
+        fn poll_frame(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+            std::task::Poll::Ready(Some(Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "sandbox fault: connection dropped",
+            ))))
+        }
+    }
+    let (mut parts, _) = resp.into_parts();
+    parts.headers.remove("content-length");
+    parts
+        .headers
+        .insert("connection", HeaderValue::from_static("close"));
+    Response::from_parts(parts, axum::body::Body::new(Broken))
+}
+
+pub(crate) fn limit_header(h: &mut HeaderMap, used: u64, max: u64) {
+    if let Ok(v) = HeaderValue::from_str(&format!("api-usage={used}/{max}")) {
+        h.insert("sforce-limit-info", v);
+    }
+}
+
+pub(crate) async fn limits(State(sb): State<St>, Path(v): Path<String>) -> Response {
+    if let Err(e) = version_ok(&v) {
+        return err(e);
+    }
+    sb.count("limits");
+    let used = *sb.usage.lock().expect("lock");
+    let max = sb.settings.daily_limit;
+    Json(json!({
+        "DailyApiRequests": {"Max": max, "Remaining": max.saturating_sub(used)},
+        "DailyBulkV2QueryJobs": {"Max": 10000, "Remaining": 10000},
+        "DailyBulkApiBatches": {"Max": 15000, "Remaining": 15000},
+    }))
+    .into_response()
+}

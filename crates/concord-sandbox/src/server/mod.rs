@@ -1,0 +1,133 @@
+//! The sandbox's HTTP server: the REST API subset Salesforce clients use, one module per API
+//! area, joined by [`router`]. docs/sandbox.md lists every endpoint.
+
+mod admin;
+mod auth;
+mod collections;
+mod composite;
+mod limits;
+mod query;
+mod replication;
+mod sobjects;
+pub(crate) mod state;
+
+pub(crate) use state::St;
+pub use state::{trim_trailing_slash, Faults, Sandbox, Settings, VERSIONS};
+
+use crate::bulk;
+use admin::*;
+use auth::*;
+use axum::extract::{Request, State};
+use axum::middleware::{self};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use collections::*;
+use composite::*;
+use limits::*;
+use query::*;
+use replication::*;
+use serde_json::{json, Value as J};
+use sobjects::*;
+
+pub(crate) async fn versions(State(sb): State<St>) -> Json<J> {
+    sb.count("versions");
+    Json(J::Array(
+        VERSIONS
+            .iter()
+            .map(|v| json!({"label": format!("API {v}"), "url": format!("/services/data/v{v}"), "version": v}))
+            .collect(),
+    ))
+}
+
+/// The router.
+pub fn router(sb: St) -> Router {
+    let api = Router::new()
+        .route("/services/data/{v}/sobjects", get(sobjects))
+        .route("/services/data/{v}/sobjects/{s}", post(create))
+        .route("/services/data/{v}/sobjects/{s}/describe", get(describe))
+        .route("/services/data/{v}/sobjects/{s}/updated", get(updated))
+        .route("/services/data/{v}/sobjects/{s}/deleted", get(deleted))
+        .route(
+            "/services/data/{v}/sobjects/{s}/{id}",
+            get(retrieve).patch(update).delete(destroy),
+        )
+        .route(
+            "/services/data/{v}/sobjects/{s}/{field}/{value}",
+            axum::routing::patch(upsert),
+        )
+        .route(
+            "/services/data/{v}/composite/sobjects",
+            post(collection_create)
+                .patch(collection_update)
+                .delete(collection_delete),
+        )
+        .route(
+            "/services/data/{v}/composite/sobjects/{s}/{field}",
+            axum::routing::patch(collection_upsert),
+        )
+        .route(
+            "/services/data/{v}/jobs/query",
+            post(bulk::query_create).get(bulk::query_list),
+        )
+        .route(
+            "/services/data/{v}/jobs/query/{id}",
+            get(bulk::query_info)
+                .delete(bulk::query_delete)
+                .patch(bulk::query_patch),
+        )
+        .route(
+            "/services/data/{v}/jobs/query/{id}/results",
+            get(bulk::query_results),
+        )
+        .route(
+            "/services/data/{v}/jobs/ingest",
+            post(bulk::ingest_create).get(bulk::ingest_list),
+        )
+        .route(
+            "/services/data/{v}/jobs/ingest/{id}",
+            get(bulk::ingest_info)
+                .patch(bulk::ingest_patch)
+                .delete(bulk::ingest_delete),
+        )
+        .route(
+            "/services/data/{v}/jobs/ingest/{id}/batches",
+            axum::routing::put(bulk::ingest_upload),
+        )
+        .route(
+            "/services/data/{v}/jobs/ingest/{id}/{kind}",
+            get(bulk::ingest_results),
+        )
+        .route("/services/data/{v}/composite", post(composite))
+        .route("/services/data/{v}/query", get(query))
+        .route("/services/data/{v}/query/{locator}", get(query_more))
+        .route("/services/data/{v}/queryAll", get(query_all))
+        .route("/services/data/{v}/limits", get(limits))
+        .route_layer(middleware::from_fn_with_state(sb.clone(), api_guard));
+    let router = Router::new()
+        .route("/services/data", get(versions))
+        .route("/services/oauth2/token", post(token))
+        .route("/admin/counters", get(admin_counters))
+        .route("/admin/reset", post(admin_reset))
+        .route("/admin/faults", post(admin_faults))
+        .route("/admin/clock", post(admin_clock))
+        .route("/admin/expire-sessions", post(admin_expire_sessions))
+        .route("/admin/empty-recycle-bin", post(admin_empty_recycle_bin))
+        .merge(api)
+        .with_state(sb.clone());
+    *sb.router.lock().expect("lock") = Some(router.clone());
+    router
+}
+
+/// The router behind [`trim_trailing_slash`].
+pub type App = tower::util::MapRequest<Router, fn(Request) -> Request>;
+
+/// The router behind [`trim_trailing_slash`], ready to serve.
+pub fn app(sb: St) -> axum::routing::IntoMakeService<App> {
+    let f: fn(Request) -> Request = trim_trailing_slash;
+    axum::ServiceExt::<Request>::into_make_service(tower::util::MapRequest::new(router(sb), f))
+}
+
+/// Serves on `listener` until the future is dropped.
+pub async fn serve(sb: St, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    axum::serve(listener, app(sb)).await
+}

@@ -1,0 +1,145 @@
+//! SOQL query, queryAll and queryMore, with `Sforce-Query-Options: batchSize` paging.
+
+use super::state::*;
+use crate::org::{QueryResult, SfError};
+use crate::soql;
+use axum::extract::{Path, Query as Q, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value as J};
+
+#[derive(serde::Deserialize)]
+pub(crate) struct QParam {
+    q: Option<String>,
+}
+
+pub(crate) fn batch_size(h: &HeaderMap) -> usize {
+    h.get("sforce-query-options")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| {
+            s.split(',')
+                .find_map(|kv| kv.trim().strip_prefix("batchSize="))
+        })
+        .and_then(|n| n.trim().parse::<usize>().ok())
+        .map_or(2000, |n| n.clamp(200, 2000))
+}
+
+pub(crate) fn page(sb: &Sandbox, v: &str, locator: Option<String>, mut cur: Cursor) -> J {
+    let take = cur.batch.min(cur.rows.len());
+    let rest = cur.rows.split_off(take);
+    let records = std::mem::replace(&mut cur.rows, rest);
+    let done = cur.rows.is_empty();
+    let mut body = json!({"totalSize": cur.total, "done": done, "records": records});
+    if !done {
+        let loc = locator.unwrap_or_else(|| {
+            let mut n = sb.next_cursor.lock().expect("lock");
+            *n += 1;
+            format!("01g{:015}", *n)
+        });
+        let served = cur.total - cur.rows.len();
+        let name = format!("{}-{served}", loc.split('-').next().unwrap_or(&loc));
+        body["nextRecordsUrl"] = json!(format!("/services/data/v{v}/query/{name}"));
+        sb.cursors.lock().expect("lock").insert(name, cur);
+    }
+    body
+}
+
+pub(crate) async fn run_query(
+    sb: &St,
+    v: &str,
+    q: Option<String>,
+    all: bool,
+    headers: &HeaderMap,
+) -> Response {
+    let Some(text) = q else {
+        return err(SfError::new(
+            400,
+            "MALFORMED_QUERY",
+            "A query string has to be specified",
+        ));
+    };
+    let parsed = match soql::parse(&text) {
+        Ok(p) => p,
+        Err(e) => {
+            return err(SfError::new(
+                400,
+                "MALFORMED_QUERY",
+                format!(
+                    "\n{text}\n^\nERROR at Row:1:Column:{}\n{}",
+                    e.at + 1,
+                    e.message
+                ),
+            ))
+        }
+    };
+    let result = sb.org.lock().expect("lock").query(&parsed, all, v);
+    match result {
+        Ok(QueryResult::Count(n)) => {
+            Json(json!({"totalSize": n, "done": true, "records": []})).into_response()
+        }
+        Ok(QueryResult::Rows(rows)) => {
+            let total = rows.len();
+            Json(page(
+                sb,
+                v,
+                None,
+                Cursor {
+                    rows,
+                    total,
+                    batch: batch_size(headers),
+                },
+            ))
+            .into_response()
+        }
+        Err(e) => err(e),
+    }
+}
+
+pub(crate) async fn query(
+    State(sb): State<St>,
+    Path(v): Path<String>,
+    Q(p): Q<QParam>,
+    headers: HeaderMap,
+) -> Response {
+    let v = match version_ok(&v) {
+        Ok(v) => v.to_string(),
+        Err(e) => return err(e),
+    };
+    sb.count("query");
+    run_query(&sb, &v, p.q, false, &headers).await
+}
+
+pub(crate) async fn query_all(
+    State(sb): State<St>,
+    Path(v): Path<String>,
+    Q(p): Q<QParam>,
+    headers: HeaderMap,
+) -> Response {
+    let v = match version_ok(&v) {
+        Ok(v) => v.to_string(),
+        Err(e) => return err(e),
+    };
+    sb.count("queryAll");
+    run_query(&sb, &v, p.q, true, &headers).await
+}
+
+pub(crate) async fn query_more(
+    State(sb): State<St>,
+    Path((v, locator)): Path<(String, String)>,
+) -> Response {
+    let v = match version_ok(&v) {
+        Ok(v) => v.to_string(),
+        Err(e) => return err(e),
+    };
+    sb.count("query.more");
+    let cur = sb.cursors.lock().expect("lock").remove(&locator);
+    match cur {
+        Some(c) => Json(page(&sb, &v, Some(locator), c)).into_response(),
+        None => err(SfError::new(
+            400,
+            "INVALID_QUERY_LOCATOR",
+            "invalid query locator",
+        )),
+    }
+}

@@ -1,0 +1,254 @@
+//! sObjects: describeGlobal, describe, and one record's create, retrieve, update
+//! (`If-Unmodified-Since`), delete and upsert by external id.
+
+use super::state::*;
+use crate::org::{SfError, Upserted};
+use axum::extract::{Path, Query as Q, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use concord_model::model::Timestamp;
+use serde_json::{json, Map, Value as J};
+
+pub(crate) async fn sobjects(State(sb): State<St>, Path(v): Path<String>) -> Response {
+    let v = match version_ok(&v) {
+        Ok(v) => v,
+        Err(e) => return err(e),
+    };
+    sb.count("describeGlobal");
+    let org = sb.org.lock().expect("lock");
+    let list: Vec<J> = org
+        .objects()
+        .iter()
+        .map(|o| crate::schema::global_entry(o, v))
+        .collect();
+    Json(json!({"encoding": "UTF-8", "maxBatchSize": 200, "sobjects": list})).into_response()
+}
+
+pub(crate) async fn describe(
+    State(sb): State<St>,
+    Path((v, s)): Path<(String, String)>,
+) -> Response {
+    let v = match version_ok(&v) {
+        Ok(v) => v,
+        Err(e) => return err(e),
+    };
+    sb.count("describe");
+    let org = sb.org.lock().expect("lock");
+    match org.object(&s) {
+        Ok(o) => Json(crate::schema::describe(o, v)).into_response(),
+        Err(e) => err(e),
+    }
+}
+
+pub(crate) async fn create(
+    State(sb): State<St>,
+    Path((v, s)): Path<(String, String)>,
+    Json(body): Json<J>,
+) -> Response {
+    let v = match version_ok(&v) {
+        Ok(v) => v.to_string(),
+        Err(e) => return err(e),
+    };
+    sb.count("sobject.create");
+    let Some(fields) = body.as_object() else {
+        return err(SfError::new(
+            400,
+            "JSON_PARSER_ERROR",
+            "The request body must be a JSON object",
+        ));
+    };
+    match sb.org.lock().expect("lock").create(&s, fields) {
+        Ok(id) => (
+            StatusCode::CREATED,
+            [("location", format!("/services/data/v{v}/sobjects/{s}/{id}"))],
+            Json(json!({"id": id, "success": true, "errors": []})),
+        )
+            .into_response(),
+        Err(e) => err(e),
+    }
+}
+
+#[derive(serde::Deserialize)]
+pub(crate) struct FieldsParam {
+    fields: Option<String>,
+}
+
+pub(crate) async fn retrieve(
+    State(sb): State<St>,
+    Path((v, s, id)): Path<(String, String, String)>,
+    Q(p): Q<FieldsParam>,
+) -> Response {
+    let v = match version_ok(&v) {
+        Ok(v) => v,
+        Err(e) => return err(e),
+    };
+    sb.count("sobject.retrieve");
+    let org = sb.org.lock().expect("lock");
+    let o = match org.object(&s) {
+        Ok(o) => o.clone(),
+        Err(e) => return err(e),
+    };
+    let rec = match org.get(&s, &id) {
+        Ok(r) => r,
+        Err(e) => return err(e),
+    };
+    let mut out = Map::new();
+    out.insert(
+        "attributes".into(),
+        json!({"type": o.name, "url": format!("/services/data/v{v}/sobjects/{}/{}", o.name, rec.fields["Id"].as_str().unwrap_or(""))}),
+    );
+    match p.fields {
+        Some(list) => {
+            for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                match o.field(name) {
+                    Some(f) => {
+                        out.insert(
+                            f.name.clone(),
+                            rec.fields.get(&f.name).cloned().unwrap_or(J::Null),
+                        );
+                    }
+                    None => {
+                        return err(SfError::new(
+                            400,
+                            "INVALID_FIELD",
+                            format!("No such column '{name}' on sobject of type {}", o.name),
+                        ))
+                    }
+                }
+            }
+        }
+        None => {
+            for f in &o.fields {
+                out.insert(
+                    f.name.clone(),
+                    rec.fields.get(&f.name).cloned().unwrap_or(J::Null),
+                );
+            }
+        }
+    }
+    Json(J::Object(out)).into_response()
+}
+
+/// `If-Unmodified-Since` (an HTTP date, second precision): the record's LastModifiedDate, to
+/// the second, must not be later. Malformed: 400, as an org answers.
+pub(crate) fn unmodified_since(h: &HeaderMap) -> Result<Option<i64>, SfError> {
+    let Some(v) = h.get("if-unmodified-since") else {
+        return Ok(None);
+    };
+    v.to_str()
+        .ok()
+        .and_then(|s| chrono::DateTime::parse_from_rfc2822(s.trim()).ok())
+        .map(|d| Some(d.timestamp()))
+        .ok_or_else(|| {
+            SfError::new(
+                400,
+                "INVALID_HEADER_VALUE",
+                "If-Unmodified-Since must be an HTTP date (EEE, dd MMM yyyy HH:mm:ss z)",
+            )
+        })
+}
+
+pub(crate) async fn update(
+    State(sb): State<St>,
+    Path((v, s, id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    Json(body): Json<J>,
+) -> Response {
+    if let Err(e) = version_ok(&v) {
+        return err(e);
+    }
+    sb.count("sobject.update");
+    let Some(fields) = body.as_object() else {
+        return err(SfError::new(
+            400,
+            "JSON_PARSER_ERROR",
+            "The request body must be a JSON object",
+        ));
+    };
+    let since = match unmodified_since(&headers) {
+        Ok(s) => s,
+        Err(e) => return err(e),
+    };
+    let mut org = sb.org.lock().expect("lock");
+    if let Some(since) = since {
+        let modified = match org.get(&s, &id) {
+            Ok(r) => r
+                .fields
+                .get("LastModifiedDate")
+                .and_then(J::as_str)
+                .and_then(|t| Timestamp::parse(t).ok())
+                .map(|t| t.millis().div_euclid(1000)),
+            Err(e) => return err(e),
+        };
+        if modified.is_some_and(|m| m > since) {
+            return err(SfError::new(
+                412,
+                "PRECONDITION_FAILED",
+                "The record was modified after the date given in If-Unmodified-Since",
+            ));
+        }
+    }
+    match org.update(&s, &id, fields) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => err(e),
+    }
+}
+
+pub(crate) async fn destroy(
+    State(sb): State<St>,
+    Path((v, s, id)): Path<(String, String, String)>,
+) -> Response {
+    if let Err(e) = version_ok(&v) {
+        return err(e);
+    }
+    sb.count("sobject.delete");
+    match sb.org.lock().expect("lock").delete(&s, &id) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => err(e),
+    }
+}
+
+pub(crate) async fn upsert(
+    State(sb): State<St>,
+    Path((v, s, field, value)): Path<(String, String, String, String)>,
+    Json(body): Json<J>,
+) -> Response {
+    if let Err(e) = version_ok(&v) {
+        return err(e);
+    }
+    sb.count("sobject.upsert");
+    let Some(fields) = body.as_object() else {
+        return err(SfError::new(
+            400,
+            "JSON_PARSER_ERROR",
+            "The request body must be a JSON object",
+        ));
+    };
+    match sb
+        .org
+        .lock()
+        .expect("lock")
+        .upsert(&s, &field, &value, fields)
+    {
+        Ok(Upserted::Created(id)) => (
+            StatusCode::CREATED,
+            Json(json!({"id": id, "success": true, "errors": [], "created": true})),
+        )
+            .into_response(),
+        Ok(Upserted::Updated(id)) => (
+            StatusCode::OK,
+            Json(json!({"id": id, "success": true, "errors": [], "created": false})),
+        )
+            .into_response(),
+        Err(e) if e.status == 300 => {
+            let urls: Vec<String> = e
+                .fields
+                .iter()
+                .map(|id| format!("/services/data/v{v}/sobjects/{s}/{id}"))
+                .collect();
+            (StatusCode::MULTIPLE_CHOICES, Json(json!(urls))).into_response()
+        }
+        Err(e) => err(e),
+    }
+}

@@ -1,0 +1,259 @@
+//! The sandbox's shared state: settings, faults, sessions, cursors, counters, and the error
+//! and version helpers every API area uses.
+
+use crate::org::{Org, SfError};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use serde_json::Value as J;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+/// API versions the sandbox answers.
+pub const VERSIONS: [&str; 5] = ["58.0", "59.0", "60.0", "61.0", "62.0"];
+
+/// Sandbox settings.
+#[derive(Clone)]
+pub struct Settings {
+    /// A bearer token that is valid from the start (every OAuth grant mints another).
+    pub token: String,
+    /// Daily API request limit.
+    pub daily_limit: u64,
+    /// The URL clients reach the sandbox at (`instance_url` in token responses).
+    pub base_url: String,
+    /// The connected app's consumer key (`client_id`) and secret.
+    pub client_id: String,
+    pub client_secret: String,
+    /// The org's user for the password and JWT bearer grants, and its password.
+    pub username: String,
+    pub password: String,
+    /// A refresh token the `refresh_token` grant accepts (as if issued by a web-server flow).
+    pub refresh_token: String,
+    /// PEM public key (or certificate) that verifies JWT bearer assertions (RS256); none: the
+    /// JWT bearer grant is refused.
+    pub jwt_public_key: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("daily_limit", &self.daily_limit)
+            .field("base_url", &self.base_url)
+            .field("client_id", &self.client_id)
+            .field("username", &self.username)
+            .field("jwt", &self.jwt_public_key.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            token: String::new(),
+            daily_limit: 100_000,
+            base_url: String::new(),
+            client_id: "concord-sandbox".into(),
+            client_secret: "concord-sandbox-secret".into(),
+            username: "admin@sandbox.concord".into(),
+            password: "concord-sandbox-password".into(),
+            refresh_token: "5Aep861concordSandboxRefreshToken".into(),
+            jwt_public_key: None,
+        }
+    }
+}
+
+/// Faults the sandbox injects (set by `POST /admin/faults`; tests and benchmarks use them).
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Faults {
+    /// Share of API calls answered 503 SERVER_UNAVAILABLE (0.0 – 1.0).
+    pub rate_503: f64,
+    /// Share of writes (POST, PATCH, DELETE) answered UNABLE_TO_LOCK_ROW.
+    pub rate_lock: f64,
+    /// Added latency per API call, in milliseconds.
+    pub latency_ms: u64,
+    /// Share of API calls that are slow: delayed by `slow_ms` more (client timeouts).
+    pub rate_slow: f64,
+    pub slow_ms: u64,
+    /// Every API call answers 403 REQUEST_LIMIT_EXCEEDED.
+    pub limit_exceeded: bool,
+    /// Share of API calls whose connection is dropped after the sandbox has processed them:
+    /// the client gets no response (a write it sent may have been applied).
+    pub rate_drop: f64,
+    /// Seed of the fault generator (the same seed gives the same faults in the same order).
+    pub seed: u64,
+}
+
+pub(crate) struct Cursor {
+    pub(crate) rows: Vec<J>,
+    pub(crate) total: usize,
+    pub(crate) batch: usize,
+}
+
+/// Shared state.
+pub struct Sandbox {
+    pub org: Mutex<Org>,
+    pub settings: Settings,
+    pub(crate) usage: Mutex<u64>,
+    pub(crate) counters: Mutex<BTreeMap<String, u64>>,
+    pub(crate) cursors: Mutex<HashMap<String, Cursor>>,
+    pub(crate) next_cursor: Mutex<u64>,
+    pub(crate) faults: Mutex<(Faults, u64)>,
+    pub(crate) bulk: Mutex<crate::bulk::jobs::Jobs>,
+    /// Marks composite subrequests dispatched internally (one API call for the whole composite).
+    pub(crate) internal_key: String,
+    pub(crate) router: Mutex<Option<Router>>,
+    /// Valid access tokens (the configured one and every one an OAuth grant issued).
+    pub(crate) sessions: Mutex<std::collections::HashSet<String>>,
+    /// `--data`: the org's persistent copy.
+    pub(crate) store: Mutex<Option<crate::persist::Persist>>,
+}
+
+impl Sandbox {
+    pub fn new(org: Org, settings: Settings) -> Arc<Self> {
+        Arc::new(Sandbox {
+            org: Mutex::new(org),
+            settings: settings.clone(),
+            usage: Mutex::new(0),
+            counters: Mutex::new(BTreeMap::new()),
+            cursors: Mutex::new(HashMap::new()),
+            next_cursor: Mutex::new(1),
+            faults: Mutex::new((Faults::default(), 0)),
+            internal_key: blake3::hash(
+                format!("{:?}{}", std::time::SystemTime::now(), std::process::id()).as_bytes(),
+            )
+            .to_hex()
+            .to_string(),
+            router: Mutex::new(None),
+            sessions: Mutex::new([settings.token.clone()].into_iter().collect()),
+            store: Mutex::new(None),
+            bulk: Mutex::new(crate::bulk::jobs::Jobs::default()),
+        })
+    }
+
+    /// Keeps the org in `p` from now on (writes what changed after every call that changed
+    /// something) and writes everything not yet written.
+    pub fn attach_store(
+        &self,
+        p: crate::persist::Persist,
+    ) -> Result<(), crate::persist::PersistError> {
+        p.save(&mut self.org.lock().expect("lock"))?;
+        *self.store.lock().expect("lock") = Some(p);
+        Ok(())
+    }
+
+    /// Releases what the sandbox holds: the `--data` store (flushed and closed, so another
+    /// sandbox can open it) and the router's reference to the sandbox.
+    pub fn shutdown(&self) {
+        let _ = self.persist();
+        self.store.lock().expect("lock").take();
+        self.router.lock().expect("lock").take();
+    }
+
+    /// Writes what changed to the `--data` store, if there is one.
+    pub fn persist(&self) -> Result<(), crate::persist::PersistError> {
+        let store = self.store.lock().expect("lock");
+        match store.as_ref() {
+            Some(p) => p.save(&mut self.org.lock().expect("lock")),
+            None => Ok(()),
+        }
+    }
+
+    /// Issues a new access token (an OAuth grant).
+    pub(crate) fn new_session(&self) -> String {
+        let mut n = self.next_cursor.lock().expect("lock");
+        *n += 1;
+        let t = format!(
+            "00D000000000001!{}",
+            &blake3::hash(
+                format!(
+                    "{}{}{:?}",
+                    self.internal_key,
+                    *n,
+                    std::time::SystemTime::now()
+                )
+                .as_bytes()
+            )
+            .to_hex()[..48]
+        );
+        self.sessions.lock().expect("lock").insert(t.clone());
+        t
+    }
+
+    /// Ends every session: all access tokens become invalid (`POST /admin/expire-sessions`).
+    pub fn expire_sessions(&self) {
+        self.sessions.lock().expect("lock").clear();
+    }
+
+    /// Replaces the fault settings (and restarts the generator from their seed).
+    pub fn set_faults(&self, f: Faults) {
+        let seed = f.seed;
+        *self.faults.lock().expect("lock") = (f, seed);
+    }
+
+    /// A pseudo-random draw in [0, 1) from the fault generator (splitmix64).
+    pub(crate) fn draw(&self) -> f64 {
+        let mut g = self.faults.lock().expect("lock");
+        g.1 = g.1.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = g.1;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// API calls per endpoint kind so far (`query`, `sobject.create`, …).
+    pub fn counters(&self) -> BTreeMap<String, u64> {
+        self.counters.lock().expect("lock").clone()
+    }
+
+    pub(crate) fn count(&self, what: &str) {
+        *self
+            .counters
+            .lock()
+            .expect("lock")
+            .entry(what.to_string())
+            .or_default() += 1;
+    }
+}
+
+pub(crate) type St = Arc<Sandbox>;
+
+pub(crate) fn err(e: SfError) -> Response {
+    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
+    (status, Json(e.body())).into_response()
+}
+
+pub(crate) fn version_ok(v: &str) -> Result<&str, SfError> {
+    let v = v.strip_prefix('v').unwrap_or(v);
+    if VERSIONS.contains(&v) {
+        Ok(v)
+    } else {
+        Err(SfError::new(
+            404,
+            "NOT_FOUND",
+            "The requested resource does not exist",
+        ))
+    }
+}
+
+/// Salesforce answers a resource with or without a trailing slash (`sobjects/Account/`, as
+/// simple-salesforce sends it): the path loses it before routing.
+pub fn trim_trailing_slash<B>(mut req: axum::http::Request<B>) -> axum::http::Request<B> {
+    let path = req.uri().path();
+    if path.len() > 1 && path.ends_with('/') {
+        let trimmed = path.trim_end_matches('/');
+        let pq = match req.uri().query() {
+            Some(q) => format!("{trimmed}?{q}"),
+            None => trimmed.to_string(),
+        };
+        let mut parts = req.uri().clone().into_parts();
+        if let Ok(pq) = pq.parse() {
+            parts.path_and_query = Some(pq);
+            if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+                *req.uri_mut() = uri;
+            }
+        }
+    }
+    req
+}
