@@ -217,3 +217,157 @@ async fn a_read_that_fails_part_way_is_not_used() {
     assert!(r.errors.is_empty(), "{r:?}");
     assert_eq!(b.rows().len(), 5);
 }
+
+/// A store that fails reads of one key while armed.
+struct FailingKey {
+    inner: MemoryStore,
+    key: Vec<u8>,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+impl Store for FailingKey {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, concord::store::StoreError> {
+        if self.armed.load(std::sync::atomic::Ordering::SeqCst) && key == self.key {
+            return Err(concord::store::StoreError::Io(
+                "disk read failed (injected)".into(),
+            ));
+        }
+        self.inner.get(key)
+    }
+    fn scan(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), concord::store::StoreError> {
+        self.inner.scan(start, end, f)
+    }
+    fn apply(&self, batch: concord::store::Batch) -> Result<(), concord::store::StoreError> {
+        self.inner.apply(batch)
+    }
+    fn flush(&self) -> Result<(), concord::store::StoreError> {
+        self.inner.flush()
+    }
+}
+
+/// Issue 13 finding: a reference whose look-up failed in the store read as "parent not synced
+/// yet", so a store failure parked the record as waiting (written to the store) and the pass
+/// ended without error. Now the read fails and nothing is parked.
+#[tokio::test]
+async fn a_store_failure_in_a_reference_look_up_fails_the_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("src")).unwrap();
+    let text = r#"[store]
+dir = "state"
+[systems.src]
+type = "jsonl"
+dir = "src"
+[systems.dst]
+type = "jsonl"
+dir = "dst"
+[jobs.customers]
+pattern = "migrate"
+systems = ["src", "dst"]
+[jobs.customers.sides.src]
+file = "customers.jsonl"
+key = ["id"]
+fields = { id = "id", name = "name" }
+[jobs.customers.sides.dst]
+file = "customers.jsonl"
+key = ["id"]
+fields = { id = "id", name = "name" }
+[jobs.orders]
+pattern = "bidirectional"
+systems = ["src", "dst"]
+[jobs.orders.sides.src]
+file = "orders.jsonl"
+key = ["id"]
+[jobs.orders.sides.src.fields]
+id = "id"
+item = "item"
+customer = { reference = "customers", field = "customer_id" }
+[jobs.orders.sides.dst]
+file = "orders.jsonl"
+key = ["id"]
+[jobs.orders.sides.dst.fields]
+id = "id"
+item = "item"
+customer = { reference = "customers", field = "customer_id" }
+"#
+    .replace(
+        "dir = \"src\"",
+        &format!("dir = {:?}", d.join("src").display().to_string()),
+    )
+    .replace(
+        "dir = \"dst\"",
+        &format!("dir = {:?}", d.join("dst").display().to_string()),
+    );
+    std::fs::write(
+        d.join("src/customers.jsonl"),
+        "{\"id\":\"c1\",\"name\":\"Alfreds\"}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("src/orders.jsonl"),
+        "{\"id\":\"o1\",\"item\":\"Chai\",\"customer_id\":\"c1\"}\n",
+    )
+    .unwrap();
+    let cfg = concord::config::Config::parse(&text, &d.join("concord.toml")).unwrap();
+    // The cross-reference of customer c1 in `src`: tree 'x', system, 0x00, native key.
+    let store = Arc::new(FailingKey {
+        inner: MemoryStore::new(),
+        key: b"xsrc.customers.jsonl\x00c1".to_vec(),
+        armed: false.into(),
+    });
+    let state = StateStore::open(store.clone(), InstanceId::new("main").unwrap()).unwrap();
+    let engine = Engine::new(state.clone());
+    for job in ["customers", "orders"] {
+        let j = concord::engine::build::build_job(&cfg, job, &state, false)
+            .await
+            .unwrap();
+        let r = engine.sync(&j, None).await.unwrap();
+        assert!(r.errors.is_empty(), "{job}: {r:?}");
+    }
+    assert!(state
+        .entity_for(
+            &SystemId::new("src.customers.jsonl").unwrap(),
+            &Key::new("c1")
+        )
+        .unwrap()
+        .is_some());
+    // The order changes; reading it needs its customer's cross-reference, which the store
+    // cannot read now.
+    std::fs::write(
+        d.join("src/orders.jsonl"),
+        "{\"id\":\"o1\",\"item\":\"Chai tea\",\"customer_id\":\"c1\"}\n",
+    )
+    .unwrap();
+    store.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let j = concord::engine::build::build_job(&cfg, "orders", &state, false)
+        .await
+        .unwrap();
+    let failed = match engine.sync(&j, None).await {
+        Err(e) => e.to_string(),
+        Ok(r) => format!("{:?}", r.errors),
+    };
+    store
+        .armed
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        failed.contains("disk read failed"),
+        "the pass did not fail: {failed}"
+    );
+    let waiting = state
+        .waiting("orders", &SystemId::new("src").unwrap())
+        .unwrap();
+    assert!(
+        waiting.is_empty(),
+        "a store failure parked the order: {waiting:?}"
+    );
+    // Once the store answers again, the edit goes through.
+    let r = engine.sync(&j, None).await.unwrap();
+    assert!(r.errors.is_empty(), "{r:?}");
+    let dst = std::fs::read_to_string(d.join("dst/orders.jsonl")).unwrap();
+    assert!(dst.contains("Chai tea"), "{dst}");
+}

@@ -83,11 +83,15 @@ impl MappedConnector {
         }
     }
 
-    fn to_canonical(&self, native: &Fields) -> Result<Fields, MapError> {
-        let state = &self.state;
-        self.mapping.to_canonical(native, &|parent, key| {
-            state.entity_for(parent, key).ok().flatten()
-        })
+    /// A native record as canonical fields; a reference that does not resolve is a
+    /// [`MapError`], a store that cannot answer the look-up fails the call.
+    fn to_canonical(&self, native: &Fields) -> Result<Result<Fields, MapError>, ConnectorError> {
+        let look = Lookups::new(&self.state);
+        let out = self
+            .mapping
+            .to_canonical(native, &|parent, key| look.entity_for(parent, key));
+        look.finish().map_err(|e| self.store_err(e))?;
+        Ok(out)
     }
 
     /// The content last synced from this system for the record with native key `key`, if any.
@@ -127,7 +131,7 @@ impl MappedConnector {
                 ..ch
             }));
         }
-        match self.to_canonical(&native) {
+        match self.to_canonical(&native)? {
             Ok(c) => {
                 self.state
                     .set_waiting(&self.job, sys, &ch.key, None)
@@ -173,7 +177,7 @@ impl MappedConnector {
         {
             let native = canonical::decode(&w.native)
                 .map_err(|e| self.err(format!("waiting record {key}: {e}")))?;
-            let Ok(c) = self.to_canonical(&native) else {
+            let Ok(c) = self.to_canonical(&native)? else {
                 continue; // still waiting
             };
             let mut normal = c.clone();
@@ -256,8 +260,8 @@ impl Connector for MappedConnector {
     }
 
     async fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteResult>, ConnectorError> {
-        let state = &self.state;
-        let key_of = |e: &EntityId, parent: &SystemId| state.native_key(e, parent).ok().flatten();
+        let look = Lookups::new(&self.state);
+        let key_of = |e: &EntityId, parent: &SystemId| look.native_key(e, parent);
         let mut results: Vec<Option<WriteResult>> = vec![None; ops.len()];
         let mut sent = Vec::new();
         let mut idx = Vec::new();
@@ -298,7 +302,7 @@ impl Connector for MappedConnector {
                     key,
                     fields,
                     base,
-                } => match self.native_update(&key, &fields, &base.fields) {
+                } => match self.native_update(&key, &fields, &base.fields)? {
                     Ok((native, native_base)) => {
                         sent.push(WriteOp::Update {
                             entity,
@@ -320,6 +324,8 @@ impl Connector for MappedConnector {
                 }
             }
         }
+        // A store that could not answer a look-up fails the call before anything is sent.
+        look.take().map_err(|e| self.store_err(e))?;
         if !sent.is_empty() {
             // Updates are kept (cloned) for a second try after a stale answer.
             let mut updates: std::collections::HashMap<usize, WriteOp> = sent
@@ -371,7 +377,7 @@ impl Connector for MappedConnector {
             let fields = match ch.fields {
                 None => None,
                 Some(native) if !self.mapping.in_scope(&native) => self.last_synced(&ch.key)?,
-                Some(native) => match self.to_canonical(&native) {
+                Some(native) => match self.to_canonical(&native)? {
                     Ok(c) => Some(c),
                     Err(MapError::Unresolved { .. }) => self.last_synced(&ch.key)?,
                     Err(e @ MapError::Invalid { .. }) => {
@@ -394,9 +400,21 @@ impl MappedConnector {
         key: &Key,
         fields: &Fields,
         base: &Fields,
+    ) -> Result<Result<(Fields, Fields), MapError>, ConnectorError> {
+        let look = Lookups::new(&self.state);
+        let out = self.native_update_with(key, fields, base, &look);
+        look.finish().map_err(|e| self.store_err(e))?;
+        Ok(out)
+    }
+
+    fn native_update_with(
+        &self,
+        key: &Key,
+        fields: &Fields,
+        base: &Fields,
+        look: &Lookups<'_>,
     ) -> Result<(Fields, Fields), MapError> {
-        let state = &self.state;
-        let key_of = |e: &EntityId, parent: &SystemId| state.native_key(e, parent).ok().flatten();
+        let key_of = |e: &EntityId, parent: &SystemId| look.native_key(e, parent);
         let mut native = self.mapping.to_native(fields, &key_of)?;
         let mut base = base.clone();
         for m in &self.mapping.fields {
@@ -470,7 +488,7 @@ impl MappedConnector {
                 continue;
             };
             let unchanged = self.mapping.in_scope(&native_now)
-                && self.to_canonical(&native_now).is_ok_and(|mut c| {
+                && self.to_canonical(&native_now)?.is_ok_and(|mut c| {
                     c.apply_options(&self.normalize);
                     let canon = concord_connector::WriteBase {
                         fields: base.clone(),
@@ -512,8 +530,16 @@ impl MappedConnector {
     /// A record read with its digest, as canonical fields. A record whose references do not
     /// resolve yet cannot be compared: it comes back without a digest (and with its native
     /// fields, which nothing uses), and the check leaves it for next time.
-    fn digested(&self, ch: Change, d: Option<RowDigest>) -> (Change, Option<RowDigest>) {
-        match ch.fields.as_ref().map(|native| self.to_canonical(native)) {
+    fn digested(
+        &self,
+        ch: Change,
+        d: Option<RowDigest>,
+    ) -> Result<(Change, Option<RowDigest>), ConnectorError> {
+        let mapped = match ch.fields.as_ref() {
+            Some(native) => Some(self.to_canonical(native)?),
+            None => None,
+        };
+        Ok(match mapped {
             Some(Ok(c)) => (
                 Change {
                     fields: Some(c),
@@ -523,7 +549,7 @@ impl MappedConnector {
             ),
             Some(Err(_)) => (ch, None),
             None => (ch, d),
-        }
+        })
     }
 }
 
@@ -565,10 +591,9 @@ impl DigestSource for MappedConnector {
         keys: &[Key],
     ) -> Result<Vec<(Change, Option<RowDigest>)>, ConnectorError> {
         let got = self.inner_digests()?.fetch_digested(keys).await?;
-        Ok(got
-            .into_iter()
+        got.into_iter()
             .map(|(ch, d)| self.digested(ch, d))
-            .collect())
+            .collect()
     }
 
     async fn scan_digested(
@@ -581,6 +606,8 @@ impl DigestSource for MappedConnector {
             .into_iter()
             .zip(digests)
             .map(|(ch, d)| self.digested(ch, d))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
             .unzip();
         Ok((ReadPage { changes, ..page }, digests))
     }
@@ -598,5 +625,46 @@ fn map_failure(e: MapError) -> WriteResult {
             kind: WriteErrorKind::Rejected,
             message: e.to_string(),
         },
+    }
+}
+
+/// The store look-ups a mapping makes (a reference's entity, an entity's key in a system): a
+/// store failure is kept — the mapping sees "not known" — and [`Lookups::finish`] returns it,
+/// so a store that cannot answer fails the call instead of making a record wait.
+struct Lookups<'a> {
+    state: &'a StateStore,
+    failed: std::sync::Mutex<Option<concord_store::StoreError>>,
+}
+
+impl<'a> Lookups<'a> {
+    fn new(state: &'a StateStore) -> Self {
+        Lookups {
+            state,
+            failed: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn keep<T>(&self, r: Result<Option<T>, concord_store::StoreError>) -> Option<T> {
+        r.unwrap_or_else(|e| {
+            self.failed.lock().expect("lock").get_or_insert(e);
+            None
+        })
+    }
+
+    fn entity_for(&self, sys: &SystemId, key: &Key) -> Option<EntityId> {
+        self.keep(self.state.entity_for(sys, key))
+    }
+
+    fn native_key(&self, e: &EntityId, sys: &SystemId) -> Option<Key> {
+        self.keep(self.state.native_key(e, sys))
+    }
+
+    /// The first store failure, if any (and clears it).
+    fn take(&self) -> Result<(), concord_store::StoreError> {
+        self.failed.lock().expect("lock").take().map_or(Ok(()), Err)
+    }
+
+    fn finish(self) -> Result<(), concord_store::StoreError> {
+        self.take()
     }
 }
