@@ -5,7 +5,7 @@
 //! writes not read back, restart from a saved cursor, many records sharing one SystemModstamp,
 //! a late commit behind the watermark, unreachable system and bad credentials).
 
-mod compliance;
+use crate::compliance;
 use compliance::*;
 
 macro_rules! suite {

@@ -3,11 +3,10 @@
 //! the same run without a crash, with no record created twice and none lost. The same with the
 //! sandbox injecting 503s, UNABLE_TO_LOCK_ROW, dropped connections and REQUEST_LIMIT_EXCEEDED.
 //!
-//! CONCORD_CRASH_TRIALS (default 20) trials per pattern; `cargo test --test crash_patterns --
-//! --ignored` runs 100 each.
+//! CONCORD_CRASH_TRIALS (default 20) trials per pattern; `cargo test --test tests
+//! crash_patterns:: -- --ignored` runs 100 each.
 
-#[path = "sf_common/mod.rs"]
-mod sf_common;
+use crate::sf_common;
 use concord::sandbox::launch::Launched;
 use concord::sandbox::server::Faults;
 use serde_json::{json, Value as J};

@@ -79,7 +79,7 @@ fn sample_versions() -> Vec<Version> {
     ]
 }
 
-/// Regenerates the seed corpus: `cargo test --test fuzz_replay -- --ignored write_seeds`.
+/// Regenerates the seed corpus: `cargo test --test tests fuzz_replay::write_seeds -- --ignored`.
 #[test]
 #[ignore]
 fn write_seeds() {

@@ -1,7 +1,7 @@
 //! The Northwind ERP dataset (../shared/fixtures/erp/northwind.sql) loads into PostgreSQL,
 //! MariaDB and SQLite, and the three hold the same canonical records.
 
-mod compliance;
+use crate::compliance;
 use compliance::service;
 use concord::connector::sql::{dump, Pool, SqlConnector, SqlTableConfig};
 use concord::connector::Connector;

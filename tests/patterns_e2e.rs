@@ -3,8 +3,7 @@
 //! shared fixtures' Northwind data; NATS JetStream for broadcast (skipped with a printed reason
 //! when unreachable, unless CONCORD_REQUIRE_SERVICES=1).
 
-#[path = "sf_common/mod.rs"]
-mod sf_common;
+use crate::sf_common;
 use concord::sandbox::launch::Launched;
 use serde_json::{json, Value as J};
 use sqlx::Row;

@@ -4,8 +4,7 @@
 //! its own. Skips with a printed reason when a server is unreachable, unless
 //! CONCORD_REQUIRE_SERVICES=1.
 
-#[path = "sf_common/mod.rs"]
-mod sf_common;
+use crate::sf_common;
 use concord::connector::sql::{read, Pool};
 use concord::sandbox::launch::Launched;
 use serde_json::{json, Value as J};

@@ -2,8 +2,7 @@
 //! edits, delete or rewrite records nobody touched, or create duplicates, each driven through
 //! the `concord` binary as a user would, on real files and databases.
 
-#[path = "sf_common/mod.rs"]
-mod sf_common;
+use crate::sf_common;
 use sqlx::Row;
 use std::path::{Path, PathBuf};
 use std::process::Command;

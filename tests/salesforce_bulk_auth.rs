@@ -3,7 +3,7 @@
 //! the refresh_token and JWT bearer grants, answers lost to dropped connections, and TLS with
 //! an extra trusted authority — all against the in-process sandbox.
 
-mod sf_common;
+use crate::sf_common;
 
 use concord::connector::memory::MemorySystem;
 use concord::connector::salesforce::SalesforceConnector;

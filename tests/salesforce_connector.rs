@@ -13,7 +13,7 @@ use concord::store::{MemoryStore, StateStore};
 use serde_json::json;
 use std::sync::Arc;
 
-mod sf_common;
+use crate::sf_common;
 use sf_common::{creates, read_all, sandbox};
 
 #[tokio::test]

@@ -72,7 +72,7 @@ fn checkpoints_survive_sigkill_whole_or_not_at_all() {
             .args([
                 "--ignored",
                 "--exact",
-                "sled_crash_child",
+                "sled_crash::sled_crash_child",
                 "--nocapture",
                 "--test-threads=1",
             ])

@@ -1,6 +1,3 @@
-// Shared by several test crates, each using a part of it.
-#![allow(dead_code)]
-
 //! The connector compliance suite: the same scenarios for every SQL dialect (and, as they come,
 //! every other connector). A `Subject` knows how to make a table, mutate it natively (as a user
 //! or an ERP would) and build connectors on it.

@@ -1,6 +1,5 @@
 //! Shared by the Salesforce connector tests: an in-process sandbox with an Account External ID
 //! field, a connector config pointing at it, and helpers.
-#![allow(dead_code)]
 
 use concord::connector::salesforce::SalesforceConfig;
 use concord::connector::{Connector, WriteOp};
