@@ -7,6 +7,7 @@ mod sf_common;
 mod bundles;
 mod bundles_cli;
 mod cli;
+mod config_options;
 mod connector_compliance;
 mod crash_patterns;
 mod engine;

@@ -12,6 +12,18 @@ pub mod sql;
 
 use concord_model::model::{EntityId, Fields, Key, SystemId, Timestamp, Value};
 
+/// What a job tells a connector it builds from the configuration file (each connector's
+/// `from_config`, with its own `[systems.NAME]` and side types from its `config` module).
+#[derive(Debug, Clone)]
+pub struct Binding<'a> {
+    /// The side's system id (`<system>.<object>`).
+    pub system: SystemId,
+    /// The native fields the job's mapping reads and writes.
+    pub fields: Vec<String>,
+    /// The folder relative paths in the configuration start from (the file's own).
+    pub base_dir: &'a std::path::Path,
+}
+
 /// The plain text of a key value, as native keys are written (`42`, `ALFKI`, `2024-01-31`).
 pub fn key_text(v: &Value) -> String {
     v.plain_text()

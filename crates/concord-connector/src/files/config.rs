@@ -1,7 +1,61 @@
 //! Configuration of one CSV or JSONL file as a system.
+//!
+//! [`CsvSystem`], [`JsonlSystem`] and [`FileSide`] are what a job's configuration file says
+//! (`[systems.NAME]` with `type = "csv" | "jsonl"`, and each job's side on it), parsed with
+//! unknown keys refused (a CSV option on a JSONL system too); [`FileConfig`] is what the
+//! connector runs with, built by [`FileConfig::from_parts`] (or set field by field by a
+//! program).
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// `[systems.NAME]`, `type = "csv"`: a folder of CSV files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CsvSystem {
+    /// Relative to the configuration file's folder; created when missing.
+    pub dir: PathBuf,
+    #[serde(default = "default_delimiter")]
+    pub delimiter: char,
+    #[serde(default = "default_true")]
+    pub require_final_newline: bool,
+    #[serde(default)]
+    pub allow_short_rows: bool,
+}
+
+/// `[systems.NAME]`, `type = "jsonl"`: a folder of JSON Lines files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonlSystem {
+    /// Relative to the configuration file's folder; created when missing.
+    pub dir: PathBuf,
+}
+
+/// A job's side on a files system: the file, its key and column types.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSide {
+    pub file: String,
+    pub key: Vec<String>,
+    #[serde(default)]
+    pub types: BTreeMap<String, FileType>,
+    #[serde(default = "default_write_mode")]
+    pub write_mode: WriteMode,
+}
+
+impl FileSide {
+    /// What serde cannot check: the key named and the message.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if self.key.is_empty() {
+            return Err(("key", "the key column(s) are required".into()));
+        }
+        if self.file.is_empty() {
+            return Err(("file", "the file in the system's folder".into()));
+        }
+        Ok(())
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -38,9 +92,8 @@ pub enum FileType {
     Bytes,
 }
 
-/// One file in a directory.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// How the connector of one file runs.
+#[derive(Debug, Clone)]
 pub struct FileConfig {
     /// The directory (the system).
     pub dir: std::path::PathBuf,
@@ -50,26 +103,20 @@ pub struct FileConfig {
     /// Key columns, in order.
     pub key: Vec<String>,
     /// Declared column types; undeclared columns are text.
-    #[serde(default)]
     pub types: BTreeMap<String, FileType>,
-    #[serde(default = "default_write_mode")]
     pub write_mode: WriteMode,
     /// CSV: the field delimiter (default `,`).
-    #[serde(default = "default_delimiter")]
     pub delimiter: char,
     /// CSV: a last line without a line end is refused (the file may be cut short). Turn off
     /// for tools that end files without one (SFDX data exports do).
-    #[serde(default = "default_true")]
     pub require_final_newline: bool,
     /// CSV: rows with fewer cells than the header are read with the missing cells empty
     /// instead of refused (report exports end rows early). Off by default: a short row is
     /// usually a cut or merged line.
-    #[serde(default)]
     pub allow_short_rows: bool,
     /// CSV: columns the job maps. A file whose header lacks one is refused (a corrupted or
     /// edited header would otherwise clear that field in every record); a rewrite always
     /// writes them to the header.
-    #[serde(default)]
     pub expect_columns: Vec<String>,
 }
 
@@ -84,7 +131,68 @@ fn default_delimiter() -> char {
     ','
 }
 
+/// A files system of either format.
+#[derive(Debug, Clone, Copy)]
+pub enum FilesSystem<'a> {
+    Csv(&'a CsvSystem),
+    Jsonl(&'a JsonlSystem),
+}
+
 impl FileConfig {
+    /// The connector of a job's side: `columns` are the mapping's native fields (a CSV header
+    /// must hold them); the folder is relative to `base_dir` (the configuration file's).
+    pub fn from_parts(
+        system: FilesSystem<'_>,
+        side: &FileSide,
+        columns: Vec<String>,
+        base_dir: &Path,
+    ) -> Self {
+        let FileSide {
+            file,
+            key,
+            types,
+            write_mode,
+        } = side.clone();
+        let resolve = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base_dir.join(p)
+            }
+        };
+        let (dir, format) = match system {
+            FilesSystem::Csv(c) => (resolve(&c.dir), FileFormat::Csv),
+            FilesSystem::Jsonl(j) => (resolve(&j.dir), FileFormat::Jsonl),
+        };
+        let mut c = FileConfig {
+            dir,
+            file,
+            format,
+            key,
+            types,
+            write_mode,
+            delimiter: default_delimiter(),
+            require_final_newline: true,
+            allow_short_rows: false,
+            expect_columns: Vec::new(),
+        };
+        if let FilesSystem::Csv(s) = system {
+            // Destructured whole: an option added to the file schema and not used here does
+            // not compile (unused variable).
+            let CsvSystem {
+                dir: _,
+                delimiter,
+                require_final_newline,
+                allow_short_rows,
+            } = s.clone();
+            c.delimiter = delimiter;
+            c.require_final_newline = require_final_newline;
+            c.allow_short_rows = allow_short_rows;
+            c.expect_columns = columns;
+        }
+        c
+    }
+
     pub fn new(
         dir: impl Into<std::path::PathBuf>,
         file: &str,

@@ -8,9 +8,11 @@ pub mod read;
 mod tests;
 pub mod write;
 
-pub use config::{FileConfig, FileFormat, FileType, WriteMode};
+pub use config::{
+    CsvSystem, FileConfig, FileFormat, FileSide, FileType, FilesSystem, JsonlSystem, WriteMode,
+};
 
-use crate::{Change, Connector, ConnectorError, ReadPage, WriteOp, WriteResult};
+use crate::{Binding, Change, Connector, ConnectorError, ReadPage, WriteOp, WriteResult};
 use async_trait::async_trait;
 use concord_model::model::{Fields, Key, SystemId};
 use std::path::PathBuf;
@@ -31,6 +33,23 @@ pub(crate) struct Table {
 }
 
 impl FileConnector {
+    /// The connector of a job's side on a `[systems.NAME]` of type `csv` or `jsonl`; the folder
+    /// is created when missing.
+    pub fn from_config(
+        system: FilesSystem<'_>,
+        side: &FileSide,
+        binding: Binding<'_>,
+    ) -> Result<Self, ConnectorError> {
+        let cfg = FileConfig::from_parts(system, side, binding.fields, binding.base_dir);
+        std::fs::create_dir_all(&cfg.dir).map_err(|e| ConnectorError {
+            system: binding.system.to_string(),
+            object: cfg.file.clone(),
+            message: format!("{}: {e}", cfg.dir.display()),
+            retryable: false,
+        })?;
+        Self::new(binding.system, cfg)
+    }
+
     /// Checks the directory exists; the file itself may not exist yet (it is then empty).
     pub fn new(system: SystemId, cfg: FileConfig) -> Result<Self, ConnectorError> {
         let c = FileConnector {

@@ -8,7 +8,11 @@
 //! is `<entity>:<hash>`, so a retried publish inside the stream's duplicate window is stored
 //! once. The connector is write-only: reading a NATS side is an error.
 
-use crate::{Connector, ConnectorError, ReadPage, WriteOp, WriteResult};
+pub mod config;
+
+pub use config::{NatsSide, NatsSystem};
+
+use crate::{Binding, Connector, ConnectorError, ReadPage, WriteOp, WriteResult};
 use async_trait::async_trait;
 use concord_model::model::{Key, SystemId, Value};
 use serde_json::{json, Map, Value as J};
@@ -55,6 +59,17 @@ pub fn event(op: &WriteOp) -> (String, J) {
 }
 
 impl NatsConnector {
+    /// The connector of a job's side on a `[systems.NAME]` of type `nats`.
+    pub async fn from_config(
+        system: &NatsSystem,
+        side: &NatsSide,
+        binding: Binding<'_>,
+    ) -> Result<Self, ConnectorError> {
+        let NatsSystem { url_env, stream } = system;
+        let NatsSide { subject } = side;
+        Self::connect(binding.system, url_env, stream, subject).await
+    }
+
     /// Connects to the server in `url_env` and makes sure stream `stream` captures `subject`.
     pub async fn connect(
         system: SystemId,

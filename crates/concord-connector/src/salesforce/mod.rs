@@ -10,9 +10,9 @@ pub mod read;
 pub mod soql;
 pub mod write;
 
-pub use config::SalesforceConfig;
+pub use config::{SalesforceConfig, SalesforceSide, SalesforceSystem};
 
-use crate::{Connector, ConnectorError, ReadPage, WriteOp, WriteResult};
+use crate::{Binding, Connector, ConnectorError, ReadPage, WriteOp, WriteResult};
 use async_trait::async_trait;
 use concord_model::model::SystemId;
 use serde_json::Value as J;
@@ -85,6 +85,16 @@ pub fn parse_error(body: &J) -> Option<(String, String)> {
 }
 
 impl SalesforceConnector {
+    /// The connector of a job's side on a `[systems.NAME]` of type `salesforce`.
+    pub async fn from_config(
+        system: &SalesforceSystem,
+        side: &SalesforceSide,
+        binding: Binding<'_>,
+    ) -> Result<Self, ConnectorError> {
+        let cfg = SalesforceConfig::from_parts(system, side, binding.fields, binding.base_dir);
+        Self::connect(binding.system, cfg).await
+    }
+
     pub async fn connect(system: SystemId, cfg: SalesforceConfig) -> Result<Self, ConnectorError> {
         let client = client::Client::connect(system.as_str(), cfg.clone()).await?;
         let d = client

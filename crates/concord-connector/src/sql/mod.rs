@@ -17,9 +17,9 @@ mod tests;
 pub mod write;
 
 pub use client::{ColType, Column, Dialect, Pool};
-pub use config::{CaptureMode, SqlTableConfig};
+pub use config::{CaptureMode, SqlSide, SqlSystem, SqlTableConfig};
 
-use crate::{Change, Connector, ConnectorError, ReadPage, WriteOp, WriteResult};
+use crate::{Binding, Change, Connector, ConnectorError, ReadPage, WriteOp, WriteResult};
 use async_trait::async_trait;
 use chrono::FixedOffset;
 use concord_model::model::{SystemId, Timestamp, Value};
@@ -50,6 +50,16 @@ impl std::fmt::Debug for SqlConnector {
 }
 
 impl SqlConnector {
+    /// The connector of a job's side on a `[systems.NAME]` of a SQL kind.
+    pub async fn from_config(
+        system: &SqlSystem,
+        side: &SqlSide,
+        binding: Binding<'_>,
+    ) -> Result<Self, ConnectorError> {
+        let cfg = SqlTableConfig::from_parts(system, side, binding.fields);
+        Self::connect(binding.system, cfg).await
+    }
+
     /// Connects with the URL from the environment variable `cfg.url_env` and checks the table.
     pub async fn connect(system: SystemId, cfg: SqlTableConfig) -> Result<Self, ConnectorError> {
         let object = cfg.table.clone();

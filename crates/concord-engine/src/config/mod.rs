@@ -1,9 +1,17 @@
 //! The job configuration file (TOML): systems, jobs, field mappings, match keys, policies.
-//! Every table refuses unknown keys, and errors name the key's path
-//! (`jobs.accounts.sides.crm.fields.phone.transfroms`). Secrets and connection URLs are never in
+//! Every table refuses unknown keys, and errors name the key's path and line
+//! (`jobs.accounts.sides.crm.fields.phone.transfroms`). A system's keys and those of a job's
+//! side on it are its connector's own types (`concord_connector::*::config`), chosen by the
+//! system's `type` (`by_kind`). Secrets and connection URLs are never in
 //! the file: only the names of the environment variables that hold them. `docs/config.md`
 //! documents every key; `docs/examples/` holds one working file per pattern.
 
+mod by_kind;
+
+use concord_connector::files::{CsvSystem, FileSide, JsonlSystem};
+use concord_connector::nats::{NatsSide, NatsSystem};
+use concord_connector::salesforce::{SalesforceSide, SalesforceSystem};
+use concord_connector::sql::{SqlSide, SqlSystem};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -39,6 +47,7 @@ pub enum ConfigError {
 pub struct Config {
     #[serde(default)]
     pub store: StoreConfig,
+    #[serde(deserialize_with = "by_kind::systems")]
     pub systems: BTreeMap<String, SystemConfig>,
     pub jobs: BTreeMap<String, JobConfig>,
     /// Where the file was read from (relative paths in it are relative to its folder).
@@ -76,16 +85,16 @@ fn default_instance() -> String {
     "main".into()
 }
 
-/// One system of record.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+/// One system of record: `type` chooses the connector, whose own type holds the keys (each
+/// refuses unknown ones; parsed by `by_kind`).
+#[derive(Debug, Clone)]
 pub enum SystemConfig {
     Salesforce(Box<SalesforceSystem>),
     Postgres(SqlSystem),
     Mysql(SqlSystem),
     Sqlite(SqlSystem),
-    Csv(FilesSystem),
-    Jsonl(FilesSystem),
+    Csv(CsvSystem),
+    Jsonl(JsonlSystem),
     Nats(NatsSystem),
 }
 
@@ -101,74 +110,6 @@ impl SystemConfig {
             SystemConfig::Nats(_) => "nats",
         }
     }
-}
-
-/// A Salesforce org (see docs/connectors/salesforce.md for each key).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SalesforceSystem {
-    pub instance_url_env: String,
-    #[serde(default)]
-    pub token_env: Option<String>,
-    #[serde(default)]
-    pub client_id_env: Option<String>,
-    #[serde(default)]
-    pub client_secret_env: Option<String>,
-    #[serde(default)]
-    pub refresh_token_env: Option<String>,
-    #[serde(default)]
-    pub jwt_key_env: Option<String>,
-    #[serde(default)]
-    pub username_env: Option<String>,
-    #[serde(default)]
-    pub jwt_audience: Option<String>,
-    #[serde(default)]
-    pub login_url_env: Option<String>,
-    #[serde(default)]
-    pub ca_cert: Option<PathBuf>,
-    #[serde(default)]
-    pub api_version: Option<String>,
-    #[serde(default)]
-    pub max_limit_share: Option<f64>,
-}
-
-/// A SQL database.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SqlSystem {
-    /// Variable holding the connection URL.
-    pub url_env: String,
-    #[serde(default)]
-    pub schema: Option<String>,
-}
-
-/// A folder of CSV or JSONL files.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FilesSystem {
-    pub dir: PathBuf,
-    #[serde(default)]
-    pub delimiter: Option<char>,
-    /// CSV: refuse a file whose last line has no line end (it may be cut short). Default true.
-    #[serde(default)]
-    pub require_final_newline: Option<bool>,
-    /// CSV: accept rows with fewer cells than the header (missing cells empty). Default false.
-    #[serde(default)]
-    pub allow_short_rows: Option<bool>,
-}
-
-/// A NATS server with JetStream (a broadcast destination).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NatsSystem {
-    pub url_env: String,
-    /// The JetStream stream that holds the subjects (created when missing).
-    #[serde(default = "default_stream")]
-    pub stream: String,
-}
-
-fn default_stream() -> String {
-    "CONCORD".into()
 }
 
 /// The integration pattern of a job.
@@ -190,7 +131,9 @@ pub struct JobConfig {
     /// The systems, in order: migrate and broadcast take the first as the source; aggregate
     /// takes the last as the target.
     pub systems: Vec<String>,
-    /// Per system: object or table, key, field mapping, filter.
+    /// Per system: object or table, key, field mapping, filter; each parsed by its system's
+    /// kind.
+    #[serde(deserialize_with = "by_kind::sides")]
     pub sides: BTreeMap<String, SideConfig>,
     #[serde(default)]
     pub conflict: ConflictConfig,
@@ -289,56 +232,66 @@ fn default_norm() -> concord_model::core::Normalize {
     concord_model::core::Normalize::Exact
 }
 
-/// One system's side of a job.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// One system's side of a job: the mapping and filter (every kind), and the options of the
+/// system's kind (its connector's own side type, parsed by the kind: see `sides`).
+#[derive(Debug, Clone)]
 pub struct SideConfig {
-    /// Salesforce: the sObject.
-    #[serde(default)]
-    pub object: Option<String>,
-    /// SQL: the table.
-    #[serde(default)]
-    pub table: Option<String>,
-    /// Files: the file in the system's folder.
-    #[serde(default)]
-    pub file: Option<String>,
-    /// NATS: the subject change events are published on.
-    #[serde(default)]
-    pub subject: Option<String>,
-    /// SQL and files: the key column(s). Salesforce: always `Id`.
-    #[serde(default)]
-    pub key: Vec<String>,
     /// Canonical field → where it comes from in this system.
     pub fields: BTreeMap<String, FieldSpec>,
     /// The records of this system the job covers (every condition must hold).
-    #[serde(default)]
     pub filter: Vec<FilterConfig>,
-    /// Salesforce: the External ID field that keeps concord's entity id (idempotent creates).
-    #[serde(default)]
-    pub entity_id_field: Option<String>,
-    /// SQL: `scan`, `column` or `trigger` (default `scan`).
-    #[serde(default)]
-    pub mode: Option<concord_connector::sql::CaptureMode>,
-    /// SQL `column` mode: the updated-at column.
-    #[serde(default)]
-    pub updated_column: Option<String>,
-    /// Files: declared column types.
-    #[serde(default)]
-    pub types: BTreeMap<String, concord_connector::files::FileType>,
-    /// Files: `rewrite` or `append`.
-    #[serde(default)]
-    pub write_mode: Option<concord_connector::files::WriteMode>,
-    /// Salesforce and SQL: the overlap window of incremental reads (seconds).
-    #[serde(default)]
-    pub overlap_secs: Option<u64>,
-    /// Salesforce: the query page size; SQL: rows per page and statement.
-    #[serde(default)]
-    pub page_size: Option<usize>,
-    /// Salesforce: Bulk API 2.0 thresholds.
-    #[serde(default)]
-    pub bulk_threshold: Option<usize>,
-    #[serde(default)]
-    pub bulk_read_threshold: Option<usize>,
+    pub options: SideOptions,
+}
+
+/// The options of a side, by its system's kind.
+#[derive(Debug, Clone)]
+pub enum SideOptions {
+    Salesforce(SalesforceSide),
+    Sql(SqlSide),
+    Files(FileSide),
+    Nats(NatsSide),
+    /// A side for a name `[systems]` does not define (refused by the checks that follow).
+    Unknown,
+}
+
+impl SideConfig {
+    /// The object the side names: its sObject, table, file or subject.
+    pub fn object(&self) -> &str {
+        match &self.options {
+            SideOptions::Salesforce(o) => &o.object,
+            SideOptions::Sql(o) => &o.table,
+            SideOptions::Files(o) => &o.file,
+            SideOptions::Nats(o) => &o.subject,
+            SideOptions::Unknown => "",
+        }
+    }
+
+    /// The key column(s) (SQL and files; the other kinds have their own key).
+    pub fn key(&self) -> &[String] {
+        match &self.options {
+            SideOptions::Sql(o) => &o.key,
+            SideOptions::Files(o) => &o.key,
+            _ => &[],
+        }
+    }
+
+    /// The capture mode of a SQL side.
+    pub fn sql_mode(&self) -> Option<concord_connector::sql::CaptureMode> {
+        match &self.options {
+            SideOptions::Sql(o) => {
+                Some(o.mode.unwrap_or(concord_connector::sql::CaptureMode::Scan))
+            }
+            _ => None,
+        }
+    }
+
+    /// Salesforce: the External ID field that keeps concord's entity id.
+    pub fn entity_id_field(&self) -> Option<&str> {
+        match &self.options {
+            SideOptions::Salesforce(o) => o.entity_id_field.as_deref(),
+            _ => None,
+        }
+    }
 }
 
 /// A filter condition on a native field: `{ field = "Type", equals = "Customer" }`, `in = […]`,
@@ -477,6 +430,9 @@ impl Config {
     /// paths).
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
+        // Each job's side is parsed by its system's kind, so the kinds are read first (a
+        // document that fails here fails the full parse below, with the error's place).
+        let _kinds = by_kind::Kinds::of(text);
         let de = toml::Deserializer::new(text);
         let mut cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let at = e.path().to_string();
@@ -636,75 +592,23 @@ impl Config {
         j: &JobConfig,
     ) -> Result<(), ConfigError> {
         let at = format!("jobs.{job}.sides.{sys_name}");
-        let (needed, forbidden): (&str, &[(&str, bool)]) = match sys {
-            SystemConfig::Salesforce(_) => (
-                "object",
-                &[
-                    ("table", side.table.is_some()),
-                    ("file", side.file.is_some()),
-                    ("subject", side.subject.is_some()),
-                    ("mode", side.mode.is_some()),
-                ],
-            ),
-            SystemConfig::Postgres(_) | SystemConfig::Mysql(_) | SystemConfig::Sqlite(_) => (
-                "table",
-                &[
-                    ("object", side.object.is_some()),
-                    ("file", side.file.is_some()),
-                    ("subject", side.subject.is_some()),
-                    ("entity_id_field", side.entity_id_field.is_some()),
-                ],
-            ),
-            SystemConfig::Csv(_) | SystemConfig::Jsonl(_) => (
-                "file",
-                &[
-                    ("object", side.object.is_some()),
-                    ("table", side.table.is_some()),
-                    ("subject", side.subject.is_some()),
-                    ("mode", side.mode.is_some()),
-                ],
-            ),
-            SystemConfig::Nats(_) => (
-                "subject",
-                &[
-                    ("object", side.object.is_some()),
-                    ("table", side.table.is_some()),
-                    ("file", side.file.is_some()),
-                ],
-            ),
-        };
-        let has = match needed {
-            "object" => side.object.is_some(),
-            "table" => side.table.is_some(),
-            "file" => side.file.is_some(),
-            _ => side.subject.is_some(),
-        };
-        if !has {
-            return Err(self.invalid(&at, format!("a {} system needs `{needed}`", sys.kind())));
-        }
-        for (k, present) in forbidden {
-            if *present {
-                return Err(self.invalid(
-                    format!("{at}.{k}"),
-                    format!("`{k}` does not apply to a {} system", sys.kind()),
-                ));
-            }
-        }
-        let keyed = matches!(
-            sys,
-            SystemConfig::Postgres(_)
-                | SystemConfig::Mysql(_)
-                | SystemConfig::Sqlite(_)
-                | SystemConfig::Csv(_)
-                | SystemConfig::Jsonl(_)
+        let parsed_as = matches!(
+            (sys, &side.options),
+            (SystemConfig::Salesforce(_), SideOptions::Salesforce(_))
+                | (
+                    SystemConfig::Postgres(_) | SystemConfig::Mysql(_) | SystemConfig::Sqlite(_),
+                    SideOptions::Sql(_)
+                )
+                | (
+                    SystemConfig::Csv(_) | SystemConfig::Jsonl(_),
+                    SideOptions::Files(_)
+                )
+                | (SystemConfig::Nats(_), SideOptions::Nats(_))
         );
-        if keyed && side.key.is_empty() {
-            return Err(self.invalid(format!("{at}.key"), "the key column(s) are required"));
-        }
-        if !keyed && !side.key.is_empty() {
+        if !parsed_as {
             return Err(self.invalid(
-                format!("{at}.key"),
-                format!("a {} system has its own key", sys.kind()),
+                &at,
+                format!("not read as a side of a {} system", sys.kind()),
             ));
         }
         if side.fields.is_empty() {

@@ -4,12 +4,14 @@
 use super::mapped::MappedConnector;
 use super::{JobOptions, Role, SyncJob};
 use crate::config::{
-    value_of, Config, DeleteConfig, FieldSpec, JobConfig, Pattern, SideConfig, SystemConfig,
+    value_of, Config, DeleteConfig, FieldSpec, JobConfig, Pattern, SideConfig, SideOptions,
+    SystemConfig,
 };
-use concord_connector::files::{FileConfig, FileConnector, FileFormat};
-use concord_connector::salesforce::{SalesforceConfig, SalesforceConnector};
-use concord_connector::sql::{SqlConnector, SqlTableConfig};
-use concord_connector::{Connector, ConnectorError};
+use concord_connector::files::{FileConnector, FilesSystem};
+use concord_connector::nats::NatsConnector;
+use concord_connector::salesforce::SalesforceConnector;
+use concord_connector::sql::SqlConnector;
+use concord_connector::{Binding, Connector, ConnectorError};
 use concord_model::core::mapping::{Cond, FieldMap, Mapping, Source, Transform};
 use concord_model::core::{DeleteRule, MatchField, MatchSpec, Policy};
 use concord_model::model::{NormalizeOptions, SystemId};
@@ -30,12 +32,7 @@ pub enum BuildError {
 
 /// The object a side names (its sObject, table, file or subject).
 pub fn side_object(side: &SideConfig) -> &str {
-    side.object
-        .as_deref()
-        .or(side.table.as_deref())
-        .or(side.file.as_deref())
-        .or(side.subject.as_deref())
-        .unwrap_or("")
+    side.object()
 }
 
 /// The system id of a job side: `<system>.<object>` (keys of different objects never mix).
@@ -213,6 +210,7 @@ pub fn policy_of(
     Ok(p)
 }
 
+/// The connector of one side: its system's connector, built from its own config types.
 async fn connect(
     cfg: &Config,
     job: &str,
@@ -225,109 +223,36 @@ async fn connect(
         .systems
         .get(system)
         .ok_or_else(|| job_err(job, format!("no system `{system}`")))?;
-    let native = mapping.native_fields();
-    Ok(match sys {
-        SystemConfig::Salesforce(s) => {
-            let mut c = SalesforceConfig::new(&s.instance_url_env, "", side_object(side));
-            c.token_env = s.token_env.clone();
-            c.client_id_env = s.client_id_env.clone();
-            c.client_secret_env = s.client_secret_env.clone();
-            c.refresh_token_env = s.refresh_token_env.clone();
-            c.jwt_key_env = s.jwt_key_env.clone();
-            c.username_env = s.username_env.clone();
-            if let Some(a) = &s.jwt_audience {
-                c.jwt_audience = a.clone();
-            }
-            c.login_url_env = s.login_url_env.clone();
-            c.ca_cert = s.ca_cert.as_ref().map(|p| cfg.resolve(p));
-            if let Some(v) = &s.api_version {
-                c.api_version = v.clone();
-            }
-            if let Some(x) = s.max_limit_share {
-                c.max_limit_share = x;
-            }
-            let mut fields = native;
-            if let Some(e) = &side.entity_id_field {
-                fields.push(e.clone());
-            }
-            fields.retain(|f| f != "Id");
-            c.fields = Some(fields);
-            c.entity_id_field = side.entity_id_field.clone();
-            if let Some(o) = side.overlap_secs {
-                c.overlap_secs = o;
-            }
-            if let Some(p) = side.page_size {
-                c.page_size = p;
-            }
-            if let Some(b) = side.bulk_threshold {
-                c.bulk_threshold = b;
-            }
-            if let Some(b) = side.bulk_read_threshold {
-                c.bulk_read_threshold = b;
-            }
-            Arc::new(SalesforceConnector::connect(id, c).await?)
+    let binding = Binding {
+        system: id,
+        fields: mapping.native_fields(),
+        base_dir: &cfg.base_dir,
+    };
+    Ok(match (sys, &side.options) {
+        (SystemConfig::Salesforce(s), SideOptions::Salesforce(o)) => {
+            Arc::new(SalesforceConnector::from_config(s, o, binding).await?)
         }
-        SystemConfig::Postgres(s) | SystemConfig::Mysql(s) | SystemConfig::Sqlite(s) => {
-            let key: Vec<&str> = side.key.iter().map(String::as_str).collect();
-            let mut c = SqlTableConfig::new(&s.url_env, side_object(side), &key);
-            c.schema = s.schema.clone();
-            let mut cols = native;
-            for k in &side.key {
-                if !cols.contains(k) {
-                    cols.push(k.clone());
-                }
-            }
-            c.columns = Some(cols);
-            if let Some(m) = side.mode {
-                c.mode = m;
-            }
-            c.updated_column = side.updated_column.clone();
-            if let Some(o) = side.overlap_secs {
-                c.overlap_secs = o;
-            }
-            if let Some(p) = side.page_size {
-                c.batch_size = p;
-            }
-            Arc::new(SqlConnector::connect(id, c).await?)
+        (
+            SystemConfig::Postgres(s) | SystemConfig::Mysql(s) | SystemConfig::Sqlite(s),
+            SideOptions::Sql(o),
+        ) => Arc::new(SqlConnector::from_config(s, o, binding).await?),
+        (SystemConfig::Csv(s), SideOptions::Files(o)) => {
+            Arc::new(FileConnector::from_config(FilesSystem::Csv(s), o, binding)?)
         }
-        SystemConfig::Csv(f) | SystemConfig::Jsonl(f) => {
-            let format = if matches!(sys, SystemConfig::Csv(_)) {
-                FileFormat::Csv
-            } else {
-                FileFormat::Jsonl
-            };
-            let key: Vec<&str> = side.key.iter().map(String::as_str).collect();
-            let dir = cfg.resolve(&f.dir);
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| job_err(job, format!("{}: {e}", dir.display())))?;
-            let mut c = FileConfig::new(dir, side_object(side), format, &key);
-            c.types = side.types.clone();
-            if let Some(w) = side.write_mode {
-                c.write_mode = w;
-            }
-            if let Some(d) = f.delimiter {
-                c.delimiter = d;
-            }
-            if let Some(r) = f.require_final_newline {
-                c.require_final_newline = r;
-            }
-            if let Some(r) = f.allow_short_rows {
-                c.allow_short_rows = r;
-            }
-            if format == FileFormat::Csv {
-                c.expect_columns = mapping.native_fields();
-            }
-            Arc::new(FileConnector::new(id, c)?)
+        (SystemConfig::Jsonl(s), SideOptions::Files(o)) => Arc::new(FileConnector::from_config(
+            FilesSystem::Jsonl(s),
+            o,
+            binding,
+        )?),
+        (SystemConfig::Nats(s), SideOptions::Nats(o)) => {
+            Arc::new(NatsConnector::from_config(s, o, binding).await?)
         }
-        SystemConfig::Nats(n) => Arc::new(
-            concord_connector::nats::NatsConnector::connect(
-                id,
-                &n.url_env,
-                &n.stream,
-                side_object(side),
-            )
-            .await?,
-        ),
+        _ => {
+            return Err(job_err(
+                job,
+                format!("sides.{system}: not a side of a {} system", sys.kind()),
+            ))
+        }
     })
 }
 
@@ -373,7 +298,7 @@ pub async fn build_job(
             }
         }
         // Canonical fields holding this side's key: its records' identity, never rewritten.
-        let keyed = identity_fields(&mapping, &side.key);
+        let keyed = identity_fields(&mapping, side.key());
         for f in &keyed {
             if j.conflict.fields.contains_key(f) {
                 return Err(job_err(
@@ -400,10 +325,10 @@ pub async fn build_job(
             Err(e) => return Err(e),
         };
         let native = mapping.native_fields();
-        let unmapped: Vec<&String> = side.key.iter().filter(|k| !native.contains(k)).collect();
+        let unmapped: Vec<&String> = side.key().iter().filter(|k| !native.contains(k)).collect();
         let entity_key = match unmapped.as_slice() {
             [] => None,
-            [one] if side.key.len() == 1 => Some((*one).clone()),
+            [one] if side.key().len() == 1 => Some((*one).clone()),
             _ => {
                 return Err(job_err(
                     name,
@@ -452,7 +377,7 @@ pub async fn build_job(
         let side = &j.sides[s];
         let creates = roles[&ids[s]].write && j.pattern != Pattern::Correlate;
         if creates
-            && side.entity_id_field.is_none()
+            && side.entity_id_field().is_none()
             && matches!(cfg.systems.get(s), Some(SystemConfig::Salesforce(_)))
         {
             tracing::warn!(
@@ -488,7 +413,7 @@ pub async fn build_job(
             let timeless = match cfg.systems.get(s) {
                 Some(
                     SystemConfig::Postgres(_) | SystemConfig::Mysql(_) | SystemConfig::Sqlite(_),
-                ) => side.mode != Some(concord_connector::sql::CaptureMode::Column),
+                ) => side.sql_mode() != Some(concord_connector::sql::CaptureMode::Column),
                 Some(SystemConfig::Csv(_) | SystemConfig::Jsonl(_)) => true,
                 _ => false,
             };
