@@ -250,14 +250,9 @@ impl Store for FailingKey {
     }
 }
 
-/// Issue 13 finding: a reference whose look-up failed in the store read as "parent not synced
-/// yet", so a store failure parked the record as waiting (written to the store) and the pass
-/// ended without error. Now the read fails and nothing is parked.
-#[tokio::test]
-async fn a_store_failure_in_a_reference_look_up_fails_the_read() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    std::fs::create_dir_all(d.join("src")).unwrap();
+/// Customers and their orders, JSONL files `src` → `dst` under `d`: an order refers to its
+/// customer (`customer_id`), so it waits until the customer is synced.
+fn orders_config(d: &std::path::Path) -> concord::config::Config {
     let text = r#"[store]
 dir = "state"
 [systems.src]
@@ -303,6 +298,17 @@ customer = { reference = "customers", field = "customer_id" }
         "dir = \"dst\"",
         &format!("dir = {:?}", d.join("dst").display().to_string()),
     );
+    concord::config::Config::parse(&text, &d.join("concord.toml")).unwrap()
+}
+
+/// Issue 13 finding: a reference whose look-up failed in the store read as "parent not synced
+/// yet", so a store failure parked the record as waiting (written to the store) and the pass
+/// ended without error. Now the read fails and nothing is parked.
+#[tokio::test]
+async fn a_store_failure_in_a_reference_look_up_fails_the_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("src")).unwrap();
     std::fs::write(
         d.join("src/customers.jsonl"),
         "{\"id\":\"c1\",\"name\":\"Alfreds\"}\n",
@@ -313,7 +319,7 @@ customer = { reference = "customers", field = "customer_id" }
         "{\"id\":\"o1\",\"item\":\"Chai\",\"customer_id\":\"c1\"}\n",
     )
     .unwrap();
-    let cfg = concord::config::Config::parse(&text, &d.join("concord.toml")).unwrap();
+    let cfg = orders_config(d);
     // The cross-reference of customer c1 in `src`: tree 'x', system, 0x00, native key.
     let store = Arc::new(FailingKey {
         inner: MemoryStore::new(),
@@ -370,4 +376,60 @@ customer = { reference = "customers", field = "customer_id" }
     assert!(r.errors.is_empty(), "{r:?}");
     let dst = std::fs::read_to_string(d.join("dst/orders.jsonl")).unwrap();
     assert!(dst.contains("Chai tea"), "{dst}");
+}
+
+/// A read that has a record wait for its parent stages the waiting record; the pass writes it
+/// with its checkpoint. A dry run (`concord plan`) writes nothing: before, the mapped connector
+/// wrote (and flushed) the waiting record from inside its read, dry run or not.
+#[tokio::test]
+async fn a_dry_run_leaves_no_waiting_record_in_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("src")).unwrap();
+    let cfg = orders_config(d);
+    std::fs::write(
+        d.join("src/orders.jsonl"),
+        "{\"id\":\"o1\",\"item\":\"Chai\",\"customer_id\":\"c1\"}\n",
+    )
+    .unwrap();
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let main = InstanceId::new("main").unwrap();
+    let state = StateStore::open(store.clone(), main.clone()).unwrap();
+    let engine = Engine::new(state.clone());
+    let src = SystemId::new("src.orders.jsonl").unwrap();
+    // What is durable: a state opened afresh on the same store.
+    let durable = || {
+        StateStore::open(store.clone(), main.clone())
+            .unwrap()
+            .waiting("orders", &src)
+            .unwrap()
+            .len()
+    };
+    let dry = concord::engine::build::build_job(&cfg, "orders", &state, true)
+        .await
+        .unwrap();
+    let r = engine.sync(&dry, None).await.unwrap();
+    assert!(r.errors.is_empty(), "{r:?}");
+    assert_eq!(durable(), 0, "the dry run wrote a waiting record");
+    let job = concord::engine::build::build_job(&cfg, "orders", &state, false)
+        .await
+        .unwrap();
+    engine.sync(&job, None).await.unwrap();
+    assert_eq!(durable(), 1, "the pass did not keep the order waiting");
+    // The customer arrives: the order is synced and leaves the waiting tree, durably.
+    std::fs::write(
+        d.join("src/customers.jsonl"),
+        "{\"id\":\"c1\",\"name\":\"Alfreds\"}\n",
+    )
+    .unwrap();
+    for name in ["customers", "orders"] {
+        let j = concord::engine::build::build_job(&cfg, name, &state, false)
+            .await
+            .unwrap();
+        let r = engine.sync(&j, None).await.unwrap();
+        assert!(r.errors.is_empty(), "{name}: {r:?}");
+    }
+    assert_eq!(durable(), 0);
+    let out = std::fs::read_to_string(d.join("dst/orders.jsonl")).unwrap();
+    assert!(out.contains("Chai"), "{out}");
 }

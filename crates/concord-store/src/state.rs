@@ -8,6 +8,7 @@ use concord_model::model::{
     canonical, ContentHash, EntityId, InstanceId, Key, SystemId, Timestamp, VectorClock, Version,
 };
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The store format this build reads and writes. Version 2 added per-field origins to version
@@ -416,6 +417,20 @@ impl Checkpoint {
         self.batch.delete(layout::xref(sys, native.as_str()));
         self.batch.delete(layout::xref_rev(e, sys));
     }
+    /// Puts (or, with `None`, removes) a record waiting in `job` for a referenced record.
+    pub fn put_waiting(
+        &mut self,
+        job: &str,
+        sys: &SystemId,
+        native: &Key,
+        entry: Option<&WaitingEntry>,
+    ) {
+        let k = layout::waiting(job, sys, native.as_str());
+        match entry {
+            Some(e) => self.batch.put(k, encode_entry(e)),
+            None => self.batch.delete(k),
+        }
+    }
     pub fn put_cursor(&mut self, job: &str, sys: &SystemId, cursor: &[u8]) {
         let mut v = vec![ENTRY_V1];
         v.extend_from_slice(cursor);
@@ -508,7 +523,13 @@ impl Checkpoint {
 pub struct StateStore {
     store: Arc<dyn Store>,
     instance: InstanceId,
+    /// Waiting-record changes a read staged (per job and system), in memory until the pass
+    /// commits them with the read's checkpoint or drops them with a read that failed. Shared by
+    /// the clones of one state.
+    staged: Arc<std::sync::Mutex<StagedWaiting>>,
 }
+
+type StagedWaiting = BTreeMap<(String, SystemId), BTreeMap<Key, Option<WaitingEntry>>>;
 
 const META_FORMAT: &str = "format";
 const META_INSTANCE: &str = "instance";
@@ -571,7 +592,11 @@ impl StateStore {
                 store.commit(b)?;
             }
         }
-        Ok(StateStore { store, instance })
+        Ok(StateStore {
+            store,
+            instance,
+            staged: Default::default(),
+        })
     }
 
     pub fn instance(&self) -> &InstanceId {
@@ -674,8 +699,8 @@ impl StateStore {
         failure.map_or(Ok(()), Err)
     }
 
-    /// Up to `limit` pending writes for `sys`, in entity order.
-    /// Records of `sys` waiting in `job` for a referenced record: (native key, entry).
+    /// Records of `sys` waiting in `job` for a referenced record: (native key, entry), in key
+    /// order; what a read of this pass staged counts (see [`StateStore::stage_waiting`]).
     pub fn waiting(
         &self,
         job: &str,
@@ -695,27 +720,61 @@ impl StateStore {
                 true
             },
         )?;
+        let staged = self.staged.lock().expect("staged waiting records");
+        if let Some(m) = staged.get(&(job.to_string(), sys.clone())) {
+            let mut all: BTreeMap<Key, WaitingEntry> = out.into_iter().collect();
+            for (k, w) in m {
+                match w {
+                    Some(w) => all.insert(k.clone(), w.clone()),
+                    None => all.remove(k),
+                };
+            }
+            out = all.into_iter().collect();
+        }
         Ok(out)
     }
 
-    /// Puts (or, with `None`, removes) a waiting record, durably, at once.
-    pub fn set_waiting(
+    /// Stages a waiting record (or, with `None`, its removal) read by a pass: nothing is
+    /// written; the pass moves what it staged into its checkpoint when the read completes
+    /// ([`StateStore::take_staged_waiting`], [`Checkpoint::put_waiting`]), so a waiting record is
+    /// durable in the same commit as the cursor that moves past it, and a read that failed
+    /// leaves nothing.
+    pub fn stage_waiting(
         &self,
         job: &str,
         sys: &SystemId,
         native: &Key,
-        entry: Option<&WaitingEntry>,
+        entry: Option<WaitingEntry>,
     ) -> Result<(), StoreError> {
-        let mut b = crate::Batch::new();
-        let k = layout::waiting(job, sys, native.as_str());
-        match entry {
-            Some(e) => b.put(k, encode_entry(e)),
-            // Nothing to remove (the common case: a record that never waited): no write at all.
-            None if self.store.get(&k)?.is_none() => return Ok(()),
-            None => b.delete(k),
+        let at = (job.to_string(), sys.clone());
+        let mut staged = self.staged.lock().expect("staged waiting records");
+        let known = staged.get(&at).is_some_and(|m| m.contains_key(native));
+        // Nothing to remove (the common case: a record that never waited): nothing staged.
+        if entry.is_none()
+            && !known
+            && self
+                .store
+                .get(&layout::waiting(job, sys, native.as_str()))?
+                .is_none()
+        {
+            return Ok(());
         }
-        self.store.apply(b)?;
-        self.store.flush()
+        staged.entry(at).or_default().insert(native.clone(), entry);
+        Ok(())
+    }
+
+    /// Takes what reads staged for `job` and `sys` (see [`StateStore::stage_waiting`]).
+    pub fn take_staged_waiting(
+        &self,
+        job: &str,
+        sys: &SystemId,
+    ) -> Vec<(Key, Option<WaitingEntry>)> {
+        self.staged
+            .lock()
+            .expect("staged waiting records")
+            .remove(&(job.to_string(), sys.clone()))
+            .map(|m| m.into_iter().collect())
+            .unwrap_or_default()
     }
 
     /// The match entry of `hash` in `job`.

@@ -293,3 +293,61 @@ fn a_format_1_store_is_upgraded_on_open() {
         st.verify().unwrap();
     }
 }
+
+#[test]
+fn staged_waiting_records_count_for_reads_and_are_durable_only_when_committed() {
+    for (name, store, _dir) in backends() {
+        let s = StateStore::open(store.clone(), inst()).unwrap();
+        let sys = SystemId::new("erp.orders").unwrap();
+        let entry = |r: &str| WaitingEntry {
+            native: vec![1, 2, 3],
+            hint: None,
+            modstamp: None,
+            reason: r.into(),
+        };
+        // Committed: o1 waits.
+        let mut cp = s.checkpoint();
+        cp.put_waiting("orders", &sys, &Key::new("o1"), Some(&entry("a")));
+        s.commit(cp).unwrap();
+        // A read stages o2 waiting and o1 resolved.
+        s.stage_waiting("orders", &sys, &Key::new("o2"), Some(entry("b")))
+            .unwrap();
+        s.stage_waiting("orders", &sys, &Key::new("o1"), None)
+            .unwrap();
+        // A record that never waited stages nothing.
+        s.stage_waiting("orders", &sys, &Key::new("o3"), None)
+            .unwrap();
+        let seen: Vec<String> = s
+            .waiting("orders", &sys)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k.to_string())
+            .collect();
+        assert_eq!(seen, vec!["o2"], "{name}: the pass's own view");
+        let fresh = StateStore::open(store.clone(), inst()).unwrap();
+        let durable: Vec<String> = fresh
+            .waiting("orders", &sys)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k.to_string())
+            .collect();
+        assert_eq!(durable, vec!["o1"], "{name}: staging wrote the store");
+        // The read completes: what it staged goes into its checkpoint.
+        let staged = s.take_staged_waiting("orders", &sys);
+        assert_eq!(staged.len(), 2, "{name}");
+        let mut cp = s.checkpoint();
+        for (k, w) in &staged {
+            cp.put_waiting("orders", &sys, k, w.as_ref());
+        }
+        s.commit(cp).unwrap();
+        let durable: Vec<String> = StateStore::open(store.clone(), inst())
+            .unwrap()
+            .waiting("orders", &sys)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k.to_string())
+            .collect();
+        assert_eq!(durable, vec!["o2"], "{name}");
+        assert!(s.take_staged_waiting("orders", &sys).is_empty());
+    }
+}

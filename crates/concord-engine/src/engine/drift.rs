@@ -147,7 +147,11 @@ impl Engine {
             let checked = task.await.map_err(|e| EngineError::Config {
                 job: job.name.clone(),
                 message: format!("checking {sys} failed: {e}"),
-            })??;
+            });
+            // A check reads, it does not sync: what its scans would have a record wait for is
+            // left to the job's next pass.
+            drop(self.state().take_staged_waiting(&job.name, &sys));
+            let checked = checked??;
             match checked {
                 Ok((check, mut drift)) => {
                     report.checks.insert(sys.to_string(), check);

@@ -2,8 +2,9 @@
 //! go in as native ones. References between jobs resolve through the store's cross-references
 //! (a child's `customer_id` becomes its parent's entity id, and back into each system's key).
 //!
-//! A child whose parent is not synced yet waits instead of failing: on read it is kept in the
-//! store's `waiting` tree and offered again at the end of every later read until its parent is
+//! A child whose parent is not synced yet waits instead of failing: on read it is staged for the
+//! store's `waiting` tree (the engine writes it with the read's checkpoint, in the same commit
+//! as the cursor that moves past it; a connector read never writes the store) and offered again at the end of every later read until its parent is
 //! known (it leaves the tree once the store holds what it carried, or a newer read of it
 //! replaces it); on write it stays in the outbox, retryable, until the parent exists in that
 //! system. A record already synced that now waits keeps its last synced content meanwhile.
@@ -119,7 +120,7 @@ impl MappedConnector {
         let sys = self.inner.system();
         let Some(native) = ch.fields else {
             self.state
-                .set_waiting(&self.job, sys, &ch.key, None)
+                .stage_waiting(&self.job, sys, &ch.key, None)
                 .map_err(|e| self.store_err(e))?;
             return Ok(Some(ch));
         };
@@ -134,7 +135,7 @@ impl MappedConnector {
         match self.to_canonical(&native)? {
             Ok(c) => {
                 self.state
-                    .set_waiting(&self.job, sys, &ch.key, None)
+                    .stage_waiting(&self.job, sys, &ch.key, None)
                     .map_err(|e| self.store_err(e))?;
                 Ok(Some(Change {
                     fields: Some(c),
@@ -152,7 +153,7 @@ impl MappedConnector {
                 };
                 tracing::info!(system = %sys, key = %ch.key, %field, %parent, "record waits for the record it refers to");
                 self.state
-                    .set_waiting(&self.job, sys, &ch.key, Some(&entry))
+                    .stage_waiting(&self.job, sys, &ch.key, Some(entry))
                     .map_err(|e| self.store_err(e))?;
                 // A record already synced keeps its last synced content meanwhile: left out of a
                 // complete scan it would be taken for deleted.
@@ -198,7 +199,7 @@ impl MappedConnector {
             };
             if absorbed {
                 self.state
-                    .set_waiting(&self.job, sys, &key, None)
+                    .stage_waiting(&self.job, sys, &key, None)
                     .map_err(|e| self.store_err(e))?;
                 continue;
             }

@@ -5,9 +5,9 @@ pub mod bundle;
 pub mod conflicts;
 pub mod drift;
 pub mod mapped;
-mod sync;
+mod pass;
 
-pub use sync::{DeleteGuard, Engine, HeldDeletes, JobOptions, Planned, Role, SyncJob, SyncReport};
+pub use pass::{DeleteGuard, Engine, HeldDeletes, JobOptions, Planned, Role, SyncJob, SyncReport};
 
 use concord_connector::ConnectorError;
 use concord_store::StoreError;

@@ -1,0 +1,460 @@
+//! One sync pass over a job's systems: read, plan every touched entity, checkpoint, write the
+//! outbox, checkpoint again.
+//!
+//! Crash safety rests on the order (see `docs/design.md`, "Sync pass"):
+//! 1. reads are planned and the new heads, snapshots, cross-references, cursors and outbox marks
+//!    are committed in one durable checkpoint *before* any write leaves;
+//! 2. a write's success is committed afterwards (snapshot = head, outbox mark removed). If that
+//!    commit is lost, the next read finds the system holding the head and the plan's echo rule
+//!    turns it into a snapshot update: no second version, no write back.
+//! 3. creates carry the entity id, so a create whose cross-reference was lost is found again
+//!    instead of being made twice.
+
+mod drain;
+mod plan;
+mod read;
+
+use read::MatchOverlay;
+
+use super::EngineError;
+use concord_connector::{Change, Connector, WriteBase, WriteErrorKind, WriteOp, WriteResult};
+use concord_model::core::{
+    plan_with, target_for, with_identity, Fold, MatchSpec, Observation, Parked, Policy, Resolution,
+    SystemState, NO_IDENTITY,
+};
+use concord_model::model::{
+    canonical, Actor, EntityId, NormalizeOptions, SystemId, Timestamp, Version,
+};
+use concord_model::model::{Fields, Key, Value};
+use concord_store::{
+    Checkpoint, ConflictEntry, ConflictSideEntry, MatchEntry, OutboxEntry, RunLogEntry, StateStore,
+};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc as StdArc;
+use std::sync::Arc;
+
+/// A job as the engine runs it.
+pub struct SyncJob {
+    pub name: String,
+    pub systems: Vec<Arc<dyn Connector>>,
+    pub policy: Policy,
+    pub normalize: NormalizeOptions,
+    /// Records per write call and per checkpoint.
+    pub batch_size: usize,
+    /// What the pattern asks beyond a plain bidirectional sync.
+    pub options: JobOptions,
+}
+
+/// What a system may be used for in a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Role {
+    /// Its changes are read (a source, or a side of a two-way sync).
+    pub read: bool,
+    /// The head is written to it (a destination, or a side of a two-way sync).
+    pub write: bool,
+}
+
+impl Default for Role {
+    fn default() -> Self {
+        Role {
+            read: true,
+            write: true,
+        }
+    }
+}
+
+/// Pattern options of a job (all off by default: a bidirectional sync of every system).
+#[derive(Debug, Clone, Default)]
+pub struct JobOptions {
+    /// Per system; a system not listed is read and written.
+    pub roles: BTreeMap<SystemId, Role>,
+    /// Records without a cross-reference are linked to entities by this match key (correlate,
+    /// aggregate) instead of each starting an entity of its own.
+    pub matching: Option<MatchSpec>,
+    /// Correlate: only entities matched in two or more systems exist. A record whose match key
+    /// no other system has is not stored (only its match hash and native key, to find it again
+    /// when a match appears) and never created elsewhere; no entity is ever created in a system.
+    pub correlate: bool,
+    /// A system's failure is reported and the others go on (broadcast destinations, any job
+    /// run by the CLI); otherwise the pass stops at the first failure.
+    pub isolate_failures: bool,
+    /// Records written carry this extra field: a JSON object naming, per field, the system
+    /// its value came from (aggregate provenance).
+    pub provenance_field: Option<String>,
+    /// Read and plan only: nothing is committed and nothing is written (`--dry-run`, `plan`).
+    pub dry_run: bool,
+    /// Read every system by a complete scan instead of its change feed (drift repair: what
+    /// changed behind the feed becomes ordinary changes, and a stored record not seen is
+    /// deleted by the delete rule). Read cursors are left as they are.
+    pub full_read: bool,
+    /// Stops a pass that would delete an unusual share of a system's records before it writes
+    /// anything (the deletes stay queued); `None`: no limit.
+    pub delete_guard: Option<DeleteGuard>,
+    /// Lets deletes held by the guard through (`concord run --allow-deletes`).
+    pub allow_deletes: bool,
+    /// Per system, the canonical fields that hold its native key: a record's identity, never
+    /// rewritten by an update (each system keeps its own values there; a create takes the
+    /// head's).
+    pub identity: BTreeMap<SystemId, BTreeSet<String>>,
+}
+
+/// The delete guard's limits: a pass holds when, in some system, the deletes it would write
+/// (with those already queued) exceed `max_share` of the records synced there, or `max_deletes`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DeleteGuard {
+    pub max_share: f64,
+    pub max_deletes: u64,
+}
+
+impl Default for DeleteGuard {
+    fn default() -> Self {
+        DeleteGuard {
+            max_share: 0.10,
+            max_deletes: 1000,
+        }
+    }
+}
+
+/// Deletes the guard held back in one system.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeldDeletes {
+    /// Deletes the pass would write (this pass's and those queued before).
+    pub deletes: u64,
+    /// Records synced in that system (live snapshots) before them.
+    pub synced: u64,
+}
+
+impl SyncJob {
+    /// What the job uses `sys` for (read and write unless the pattern says otherwise).
+    pub fn role(&self, sys: &SystemId) -> Role {
+        self.options.roles.get(sys).copied().unwrap_or_default()
+    }
+
+    /// The canonical fields holding `sys`'s native key (see [`JobOptions::identity`]).
+    pub fn identity(&self, sys: &SystemId) -> &BTreeSet<String> {
+        self.options.identity.get(sys).unwrap_or(&NO_IDENTITY)
+    }
+
+    /// Records are joined by a match key into one golden record per key, composed from the
+    /// sources (not correlate).
+    pub fn is_aggregate(&self) -> bool {
+        self.options.matching.is_some() && !self.options.correlate
+    }
+}
+
+/// Writes a dry run would make in one system.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Planned {
+    pub creates: u64,
+    pub updates: u64,
+    pub deletes: u64,
+    /// Writes queued by earlier passes (failed or interrupted), sent again as well.
+    pub queued: u64,
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Records read, per system.
+    pub read: BTreeMap<String, u64>,
+    /// Entities with a change to carry: changed in a system read in this pass, or owed to a
+    /// system (a change another job sharing a system brought, a write queued earlier).
+    pub changed: u64,
+    /// Records written (created, updated or deleted), per system.
+    pub written: BTreeMap<String, u64>,
+    /// Writes that failed and stay in the outbox.
+    pub failed: u64,
+    /// Reads that matched what concord had written (no new version, nothing written back).
+    pub echoes: u64,
+    /// Conflicts decided by the policy.
+    pub conflicts_resolved: u64,
+    /// Conflicts parked for manual resolution.
+    pub conflicts_parked: u64,
+    /// Records ignored because another record of the same system carries the same entity id.
+    pub duplicates_ignored: u64,
+    /// Correlate: records read in this pass that have no match in the other system (not
+    /// synced, not stored); each counted once, however often it was met.
+    pub unmatched: u64,
+    /// Correlate: entities matched in this pass. Aggregate: records linked to a golden record
+    /// by their match key in this pass.
+    pub matched: u64,
+    /// Aggregate: golden records started in this pass.
+    pub golden_created: u64,
+    /// Systems that failed in this pass (with `isolate_failures`), and why.
+    pub errors: BTreeMap<String, String>,
+    /// Dry run: the writes the pass would make, per system.
+    pub planned: BTreeMap<String, Planned>,
+    /// The delete guard stopped the pass before it wrote anything (a dry run: would stop), per
+    /// system whose deletes exceed the limits; the deletes stay queued.
+    pub held_deletes: BTreeMap<String, HeldDeletes>,
+}
+
+impl SyncReport {
+    pub fn total_written(&self) -> u64 {
+        self.written.values().sum()
+    }
+
+    /// Adds the counts of one system's completed read.
+    fn absorb_read(&mut self, r: SyncReport) {
+        for (s, n) in r.read {
+            *self.read.entry(s).or_default() += n;
+        }
+        self.duplicates_ignored += r.duplicates_ignored;
+        self.matched += r.matched;
+        self.golden_created += r.golden_created;
+    }
+
+    /// The figures as (name, count) pairs, for the run log.
+    pub fn counts(&self) -> Vec<(String, u64)> {
+        let mut c: Vec<(String, u64)> = Vec::new();
+        for (s, n) in &self.read {
+            c.push((format!("read.{s}"), *n));
+        }
+        for (s, n) in &self.written {
+            c.push((format!("written.{s}"), *n));
+        }
+        c.push(("changed".into(), self.changed));
+        c.push(("failed".into(), self.failed));
+        c.push(("echoes".into(), self.echoes));
+        c.push(("conflicts_resolved".into(), self.conflicts_resolved));
+        c.push(("conflicts_parked".into(), self.conflicts_parked));
+        c.push(("duplicates_ignored".into(), self.duplicates_ignored));
+        c.push(("unmatched".into(), self.unmatched));
+        c.push(("matched".into(), self.matched));
+        c.push(("new_match_entities".into(), self.golden_created));
+        c.push(("system_errors".into(), self.errors.len() as u64));
+        c.push((
+            "held_deletes".into(),
+            self.held_deletes.values().map(|h| h.deletes).sum(),
+        ));
+        c
+    }
+}
+
+/// Outbox marks a plan made in one system, and how many of them delete a record it holds.
+#[derive(Debug, Clone, Default)]
+struct Marks {
+    marks: u64,
+    deletes: u64,
+    /// In a dry run (nothing reaches the outbox): the entities this pass would delete there.
+    dry_deletes: BTreeSet<EntityId>,
+}
+
+/// What one system's read produced, kept apart until the read completes.
+#[derive(Default)]
+struct SystemRead {
+    observed: BTreeMap<EntityId, BTreeMap<SystemId, Observation>>,
+    cp: Checkpoint,
+    cursors: Checkpoint,
+    report: SyncReport,
+}
+
+/// Rounds of re-reading and re-writing records that changed under a pass's writes, before
+/// what still changes is left to the next pass.
+const STALE_ROUNDS: usize = 3;
+
+/// The engine over one state store.
+pub struct Engine {
+    state: StateStore,
+}
+
+impl Engine {
+    pub fn new(state: StateStore) -> Self {
+        Engine { state }
+    }
+
+    pub fn state(&self) -> &StateStore {
+        &self.state
+    }
+
+    fn actor(&self, sys: &SystemId) -> concord_model::model::ActorId {
+        Actor::new(self.state.instance().clone(), sys.clone()).id()
+    }
+
+    /// One pass over `only` (default: every system of the job). Systems not read keep their
+    /// snapshots; writes they need stay in their outbox for a later pass.
+    pub async fn sync(
+        &self,
+        job: &SyncJob,
+        only: Option<&[SystemId]>,
+    ) -> Result<SyncReport, EngineError> {
+        let started = Timestamp::now().millis();
+        let res = self.sync_inner(job, only).await;
+        if job.options.dry_run {
+            return res;
+        }
+        let (status, message, counts) = match &res {
+            Ok(r) => ("ok", None, r.counts()),
+            Err(e) => ("failed", Some(e.to_string()), Vec::new()),
+        };
+        let mut cp = self.state.checkpoint();
+        cp.log_run(&RunLogEntry {
+            job: job.name.clone(),
+            started_ms: started,
+            finished_ms: Timestamp::now().millis(),
+            status: status.into(),
+            counts,
+            message,
+        });
+        match res {
+            Ok(r) => {
+                self.state.commit(cp)?;
+                Ok(r)
+            }
+            Err(e) => {
+                // Best effort: the store may be the thing that failed.
+                let _ = self.state.commit(cp);
+                Err(e)
+            }
+        }
+    }
+
+    async fn sync_inner(
+        &self,
+        job: &SyncJob,
+        only: Option<&[SystemId]>,
+    ) -> Result<SyncReport, EngineError> {
+        let mut report = SyncReport::default();
+        let dry = job.options.dry_run;
+        let all: Vec<SystemId> = job.systems.iter().map(|c| c.system().clone()).collect();
+        let active: Vec<&Arc<dyn Connector>> = job
+            .systems
+            .iter()
+            .filter(|c| only.is_none_or(|o| o.contains(c.system())))
+            .collect();
+
+        // 1. Read.
+        let mut observed: BTreeMap<EntityId, BTreeMap<SystemId, Observation>> = BTreeMap::new();
+        let mut cp = self.state.checkpoint();
+        // Cursors move only in the last checkpoint of the planning phase, after every change
+        // read has been committed: a crash in between re-reads instead of skipping.
+        let mut cursors = self.state.checkpoint();
+        let mut matches = MatchOverlay::default();
+        for conn in active.iter().filter(|c| job.role(c.system()).read) {
+            // What this system's read produces is kept apart until the read completes: a read
+            // that failed part-way is never taken as complete, and nothing of it is planned,
+            // committed or written anywhere.
+            let mut read = SystemRead::default();
+            let r = self
+                .read_system(
+                    job,
+                    conn.as_ref(),
+                    &mut read.observed,
+                    &mut read.cp,
+                    &mut read.cursors,
+                    &mut read.report,
+                    &mut matches,
+                )
+                .await;
+            // Waiting records the read staged (mapped sides) become durable with its checkpoint,
+            // or nothing of them stays with a read that failed.
+            let staged = self.state.take_staged_waiting(&job.name, conn.system());
+            match r {
+                Ok(()) => {
+                    for (key, w) in &staged {
+                        read.cp
+                            .put_waiting(&job.name, conn.system(), key, w.as_ref());
+                    }
+                    matches.keep();
+                    for (e, obs) in read.observed {
+                        observed.entry(e).or_default().extend(obs);
+                    }
+                    cp.extend(read.cp);
+                    cursors.extend(read.cursors);
+                    report.absorb_read(read.report);
+                }
+                Err(EngineError::Connector(e)) if job.options.isolate_failures => {
+                    matches.discard();
+                    tracing::warn!(system = %conn.system(), error = %e, "read failed; nothing of it is used, the other systems go on");
+                    report
+                        .errors
+                        .insert(conn.system().to_string(), e.to_string());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+
+        report.unmatched = matches.unmatched();
+
+        // 2. Plan each touched entity.
+        let marks = self.plan_observed(job, &all, &observed, &mut cp, &mut report)?;
+        if dry {
+            report.held_deletes = self.guard_deletes(job, &active, &marks)?;
+            // Writes already queued by earlier passes would go out too.
+            for conn in active.iter().filter(|c| job.role(c.system()).write) {
+                let queued = self.state.outbox_len(conn.system())?;
+                if queued > 0 {
+                    report
+                        .planned
+                        .entry(conn.system().to_string())
+                        .or_default()
+                        .queued = queued;
+                }
+            }
+            return Ok(report);
+        }
+        cp.extend(cursors);
+        self.state.commit(cp)?;
+
+        // The delete guard: a pass that would delete an unusual share of a system's records
+        // writes nothing at all; the plan stays committed, its deletes queued, until a run that
+        // allows them (or a source that holds the records again, which cancels them).
+        report.held_deletes = self.guard_deletes(job, &active, &marks)?;
+        if !report.held_deletes.is_empty() {
+            for (sys, h) in &report.held_deletes {
+                tracing::warn!(system = %sys, deletes = h.deletes, synced = h.synced, "delete guard: nothing written");
+            }
+            return Ok(report);
+        }
+
+        // 3. Write what the active systems are owed; with isolation a failing system does not
+        //    hold the others back (its writes stay in its outbox).
+        let mut failed: BTreeSet<SystemId> = report
+            .errors
+            .keys()
+            .filter_map(|s| SystemId::new(s).ok())
+            .collect();
+        // A system not read in this pass that may hold records from creates whose answer was
+        // lost is looked through first, so they are linked instead of created twice.
+        for conn in active.iter().filter(|c| job.role(c.system()).write) {
+            let sys = conn.system();
+            if job.role(sys).read || failed.contains(sys) {
+                continue; // read above: linked there
+            }
+            match self.link_lost_creates(job, conn.as_ref()).await {
+                Ok(()) => {}
+                Err(EngineError::Connector(e)) if job.options.isolate_failures => {
+                    tracing::warn!(system = %sys, error = %e, "could not look for records of unconfirmed creates; its writes wait");
+                    failed.insert(sys.clone());
+                    report.errors.insert(sys.to_string(), e.to_string());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let mut stale = self
+            .write_systems(job, &active, None, &mut failed, &mut report)
+            .await?;
+
+        // 4. Records that changed in a system between its read and the write (the write found
+        //    them `Stale` and left them alone) are read again, merged with what the pass
+        //    planned, and written again: a concurrent edit is merged, never overwritten.
+        for _ in 0..STALE_ROUNDS {
+            if stale.is_empty() {
+                break;
+            }
+            let observed = self.reread(job, &stale, &mut failed, &mut report).await?;
+            let mut cp = self.state.checkpoint();
+            // (A re-read finds at most the records that went stale: the guard was passed.)
+            self.plan_observed(job, &all, &observed, &mut cp, &mut report)?;
+            self.state.commit(cp)?;
+            let touched: BTreeSet<EntityId> = observed.keys().copied().collect();
+            stale = self
+                .write_systems(job, &active, Some(&touched), &mut failed, &mut report)
+                .await?;
+        }
+        for (sys, entities) in &stale {
+            tracing::warn!(system = %sys, records = entities.len(), "records kept changing under the writes; left in the outbox for the next pass");
+        }
+        Ok(report)
+    }
+}
