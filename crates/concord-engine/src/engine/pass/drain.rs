@@ -9,18 +9,19 @@ impl Engine {
     /// whose conditional update found them changed since they were read.
     pub(super) async fn write_systems(
         &self,
-        job: &SyncJob,
-        active: &[&Arc<dyn Connector>],
+        pass: &mut Pass<'_>,
         only: Option<&BTreeSet<EntityId>>,
-        failed: &mut BTreeSet<SystemId>,
-        report: &mut SyncReport,
     ) -> Result<BTreeMap<SystemId, Vec<EntityId>>, EngineError> {
+        let job = pass.job;
         let mut stale = BTreeMap::new();
-        for conn in active.iter().filter(|c| job.role(c.system()).write) {
-            if failed.contains(conn.system()) {
+        for conn in pass.active.iter().filter(|c| job.role(c.system()).write) {
+            if pass.failed.contains(conn.system()) {
                 continue;
             }
-            match self.drain_outbox(job, conn.as_ref(), only, report).await {
+            match self
+                .drain_outbox(job, conn.as_ref(), only, &mut pass.report)
+                .await
+            {
                 Ok(s) => {
                     if !s.is_empty() {
                         stale.insert(conn.system().clone(), s);
@@ -28,8 +29,8 @@ impl Engine {
                 }
                 Err(EngineError::Connector(e)) if job.options.isolate_failures => {
                     tracing::warn!(system = %conn.system(), error = %e, "writes failed; kept in the outbox, the other systems go on");
-                    failed.insert(conn.system().clone());
-                    report
+                    pass.failed.insert(conn.system().clone());
+                    pass.report
                         .errors
                         .insert(conn.system().to_string(), e.to_string());
                 }
@@ -42,11 +43,10 @@ impl Engine {
     /// Point reads of records a write found changed: their current content as observations.
     pub(super) async fn reread(
         &self,
-        job: &SyncJob,
+        pass: &mut Pass<'_>,
         stale: &BTreeMap<SystemId, Vec<EntityId>>,
-        failed: &mut BTreeSet<SystemId>,
-        report: &mut SyncReport,
     ) -> Result<BTreeMap<EntityId, BTreeMap<SystemId, Observation>>, EngineError> {
+        let job = pass.job;
         let mut observed: BTreeMap<EntityId, BTreeMap<SystemId, Observation>> = BTreeMap::new();
         for (sys, entities) in stale {
             let Some(conn) = job.systems.iter().find(|c| c.system() == sys) else {
@@ -64,8 +64,8 @@ impl Engine {
                 Ok(g) => g,
                 Err(e) if job.options.isolate_failures => {
                     tracing::warn!(system = %sys, error = %e, "re-reading changed records failed; their writes wait in the outbox");
-                    failed.insert(sys.clone());
-                    report.errors.insert(sys.to_string(), e.to_string());
+                    pass.failed.insert(sys.clone());
+                    pass.report.errors.insert(sys.to_string(), e.to_string());
                     continue;
                 }
                 Err(e) => return Err(e.into()),

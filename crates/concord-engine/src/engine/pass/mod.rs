@@ -240,6 +240,23 @@ struct Marks {
     dry_deletes: BTreeSet<EntityId>,
 }
 
+/// One pass's state, threaded through its phases: read, plan, checkpoint, guard, drain, and
+/// the re-read of what went stale under the writes.
+struct Pass<'j> {
+    job: &'j SyncJob,
+    /// Every system of the job (the plan's view), and the connectors this pass works on.
+    all: Vec<SystemId>,
+    active: Vec<&'j Arc<dyn Connector>>,
+    /// What the completed reads observed, per entity and system.
+    observed: BTreeMap<EntityId, BTreeMap<SystemId, Observation>>,
+    /// The plan's writes to the store, and the read cursors (committed last, with it).
+    cp: Checkpoint,
+    cursors: Checkpoint,
+    report: SyncReport,
+    /// Systems that failed in this pass: nothing more is written to them in it.
+    failed: BTreeSet<SystemId>,
+}
+
 /// What one system's read produced, kept apart until the read completes.
 #[derive(Default)]
 struct SystemRead {
@@ -314,37 +331,106 @@ impl Engine {
         job: &SyncJob,
         only: Option<&[SystemId]>,
     ) -> Result<SyncReport, EngineError> {
-        let mut report = SyncReport::default();
-        let dry = job.options.dry_run;
-        let all: Vec<SystemId> = job.systems.iter().map(|c| c.system().clone()).collect();
-        let active: Vec<&Arc<dyn Connector>> = job
-            .systems
-            .iter()
-            .filter(|c| only.is_none_or(|o| o.contains(c.system())))
-            .collect();
+        let mut pass = Pass {
+            job,
+            all: job.systems.iter().map(|c| c.system().clone()).collect(),
+            active: job
+                .systems
+                .iter()
+                .filter(|c| only.is_none_or(|o| o.contains(c.system())))
+                .collect(),
+            observed: BTreeMap::new(),
+            cp: self.state.checkpoint(),
+            cursors: self.state.checkpoint(),
+            report: SyncReport::default(),
+            failed: BTreeSet::new(),
+        };
 
         // 1. Read.
-        let mut observed: BTreeMap<EntityId, BTreeMap<SystemId, Observation>> = BTreeMap::new();
-        let mut cp = self.state.checkpoint();
-        // Cursors move only in the last checkpoint of the planning phase, after every change
-        // read has been committed: a crash in between re-reads instead of skipping.
-        let mut cursors = self.state.checkpoint();
+        self.read_all(&mut pass).await?;
+
+        // 2. Plan each touched entity.
+        let marks = self.plan_observed(
+            job,
+            &pass.all,
+            &pass.observed,
+            &mut pass.cp,
+            &mut pass.report,
+        )?;
+        if job.options.dry_run {
+            pass.report.held_deletes = self.guard_deletes(job, &pass.active, &marks)?;
+            // Writes already queued by earlier passes would go out too.
+            for conn in pass.active.iter().filter(|c| job.role(c.system()).write) {
+                let queued = self.state.outbox_len(conn.system())?;
+                if queued > 0 {
+                    pass.report
+                        .planned
+                        .entry(conn.system().to_string())
+                        .or_default()
+                        .queued = queued;
+                }
+            }
+            return Ok(pass.report);
+        }
+
+        // 3. Checkpoint: the plan, then the cursors, in one durable commit before any write.
+        let mut cp = std::mem::take(&mut pass.cp);
+        cp.extend(std::mem::take(&mut pass.cursors));
+        self.state.commit(cp)?;
+
+        // 4. The delete guard: a pass that would delete an unusual share of a system's records
+        //    writes nothing at all; the plan stays committed, its deletes queued, until a run
+        //    that allows them (or a source that holds the records again, which cancels them).
+        pass.report.held_deletes = self.guard_deletes(job, &pass.active, &marks)?;
+        if !pass.report.held_deletes.is_empty() {
+            for (sys, h) in &pass.report.held_deletes {
+                tracing::warn!(system = %sys, deletes = h.deletes, synced = h.synced, "delete guard: nothing written");
+            }
+            return Ok(pass.report);
+        }
+
+        // 5. Drain what the active systems are owed; with isolation a failing system does not
+        //    hold the others back (its writes stay in its outbox).
+        pass.failed = pass
+            .report
+            .errors
+            .keys()
+            .filter_map(|s| SystemId::new(s).ok())
+            .collect();
+        self.link_lost_creates_unread(&mut pass).await?;
+        let mut stale = self.write_systems(&mut pass, None).await?;
+
+        // 6. Records that changed in a system between its read and the write (the write found
+        //    them `Stale` and left them alone) are read again, merged with what the pass
+        //    planned, and written again: a concurrent edit is merged, never overwritten.
+        for _ in 0..STALE_ROUNDS {
+            if stale.is_empty() {
+                break;
+            }
+            let observed = self.reread(&mut pass, &stale).await?;
+            let mut cp = self.state.checkpoint();
+            // (A re-read finds at most the records that went stale: the guard was passed.)
+            self.plan_observed(job, &pass.all, &observed, &mut cp, &mut pass.report)?;
+            self.state.commit(cp)?;
+            let touched: BTreeSet<EntityId> = observed.keys().copied().collect();
+            stale = self.write_systems(&mut pass, Some(&touched)).await?;
+        }
+        for (sys, entities) in &stale {
+            tracing::warn!(system = %sys, records = entities.len(), "records kept changing under the writes; left in the outbox for the next pass");
+        }
+        Ok(pass.report)
+    }
+
+    /// Reads every active system the job reads, each apart until its read completes (see
+    /// [`SystemRead`]); a failed read (with isolation) counts as that system's error and
+    /// nothing of it is used.
+    async fn read_all(&self, pass: &mut Pass<'_>) -> Result<(), EngineError> {
+        let job = pass.job;
         let mut matches = MatchOverlay::default();
-        for conn in active.iter().filter(|c| job.role(c.system()).read) {
-            // What this system's read produces is kept apart until the read completes: a read
-            // that failed part-way is never taken as complete, and nothing of it is planned,
-            // committed or written anywhere.
+        for conn in pass.active.iter().filter(|c| job.role(c.system()).read) {
             let mut read = SystemRead::default();
             let r = self
-                .read_system(
-                    job,
-                    conn.as_ref(),
-                    &mut read.observed,
-                    &mut read.cp,
-                    &mut read.cursors,
-                    &mut read.report,
-                    &mut matches,
-                )
+                .read_system(job, conn.as_ref(), &mut read, &mut matches)
                 .await;
             // Waiting records the read staged (mapped sides) become durable with its checkpoint,
             // or nothing of them stays with a read that failed.
@@ -357,104 +443,45 @@ impl Engine {
                     }
                     matches.keep();
                     for (e, obs) in read.observed {
-                        observed.entry(e).or_default().extend(obs);
+                        pass.observed.entry(e).or_default().extend(obs);
                     }
-                    cp.extend(read.cp);
-                    cursors.extend(read.cursors);
-                    report.absorb_read(read.report);
+                    pass.cp.extend(read.cp);
+                    pass.cursors.extend(read.cursors);
+                    pass.report.absorb_read(read.report);
                 }
                 Err(EngineError::Connector(e)) if job.options.isolate_failures => {
                     matches.discard();
                     tracing::warn!(system = %conn.system(), error = %e, "read failed; nothing of it is used, the other systems go on");
-                    report
+                    pass.report
                         .errors
                         .insert(conn.system().to_string(), e.to_string());
                 }
                 Err(e) => return Err(e),
             }
         }
+        pass.report.unmatched = matches.unmatched();
+        Ok(())
+    }
 
-        report.unmatched = matches.unmatched();
-
-        // 2. Plan each touched entity.
-        let marks = self.plan_observed(job, &all, &observed, &mut cp, &mut report)?;
-        if dry {
-            report.held_deletes = self.guard_deletes(job, &active, &marks)?;
-            // Writes already queued by earlier passes would go out too.
-            for conn in active.iter().filter(|c| job.role(c.system()).write) {
-                let queued = self.state.outbox_len(conn.system())?;
-                if queued > 0 {
-                    report
-                        .planned
-                        .entry(conn.system().to_string())
-                        .or_default()
-                        .queued = queued;
-                }
-            }
-            return Ok(report);
-        }
-        cp.extend(cursors);
-        self.state.commit(cp)?;
-
-        // The delete guard: a pass that would delete an unusual share of a system's records
-        // writes nothing at all; the plan stays committed, its deletes queued, until a run that
-        // allows them (or a source that holds the records again, which cancels them).
-        report.held_deletes = self.guard_deletes(job, &active, &marks)?;
-        if !report.held_deletes.is_empty() {
-            for (sys, h) in &report.held_deletes {
-                tracing::warn!(system = %sys, deletes = h.deletes, synced = h.synced, "delete guard: nothing written");
-            }
-            return Ok(report);
-        }
-
-        // 3. Write what the active systems are owed; with isolation a failing system does not
-        //    hold the others back (its writes stay in its outbox).
-        let mut failed: BTreeSet<SystemId> = report
-            .errors
-            .keys()
-            .filter_map(|s| SystemId::new(s).ok())
-            .collect();
-        // A system not read in this pass that may hold records from creates whose answer was
-        // lost is looked through first, so they are linked instead of created twice.
-        for conn in active.iter().filter(|c| job.role(c.system()).write) {
+    /// A system written but not read in this pass that may hold records from creates whose
+    /// answer was lost is looked through first, so they are linked instead of created twice.
+    async fn link_lost_creates_unread(&self, pass: &mut Pass<'_>) -> Result<(), EngineError> {
+        let job = pass.job;
+        for conn in pass.active.iter().filter(|c| job.role(c.system()).write) {
             let sys = conn.system();
-            if job.role(sys).read || failed.contains(sys) {
+            if job.role(sys).read || pass.failed.contains(sys) {
                 continue; // read above: linked there
             }
             match self.link_lost_creates(job, conn.as_ref()).await {
                 Ok(()) => {}
                 Err(EngineError::Connector(e)) if job.options.isolate_failures => {
                     tracing::warn!(system = %sys, error = %e, "could not look for records of unconfirmed creates; its writes wait");
-                    failed.insert(sys.clone());
-                    report.errors.insert(sys.to_string(), e.to_string());
+                    pass.failed.insert(sys.clone());
+                    pass.report.errors.insert(sys.to_string(), e.to_string());
                 }
                 Err(e) => return Err(e),
             }
         }
-        let mut stale = self
-            .write_systems(job, &active, None, &mut failed, &mut report)
-            .await?;
-
-        // 4. Records that changed in a system between its read and the write (the write found
-        //    them `Stale` and left them alone) are read again, merged with what the pass
-        //    planned, and written again: a concurrent edit is merged, never overwritten.
-        for _ in 0..STALE_ROUNDS {
-            if stale.is_empty() {
-                break;
-            }
-            let observed = self.reread(job, &stale, &mut failed, &mut report).await?;
-            let mut cp = self.state.checkpoint();
-            // (A re-read finds at most the records that went stale: the guard was passed.)
-            self.plan_observed(job, &all, &observed, &mut cp, &mut report)?;
-            self.state.commit(cp)?;
-            let touched: BTreeSet<EntityId> = observed.keys().copied().collect();
-            stale = self
-                .write_systems(job, &active, Some(&touched), &mut failed, &mut report)
-                .await?;
-        }
-        for (sys, entities) in &stale {
-            tracing::warn!(system = %sys, records = entities.len(), "records kept changing under the writes; left in the outbox for the next pass");
-        }
-        Ok(report)
+        Ok(())
     }
 }

@@ -5,15 +5,14 @@
 use super::*;
 
 impl Engine {
-    #[allow(clippy::too_many_arguments)]
+    /// Reads one system: every change becomes an observation of its entity (new records are
+    /// linked by cross-reference, a lost create's content or the match key), all kept in `read`
+    /// until the read completes; a complete scan also observes what it no longer holds.
     pub(super) async fn read_system(
         &self,
         job: &SyncJob,
         conn: &dyn Connector,
-        observed: &mut BTreeMap<EntityId, BTreeMap<SystemId, Observation>>,
-        cp: &mut Checkpoint,
-        cursors: &mut Checkpoint,
-        report: &mut SyncReport,
+        read: &mut SystemRead,
         matches: &mut MatchOverlay,
     ) -> Result<(), EngineError> {
         let sys = conn.system().clone();
@@ -56,29 +55,19 @@ impl Engine {
                     (Some(e), _) => e,
                     (None, Some(e)) => {
                         tracing::info!(system = %sys, key = %key, entity = %e, "a create whose answer was lost is found: linked");
-                        cp.put_xref(&sys, &key, &e);
+                        read.cp.put_xref(&sys, &key, &e);
                         e
                     }
                     (None, None) => {
                         let by_match = match &job.options.matching {
                             None => Matched::Own,
-                            Some(spec) => {
+                            Some(_) => {
                                 let mut f = fields.clone();
                                 if let Some(f) = f.as_mut() {
                                     f.apply_options(&job.normalize);
                                 }
-                                self.match_record(
-                                    job,
-                                    spec,
-                                    &sys,
-                                    &key,
-                                    f.as_ref(),
-                                    cp,
-                                    matches,
-                                    observed,
-                                    report,
-                                )
-                                .await?
+                                self.match_record(job, &sys, &key, f.as_ref(), read, matches)
+                                    .await?
                             }
                         };
                         let e = match by_match {
@@ -98,16 +87,16 @@ impl Engine {
                                 .is_some_and(|s| !s.is_tombstone())
                         {
                             // Another record of this system already stands for this entity.
-                            report.duplicates_ignored += 1;
+                            read.report.duplicates_ignored += 1;
                             tracing::warn!(system = %sys, key = %key, entity = %e, "record duplicates an entity already linked; ignored");
                             continue;
                         }
-                        cp.put_xref(&sys, &key, &e);
+                        read.cp.put_xref(&sys, &key, &e);
                         e
                     }
                 };
                 if !seen.insert(entity) {
-                    report.duplicates_ignored += 1;
+                    read.report.duplicates_ignored += 1;
                     continue;
                 }
                 let obs = match fields {
@@ -120,11 +109,14 @@ impl Engine {
                     }
                     None => Observation::Absent,
                 };
-                observed.entry(entity).or_default().insert(sys.clone(), obs);
+                read.observed
+                    .entry(entity)
+                    .or_default()
+                    .insert(sys.clone(), obs);
             }
             if !page.more {
                 if let Some(c) = page.cursor.as_ref().filter(|_| !job.options.full_read) {
-                    cursors.put_cursor(&job.name, &sys, c);
+                    read.cursors.put_cursor(&job.name, &sys, c);
                 }
                 break;
             }
@@ -133,13 +125,13 @@ impl Engine {
         if complete {
             // A scan: what we had and did not see is gone.
             for e in self.state.unseen_snapshots(&sys, &seen)? {
-                observed
+                read.observed
                     .entry(e)
                     .or_default()
                     .insert(sys.clone(), Observation::Absent);
             }
         }
-        *report.read.entry(sys.to_string()).or_default() += count;
+        *read.report.read.entry(sys.to_string()).or_default() += count;
         Ok(())
     }
 
@@ -208,19 +200,18 @@ impl Engine {
     }
 
     /// Links a record without a cross-reference by its match key (see [`JobOptions::matching`]).
-    #[allow(clippy::too_many_arguments)]
     pub(super) async fn match_record(
         &self,
         job: &SyncJob,
-        spec: &MatchSpec,
         sys: &SystemId,
         key: &Key,
         fields: Option<&Fields>,
-        cp: &mut Checkpoint,
+        read: &mut SystemRead,
         matches: &mut MatchOverlay,
-        observed: &mut BTreeMap<EntityId, BTreeMap<SystemId, Observation>>,
-        report: &mut SyncReport,
     ) -> Result<Matched, EngineError> {
+        let Some(spec) = &job.options.matching else {
+            return Ok(Matched::Own);
+        };
         let hash = fields.and_then(|f| spec.hash(f));
         // Where the record was filed before (a lonely correlate record whose key changed, or
         // that was deleted): take it out of that entry.
@@ -232,9 +223,9 @@ impl Engine {
             let mut e0 = matches.get(&self.state, &job.name, &h0)?;
             e0.lonely
                 .retain(|(s, k)| !(s == sys.as_str() && k == key.as_str()));
-            matches.put(cp, &job.name, h0, e0);
+            matches.put(&mut read.cp, &job.name, h0, e0);
             matches.set_rev(sys, key, None);
-            cp.delete_match_rev(&job.name, sys, key);
+            read.cp.delete_match_rev(&job.name, sys, key);
         }
         let Some(hash) = hash else {
             // Deleted, or no match key: correlate keeps nothing of it; others sync it alone.
@@ -254,7 +245,7 @@ impl Engine {
         let mut entry = matches.get(&self.state, &job.name, &hash)?;
         if let Some(e) = entry.entity {
             if !job.options.correlate {
-                report.matched += 1; // joins its golden record
+                read.report.matched += 1; // joins its golden record
             }
             return Ok(Matched::Entity(EntityId(e)));
         }
@@ -262,9 +253,9 @@ impl Engine {
             // Aggregate: the first record with this key starts the entity; the others join it.
             let e = match_entity(&job.name, &hash);
             entry.entity = Some(e.0);
-            matches.put(cp, &job.name, hash, entry);
-            report.matched += 1;
-            report.golden_created += 1;
+            matches.put(&mut read.cp, &job.name, hash, entry);
+            read.report.matched += 1;
+            read.report.golden_created += 1;
             return Ok(Matched::Entity(e));
         }
         let others: Vec<(String, String)> = entry
@@ -283,9 +274,9 @@ impl Engine {
                     .lonely
                     .push((sys.to_string(), key.as_str().to_string()));
             }
-            matches.put(cp, &job.name, hash, entry);
+            matches.put(&mut read.cp, &job.name, hash, entry);
             matches.set_rev(sys, key, Some(hash));
-            cp.put_match_rev(&job.name, sys, key, &hash);
+            read.cp.put_match_rev(&job.name, sys, key, &hash);
             matches.set_lonely(sys, key, true);
             return Ok(Matched::Drop);
         }
@@ -301,11 +292,11 @@ impl Engine {
             if let Some(Some(mut f)) = got.into_iter().next().map(|c| c.fields) {
                 f.apply_options(&job.normalize);
                 let s2 = conn.system().clone();
-                cp.put_xref(&s2, &k2, &e);
-                cp.delete_match_rev(&job.name, &s2, &k2);
+                read.cp.put_xref(&s2, &k2, &e);
+                read.cp.delete_match_rev(&job.name, &s2, &k2);
                 matches.set_rev(&s2, &k2, None);
                 matches.set_lonely(&s2, &k2, false);
-                observed.entry(e).or_default().insert(
+                read.observed.entry(e).or_default().insert(
                     s2,
                     Observation::Present {
                         fields: f,
@@ -316,8 +307,8 @@ impl Engine {
         }
         entry.entity = Some(e.0);
         entry.lonely.clear();
-        matches.put(cp, &job.name, hash, entry);
-        report.matched += 1;
+        matches.put(&mut read.cp, &job.name, hash, entry);
+        read.report.matched += 1;
         Ok(Matched::Entity(e))
     }
 }
