@@ -1,12 +1,18 @@
-//! The connector compliance suite: the same scenarios for every SQL dialect (and, as they come,
-//! every other connector). A `Subject` knows how to make a table, mutate it natively (as a user
-//! or an ERP would) and build connectors on it.
+//! The connector compliance suite. `subject.rs` holds the contract every connector passes: the
+//! [`subject::Subject`] trait (make a dataset, mutate it natively, build the connector, see what
+//! the system holds) and the scenarios that run on any subject. This file holds the SQL and
+//! file subjects ([`Table`]) and the scenarios only SQL tables have (capture modes, types,
+//! composite keys, change logs). A new connector joins by implementing `Subject` and listing
+//! itself in `tests/connector_compliance.rs`.
+
+pub mod subject;
+pub mod subjects;
 
 use concord::connector::files::{FileConfig, FileConnector, FileFormat, FileType};
 use concord::connector::memory::MemorySystem;
 use concord::connector::sql::client::Param;
 use concord::connector::sql::{CaptureMode, Pool, SqlConnector, SqlTableConfig};
-use concord::connector::{Connector, WriteErrorKind, WriteOp, WriteResult};
+use concord::connector::{Connector, WriteOp, WriteResult};
 use concord::core::{DeleteRule, FieldPolicy, Policy};
 use concord::engine::{Engine, SyncJob};
 use concord::model::{
@@ -46,7 +52,7 @@ impl Kind {
 }
 
 /// One database table under test.
-pub struct Subject {
+pub struct Table {
     pub kind: Kind,
     pub env: String,
     pub table: String,
@@ -57,9 +63,9 @@ pub struct Subject {
 
 static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
-impl Subject {
+impl Table {
     /// A fresh table `name` with columns id (int key), name, amount (decimal), updated_at.
-    pub async fn new(kind: Kind, scenario: &str) -> Option<Subject> {
+    pub async fn new(kind: Kind, scenario: &str) -> Option<Table> {
         if kind.is_file() {
             let d = tempfile::tempdir().unwrap();
             let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -70,7 +76,7 @@ impl Subject {
             if kind == Kind::Csv {
                 std::fs::write(d.path().join(&table), "id,name,amount,updated_at\n").unwrap();
             }
-            return Some(Subject {
+            return Some(Table {
                 kind,
                 env: d.path().display().to_string(),
                 table,
@@ -122,7 +128,7 @@ impl Subject {
             .await
             .unwrap();
         pool.execute(&ddl, &[]).await.unwrap();
-        Some(Subject {
+        Some(Table {
             kind,
             env,
             table,
@@ -301,11 +307,6 @@ impl Subject {
         self.pool().execute(&sql, &[Param::Int(id)]).await.unwrap();
     }
 
-    pub async fn count(&self) -> i64 {
-        let c = self.conn(CaptureMode::Scan, 10_000).await;
-        read_all(c.as_ref()).await.len() as i64
-    }
-
     pub async fn drop(self) {
         if let Some(pool) = &self.pool {
             let _ = pool
@@ -313,6 +314,52 @@ impl Subject {
                 .await;
             pool.close().await;
         }
+    }
+}
+
+#[async_trait::async_trait]
+impl subject::Subject for Table {
+    async fn connector(&self) -> Arc<dyn Connector> {
+        self.conn(CaptureMode::Scan, 7).await
+    }
+    fn names(&self) -> subject::Names {
+        subject::Names {
+            id: "id",
+            name: "name",
+            amount: "amount",
+        }
+    }
+    fn key_of(&self, id: i64) -> Option<Key> {
+        Some(Key::new(id.to_string()))
+    }
+    fn missing_key(&self) -> Option<Key> {
+        Some(Key::new("99"))
+    }
+    fn refused(&self) -> Vec<(&'static str, Value, &'static str)> {
+        let mut r = vec![("amount", Value::Bool(true), "amount")];
+        // Too long for varchar(40).
+        match self.kind {
+            Kind::Postgres => r.push(("name", Value::text("x".repeat(60)), "22001")),
+            Kind::MariaDb => r.push(("name", Value::text("x".repeat(60)), "22001")),
+            _ => {}
+        }
+        r
+    }
+    async fn insert(&self, id: i64, name: &str, amount: &str) {
+        Table::insert(self, id, name, amount, T0 + id).await
+    }
+    async fn update_name(&self, id: i64, name: &str) {
+        Table::update_name(self, id, name, T0 + 100_000 + id).await
+    }
+    async fn delete(&self, id: i64) {
+        Table::delete(self, id).await
+    }
+    async fn holds(&self) -> subject::Holds {
+        let c = self.conn(CaptureMode::Scan, 10_000).await;
+        subjects::held_by(c.as_ref(), self.names()).await
+    }
+    async fn finish(self: Box<Self>) {
+        Table::drop(*self).await
     }
 }
 
@@ -363,171 +410,6 @@ fn name_of(f: &Fields) -> String {
     }
 }
 
-pub async fn read_all_pages(kind: Kind) {
-    let Some(s) = Subject::new(kind, "readall").await else {
-        return;
-    };
-    for i in 0..25 {
-        s.insert(i, &format!("row {i}"), "12.50", T0 + i).await;
-    }
-    let c = s.conn(CaptureMode::Scan, 7).await;
-    let rows = read_all(c.as_ref()).await;
-    assert_eq!(rows.len(), 25, "{kind:?}");
-    let keys: Vec<String> = rows.iter().map(|(k, _)| k.to_string()).collect();
-    let want: Vec<String> = (0..25).map(|i: i64| i.to_string()).collect();
-    assert_eq!(keys, want, "key order and completeness");
-    let f = &rows[3].1;
-    assert_eq!(f.get("id"), Some(&Value::Int(3)));
-    assert_eq!(f.get("amount"), Some(&Value::decimal_str("12.5").unwrap()));
-    assert_eq!(
-        f.get("updated_at"),
-        Some(&Value::DateTime(Timestamp(T0 + 3)))
-    );
-    s.drop().await;
-}
-
-pub async fn write_update_delete(kind: Kind) {
-    let Some(s) = Subject::new(kind, "write").await else {
-        return;
-    };
-    let c = s.conn(CaptureMode::Scan, 100).await;
-    let sys = SystemId::new("erp").unwrap();
-    let rec = |i: i64, name: &str| {
-        Fields::new()
-            .with("id", i)
-            .with("name", name)
-            .with("amount", Value::decimal_str("3.10").unwrap())
-            .with("updated_at", Value::DateTime(Timestamp(T0)))
-    };
-    let creates: Vec<WriteOp> = (0..10)
-        .map(|i| WriteOp::Upsert {
-            entity: EntityId::derive(&sys, &i.to_string()),
-            key: None,
-            fields: rec(i, "new"),
-        })
-        .collect();
-    let res = c.write(creates.clone()).await.unwrap();
-    assert!(
-        res.iter().all(|r| matches!(r, WriteResult::Ok { .. })),
-        "{res:?}"
-    );
-    assert_eq!(res[4], WriteResult::Ok { key: Key::new("4") });
-    // Creating again is idempotent (a retried batch does not duplicate).
-    let res = c.write(creates).await.unwrap();
-    assert!(res.iter().all(|r| matches!(r, WriteResult::Ok { .. })));
-    assert_eq!(s.count().await, 10);
-    // Updates by key; an update of a vanished row reports NotFound; a bad value is rejected alone.
-    let res = c
-        .write(vec![
-            WriteOp::Upsert {
-                entity: EntityId::derive(&sys, "1"),
-                key: Some(Key::new("1")),
-                fields: rec(1, "renamed"),
-            },
-            WriteOp::Upsert {
-                entity: EntityId::derive(&sys, "99"),
-                key: Some(Key::new("99")),
-                fields: rec(99, "ghost"),
-            },
-            WriteOp::Upsert {
-                entity: EntityId::derive(&sys, "2"),
-                key: Some(Key::new("2")),
-                fields: rec(2, "x").with("amount", Value::Bool(true)),
-            },
-            // Same content again: still a success (MySQL reports 0 changed rows).
-            WriteOp::Upsert {
-                entity: EntityId::derive(&sys, "3"),
-                key: Some(Key::new("3")),
-                fields: rec(3, "new"),
-            },
-        ])
-        .await
-        .unwrap();
-    assert_eq!(res[0], WriteResult::Ok { key: Key::new("1") });
-    assert!(
-        matches!(
-            res[1],
-            WriteResult::Err {
-                kind: WriteErrorKind::NotFound,
-                ..
-            }
-        ),
-        "{res:?}"
-    );
-    assert!(
-        matches!(&res[2], WriteResult::Err { kind: WriteErrorKind::Rejected, message } if message.contains("amount")),
-        "{res:?}"
-    );
-    assert_eq!(res[3], WriteResult::Ok { key: Key::new("3") });
-    let rows = read_all(c.as_ref()).await;
-    assert_eq!(name_of(&rows[1].1), "renamed");
-    assert_eq!(rows.len(), 10, "the NotFound update created nothing");
-    // A value the database refuses (too long for varchar(40)) rejects that record only.
-    if matches!(kind, Kind::Postgres | Kind::MariaDb) {
-        let ops: Vec<WriteOp> = [
-            (20, "ok-a".to_string()),
-            (21, "x".repeat(60)),
-            (22, "ok-b".to_string()),
-        ]
-        .into_iter()
-        .map(|(i, n)| WriteOp::Upsert {
-            entity: EntityId::derive(&sys, &i.to_string()),
-            key: None,
-            fields: rec(i, &n),
-        })
-        .collect();
-        let res = c.write(ops).await.unwrap();
-        assert_eq!(
-            res[0],
-            WriteResult::Ok {
-                key: Key::new("20")
-            },
-            "{res:?}"
-        );
-        assert!(
-            matches!(&res[1], WriteResult::Err { kind: WriteErrorKind::Rejected, message } if message.contains("22001") || message.contains("1406")),
-            "{res:?}"
-        );
-        assert_eq!(
-            res[2],
-            WriteResult::Ok {
-                key: Key::new("22")
-            },
-            "{res:?}"
-        );
-        let dels: Vec<WriteOp> = [20, 22]
-            .iter()
-            .map(|i| WriteOp::Delete {
-                entity: EntityId::derive(&sys, &i.to_string()),
-                key: Key::new(i.to_string()),
-            })
-            .collect();
-        c.write(dels).await.unwrap();
-    }
-    // Deletes, idempotent.
-    let dels: Vec<WriteOp> = [2, 5, 7]
-        .iter()
-        .map(|i| WriteOp::Delete {
-            entity: EntityId::derive(&sys, &i.to_string()),
-            key: Key::new(i.to_string()),
-        })
-        .collect();
-    assert!(c
-        .write(dels.clone())
-        .await
-        .unwrap()
-        .iter()
-        .all(|r| matches!(r, WriteResult::Ok { .. })));
-    assert!(c
-        .write(dels)
-        .await
-        .unwrap()
-        .iter()
-        .all(|r| matches!(r, WriteResult::Ok { .. })));
-    assert_eq!(s.count().await, 7);
-    s.drop().await;
-}
-
 fn job(a: Arc<MemorySystem>, b: Arc<dyn Connector>) -> SyncJob {
     SyncJob {
         name: "cc".into(),
@@ -545,51 +427,8 @@ fn engine() -> Engine {
     )
 }
 
-pub async fn own_writes_are_not_changes(kind: Kind) {
-    let Some(s) = Subject::new(kind, "echo").await else {
-        return;
-    };
-    let mem = Arc::new(MemorySystem::new(SystemId::new("mem").unwrap()));
-    for i in 0..20 {
-        mem.user_create(
-            Fields::new()
-                .with("id", i)
-                .with("name", format!("from mem {i}"))
-                .with("amount", Value::decimal_str("7.25").unwrap())
-                .with("updated_at", Value::DateTime(Timestamp(T0 + i))),
-        );
-    }
-    let sql = s.conn(CaptureMode::Scan, 8).await;
-    let j = job(mem.clone(), sql.clone());
-    let e = engine();
-    let r = e.sync(&j, None).await.unwrap();
-    assert_eq!(r.written.get("erp"), Some(&20), "{kind:?} {r:?}");
-    let r = e.sync(&j, None).await.unwrap();
-    assert_eq!(
-        (r.changed, r.total_written()),
-        (0, 0),
-        "{kind:?}: own writes read back as changes: {r:?}"
-    );
-    // A native edit flows back, and then everything is quiet again.
-    s.update_name(4, "edited in the ERP", T0 + 100).await;
-    let r = e.sync(&j, None).await.unwrap();
-    assert_eq!(
-        (r.changed, r.written.get("mem").copied()),
-        (1, Some(1)),
-        "{r:?}"
-    );
-    let r = e.sync(&j, None).await.unwrap();
-    assert_eq!((r.changed, r.total_written()), (0, 0), "{r:?}");
-    // A hard delete found by the scan propagates.
-    s.delete(7).await;
-    let r = e.sync(&j, None).await.unwrap();
-    assert_eq!(r.written.get("mem"), Some(&1), "{r:?}");
-    assert_eq!(mem.rows().len(), 19);
-    s.drop().await;
-}
-
 pub async fn column_mode_cursor_ties_late_commits_restart(kind: Kind) {
-    let Some(s) = Subject::new(kind, "column").await else {
+    let Some(s) = Table::new(kind, "column").await else {
         return;
     };
     // 30 rows share one timestamp, more than a page (7): the (updated, key) position keeps
@@ -644,7 +483,7 @@ pub async fn column_mode_cursor_ties_late_commits_restart(kind: Kind) {
 /// clock says every row before it has committed), so a quiet table is not re-read over the
 /// whole window on every pass; only the rows sharing the newest stamp are read again.
 pub async fn column_mode_quiet_table_is_not_reread(kind: Kind) {
-    let Some(s) = Subject::new(kind, "quiet").await else {
+    let Some(s) = Table::new(kind, "quiet").await else {
         return;
     };
     // Twelve rows in pages of four: the last page is full, and the read ends on an empty one.
@@ -670,7 +509,7 @@ pub async fn column_mode_quiet_table_is_not_reread(kind: Kind) {
 }
 
 pub async fn column_mode_through_the_engine_repeats_nothing(kind: Kind) {
-    let Some(s) = Subject::new(kind, "colengine").await else {
+    let Some(s) = Table::new(kind, "colengine").await else {
         return;
     };
     for i in 0..12 {
@@ -747,7 +586,7 @@ pub async fn clear_errors(kind: Kind) {
     .to_string();
     assert!(missing.contains("CONCORD_TEST_UNSET_VAR"), "{missing}");
     // A table that does not exist.
-    if let Some(s) = Subject::new(kind, "errors").await {
+    if let Some(s) = Table::new(kind, "errors").await {
         let mut cfg = s.config(CaptureMode::Scan, 10);
         cfg.table = "no_such_table_concord".into();
         let msg = SqlConnector::connect(sys.clone(), cfg)
@@ -776,7 +615,7 @@ pub async fn types_round_trip(kind: Kind) {
         !kind.is_file(),
         "SQL column types only; files: see files_connector.rs"
     );
-    let Some(s) = Subject::new(kind, "types").await else {
+    let Some(s) = Table::new(kind, "types").await else {
         return;
     };
     let t = format!("{}_all", s.table);
@@ -926,7 +765,7 @@ pub async fn changes_from(
     );
 }
 
-async fn log_count(s: &Subject) -> i64 {
+async fn log_count(s: &Table) -> i64 {
     let c = SqlConnector::connect(
         SystemId::new("erp").unwrap(),
         s.config(CaptureMode::Trigger, 10),
@@ -939,7 +778,7 @@ async fn log_count(s: &Subject) -> i64 {
 }
 
 pub async fn trigger_mode_captures_everything(kind: Kind) {
-    let Some(s) = Subject::new(kind, "trigger").await else {
+    let Some(s) = Table::new(kind, "trigger").await else {
         return;
     };
     for i in 0..5 {
@@ -1031,7 +870,7 @@ pub async fn trigger_mode_captures_everything(kind: Kind) {
 }
 
 pub async fn trigger_mode_through_the_engine(kind: Kind) {
-    let Some(s) = Subject::new(kind, "trigengine").await else {
+    let Some(s) = Table::new(kind, "trigengine").await else {
         return;
     };
     for i in 0..8 {
@@ -1072,7 +911,7 @@ pub async fn trigger_mode_through_the_engine(kind: Kind) {
 /// PostgreSQL: a transaction that took its log sequence number early but commits late is not
 /// skipped by a cursor that saw later, already committed entries.
 pub async fn trigger_mode_late_commit_postgres() {
-    let Some(s) = Subject::new(Kind::Postgres, "trlate").await else {
+    let Some(s) = Table::new(Kind::Postgres, "trlate").await else {
         return;
     };
     let c = s.connector(CaptureMode::Trigger, 100).await;
@@ -1135,7 +974,7 @@ pub async fn file_errors(kind: Kind) {
         e.to_string().contains("does not exist") && e.to_string().contains("erp"),
         "{e}"
     );
-    let s = Subject::new(kind, "ferr").await.unwrap();
+    let s = Table::new(kind, "ferr").await.unwrap();
     let body = if kind == Kind::Csv {
         "id,name,amount,updated_at\n1,a,x,\n"
     } else {
@@ -1154,7 +993,7 @@ pub async fn file_errors(kind: Kind) {
 
 /// Composite keys: create, update by key, delete by key, on a two-column primary key.
 pub async fn composite_keys(kind: Kind) {
-    let Some(s) = Subject::new(kind, "composite").await else {
+    let Some(s) = Table::new(kind, "composite").await else {
         return;
     };
     let t = format!("{}_lines", s.table);

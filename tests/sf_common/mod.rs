@@ -12,9 +12,14 @@ use std::sync::Arc;
 pub static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 pub async fn sandbox() -> (Arc<Sandbox>, SalesforceConfig) {
-    let schema: SchemaFile = toml::from_str(
-        "[[objects]]\nname = \"Account\"\n[[objects.fields]]\nname = \"Concord_Id__c\"\ntype = \"string\"\nexternal_id = true\nunique = true\n",
-    )
+    sandbox_with("").await
+}
+
+/// [`sandbox`] with more Account fields (`[[objects.fields]]` tables of a schema file).
+pub async fn sandbox_with(fields: &str) -> (Arc<Sandbox>, SalesforceConfig) {
+    let schema: SchemaFile = toml::from_str(&format!(
+        "[[objects]]\nname = \"Account\"\n[[objects.fields]]\nname = \"Concord_Id__c\"\ntype = \"string\"\nexternal_id = true\nunique = true\n{fields}"
+    ))
     .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

@@ -184,6 +184,27 @@ pub struct ConnectorError {
     pub retryable: bool,
 }
 
+/// One system (one object of it) as the engine reads and writes it.
+///
+/// **The contract** (every implementation passes `tests/connector_compliance.rs`, which checks
+/// each point on a real system):
+/// - `read(None)` and the pages after it return every record the system holds (or, from a
+///   cursor, every change since it), each record once per read, its fields decoded to canonical
+///   values; a read that cannot finish returns an error, never a shorter `complete` read.
+///   `complete` is set only where the pages list every record (a scan), so a record missing
+///   from them is deleted.
+/// - A cursor is opaque, durable and resumable by a connector built again: no change made after
+///   the page that produced it is skipped, and a record read again is unchanged unless the
+///   system changed it. Deletes the system can see are reported as changes without fields.
+/// - `write` answers one [`WriteResult`] per op, in order; a failure of one record
+///   (`Rejected`, `NotFound`, `Stale`, `NotApplied`, `Retryable`) never fails the others; an
+///   `Err` of the whole call means nothing is known to be written (the engine retries).
+///   Creates answer the new key; where [`Connector::creates_idempotent`] is true, repeating a
+///   create does not make a second record. Deletes of records already gone succeed.
+/// - What a connector wrote reads back with the same canonical content (so the engine sees its
+///   own writes as echoes, not changes).
+/// - A connector never writes concord's store and keeps no state the engine needs across runs
+///   but its cursors.
 #[async_trait]
 pub trait Connector: Send + Sync {
     /// The system's name in the job.
