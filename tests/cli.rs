@@ -339,3 +339,26 @@ fn sandbox_flags_tls_data_faults_and_credentials() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--fault-drop must be between 0 and 1"));
 }
+
+/// The demo's data is found at run time (no build machine's path in the binary): from a folder
+/// without the shared fixtures beside it, the error says how to give them.
+#[test]
+fn the_demo_says_where_its_data_is_looked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = concord()
+        .current_dir(dir.path())
+        .env_remove("CONCORD_FIXTURES")
+        .args(["demo", "--dir", "d"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--dump") && err.contains("CONCORD_FIXTURES"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("d").exists(),
+        "nothing made before the data is found"
+    );
+}

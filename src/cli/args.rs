@@ -103,7 +103,8 @@ pub(crate) enum Command {
         /// Variable holding the database URL (`sqlite:erp.db?mode=rwc`, `postgres://…`).
         #[arg(long)]
         url_env: String,
-        /// The PostgreSQL dump to load (default: the shared fixtures' northwind.sql).
+        /// The PostgreSQL dump to load (default: `$CONCORD_FIXTURES/erp/northwind.sql`, else
+        /// `../shared/fixtures/erp/northwind.sql`).
         #[arg(long)]
         dump: Option<PathBuf>,
     },
@@ -112,6 +113,9 @@ pub(crate) enum Command {
         /// Keep the demo's store in this directory instead of a temporary one.
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// The Northwind dump the demo's ERP is loaded from (default as for `load-erp`).
+        #[arg(long)]
+        dump: Option<PathBuf>,
     },
     /// Store maintenance.
     Store {

@@ -103,9 +103,10 @@ pub fn dispatch(cli: Cli, rt: &tokio::runtime::Runtime) -> Result<i32> {
         Command::LoadErp { url_env, dump } => {
             rt.block_on(tools::load_erp(&url_env, dump)).map(|_| 0)
         }
-        Command::Demo { dir } => rt
-            .block_on(demo::demo(dir, &tools::northwind_path()))
-            .map(|_| 0),
+        Command::Demo { dir, dump } => {
+            let dump = tools::northwind_path(dump)?;
+            rt.block_on(demo::demo(dir, &dump)).map(|_| 0)
+        }
         Command::Store {
             command: StoreCommand::Verify { dir, instance },
         } => tools::verify(dir, &instance).map(|_| 0),

@@ -6,13 +6,30 @@ use concord::store::{SledStore, StateStore, Store};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// The shared fixtures' Northwind dump, as found at build time.
-pub(crate) fn northwind_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/erp/northwind.sql")
+/// The Northwind dump: `--dump FILE`, else `$CONCORD_FIXTURES/erp/northwind.sql`, else the
+/// shared fixtures next to the working folder (`../shared/fixtures/erp/northwind.sql`, where a
+/// checkout of concord sits beside them). Found at run time: no build machine's path is kept in
+/// the binary.
+pub(crate) fn northwind_path(given: Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(p) = given {
+        return Ok(p);
+    }
+    let fixtures = match std::env::var_os("CONCORD_FIXTURES") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from("../shared/fixtures"),
+    };
+    let p = fixtures.join("erp/northwind.sql");
+    if !p.is_file() {
+        anyhow::bail!(
+            "the Northwind dump is not at {} (give --dump FILE, or set CONCORD_FIXTURES to the fixtures folder)",
+            p.display()
+        );
+    }
+    Ok(p)
 }
 
 pub(crate) async fn load_erp(url_env: &str, dump: Option<PathBuf>) -> Result<()> {
-    let path = dump.unwrap_or_else(northwind_path);
+    let path = northwind_path(dump)?;
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("reading the dump {}", path.display()))?;
     let url = std::env::var(url_env)

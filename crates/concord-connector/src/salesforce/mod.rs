@@ -1,8 +1,14 @@
-//! Salesforce objects as systems, over the REST API (in progress, issue 3): describe-driven
-//! field lists, reads by a (SystemModstamp, Id)-ordered query with an overlap window and deletes
-//! from queryAll, writes through sObject Collections (200 a call, per-record results), creates
-//! idempotent through an External ID field holding concord's entity id. Not yet: Bulk API 2.0,
-//! getDeleted beyond the recycle bin, JWT bearer.
+//! Salesforce objects as systems, over the REST API and Bulk API 2.0 (docs/connectors/
+//! salesforce.md): describe-driven field lists; reads by a (SystemModstamp, Id)-ordered query
+//! with an overlap window, continued as a Bulk query job for large reads, deletes from
+//! getDeleted (queryAll beyond its window); writes through sObject Collections (200 a call,
+//! per-record results) or Bulk ingest jobs at `bulk_threshold`, single-record updates
+//! conditional on `If-Unmodified-Since`; creates idempotent through an External ID field holding
+//! concord's entity id; OAuth client_credentials, refresh_token and JWT bearer; retries that
+//! cannot duplicate; a daily-limit guard.
+//!
+//! Files: `config` (the file schema and the runtime config), `client` (HTTP, auth, retries,
+//! limits), `read`, `write`, `soql` (literal escaping).
 
 pub mod client;
 pub mod config;
