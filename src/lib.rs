@@ -35,7 +35,7 @@ pub mod fuzzing;
 // The lower layers are crates of their own (the compiler enforces the layering); their
 // modules keep their paths here.
 pub use concord_connector as connector;
-pub use concord_engine::{bundle, config, engine};
+pub use concord_engine::{bundle, config, engine, exchange};
 pub use concord_model::{core, model};
 /// The Salesforce stand-in, re-exported for the binary and the tests (no connector uses it).
 pub use concord_sandbox as sandbox;

@@ -558,3 +558,93 @@ proptest! {
         converge_case(sites, systems, ops, deliveries);
     }
 }
+
+/// The exchange protocol as functions (no HTTP): a plain exchange, then hash-tree exchanges that
+/// move exactly what differs, and the refusals — a replayed or altered tree message, a message
+/// under another key.
+#[tokio::test]
+async fn the_exchange_protocol_runs_without_a_network() {
+    use concord::exchange::{Client, ExchangeError, Server};
+    let a = Site::new("site-a", &["erp_a", "crm_a"]);
+    let b = Site::new("site-b", &["erp_b", "crm_b"]);
+    for i in 0..5 {
+        a.systems[0].user_create(Fields::new().with("name", format!("Customer {i}")));
+    }
+    a.sync().await;
+    let server = Server::new(a.engine.state().clone(), a.scopes(), KEY.to_vec());
+    let scopes = b.scopes();
+    let client = Client {
+        state: b.engine.state(),
+        scopes: &scopes,
+        key: KEY,
+        peer: InstanceId::new("site-a").unwrap(),
+    };
+    // A plain exchange: B learns A's five entities.
+    let req = client.exchange_request().unwrap();
+    assert_eq!(req.sent, 0);
+    let (at_a, answer) = server.exchange(&req.body).unwrap();
+    assert_eq!(at_a.entities, 0);
+    let r = client.import_answer(&answer).unwrap();
+    assert_eq!(r.entities, 5, "{r:?}");
+    assert_eq!(b.sync().await, 10);
+    // A tree exchange of equal instances moves nothing.
+    let step = client.tree_request().unwrap();
+    let replay = step.request.clone();
+    let signed = server.tree(&step.request.body, &step.request.mac).unwrap();
+    let ex = client
+        .tree_exchange(step, &signed.body, &signed.mac)
+        .unwrap();
+    assert_eq!(
+        (ex.summary.differing_entities, ex.sent),
+        (0, 0),
+        "{:?}",
+        ex.summary
+    );
+    // The same request again is a replay; an altered one fails its MAC.
+    let e = server.tree(&replay.body, &replay.mac).unwrap_err();
+    assert!(
+        matches!(&e, ExchangeError::Unauthorized(m) if m.contains("replayed")),
+        "{e}"
+    );
+    let mut altered = client.tree_request().unwrap().request;
+    altered.body[10] ^= 1;
+    let e = server.tree(&altered.body, &altered.mac).unwrap_err();
+    assert!(
+        matches!(&e, ExchangeError::Unauthorized(m) if m.contains("MAC")),
+        "{e}"
+    );
+    // Under another key, nothing is accepted.
+    let other = Client {
+        state: b.engine.state(),
+        scopes: &scopes,
+        key: b"another secret",
+        peer: InstanceId::new("site-a").unwrap(),
+    };
+    let s = other.tree_request().unwrap();
+    assert!(matches!(
+        server.tree(&s.request.body, &s.request.mac),
+        Err(ExchangeError::Unauthorized(_))
+    ));
+    // One record edited at A: the tree finds exactly it, and it crosses.
+    set(&a.systems[0], "Customer 3", "city", "Bergen");
+    a.sync().await;
+    let step = client.tree_request().unwrap();
+    let signed = server.tree(&step.request.body, &step.request.mac).unwrap();
+    let ex = client
+        .tree_exchange(step, &signed.body, &signed.mac)
+        .unwrap();
+    assert_eq!(ex.summary.differing_entities, 1, "{:?}", ex.summary);
+    assert_eq!(ex.summary.asked_for, 1);
+    let (_, answer) = server
+        .tree_exchange(&ex.request.body, &ex.request.mac)
+        .unwrap();
+    let r = client.import_answer(&answer).unwrap();
+    assert_eq!(r.entities, 1, "{r:?}");
+    b.sync().await;
+    assert_eq!(content(&b.systems[0]), content(&a.systems[0]));
+    // The tree-exchange message cannot be sent twice either.
+    assert!(matches!(
+        server.tree_exchange(&ex.request.body, &ex.request.mac),
+        Err(ExchangeError::Unauthorized(_))
+    ));
+}

@@ -74,13 +74,7 @@ pub fn dispatch(cli: Cli, rt: &tokio::runtime::Runtime) -> Result<i32> {
                     peer,
                     tree,
                     json,
-                } => {
-                    if tree {
-                        peer::sync_tree(&cfg, &url, &peer, json).await
-                    } else {
-                        peer::sync(&cfg, &url, &peer, json).await
-                    }
-                }
+                } => peer::sync(&cfg, &url, &peer, tree, json).await,
             }
             .map(|_| 0)
         }),
