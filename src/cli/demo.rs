@@ -109,9 +109,7 @@ pub async fn demo(dir: Option<PathBuf>, fixtures: &Path) -> Result<()> {
         )
     })?;
     let pool = concord::connector::sql::Pool::connect(&erp_url, "erp", "load").await?;
-    let loaded = concord::connector::sql::dump::load(&pool, None, &dump)
-        .await
-        .map_err(anyhow::Error::msg)?;
+    let loaded = concord::connector::sql::dump::load(&pool, None, &dump).await?;
     println!(
         "Salesforce sandbox at {} (in this process); SQLite ERP {} with {} customers and {} orders from the Northwind fixture",
         sb.base_url,

@@ -324,8 +324,7 @@ pub fn status(cfg: &Config, as_json: bool) -> Result<()> {
     for (name, j) in &cfg.jobs {
         let mut sides = Vec::new();
         for s in &j.systems {
-            let id =
-                concord::engine::build::side_system(s, &j.sides[s]).map_err(anyhow::Error::msg)?;
+            let id = concord::engine::build::side_system(s, &j.sides[s])?;
             sides.push(json!({
                 "system": s,
                 "id": id.as_str(),
@@ -384,7 +383,7 @@ pub fn status(cfg: &Config, as_json: bool) -> Result<()> {
     Ok(())
 }
 
-fn show_value(v: Option<Result<Option<Value>, String>>) -> String {
+fn show_value(v: Option<Result<Option<Value>, concord::model::canonical::DecodeError>>) -> String {
     match v {
         None => "-".into(),
         Some(Ok(None)) => "(none)".into(),

@@ -37,9 +37,7 @@ pub(crate) async fn load_erp(url_env: &str, dump: Option<PathBuf>) -> Result<()>
         .filter(|u| !u.is_empty())
         .with_context(|| format!("environment variable {url_env} is not set"))?;
     let pool = concord::connector::sql::Pool::connect(&url, "erp", "load").await?;
-    let report = concord::connector::sql::dump::load(&pool, None, &text)
-        .await
-        .map_err(anyhow::Error::msg)?;
+    let report = concord::connector::sql::dump::load(&pool, None, &text).await?;
     println!("loaded {}: {report:?}", path.display());
     Ok(())
 }

@@ -24,18 +24,44 @@ pub struct Binding<'a> {
     pub base_dir: &'a std::path::Path,
 }
 
+/// A record or value a connector cannot read or write as it is — a malformed cell or line, a
+/// value of a type the column cannot hold, a missing key part; the message names what and
+/// where. The connector wraps it in a [`ConnectorError`] (a read) or a rejected
+/// [`WriteResult`] (a write).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidData(pub String);
+
+impl From<String> for InvalidData {
+    fn from(s: String) -> Self {
+        InvalidData(s)
+    }
+}
+
+impl From<&str> for InvalidData {
+    fn from(s: &str) -> Self {
+        InvalidData(s.to_string())
+    }
+}
+
+impl From<InvalidData> for String {
+    fn from(e: InvalidData) -> Self {
+        e.0
+    }
+}
+
 /// The plain text of a key value, as native keys are written (`42`, `ALFKI`, `2024-01-31`).
 pub fn key_text(v: &Value) -> String {
     v.plain_text()
 }
 
 /// The native key made of the values of `columns` in `fields` (composite when several).
-pub fn key_of(fields: &Fields, columns: &[&str]) -> Result<Key, String> {
+pub fn key_of(fields: &Fields, columns: &[&str]) -> Result<Key, crate::InvalidData> {
     let mut parts = Vec::with_capacity(columns.len());
     for c in columns {
         match fields.get(c) {
             Some(v) => parts.push(key_text(v)),
-            None => return Err(format!("key column {c} is null")),
+            None => return Err(format!("key column {c} is null").into()),
         }
     }
     Ok(if parts.len() == 1 {

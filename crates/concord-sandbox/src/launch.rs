@@ -31,9 +31,15 @@ pub struct Options {
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
     #[error("schema {path}: {why}")]
-    Schema { path: String, why: String },
+    Schema {
+        path: String,
+        why: crate::InvalidInput,
+    },
     #[error("seed {path}: {why}")]
-    Seed { path: String, why: String },
+    Seed {
+        path: String,
+        why: crate::InvalidInput,
+    },
     #[error(transparent)]
     Persist(#[from] PersistError),
     #[error("binding 127.0.0.1:{port}: {source}")]
@@ -43,7 +49,15 @@ pub enum LaunchError {
         source: std::io::Error,
     },
     #[error("TLS certificate: {0}")]
-    Tls(String),
+    Certificate(#[from] rcgen::Error),
+    #[error("TLS certificate file {path}: {source}")]
+    CertificateFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("TLS set-up: {0}")]
+    Tls(#[source] std::io::Error),
 }
 
 /// A started sandbox.
@@ -64,22 +78,20 @@ pub struct Launched {
 
 /// A CA and a server certificate for `localhost` / `127.0.0.1` signed by it: (CA PEM, server
 /// certificate PEM, server key PEM).
-pub fn self_signed() -> Result<(String, String, String), String> {
+pub fn self_signed() -> Result<(String, String, String), rcgen::Error> {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
-    let e = |e: rcgen::Error| e.to_string();
-    let ca_key = KeyPair::generate().map_err(e)?;
-    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(e)?;
+    let ca_key = KeyPair::generate()?;
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca.distinguished_name
         .push(DnType::CommonName, "concord sandbox CA");
     ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_cert = ca.self_signed(&ca_key).map_err(e)?;
-    let key = KeyPair::generate().map_err(e)?;
-    let mut leaf = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-        .map_err(e)?;
+    let ca_cert = ca.self_signed(&ca_key)?;
+    let key = KeyPair::generate()?;
+    let mut leaf = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])?;
     leaf.distinguished_name
         .push(DnType::CommonName, "concord sandbox");
-    let cert = leaf.signed_by(&key, &ca_cert, &ca_key).map_err(e)?;
+    let cert = leaf.signed_by(&key, &ca_cert, &ca_key)?;
     Ok((ca_cert.pem(), cert.pem(), key.serialize_pem()))
 }
 
@@ -88,7 +100,7 @@ fn load_schema(path: Option<&Path>) -> Result<Vec<schema::ObjectDef>, LaunchErro
         Some(p) => {
             let bad = |why: String| LaunchError::Schema {
                 path: p.display().to_string(),
-                why,
+                why: why.into(),
             };
             let text = std::fs::read_to_string(p).map_err(|e| bad(e.to_string()))?;
             toml::from_str::<SchemaFile>(&text).map_err(|e| bad(e.to_string()))?
@@ -173,20 +185,22 @@ pub async fn launch(opts: &Options, mut settings: Settings) -> Result<Launched, 
         });
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let (ca, cert, key) = self_signed().map_err(LaunchError::Tls)?;
+    let (ca, cert, key) = self_signed()?;
     let dir = match opts.cert_dir.clone().or_else(|| opts.data.clone()) {
         Some(d) => d,
         None => std::env::temp_dir().join(format!("concord-sandbox-{}", addr.port())),
     };
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| LaunchError::Tls(format!("{}: {e}", dir.display())))?;
+    let file = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| LaunchError::CertificateFile { path, source }
+    };
+    std::fs::create_dir_all(&dir).map_err(file(&dir))?;
     let ca_path = dir.join("sandbox-ca.pem");
-    std::fs::write(&ca_path, &ca)
-        .map_err(|e| LaunchError::Tls(format!("{}: {e}", ca_path.display())))?;
+    std::fs::write(&ca_path, &ca).map_err(file(&ca_path))?;
     let config =
         axum_server::tls_rustls::RustlsConfig::from_pem(cert.into_bytes(), key.into_bytes())
             .await
-            .map_err(|e| LaunchError::Tls(e.to_string()))?;
+            .map_err(LaunchError::Tls)?;
     let app = tower::util::MapRequest::new(server::router(sb.clone()), server::trim_trailing_slash);
     let server = tokio::spawn(async move {
         axum_server::from_tcp_rustls(listener, config)

@@ -19,3 +19,15 @@ pub mod schema;
 pub mod seed;
 pub mod server;
 pub mod soql;
+
+/// A set-up input the sandbox cannot use — a schema file's object or field, a seed file's
+/// record or reference; the message names the file, object, record and field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidInput(pub String);
+
+impl From<String> for InvalidInput {
+    fn from(s: String) -> Self {
+        InvalidInput(s)
+    }
+}

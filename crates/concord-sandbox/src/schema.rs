@@ -399,22 +399,18 @@ pub fn standard_objects() -> Vec<ObjectDef> {
 
 /// The standard objects plus a schema file's objects and fields. Custom objects get key
 /// prefixes `a00`, `a01`, … in file order unless they set one.
-pub fn build(schema: &SchemaFile) -> Result<Vec<ObjectDef>, String> {
+pub fn build(schema: &SchemaFile) -> Result<Vec<ObjectDef>, crate::InvalidInput> {
     let mut objects = standard_objects();
     let mut n = 0u32;
     for o in &schema.objects {
         for f in &o.fields {
             if !f.name.ends_with("__c") {
-                return Err(format!(
-                    "{}.{}: custom field names end in __c",
-                    o.name, f.name
-                ));
+                return Err(format!("{}.{}: custom field names end in __c", o.name, f.name).into());
             }
             if f.ty == FieldType::Reference && f.reference_to.is_empty() {
-                return Err(format!(
-                    "{}.{}: a reference needs reference_to",
-                    o.name, f.name
-                ));
+                return Err(
+                    format!("{}.{}: a reference needs reference_to", o.name, f.name).into(),
+                );
             }
         }
         match objects
@@ -427,7 +423,8 @@ pub fn build(schema: &SchemaFile) -> Result<Vec<ObjectDef>, String> {
                     return Err(format!(
                         "{}: unknown standard object (custom objects end in __c)",
                         o.name
-                    ));
+                    )
+                    .into());
                 }
                 let prefix = match &o.key_prefix {
                     Some(p) if p.len() == 3 && p.chars().all(|c| c.is_ascii_alphanumeric()) => {
@@ -437,7 +434,8 @@ pub fn build(schema: &SchemaFile) -> Result<Vec<ObjectDef>, String> {
                         return Err(format!(
                             "{}: key_prefix {p:?} must be 3 letters or digits",
                             o.name
-                        ))
+                        )
+                        .into())
                     }
                     None => {
                         let p = format!("a{:02}", n);
@@ -628,7 +626,7 @@ mod tests {
         let acct = objs.iter().find(|o| o.name == "Account").unwrap();
         assert!(acct.field("Erp_Id__c").unwrap().external_id);
         let bad: SchemaFile = toml::from_str("[[objects]]\nname = \"Thing\"\n").unwrap();
-        assert!(build(&bad).unwrap_err().contains("__c"));
+        assert!(build(&bad).unwrap_err().0.contains("__c"));
         assert!(
             toml::from_str::<SchemaFile>("[[objects]]\nname = \"X__c\"\ncolour = 1\n").is_err(),
             "unknown keys are errors"

@@ -94,7 +94,7 @@ fn load_entry(
     entry: &PlanEntry,
     refs: &mut BTreeMap<String, (String, String)>,
     report: &mut SeedReport,
-) -> Result<(), String> {
+) -> Result<(), crate::InvalidInput> {
     let mut records = Vec::new();
     for f in &entry.files {
         let path = dir.join(f);
@@ -107,7 +107,7 @@ fn load_entry(
     // Declare what the schema lacks (custom objects and custom fields only).
     let known = org.object(&entry.sobject).ok().cloned();
     if known.is_none() && !is_custom(&entry.sobject) {
-        return Err(format!("{}: unknown standard object", entry.sobject));
+        return Err(format!("{}: unknown standard object", entry.sobject).into());
     }
     let mut def = known.clone().unwrap_or_else(|| {
         let n = org.objects().iter().filter(|o| o.is_custom()).count();
@@ -125,7 +125,7 @@ fn load_entry(
             continue;
         }
         if !is_custom(&name) {
-            return Err(format!("{}: no such standard field {name}", entry.sobject));
+            return Err(format!("{}: no such standard field {name}", entry.sobject).into());
         }
         let values: Vec<&J> = records
             .iter()
@@ -174,7 +174,7 @@ pub fn seed(
     org: &mut Org,
     path: &Path,
     refs: &mut BTreeMap<String, (String, String)>,
-) -> Result<SeedReport, String> {
+) -> Result<SeedReport, crate::InvalidInput> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let json: J = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -274,9 +274,9 @@ mod tests {
         )
         .unwrap();
         let e = seed(&mut org, &dir.path().join("a.json"), &mut BTreeMap::new()).unwrap_err();
-        assert!(e.contains("no such standard field Nope"), "{e}");
+        assert!(e.0.contains("no such standard field Nope"), "{e}");
         std::fs::write(dir.path().join("b.json"), r#"{"records": [{"attributes": {"type": "Contact"}, "LastName": "x", "AccountId": "@Missing"}]}"#).unwrap();
         let e = seed(&mut org, &dir.path().join("b.json"), &mut BTreeMap::new()).unwrap_err();
-        assert!(e.contains("@Missing"), "{e}");
+        assert!(e.0.contains("@Missing"), "{e}");
     }
 }

@@ -1069,7 +1069,7 @@ fn decode_dots(k: &[u8], b: &[u8]) -> Result<(Version, FieldDots), StoreError> {
         .ok_or_else(|| corrupt(k, "version length larger than the entry"))?;
     let v = decode_version(k, &b[pos..end])?;
     let mut pos = end;
-    let dots = FieldDots::decode(b, &mut pos).map_err(|e| corrupt(k, e))?;
+    let dots = FieldDots::decode(b, &mut pos).map_err(|e| corrupt(k, e.to_string()))?;
     if pos != b.len() {
         return Err(corrupt(k, "trailing bytes after the field dots"));
     }

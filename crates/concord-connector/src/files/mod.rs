@@ -58,7 +58,7 @@ impl FileConnector {
             lock: tokio::sync::Mutex::new(()),
         };
         if c.cfg.key.is_empty() {
-            return Err(c.err("no key columns configured".into()));
+            return Err(c.err("no key columns configured"));
         }
         if !c.cfg.dir.is_dir() {
             return Err(c.err(format!("directory {} does not exist", c.cfg.dir.display())));
@@ -80,11 +80,11 @@ impl FileConnector {
         &self.cfg
     }
 
-    pub(crate) fn err(&self, message: String) -> ConnectorError {
+    pub(crate) fn err(&self, message: impl Into<String>) -> ConnectorError {
         ConnectorError {
             system: self.system.to_string(),
             object: self.cfg.file.clone(),
-            message,
+            message: message.into(),
             retryable: false,
         }
     }
@@ -95,7 +95,7 @@ impl FileConnector {
 
     /// The native key of a row: the key columns' text, an empty cell counting as "" (files
     /// exported from other tools often leave cells empty). At least one part must be non-empty.
-    pub(crate) fn key_of(&self, f: &Fields) -> Result<Key, String> {
+    pub(crate) fn key_of(&self, f: &Fields) -> Result<Key, crate::InvalidData> {
         let parts: Vec<String> = self
             .cfg
             .key
@@ -103,10 +103,7 @@ impl FileConnector {
             .map(|c| f.get(c).map(crate::key_text).unwrap_or_default())
             .collect();
         if parts.iter().all(String::is_empty) {
-            return Err(format!(
-                "key columns {} are all empty",
-                self.cfg.key.join(", ")
-            ));
+            return Err(format!("key columns {} are all empty", self.cfg.key.join(", ")).into());
         }
         Ok(if parts.len() == 1 {
             Key::new(parts.into_iter().next().expect("one part"))

@@ -18,18 +18,18 @@ fn unhex(s: &str) -> Result<Vec<u8>, String> {
 }
 
 /// A cell's text as the declared type.
-pub fn from_text(t: FileType, s: &str) -> Result<Value, String> {
+pub fn from_text(t: FileType, s: &str) -> Result<Value, crate::InvalidData> {
     Ok(match t {
         FileType::Text => Value::text(s),
         FileType::Int => match s.trim().parse::<i64>() {
             Ok(i) => Value::Int(i),
-            Err(_) => return Err(format!("not an integer: {s:?}")),
+            Err(_) => return Err(format!("not an integer: {s:?}").into()),
         },
         FileType::Decimal => Value::decimal_str(s).map_err(|e| e.to_string())?,
         FileType::Bool => match s.trim().to_ascii_lowercase().as_str() {
             "true" | "1" | "yes" => Value::Bool(true),
             "false" | "0" | "no" => Value::Bool(false),
-            _ => return Err(format!("not a boolean: {s:?}")),
+            _ => return Err(format!("not a boolean: {s:?}").into()),
         },
         FileType::Date => Value::date_str(s).map_err(|e| e.to_string())?,
         FileType::Datetime => Value::datetime_str(s).map_err(|e| e.to_string())?,
@@ -65,10 +65,10 @@ fn mismatch(col: &str, t: Option<FileType>, v: &Value) -> String {
 }
 
 /// The CSV cell for a value (undeclared columns take text only).
-pub fn to_text(col: &str, t: Option<FileType>, v: &Value) -> Result<String, String> {
+pub fn to_text(col: &str, t: Option<FileType>, v: &Value) -> Result<String, crate::InvalidData> {
     let tt = t.unwrap_or(FileType::Text);
     if !type_matches(tt, v) {
-        return Err(mismatch(col, t, v));
+        return Err(mismatch(col, t, v).into());
     }
     Ok(match v {
         Value::Text(s) => s.clone(),
@@ -84,7 +84,10 @@ pub fn to_text(col: &str, t: Option<FileType>, v: &Value) -> Result<String, Stri
 }
 
 /// A JSONL value as a field value: declared types convert; undeclared ones follow the JSON type.
-pub fn from_json(t: Option<FileType>, j: &serde_json::Value) -> Result<Option<Value>, String> {
+pub fn from_json(
+    t: Option<FileType>,
+    j: &serde_json::Value,
+) -> Result<Option<Value>, crate::InvalidData> {
     use serde_json::Value as J;
     if j.is_null() {
         return Ok(None);
@@ -95,7 +98,7 @@ pub fn from_json(t: Option<FileType>, j: &serde_json::Value) -> Result<Option<Va
         (None, J::Number(n)) | (Some(FileType::Decimal | FileType::Int), J::Number(n)) => {
             let v = Value::decimal_str(&n.to_string()).map_err(|e| e.to_string())?;
             if t == Some(FileType::Int) && !matches!(v, Value::Int(_)) {
-                return Err(format!("not an integer: {n}"));
+                return Err(format!("not an integer: {n}").into());
             }
             v
         }
@@ -103,16 +106,20 @@ pub fn from_json(t: Option<FileType>, j: &serde_json::Value) -> Result<Option<Va
         (Some(FileType::Text), J::Number(n)) => Value::text(n.to_string()),
         (Some(FileType::Bool), J::Bool(b)) => Value::Bool(*b),
         (Some(t), J::String(s)) => from_text(t, s)?,
-        (Some(t), other) => return Err(format!("{other} is not a {t:?}")),
+        (Some(t), other) => return Err(format!("{other} is not a {t:?}").into()),
     }))
 }
 
 /// The JSON form of a value; refuses values that would read back as something else.
-pub fn to_json(col: &str, t: Option<FileType>, v: &Value) -> Result<serde_json::Value, String> {
+pub fn to_json(
+    col: &str,
+    t: Option<FileType>,
+    v: &Value,
+) -> Result<serde_json::Value, crate::InvalidData> {
     use serde_json::Value as J;
     if let Some(tt) = t {
         if !type_matches(tt, v) {
-            return Err(mismatch(col, t, v));
+            return Err(mismatch(col, t, v).into());
         }
     }
     Ok(match (t, v) {
@@ -124,7 +131,7 @@ pub fn to_json(col: &str, t: Option<FileType>, v: &Value) -> Result<serde_json::
             match Value::from_f64(f) {
                 Ok(back) if back == *v => J::from(f),
                 _ if t == Some(FileType::Decimal) => J::String(d.to_string()),
-                _ => return Err(format!("column {col}: {d} needs more precision than a JSON number keeps: declare it `decimal`")),
+                _ => return Err(format!("column {col}: {d} needs more precision than a JSON number keeps: declare it `decimal`").into()),
             }
         }
         (None, Value::Json(j)) if j.is_object() || j.is_array() => j.clone(),
@@ -133,8 +140,8 @@ pub fn to_json(col: &str, t: Option<FileType>, v: &Value) -> Result<serde_json::
         (Some(_), Value::Date(_) | Value::DateTime(_) | Value::Bytes(_)) => {
             J::String(to_text(col, t, v)?)
         }
-        (None, other) => return Err(mismatch(col, None, other)),
-        (Some(_), other) => return Err(mismatch(col, t, other)),
+        (None, other) => return Err(mismatch(col, None, other).into()),
+        (Some(_), other) => return Err(mismatch(col, t, other).into()),
     })
 }
 
@@ -304,7 +311,7 @@ fn csv_records(text: &str, delim: char) -> Result<Vec<CsvRecord>, String> {
 }
 
 /// The text of a file that must be UTF-8: the first invalid byte is named by line and column.
-pub fn utf8(bytes: &[u8]) -> Result<&str, String> {
+pub fn utf8(bytes: &[u8]) -> Result<&str, crate::InvalidData> {
     std::str::from_utf8(bytes).map_err(|e| {
         let good = &bytes[..e.valid_up_to()];
         let line = good.iter().filter(|b| **b == b'\n').count() + 1;
@@ -315,12 +322,13 @@ pub fn utf8(bytes: &[u8]) -> Result<&str, String> {
             at(line, col),
             bytes[e.valid_up_to()]
         )
+        .into()
     })
 }
 
 /// Parses a whole file's bytes. Anything malformed is an error naming the line and the column
 /// (and the field): a read never returns part of a file.
-pub fn parse(cfg: &FileConfig, bytes: &[u8]) -> Result<Parsed, String> {
+pub fn parse(cfg: &FileConfig, bytes: &[u8]) -> Result<Parsed, crate::InvalidData> {
     let mut out = Parsed::default();
     let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
     let text = utf8(bytes)?;
@@ -339,7 +347,8 @@ pub fn parse(cfg: &FileConfig, bytes: &[u8]) -> Result<Parsed, String> {
                     "{}: the last line has no line end: the file may be cut short (if it is \
                      complete, end it with a line break, or set `require_final_newline = false`)",
                     at(line, col)
-                ));
+                )
+                .into());
             }
             let mut records = csv_records(text, cfg.delimiter)?.into_iter();
             let Some(header) = records.next() else {
@@ -347,17 +356,14 @@ pub fn parse(cfg: &FileConfig, bytes: &[u8]) -> Result<Parsed, String> {
             };
             for (i, (name, l, c)) in header.cells.iter().enumerate() {
                 if name.is_empty() {
-                    return Err(format!(
-                        "{}: header column {} has no name",
-                        at(*l, *c),
-                        i + 1
-                    ));
+                    return Err(
+                        format!("{}: header column {} has no name", at(*l, *c), i + 1).into(),
+                    );
                 }
                 if header.cells[..i].iter().any(|(n, _, _)| n == name) {
-                    return Err(format!(
-                        "{}: header column {name} appears twice",
-                        at(*l, *c)
-                    ));
+                    return Err(
+                        format!("{}: header column {name} appears twice", at(*l, *c)).into(),
+                    );
                 }
             }
             out.header = header.cells.into_iter().map(|(n, _, _)| n).collect();
@@ -366,7 +372,7 @@ pub fn parse(cfg: &FileConfig, bytes: &[u8]) -> Result<Parsed, String> {
                     "{}: the header has no column {missing}, which the job maps (header: {}; add the column, an empty one is fine)",
                     at(header.line, 1),
                     out.header.join(&cfg.delimiter.to_string())
-                ));
+                ).into());
             }
             for rec in records {
                 let short_ok = cfg.allow_short_rows && rec.cells.len() < out.header.len();
@@ -382,7 +388,8 @@ pub fn parse(cfg: &FileConfig, bytes: &[u8]) -> Result<Parsed, String> {
                         } else {
                             " (an unquoted delimiter?)"
                         }
-                    ));
+                    )
+                    .into());
                 }
                 let mut f = Fields::new();
                 for (col, (cell, l, c)) in out.header.iter().zip(rec.cells) {

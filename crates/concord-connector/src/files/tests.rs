@@ -40,11 +40,13 @@ fn declared_types_round_trip_through_text_and_json() {
 fn undeclared_columns_refuse_what_would_not_read_back() {
     assert!(to_text("amount", None, &Value::Int(3))
         .unwrap_err()
+        .0
         .contains("declare"));
     assert!(to_json("since", None, &Value::date_str("2024-01-01").unwrap()).is_err());
     let big = Value::decimal_str("1234567890.123456789012").unwrap();
     assert!(to_json("amount", None, &big)
         .unwrap_err()
+        .0
         .contains("decimal"));
     // What JSON can hold as itself is fine undeclared.
     for v in [
@@ -58,5 +60,6 @@ fn undeclared_columns_refuse_what_would_not_read_back() {
     }
     assert!(to_text("n", Some(FileType::Int), &Value::text("x"))
         .unwrap_err()
+        .0
         .contains("declared"));
 }

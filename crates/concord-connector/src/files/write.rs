@@ -8,15 +8,15 @@ use concord_model::model::{Fields, Key};
 use std::collections::HashMap;
 use std::io::Write;
 
-fn rejected(message: String) -> WriteResult {
+fn rejected(message: impl Into<String>) -> WriteResult {
     WriteResult::Err {
         kind: WriteErrorKind::Rejected,
-        message,
+        message: message.into(),
     }
 }
 
 /// Checks that every value of `f` can be written and read back as itself.
-fn check(conn: &FileConnector, f: &Fields) -> Result<(), String> {
+fn check(conn: &FileConnector, f: &Fields) -> Result<(), crate::InvalidData> {
     for (name, v) in f.iter() {
         let t: Option<FileType> = conn.cfg.types.get(&**name).copied();
         match conn.cfg.format {
@@ -28,7 +28,11 @@ fn check(conn: &FileConnector, f: &Fields) -> Result<(), String> {
 }
 
 /// The record with the native key's parts in the key columns when they are missing.
-fn target_key(conn: &FileConnector, f: &Fields, key: Option<&Key>) -> Result<Key, String> {
+fn target_key(
+    conn: &FileConnector,
+    f: &Fields,
+    key: Option<&Key>,
+) -> Result<Key, crate::InvalidData> {
     match key {
         Some(k) => Ok(k.clone()),
         None => conn.key_of(f),
@@ -331,9 +335,9 @@ pub(crate) fn fold_changes(
         ..conn.cfg.clone()
     };
     let bad = |e: String| conn.err(format!("{}: {e}", path.display()));
-    let parsed = super::read::parse(&cfg, &bytes).map_err(bad)?;
+    let parsed = super::read::parse(&cfg, &bytes).map_err(|e| bad(e.into()))?;
     let lines: Vec<&str> = super::read::utf8(&bytes)
-        .map_err(bad)?
+        .map_err(|e| bad(e.into()))?
         .split('\n')
         .collect();
     let mut deleted = std::collections::HashSet::new();
@@ -346,7 +350,7 @@ pub(crate) fn fold_changes(
             .and_then(|o| o.as_str())
             .unwrap_or("upsert")
             .to_string();
-        let k = conn.key_of(&f).map_err(bad)?;
+        let k = conn.key_of(&f).map_err(|e| bad(e.into()))?;
         match op.as_str() {
             "delete" => {
                 deleted.insert(k);

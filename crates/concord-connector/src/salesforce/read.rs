@@ -396,7 +396,7 @@ pub(super) async fn wait_for_job(
 }
 
 /// CSV text (header row first) as JSON objects of text cells; empty cells are null.
-pub(super) fn csv_rows(text: &str) -> Result<Vec<serde_json::Map<String, J>>, String> {
+pub(super) fn csv_rows(text: &str) -> Result<Vec<serde_json::Map<String, J>>, crate::InvalidData> {
     let mut rdr = csv::ReaderBuilder::new().from_reader(text.as_bytes());
     let header: Vec<String> = rdr
         .headers()

@@ -162,8 +162,7 @@ impl SqlConnector {
             Ok(())
         } else {
             Err(self.bad(
-                "hashing in the database needs PostgreSQL 14, MariaDB 10.6 or MySQL 8 or later"
-                    .into(),
+                "hashing in the database needs PostgreSQL 14, MariaDB 10.6 or MySQL 8 or later",
             ))
         }
     }
@@ -340,9 +339,7 @@ impl DigestSource for SqlConnector {
         self.check_digest()?;
         let cursor: Cursor = match cursor {
             None => Cursor::default(),
-            Some(b) => {
-                serde_json::from_slice(b).map_err(|_| self.bad("corrupt scan cursor".into()))?
-            }
+            Some(b) => serde_json::from_slice(b).map_err(|_| self.bad("corrupt scan cursor"))?,
         };
         let mut page = self.read_scan_with(cursor, &self.digest_extra()).await?;
         let mut digests = Vec::with_capacity(page.changes.len());

@@ -117,7 +117,7 @@ pub struct LoadReport {
 }
 
 /// Translates the dump into statements for `d`.
-pub fn translate(d: Dialect, dump: &str) -> Result<(Vec<String>, LoadReport), String> {
+pub fn translate(d: Dialect, dump: &str) -> Result<(Vec<String>, LoadReport), crate::InvalidData> {
     let stmts = statements(dump);
     // Primary keys, folded into CREATE TABLE (SQLite cannot add one later).
     let mut pks: BTreeMap<String, String> = BTreeMap::new();
@@ -143,7 +143,7 @@ pub fn translate(d: Dialect, dump: &str) -> Result<(Vec<String>, LoadReport), St
                 let table = w.get(2).cloned().unwrap_or_default();
                 let (open, close) = match (s.find('('), s.rfind(')')) {
                     (Some(a), Some(b)) if a < b => (a, b),
-                    _ => return Err(format!("cannot read CREATE TABLE {table}")),
+                    _ => return Err(format!("cannot read CREATE TABLE {table}").into()),
                 };
                 let cols: Vec<String> = s[open + 1..close]
                     .split(",\n")
@@ -159,7 +159,8 @@ pub fn translate(d: Dialect, dump: &str) -> Result<(Vec<String>, LoadReport), St
                 return Err(format!(
                     "unsupported statement in dump: {}",
                     w[..2.min(w.len())].join(" ")
-                ))
+                )
+                .into())
             }
             "insert" => {
                 let table = w.get(2).cloned().unwrap_or_default();
@@ -186,7 +187,8 @@ pub fn translate(d: Dialect, dump: &str) -> Result<(Vec<String>, LoadReport), St
                 return Err(format!(
                     "unsupported statement in dump: {}",
                     s.chars().take(60).collect::<String>()
-                ))
+                )
+                .into())
             }
         }
     }
@@ -195,7 +197,11 @@ pub fn translate(d: Dialect, dump: &str) -> Result<(Vec<String>, LoadReport), St
 
 /// Loads the dump in one transaction (nothing is left half-loaded on error). On PostgreSQL and
 /// MySQL the tables go to `schema` when given (created if missing).
-pub async fn load(pool: &Pool, schema: Option<&str>, dump: &str) -> Result<LoadReport, String> {
+pub async fn load(
+    pool: &Pool,
+    schema: Option<&str>,
+    dump: &str,
+) -> Result<LoadReport, crate::InvalidData> {
     let d = pool.dialect();
     let (stmts, report) = translate(d, dump)?;
     let e = |x: sqlx::Error| super::client::describe(&x).0;

@@ -146,7 +146,7 @@ impl SqlConnector {
                     .fetch("SELECT current_setting('server_version_num')::int8", &[])
                     .await
                     .map_err(|e| client::conn_error(system.as_str(), &object, &e))?;
-                read::first_i64(&rows).map_err(err)? >= 140_000
+                read::first_i64(&rows).map_err(|e| err(e.into()))? >= 140_000
             }
             Pool::My(_) => pool
                 .fetch(
@@ -203,11 +203,11 @@ impl SqlConnector {
         client::conn_error(self.system.as_str(), &self.cfg.table, e)
     }
 
-    pub(crate) fn bad(&self, message: String) -> ConnectorError {
+    pub(crate) fn bad(&self, message: impl Into<String>) -> ConnectorError {
         ConnectorError {
             system: self.system.to_string(),
             object: self.cfg.table.clone(),
-            message,
+            message: message.into(),
             retryable: false,
         }
     }
@@ -239,7 +239,7 @@ impl SqlConnector {
         if let Some(after) = &cursor.after_key {
             sql.push_str(&format!(" WHERE {}", tuple_gt(d, &keys, 1)));
             for (c, hex) in keys.iter().zip(after) {
-                let v = value_unhex(hex).ok_or_else(|| self.bad("corrupt read cursor".into()))?;
+                let v = value_unhex(hex).ok_or_else(|| self.bad("corrupt read cursor"))?;
                 params.push(param_for(d, c, Some(&v), self.offset).map_err(|e| self.bad(e))?);
             }
         }
@@ -564,15 +564,14 @@ impl SqlConnector {
                 match (&cursor.after_updated_raw, i) {
                     (Some(raw), 0) => params.push(client::Param::Text(raw.clone())),
                     _ => {
-                        let v = value_unhex(hex)
-                            .ok_or_else(|| self.bad("corrupt read cursor".into()))?;
+                        let v = value_unhex(hex).ok_or_else(|| self.bad("corrupt read cursor"))?;
                         params
                             .push(param_for(d, c, Some(&v), self.offset).map_err(|e| self.bad(e))?);
                     }
                 }
             }
         } else if let Some(since) = &cursor.since {
-            let v = value_unhex(since).ok_or_else(|| self.bad("corrupt read cursor".into()))?;
+            let v = value_unhex(since).ok_or_else(|| self.bad("corrupt read cursor"))?;
             wheres.push(format!(
                 "{} >= {}",
                 d.quote(&upd.name),
@@ -694,9 +693,7 @@ impl Connector for SqlConnector {
     async fn read(&self, cursor: Option<&[u8]>) -> Result<ReadPage, ConnectorError> {
         let cursor: Cursor = match cursor {
             None => Cursor::default(),
-            Some(b) => {
-                serde_json::from_slice(b).map_err(|_| self.bad("corrupt read cursor".into()))?
-            }
+            Some(b) => serde_json::from_slice(b).map_err(|_| self.bad("corrupt read cursor"))?,
         };
         match self.cfg.mode {
             CaptureMode::Scan => self.read_scan(cursor).await,
@@ -708,9 +705,7 @@ impl Connector for SqlConnector {
     async fn scan(&self, cursor: Option<&[u8]>) -> Result<ReadPage, ConnectorError> {
         let cursor: Cursor = match cursor {
             None => Cursor::default(),
-            Some(b) => {
-                serde_json::from_slice(b).map_err(|_| self.bad("corrupt scan cursor".into()))?
-            }
+            Some(b) => serde_json::from_slice(b).map_err(|_| self.bad("corrupt scan cursor"))?,
         };
         self.read_scan(cursor).await
     }

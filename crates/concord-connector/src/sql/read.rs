@@ -89,7 +89,7 @@ pub fn ph(d: Dialect, n: usize, pg_type: &str) -> String {
 }
 
 /// Change-log rows: (seq, key parts as JSON, unsettled).
-pub fn log_entries(rows: &Rows) -> Result<Vec<(i64, String, bool)>, String> {
+pub fn log_entries(rows: &Rows) -> Result<Vec<(i64, String, bool)>, crate::InvalidData> {
     use sqlx::Row;
     let e = |x: sqlx::Error| x.to_string();
     let mut out = Vec::new();
@@ -127,9 +127,9 @@ pub fn log_entries(rows: &Rows) -> Result<Vec<(i64, String, bool)>, String> {
 }
 
 /// The first column of the first row, as an integer.
-pub fn first_i64(rows: &Rows) -> Result<i64, String> {
+pub fn first_i64(rows: &Rows) -> Result<i64, crate::InvalidData> {
     use sqlx::Row;
-    let e = |x: sqlx::Error| x.to_string();
+    let e = |x: sqlx::Error| crate::InvalidData(x.to_string());
     match rows {
         Rows::Pg(r) => r.first().map_or(Ok(0), |x| x.try_get(0).map_err(e)),
         Rows::My(r) => r.first().map_or(Ok(0), |x| x.try_get(0).map_err(e)),
@@ -138,7 +138,7 @@ pub fn first_i64(rows: &Rows) -> Result<i64, String> {
 }
 
 /// The first column of the first row as text (empty when there is no row or it is null).
-pub fn first_text(rows: &Rows) -> Result<String, String> {
+pub fn first_text(rows: &Rows) -> Result<String, crate::InvalidData> {
     use sqlx::Row;
     let e = |x: sqlx::Error| x.to_string();
     let v: Option<String> = match rows {
@@ -166,7 +166,11 @@ pub fn key_part(v: &Value) -> String {
 }
 
 /// The typed value of one part of a native key (the inverse of [`key_part`]).
-pub fn value_from_key_part(c: &Column, part: &str, off: FixedOffset) -> Result<Value, String> {
+pub fn value_from_key_part(
+    c: &Column,
+    part: &str,
+    off: FixedOffset,
+) -> Result<Value, crate::InvalidData> {
     match &c.ty {
         ColType::Bytes => {
             if part.len() % 2 != 0 {
@@ -177,9 +181,9 @@ pub fn value_from_key_part(c: &Column, part: &str, off: FixedOffset) -> Result<V
                 .map(|i| u8::from_str_radix(part.get(i..i + 2).unwrap_or("zz"), 16))
                 .collect::<Result<Vec<u8>, _>>()
                 .map(Value::Bytes)
-                .map_err(|_| "not hex".into())
+                .map_err(|_| crate::InvalidData::from("not hex"))
         }
-        ColType::TimestampTz => Value::datetime_str(part).map_err(|e| e.to_string()),
+        ColType::TimestampTz => Value::datetime_str(part).map_err(|e| e.to_string().into()),
         ColType::Timestamp => {
             Value::datetime_str(part).or_else(|_| text_to(&c.ty, part.to_string(), off))
         }
@@ -187,15 +191,15 @@ pub fn value_from_key_part(c: &Column, part: &str, off: FixedOffset) -> Result<V
     }
 }
 
-pub fn row_key(fields: &Fields, key: &[&Column]) -> Result<Key, String> {
+pub fn row_key(fields: &Fields, key: &[&Column]) -> Result<Key, crate::InvalidData> {
     let names: Vec<&str> = key.iter().map(|c| c.name.as_str()).collect();
     crate::key_of(fields, &names)
 }
 
-fn naive_to_value(n: NaiveDateTime, off: FixedOffset) -> Result<Value, String> {
+fn naive_to_value(n: NaiveDateTime, off: FixedOffset) -> Result<Value, crate::InvalidData> {
     Timestamp::from_naive(n, off)
         .map(Value::DateTime)
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string().into())
 }
 
 fn parse_naive(s: &str) -> Option<NaiveDateTime> {
@@ -218,7 +222,7 @@ fn parse_naive(s: &str) -> Option<NaiveDateTime> {
     None
 }
 
-fn text_to(ty: &ColType, s: String, off: FixedOffset) -> Result<Value, String> {
+fn text_to(ty: &ColType, s: String, off: FixedOffset) -> Result<Value, crate::InvalidData> {
     Ok(match ty {
         ColType::Int { .. } | ColType::Decimal | ColType::Float32 | ColType::Float64 => {
             Value::decimal_str(&s).map_err(|e| e.to_string())?
@@ -226,7 +230,7 @@ fn text_to(ty: &ColType, s: String, off: FixedOffset) -> Result<Value, String> {
         ColType::Bool => match s.to_ascii_lowercase().as_str() {
             "1" | "true" | "t" | "yes" => Value::Bool(true),
             "0" | "false" | "f" | "no" => Value::Bool(false),
-            _ => return Err(format!("not a boolean: {s:?}")),
+            _ => return Err(format!("not a boolean: {s:?}").into()),
         },
         ColType::Date => Value::date_str(s.get(..10).unwrap_or(&s)).map_err(|e| e.to_string())?,
         ColType::Timestamp => match parse_naive(&s) {
@@ -282,7 +286,7 @@ fn pg_value(
     i: usize,
     c: &Column,
     off: FixedOffset,
-) -> Result<Option<Value>, String> {
+) -> Result<Option<Value>, crate::InvalidData> {
     use sqlx::Row;
     if let Some(v) = common!(row, i, c, off) {
         return Ok(v);
@@ -305,7 +309,7 @@ fn my_value(
     i: usize,
     c: &Column,
     off: FixedOffset,
-) -> Result<Option<Value>, String> {
+) -> Result<Option<Value>, crate::InvalidData> {
     use sqlx::Row;
     if let Some(v) = common!(row, i, c, off) {
         return Ok(v);
@@ -336,7 +340,7 @@ fn lite_value(
     i: usize,
     c: &Column,
     off: FixedOffset,
-) -> Result<Option<Value>, String> {
+) -> Result<Option<Value>, crate::InvalidData> {
     use sqlx::{Row, TypeInfo, ValueRef};
     let raw = row.try_get_raw(i).map_err(|e| e.to_string())?;
     if raw.is_null() {
@@ -376,7 +380,11 @@ fn lite_value(
 }
 
 /// Decodes fetched rows into field sets (column name → value).
-pub fn decode(rows: &Rows, cols: &[Column], off: FixedOffset) -> Result<Vec<Fields>, String> {
+pub fn decode(
+    rows: &Rows,
+    cols: &[Column],
+    off: FixedOffset,
+) -> Result<Vec<Fields>, crate::InvalidData> {
     let mut out = Vec::new();
     macro_rules! each {
         ($rows:expr, $f:ident) => {
@@ -386,7 +394,7 @@ pub fn decode(rows: &Rows, cols: &[Column], off: FixedOffset) -> Result<Vec<Fiel
                     match $f(row, i, c, off) {
                         Ok(Some(v)) => fields.set(c.name.as_str(), v),
                         Ok(None) => {}
-                        Err(e) => return Err(format!("column {}: {e}", c.name)),
+                        Err(e) => return Err(format!("column {}: {e}", c.name).into()),
                     }
                 }
                 out.push(fields);
@@ -407,7 +415,7 @@ pub fn param_for(
     c: &Column,
     v: Option<&Value>,
     off: FixedOffset,
-) -> Result<Param, String> {
+) -> Result<Param, crate::InvalidData> {
     let Some(v) = v else {
         return Ok(Param::Null);
     };
@@ -435,7 +443,7 @@ pub fn param_for(
         _ => false,
     };
     if !ok {
-        return Err(mismatch());
+        return Err(mismatch().into());
     }
     let text = |v: &Value| -> String {
         match v {

@@ -36,11 +36,11 @@ impl SqlConnector {
         }
     }
 
-    fn bad_config(&self, message: String) -> ConnectorError {
+    fn bad_config(&self, message: impl Into<String>) -> ConnectorError {
         ConnectorError {
             system: self.system().to_string(),
             object: self.config().table.clone(),
-            message,
+            message: message.into(),
             retryable: false,
         }
     }

@@ -147,16 +147,20 @@ fn with_key(conn: &SqlConnector, fields: &Fields, key: Option<&Key>) -> Result<F
     Ok(f)
 }
 
-fn params(conn: &SqlConnector, cols: &[&Column], f: &Fields) -> Result<Vec<Param>, String> {
+fn params(
+    conn: &SqlConnector,
+    cols: &[&Column],
+    f: &Fields,
+) -> Result<Vec<Param>, crate::InvalidData> {
     cols.iter()
         .map(|c| param_for(conn.dialect(), c, f.get(&c.name), conn.offset()))
         .collect()
 }
 
-fn rejected(message: String) -> WriteResult {
+fn rejected(message: impl Into<String>) -> WriteResult {
     WriteResult::Err {
         kind: WriteErrorKind::Rejected,
-        message,
+        message: message.into(),
     }
 }
 
@@ -201,9 +205,7 @@ pub async fn apply(
             let mut out = Vec::with_capacity(ops.len());
             for op in ops {
                 match apply_batch(conn, vec![op]).await {
-                    Ok(mut r) => {
-                        out.push(r.pop().unwrap_or_else(|| rejected("not processed".into())))
-                    }
+                    Ok(mut r) => out.push(r.pop().unwrap_or_else(|| rejected("not processed"))),
                     Err(BatchError::Db(e)) if is_data_error(&e) => {
                         out.push(rejected(super::client::describe(&e).0))
                     }
@@ -466,6 +468,6 @@ async fn apply_batch(
     tx.commit().await?;
     Ok(results
         .into_iter()
-        .map(|r| r.unwrap_or_else(|| rejected("not processed".into())))
+        .map(|r| r.unwrap_or_else(|| rejected("not processed")))
         .collect())
 }

@@ -379,7 +379,7 @@ fn decode_body(body: &[u8], format: u16) -> Result<Bundle, BundleError> {
         let dots = if format == FORMAT_V1 {
             FieldDots::default()
         } else {
-            FieldDots::decode(r.b, &mut r.pos).map_err(|e| r.err(&e))?
+            FieldDots::decode(r.b, &mut r.pos).map_err(|e| r.err(&e.to_string()))?
         };
         entities.push(BundleEntity {
             entity,

@@ -41,6 +41,17 @@ pub enum ConfigError {
     },
 }
 
+/// Why a conflict policy is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    #[error("`{0}` is not one of this job's systems")]
+    NotASystem(String),
+    #[error("unknown policy `{0}` (newest, manual, prefer:<system>, priority:<a>,<b>,…)")]
+    Unknown(String),
+    #[error(transparent)]
+    Name(#[from] concord_model::model::NameError),
+}
+
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -566,7 +577,8 @@ impl Config {
                 policies.push((format!("{at}.conflict.fields.{f}"), p));
             }
             for (where_, p) in policies {
-                self.policy_of(p, j).map_err(|m| self.invalid(where_, m))?;
+                self.policy_of(p, j)
+                    .map_err(|m| self.invalid(where_, m.to_string()))?;
             }
             if j.max_delete_share
                 .is_some_and(|x| !(x.is_finite() && (0.0..=1.0).contains(&x)))
@@ -691,13 +703,13 @@ impl Config {
         &self,
         p: &str,
         j: &JobConfig,
-    ) -> Result<concord_model::core::FieldPolicy, String> {
+    ) -> Result<concord_model::core::FieldPolicy, PolicyError> {
         use concord_model::core::FieldPolicy;
-        let sys = |n: &str| -> Result<concord_model::model::SystemId, String> {
+        let sys = |n: &str| -> Result<concord_model::model::SystemId, PolicyError> {
             if !j.systems.iter().any(|s| s == n) {
-                return Err(format!("`{n}` is not one of this job's systems"));
+                return Err(PolicyError::NotASystem(n.to_string()));
             }
-            concord_model::model::SystemId::new(n).map_err(|e| e.to_string())
+            Ok(concord_model::model::SystemId::new(n)?)
         };
         match p.split_once(':') {
             None if p == "newest" => Ok(FieldPolicy::Newest),
@@ -708,9 +720,7 @@ impl Config {
                     .map(|s| sys(s.trim()))
                     .collect::<Result<_, _>>()?,
             )),
-            _ => Err(format!(
-                "unknown policy `{p}` (newest, manual, prefer:<system>, priority:<a>,<b>,…)"
-            )),
+            _ => Err(PolicyError::Unknown(p.to_string())),
         }
     }
 }

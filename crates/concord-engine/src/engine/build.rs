@@ -14,7 +14,7 @@ use concord_connector::sql::SqlConnector;
 use concord_connector::{Binding, Connector, ConnectorError};
 use concord_model::core::mapping::{Cond, FieldMap, Mapping, Source, Transform};
 use concord_model::core::{DeleteRule, MatchField, MatchSpec, Policy};
-use concord_model::model::{NormalizeOptions, SystemId};
+use concord_model::model::{NameError, NormalizeOptions, SystemId};
 use concord_store::StateStore;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -36,7 +36,7 @@ pub fn side_object(side: &SideConfig) -> &str {
 }
 
 /// The system id of a job side: `<system>.<object>` (keys of different objects never mix).
-pub fn side_system(system: &str, side: &SideConfig) -> Result<SystemId, String> {
+pub fn side_system(system: &str, side: &SideConfig) -> Result<SystemId, NameError> {
     let obj: String = side_object(side)
         .chars()
         .map(|c| {
@@ -47,11 +47,23 @@ pub fn side_system(system: &str, side: &SideConfig) -> Result<SystemId, String> 
             }
         })
         .collect();
-    SystemId::new(format!("{system}.{obj}")).map_err(|e| e.to_string())
+    SystemId::new(format!("{system}.{obj}"))
+}
+
+/// Why a side's mapping cannot be made (the checks after parsing rule these out; a program
+/// building a [`Config`] by hand can still meet them).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MappingError {
+    #[error("no job `{0}` (a reference names it)")]
+    NoJob(String),
+    #[error("job `{job}` has no side for `{system}` (a reference needs one)")]
+    NoSide { job: String, system: String },
+    #[error(transparent)]
+    Name(#[from] NameError),
 }
 
 /// The mapping of one side.
-pub fn mapping_of(cfg: &Config, system: &str, side: &SideConfig) -> Result<Mapping, String> {
+pub fn mapping_of(cfg: &Config, system: &str, side: &SideConfig) -> Result<Mapping, MappingError> {
     let mut fields = Vec::new();
     for (canonical, spec) in &side.fields {
         let fm = match spec {
@@ -63,11 +75,18 @@ pub fn mapping_of(cfg: &Config, system: &str, side: &SideConfig) -> Result<Mappi
             },
             FieldSpec::Spec(t) => {
                 let source = if let Some(r) = &t.reference {
-                    let parent_job = cfg.jobs.get(r).ok_or(format!("no job `{r}`"))?;
-                    let parent_side = parent_job
-                        .sides
-                        .get(system)
-                        .ok_or(format!("job `{r}` has no side for `{system}`"))?;
+                    let parent_job = cfg
+                        .jobs
+                        .get(r)
+                        .ok_or_else(|| MappingError::NoJob(r.clone()))?;
+                    let parent_side =
+                        parent_job
+                            .sides
+                            .get(system)
+                            .ok_or_else(|| MappingError::NoSide {
+                                job: r.clone(),
+                                system: system.to_string(),
+                            })?;
                     Source::Reference {
                         field: t.field.clone().unwrap_or_default(),
                         parent: side_system(system, parent_side)?,
@@ -184,7 +203,7 @@ pub fn policy_of(
     };
     let mut default = translate(
         cfg.policy_of(&j.conflict.default, j)
-            .map_err(|m| job_err(name, m))?,
+            .map_err(|m| job_err(name, m.to_string()))?,
     );
     if j.pattern == Pattern::Aggregate
         && matches!(default, FieldPolicy::Newest)
@@ -204,7 +223,10 @@ pub fn policy_of(
     for (f, s) in &j.conflict.fields {
         p = p.with_field(
             f.clone(),
-            translate(cfg.policy_of(s, j).map_err(|m| job_err(name, m))?),
+            translate(
+                cfg.policy_of(s, j)
+                    .map_err(|m| job_err(name, m.to_string()))?,
+            ),
         );
     }
     Ok(p)
@@ -276,8 +298,8 @@ pub async fn build_job(
     let mut identity: BTreeMap<SystemId, BTreeSet<String>> = BTreeMap::new();
     for s in &j.systems {
         let side = &j.sides[s];
-        let id = side_system(s, side).map_err(|m| job_err(name, m))?;
-        let mapping = mapping_of(cfg, s, side).map_err(|m| job_err(name, m))?;
+        let id = side_system(s, side).map_err(|m| job_err(name, m.to_string()))?;
+        let mapping = mapping_of(cfg, s, side).map_err(|m| job_err(name, m.to_string()))?;
         // Jobs sharing a system share its records' state (snapshots, heads): with different
         // mappings they would undo each other's changes every run.
         for (other, oj) in &cfg.jobs {
@@ -497,7 +519,7 @@ pub fn scopes(cfg: &Config) -> Result<Vec<super::bundle::Scope>, BuildError> {
     for (name, j) in &cfg.jobs {
         let mut ids = BTreeMap::new();
         for s in &j.systems {
-            let id = side_system(s, &j.sides[s]).map_err(|m| job_err(name, m))?;
+            let id = side_system(s, &j.sides[s]).map_err(|m| job_err(name, m.to_string()))?;
             ids.insert(s.clone(), id);
         }
         out.push(super::bundle::Scope {

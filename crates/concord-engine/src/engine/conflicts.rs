@@ -15,21 +15,29 @@ pub enum Choice {
 }
 
 /// The decoded value of one side of a conflict (`None`: absent or deleted).
-pub fn side_value(c: &ConflictEntry, system: &str) -> Option<Result<Option<Value>, String>> {
+pub fn side_value(
+    c: &ConflictEntry,
+    system: &str,
+) -> Option<Result<Option<Value>, canonical::DecodeError>> {
     let s = c.sides.iter().find(|s| s.system == system)?;
     if s.value.is_empty() {
         return Some(Ok(None));
     }
-    Some(
-        canonical::value_from_bytes(&s.value)
-            .map(Some)
-            .map_err(|e| e.to_string()),
-    )
+    Some(canonical::value_from_bytes(&s.value).map(Some))
+}
+
+/// A name that is not (or not exactly one) side of a conflict; the message lists the sides.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{given}` is not a side of this conflict{}; the sides are: {}", if *.several { " (it names several)" } else { "" }, .sides.join(", "))]
+pub struct NotASide {
+    pub given: String,
+    pub several: bool,
+    pub sides: Vec<String>,
 }
 
 /// The side of `c` that `given` names: its system id (`crm.Account`), or the system's name
-/// (`crm`) when one side only is of that system. Errors list the sides.
-pub fn side_named(c: &ConflictEntry, given: &str) -> Result<String, String> {
+/// (`crm`) when one side only is of that system.
+pub fn side_named(c: &ConflictEntry, given: &str) -> Result<String, NotASide> {
     if c.sides.iter().any(|s| s.system == given) {
         return Ok(given.to_string());
     }
@@ -42,19 +50,11 @@ pub fn side_named(c: &ConflictEntry, given: &str) -> Result<String, String> {
         .collect();
     match by_name.as_slice() {
         [one] => Ok(one.to_string()),
-        _ => Err(format!(
-            "`{given}` is not a side of this conflict{}; the sides are: {}",
-            if by_name.len() > 1 {
-                " (it names several)"
-            } else {
-                ""
-            },
-            c.sides
-                .iter()
-                .map(|s| s.system.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )),
+        _ => Err(NotASide {
+            given: given.to_string(),
+            several: by_name.len() > 1,
+            sides: c.sides.iter().map(|s| s.system.clone()).collect(),
+        }),
     }
 }
 
@@ -79,7 +79,9 @@ impl super::Engine {
             .ok_or_else(|| cfg_err(format!("no open conflict {}", conflict_id(entity, field))))?;
         let head = state.head(entity)?;
         let choice = match choice {
-            Choice::Take(given) => Choice::Take(side_named(&entry, given).map_err(cfg_err)?),
+            Choice::Take(given) => {
+                Choice::Take(side_named(&entry, given).map_err(|e| cfg_err(e.to_string()))?)
+            }
             other => other.clone(),
         };
         let content = match (field, &choice) {

@@ -17,6 +17,7 @@
 //! the last version whose dots were recorded get the current clock, which every version that
 //! has seen them is at or after.
 
+use crate::model::canonical::DecodeError;
 use crate::model::varint;
 use crate::model::{ClockOrdering, Fields, Value, VectorClock};
 use std::collections::BTreeMap;
@@ -134,11 +135,16 @@ impl FieldDots {
     }
 
     /// Decodes from `bytes[*pos..]`, advancing `pos`. Never panics.
-    pub fn decode(bytes: &[u8], pos: &mut usize) -> Result<FieldDots, String> {
-        let len = |pos: &mut usize, what: &str| -> Result<usize, String> {
-            let n = varint::get_u64(bytes, pos).map_err(|_| format!("field dots: bad {what}"))?;
+    pub fn decode(bytes: &[u8], pos: &mut usize) -> Result<FieldDots, DecodeError> {
+        let err = |at: usize, reason: String| DecodeError {
+            offset: at,
+            reason: format!("field dots: {reason}"),
+        };
+        let len = |pos: &mut usize, what: &str| -> Result<usize, DecodeError> {
+            let at = *pos;
+            let n = varint::get_u64(bytes, pos).map_err(|_| err(at, format!("bad {what}")))?;
             if n > (bytes.len() - *pos) as u64 {
-                return Err(format!("field dots: {what} larger than the input"));
+                return Err(err(at, format!("{what} larger than the input")));
             }
             Ok(n as usize)
         };
@@ -148,9 +154,9 @@ impl FieldDots {
             let n = len(pos, "clock length")?;
             let raw = &bytes[*pos..*pos + n];
             let (clock, used) =
-                VectorClock::decode(raw).map_err(|e| format!("field dots: clock: {e}"))?;
+                VectorClock::decode(raw).map_err(|e| err(*pos, format!("clock: {e}")))?;
             if used != n {
-                return Err("field dots: clock length mismatch".into());
+                return Err(err(*pos, "clock length mismatch".into()));
             }
             *pos += n;
             clocks.push(clock);
@@ -160,12 +166,13 @@ impl FieldDots {
         for _ in 0..f {
             let n = len(pos, "name length")?;
             let name = std::str::from_utf8(&bytes[*pos..*pos + n])
-                .map_err(|_| "field dots: name not UTF-8".to_string())?;
+                .map_err(|_| err(*pos, "name not UTF-8".into()))?;
             *pos += n;
-            let i = varint::get_u64(bytes, pos).map_err(|_| "field dots: bad index".to_string())?;
+            let at = *pos;
+            let i = varint::get_u64(bytes, pos).map_err(|_| err(at, "bad index".into()))?;
             let clock = clocks
                 .get(i as usize)
-                .ok_or_else(|| "field dots: index out of range".to_string())?;
+                .ok_or_else(|| err(at, "index out of range".into()))?;
             out.insert(Arc::from(name), clock.clone());
         }
         Ok(FieldDots(out))

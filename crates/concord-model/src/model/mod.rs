@@ -12,6 +12,6 @@ pub mod varint;
 
 pub use canonical::{ContentHash, DecodeError};
 pub use clock::{Actor, ActorId, ClockOrdering, VectorClock};
-pub use ids::{EntityId, InstanceId, SystemId};
+pub use ids::{EntityId, InstanceId, NameError, SystemId};
 pub use record::{FieldOrigins, Fields, Key, NormalizeOptions, Record, Version};
 pub use value::{Timestamp, Value, ValueError};

@@ -141,7 +141,7 @@ impl IngestJob {
         self.processing_ms = started.elapsed().as_millis() as u64;
     }
 
-    pub(crate) fn apply(&mut self, org: &mut Org, data: &[u8]) -> Result<(), String> {
+    fn apply(&mut self, org: &mut Org, data: &[u8]) -> Result<(), String> {
         if !self.crlf && data.windows(2).any(|w| w == b"\r\n") {
             return Err(
                 "ClientInputError : LineEnding is invalid on user data. Current LineEnding setting is LF"

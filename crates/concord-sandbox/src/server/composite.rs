@@ -29,7 +29,7 @@ pub(crate) struct SubRequest {
 
 /// Replaces `@{ref.path}` in text with the value at that path of an earlier response
 /// (`@{NewAccount.id}`, `@{Query.records[0].Id}`). `Err` names the reference that has no value.
-pub(crate) fn substitute(text: &str, results: &HashMap<String, J>) -> Result<String, String> {
+fn substitute(text: &str, results: &HashMap<String, J>) -> Result<String, String> {
     let mut out = String::new();
     let mut rest = text;
     while let Some(i) = rest.find("@{") {
@@ -60,7 +60,7 @@ pub(crate) fn substitute(text: &str, results: &HashMap<String, J>) -> Result<Str
     Ok(out)
 }
 
-pub(crate) fn substitute_json(j: &J, results: &HashMap<String, J>) -> Result<J, String> {
+fn substitute_json(j: &J, results: &HashMap<String, J>) -> Result<J, String> {
     Ok(match j {
         J::String(s) => J::String(substitute(s, results)?),
         J::Array(a) => J::Array(
