@@ -69,7 +69,7 @@ fn setup_and_teardown_of_triggers() {
     let count = |sql: &str| {
         rt.block_on(async {
             let rows = pool.fetch(sql, &[]).await.unwrap();
-            concord::connector::sql::read::first_i64(&rows).unwrap()
+            concord::connector::sql::decode::first_i64(&rows).unwrap()
         })
     };
     assert_eq!(

@@ -5,7 +5,7 @@
 //! CONCORD_REQUIRE_SERVICES=1.
 
 use crate::sf_common;
-use concord::connector::sql::{read, Pool};
+use concord::connector::sql::{decode, Pool};
 use concord::sandbox::launch::Launched;
 use serde_json::{json, Value as J};
 use std::path::{Path, PathBuf};
@@ -169,11 +169,11 @@ impl Env {
     }
 
     async fn text(&self, q: &str) -> String {
-        read::first_text(&self.erp.fetch(q, &[]).await.unwrap()).unwrap()
+        decode::first_text(&self.erp.fetch(q, &[]).await.unwrap()).unwrap()
     }
 
     async fn count(&self, q: &str) -> i64 {
-        read::first_i64(&self.erp.fetch(q, &[]).await.unwrap()).unwrap()
+        decode::first_i64(&self.erp.fetch(q, &[]).await.unwrap()).unwrap()
     }
 }
 

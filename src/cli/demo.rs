@@ -138,7 +138,7 @@ pub async fn demo(dir: Option<PathBuf>, fixtures: &Path) -> Result<()> {
         async move {
             let rows = pool.fetch(sql, &[]).await.context("ERP query")?;
             Ok::<_, anyhow::Error>(
-                concord::connector::sql::read::first_text(&rows).unwrap_or_default(),
+                concord::connector::sql::decode::first_text(&rows).unwrap_or_default(),
             )
         }
     };

@@ -774,7 +774,7 @@ async fn log_count(s: &Table) -> i64 {
     .unwrap();
     let sql = format!("SELECT COUNT(*) FROM {}", c.changelog_ref());
     let rows = s.pool().fetch(&sql, &[]).await.unwrap();
-    concord::connector::sql::read::first_i64(&rows).unwrap()
+    concord::connector::sql::decode::first_i64(&rows).unwrap()
 }
 
 pub async fn trigger_mode_captures_everything(kind: Kind) {

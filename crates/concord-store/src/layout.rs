@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! tree       prefix  key after the prefix                      value
-//! meta       0x00    name (UTF-8)                              per name, see state.rs
+//! meta       0x00    name (UTF-8)                              per name, see state/mod.rs
 //! head       'h'     entity(16)                                version entry
 //! snapshot   's'     system 0x00 entity(16)                    version entry
 //! xref       'x'     system 0x00 native-key (UTF-8)            entity(16)

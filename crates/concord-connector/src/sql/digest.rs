@@ -19,7 +19,7 @@
 //! `JSON_TABLE`) and reads back only the numbers of the buckets that differ, so what comes back
 //! from the database follows the drift, not the table.
 
-use super::read::{decode, row_key, select_expr, Cursor};
+use super::decode::{decode, row_key, select_expr, Cursor};
 use super::{client, ColType, Column, Dialect, SqlConnector};
 use crate::{BucketSum, Change, ConnectorError, DigestSource, ReadPage, RowDigest};
 use async_trait::async_trait;

@@ -1,482 +1,481 @@
-//! Reading rows: SELECT building, keyset paging, and decoding every column type to a value.
+//! The capture modes' page reads: `scan` (paged by key, complete), `column` (an updated-at
+//! column with a compound cursor and an overlap window) and `trigger` (the change log by
+//! sequence), and point reads by key.
 
-use super::client::{ColType, Column, Dialect, Param, Rows};
-use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, Utc};
-use concord_model::model::{canonical, Fields, Key, Timestamp, Value};
-use serde::{Deserialize, Serialize};
+use super::*;
 
-/// Where a read continues. Values are kept in the canonical single-value encoding (hex), so a
-/// cursor round-trips every type exactly.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Cursor {
-    /// Key of the last row of the previous page (scan paging, and column-mode ties).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub after_key: Option<Vec<String>>,
-    /// Column mode: updated-column value of the last row of the previous page.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub after_updated: Option<String>,
-    /// Column mode, timestamp columns: that value exactly, in the database's text form.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub after_updated_raw: Option<String>,
-    /// Column mode: where the next read starts (inclusive).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub since: Option<String>,
-    /// Trigger mode: the last change-log sequence number consumed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub log_seq: Option<i64>,
-    /// Column mode with a timestamp column: the database's clock (epoch ms) when this read
-    /// started, carried across its pages.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub read_started: Option<i64>,
-    /// A page cursor inside one read (not yet checkpointed by the engine).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub in_read: bool,
-}
-
-pub fn value_hex(v: &Value) -> String {
-    canonical::value_bytes(v)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-pub fn value_unhex(s: &str) -> Option<Value> {
-    if s.len() % 2 != 0 || !s.is_ascii() {
-        return None;
+impl SqlConnector {
+    pub(super) fn page_size(&self) -> usize {
+        self.cfg.batch_size.clamp(1, 100_000)
     }
-    let bytes: Option<Vec<u8>> = (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
-        .collect();
-    canonical::value_from_bytes(&bytes?).ok()
-}
 
-/// The select-list expression for a column (text casts for types concord reads as text).
-pub fn select_expr(d: Dialect, c: &Column) -> String {
-    let q = d.quote(&c.name);
-    match (d, &c.ty) {
-        (Dialect::Postgres, ColType::Other) => format!("{q}::text"),
-        (Dialect::MySql, ColType::Other) => format!("CAST({q} AS CHAR)"),
-        _ => q,
+    pub(super) async fn read_scan(&self, cursor: Cursor) -> Result<ReadPage, ConnectorError> {
+        self.read_scan_with(cursor, &[]).await
     }
-}
 
-/// A bind placeholder for parameter number `n` (1-based) of column `c`.
-pub fn placeholder(d: Dialect, n: usize, c: &Column) -> String {
-    match d {
-        Dialect::Postgres => {
-            let ty = if c
-                .db_type
-                .chars()
-                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
-            {
-                c.db_type.clone()
-            } else {
-                d.quote(&c.db_type)
+    /// A scan page; `extra` (expression, column) are selected too and come back as fields of
+    /// those column names (the caller takes them out).
+    pub(crate) async fn read_scan_with(
+        &self,
+        cursor: Cursor,
+        extra: &[(String, Column)],
+    ) -> Result<ReadPage, ConnectorError> {
+        let d = self.dialect();
+        let mut list: Vec<String> = self.columns.iter().map(|c| select_expr(d, c)).collect();
+        list.extend(extra.iter().map(|(e, _)| e.clone()));
+        let mut cols = self.columns.clone();
+        cols.extend(extra.iter().map(|(_, c)| c.clone()));
+        let keys: Vec<&Column> = self.key.iter().collect();
+        let order: Vec<String> = keys.iter().map(|c| d.quote(&c.name)).collect();
+        let mut params = Vec::new();
+        let mut sql = format!("SELECT {} FROM {}", list.join(", "), self.table_ref());
+        if let Some(after) = &cursor.after_key {
+            sql.push_str(&format!(" WHERE {}", tuple_gt(d, &keys, 1)));
+            for (c, hex) in keys.iter().zip(after) {
+                let v = value_unhex(hex).ok_or_else(|| self.bad("corrupt read cursor"))?;
+                params.push(param_for(d, c, Some(&v), self.offset).map_err(|e| self.bad(e))?);
+            }
+        }
+        sql.push_str(&format!(
+            " ORDER BY {} LIMIT {}",
+            order.join(", "),
+            self.page_size()
+        ));
+        let rows = self
+            .pool
+            .fetch(&sql, &params)
+            .await
+            .map_err(|e| self.error(&e))?;
+        let decoded = decode(&rows, &cols, self.offset).map_err(|e| self.bad(e))?;
+        let more = decoded.len() == self.page_size();
+        let mut changes = Vec::with_capacity(decoded.len());
+        let mut last_key = None;
+        for f in decoded {
+            let key = row_key(&f, &keys).map_err(|e| self.bad(e))?;
+            last_key = Some(
+                keys.iter()
+                    .map(|c| value_hex(f.get(&c.name).unwrap_or(&Value::Null)))
+                    .collect(),
+            );
+            changes.push(Change {
+                key,
+                entity_hint: None,
+                fields: Some(f),
+                modstamp: None,
+            });
+        }
+        let cursor = if more {
+            Some(
+                serde_json::to_vec(&Cursor {
+                    after_key: last_key,
+                    ..Cursor::default()
+                })
+                .expect("cursor serialises"),
+            )
+        } else {
+            None
+        };
+        Ok(ReadPage {
+            changes,
+            cursor,
+            more,
+            complete: true,
+        })
+    }
+
+    /// Trigger mode. The first read ever scans the table (noting the log's position first, so
+    /// nothing written during the scan is missed); later reads consume the change log by sequence
+    /// and fetch the current rows of the keys it names (a key with no row is a delete).
+    pub(super) async fn read_trigger(&self, cursor: Cursor) -> Result<ReadPage, ConnectorError> {
+        if cursor.log_seq.is_none() || cursor.after_key.is_some() {
+            let log_seq = match cursor.log_seq {
+                Some(s) => s,
+                None => self.max_log_seq().await?,
             };
-            format!("${n}::{ty}")
-        }
-        _ => "?".into(),
-    }
-}
-
-/// A placeholder for a parameter of a known SQL type (PostgreSQL casts it).
-pub fn ph(d: Dialect, n: usize, pg_type: &str) -> String {
-    match d {
-        Dialect::Postgres => format!("${n}::{pg_type}"),
-        _ => "?".into(),
-    }
-}
-
-/// Change-log rows: (seq, key parts as JSON, unsettled).
-pub fn log_entries(rows: &Rows) -> Result<Vec<(i64, String, bool)>, crate::InvalidData> {
-    use sqlx::Row;
-    let e = |x: sqlx::Error| x.to_string();
-    let mut out = Vec::new();
-    match rows {
-        Rows::Pg(r) => {
-            for row in r {
-                out.push((
-                    row.try_get(0).map_err(e)?,
-                    row.try_get(1).map_err(e)?,
-                    row.try_get(2).map_err(e)?,
-                ));
-            }
-        }
-        Rows::My(r) => {
-            for row in r {
-                let unsettled: i64 = row.try_get(2).map_err(e)?;
-                out.push((
-                    row.try_get(0).map_err(e)?,
-                    row.try_get(1).map_err(e)?,
-                    unsettled != 0,
-                ));
-            }
-        }
-        Rows::Lite(r) => {
-            for row in r {
-                out.push((
-                    row.try_get(0).map_err(e)?,
-                    row.try_get(1).map_err(e)?,
-                    false,
-                ));
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// The first column of the first row, as an integer.
-pub fn first_i64(rows: &Rows) -> Result<i64, crate::InvalidData> {
-    use sqlx::Row;
-    let e = |x: sqlx::Error| crate::InvalidData(x.to_string());
-    match rows {
-        Rows::Pg(r) => r.first().map_or(Ok(0), |x| x.try_get(0).map_err(e)),
-        Rows::My(r) => r.first().map_or(Ok(0), |x| x.try_get(0).map_err(e)),
-        Rows::Lite(r) => r.first().map_or(Ok(0), |x| x.try_get(0).map_err(e)),
-    }
-}
-
-/// The first column of the first row as text (empty when there is no row or it is null).
-pub fn first_text(rows: &Rows) -> Result<String, crate::InvalidData> {
-    use sqlx::Row;
-    let e = |x: sqlx::Error| x.to_string();
-    let v: Option<String> = match rows {
-        Rows::Pg(r) => r.first().map_or(Ok(None), |x| x.try_get(0).map_err(e))?,
-        Rows::My(r) => r.first().map_or(Ok(None), |x| x.try_get(0).map_err(e))?,
-        Rows::Lite(r) => r.first().map_or(Ok(None), |x| x.try_get(0).map_err(e))?,
-    };
-    Ok(v.unwrap_or_default())
-}
-
-/// A row-value comparison `(a, b) > (p1, p2)` with placeholders from `first`.
-pub fn tuple_gt(d: Dialect, cols: &[&Column], first: usize) -> String {
-    let names: Vec<String> = cols.iter().map(|c| d.quote(&c.name)).collect();
-    let ph: Vec<String> = cols
-        .iter()
-        .enumerate()
-        .map(|(i, c)| placeholder(d, first + i, c))
-        .collect();
-    format!("({}) > ({})", names.join(", "), ph.join(", "))
-}
-
-/// The plain text of a key value (for native keys).
-pub fn key_part(v: &Value) -> String {
-    crate::key_text(v)
-}
-
-/// The typed value of one part of a native key (the inverse of [`key_part`]).
-pub fn value_from_key_part(
-    c: &Column,
-    part: &str,
-    off: FixedOffset,
-) -> Result<Value, crate::InvalidData> {
-    match &c.ty {
-        ColType::Bytes => {
-            if part.len() % 2 != 0 {
-                return Err("odd-length hex".into());
-            }
-            (0..part.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(part.get(i..i + 2).unwrap_or("zz"), 16))
-                .collect::<Result<Vec<u8>, _>>()
-                .map(Value::Bytes)
-                .map_err(|_| crate::InvalidData::from("not hex"))
-        }
-        ColType::TimestampTz => Value::datetime_str(part).map_err(|e| e.to_string().into()),
-        ColType::Timestamp => {
-            Value::datetime_str(part).or_else(|_| text_to(&c.ty, part.to_string(), off))
-        }
-        ty => text_to(ty, part.to_string(), off),
-    }
-}
-
-pub fn row_key(fields: &Fields, key: &[&Column]) -> Result<Key, crate::InvalidData> {
-    let names: Vec<&str> = key.iter().map(|c| c.name.as_str()).collect();
-    crate::key_of(fields, &names)
-}
-
-fn naive_to_value(n: NaiveDateTime, off: FixedOffset) -> Result<Value, crate::InvalidData> {
-    Timestamp::from_naive(n, off)
-        .map(Value::DateTime)
-        .map_err(|e| e.to_string().into())
-}
-
-fn parse_naive(s: &str) -> Option<NaiveDateTime> {
-    let s = s.trim();
-    for f in [
-        "%Y-%m-%d %H:%M:%S%.f",
-        "%Y-%m-%dT%H:%M:%S%.f",
-        "%Y-%m-%d %H:%M",
-        "%Y-%m-%d",
-    ] {
-        if let Ok(n) = NaiveDateTime::parse_from_str(s, f) {
-            return Some(n);
-        }
-        if f == "%Y-%m-%d" {
-            if let Ok(d) = NaiveDate::parse_from_str(s, f) {
-                return d.and_hms_opt(0, 0, 0);
-            }
-        }
-    }
-    None
-}
-
-fn text_to(ty: &ColType, s: String, off: FixedOffset) -> Result<Value, crate::InvalidData> {
-    Ok(match ty {
-        ColType::Int { .. } | ColType::Decimal | ColType::Float32 | ColType::Float64 => {
-            Value::decimal_str(&s).map_err(|e| e.to_string())?
-        }
-        ColType::Bool => match s.to_ascii_lowercase().as_str() {
-            "1" | "true" | "t" | "yes" => Value::Bool(true),
-            "0" | "false" | "f" | "no" => Value::Bool(false),
-            _ => return Err(format!("not a boolean: {s:?}").into()),
-        },
-        ColType::Date => Value::date_str(s.get(..10).unwrap_or(&s)).map_err(|e| e.to_string())?,
-        ColType::Timestamp => match parse_naive(&s) {
-            Some(n) => naive_to_value(n, off)?,
-            None => Value::datetime_str(&s).map_err(|e| e.to_string())?,
-        },
-        ColType::TimestampTz => Value::datetime_str(&s).map_err(|e| e.to_string())?,
-        ColType::Json => {
-            Value::Json(serde_json::from_str(&s).map_err(|e| format!("invalid JSON: {e}"))?)
-        }
-        ColType::Text { padded: true } => Value::text(s.trim_end_matches(' ')),
-        _ => Value::text(s),
-    })
-}
-
-macro_rules! get {
-    ($row:expr, $i:expr, $t:ty) => {
-        $row.try_get::<Option<$t>, _>($i)
-            .map_err(|e| e.to_string())?
-    };
-}
-
-/// The column types PostgreSQL and MySQL decode alike; `None` for the others.
-macro_rules! common {
-    ($row:expr, $i:expr, $c:expr, $off:expr) => {
-        match &$c.ty {
-            ColType::Bool => Some(get!($row, $i, bool).map(Value::Bool)),
-            ColType::Decimal => Some(get!($row, $i, rust_decimal::Decimal).map(Value::from)),
-            ColType::Float32 => Some(match get!($row, $i, f32) {
-                Some(f) => Some(Value::from_f32(f).map_err(|e| e.to_string())?),
-                None => None,
-            }),
-            ColType::Float64 => Some(match get!($row, $i, f64) {
-                Some(f) => Some(Value::from_f64(f).map_err(|e| e.to_string())?),
-                None => None,
-            }),
-            ColType::Date => Some(get!($row, $i, NaiveDate).map(Value::Date)),
-            ColType::Timestamp => Some(match get!($row, $i, NaiveDateTime) {
-                Some(n) => Some(naive_to_value(n, $off)?),
-                None => None,
-            }),
-            ColType::TimestampTz => Some(
-                get!($row, $i, DateTime<Utc>).map(|d| Value::DateTime(Timestamp::from_chrono(&d))),
-            ),
-            ColType::Bytes => Some(get!($row, $i, Vec<u8>).map(Value::Bytes)),
-            _ => None,
-        }
-    };
-}
-
-fn pg_value(
-    row: &sqlx::postgres::PgRow,
-    i: usize,
-    c: &Column,
-    off: FixedOffset,
-) -> Result<Option<Value>, crate::InvalidData> {
-    use sqlx::Row;
-    if let Some(v) = common!(row, i, c, off) {
-        return Ok(v);
-    }
-    Ok(match &c.ty {
-        ColType::Int { bits: 16, .. } => get!(row, i, i16).map(|v| Value::Int(v as i64)),
-        ColType::Int { bits: 32, .. } => get!(row, i, i32).map(|v| Value::Int(v as i64)),
-        ColType::Int { .. } => get!(row, i, i64).map(Value::Int),
-        ColType::Text { padded: true } => {
-            get!(row, i, String).map(|s| Value::text(s.trim_end_matches(' ')))
-        }
-        ColType::Json => get!(row, i, serde_json::Value).map(Value::Json),
-        ColType::Uuid => get!(row, i, sqlx::types::Uuid).map(|u| Value::text(u.to_string())),
-        _ => get!(row, i, String).map(Value::text),
-    })
-}
-
-fn my_value(
-    row: &sqlx::mysql::MySqlRow,
-    i: usize,
-    c: &Column,
-    off: FixedOffset,
-) -> Result<Option<Value>, crate::InvalidData> {
-    use sqlx::Row;
-    if let Some(v) = common!(row, i, c, off) {
-        return Ok(v);
-    }
-    Ok(match &c.ty {
-        ColType::Int { unsigned: true, .. } => get!(row, i, u64).map(|u| match i64::try_from(u) {
-            Ok(v) => Value::Int(v),
-            Err(_) => Value::from(rust_decimal::Decimal::from(u)),
-        }),
-        ColType::Int { .. } => get!(row, i, i64).map(Value::Int),
-        ColType::Json => match row.try_get::<Option<String>, _>(i) {
-            // MariaDB: LONGTEXT with a json_valid() check.
-            Ok(s) => match s {
-                Some(s) => Some(Value::Json(
-                    serde_json::from_str(&s).map_err(|e| format!("invalid JSON: {e}"))?,
-                )),
-                None => None,
-            },
-            // MySQL: a native JSON column.
-            Err(_) => get!(row, i, serde_json::Value).map(Value::Json),
-        },
-        _ => get!(row, i, String).map(Value::text),
-    })
-}
-
-fn lite_value(
-    row: &sqlx::sqlite::SqliteRow,
-    i: usize,
-    c: &Column,
-    off: FixedOffset,
-) -> Result<Option<Value>, crate::InvalidData> {
-    use sqlx::{Row, TypeInfo, ValueRef};
-    let raw = row.try_get_raw(i).map_err(|e| e.to_string())?;
-    if raw.is_null() {
-        return Ok(None);
-    }
-    let storage = raw.type_info().name().to_string();
-    let v = match storage.as_str() {
-        "INTEGER" => {
-            let n: i64 = row.try_get(i).map_err(|e| e.to_string())?;
-            match &c.ty {
-                ColType::Bool => Value::Bool(n != 0),
-                ColType::Text { .. } | ColType::Other => Value::text(n.to_string()),
-                ColType::Timestamp | ColType::TimestampTz => {
-                    Value::DateTime(Timestamp(n.saturating_mul(1000)))
+            let mut page = self.read_scan(cursor.clone()).await?;
+            let next = match &page.cursor {
+                Some(c) => {
+                    let mut c: Cursor = serde_json::from_slice(c).expect("own cursor");
+                    c.log_seq = Some(log_seq);
+                    c.in_read = true;
+                    c
                 }
-                _ => Value::Int(n),
+                None => Cursor {
+                    log_seq: Some(log_seq),
+                    ..Cursor::default()
+                },
+            };
+            page.cursor = Some(serde_json::to_vec(&next).expect("cursor serialises"));
+            return Ok(page);
+        }
+        let d = self.dialect();
+        let seq = cursor.log_seq.unwrap_or(0);
+        let log = self.changelog_ref();
+        let tbl = client::Param::Text(self.cfg.table.clone());
+        if !cursor.in_read && seq > 0 {
+            // Everything up to the checkpointed cursor has been committed by the engine.
+            let sql = format!(
+                "DELETE FROM {log} WHERE tbl = {} AND seq <= {}",
+                decode::ph(d, 1, "text"),
+                decode::ph(d, 2, "int8")
+            );
+            self.pool
+                .execute(&sql, &[tbl.clone(), client::Param::Int(seq)])
+                .await
+                .map_err(|e| self.error(&e))?;
+        }
+        let page = self.page_size() as i64;
+        let (sql, params) = match d {
+            Dialect::Postgres => (
+                format!(
+                    "SELECT seq, pk::text, (txid >= txid_snapshot_xmin(txid_current_snapshot())) FROM {log} \
+                     WHERE tbl = $1::text AND seq > $2::int8 ORDER BY seq LIMIT {page}"
+                ),
+                vec![tbl, client::Param::Int(seq)],
+            ),
+            Dialect::MySql => (
+                format!(
+                    "SELECT seq, pk, (at > NOW(3) - INTERVAL ? SECOND) FROM {log} \
+                     WHERE tbl = ? AND seq > ? ORDER BY seq LIMIT {page}"
+                ),
+                vec![client::Param::Int(self.cfg.settle_secs as i64), tbl, client::Param::Int(seq)],
+            ),
+            Dialect::Sqlite => (
+                format!("SELECT seq, pk, 0 FROM {log} WHERE tbl = ? AND seq > ? ORDER BY seq LIMIT {page}"),
+                vec![tbl, client::Param::Int(seq)],
+            ),
+        };
+        let rows = self
+            .pool
+            .fetch(&sql, &params)
+            .await
+            .map_err(|e| self.error(&e))?;
+        let entries = decode::log_entries(&rows).map_err(|e| self.bad(e))?;
+        let full = entries.len() as i64 == page;
+        let mut next_seq = seq;
+        let mut blocked = false;
+        let mut keys: Vec<Vec<String>> = Vec::new();
+        for (s, pk, unsettled) in entries {
+            if unsettled {
+                blocked = true;
+            }
+            if !blocked {
+                next_seq = s;
+            }
+            let parts: Vec<String> = serde_json::from_str(&pk)
+                .map_err(|_| self.bad(format!("change log entry {s}: bad key {pk}")))?;
+            if !keys.contains(&parts) {
+                keys.push(parts);
             }
         }
-        "REAL" => {
-            let f: f64 = row.try_get(i).map_err(|e| e.to_string())?;
-            match &c.ty {
-                ColType::Text { .. } | ColType::Other => Value::text(f.to_string()),
-                ColType::Float32 => Value::from_f32(f as f32).map_err(|e| e.to_string())?,
-                _ => Value::from_f64(f).map_err(|e| e.to_string())?,
-            }
-        }
-        "BLOB" => {
-            let b: Vec<u8> = row.try_get(i).map_err(|e| e.to_string())?;
-            Value::Bytes(b)
-        }
-        _ => {
-            let s: String = row.try_get(i).map_err(|e| e.to_string())?;
-            text_to(&c.ty, s, off)?
-        }
-    };
-    Ok(Some(v))
-}
+        let changes = self.fetch_keys(&keys).await?;
+        let more = full && !blocked;
+        let next = Cursor {
+            log_seq: Some(next_seq),
+            in_read: more,
+            ..Cursor::default()
+        };
+        Ok(ReadPage {
+            changes,
+            cursor: Some(serde_json::to_vec(&next).expect("cursor serialises")),
+            more,
+            complete: false,
+        })
+    }
 
-/// Decodes fetched rows into field sets (column name → value).
-pub fn decode(
-    rows: &Rows,
-    cols: &[Column],
-    off: FixedOffset,
-) -> Result<Vec<Fields>, crate::InvalidData> {
-    let mut out = Vec::new();
-    macro_rules! each {
-        ($rows:expr, $f:ident) => {
-            for row in $rows {
-                let mut fields = Fields::new();
-                for (i, c) in cols.iter().enumerate() {
-                    match $f(row, i, c, off) {
-                        Ok(Some(v)) => fields.set(c.name.as_str(), v),
-                        Ok(None) => {}
-                        Err(e) => return Err(format!("column {}: {e}", c.name).into()),
+    pub(super) async fn max_log_seq(&self) -> Result<i64, ConnectorError> {
+        let d = self.dialect();
+        let sql = format!(
+            "SELECT COALESCE(MAX(seq), 0) FROM {} WHERE tbl = {}",
+            self.changelog_ref(),
+            decode::ph(d, 1, "text")
+        );
+        let rows = self
+            .pool
+            .fetch(&sql, &[client::Param::Text(self.cfg.table.clone())])
+            .await
+            .map_err(|e| {
+                let mut err = self.error(&e);
+                err.message = format!(
+                    "{} (has `concord setup` been run for this table?)",
+                    err.message
+                );
+                err
+            })?;
+        decode::first_i64(&rows).map_err(|e| self.bad(e))
+    }
+
+    /// The current rows for the given native keys (as key-part strings); keys without a row
+    /// come back as deletes.
+    pub(super) async fn fetch_keys(
+        &self,
+        keys: &[Vec<String>],
+    ) -> Result<Vec<Change>, ConnectorError> {
+        self.fetch_keys_with(keys, &[]).await
+    }
+
+    /// `fetch_keys` selecting `extra` (expression, column) too, as in `read_scan_with`.
+    pub(crate) async fn fetch_keys_with(
+        &self,
+        keys: &[Vec<String>],
+        extra: &[(String, Column)],
+    ) -> Result<Vec<Change>, ConnectorError> {
+        let mut cols = self.columns.clone();
+        cols.extend(extra.iter().map(|(_, c)| c.clone()));
+        let kc: Vec<&Column> = self.key.iter().collect();
+        let mut out = Vec::new();
+        for chunk in keys.chunks(self.keys_per_select()) {
+            let (sql, params, wanted) = self.select_by_keys(chunk, extra, "")?;
+            let rows = self
+                .pool
+                .fetch(&sql, &params)
+                .await
+                .map_err(|e| self.error(&e))?;
+            let found = decode(&rows, &cols, self.offset).map_err(|e| self.bad(e))?;
+            let mut present = std::collections::BTreeMap::new();
+            for f in found {
+                present.insert(row_key(&f, &kc).map_err(|e| self.bad(e))?, f);
+            }
+            for k in wanted {
+                let fields = present.remove(&k);
+                out.push(Change {
+                    key: k,
+                    entity_hint: None,
+                    fields,
+                    modstamp: None,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Keys per [`Self::select_by_keys`] statement.
+    pub(crate) fn keys_per_select(&self) -> usize {
+        (self.dialect().max_params() / self.key.len().max(1)).clamp(1, 500)
+    }
+
+    /// `SELECT <mapped columns, extra> FROM table WHERE key = … OR …` for these keys (as
+    /// key-part strings) followed by `suffix` (`FOR UPDATE`); also the keys as the rows will
+    /// carry them.
+    pub(crate) fn select_by_keys(
+        &self,
+        keys: &[Vec<String>],
+        extra: &[(String, Column)],
+        suffix: &str,
+    ) -> Result<(String, Vec<client::Param>, Vec<concord_model::model::Key>), ConnectorError> {
+        let d = self.dialect();
+        let kc: Vec<&Column> = self.key.iter().collect();
+        let mut list: Vec<String> = self.columns.iter().map(|c| select_expr(d, c)).collect();
+        list.extend(extra.iter().map(|(e, _)| e.clone()));
+        let mut params = Vec::new();
+        let mut ors = Vec::new();
+        let mut wanted = Vec::new();
+        for parts in keys {
+            if parts.len() != kc.len() {
+                return Err(self.bad(format!("key {parts:?} does not match the key columns")));
+            }
+            let mut ands = Vec::new();
+            let mut f = concord_model::model::Fields::new();
+            for (c, p) in kc.iter().zip(parts) {
+                let v = decode::value_from_key_part(c, p, self.offset).map_err(|e| self.bad(e))?;
+                params.push(param_for(d, c, Some(&v), self.offset).map_err(|e| self.bad(e))?);
+                ands.push(format!(
+                    "{} = {}",
+                    d.quote(&c.name),
+                    decode::placeholder(d, params.len(), c)
+                ));
+                f.set(c.name.as_str(), v);
+            }
+            wanted.push(row_key(&f, &kc).map_err(|e| self.bad(e))?);
+            ors.push(format!("({})", ands.join(" AND ")));
+        }
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {}{suffix}",
+            list.join(", "),
+            self.table_ref(),
+            ors.join(" OR ")
+        );
+        Ok((sql, params, wanted))
+    }
+
+    pub(super) async fn read_column(&self, cursor: Cursor) -> Result<ReadPage, ConnectorError> {
+        let d = self.dialect();
+        let upd = self
+            .updated
+            .as_ref()
+            .expect("column mode has an updated column");
+        // The database's clock at the start of a read (timestamp columns only): rows stamped
+        // `overlap` before it were committed before the read began, so the next read need not
+        // go back further than that (see below).
+        let read_started = match (cursor.in_read, &upd.ty) {
+            (true, _) => cursor.read_started,
+            (false, ColType::Timestamp | ColType::TimestampTz) => {
+                let sql = match d {
+                    Dialect::Postgres => "SELECT (EXTRACT(EPOCH FROM now()) * 1000)::bigint",
+                    Dialect::MySql => "SELECT CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)",
+                    Dialect::Sqlite => {
+                        "SELECT CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
+                    }
+                };
+                let rows = self
+                    .pool
+                    .fetch(sql, &[])
+                    .await
+                    .map_err(|e| self.error(&e))?;
+                Some(decode::first_i64(&rows).map_err(|e| self.bad(e))?)
+            }
+            (false, _) => None,
+        };
+        let list: Vec<String> = self.columns.iter().map(|c| select_expr(d, c)).collect();
+        let mut order_cols: Vec<&Column> = vec![upd];
+        order_cols.extend(self.key.iter().filter(|k| k.name != upd.name));
+        let order: Vec<String> = order_cols.iter().map(|c| d.quote(&c.name)).collect();
+        let mut params = Vec::new();
+        // Timestamps are also read in the database's own text form: the page cursor must hold
+        // the exact value (PostgreSQL keeps microseconds, concord's values milliseconds; a
+        // cursor rounded down would return the same rows again and never end a page of ties).
+        let exact = matches!(upd.ty, ColType::Timestamp | ColType::TimestampTz);
+        let raw_expr = if exact {
+            let q = d.quote(&upd.name);
+            match d {
+                Dialect::Postgres => format!(", {q}::text AS concord_exact_updated"),
+                Dialect::MySql => format!(", CAST({q} AS CHAR) AS concord_exact_updated"),
+                Dialect::Sqlite => format!(", CAST({q} AS TEXT) AS concord_exact_updated"),
+            }
+        } else {
+            String::new()
+        };
+        let mut sql = format!(
+            "SELECT {}, {}{raw_expr} FROM {}",
+            list.join(", "),
+            select_expr(d, upd),
+            self.table_ref()
+        );
+        let mut wheres = vec![format!("{} IS NOT NULL", d.quote(&upd.name))];
+        if let (Some(u), Some(k)) = (&cursor.after_updated, &cursor.after_key) {
+            wheres.push(tuple_gt(d, &order_cols, 1));
+            let mut values = vec![u.clone()];
+            values.extend(k.iter().cloned());
+            for (i, (c, hex)) in order_cols.iter().zip(&values).enumerate() {
+                match (&cursor.after_updated_raw, i) {
+                    (Some(raw), 0) => params.push(client::Param::Text(raw.clone())),
+                    _ => {
+                        let v = value_unhex(hex).ok_or_else(|| self.bad("corrupt read cursor"))?;
+                        params
+                            .push(param_for(d, c, Some(&v), self.offset).map_err(|e| self.bad(e))?);
                     }
                 }
-                out.push(fields);
+            }
+        } else if let Some(since) = &cursor.since {
+            let v = value_unhex(since).ok_or_else(|| self.bad("corrupt read cursor"))?;
+            wheres.push(format!(
+                "{} >= {}",
+                d.quote(&upd.name),
+                decode::placeholder(d, 1, upd)
+            ));
+            params.push(param_for(d, upd, Some(&v), self.offset).map_err(|e| self.bad(e))?);
+        }
+        sql.push_str(&format!(" WHERE {}", wheres.join(" AND ")));
+        sql.push_str(&format!(
+            " ORDER BY {} LIMIT {}",
+            order.join(", "),
+            self.page_size()
+        ));
+        let mut cols = self.columns.clone();
+        cols.push(Column {
+            name: format!("{}\u{0}updated", upd.name),
+            ..upd.clone()
+        });
+        if exact {
+            cols.push(Column {
+                name: format!("{}\u{0}raw", upd.name),
+                ty: ColType::Text { padded: false },
+                db_type: "text".into(),
+            });
+        }
+        let rows = self
+            .pool
+            .fetch(&sql, &params)
+            .await
+            .map_err(|e| self.error(&e))?;
+        let decoded = decode(&rows, &cols, self.offset).map_err(|e| self.bad(e))?;
+        let more = decoded.len() == self.page_size();
+        let keys: Vec<&Column> = self.key.iter().collect();
+        let mut changes = Vec::with_capacity(decoded.len());
+        let mut last = None;
+        let mut newest: Option<Value> = None;
+        for mut f in decoded {
+            let u = f
+                .remove(&format!("{}\u{0}updated", upd.name))
+                .unwrap_or(Value::Null);
+            let raw = match f.remove(&format!("{}\u{0}raw", upd.name)) {
+                Some(Value::Text(t)) => Some(t),
+                _ => None,
+            };
+            let key = row_key(&f, &keys).map_err(|e| self.bad(e))?;
+            let k: Vec<String> = order_cols[1..]
+                .iter()
+                .map(|c| value_hex(f.get(&c.name).unwrap_or(&Value::Null)))
+                .collect();
+            last = Some((value_hex(&u), k, raw));
+            let modstamp = match &u {
+                Value::DateTime(t) => Some(*t),
+                _ => None,
+            };
+            newest = Some(u);
+            changes.push(Change {
+                key,
+                entity_hint: None,
+                fields: Some(f),
+                modstamp,
+            });
+        }
+        let next = if more {
+            let (u, k, raw) = last.expect("a full page has a last row");
+            Cursor {
+                after_key: Some(k),
+                after_updated: Some(u),
+                after_updated_raw: raw,
+                since: cursor.since.clone(),
+                log_seq: None,
+                read_started,
+                in_read: true,
+            }
+        } else {
+            // The next read starts `overlap` before the newest value seen (or where this one
+            // started): rows committed late with an older timestamp are still found, and rows
+            // read twice are recognised by their unchanged hash. Where the database's clock at
+            // the read's start is known, rows stamped `overlap` before it were all committed
+            // and seen: the next read starts at the older of that moment and the newest value
+            // (so quiet tables are not re-read over the whole window on every pass).
+            let overlap = (self.cfg.overlap_secs as i64) * 1000;
+            // A read that ends on an empty page (the one before it was full): the newest value
+            // is the previous page's last.
+            let newest = newest.or_else(|| cursor.after_updated.as_deref().and_then(value_unhex));
+            let since = match newest {
+                Some(Value::DateTime(t)) => {
+                    let from = match read_started {
+                        Some(now) => t.millis().min(now - overlap).max(t.millis() - overlap),
+                        None => t.millis() - overlap,
+                    };
+                    Some(value_hex(&Value::DateTime(Timestamp(from))))
+                }
+                Some(Value::Int(i)) => {
+                    Some(value_hex(&Value::Int(i - self.cfg.overlap_secs as i64)))
+                }
+                Some(other) => Some(value_hex(&other)),
+                None => cursor.since.clone(),
+            };
+            Cursor {
+                since,
+                ..Cursor::default()
             }
         };
+        Ok(ReadPage {
+            changes,
+            cursor: Some(serde_json::to_vec(&next).expect("cursor serialises")),
+            more,
+            complete: false,
+        })
     }
-    match rows {
-        Rows::Pg(r) => each!(r, pg_value),
-        Rows::My(r) => each!(r, my_value),
-        Rows::Lite(r) => each!(r, lite_value),
-    }
-    Ok(out)
-}
-
-/// The bound parameter for a value written to (or compared with) column `c`.
-pub fn param_for(
-    d: Dialect,
-    c: &Column,
-    v: Option<&Value>,
-    off: FixedOffset,
-) -> Result<Param, crate::InvalidData> {
-    let Some(v) = v else {
-        return Ok(Param::Null);
-    };
-    let mismatch = || {
-        format!(
-            "cannot store a {} value in column {} ({})",
-            v.type_name(),
-            c.name,
-            c.db_type
-        )
-    };
-    // Which values a column accepts.
-    let ok = match (&c.ty, v) {
-        (ColType::Int { .. }, Value::Int(_)) => true,
-        (
-            ColType::Decimal | ColType::Float32 | ColType::Float64,
-            Value::Int(_) | Value::Decimal(_),
-        ) => true,
-        (ColType::Bool, Value::Bool(_)) => true,
-        (ColType::Date, Value::Date(_)) => true,
-        (ColType::Timestamp | ColType::TimestampTz, Value::DateTime(_)) => true,
-        (ColType::Bytes, Value::Bytes(_)) => true,
-        (ColType::Bytes, _) => false,
-        (ColType::Text { .. } | ColType::Uuid | ColType::Other | ColType::Json, _) => true,
-        _ => false,
-    };
-    if !ok {
-        return Err(mismatch().into());
-    }
-    let text = |v: &Value| -> String {
-        match v {
-            Value::DateTime(t) => {
-                let utc = t.to_chrono().unwrap_or_default();
-                match (&c.ty, d) {
-                    (ColType::Timestamp, _) => utc
-                        .with_timezone(&off)
-                        .naive_local()
-                        .format("%Y-%m-%d %H:%M:%S%.3f")
-                        .to_string(),
-                    (_, Dialect::MySql) => {
-                        utc.naive_utc().format("%Y-%m-%d %H:%M:%S%.3f").to_string()
-                    }
-                    _ => t.to_string(),
-                }
-            }
-            Value::Bool(b) => if *b { "true" } else { "false" }.into(),
-            other => key_part(other),
-        }
-    };
-    Ok(match (d, v) {
-        (_, Value::Bytes(b)) => Param::Bytes(b.clone()),
-        (Dialect::Postgres, _) => Param::Text(text(v)),
-        (_, Value::Bool(b)) => Param::Int(*b as i64),
-        (_, Value::Int(i)) if !matches!(c.ty, ColType::Text { .. } | ColType::Other) => {
-            Param::Int(*i)
-        }
-        (Dialect::Sqlite, Value::Decimal(x))
-            if matches!(c.ty, ColType::Float32 | ColType::Float64) =>
-        {
-            Param::Float(x.to_string().parse::<f64>().map_err(|_| mismatch())?)
-        }
-        _ => Param::Text(text(v)),
-    })
 }

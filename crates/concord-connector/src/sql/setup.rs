@@ -307,7 +307,7 @@ impl SqlConnector {
             .fetch(sql, &params)
             .await
             .map_err(|e| self.error(&e))?;
-        super::read::first_i64(&rows).map_err(|e| self.bad_config(e))
+        super::decode::first_i64(&rows).map_err(|e| self.bad_config(e))
     }
 
     /// Trigger mode on PostgreSQL: waits until the triggers announce a change of this table

@@ -2,7 +2,7 @@
 //! report a vanished row, and deletes; one transaction per batch, every value a bound parameter.
 
 use super::client::{Column, Dialect, Param};
-use super::read::{param_for, placeholder, row_key};
+use super::decode::{param_for, placeholder, row_key};
 use super::SqlConnector;
 use crate::{ConnectorError, WriteErrorKind, WriteOp, WriteResult};
 use concord_model::model::{Fields, Key};
@@ -132,11 +132,11 @@ fn with_key(conn: &SqlConnector, fields: &Fields, key: Option<&Key>) -> Result<F
             // The key part read back in the column's type (a key filled in as text, such as
             // "42" for a bigint column, becomes the column's value).
             let v = match (
-                super::read::value_from_key_part(c, &p, conn.offset()),
+                super::decode::value_from_key_part(c, &p, conn.offset()),
                 f.get(&c.name),
             ) {
                 (Ok(v), _) => v,
-                (Err(_), Some(existing)) if super::read::key_part(existing) == p => {
+                (Err(_), Some(existing)) if super::decode::key_part(existing) == p => {
                     existing.clone()
                 }
                 (Err(e), _) => return Err(format!("native key {k}: column {}: {e}", c.name)),
@@ -266,7 +266,7 @@ async fn apply_conditional(
             .select_by_keys(&parts, &[], lock)
             .map_err(BatchError::Other)?;
         let rows = tx.fetch(&sql, &select_params).await?;
-        let found = super::read::decode(&rows, conn.columns(), conn.offset())
+        let found = super::decode::decode(&rows, conn.columns(), conn.offset())
             .map_err(|e| BatchError::Other(conn.bad(e)))?;
         let mut current = std::collections::HashMap::new();
         for f in found {

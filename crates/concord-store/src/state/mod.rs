@@ -1,0 +1,574 @@
+//! The typed store: concord's state on top of any [`Store`], versioned entry by entry.
+//!
+//! Files: `encoding` (the entry formats: versions, bincode entries, their decoders), `entries`
+//! (the entry types), `checkpoint` (the writes of one atomic commit), and here the
+//! [`StateStore`] itself.
+
+mod checkpoint;
+mod encoding;
+mod entries;
+
+pub use checkpoint::Checkpoint;
+pub(crate) use encoding::decode_version_with;
+pub use encoding::{decode_any_entry, decode_version, encode_version, VersionMeta};
+pub use entries::*;
+
+use super::layout::{self, show_key, Tree};
+use super::{scan_prefix, Batch, Store, StoreError};
+use concord_model::core::dots::FieldDots;
+use concord_model::model::varint;
+use concord_model::model::{
+    canonical, ContentHash, EntityId, InstanceId, Key, SystemId, Timestamp, VectorClock, Version,
+};
+use encoding::*;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// The store format this build reads and writes. Version 2 added per-field origins to version
+/// entries (flag bit 3); a version 1 store is upgraded on open (its entries are valid version 2
+/// entries, so only the marker changes). A store of a later version is refused.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest store format this build opens (and upgrades).
+pub const OLDEST_FORMAT: u32 = 1;
+/// concord's state in a [`Store`].
+#[derive(Clone)]
+pub struct StateStore {
+    store: Arc<dyn Store>,
+    instance: InstanceId,
+    /// Waiting-record changes a read staged (per job and system), in memory until the pass
+    /// commits them with the read's checkpoint or drops them with a read that failed. Shared by
+    /// the clones of one state.
+    staged: Arc<std::sync::Mutex<StagedWaiting>>,
+}
+
+type StagedWaiting = BTreeMap<(String, SystemId), BTreeMap<Key, Option<WaitingEntry>>>;
+
+const META_FORMAT: &str = "format";
+const META_INSTANCE: &str = "instance";
+
+impl StateStore {
+    /// Opens the state in `store` for `instance`. An empty store is initialised (format marker and
+    /// instance, flushed); a store with another format version, another instance, or data without
+    /// a marker is refused and left untouched.
+    pub fn open(store: Arc<dyn Store>, instance: InstanceId) -> Result<Self, StoreError> {
+        let fkey = layout::meta(META_FORMAT);
+        match store.get(&fkey)? {
+            Some(v) => {
+                let raw: [u8; 4] = v
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| corrupt(&fkey, "format marker is not 4 bytes"))?;
+                let found = u32::from_be_bytes(raw);
+                if !(OLDEST_FORMAT..=FORMAT_VERSION).contains(&found) {
+                    return Err(StoreError::UnsupportedFormat {
+                        found,
+                        supported: FORMAT_VERSION,
+                    });
+                }
+                let ikey = layout::meta(META_INSTANCE);
+                let inst = store
+                    .get(&ikey)?
+                    .ok_or_else(|| corrupt(&ikey, "missing instance name"))?;
+                let inst =
+                    String::from_utf8(inst).map_err(|_| corrupt(&ikey, "instance not UTF-8"))?;
+                if inst != instance.as_str() {
+                    return Err(StoreError::WrongInstance {
+                        found: inst,
+                        expected: instance.to_string(),
+                    });
+                }
+                if found < FORMAT_VERSION {
+                    // 1 → 2: nothing to rewrite; the marker says an older build must not open it
+                    // (it would refuse the new entries as corrupt).
+                    let mut b = Batch::new();
+                    b.put(fkey, FORMAT_VERSION.to_be_bytes().to_vec());
+                    store.commit(b)?;
+                    tracing::info!(from = found, to = FORMAT_VERSION, "store format upgraded");
+                }
+            }
+            None => {
+                let mut any = false;
+                store.scan(&[], None, &mut |_, _| {
+                    any = true;
+                    false
+                })?;
+                if any {
+                    return Err(StoreError::NotAConcordStore("the store".into()));
+                }
+                let mut b = Batch::new();
+                b.put(fkey, FORMAT_VERSION.to_be_bytes().to_vec());
+                b.put(
+                    layout::meta(META_INSTANCE),
+                    instance.as_str().as_bytes().to_vec(),
+                );
+                store.commit(b)?;
+            }
+        }
+        Ok(StateStore {
+            store,
+            instance,
+            staged: Default::default(),
+        })
+    }
+
+    pub fn instance(&self) -> &InstanceId {
+        &self.instance
+    }
+
+    pub fn raw(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint::default()
+    }
+
+    /// Applies the checkpoint atomically and flushes it to disk before returning.
+    pub fn commit(&self, cp: Checkpoint) -> Result<(), StoreError> {
+        if cp.is_empty() {
+            return Ok(());
+        }
+        self.store.commit(cp.batch)
+    }
+
+    /// Applies without flushing (for non-critical entries, e.g. retry counters).
+    pub fn apply(&self, cp: Checkpoint) -> Result<(), StoreError> {
+        self.store.apply(cp.batch)
+    }
+
+    fn get_version(&self, key: Vec<u8>) -> Result<Option<Version>, StoreError> {
+        match self.store.get(&key)? {
+            None => Ok(None),
+            Some(b) => decode_version(&key, &b).map(Some),
+        }
+    }
+
+    pub fn head(&self, e: &EntityId) -> Result<Option<Version>, StoreError> {
+        self.get_version(layout::head(e))
+    }
+
+    pub fn snapshot(&self, sys: &SystemId, e: &EntityId) -> Result<Option<Version>, StoreError> {
+        self.get_version(layout::snapshot(sys, e))
+    }
+
+    /// The version last sent to `sys` whose success is not yet confirmed.
+    pub fn pending(&self, sys: &SystemId, e: &EntityId) -> Result<Option<Version>, StoreError> {
+        self.get_version(layout::pending(sys, e))
+    }
+
+    pub fn entity_for(&self, sys: &SystemId, native: &Key) -> Result<Option<EntityId>, StoreError> {
+        let key = layout::xref(sys, native.as_str());
+        match self.store.get(&key)? {
+            None => Ok(None),
+            Some(b) => {
+                let raw: [u8; 16] = b
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| corrupt(&key, "entity id is not 16 bytes"))?;
+                Ok(Some(EntityId(raw)))
+            }
+        }
+    }
+
+    pub fn native_key(&self, e: &EntityId, sys: &SystemId) -> Result<Option<Key>, StoreError> {
+        let key = layout::xref_rev(e, sys);
+        match self.store.get(&key)? {
+            None => Ok(None),
+            Some(b) => Ok(Some(Key::new(
+                String::from_utf8(b).map_err(|_| corrupt(&key, "native key not UTF-8"))?,
+            ))),
+        }
+    }
+
+    pub fn cursor(&self, job: &str, sys: &SystemId) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = layout::cursor(job, sys);
+        match self.store.get(&key)? {
+            None => Ok(None),
+            Some(b) => match b.split_first() {
+                Some((&ENTRY_V1, rest)) => Ok(Some(rest.to_vec())),
+                Some((&v, _)) => Err(corrupt(&key, format!("unknown entry version {v}"))),
+                None => Err(corrupt(&key, "empty value")),
+            },
+        }
+    }
+
+    /// Scans `prefix`, decoding each entry with `decode`, until `f` returns false; the first
+    /// entry that does not decode stops the scan and is the error.
+    fn scan_decoded<T>(
+        &self,
+        prefix: &[u8],
+        mut decode: impl FnMut(&[u8], &[u8]) -> Result<T, StoreError>,
+        mut f: impl FnMut(T) -> bool,
+    ) -> Result<(), StoreError> {
+        let mut failure = None;
+        scan_prefix(self.raw(), prefix, &mut |k, v| match decode(k, v) {
+            Ok(x) => f(x),
+            Err(e) => {
+                failure = Some(e);
+                false
+            }
+        })?;
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// Records of `sys` waiting in `job` for a referenced record: (native key, entry), in key
+    /// order; what a read of this pass staged counts (see [`StateStore::stage_waiting`]).
+    pub fn waiting(
+        &self,
+        job: &str,
+        sys: &SystemId,
+    ) -> Result<Vec<(Key, WaitingEntry)>, StoreError> {
+        let prefix = layout::waiting_prefix(job, sys);
+        let mut out = Vec::new();
+        self.scan_decoded(
+            &prefix,
+            |k, v| {
+                let key = std::str::from_utf8(&k[prefix.len()..])
+                    .map_err(|_| corrupt(k, "native key not UTF-8"))?;
+                Ok((Key::new(key), decode_entry::<WaitingEntry>(k, v)?))
+            },
+            |x| {
+                out.push(x);
+                true
+            },
+        )?;
+        let staged = self.staged.lock().expect("staged waiting records");
+        if let Some(m) = staged.get(&(job.to_string(), sys.clone())) {
+            let mut all: BTreeMap<Key, WaitingEntry> = out.into_iter().collect();
+            for (k, w) in m {
+                match w {
+                    Some(w) => all.insert(k.clone(), w.clone()),
+                    None => all.remove(k),
+                };
+            }
+            out = all.into_iter().collect();
+        }
+        Ok(out)
+    }
+
+    /// Stages a waiting record (or, with `None`, its removal) read by a pass: nothing is
+    /// written; the pass moves what it staged into its checkpoint when the read completes
+    /// ([`StateStore::take_staged_waiting`], [`Checkpoint::put_waiting`]), so a waiting record is
+    /// durable in the same commit as the cursor that moves past it, and a read that failed
+    /// leaves nothing.
+    pub fn stage_waiting(
+        &self,
+        job: &str,
+        sys: &SystemId,
+        native: &Key,
+        entry: Option<WaitingEntry>,
+    ) -> Result<(), StoreError> {
+        let at = (job.to_string(), sys.clone());
+        let mut staged = self.staged.lock().expect("staged waiting records");
+        let known = staged.get(&at).is_some_and(|m| m.contains_key(native));
+        // Nothing to remove (the common case: a record that never waited): nothing staged.
+        if entry.is_none()
+            && !known
+            && self
+                .store
+                .get(&layout::waiting(job, sys, native.as_str()))?
+                .is_none()
+        {
+            return Ok(());
+        }
+        staged.entry(at).or_default().insert(native.clone(), entry);
+        Ok(())
+    }
+
+    /// Takes what reads staged for `job` and `sys` (see [`StateStore::stage_waiting`]).
+    pub fn take_staged_waiting(
+        &self,
+        job: &str,
+        sys: &SystemId,
+    ) -> Vec<(Key, Option<WaitingEntry>)> {
+        self.staged
+            .lock()
+            .expect("staged waiting records")
+            .remove(&(job.to_string(), sys.clone()))
+            .map(|m| m.into_iter().collect())
+            .unwrap_or_default()
+    }
+
+    /// The match entry of `hash` in `job`.
+    pub fn match_entry(
+        &self,
+        job: &str,
+        hash: &[u8; 32],
+    ) -> Result<Option<MatchEntry>, StoreError> {
+        let k = layout::match_key(job, hash);
+        match self.store.get(&k)? {
+            Some(v) => decode_entry(&k, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The match hash a record of `sys` was last filed under in `job`.
+    pub fn match_of(
+        &self,
+        job: &str,
+        sys: &SystemId,
+        native: &Key,
+    ) -> Result<Option<[u8; 32]>, StoreError> {
+        let k = layout::match_rev(job, sys, native.as_str());
+        match self.store.get(&k)? {
+            Some(v) => {
+                let h: [u8; 32] = v
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| corrupt(&k, "match hash is not 32 bytes"))?;
+                Ok(Some(h))
+            }
+            None => Ok(None),
+        }
+    }
+
+    pub fn outbox(
+        &self,
+        sys: &SystemId,
+        limit: usize,
+    ) -> Result<Vec<(EntityId, OutboxEntry)>, StoreError> {
+        let mut out = Vec::new();
+        self.scan_decoded(
+            &layout::system_prefix(Tree::Outbox, sys),
+            |k, v| Ok((entity_of(k)?, decode_entry::<OutboxEntry>(k, v)?)),
+            |x| {
+                out.push(x);
+                out.len() < limit
+            },
+        )?;
+        Ok(out)
+    }
+
+    pub fn outbox_len(&self, sys: &SystemId) -> Result<u64, StoreError> {
+        let mut n = 0;
+        scan_prefix(
+            self.raw(),
+            &layout::system_prefix(Tree::Outbox, sys),
+            &mut |_, _| {
+                n += 1;
+                true
+            },
+        )?;
+        Ok(n)
+    }
+
+    /// Calls `f` for each snapshot of `sys` with the entity and its decoded version.
+    pub fn scan_snapshots(
+        &self,
+        sys: &SystemId,
+        f: &mut dyn FnMut(EntityId, Version) -> bool,
+    ) -> Result<(), StoreError> {
+        let mut names = canonical::NameCache::new();
+        self.scan_decoded(
+            &layout::system_prefix(Tree::Snapshot, sys),
+            |k, v| Ok((entity_of(k)?, decode_version_with(k, v, false, &mut names)?)),
+            |(e, ver)| f(e, ver),
+        )
+    }
+
+    /// Writes sent to `sys` without confirmation that created nothing concord knows of yet
+    /// (a pending version and no cross-reference): creates whose outcome is unknown, as
+    /// (entity, the version sent).
+    pub fn pending_creates(&self, sys: &SystemId) -> Result<Vec<(EntityId, Version)>, StoreError> {
+        let mut all = Vec::new();
+        self.scan_decoded(
+            &layout::system_prefix(Tree::Pending, sys),
+            |k, v| Ok((entity_of(k)?, decode_version(k, v)?)),
+            |x| {
+                all.push(x);
+                true
+            },
+        )?;
+        let mut out = Vec::new();
+        for (e, v) in all {
+            if v.content.is_some() && self.native_key(&e, sys)?.is_none() {
+                out.push((e, v));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The entities whose snapshot in `sys` holds a record (not a tombstone) and that are not
+    /// in `seen`: after a complete scan of `sys`, the records that are gone from it.
+    pub fn unseen_snapshots(
+        &self,
+        sys: &SystemId,
+        seen: &std::collections::BTreeSet<EntityId>,
+    ) -> Result<Vec<EntityId>, StoreError> {
+        let mut gone = Vec::new();
+        self.scan_snapshot_meta(sys, &mut |e, m| {
+            if m.hash.is_some() && !seen.contains(&e) {
+                gone.push(e);
+            }
+            true
+        })?;
+        Ok(gone)
+    }
+
+    /// Like [`StateStore::scan_snapshots`] but decodes only hash, clock and modstamp.
+    pub fn scan_snapshot_meta(
+        &self,
+        sys: &SystemId,
+        f: &mut dyn FnMut(EntityId, VersionMeta) -> bool,
+    ) -> Result<(), StoreError> {
+        self.scan_decoded(
+            &layout::system_prefix(Tree::Snapshot, sys),
+            |k, v| Ok((entity_of(k)?, decode_version_parts(k, v)?.0)),
+            |(e, m)| f(e, m),
+        )
+    }
+
+    /// The version of `e` last exchanged with a peer and its field dots.
+    pub fn dots(&self, e: &EntityId) -> Result<Option<(Version, FieldDots)>, StoreError> {
+        let k = layout::dots(e);
+        match self.store.get(&k)? {
+            None => Ok(None),
+            Some(b) => decode_dots(&k, &b).map(Some),
+        }
+    }
+
+    /// See [`Checkpoint::put_digest_fingerprint`].
+    pub fn digest_fingerprint(&self, sys: &SystemId) -> Result<Option<String>, StoreError> {
+        let k = layout::meta(&format!("digest-fingerprint:{sys}"));
+        Ok(self
+            .store
+            .get(&k)?
+            .map(|b| String::from_utf8_lossy(&b).into_owned()))
+    }
+
+    /// The remembered system-side digests of `sys`'s records, in entity order.
+    pub fn scan_digests(
+        &self,
+        sys: &SystemId,
+        f: &mut dyn FnMut(EntityId, DigestEntry) -> bool,
+    ) -> Result<(), StoreError> {
+        self.scan_decoded(
+            &layout::system_prefix(Tree::Digest, sys),
+            |k, v| Ok((entity_of(k)?, DigestEntry::decode(k, v)?)),
+            |(e, d)| f(e, d),
+        )
+    }
+
+    /// Like [`StateStore::scan_snapshot_meta`] but decodes only the content hash (`None`: a
+    /// tombstone): the cheapest pass over a system's snapshots.
+    pub fn scan_snapshot_hashes(
+        &self,
+        sys: &SystemId,
+        f: &mut dyn FnMut(EntityId, Option<ContentHash>) -> bool,
+    ) -> Result<(), StoreError> {
+        self.scan_decoded(
+            &layout::system_prefix(Tree::Snapshot, sys),
+            |k, v| {
+                let e = entity_of(k)?;
+                match v {
+                    [ENTRY_V1, flags, rest @ ..]
+                        if flags & !(F_TOMB | F_MODSTAMP | F_ORIGIN | F_FIELD_ORIGINS) == 0 =>
+                    {
+                        if flags & F_TOMB != 0 {
+                            Ok((e, None))
+                        } else {
+                            let h: [u8; 32] = rest
+                                .get(..32)
+                                .and_then(|h| h.try_into().ok())
+                                .ok_or_else(|| corrupt(k, "truncated hash"))?;
+                            Ok((e, Some(ContentHash(h))))
+                        }
+                    }
+                    _ => Err(corrupt(k, "bad version entry header")),
+                }
+            },
+            |(e, h)| f(e, h),
+        )
+    }
+
+    /// Every entity with a head, in id order.
+    pub fn scan_heads(
+        &self,
+        f: &mut dyn FnMut(EntityId, Version) -> bool,
+    ) -> Result<(), StoreError> {
+        let mut names = canonical::NameCache::new();
+        self.scan_decoded(
+            &[Tree::Head.prefix()],
+            |k, v| Ok((entity_of(k)?, decode_version_with(k, v, false, &mut names)?)),
+            |(e, ver)| f(e, ver),
+        )
+    }
+
+    fn collect<T: DeserializeOwned>(&self, prefix: &[u8]) -> Result<Vec<T>, StoreError> {
+        let mut out = Vec::new();
+        self.scan_decoded(prefix, decode_entry, |x| {
+            out.push(x);
+            true
+        })?;
+        Ok(out)
+    }
+
+    /// What this instance knows of peer `instance` (bundle exchange).
+    pub fn peer(&self, instance: &InstanceId) -> Result<PeerEntry, StoreError> {
+        let k = layout::peer(instance.as_str());
+        match self.store.get(&k)? {
+            None => Ok(PeerEntry::default()),
+            Some(b) => decode_entry(&k, &b),
+        }
+    }
+
+    /// The versions of an entity exchanged with peers (bundle merge bases).
+    pub fn history_of(&self, e: &EntityId) -> Result<Vec<Version>, StoreError> {
+        let mut out = Vec::new();
+        self.scan_decoded(&layout::history_prefix(e), decode_version, |v| {
+            out.push(v);
+            true
+        })?;
+        Ok(out)
+    }
+
+    /// Every cross-reference of an entity: (system, native key).
+    pub fn xrefs_of(&self, e: &EntityId) -> Result<Vec<(SystemId, Key)>, StoreError> {
+        let prefix = layout::xref_rev_prefix(e);
+        let mut out = Vec::new();
+        let mut bad = None;
+        self.store.scan(&prefix, None, &mut |k, v| {
+            if !k.starts_with(&prefix) {
+                return false;
+            }
+            let sys = std::str::from_utf8(&k[prefix.len()..])
+                .ok()
+                .and_then(|s| SystemId::new(s).ok());
+            match (sys, std::str::from_utf8(v)) {
+                (Some(s), Ok(n)) => out.push((s, Key::new(n))),
+                _ => {
+                    bad = Some(k.to_vec());
+                    return false;
+                }
+            }
+            true
+        })?;
+        match bad {
+            Some(k) => Err(corrupt(&k, "bad cross-reference")),
+            None => Ok(out),
+        }
+    }
+
+    pub fn conflicts(&self) -> Result<Vec<ConflictEntry>, StoreError> {
+        self.collect(&[Tree::Conflict.prefix()])
+    }
+
+    pub fn conflicts_of(&self, e: &EntityId) -> Result<Vec<ConflictEntry>, StoreError> {
+        self.collect(&layout::conflict_prefix(e))
+    }
+
+    pub fn run_log(&self) -> Result<Vec<RunLogEntry>, StoreError> {
+        self.collect(&[Tree::RunLog.prefix()])
+    }
+
+    /// Reads every entry of every tree and decodes it: the first corrupt one is the error.
+    pub fn verify(&self) -> Result<u64, StoreError> {
+        let mut n = 0u64;
+        self.scan_decoded(&[], decode_any_entry, |()| {
+            n += 1;
+            true
+        })?;
+        Ok(n)
+    }
+}
