@@ -6,6 +6,7 @@ pub mod conflicts;
 pub mod drift;
 pub mod mapped;
 mod pass;
+mod repair;
 
 pub use pass::{DeleteGuard, Engine, HeldDeletes, JobOptions, Planned, Role, SyncJob, SyncReport};
 
