@@ -32,9 +32,7 @@ fn setup(policy: Policy) -> Setup {
 }
 
 fn engine() -> Engine {
-    Engine::new(
-        StateStore::open(Arc::new(MemoryStore::new()), InstanceId::new("n1").unwrap()).unwrap(),
-    )
+    crate::common::memory_engine("n1")
 }
 
 fn only(sys: &MemorySystem) -> (Key, Fields) {
@@ -190,17 +188,14 @@ async fn manual_delete_rule_holds_the_record_everywhere() {
 async fn a_read_that_fails_part_way_is_not_used() {
     let a = Arc::new(MemorySystem::new(SystemId::new("a").unwrap()).with_page_size(2));
     let b = Arc::new(MemorySystem::new(SystemId::new("b").unwrap()));
-    let mut job = SyncJob {
-        name: "t".into(),
-        systems: vec![
+    let mut job = crate::common::two_way_job(
+        "t",
+        vec![
             a.clone() as Arc<dyn Connector>,
             b.clone() as Arc<dyn Connector>,
         ],
-        policy: Policy::new(FieldPolicy::Newest, DeleteRule::DeleteWins),
-        normalize: NormalizeOptions::default(),
-        batch_size: 10,
-        options: Default::default(),
-    };
+        10,
+    );
     job.options.isolate_failures = true;
     let e = engine();
     for i in 0..5 {

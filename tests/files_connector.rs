@@ -4,10 +4,7 @@
 use concord::connector::files::{FileConfig, FileConnector, FileFormat, FileType, WriteMode};
 use concord::connector::memory::MemorySystem;
 use concord::connector::{Connector, WriteErrorKind, WriteOp, WriteResult};
-use concord::core::{DeleteRule, FieldPolicy, Policy};
-use concord::engine::{Engine, SyncJob};
-use concord::model::{EntityId, Fields, InstanceId, Key, NormalizeOptions, SystemId, Value};
-use concord::store::{MemoryStore, StateStore};
+use concord::model::{EntityId, Fields, Key, SystemId, Value};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -226,20 +223,15 @@ async fn through_the_engine_without_echo_and_with_deletes() {
     let file = Arc::new(
         FileConnector::new(sys(), typed(dir.path(), "export.csv", FileFormat::Csv)).unwrap(),
     );
-    let job = SyncJob {
-        name: "files".into(),
-        systems: vec![
+    let job = crate::common::two_way_job(
+        "files",
+        vec![
             mem.clone() as Arc<dyn Connector>,
             file.clone() as Arc<dyn Connector>,
         ],
-        policy: Policy::new(FieldPolicy::Newest, DeleteRule::DeleteWins),
-        normalize: NormalizeOptions::default(),
-        batch_size: 100,
-        options: Default::default(),
-    };
-    let e = Engine::new(
-        StateStore::open(Arc::new(MemoryStore::new()), InstanceId::new("n").unwrap()).unwrap(),
+        100,
     );
+    let e = crate::common::memory_engine("n");
     let r = e.sync(&job, None).await.unwrap();
     assert_eq!(r.written.get("files"), Some(&6));
     let r = e.sync(&job, None).await.unwrap();

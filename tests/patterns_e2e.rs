@@ -322,16 +322,7 @@ async fn bidirectional_example_merges_parks_resolves_and_never_echoes() {
 }
 
 async fn nats_ok() -> bool {
-    match async_nats::connect("nats://127.0.0.1:4222").await {
-        Ok(_) => true,
-        Err(e) => {
-            if std::env::var("CONCORD_REQUIRE_SERVICES").as_deref() == Ok("1") {
-                panic!("NATS unreachable: {e}");
-            }
-            eprintln!("skipped: NATS at 127.0.0.1:4222 unreachable: {e}");
-            false
-        }
-    }
+    crate::compliance::service("NATS", 4222).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,12 +8,9 @@ use crate::sf_common;
 use concord::connector::memory::MemorySystem;
 use concord::connector::salesforce::SalesforceConnector;
 use concord::connector::{Connector, WriteErrorKind, WriteOp, WriteResult};
-use concord::core::{DeleteRule, FieldPolicy, Policy};
-use concord::engine::{Engine, SyncJob};
-use concord::model::{ContentHash, Fields, InstanceId, Key, NormalizeOptions, SystemId};
+use concord::model::{ContentHash, Fields, Key, SystemId};
 use concord::sandbox::launch::Options;
 use concord::sandbox::server::{Faults, Settings};
-use concord::store::{MemoryStore, StateStore};
 use sf_common::{count, creates, env_var, launched, read_all, sandbox};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -223,33 +220,8 @@ async fn deletes_come_from_get_deleted_and_from_query_all_beyond_its_window() {
 /// An RSA key pair from openssl: (private PEM, public PEM).
 fn rsa_pair() -> (String, Vec<u8>) {
     let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("k.pem");
-    let public = dir.path().join("k.pub");
-    assert!(std::process::Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out"
-        ])
-        .arg(&key)
-        .status()
-        .expect("openssl is installed")
-        .success());
-    assert!(std::process::Command::new("openssl")
-        .args(["pkey", "-pubout", "-in"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&public)
-        .status()
-        .unwrap()
-        .success());
-    (
-        std::fs::read_to_string(key).unwrap(),
-        std::fs::read(public).unwrap(),
-    )
+    let (private, public) = crate::common::rsa_pair(dir.path(), "k");
+    (String::from_utf8(private).unwrap(), public)
 }
 
 #[tokio::test]
@@ -332,20 +304,15 @@ async fn lost_answers_are_retried_only_where_that_cannot_duplicate() {
     for i in 0..300 {
         mem.user_create(Fields::new().with("Name", format!("ERP {i:03}")));
     }
-    let job = SyncJob {
-        name: "sf".into(),
-        systems: vec![
+    let job = crate::common::two_way_job(
+        "sf",
+        vec![
             mem.clone() as Arc<dyn Connector>,
             sfc.clone() as Arc<dyn Connector>,
         ],
-        policy: Policy::new(FieldPolicy::Newest, DeleteRule::DeleteWins),
-        normalize: NormalizeOptions::default(),
-        batch_size: 200,
-        options: Default::default(),
-    };
-    let e = Engine::new(
-        StateStore::open(Arc::new(MemoryStore::new()), InstanceId::new("n1").unwrap()).unwrap(),
+        200,
     );
+    let e = crate::common::memory_engine("n1");
     // A third of the answers never arrive, although the sandbox did the work.
     sb.set_faults(Faults {
         rate_drop: 0.35,

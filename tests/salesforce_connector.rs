@@ -5,11 +5,8 @@
 use concord::connector::memory::MemorySystem;
 use concord::connector::salesforce::{SalesforceConfig, SalesforceConnector};
 use concord::connector::{Connector, WriteOp, WriteResult};
-use concord::core::{DeleteRule, FieldPolicy, Policy};
-use concord::engine::{Engine, SyncJob};
-use concord::model::{EntityId, Fields, InstanceId, NormalizeOptions, SystemId, Value};
+use concord::model::{EntityId, Fields, SystemId, Value};
 use concord::sandbox::server::Faults;
-use concord::store::{MemoryStore, StateStore};
 use serde_json::json;
 use std::sync::Arc;
 
@@ -110,20 +107,15 @@ async fn through_the_engine_with_faults_no_echo_no_duplicates() {
                 .with("Phone", format!("555-{i:04}")),
         );
     }
-    let job = SyncJob {
-        name: "sf".into(),
-        systems: vec![
+    let job = crate::common::two_way_job(
+        "sf",
+        vec![
             mem.clone() as Arc<dyn Connector>,
             sf.clone() as Arc<dyn Connector>,
         ],
-        policy: Policy::new(FieldPolicy::Newest, DeleteRule::DeleteWins),
-        normalize: NormalizeOptions::default(),
-        batch_size: 200,
-        options: Default::default(),
-    };
-    let e = Engine::new(
-        StateStore::open(Arc::new(MemoryStore::new()), InstanceId::new("n1").unwrap()).unwrap(),
+        200,
     );
+    let e = crate::common::memory_engine("n1");
     // 30 % of calls answered 503: retries with backoff; creates are upserts by entity id, so a
     // retried batch never duplicates.
     sb.set_faults(Faults {

@@ -2,10 +2,10 @@
 //! RS256 keys made by openssl), session expiry, the dropped-connection fault, `--data`
 //! persistence across a restart, and `--tls` with the generated certificate authority.
 
+use crate::common::rsa_pair;
 use concord::sandbox::launch::{launch, Launched, Options};
 use concord::sandbox::server::{Faults, Settings};
 use serde_json::{json, Value as J};
-use std::path::Path;
 
 const TOKEN: &str = "00Dsandbox!auth";
 
@@ -37,35 +37,6 @@ async fn limits_status(base: &str, token: &str) -> u16 {
         .unwrap()
         .status()
         .as_u16()
-}
-
-/// An RSA key pair from openssl: (private PEM, public PEM).
-fn rsa_pair(dir: &Path, name: &str) -> (Vec<u8>, Vec<u8>) {
-    let key = dir.join(format!("{name}.key"));
-    let public = dir.join(format!("{name}.pub"));
-    let ok = std::process::Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-        ])
-        .arg(&key)
-        .status()
-        .expect("openssl is installed")
-        .success()
-        && std::process::Command::new("openssl")
-            .args(["pkey", "-pubout", "-in"])
-            .arg(&key)
-            .arg("-out")
-            .arg(&public)
-            .status()
-            .unwrap()
-            .success();
-    assert!(ok, "openssl made the key pair");
-    (std::fs::read(key).unwrap(), std::fs::read(public).unwrap())
 }
 
 fn jwt(private: &[u8], iss: &str, sub: &str, aud: &str, exp_in: i64) -> String {

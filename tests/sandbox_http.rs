@@ -1,32 +1,22 @@
 //! The sandbox over real HTTP (reqwest), checked against the shapes of recorded Salesforce
 //! responses in ../shared/fixtures/salesforce/.
 
-use concord::sandbox::org::Org;
-use concord::sandbox::schema::{build, SchemaFile};
-use concord::sandbox::server::{serve, Sandbox, Settings};
+use concord::sandbox::server::{Sandbox, Settings};
 use serde_json::{json, Value as J};
 use std::sync::Arc;
 
 const TOKEN: &str = "00Dsandbox!test-token";
 
 async fn start(limit: u64) -> (String, Arc<Sandbox>) {
-    let schema: SchemaFile = toml::from_str(
+    crate::sf_common::serve_in_process(
         "[[objects]]\nname = \"Account\"\n[[objects.fields]]\nname = \"Erp_Id__c\"\ntype = \"string\"\nexternal_id = true\n",
-    )
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let sb = Sandbox::new(
-        Org::new(build(&schema).unwrap()),
         Settings {
             token: TOKEN.into(),
             daily_limit: limit,
-            base_url: base.clone(),
             ..Default::default()
         },
-    );
-    tokio::spawn(serve(sb.clone(), listener));
-    (base, sb)
+    )
+    .await
 }
 
 fn fixture(name: &str) -> J {

@@ -1,6 +1,7 @@
 //! concord's integration tests: one test binary (as ripgrep does), one module per area, so
 //! the workspace links the test code once. Run one area with `cargo test --test tests AREA::`.
 
+mod common;
 mod compliance;
 mod sf_common;
 

@@ -13,12 +13,8 @@ use concord::connector::memory::MemorySystem;
 use concord::connector::sql::client::Param;
 use concord::connector::sql::{CaptureMode, Pool, SqlConnector, SqlTableConfig};
 use concord::connector::{Connector, WriteOp, WriteResult};
-use concord::core::{DeleteRule, FieldPolicy, Policy};
 use concord::engine::{Engine, SyncJob};
-use concord::model::{
-    EntityId, Fields, InstanceId, Key, NormalizeOptions, SystemId, Timestamp, Value,
-};
-use concord::store::{MemoryStore, StateStore};
+use concord::model::{EntityId, Fields, Key, SystemId, Timestamp, Value};
 use std::sync::Arc;
 
 /// Whether a test needing `what` runs: true when reachable; when not, prints why and returns
@@ -411,20 +407,11 @@ fn name_of(f: &Fields) -> String {
 }
 
 fn job(a: Arc<MemorySystem>, b: Arc<dyn Connector>) -> SyncJob {
-    SyncJob {
-        name: "cc".into(),
-        systems: vec![a as Arc<dyn Connector>, b],
-        policy: Policy::new(FieldPolicy::Newest, DeleteRule::DeleteWins),
-        normalize: NormalizeOptions::default(),
-        batch_size: 50,
-        options: Default::default(),
-    }
+    crate::common::two_way_job("cc", vec![a as Arc<dyn Connector>, b], 50)
 }
 
 fn engine() -> Engine {
-    Engine::new(
-        StateStore::open(Arc::new(MemoryStore::new()), InstanceId::new("cc").unwrap()).unwrap(),
-    )
+    crate::common::memory_engine("cc")
 }
 
 pub async fn column_mode_cursor_ties_late_commits_restart(kind: Kind) {

@@ -20,8 +20,7 @@ use concord::connector::memory::MemorySystem;
 use concord::connector::{Connector, WriteErrorKind, WriteOp, WriteResult};
 use concord::core::{DeleteRule, FieldPolicy, Policy};
 use concord::engine::{Engine, JobOptions, Role, SyncJob};
-use concord::model::{EntityId, Fields, InstanceId, Key, NormalizeOptions, SystemId, Value};
-use concord::store::{MemoryStore, StateStore};
+use concord::model::{EntityId, Fields, Key, NormalizeOptions, SystemId, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -96,9 +95,7 @@ fn ok_key(r: &WriteResult) -> Key {
 }
 
 fn engine() -> Engine {
-    Engine::new(
-        StateStore::open(Arc::new(MemoryStore::new()), InstanceId::new("cc").unwrap()).unwrap(),
-    )
+    crate::common::memory_engine("cc")
 }
 
 fn job(systems: Vec<Arc<dyn Connector>>, roles: Option<(bool, bool)>) -> SyncJob {

@@ -15,24 +15,36 @@ pub async fn sandbox() -> (Arc<Sandbox>, SalesforceConfig) {
     sandbox_with("").await
 }
 
-/// [`sandbox`] with more Account fields (`[[objects.fields]]` tables of a schema file).
-pub async fn sandbox_with(fields: &str) -> (Arc<Sandbox>, SalesforceConfig) {
-    let schema: SchemaFile = toml::from_str(&format!(
-        "[[objects]]\nname = \"Account\"\n[[objects.fields]]\nname = \"Concord_Id__c\"\ntype = \"string\"\nexternal_id = true\nunique = true\n{fields}"
-    ))
-    .unwrap();
+/// A sandbox serving in this process on a free port, with the standard objects plus `schema`
+/// (a schema file's text) and `settings` (its `base_url` is set here): its base URL and state.
+pub async fn serve_in_process(schema: &str, settings: Settings) -> (String, Arc<Sandbox>) {
+    let schema: SchemaFile = toml::from_str(schema).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let sb = Sandbox::new(
         Org::new(build(&schema).unwrap()),
         Settings {
-            token: "tok".into(),
-            daily_limit: 1_000_000,
             base_url: base.clone(),
-            ..Default::default()
+            ..settings
         },
     );
     tokio::spawn(serve(sb.clone(), listener));
+    (base, sb)
+}
+
+/// [`sandbox`] with more Account fields (`[[objects.fields]]` tables of a schema file).
+pub async fn sandbox_with(fields: &str) -> (Arc<Sandbox>, SalesforceConfig) {
+    let (base, sb) = serve_in_process(
+        &format!(
+            "[[objects]]\nname = \"Account\"\n[[objects.fields]]\nname = \"Concord_Id__c\"\ntype = \"string\"\nexternal_id = true\nunique = true\n{fields}"
+        ),
+        Settings {
+            token: "tok".into(),
+            daily_limit: 1_000_000,
+            ..Default::default()
+        },
+    )
+    .await;
     let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let (u, t) = (format!("SF_TEST_URL_{n}"), format!("SF_TEST_TOKEN_{n}"));
     unsafe {

@@ -3,10 +3,30 @@
 //! sequence), and point reads by key.
 
 use super::*;
+use client::Param;
+use concord_model::model::Fields;
 
 impl SqlConnector {
     pub(super) fn page_size(&self) -> usize {
         self.cfg.batch_size.clamp(1, 100_000)
+    }
+
+    /// One page's statement run and its rows decoded as `cols`; whether a full page came back
+    /// (there may be more).
+    async fn fetch_page(
+        &self,
+        sql: &str,
+        params: &[Param],
+        cols: &[Column],
+    ) -> Result<(Vec<Fields>, bool), ConnectorError> {
+        let rows = self
+            .pool
+            .fetch(sql, params)
+            .await
+            .map_err(|e| self.error(&e))?;
+        let decoded = decode(&rows, cols, self.offset).map_err(|e| self.bad(e))?;
+        let more = decoded.len() == self.page_size();
+        Ok((decoded, more))
     }
 
     pub(super) async fn read_scan(&self, cursor: Cursor) -> Result<ReadPage, ConnectorError> {
@@ -41,13 +61,7 @@ impl SqlConnector {
             order.join(", "),
             self.page_size()
         ));
-        let rows = self
-            .pool
-            .fetch(&sql, &params)
-            .await
-            .map_err(|e| self.error(&e))?;
-        let decoded = decode(&rows, &cols, self.offset).map_err(|e| self.bad(e))?;
-        let more = decoded.len() == self.page_size();
+        let (decoded, more) = self.fetch_page(&sql, &params, &cols).await?;
         let mut changes = Vec::with_capacity(decoded.len());
         let mut last_key = None;
         for f in decoded {
@@ -393,13 +407,7 @@ impl SqlConnector {
                 db_type: "text".into(),
             });
         }
-        let rows = self
-            .pool
-            .fetch(&sql, &params)
-            .await
-            .map_err(|e| self.error(&e))?;
-        let decoded = decode(&rows, &cols, self.offset).map_err(|e| self.bad(e))?;
-        let more = decoded.len() == self.page_size();
+        let (decoded, more) = self.fetch_page(&sql, &params, &cols).await?;
         let keys: Vec<&Column> = self.key.iter().collect();
         let mut changes = Vec::with_capacity(decoded.len());
         let mut last = None;

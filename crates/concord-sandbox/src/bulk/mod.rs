@@ -23,6 +23,15 @@ pub(crate) mod jobs;
 use jobs::*;
 pub use jobs::{Jobs, MAX_UPLOAD};
 
+/// Every handler's prologue: the API version in the path checked, the call counted.
+fn enter(sb: &St, v: &str, counter: &str) -> Option<Response> {
+    if let Err(e) = version_ok(v) {
+        return Some(err(e));
+    }
+    sb.count(counter);
+    None
+}
+
 fn not_found() -> Response {
     err(SfError::new(
         404,
@@ -168,10 +177,9 @@ pub(super) async fn ingest_upload(
     headers: HeaderMap,
     data: Bytes,
 ) -> Response {
-    if let Err(e) = version_ok(&v) {
-        return err(e);
+    if let Some(refused) = enter(&sb, &v, "bulk.ingest.upload") {
+        return refused;
     }
-    sb.count("bulk.ingest.upload");
     let ct = headers
         .get("content-type")
         .and_then(|c| c.to_str().ok())
@@ -222,10 +230,9 @@ pub(super) async fn ingest_patch(
     Path((v, id)): Path<(String, String)>,
     Json(body): Json<StateBody>,
 ) -> Response {
-    if let Err(e) = version_ok(&v) {
-        return err(e);
+    if let Some(refused) = enter(&sb, &v, "bulk.ingest.state") {
+        return refused;
     }
-    sb.count("bulk.ingest.state");
     let mut jobs = sb.bulk.lock().expect("lock");
     let Some(job) = jobs.ingest.get_mut(&id) else {
         return not_found();
@@ -278,10 +285,9 @@ pub(super) async fn ingest_info(
     State(sb): State<St>,
     Path((v, id)): Path<(String, String)>,
 ) -> Response {
-    if let Err(e) = version_ok(&v) {
-        return err(e);
+    if let Some(refused) = enter(&sb, &v, "bulk.ingest.info") {
+        return refused;
     }
-    sb.count("bulk.ingest.info");
     let mut jobs = sb.bulk.lock().expect("lock");
     let Some(job) = jobs.ingest.get_mut(&id) else {
         return not_found();
@@ -299,10 +305,9 @@ pub(super) async fn ingest_delete(
     State(sb): State<St>,
     Path((v, id)): Path<(String, String)>,
 ) -> Response {
-    if let Err(e) = version_ok(&v) {
-        return err(e);
+    if let Some(refused) = enter(&sb, &v, "bulk.ingest.delete") {
+        return refused;
     }
-    sb.count("bulk.ingest.delete");
     let mut jobs = sb.bulk.lock().expect("lock");
     match jobs.ingest.get(&id).map(|j| j.state) {
         None => not_found(),
@@ -323,11 +328,10 @@ pub(super) async fn ingest_results(
     State(sb): State<St>,
     Path((v, id, kind)): Path<(String, String, String)>,
 ) -> Response {
-    if let Err(e) = version_ok(&v) {
-        return err(e);
-    }
     let kind = kind.trim_end_matches('/').to_string();
-    sb.count(&format!("bulk.ingest.{kind}"));
+    if let Some(refused) = enter(&sb, &v, &format!("bulk.ingest.{kind}")) {
+        return refused;
+    }
     let jobs = sb.bulk.lock().expect("lock");
     let Some(job) = jobs.ingest.get(&id) else {
         return not_found();
@@ -372,10 +376,9 @@ pub(super) async fn ingest_results(
 
 /// `GET jobs/ingest` and `GET jobs/query`: every job of the kind, oldest first.
 pub(super) async fn ingest_list(State(sb): State<St>, Path(v): Path<String>) -> Response {
-    if let Err(e) = version_ok(&v) {
-        return err(e);
+    if let Some(refused) = enter(&sb, &v, "bulk.ingest.list") {
+        return refused;
     }
-    sb.count("bulk.ingest.list");
     let jobs = sb.bulk.lock().expect("lock");
     let records: Vec<J> = jobs
         .order
@@ -386,10 +389,9 @@ pub(super) async fn ingest_list(State(sb): State<St>, Path(v): Path<String>) -> 
 }
 
 pub(super) async fn query_list(State(sb): State<St>, Path(v): Path<String>) -> Response {
-    if let Err(e) = version_ok(&v) {
-        return err(e);
+    if let Some(refused) = enter(&sb, &v, "bulk.query.list") {
+        return refused;
     }
-    sb.count("bulk.query.list");
     let jobs = sb.bulk.lock().expect("lock");
     let records: Vec<J> = jobs
         .order
@@ -403,10 +405,9 @@ pub(super) async fn query_delete(
     State(sb): State<St>,
     Path((v, id)): Path<(String, String)>,
 ) -> Response {
-    if let Err(e) = version_ok(&v) {
-        return err(e);
+    if let Some(refused) = enter(&sb, &v, "bulk.query.delete") {
+        return refused;
     }
-    sb.count("bulk.query.delete");
     let mut jobs = sb.bulk.lock().expect("lock");
     if jobs.query.remove(&id).is_none() {
         return not_found();
@@ -420,10 +421,9 @@ pub(super) async fn query_patch(
     Path((v, id)): Path<(String, String)>,
     Json(body): Json<StateBody>,
 ) -> Response {
-    if let Err(e) = version_ok(&v) {
-        return err(e);
+    if let Some(refused) = enter(&sb, &v, "bulk.query.state") {
+        return refused;
     }
-    sb.count("bulk.query.state");
     let jobs = sb.bulk.lock().expect("lock");
     let Some(job) = jobs.query.get(&id) else {
         return not_found();
@@ -541,10 +541,9 @@ pub(super) async fn query_info(
     State(sb): State<St>,
     Path((v, id)): Path<(String, String)>,
 ) -> Response {
-    if let Err(e) = version_ok(&v) {
-        return err(e);
+    if let Some(refused) = enter(&sb, &v, "bulk.query.info") {
+        return refused;
     }
-    sb.count("bulk.query.info");
     match sb.bulk.lock().expect("lock").query.get(&id) {
         Some(j) => Json(j.info.clone()).into_response(),
         None => err(SfError::new(
@@ -567,17 +566,12 @@ pub(super) async fn query_results(
     Path((v, id)): Path<(String, String)>,
     Q(p): Q<ResultsParams>,
 ) -> Response {
-    if let Err(e) = version_ok(&v) {
-        return err(e);
+    if let Some(refused) = enter(&sb, &v, "bulk.query.results") {
+        return refused;
     }
-    sb.count("bulk.query.results");
     let jobs = sb.bulk.lock().expect("lock");
     let Some(job) = jobs.query.get(&id) else {
-        return err(SfError::new(
-            404,
-            "NOT_FOUND",
-            "The requested resource does not exist",
-        ));
+        return not_found();
     };
     let start: usize = match p.locator.as_deref() {
         None | Some("") => 0,

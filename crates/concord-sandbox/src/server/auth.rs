@@ -61,6 +61,76 @@ pub(crate) fn check_jwt(sb: &Sandbox, assertion: &str) -> Result<(), &'static st
     Ok(())
 }
 
+/// A refused grant: the OAuth error code and its description, as Salesforce words them.
+type Refused = (&'static str, &'static str);
+
+const BAD_CLIENT_ID: Refused = ("invalid_client_id", "client identifier invalid");
+const BAD_SECRET: Refused = ("invalid_client", "invalid client credentials");
+
+/// Checks a token request's grant like Salesforce: the connected app's client id (and secret,
+/// where the grant needs it), then the grant's own credential.
+fn grant(sb: &Sandbox, form: &HashMap<String, String>) -> Result<(), Refused> {
+    let get = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
+    let s = &sb.settings;
+    let client = || {
+        if get("client_id") == s.client_id {
+            Ok(())
+        } else {
+            Err(BAD_CLIENT_ID)
+        }
+    };
+    let secret = || {
+        if get("client_secret") == s.client_secret {
+            Ok(())
+        } else {
+            Err(BAD_SECRET)
+        }
+    };
+    match get("grant_type") {
+        "client_credentials" => {
+            client()?;
+            secret()
+        }
+        "password" => {
+            client()?;
+            secret()?;
+            let pw = get("password");
+            // The password, or the password followed by the user's security token.
+            let pw_ok = pw == s.password
+                || pw
+                    .strip_prefix(s.password.as_str())
+                    .is_some_and(|t| !t.is_empty());
+            if get("username").eq_ignore_ascii_case(&s.username) && pw_ok {
+                Ok(())
+            } else {
+                Err(("invalid_grant", "authentication failure"))
+            }
+        }
+        "refresh_token" => {
+            client()?;
+            // The secret is optional for this grant, but checked when given.
+            if form.contains_key("client_secret") {
+                secret()?;
+            }
+            if get("refresh_token") == s.refresh_token {
+                Ok(())
+            } else {
+                Err(("invalid_grant", "expired access/refresh token"))
+            }
+        }
+        "urn:ietf:params:oauth:grant-type:jwt-bearer" => {
+            check_jwt(sb, get("assertion")).map_err(|why| {
+                if why == BAD_CLIENT_ID.1 {
+                    BAD_CLIENT_ID
+                } else {
+                    ("invalid_grant", why)
+                }
+            })
+        }
+        _ => Err(("unsupported_grant_type", "grant type not supported")),
+    }
+}
+
 /// `POST /services/oauth2/token`: client_credentials, password (password or password + security
 /// token), refresh_token and JWT bearer grants, each checked like Salesforce checks them.
 pub(crate) async fn token(
@@ -68,97 +138,10 @@ pub(crate) async fn token(
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     sb.count("oauth.token");
-    let get = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
-    let s = &sb.settings;
-    let client_ok = get("client_id") == s.client_id;
-    let secret_ok = get("client_secret") == s.client_secret;
-    match get("grant_type") {
-        "client_credentials" => {
-            if !client_ok {
-                return oauth_error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_client_id",
-                    "client identifier invalid",
-                );
-            }
-            if !secret_ok {
-                return oauth_error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_client",
-                    "invalid client credentials",
-                );
-            }
-        }
-        "password" => {
-            if !client_ok {
-                return oauth_error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_client_id",
-                    "client identifier invalid",
-                );
-            }
-            if !secret_ok {
-                return oauth_error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_client",
-                    "invalid client credentials",
-                );
-            }
-            let pw = get("password");
-            if !get("username").eq_ignore_ascii_case(&s.username)
-                || !(pw == s.password
-                    || pw
-                        .strip_prefix(s.password.as_str())
-                        .is_some_and(|t| !t.is_empty()))
-            {
-                return oauth_error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_grant",
-                    "authentication failure",
-                );
-            }
-        }
-        "refresh_token" => {
-            if !client_ok {
-                return oauth_error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_client_id",
-                    "client identifier invalid",
-                );
-            }
-            if form.contains_key("client_secret") && !secret_ok {
-                return oauth_error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_client",
-                    "invalid client credentials",
-                );
-            }
-            if get("refresh_token") != s.refresh_token {
-                return oauth_error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_grant",
-                    "expired access/refresh token",
-                );
-            }
-        }
-        "urn:ietf:params:oauth:grant-type:jwt-bearer" => {
-            if let Err(why) = check_jwt(&sb, get("assertion")) {
-                let code = if why == "client identifier invalid" {
-                    "invalid_client_id"
-                } else {
-                    "invalid_grant"
-                };
-                return oauth_error(StatusCode::BAD_REQUEST, code, why);
-            }
-        }
-        _ => {
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "unsupported_grant_type",
-                "grant type not supported",
-            )
-        }
+    if let Err((code, why)) = grant(&sb, &form) {
+        return oauth_error(StatusCode::BAD_REQUEST, code, why);
     }
+    let s = &sb.settings;
     let now = Timestamp::now().millis();
     let user = sb.org.lock().expect("lock").user_id.clone();
     let access = sb.new_session();
