@@ -13,10 +13,12 @@ use concord_connector::files::{CsvSystem, FileSide, JsonlSystem};
 use concord_connector::nats::{NatsSide, NatsSystem};
 use concord_connector::salesforce::{SalesforceSide, SalesforceSystem};
 use concord_connector::sql::{SqlSide, SqlSystem};
+use concord_connector::{Binding, Connector, ConnectorError};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// A configuration error, naming the file and where in it.
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +113,46 @@ pub enum SystemConfig {
 }
 
 impl SystemConfig {
+    /// The connector of a job's side on this system, built from the connector's own config
+    /// types (the side was parsed by this system's kind). Network and databases are reached
+    /// here.
+    pub async fn connect(
+        &self,
+        side: &SideConfig,
+        binding: Binding<'_>,
+    ) -> Result<Arc<dyn Connector>, ConnectorError> {
+        use concord_connector::files::{FileConnector, FilesSystem};
+        use concord_connector::nats::NatsConnector;
+        use concord_connector::salesforce::SalesforceConnector;
+        use concord_connector::sql::SqlConnector;
+        Ok(match (self, &side.options) {
+            (SystemConfig::Salesforce(s), SideOptions::Salesforce(o)) => {
+                Arc::new(SalesforceConnector::from_config(s, o, binding).await?)
+            }
+            (
+                SystemConfig::Postgres(s) | SystemConfig::Mysql(s) | SystemConfig::Sqlite(s),
+                SideOptions::Sql(o),
+            ) => Arc::new(SqlConnector::from_config(s, o, binding).await?),
+            (SystemConfig::Csv(s), SideOptions::Files(o)) => {
+                Arc::new(FileConnector::from_config(FilesSystem::Csv(s), o, binding)?)
+            }
+            (SystemConfig::Jsonl(s), SideOptions::Files(o)) => Arc::new(
+                FileConnector::from_config(FilesSystem::Jsonl(s), o, binding)?,
+            ),
+            (SystemConfig::Nats(s), SideOptions::Nats(o)) => {
+                Arc::new(NatsConnector::from_config(s, o, binding).await?)
+            }
+            _ => {
+                return Err(ConnectorError {
+                    system: binding.system.to_string(),
+                    object: side.object().to_string(),
+                    message: format!("not a side of a {} system", self.kind()),
+                    retryable: false,
+                })
+            }
+        })
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             SystemConfig::Salesforce(_) => "salesforce",

@@ -4,13 +4,8 @@
 use super::mapped::MappedConnector;
 use super::{JobOptions, Role, SyncJob};
 use crate::config::{
-    value_of, Config, DeleteConfig, FieldSpec, JobConfig, Pattern, SideConfig, SideOptions,
-    SystemConfig,
+    value_of, Config, DeleteConfig, FieldSpec, JobConfig, Pattern, SideConfig, SystemConfig,
 };
-use concord_connector::files::{FileConnector, FilesSystem};
-use concord_connector::nats::NatsConnector;
-use concord_connector::salesforce::SalesforceConnector;
-use concord_connector::sql::SqlConnector;
 use concord_connector::{Binding, Connector, ConnectorError};
 use concord_model::core::mapping::{Cond, FieldMap, Mapping, Source, Transform};
 use concord_model::core::{DeleteRule, MatchField, MatchSpec, Policy};
@@ -250,32 +245,7 @@ async fn connect(
         fields: mapping.native_fields(),
         base_dir: &cfg.base_dir,
     };
-    Ok(match (sys, &side.options) {
-        (SystemConfig::Salesforce(s), SideOptions::Salesforce(o)) => {
-            Arc::new(SalesforceConnector::from_config(s, o, binding).await?)
-        }
-        (
-            SystemConfig::Postgres(s) | SystemConfig::Mysql(s) | SystemConfig::Sqlite(s),
-            SideOptions::Sql(o),
-        ) => Arc::new(SqlConnector::from_config(s, o, binding).await?),
-        (SystemConfig::Csv(s), SideOptions::Files(o)) => {
-            Arc::new(FileConnector::from_config(FilesSystem::Csv(s), o, binding)?)
-        }
-        (SystemConfig::Jsonl(s), SideOptions::Files(o)) => Arc::new(FileConnector::from_config(
-            FilesSystem::Jsonl(s),
-            o,
-            binding,
-        )?),
-        (SystemConfig::Nats(s), SideOptions::Nats(o)) => {
-            Arc::new(NatsConnector::from_config(s, o, binding).await?)
-        }
-        _ => {
-            return Err(job_err(
-                job,
-                format!("sides.{system}: not a side of a {} system", sys.kind()),
-            ))
-        }
-    })
+    Ok(sys.connect(side, binding).await?)
 }
 
 /// Builds job `name`: connects every side (network and databases are reached here).
