@@ -345,8 +345,11 @@ fn sandbox_flags_tls_data_faults_and_credentials() {
 #[test]
 fn the_demo_says_where_its_data_is_looked_for() {
     let dir = tempfile::tempdir().unwrap();
+    // A folder whose parent holds no `shared/fixtures` (the temporary folder's parent might).
+    let cwd = dir.path().join("a/b");
+    std::fs::create_dir_all(&cwd).unwrap();
     let out = concord()
-        .current_dir(dir.path())
+        .current_dir(&cwd)
         .env_remove("CONCORD_FIXTURES")
         .args(["demo", "--dir", "d"])
         .output()
