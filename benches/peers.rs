@@ -189,8 +189,10 @@ async fn pg_digest(pool: &sqlx::PgPool, table: &str) -> (i64, String) {
 
 /// (rows, digest) of a MariaDB table, in the same form as [`pg_digest`].
 async fn my_digest(pool: &sqlx::MySqlPool, table: &str) -> (i64, String) {
+    // One connection: the session setting must hold for the query that follows.
+    let mut conn = pool.acquire().await.unwrap();
     sqlx::query("SET SESSION group_concat_max_len = 18446744073709551615")
-        .execute(pool)
+        .execute(&mut *conn)
         .await
         .unwrap();
     let cols: Vec<String> = COLUMNS
@@ -201,7 +203,7 @@ async fn my_digest(pool: &sqlx::MySqlPool, table: &str) -> (i64, String) {
         "SELECT COUNT(*), COALESCE(MD5(GROUP_CONCAT(MD5(CONCAT_WS('|', {})) ORDER BY id SEPARATOR '')), '') FROM {table}",
         cols.join(", ")
     );
-    let r = sqlx::query(&q).fetch_one(pool).await.unwrap();
+    let r = sqlx::query(&q).fetch_one(&mut *conn).await.unwrap();
     (r.get(0), r.get::<String, _>(1))
 }
 
