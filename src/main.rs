@@ -7,6 +7,10 @@ mod cli;
 
 use clap::Parser;
 
+/// mimalloc instead of glibc malloc: allocation was a third of a migrate's samples.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
