@@ -9,53 +9,21 @@
 //! once. The connector is write-only: reading a NATS side is an error.
 
 pub mod config;
+pub mod write;
+
+pub use write::event;
 
 pub use config::{NatsSide, NatsSystem};
 
 use crate::{Binding, Connector, ConnectorError, ReadPage, WriteOp, WriteResult};
 use async_trait::async_trait;
-use concord_model::model::{Key, SystemId, Value};
-use serde_json::{json, Map, Value as J};
+use concord_model::model::SystemId;
 
 /// Publishes change events on one subject.
 pub struct NatsConnector {
     system: SystemId,
     subject: String,
     js: async_nats::jetstream::Context,
-}
-
-fn value_json(v: &Value) -> J {
-    match v {
-        Value::Null => J::Null,
-        Value::Bool(b) => J::Bool(*b),
-        Value::Int(i) => json!(i),
-        Value::Decimal(d) => J::String(d.to_string()),
-        Value::Text(s) => J::String(s.clone()),
-        Value::Json(j) => j.clone(),
-        other => J::String(other.plain_text()),
-    }
-}
-
-/// The event for one write.
-pub fn event(op: &WriteOp) -> (String, J) {
-    match op {
-        // An event carries the whole record: a consumer applies it without a base.
-        WriteOp::Upsert { entity, fields, .. } | WriteOp::Update { entity, fields, .. } => {
-            let hash = fields.content_hash().to_hex();
-            let mut m = Map::new();
-            for (k, v) in fields.iter() {
-                m.insert(k.to_string(), value_json(v));
-            }
-            (
-                format!("{}:{hash}", entity.to_hex()),
-                json!({"entity": entity.to_hex(), "op": "upsert", "hash": hash, "fields": m}),
-            )
-        }
-        WriteOp::Delete { entity, .. } => (
-            format!("{}:deleted", entity.to_hex()),
-            json!({"entity": entity.to_hex(), "op": "delete", "hash": null, "fields": null}),
-        ),
-    }
 }
 
 impl NatsConnector {
@@ -178,38 +146,14 @@ impl Connector for NatsConnector {
     }
 
     async fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteResult>, ConnectorError> {
-        let mut acks = Vec::with_capacity(ops.len());
-        for op in &ops {
-            let (id, body) = event(op);
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert("Nats-Msg-Id", id.as_str());
-            let ack = self
-                .js
-                .publish_with_headers(self.subject.clone(), headers, body.to_string().into())
-                .await
-                .map_err(|e| self.err(format!("publish: {e}"), true))?;
-            acks.push((op.entity(), ack));
-        }
-        let mut out = Vec::with_capacity(acks.len());
-        for (entity, ack) in acks {
-            match ack.await {
-                Ok(_) => out.push(WriteResult::Ok {
-                    key: Key::new(entity.to_hex()),
-                }),
-                Err(e) => out.push(WriteResult::Err {
-                    kind: crate::WriteErrorKind::Retryable,
-                    message: format!("not acknowledged by JetStream: {e}"),
-                }),
-            }
-        }
-        Ok(out)
+        write::publish(self, ops).await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use concord_model::model::Fields;
+    use concord_model::model::{Fields, Value};
 
     #[test]
     fn subjects_and_events() {
