@@ -121,6 +121,7 @@ fn peers() -> (PathBuf, PathBuf) {
                     "-q",
                     "sling-linux-amd64",
                     "dlt[postgres]",
+                    "sqlalchemy",
                 ])
                 .status()
                 .is_ok_and(|s| s.success());
