@@ -16,7 +16,6 @@ pub struct SledStore {
 }
 
 impl SledStore {
-    /// Opens (or creates) the store in directory `path`.
     /// Opens (or creates) the store at `path`. The folder's lock is waited for up to two
     /// seconds: a process that just closed the store (or exited) releases it when sled's
     /// background flusher stops, a moment after the last handle is dropped. A store held by a
