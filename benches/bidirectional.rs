@@ -7,6 +7,9 @@
 //! (default 100 000; e.g. `CONCORD_BENCH_ENTITIES=1000000 cargo bench --bench bidirectional`).
 //! Needs PostgreSQL at 127.0.0.1:5432 (database `test`, user postgres).
 
+#[path = "common/mod.rs"]
+mod common;
+use common::thousands;
 use concord::sandbox::launch::{launch, Options};
 use concord::sandbox::server::Settings;
 use serde_json::{json, Value as J};
@@ -14,18 +17,6 @@ use std::path::Path;
 use std::time::Instant;
 
 const PG: &str = "postgres://postgres@127.0.0.1:5432/test";
-
-fn n(v: u64) -> String {
-    let s = v.to_string();
-    let mut out = String::new();
-    for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(' ');
-        }
-        out.push(ch);
-    }
-    out
-}
 
 /// Runs `concord run` as a child; returns (report, seconds, peak RSS in MiB of that child).
 fn run(dir: &Path, sf_url: &str) -> (J, f64, f64) {
@@ -175,7 +166,7 @@ city = "city"
         sqlx::query(&format!("CREATE TABLE {table} (id bigint primary key, name text not null, phone text, city text, updated_at timestamptz not null default now())")).execute(&pg).await.unwrap();
         let t = Instant::now();
         sqlx::query(&format!("INSERT INTO {table} (id, name, phone, city, updated_at) SELECT i, 'Customer ' || i, '+1 555 ' || lpad((i % 10000)::text, 4, '0'), (ARRAY['Berlin','Lyon','Austin','Osaka'])[1 + i % 4], now() - interval '2 hours' - (i / 10) * interval '1 second' FROM generate_series(1, {total}) i")).execute(&pg).await.unwrap();
-        println!("{} ERP rows made in {:.1} s", n(total), t.elapsed().as_secs_f64());
+        println!("{} ERP rows made in {:.1} s", thousands(total), t.elapsed().as_secs_f64());
 
         // Initial sync: every ERP row becomes an Account (Bulk API above 10 000 records).
         let before = api_calls(&l.sandbox);
@@ -247,12 +238,12 @@ city = "city"
         println!("|---|---|---|---|---|---|---|");
         println!(
             "| {} | {} | {:.2} s | {} ({}) | {} | {} | {:.0} MiB |",
-            n(total),
-            n(changed),
+            thousands(total),
+            thousands(changed),
             secs,
             calls,
             floor,
-            n(written),
+            thousands(written),
             written.saturating_sub(2 * changed),
             rss
         );

@@ -14,6 +14,9 @@
 //!
 //! `cargo bench --bench peers`; `CONCORD_PEER_ROWS=1000000 cargo bench --bench peers`.
 
+#[path = "common/mod.rs"]
+mod common;
+use common::thousands;
 use sqlx::Row;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -50,18 +53,6 @@ struct Ran {
     secs: f64,
     rss_mib: f64,
     verified: Result<(), String>,
-}
-
-fn thousands(v: u64) -> String {
-    let s = v.to_string();
-    let mut out = String::new();
-    for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(' ');
-        }
-        out.push(ch);
-    }
-    out
 }
 
 /// Runs `cmd` under GNU time: (seconds, peak RSS in MiB); panics with its output on failure.

@@ -4,6 +4,9 @@
 //! again after every one changed (incremental). The floors are ceil(K/200) collection calls
 //! and ceil(K/2000) query pages. `cargo bench --bench salesforce`.
 
+#[path = "common/mod.rs"]
+mod common;
+use common::thousands;
 use concord::connector::salesforce::{SalesforceConfig, SalesforceConnector};
 use concord::connector::{Connector, WriteOp, WriteResult};
 use concord::model::{EntityId, Fields, SystemId, Value};
@@ -51,18 +54,6 @@ async fn read_all(
             return (out, cursor);
         }
     }
-}
-
-fn n(v: usize) -> String {
-    let s = v.to_string();
-    let mut out = String::new();
-    for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(' ');
-        }
-        out.push(ch);
-    }
-    out
 }
 
 struct Row {
@@ -131,7 +122,7 @@ async fn scenario(k: usize, bulk: bool) -> Vec<Row> {
     let res = c.write(ops(k, "new", None)).await.expect("write");
     assert!(res.iter().all(|r| matches!(r, WriteResult::Ok { .. })));
     rows.push(Row {
-        what: format!("write {} new records, {mode}", n(k)),
+        what: format!("write {} new records, {mode}", thousands(k as u64)),
         calls: c.calls() - before,
         floor: k.div_ceil(200) as u64,
         secs: t.elapsed().as_secs_f64(),
@@ -143,7 +134,7 @@ async fn scenario(k: usize, bulk: bool) -> Vec<Row> {
     let (all, cursor) = read_all(&c, None).await;
     assert_eq!(all.len(), k);
     rows.push(Row {
-        what: format!("read {} records (full), {mode}", n(k)),
+        what: format!("read {} records (full), {mode}", thousands(k as u64)),
         calls: c.calls() - before,
         floor: k.div_ceil(2000) as u64,
         secs: t.elapsed().as_secs_f64(),
@@ -163,7 +154,7 @@ async fn scenario(k: usize, bulk: bool) -> Vec<Row> {
         .expect("update");
     assert!(res.iter().all(|r| matches!(r, WriteResult::Ok { .. })));
     rows.push(Row {
-        what: format!("update {} records, {mode}", n(k)),
+        what: format!("update {} records, {mode}", thousands(k as u64)),
         calls: c.calls() - before,
         floor: k.div_ceil(200) as u64,
         secs: t.elapsed().as_secs_f64(),
@@ -176,7 +167,10 @@ async fn scenario(k: usize, bulk: bool) -> Vec<Row> {
         changed.iter().map(|ch| ch.key.to_string()).collect();
     assert_eq!(distinct.len(), k, "every changed record read");
     rows.push(Row {
-        what: format!("read {} changed records (incremental), {mode}", n(k)),
+        what: format!(
+            "read {} changed records (incremental), {mode}",
+            thousands(k as u64)
+        ),
         calls: c.calls() - before,
         floor: k.div_ceil(2000) as u64,
         secs: t.elapsed().as_secs_f64(),
@@ -205,7 +199,7 @@ fn main() {
             r.what,
             r.calls,
             r.floor,
-            n(r.records),
+            thousands(r.records as u64),
             r.secs
         );
     }

@@ -1,5 +1,7 @@
-//! Shared record generator for the benches: about 10 fields and 300 canonical bytes a record,
-//! shaped like an Opportunity / sales-order row.
+//! Shared by the benches: a record generator (about 10 fields and 300 canonical bytes a record,
+//! shaped like an Opportunity / sales-order row) and number formatting. Each bench is a crate of
+//! its own and uses part of this.
+#![allow(dead_code)]
 
 use concord::model::{Fields, Timestamp, Value};
 use rust_decimal::Decimal;
@@ -23,10 +25,22 @@ pub fn record(i: u64) -> Fields {
         )
 }
 
-#[allow(dead_code)]
 pub fn mean_bytes(n: u64) -> usize {
     (0..n)
         .map(|i| record(i).canonical_bytes().len())
         .sum::<usize>()
         / n as usize
+}
+
+/// `1234567` as `1 234 567`.
+pub fn thousands(v: u64) -> String {
+    let s = v.to_string();
+    let mut out = String::new();
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(' ');
+        }
+        out.push(ch);
+    }
+    out
 }
