@@ -235,6 +235,20 @@ fn concord_config(dir: &Path, target: &str, dst_kind: &str) -> PathBuf {
     p
 }
 
+/// sling copying the source table into `object` of connection `target` (`PEER_PG` or
+/// `PEER_MY`, both set here), with the mode arguments `mode`.
+fn sling_run(sling: &Path, target: &str, object: &str, mode: &[&str]) -> Command {
+    let mut c = Command::new(sling);
+    c.env("PEER_PG", format!("{PG}?sslmode=disable"))
+        .env("PEER_MY", MY)
+        .env("SLING_DISABLE_TELEMETRY", "true")
+        .args(["run", "--src-conn", "PEER_PG", "--src-stream"])
+        .arg(format!("public.{SRC}"))
+        .args(["--tgt-conn", target, "--tgt-object", object])
+        .args(mode);
+    c
+}
+
 /// A first run of the migrate job, from a fresh store.
 fn concord(dir: &Path, config: &Path, dst_url: &str) -> (f64, f64) {
     let _ = std::fs::remove_dir_all(dir.join("state"));
@@ -315,14 +329,7 @@ fn main() {
         let (python, sling) = if needs_peers { peers() } else { (PathBuf::new(), PathBuf::new()) };
         if want("sling") {
             fresh("peer_sling".into(), false).await;
-            let mut c = Command::new(&sling);
-            c.env("PEER_PG", format!("{PG}?sslmode=disable"))
-                .env("SLING_DISABLE_TELEMETRY", "true")
-                .args([
-                    "run", "--src-conn", "PEER_PG", "--src-stream", &format!("public.{SRC}"),
-                    "--tgt-conn", "PEER_PG", "--tgt-object", "public.peer_sling",
-                    "--mode", "full-refresh",
-                ]);
+            let c = sling_run(&sling, "PEER_PG", "public.peer_sling", &["--mode", "full-refresh"]);
             let (secs, rss_mib) = timed(c, "sling run");
             let verified = verify(pg_digest(&pg, "peer_sling").await, &source);
             results.push(Ran { tool: "sling full-refresh".into(), secs, rss_mib, verified });
@@ -373,14 +380,12 @@ fn main() {
                 incremental.push(Ran { tool: "concord migrate (column mode)".into(), secs, rss_mib, verified });
             }
             if want("sling") {
-                let mut c = Command::new(&sling);
-                c.env("PEER_PG", format!("{PG}?sslmode=disable"))
-                    .env("SLING_DISABLE_TELEMETRY", "true")
-                    .args([
-                        "run", "--src-conn", "PEER_PG", "--src-stream", &format!("public.{SRC}"),
-                        "--tgt-conn", "PEER_PG", "--tgt-object", "public.peer_sling",
-                        "--mode", "incremental", "--primary-key", "id", "--update-key", "updated_at",
-                    ]);
+                let c = sling_run(
+                    &sling,
+                    "PEER_PG",
+                    "public.peer_sling",
+                    &["--mode", "incremental", "--primary-key", "id", "--update-key", "updated_at"],
+                );
                 let (secs, rss_mib) = timed(c, "sling incremental");
                 let verified = verify(pg_digest(&pg, "peer_sling").await, &source);
                 incremental.push(Ran { tool: "sling incremental".into(), secs, rss_mib, verified });
@@ -408,15 +413,7 @@ fn main() {
                         results.push(Ran { tool: "concord migrate → MariaDB".into(), secs, rss_mib, verified });
                     }
                     if want("sling") {
-                        let mut c = Command::new(&sling);
-                        c.env("PEER_PG", format!("{PG}?sslmode=disable"))
-                            .env("PEER_MY", MY)
-                            .env("SLING_DISABLE_TELEMETRY", "true")
-                            .args([
-                                "run", "--src-conn", "PEER_PG", "--src-stream", &format!("public.{SRC}"),
-                                "--tgt-conn", "PEER_MY", "--tgt-object", "test.peer_sling",
-                                "--mode", "full-refresh",
-                            ]);
+                        let c = sling_run(&sling, "PEER_MY", "test.peer_sling", &["--mode", "full-refresh"]);
                         let (secs, rss_mib) = timed(c, "sling run → MariaDB");
                         let verified = verify(my_digest(&my, "peer_sling").await, &source);
                         results.push(Ran { tool: "sling full-refresh → MariaDB".into(), secs, rss_mib, verified });
