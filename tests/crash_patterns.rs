@@ -66,6 +66,23 @@ async fn trial() -> Trial {
             // No NATS here: the crash harness is about concord's own state.
             let text = if p.ends_with("broadcast.toml") {
                 strip_bus(&text)
+            } else if p.ends_with("migrate.toml") {
+                // Small chunks (13 records) in small batches: kills land on chunk boundaries
+                // (a chunk flushed while the next pages are read) and inside chunks.
+                // Pages of 5 and 20 rows: chunks end at page boundaries.
+                text.replace("batch_size = 200", "batch_size = 5")
+                    .replace(
+                        "pattern = \"migrate\"\n",
+                        "pattern = \"migrate\"\nchunk_size = 13\n",
+                    )
+                    .replace(
+                        "table = \"customers\"\n",
+                        "table = \"customers\"\npage_size = 5\n",
+                    )
+                    .replace(
+                        "table = \"orders\"\n",
+                        "table = \"orders\"\npage_size = 20\n",
+                    )
             } else {
                 text
             };
@@ -73,13 +90,21 @@ async fn trial() -> Trial {
         }
     }
     // The initial bidirectional load into Salesforce without entity_id_field (creates are not
-    // idempotent there), in small batches so kills land between a create and its checkpoint.
+    // idempotent there), in small batches so kills land between a create and its checkpoint,
+    // and small chunks so they land on chunk boundaries too.
     let bidi = std::fs::read_to_string(examples().join("bidirectional.toml")).unwrap();
     std::fs::write(
         dir.join("bidirectional-noid.toml"),
         bidi.replace("entity_id_field = \"Concord_Id__c\"\n", "")
+            .replace(
+                "table = \"customers\"\n",
+                "table = \"customers\"\npage_size = 5\n",
+            )
             .replace(".concord-bidirectional", ".concord-noid")
-            .replace("interval_secs = 30", "interval_secs = 30\nbatch_size = 5"),
+            .replace(
+                "interval_secs = 30",
+                "interval_secs = 30\nbatch_size = 5\nchunk_size = 7",
+            ),
     )
     .unwrap();
     std::fs::copy(template(), dir.join("erp.db")).unwrap();

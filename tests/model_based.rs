@@ -6,7 +6,7 @@
 use concord::connector::memory::MemorySystem;
 use concord::connector::Connector;
 use concord::core::{DeleteRule, FieldPolicy, Policy};
-use concord::engine::{Engine, SyncJob};
+use concord::engine::{Engine, JobOptions, SyncJob};
 use concord::model::{Fields, InstanceId, Key, NormalizeOptions, SystemId, Value};
 use concord::store::{FaultKind, FaultStore, StateStore, Store};
 use proptest::prelude::*;
@@ -85,6 +85,7 @@ fn uid_of(f: &Fields) -> String {
 fn run(
     n_sys: usize,
     page: usize,
+    chunk: Option<usize>,
     delete_rule: DeleteRule,
     prefer_first: bool,
     ops: Vec<Op>,
@@ -113,7 +114,10 @@ fn run(
         policy: Policy::new(default, delete_rule),
         normalize: NormalizeOptions::default(),
         batch_size: 3,
-        options: Default::default(),
+        options: JobOptions {
+            chunk_size: chunk,
+            ..Default::default()
+        },
     };
     let store = Arc::new(FaultStore::new());
     let inst = InstanceId::new("n1").unwrap();
@@ -280,10 +284,13 @@ proptest! {
     fn systems_converge_without_losing_edits(
         n_sys in 2usize..=4,
         page in 1usize..6,
+        // Small chunks flush mid-read (planned, checkpointed, written to the other systems
+        // while the rest is read); `None`: the default, larger than any case here.
+        chunk in prop_oneof![Just(None), (1usize..8).prop_map(Some)],
         rule in prop_oneof![Just(DeleteRule::DeleteWins), Just(DeleteRule::UpdateWins)],
         prefer_first in any::<bool>(),
         ops in prop::collection::vec(op_strategy(), 1..60),
     ) {
-        run(n_sys, page, rule, prefer_first, ops)?;
+        run(n_sys, page, chunk, rule, prefer_first, ops)?;
     }
 }

@@ -30,3 +30,4 @@ mod sandbox_bulk;
 mod sandbox_http;
 mod sled_crash;
 mod standard_clients;
+mod streaming;

@@ -115,6 +115,9 @@ impl Config {
             if j.batch_size == 0 {
                 return Err(self.invalid(format!("{at}.batch_size"), "must be at least 1"));
             }
+            if j.chunk_size == 0 {
+                return Err(self.invalid(format!("{at}.chunk_size"), "must be at least 1"));
+            }
         }
         Ok(())
     }

@@ -198,6 +198,10 @@ pub struct JobConfig {
     /// Records per write call and per checkpoint (default 200).
     #[serde(default = "default_batch")]
     pub batch_size: usize,
+    /// Records a pass reads (across its systems) before it plans, checkpoints and writes them
+    /// as one chunk and reads on: what a pass holds in memory (default 20 000).
+    #[serde(default = "default_chunk")]
+    pub chunk_size: usize,
     /// `--watch`: seconds between passes (default 60).
     #[serde(default = "default_interval")]
     pub interval_secs: u64,
@@ -223,6 +227,9 @@ fn default_delete() -> DeleteConfig {
 }
 fn default_batch() -> usize {
     200
+}
+fn default_chunk() -> usize {
+    crate::engine::DEFAULT_CHUNK
 }
 fn default_interval() -> u64 {
     60

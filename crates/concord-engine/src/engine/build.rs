@@ -394,6 +394,7 @@ pub async fn build_job(
             max_deletes: j.max_deletes.unwrap_or(1000),
         }),
         allow_deletes: false,
+        chunk_size: Some(j.chunk_size),
     };
     let policy = policy_of(cfg, name, j, &ids)?;
     let newest = std::iter::once(&policy.default)

@@ -8,7 +8,9 @@ pub mod mapped;
 mod pass;
 mod repair;
 
-pub use pass::{DeleteGuard, Engine, HeldDeletes, JobOptions, Planned, Role, SyncJob, SyncReport};
+pub use pass::{
+    DeleteGuard, Engine, HeldDeletes, JobOptions, Planned, Role, SyncJob, SyncReport, DEFAULT_CHUNK,
+};
 
 use concord_connector::ConnectorError;
 use concord_store::StoreError;

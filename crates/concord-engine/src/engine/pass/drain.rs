@@ -5,21 +5,26 @@ use super::*;
 
 impl Engine {
     /// Writes the outboxes of the active systems the job writes (only `only`'s entities when
-    /// given), skipping systems that failed in this pass; returns, per system, the entities
+    /// given), skipping systems that failed in this pass — and, at a chunk boundary, the
+    /// system being read, and every delete (see [`Flush`]); returns, per system, the entities
     /// whose conditional update found them changed since they were read.
     pub(super) async fn write_systems(
         &self,
         pass: &mut Pass<'_>,
         only: Option<&BTreeSet<EntityId>>,
+        flush: Flush<'_>,
     ) -> Result<BTreeMap<SystemId, Vec<EntityId>>, EngineError> {
         let job = pass.job;
         let mut stale = BTreeMap::new();
+        let hold_deletes = flush != Flush::Last;
         for conn in pass.active.iter().filter(|c| job.role(c.system()).write) {
-            if pass.failed.contains(conn.system()) {
+            if pass.failed.contains(conn.system())
+                || matches!(flush, Flush::Chunk { reading } if reading == conn.system())
+            {
                 continue;
             }
             match self
-                .drain_outbox(job, conn.as_ref(), only, &mut pass.report)
+                .drain_outbox(job, conn.as_ref(), only, hold_deletes, &mut pass.report)
                 .await
             {
                 Ok(s) => {
@@ -87,13 +92,15 @@ impl Engine {
         Ok(observed)
     }
 
-    /// Writes `conn`'s outbox (only `only`'s entities when given). Returns the entities whose
-    /// conditional update found the record changed since it was read (left in the outbox).
+    /// Writes `conn`'s outbox (only `only`'s entities when given; deletes left marked with
+    /// `hold_deletes`). Returns the entities whose conditional update found the record
+    /// changed since it was read (left in the outbox).
     pub(super) async fn drain_outbox(
         &self,
         job: &SyncJob,
         conn: &dyn Connector,
         only: Option<&BTreeSet<EntityId>>,
+        hold_deletes: bool,
         report: &mut SyncReport,
     ) -> Result<Vec<EntityId>, EngineError> {
         let sys = conn.system().clone();
@@ -180,6 +187,7 @@ impl Engine {
                             },
                         }
                     }
+                    (None, Some(_)) if hold_deletes => continue, // the mark waits
                     (None, Some(key)) => WriteOp::Delete {
                         entity: *entity,
                         key,

@@ -1,5 +1,6 @@
 //! One sync pass over a job's systems: read, plan every touched entity, checkpoint, write the
-//! outbox, checkpoint again.
+//! outbox, checkpoint again — in chunks of a bounded number of records, so a pass's memory is
+//! bounded by the chunk, not by the table (see `docs/design.md`, "Sync pass").
 //!
 //! Crash safety rests on the order (see `docs/design.md`, "Sync pass"):
 //! 1. reads are planned and the new heads, snapshots, cross-references, cursors and outbox marks
@@ -92,11 +93,17 @@ pub struct JobOptions {
     pub delete_guard: Option<DeleteGuard>,
     /// Lets deletes held by the guard through (`concord run --allow-deletes`).
     pub allow_deletes: bool,
+    /// Records observed (across the systems read) before the pass plans, checkpoints and
+    /// writes them as one chunk and reads on; `None`: [`DEFAULT_CHUNK`].
+    pub chunk_size: Option<usize>,
     /// Per system, the canonical fields that hold its native key: a record's identity, never
     /// rewritten by an update (each system keeps its own values there; a create takes the
     /// head's).
     pub identity: BTreeMap<SystemId, BTreeSet<String>>,
 }
+
+/// Records per chunk of a pass unless the job says otherwise: what a pass holds in memory.
+pub const DEFAULT_CHUNK: usize = 20_000;
 
 /// The delete guard's limits: a pass holds when, in some system, the deletes it would write
 /// (with those already queued) exceed `max_share` of the records synced there, or `max_deletes`.
@@ -128,6 +135,11 @@ impl SyncJob {
     /// What the job uses `sys` for (read and write unless the pattern says otherwise).
     pub fn role(&self, sys: &SystemId) -> Role {
         self.options.roles.get(sys).copied().unwrap_or_default()
+    }
+
+    /// Records per chunk (see [`JobOptions::chunk_size`]).
+    pub fn chunk(&self) -> usize {
+        self.options.chunk_size.unwrap_or(DEFAULT_CHUNK).max(1)
     }
 
     /// The canonical fields holding `sys`'s native key (see [`JobOptions::identity`]).
@@ -240,6 +252,27 @@ struct Marks {
     dry_deletes: BTreeSet<EntityId>,
 }
 
+impl Marks {
+    fn add(&mut self, other: Marks) {
+        self.marks += other.marks;
+        self.deletes += other.deletes;
+        self.dry_deletes.extend(other.dry_deletes);
+    }
+}
+
+/// Which flush of a pass: one at a chunk boundary while a system is still being read, or the
+/// last, once every read completed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flush<'a> {
+    /// Mid-read: no cursor moves; deletes wait in the outbox for the last flush (the delete
+    /// guard needs the whole pass); nothing is written to `reading`, the system being read
+    /// (its scan could miss a record written behind it and infer its delete; a page read in
+    /// parallel could predate the write).
+    Chunk { reading: &'a SystemId },
+    /// Every read completed: cursors, the delete guard, every write.
+    Last,
+}
+
 /// One pass's state, threaded through its phases: read, plan, checkpoint, guard, drain, and
 /// the re-read of what went stale under the writes.
 struct Pass<'j> {
@@ -247,7 +280,7 @@ struct Pass<'j> {
     /// Every system of the job (the plan's view), and the connectors this pass works on.
     all: Vec<SystemId>,
     active: Vec<&'j Arc<dyn Connector>>,
-    /// What the completed reads observed, per entity and system.
+    /// What the reads observed since the last flush, per entity and system.
     observed: BTreeMap<EntityId, BTreeMap<SystemId, Observation>>,
     /// The plan's writes to the store, and the read cursors (committed last, with it).
     cp: Checkpoint,
@@ -255,15 +288,41 @@ struct Pass<'j> {
     report: SyncReport,
     /// Systems that failed in this pass: nothing more is written to them in it.
     failed: BTreeSet<SystemId>,
+    /// The outbox marks of every flush so far (the delete guard counts the whole pass).
+    marks: BTreeMap<SystemId, Marks>,
+    /// Write-only targets were looked through for records of lost creates (once a pass).
+    linked: bool,
 }
 
-/// What one system's read produced, kept apart until the read completes.
+/// What one system's read produced, kept apart until the read completes (or, at a chunk
+/// boundary, joins the pass with the pages read whole so far; its cursor only at the end).
 #[derive(Default)]
 struct SystemRead {
     observed: BTreeMap<EntityId, BTreeMap<SystemId, Observation>>,
     cp: Checkpoint,
     cursors: Checkpoint,
     report: SyncReport,
+}
+
+/// Why a system's read stopped: the read itself failed (isolated as that system's error), or
+/// the flush of a chunk met by the way did (the pass's error).
+enum ReadFailure {
+    Read(EngineError),
+    Flush(EngineError),
+}
+
+impl<'j> Pass<'j> {
+    /// `read`'s observations, checkpoint entries and counts join the pass (its cursors stay
+    /// with it until its read completes), as do the match entries it changed.
+    fn join(&mut self, read: SystemRead, matches: &mut MatchOverlay) {
+        matches.keep();
+        for (e, obs) in read.observed {
+            self.observed.entry(e).or_default().extend(obs);
+        }
+        self.cp.extend(read.cp);
+        self.cursors.extend(read.cursors);
+        self.report.absorb_read(read.report);
+    }
 }
 
 /// Rounds of re-reading and re-writing records that changed under a pass's writes, before
@@ -344,61 +403,83 @@ impl Engine {
             cursors: self.state.checkpoint(),
             report: SyncReport::default(),
             failed: BTreeSet::new(),
+            marks: BTreeMap::new(),
+            linked: false,
         };
 
-        // 1. Read.
+        // 1. Read, flushing a chunk (2–6 below) whenever the observations reach its size.
         self.read_all(&mut pass).await?;
+        // 2–6 for what is left, with the cursors, the delete guard and every write.
+        self.flush(&mut pass, Flush::Last).await?;
+        Ok(pass.report)
+    }
 
+    /// Plans what the pass observed since the last flush and carries it out: checkpoint,
+    /// delete guard (last flush only), writes, re-reads of what went stale under them.
+    async fn flush(&self, pass: &mut Pass<'_>, flush: Flush<'_>) -> Result<(), EngineError> {
+        let job = pass.job;
+        let last = flush == Flush::Last;
         // 2. Plan each touched entity.
-        let marks = self.plan_observed(
-            job,
-            &pass.all,
-            &pass.observed,
-            &mut pass.cp,
-            &mut pass.report,
-        )?;
+        let observed = std::mem::take(&mut pass.observed);
+        let marks =
+            self.plan_observed(job, &pass.all, &observed, &mut pass.cp, &mut pass.report)?;
+        drop(observed);
+        for (sys, m) in marks {
+            pass.marks.entry(sys).or_default().add(m);
+        }
         if job.options.dry_run {
-            pass.report.held_deletes = self.guard_deletes(job, &pass.active, &marks)?;
-            // Writes already queued by earlier passes would go out too.
-            for conn in pass.active.iter().filter(|c| job.role(c.system()).write) {
-                let queued = self.state.outbox_len(conn.system())?;
-                if queued > 0 {
-                    pass.report
-                        .planned
-                        .entry(conn.system().to_string())
-                        .or_default()
-                        .queued = queued;
+            if last {
+                pass.report.held_deletes = self.guard_deletes(job, &pass.active, &pass.marks)?;
+                // Writes already queued by earlier passes would go out too.
+                for conn in pass.active.iter().filter(|c| job.role(c.system()).write) {
+                    let queued = self.state.outbox_len(conn.system())?;
+                    if queued > 0 {
+                        pass.report
+                            .planned
+                            .entry(conn.system().to_string())
+                            .or_default()
+                            .queued = queued;
+                    }
                 }
             }
-            return Ok(pass.report);
+            return Ok(());
         }
 
-        // 3. Checkpoint: the plan, then the cursors, in one durable commit before any write.
+        // 3. Checkpoint: the plan (and, last, the cursors) in one durable commit before any
+        //    write.
         let mut cp = std::mem::take(&mut pass.cp);
-        cp.extend(std::mem::take(&mut pass.cursors));
+        if last {
+            cp.extend(std::mem::take(&mut pass.cursors));
+        }
         self.state.commit(cp)?;
 
         // 4. The delete guard: a pass that would delete an unusual share of a system's records
-        //    writes nothing at all; the plan stays committed, its deletes queued, until a run
-        //    that allows them (or a source that holds the records again, which cancels them).
-        pass.report.held_deletes = self.guard_deletes(job, &pass.active, &marks)?;
-        if !pass.report.held_deletes.is_empty() {
-            for (sys, h) in &pass.report.held_deletes {
-                tracing::warn!(system = %sys, deletes = h.deletes, synced = h.synced, "delete guard: nothing written");
+        //    sends no delete and, from here, nothing at all; the plan stays committed, its
+        //    deletes queued, until a run that allows them (or a source that holds the records
+        //    again, which cancels them). Chunks before the last send no deletes.
+        if last {
+            pass.report.held_deletes = self.guard_deletes(job, &pass.active, &pass.marks)?;
+            if !pass.report.held_deletes.is_empty() {
+                for (sys, h) in &pass.report.held_deletes {
+                    tracing::warn!(system = %sys, deletes = h.deletes, synced = h.synced, "delete guard: no delete written");
+                }
+                return Ok(());
             }
-            return Ok(pass.report);
         }
 
         // 5. Drain what the active systems are owed; with isolation a failing system does not
         //    hold the others back (its writes stay in its outbox).
-        pass.failed = pass
-            .report
-            .errors
-            .keys()
-            .filter_map(|s| SystemId::new(s).ok())
-            .collect();
-        self.link_lost_creates_unread(&mut pass).await?;
-        let mut stale = self.write_systems(&mut pass, None).await?;
+        pass.failed.extend(
+            pass.report
+                .errors
+                .keys()
+                .filter_map(|s| SystemId::new(s).ok()),
+        );
+        if !pass.linked {
+            self.link_lost_creates_unread(pass).await?;
+            pass.linked = true;
+        }
+        let mut stale = self.write_systems(pass, None, flush).await?;
 
         // 6. Records that changed in a system between its read and the write (the write found
         //    them `Stale` and left them alone) are read again, merged with what the pass
@@ -407,30 +488,39 @@ impl Engine {
             if stale.is_empty() {
                 break;
             }
-            let observed = self.reread(&mut pass, &stale).await?;
+            let observed = self.reread(pass, &stale).await?;
             let mut cp = self.state.checkpoint();
             // (A re-read finds at most the records that went stale: the guard was passed.)
             self.plan_observed(job, &pass.all, &observed, &mut cp, &mut pass.report)?;
             self.state.commit(cp)?;
             let touched: BTreeSet<EntityId> = observed.keys().copied().collect();
-            stale = self.write_systems(&mut pass, Some(&touched)).await?;
+            stale = self.write_systems(pass, Some(&touched), flush).await?;
         }
         for (sys, entities) in &stale {
             tracing::warn!(system = %sys, records = entities.len(), "records kept changing under the writes; left in the outbox for the next pass");
         }
-        Ok(pass.report)
+        Ok(())
     }
 
-    /// Reads every active system the job reads, each apart until its read completes (see
-    /// [`SystemRead`]); a failed read (with isolation) counts as that system's error and
-    /// nothing of it is used.
+    /// Reads every active system the job reads, each apart until its read completes or a
+    /// chunk fills (see [`SystemRead`]); a failed read (with isolation) counts as that
+    /// system's error and nothing of it since the last flush is used.
     async fn read_all(&self, pass: &mut Pass<'_>) -> Result<(), EngineError> {
         let job = pass.job;
+        let readers: Vec<&Arc<dyn Connector>> = pass
+            .active
+            .iter()
+            .copied()
+            .filter(|c| job.role(c.system()).read)
+            .collect();
+        // A dry run plans a chunk and forgets it: exact only when no other system's read
+        // observes the same entities later, so a dry run of several reads plans them at once.
+        let chunked = !job.options.dry_run || readers.len() == 1;
         let mut matches = MatchOverlay::default();
-        for conn in pass.active.iter().filter(|c| job.role(c.system()).read) {
+        for conn in readers {
             let mut read = SystemRead::default();
             let r = self
-                .read_system(job, conn.as_ref(), &mut read, &mut matches)
+                .read_system(pass, conn, &mut read, &mut matches, chunked)
                 .await;
             // Waiting records the read staged (mapped sides) become durable with its checkpoint,
             // or nothing of them stays with a read that failed.
@@ -441,22 +531,19 @@ impl Engine {
                         read.cp
                             .put_waiting(&job.name, conn.system(), key, w.as_ref());
                     }
-                    matches.keep();
-                    for (e, obs) in read.observed {
-                        pass.observed.entry(e).or_default().extend(obs);
-                    }
-                    pass.cp.extend(read.cp);
-                    pass.cursors.extend(read.cursors);
-                    pass.report.absorb_read(read.report);
+                    pass.cursors.extend(std::mem::take(&mut read.cursors));
+                    pass.join(read, &mut matches);
                 }
-                Err(EngineError::Connector(e)) if job.options.isolate_failures => {
+                Err(ReadFailure::Read(EngineError::Connector(e)))
+                    if job.options.isolate_failures =>
+                {
                     matches.discard();
-                    tracing::warn!(system = %conn.system(), error = %e, "read failed; nothing of it is used, the other systems go on");
+                    tracing::warn!(system = %conn.system(), error = %e, "read failed; nothing of it since the last chunk is used, the other systems go on");
                     pass.report
                         .errors
                         .insert(conn.system().to_string(), e.to_string());
                 }
-                Err(e) => return Err(e),
+                Err(ReadFailure::Read(e) | ReadFailure::Flush(e)) => return Err(e),
             }
         }
         pass.report.unmatched = matches.unmatched();

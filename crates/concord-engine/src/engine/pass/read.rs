@@ -6,132 +6,194 @@ use super::*;
 
 impl Engine {
     /// Reads one system: every change becomes an observation of its entity (new records are
-    /// linked by cross-reference, a lost create's content or the match key), all kept in `read`
+    /// linked by cross-reference, a lost create's content or the match key), kept in `read`
     /// until the read completes; a complete scan also observes what it no longer holds.
+    ///
+    /// When the pass's observations reach a chunk (`chunked`), the pages read whole so far join
+    /// the pass and are flushed — planned, checkpointed, written to the other systems — while
+    /// the next page is read; the cursor moves only once the read completes (a read cut short
+    /// is read again from the old cursor, and what was flushed compares equal).
     pub(super) async fn read_system(
         &self,
-        job: &SyncJob,
-        conn: &dyn Connector,
+        pass: &mut Pass<'_>,
+        conn: &Arc<dyn Connector>,
         read: &mut SystemRead,
         matches: &mut MatchOverlay,
-    ) -> Result<(), EngineError> {
+        chunked: bool,
+    ) -> Result<(), ReadFailure> {
+        let job = pass.job;
         let sys = conn.system().clone();
+        let full = job.options.full_read;
         // A full read (drift repair) scans from the start and leaves the read cursor alone.
-        let mut cursor = if job.options.full_read {
+        let cursor = if full {
             None
         } else {
-            self.state.cursor(&job.name, &sys)?
+            self.state
+                .cursor(&job.name, &sys)
+                .map_err(|e| ReadFailure::Read(e.into()))?
         };
-        let mut complete = true;
-        let mut seen: BTreeSet<EntityId> = BTreeSet::new();
-        // Creates sent here whose outcome is unknown (answer lost, crash), by content.
-        let mut unknown = self.unknown_creates(conn)?;
-        let mut count = 0u64;
-        loop {
-            let page = if job.options.full_read {
-                conn.scan(cursor.as_deref()).await?
+        let mut r = Reading {
+            complete: true,
+            seen: BTreeSet::new(),
+            // Creates sent here whose outcome is unknown (answer lost, crash), by content.
+            unknown: self
+                .unknown_creates(conn.as_ref())
+                .map_err(ReadFailure::Read)?,
+            count: 0,
+        };
+        let fetch = |cursor: Option<Vec<u8>>| async move {
+            if full {
+                conn.scan(cursor.as_deref()).await
             } else {
-                conn.read(cursor.as_deref()).await?
-            };
-            complete &= page.complete;
-            for ch in page.changes {
-                count += 1;
-                let Change {
-                    key,
-                    entity_hint,
-                    fields,
-                    modstamp,
-                } = ch;
-                let known = self.state.entity_for(&sys, &key)?;
-                // The record a create whose answer was lost made (the content sent): linked to
-                // that entity, it is the write's echo, not a new record.
-                let lost_create = match (&known, &fields) {
-                    (None, Some(f)) if !unknown.is_empty() => {
-                        unknown.take(&normal_hash(f, &job.normalize))
-                    }
-                    _ => None,
-                };
-                let entity = match (known, lost_create) {
-                    (Some(e), _) => e,
-                    (None, Some(e)) => {
-                        tracing::info!(system = %sys, key = %key, entity = %e, "a create whose answer was lost is found: linked");
-                        read.cp.put_xref(&sys, &key, &e);
-                        e
-                    }
-                    (None, None) => {
-                        let by_match = match &job.options.matching {
-                            None => Matched::Own,
-                            Some(_) => {
-                                let mut f = fields.clone();
-                                if let Some(f) = f.as_mut() {
-                                    f.apply_options(&job.normalize);
-                                }
-                                self.match_record(job, &sys, &key, f.as_ref(), read, matches)
-                                    .await?
-                            }
-                        };
-                        let e = match by_match {
-                            Matched::Drop => continue,
-                            Matched::Entity(e) => e,
-                            Matched::Own => {
-                                entity_hint.unwrap_or_else(|| EntityId::derive(&sys, key.as_str()))
-                            }
-                        };
-                        let linked_elsewhere =
-                            self.state.native_key(&e, &sys)?.is_some_and(|k| k != key);
-                        // A stale link (the record it names is known deleted) does not count.
-                        if linked_elsewhere
-                            && self
-                                .state
-                                .snapshot(&sys, &e)?
-                                .is_some_and(|s| !s.is_tombstone())
-                        {
-                            // Another record of this system already stands for this entity.
-                            read.report.duplicates_ignored += 1;
-                            tracing::warn!(system = %sys, key = %key, entity = %e, "record duplicates an entity already linked; ignored");
-                            continue;
-                        }
-                        read.cp.put_xref(&sys, &key, &e);
-                        e
-                    }
-                };
-                if !seen.insert(entity) {
-                    read.report.duplicates_ignored += 1;
-                    continue;
-                }
-                let obs = match fields {
-                    Some(mut f) => {
-                        f.apply_options(&job.normalize);
-                        Observation::Present {
-                            fields: f,
-                            modstamp,
-                        }
-                    }
-                    None => Observation::Absent,
-                };
-                read.observed
-                    .entry(entity)
-                    .or_default()
-                    .insert(sys.clone(), obs);
+                conn.read(cursor.as_deref()).await
             }
+        };
+        let read_err = |e: concord_connector::ConnectorError| ReadFailure::Read(e.into());
+        let mut page = fetch(cursor).await.map_err(read_err)?;
+        loop {
+            r.complete &= page.complete;
+            let changes = std::mem::take(&mut page.changes);
+            self.observe(job, &sys, changes, &mut r, read, matches)
+                .await
+                .map_err(ReadFailure::Read)?;
             if !page.more {
-                if let Some(c) = page.cursor.as_ref().filter(|_| !job.options.full_read) {
+                if let Some(c) = page.cursor.as_ref().filter(|_| !full) {
                     read.cursors.put_cursor(&job.name, &sys, c);
                 }
                 break;
             }
-            cursor = page.cursor;
+            let next = page.cursor.take();
+            if chunked && pass.observed.len() + read.observed.len() >= job.chunk() {
+                *read.report.read.entry(sys.to_string()).or_default() += r.count;
+                r.count = 0;
+                let cursors = std::mem::take(&mut read.cursors);
+                let chunk = std::mem::replace(
+                    read,
+                    SystemRead {
+                        cursors,
+                        ..SystemRead::default()
+                    },
+                );
+                pass.join(chunk, matches);
+                // The chunk is written to the other systems while the next page is read.
+                let (flushed, got) = tokio::join!(
+                    self.flush(pass, Flush::Chunk { reading: &sys }),
+                    fetch(next)
+                );
+                flushed.map_err(ReadFailure::Flush)?;
+                page = got.map_err(read_err)?;
+            } else {
+                page = fetch(next).await.map_err(read_err)?;
+            }
         }
-        if complete {
+        if r.complete {
             // A scan: what we had and did not see is gone.
-            for e in self.state.unseen_snapshots(&sys, &seen)? {
+            for e in self
+                .state
+                .unseen_snapshots(&sys, &r.seen)
+                .map_err(|e| ReadFailure::Read(e.into()))?
+            {
                 read.observed
                     .entry(e)
                     .or_default()
                     .insert(sys.clone(), Observation::Absent);
             }
         }
-        *read.report.read.entry(sys.to_string()).or_default() += count;
+        *read.report.read.entry(sys.to_string()).or_default() += r.count;
+        Ok(())
+    }
+
+    /// One page's changes of `sys` become observations in `read`.
+    async fn observe(
+        &self,
+        job: &SyncJob,
+        sys: &SystemId,
+        changes: Vec<Change>,
+        r: &mut Reading,
+        read: &mut SystemRead,
+        matches: &mut MatchOverlay,
+    ) -> Result<(), EngineError> {
+        let sys = sys.clone();
+        for ch in changes {
+            r.count += 1;
+            let Change {
+                key,
+                entity_hint,
+                fields,
+                modstamp,
+            } = ch;
+            let known = self.state.entity_for(&sys, &key)?;
+            // The record a create whose answer was lost made (the content sent): linked to
+            // that entity, it is the write's echo, not a new record.
+            let lost_create = match (&known, &fields) {
+                (None, Some(f)) if !r.unknown.is_empty() => {
+                    r.unknown.take(&normal_hash(f, &job.normalize))
+                }
+                _ => None,
+            };
+            let entity = match (known, lost_create) {
+                (Some(e), _) => e,
+                (None, Some(e)) => {
+                    tracing::info!(system = %sys, key = %key, entity = %e, "a create whose answer was lost is found: linked");
+                    read.cp.put_xref(&sys, &key, &e);
+                    e
+                }
+                (None, None) => {
+                    let by_match = match &job.options.matching {
+                        None => Matched::Own,
+                        Some(_) => {
+                            let mut f = fields.clone();
+                            if let Some(f) = f.as_mut() {
+                                f.apply_options(&job.normalize);
+                            }
+                            self.match_record(job, &sys, &key, f.as_ref(), read, matches)
+                                .await?
+                        }
+                    };
+                    let e = match by_match {
+                        Matched::Drop => continue,
+                        Matched::Entity(e) => e,
+                        Matched::Own => {
+                            entity_hint.unwrap_or_else(|| EntityId::derive(&sys, key.as_str()))
+                        }
+                    };
+                    let linked_elsewhere =
+                        self.state.native_key(&e, &sys)?.is_some_and(|k| k != key);
+                    // A stale link (the record it names is known deleted) does not count.
+                    if linked_elsewhere
+                        && self
+                            .state
+                            .snapshot(&sys, &e)?
+                            .is_some_and(|s| !s.is_tombstone())
+                    {
+                        // Another record of this system already stands for this entity.
+                        read.report.duplicates_ignored += 1;
+                        tracing::warn!(system = %sys, key = %key, entity = %e, "record duplicates an entity already linked; ignored");
+                        continue;
+                    }
+                    read.cp.put_xref(&sys, &key, &e);
+                    e
+                }
+            };
+            if !r.seen.insert(entity) {
+                read.report.duplicates_ignored += 1;
+                continue;
+            }
+            let obs = match fields {
+                Some(mut f) => {
+                    f.apply_options(&job.normalize);
+                    Observation::Present {
+                        fields: f,
+                        modstamp,
+                    }
+                }
+                None => Observation::Absent,
+            };
+            read.observed
+                .entry(entity)
+                .or_default()
+                .insert(sys.clone(), obs);
+        }
         Ok(())
     }
 
@@ -311,6 +373,17 @@ impl Engine {
         read.report.matched += 1;
         Ok(Matched::Entity(e))
     }
+}
+
+/// Where one system's read stands.
+pub(super) struct Reading {
+    /// Every page so far said the read is a complete scan.
+    complete: bool,
+    /// Entities observed (a second record for one is a duplicate; a scan's unseen are gone).
+    seen: BTreeSet<EntityId>,
+    unknown: UnknownCreates,
+    /// Records read since the count last joined the pass's report.
+    count: u64,
 }
 
 /// Creates whose outcome is unknown, by the hash of the content sent: several entities may
