@@ -445,3 +445,31 @@ fn a_system_without_a_text_type_is_an_error_at_its_place() {
     let err = parse(&unknown).unwrap_err();
     assert!(err.contains("unknown variant `excel`"), "{err}");
 }
+
+#[test]
+fn chunk_and_cache_sizes_are_read_and_a_zero_chunk_is_refused_at_its_path() {
+    let base = config_text(
+        "csv",
+        "dir = \"out\"\n",
+        "file = \"b.csv\"\nkey = [\"id\"]\n",
+    );
+    let cfg = parse(&base).unwrap();
+    assert_eq!(cfg.jobs["j"].chunk_size, concord::engine::DEFAULT_CHUNK);
+    assert_eq!(cfg.store.cache_mb, 256);
+    let text = base.replace(
+        "pattern = \"migrate\"\n",
+        "pattern = \"migrate\"\nchunk_size = 500\n",
+    );
+    assert_eq!(parse(&text).unwrap().jobs["j"].chunk_size, 500);
+    let text = format!("[store]\ncache_mb = 64\n{base}");
+    assert_eq!(parse(&text).unwrap().store.cache_mb, 64);
+    let text = base.replace(
+        "pattern = \"migrate\"\n",
+        "pattern = \"migrate\"\nchunk_size = 0\n",
+    );
+    let err = parse(&text).unwrap_err();
+    assert!(
+        err.contains("jobs.j.chunk_size") && err.contains("at least 1"),
+        "{err}"
+    );
+}

@@ -26,8 +26,8 @@ pub fn load(path: &Path) -> Result<Config> {
 pub fn open_state(cfg: &Config) -> Result<StateStore> {
     let dir = cfg.resolve(&cfg.store.dir);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let store =
-        SledStore::open(&dir).with_context(|| format!("opening store {}", dir.display()))?;
+    let store = SledStore::open_with_cache(&dir, cfg.store.cache_mb.max(1) << 20)
+        .with_context(|| format!("opening store {}", dir.display()))?;
     Ok(StateStore::open(
         Arc::new(store),
         InstanceId::new(cfg.store.instance.as_str())?,

@@ -8,6 +8,10 @@
 use super::{Batch, Store, StoreError};
 use std::path::{Path, PathBuf};
 
+/// sled's page cache unless configured (sled's own default is 1 GiB, which a large store fills:
+/// a pass's memory would grow with the store).
+pub const DEFAULT_CACHE_BYTES: u64 = 256 << 20;
+
 #[derive(Debug, Clone)]
 pub struct SledStore {
     db: sled::Db,
@@ -21,12 +25,19 @@ impl SledStore {
     /// background flusher stops, a moment after the last handle is dropped. A store held by a
     /// running process is refused after that.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`SledStore::open`] with sled's page cache bounded to `cache_bytes` (what the store holds
+    /// in memory however large it grows; what does not fit is read back from disk).
+    pub fn open_with_cache(path: impl AsRef<Path>, cache_bytes: u64) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
         let started = std::time::Instant::now();
         let db = loop {
             match sled::Config::new()
                 .path(&path)
                 .mode(sled::Mode::HighThroughput)
+                .cache_capacity(cache_bytes)
                 .open()
             {
                 Ok(db) => break db,

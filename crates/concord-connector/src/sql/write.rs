@@ -6,7 +6,7 @@ use super::decode::{param_for, placeholder, row_key};
 use super::SqlConnector;
 use crate::{ConnectorError, WriteErrorKind, WriteOp, WriteResult};
 use concord_model::model::{Fields, Key};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 /// `INSERT … VALUES (…), (…) ON CONFLICT (key) DO UPDATE …` for `rows` rows.
 pub fn upsert_sql(d: Dialect, table: &str, cols: &[Column], key: &[String], rows: usize) -> String {
@@ -346,6 +346,7 @@ async fn apply_batch(
     let mut results: Vec<Option<WriteResult>> = vec![None; ops.len()];
     // Creates, grouped so that no statement holds one key twice.
     let mut creates: Vec<Vec<(usize, Key, Vec<Param>)>> = Vec::new();
+    let mut create_keys: Vec<HashSet<Key>> = Vec::new();
     let mut updates: Vec<(usize, Key, Vec<Param>)> = Vec::new();
     let mut deletes: Vec<(usize, Key, Vec<Param>)> = Vec::new();
     let mut conditional: Vec<Conditional> = Vec::new();
@@ -390,12 +391,17 @@ async fn apply_batch(
         match op {
             WriteOp::Upsert { key: None, .. } => match params(conn, &all, &f) {
                 Ok(p) => {
-                    let slot = creates
-                        .iter_mut()
-                        .find(|g| !g.iter().any(|(_, gk, _)| *gk == k));
-                    match slot {
-                        Some(g) => g.push((i, k, p)),
-                        None => creates.push(vec![(i, k, p)]),
+                    // The first group without this key (a multi-row upsert may not touch one
+                    // row twice); a set per group keeps this linear in the batch.
+                    match create_keys.iter().position(|ks| !ks.contains(&k)) {
+                        Some(g) => {
+                            create_keys[g].insert(k.clone());
+                            creates[g].push((i, k, p));
+                        }
+                        None => {
+                            create_keys.push(HashSet::from([k.clone()]));
+                            creates.push(vec![(i, k, p)]);
+                        }
                     }
                 }
                 Err(e) => results[i] = Some(rejected(e)),

@@ -81,6 +81,10 @@ pub struct StoreConfig {
     /// This engine instance's name (default `main`): it names the actors in vector clocks.
     #[serde(default = "default_instance")]
     pub instance: String,
+    /// MiB of the store's page cache (default 256): what the store keeps in memory however
+    /// large it grows.
+    #[serde(default = "default_cache_mb")]
+    pub cache_mb: u64,
 }
 
 impl Default for StoreConfig {
@@ -88,8 +92,13 @@ impl Default for StoreConfig {
         StoreConfig {
             dir: default_store_dir(),
             instance: default_instance(),
+            cache_mb: default_cache_mb(),
         }
     }
+}
+
+fn default_cache_mb() -> u64 {
+    concord_store::sled_store::DEFAULT_CACHE_BYTES >> 20
 }
 
 fn default_store_dir() -> PathBuf {

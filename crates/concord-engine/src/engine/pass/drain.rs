@@ -203,12 +203,19 @@ impl Engine {
                 heads.push((*entity, target, entry.clone()));
             }
             if !ops.is_empty() {
-                // Write-ahead: record what is about to be sent, durably, before sending it.
-                let mut ahead = self.state.checkpoint();
-                for (entity, head, _) in &heads {
-                    ahead.put_pending(&sys, entity, head);
+                // Write-ahead: record what is about to be sent, durably, before sending it —
+                // where a lost answer needs it: a system read again (its read recognises the
+                // version sent) or one whose creates are not idempotent (the content sent
+                // finds the record). A write-only target with idempotent creates needs none:
+                // its outbox mark sends the same write again.
+                let write_ahead = conditional || !conn.creates_idempotent();
+                if write_ahead {
+                    let mut ahead = self.state.checkpoint();
+                    for (entity, head, _) in &heads {
+                        ahead.put_pending(&sys, entity, head);
+                    }
+                    self.state.commit(ahead)?;
                 }
-                self.state.commit(ahead)?;
                 let results = conn.write(ops).await?;
                 if results.len() != heads.len() {
                     return Err(EngineError::Config {
@@ -225,7 +232,9 @@ impl Engine {
                         WriteResult::Ok { key } => {
                             cp.put_xref(&sys, &key, &entity);
                             cp.put_snapshot(&sys, &entity, &head);
-                            cp.delete_pending(&sys, &entity);
+                            if write_ahead {
+                                cp.delete_pending(&sys, &entity);
+                            }
                             cp.outbox_remove(&sys, &entity);
                             *report.written.entry(sys.to_string()).or_default() += 1;
                         }
