@@ -24,12 +24,14 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    match cli::dispatch(cli, &rt) {
-        Ok(0) => {}
-        Ok(code) => std::process::exit(code),
+    let code = match cli::dispatch(cli, &rt) {
+        Ok(code) => code,
         Err(e) => {
             eprintln!("concord: {e:#}");
-            std::process::exit(1);
+            1
         }
-    }
+    };
+    // The stores are flushed, not dropped (see `cli::jobs::flush_open_stores`).
+    cli::jobs::flush_open_stores();
+    std::process::exit(code);
 }
