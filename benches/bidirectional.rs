@@ -123,11 +123,17 @@ fn main() {
         .await
         .unwrap();
         let table = format!("bench_customers_{}", std::process::id());
+        // CONCORD_BENCH_CACHE_MB: the store's page cache (default: concord's own default).
+        let cache_mb: u64 = std::env::var("CONCORD_BENCH_CACHE_MB")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(concord::store::sled_store::DEFAULT_CACHE_BYTES >> 20);
         std::fs::write(
             d.join("bench.toml"),
             format!(
                 r#"[store]
 dir = "state"
+cache_mb = {cache_mb}
 [systems.crm]
 type = "salesforce"
 instance_url_env = "SF_URL"
