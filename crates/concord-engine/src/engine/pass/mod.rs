@@ -312,8 +312,9 @@ enum ReadFailure {
 }
 
 impl<'j> Pass<'j> {
-    /// `read`'s observations, checkpoint entries and counts join the pass (its cursors stay
-    /// with it until its read completes), as do the match entries it changed.
+    /// `read`'s observations, checkpoint entries, cursors and counts join the pass, as do the
+    /// match entries it changed (a chunk boundary keeps the cursors back: they move only once
+    /// the read completes).
     fn join(&mut self, read: SystemRead, matches: &mut MatchOverlay) {
         matches.keep();
         for (e, obs) in read.observed {
@@ -531,7 +532,6 @@ impl Engine {
                         read.cp
                             .put_waiting(&job.name, conn.system(), key, w.as_ref());
                     }
-                    pass.cursors.extend(std::mem::take(&mut read.cursors));
                     pass.join(read, &mut matches);
                 }
                 Err(ReadFailure::Read(EngineError::Connector(e)))

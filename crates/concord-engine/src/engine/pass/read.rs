@@ -39,7 +39,6 @@ impl Engine {
             unknown: self
                 .unknown_creates(conn.as_ref())
                 .map_err(ReadFailure::Read)?,
-            count: 0,
         };
         let fetch = |cursor: Option<Vec<u8>>| async move {
             if full {
@@ -53,6 +52,7 @@ impl Engine {
         loop {
             r.complete &= page.complete;
             let changes = std::mem::take(&mut page.changes);
+            *read.report.read.entry(sys.to_string()).or_default() += changes.len() as u64;
             self.observe(job, &sys, changes, &mut r, read, matches)
                 .await
                 .map_err(ReadFailure::Read)?;
@@ -64,8 +64,6 @@ impl Engine {
             }
             let next = page.cursor.take();
             if chunked && pass.observed.len() + read.observed.len() >= job.chunk() {
-                *read.report.read.entry(sys.to_string()).or_default() += r.count;
-                r.count = 0;
                 let cursors = std::mem::take(&mut read.cursors);
                 let chunk = std::mem::replace(
                     read,
@@ -99,7 +97,6 @@ impl Engine {
                     .insert(sys.clone(), Observation::Absent);
             }
         }
-        *read.report.read.entry(sys.to_string()).or_default() += r.count;
         Ok(())
     }
 
@@ -113,16 +110,14 @@ impl Engine {
         read: &mut SystemRead,
         matches: &mut MatchOverlay,
     ) -> Result<(), EngineError> {
-        let sys = sys.clone();
         for ch in changes {
-            r.count += 1;
             let Change {
                 key,
                 entity_hint,
                 fields,
                 modstamp,
             } = ch;
-            let known = self.state.entity_for(&sys, &key)?;
+            let known = self.state.entity_for(sys, &key)?;
             // The record a create whose answer was lost made (the content sent): linked to
             // that entity, it is the write's echo, not a new record.
             let lost_create = match (&known, &fields) {
@@ -135,7 +130,7 @@ impl Engine {
                 (Some(e), _) => e,
                 (None, Some(e)) => {
                     tracing::info!(system = %sys, key = %key, entity = %e, "a create whose answer was lost is found: linked");
-                    read.cp.put_xref(&sys, &key, &e);
+                    read.cp.put_xref(sys, &key, &e);
                     e
                 }
                 (None, None) => {
@@ -146,7 +141,7 @@ impl Engine {
                             if let Some(f) = f.as_mut() {
                                 f.apply_options(&job.normalize);
                             }
-                            self.match_record(job, &sys, &key, f.as_ref(), read, matches)
+                            self.match_record(job, sys, &key, f.as_ref(), read, matches)
                                 .await?
                         }
                     };
@@ -154,16 +149,16 @@ impl Engine {
                         Matched::Drop => continue,
                         Matched::Entity(e) => e,
                         Matched::Own => {
-                            entity_hint.unwrap_or_else(|| EntityId::derive(&sys, key.as_str()))
+                            entity_hint.unwrap_or_else(|| EntityId::derive(sys, key.as_str()))
                         }
                     };
                     let linked_elsewhere =
-                        self.state.native_key(&e, &sys)?.is_some_and(|k| k != key);
+                        self.state.native_key(&e, sys)?.is_some_and(|k| k != key);
                     // A stale link (the record it names is known deleted) does not count.
                     if linked_elsewhere
                         && self
                             .state
-                            .snapshot(&sys, &e)?
+                            .snapshot(sys, &e)?
                             .is_some_and(|s| !s.is_tombstone())
                     {
                         // Another record of this system already stands for this entity.
@@ -171,7 +166,7 @@ impl Engine {
                         tracing::warn!(system = %sys, key = %key, entity = %e, "record duplicates an entity already linked; ignored");
                         continue;
                     }
-                    read.cp.put_xref(&sys, &key, &e);
+                    read.cp.put_xref(sys, &key, &e);
                     e
                 }
             };
@@ -382,8 +377,6 @@ pub(super) struct Reading {
     /// Entities observed (a second record for one is a duplicate; a scan's unseen are gone).
     seen: BTreeSet<EntityId>,
     unknown: UnknownCreates,
-    /// Records read since the count last joined the pass's report.
-    count: u64,
 }
 
 /// Creates whose outcome is unknown, by the hash of the content sent: several entities may
