@@ -3,10 +3,10 @@
 //! ```text
 //! tree       prefix  key after the prefix                      value
 //! meta       0x00    name (UTF-8)                              per name, see state/mod.rs
-//! head       'h'     entity(16)                                version entry
-//! snapshot   's'     system 0x00 entity(16)                    version entry
+//! entity     'i'     entity(16)                                entity entry: the head, and per
+//!                                                              system its native key and
+//!                                                              snapshot (state/entity.rs)
 //! xref       'x'     system 0x00 native-key (UTF-8)            entity(16)
-//! xref_rev   'e'     entity(16) system                         native-key (UTF-8)
 //! cursor     'k'     job 0x00 system                           entry v1 + connector bytes
 //! outbox     'o'     system 0x00 entity(16)                    entry v1 + bincode(OutboxEntry)
 //! pending    'p'     system 0x00 entity(16)                    version entry (write in flight)
@@ -22,6 +22,10 @@
 //! ```
 //! System, instance and job names are restricted to `[A-Za-z0-9_.-]`, so 0x00 never occurs in
 //! them and the separators are unambiguous.
+//!
+//! Format 2 kept an entity's head ('h' entity), each snapshot ('s' system 0x00 entity) and each
+//! reverse cross-reference ('e' entity system) as entries of their own; [`legacy`] names them
+//! for the migration to format 3, which folds them into the entity entry.
 
 use concord_model::model::{EntityId, SystemId};
 use std::fmt;
@@ -30,10 +34,8 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tree {
     Meta,
-    Head,
-    Snapshot,
+    Entity,
     Xref,
-    XrefRev,
     Cursor,
     Outbox,
     Pending,
@@ -49,12 +51,10 @@ pub enum Tree {
 }
 
 impl Tree {
-    pub const ALL: [Tree; 17] = [
+    pub const ALL: [Tree; 15] = [
         Tree::Meta,
-        Tree::Head,
-        Tree::Snapshot,
+        Tree::Entity,
         Tree::Xref,
-        Tree::XrefRev,
         Tree::Cursor,
         Tree::Outbox,
         Tree::Pending,
@@ -71,10 +71,8 @@ impl Tree {
     pub fn prefix(self) -> u8 {
         match self {
             Tree::Meta => 0x00,
-            Tree::Head => b'h',
-            Tree::Snapshot => b's',
+            Tree::Entity => b'i',
             Tree::Xref => b'x',
-            Tree::XrefRev => b'e',
             Tree::Cursor => b'k',
             Tree::Outbox => b'o',
             Tree::Pending => b'p',
@@ -96,10 +94,8 @@ impl Tree {
     pub fn name(self) -> &'static str {
         match self {
             Tree::Meta => "meta",
-            Tree::Head => "head",
-            Tree::Snapshot => "snapshot",
+            Tree::Entity => "entity",
             Tree::Xref => "xref",
-            Tree::XrefRev => "xref_rev",
             Tree::Cursor => "cursor",
             Tree::Outbox => "outbox",
             Tree::Pending => "pending",
@@ -141,9 +137,10 @@ pub fn meta(name: &str) -> Vec<u8> {
     k
 }
 
-pub fn head(e: &EntityId) -> Vec<u8> {
+/// An entity's entry: its head, native keys and snapshots.
+pub fn entity(e: &EntityId) -> Vec<u8> {
     let mut k = Vec::with_capacity(17);
-    k.push(Tree::Head.prefix());
+    k.push(Tree::Entity.prefix());
     k.extend_from_slice(&e.0);
     k
 }
@@ -156,22 +153,9 @@ pub fn system_prefix(tree: Tree, sys: &SystemId) -> Vec<u8> {
     k
 }
 
-pub fn snapshot(sys: &SystemId, e: &EntityId) -> Vec<u8> {
-    let mut k = system_prefix(Tree::Snapshot, sys);
-    k.extend_from_slice(&e.0);
-    k
-}
-
 pub fn xref(sys: &SystemId, native: &str) -> Vec<u8> {
     let mut k = system_prefix(Tree::Xref, sys);
     k.extend_from_slice(native.as_bytes());
-    k
-}
-
-pub fn xref_rev(e: &EntityId, sys: &SystemId) -> Vec<u8> {
-    let mut k = vec![Tree::XrefRev.prefix()];
-    k.extend_from_slice(&e.0);
-    k.extend_from_slice(sys.as_str().as_bytes());
     k
 }
 
@@ -294,17 +278,42 @@ pub fn dots(e: &EntityId) -> Vec<u8> {
     k
 }
 
-/// Every cross-reference of an entity (`xref_rev` entries).
-pub fn xref_rev_prefix(e: &EntityId) -> Vec<u8> {
-    let mut k = vec![Tree::XrefRev.prefix()];
-    k.extend_from_slice(&e.0);
-    k
-}
-
 /// The entity id at the end of a snapshot / outbox key.
 pub fn entity_suffix(key: &[u8]) -> Option<EntityId> {
     let tail = key.len().checked_sub(16)?;
     let mut id = [0u8; 16];
     id.copy_from_slice(&key[tail..]);
     Some(EntityId(id))
+}
+
+/// The format 2 trees that format 3 folds into the entity entry (read only by the migration,
+/// and written only by tests that build a format 2 store).
+pub mod legacy {
+    use concord_model::model::{EntityId, SystemId};
+
+    /// 'h' entity(16) → version entry.
+    pub const HEAD: u8 = b'h';
+    /// 's' system 0x00 entity(16) → version entry.
+    pub const SNAPSHOT: u8 = b's';
+    /// 'e' entity(16) system → native key.
+    pub const XREF_REV: u8 = b'e';
+
+    pub fn head(e: &EntityId) -> Vec<u8> {
+        let mut k = vec![HEAD];
+        k.extend_from_slice(&e.0);
+        k
+    }
+    pub fn snapshot(sys: &SystemId, e: &EntityId) -> Vec<u8> {
+        let mut k = vec![SNAPSHOT];
+        k.extend_from_slice(sys.as_str().as_bytes());
+        k.push(0);
+        k.extend_from_slice(&e.0);
+        k
+    }
+    pub fn xref_rev(e: &EntityId, sys: &SystemId) -> Vec<u8> {
+        let mut k = vec![XREF_REV];
+        k.extend_from_slice(&e.0);
+        k.extend_from_slice(sys.as_str().as_bytes());
+        k
+    }
 }

@@ -130,7 +130,7 @@ fn corrupt_entries_are_named_and_left_alone() {
     let mut cp = st.checkpoint();
     cp.put_snapshot(&sf, &e, &version(3));
     st.commit(cp).unwrap();
-    let key = layout::snapshot(&sf, &e);
+    let key = layout::entity(&e);
     let mut bytes = s.get(&key).unwrap().unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 0x55; // flip content bits: hash no longer matches
@@ -138,7 +138,7 @@ fn corrupt_entries_are_named_and_left_alone() {
     b.put(key.clone(), bytes.clone());
     s.commit(b).unwrap();
     let err = st.snapshot(&sf, &e).unwrap_err().to_string();
-    assert!(err.contains("snapshot") && err.contains("sf\\x00"), "{err}");
+    assert!(err.contains("'entity'") && err.contains("\\x"), "{err}");
     assert!(err.contains("hash"), "{err}");
     assert!(st.verify().is_err());
     assert_eq!(s.get(&key).unwrap(), Some(bytes), "never repaired silently");
@@ -268,28 +268,263 @@ fn field_origins_round_trip_in_heads_only() {
     assert!(decode_version(b"h", &buf).is_err());
 }
 
-/// A format 1 store (before field origins) opens, keeps its data, and is marked format 2, on
-/// sled too; a later build's store is refused.
+/// What a format 2 store held of one entity (the test's expectation after migration).
+struct LegacyEntity {
+    e: concord_model::model::EntityId,
+    head: Version,
+    snapshots: Vec<(SystemId, Version)>,
+    natives: Vec<(SystemId, Key)>,
+}
+
+/// Writes `n` entities as a format `format` (1 or 2) build laid them out: heads, snapshots
+/// (shared content, own content, tombstones), both cross-reference directions, and an outbox
+/// entry migration leaves alone.
+fn legacy_store(s: &dyn Store, format: u32, n: i64) -> Vec<LegacyEntity> {
+    use layout::legacy;
+    let sf = SystemId::new("sf").unwrap();
+    let pg = SystemId::new("pg").unwrap();
+    let mut b = Batch::new();
+    b.put(layout::meta("format"), format.to_be_bytes().to_vec());
+    b.put(layout::meta("instance"), b"n1".to_vec());
+    let mut out = Vec::new();
+    let enc = |v: &Version, origins: bool| {
+        let mut buf = Vec::new();
+        if origins {
+            state::encode_version(v, &mut buf);
+        } else {
+            state::encode_version_for_snapshot(v, &mut buf);
+        }
+        buf
+    };
+    for i in 0..n {
+        let e = concord_model::model::EntityId::derive(&sf, &format!("k{i}"));
+        let mut head = version(i);
+        if format == 2 && i % 5 == 0 {
+            head.field_origins
+                .insert(std::sync::Arc::from("name"), pg.clone());
+        }
+        b.put(legacy::head(&e), enc(&head, true));
+        let mut snapshots = vec![(
+            sf.clone(),
+            Version {
+                field_origins: Default::default(),
+                ..head.clone()
+            },
+        )];
+        let mut natives = vec![(sf.clone(), Key::new(format!("k{i}")))];
+        if i % 3 == 0 {
+            snapshots.push((pg.clone(), version(i + 1)));
+            natives.push((pg.clone(), Key::new(format!("p{i}"))));
+        } else if i % 7 == 0 {
+            snapshots.push((
+                pg.clone(),
+                Version::new(None, VectorClock::new(), None, None),
+            ));
+        }
+        for (sys, v) in &snapshots {
+            b.put(legacy::snapshot(sys, &e), enc(v, false));
+        }
+        for (sys, k) in &natives {
+            b.put(legacy::xref_rev(&e, sys), k.as_str().as_bytes().to_vec());
+            b.put(layout::xref(sys, k.as_str()), e.0.to_vec());
+        }
+        natives.sort();
+        out.push(LegacyEntity {
+            e,
+            head,
+            snapshots,
+            natives,
+        });
+    }
+    b.put(
+        layout::outbox(&pg, &out[0].e),
+        state::encode_entry_for_test(&OutboxEntry {
+            enqueued_ms: 1,
+            attempts: 0,
+            last_error: None,
+        }),
+    );
+    s.commit(b).unwrap();
+    out
+}
+
+fn assert_migrated(name: &str, s: &dyn Store, st: &StateStore, want: &[LegacyEntity]) {
+    use layout::legacy;
+    for w in want {
+        assert_eq!(st.head(&w.e).unwrap().as_ref(), Some(&w.head), "{name}");
+        for (sys, v) in &w.snapshots {
+            assert_eq!(st.snapshot(sys, &w.e).unwrap().as_ref(), Some(v), "{name}");
+        }
+        for (sys, k) in &w.natives {
+            assert_eq!(
+                st.native_key(&w.e, sys).unwrap().as_ref(),
+                Some(k),
+                "{name}"
+            );
+            assert_eq!(st.entity_for(sys, k).unwrap(), Some(w.e), "{name}");
+        }
+        assert_eq!(st.xrefs_of(&w.e).unwrap(), w.natives, "{name}");
+    }
+    for p in [legacy::HEAD, legacy::SNAPSHOT, legacy::XREF_REV] {
+        let mut left = 0;
+        scan_prefix(s, &[p], &mut |_, _| {
+            left += 1;
+            true
+        })
+        .unwrap();
+        assert_eq!(left, 0, "{name}: legacy entries left under {}", p as char);
+    }
+    assert_eq!(
+        s.get(&layout::meta("format")).unwrap(),
+        Some(FORMAT_VERSION.to_be_bytes().to_vec()),
+        "{name}"
+    );
+    assert_eq!(s.get(&layout::meta("migrating")).unwrap(), None, "{name}");
+    let pg = SystemId::new("pg").unwrap();
+    assert_eq!(
+        st.outbox_len(&pg).unwrap(),
+        1,
+        "{name}: other trees untouched"
+    );
+    let mut n = 0;
+    st.scan_snapshots(&pg, &mut |_, _| {
+        n += 1;
+        true
+    })
+    .unwrap();
+    let expect = want.iter().filter(|w| w.snapshots.len() == 2).count();
+    assert_eq!(n, expect, "{name}");
+    st.verify().unwrap();
+}
+
+/// Format 1 and 2 stores open, are migrated to format 3 (entity entries), keep every head,
+/// snapshot and cross-reference, on every backend; a later build's store is refused.
 #[test]
-fn a_format_1_store_is_upgraded_on_open() {
+fn format_1_and_2_stores_are_migrated_on_open() {
+    assert_eq!(FORMAT_VERSION, 3);
+    for format in [1, 2] {
+        for (name, s, _dir) in backends() {
+            let want = legacy_store(s.as_ref(), format, 300);
+            let st = StateStore::open(s.clone(), inst()).unwrap();
+            assert_migrated(name, s.as_ref(), &st, &want);
+            // Shared snapshots: the entity entry of one whose sf snapshot equals its head
+            // holds the content once.
+            let raw = s.get(&layout::entity(&want[1].e)).unwrap().unwrap();
+            let mut one = Vec::new();
+            state::encode_version(&want[1].head, &mut one);
+            assert!(
+                raw.len() < one.len() + 80,
+                "{name}: {} vs {}",
+                raw.len(),
+                one.len()
+            );
+        }
+    }
+}
+
+/// Migration in many small batches, killed at every point along the way (the fault store
+/// drops what was not flushed), always completes on a later open with nothing lost.
+#[test]
+fn a_migration_stopped_anywhere_resumes_on_the_next_open() {
+    let probe = FaultStore::new();
+    let want = legacy_store(&probe, 2, 60);
+    let before = probe.ops();
+    state::migrate_to_3_for_test(&probe, 16).unwrap();
+    let total = probe.ops() - before;
+    assert!(total > 20, "{total}");
+    let mut kills = 0;
+    for at in 1..=total {
+        let s = Arc::new(FaultStore::new());
+        legacy_store(s.as_ref(), 2, 60);
+        s.arm(at, FaultKind::Crash);
+        let r = state::migrate_to_3_for_test(s.as_ref(), 16);
+        assert!(r.is_err(), "the kill at op {at} fired");
+        kills += 1;
+        s.restart();
+        let st = StateStore::open(s.clone(), inst()).unwrap();
+        assert_migrated(&format!("killed at op {at}"), s.as_ref(), &st, &want);
+    }
+    assert_eq!(kills, total);
+}
+
+/// A corrupt format 2 entry stops the migration before anything is written: the error names
+/// the entry, and the store is still the format 2 store it was.
+#[test]
+fn a_corrupt_legacy_entry_leaves_the_store_as_it_was() {
+    let s: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let want = legacy_store(s.as_ref(), 2, 40);
+    let sf = SystemId::new("sf").unwrap();
+    let key = layout::legacy::snapshot(&sf, &want[17].e);
+    let mut v = s.get(&key).unwrap().unwrap();
+    let last = v.len() - 1;
+    v[last] ^= 0x55;
+    let mut b = Batch::new();
+    b.put(key, v);
+    s.commit(b).unwrap();
+    let mut before = Vec::new();
+    s.scan(&[], None, &mut |k, v| {
+        before.push((k.to_vec(), v.to_vec()));
+        true
+    })
+    .unwrap();
+    let err = StateStore::open(s.clone(), inst())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("format 2 snapshot entry") && err.contains("sf\\x00"),
+        "{err}"
+    );
+    assert!(err.contains("hash"), "{err}");
+    let mut after = Vec::new();
+    s.scan(&[], None, &mut |k, v| {
+        after.push((k.to_vec(), v.to_vec()));
+        true
+    })
+    .unwrap();
+    assert!(before == after, "nothing written");
+}
+
+/// A snapshot that shared its head's content keeps that content when the head moves on.
+#[test]
+fn a_shared_snapshot_keeps_its_content_when_the_head_changes() {
     for (name, s, _dir) in backends() {
         let st = StateStore::open(s.clone(), inst()).unwrap();
-        let e = concord_model::model::EntityId([3; 16]);
+        let sf = SystemId::new("sf").unwrap();
+        let pg = SystemId::new("pg").unwrap();
+        let e = concord_model::model::EntityId::derive(&sf, "1");
+        let version = |n: i64| {
+            let mut v = version(n);
+            let notes = format!("{n} ").repeat(100);
+            v.content = v.content.map(|c| c.with("notes", notes));
+            v.hash = v.content.as_ref().map(Fields::content_hash);
+            v
+        };
         let mut cp = st.checkpoint();
-        cp.put_head(&e, &version(5));
+        cp.put_head(&e, &version(1));
+        cp.put_snapshot(&sf, &e, &version(1));
+        cp.put_snapshot(&pg, &e, &version(1));
         st.commit(cp).unwrap();
-        drop(st);
-        let mut b = Batch::new();
-        b.put(layout::meta("format"), 1u32.to_be_bytes().to_vec());
-        s.commit(b).unwrap();
-        let st = StateStore::open(s.clone(), inst()).unwrap();
-        assert_eq!(st.head(&e).unwrap(), Some(version(5)), "{name}");
-        assert_eq!(
-            s.get(&layout::meta("format")).unwrap(),
-            Some(FORMAT_VERSION.to_be_bytes().to_vec()),
-            "{name}"
+        let shared = s.get(&layout::entity(&e)).unwrap().unwrap().len();
+        let mut cp = st.checkpoint();
+        cp.put_head(&e, &version(2));
+        cp.put_snapshot(&sf, &e, &version(2));
+        st.commit(cp).unwrap();
+        assert_eq!(st.head(&e).unwrap(), Some(version(2)), "{name}");
+        assert_eq!(st.snapshot(&sf, &e).unwrap(), Some(version(2)), "{name}");
+        assert_eq!(st.snapshot(&pg, &e).unwrap(), Some(version(1)), "{name}");
+        let split = s.get(&layout::entity(&e)).unwrap().unwrap().len();
+        assert!(split > shared + 150, "{name}: {shared} → {split}");
+        // Deleting what is left removes the entry.
+        let mut cp = st.checkpoint();
+        cp.delete_snapshot(&pg, &e);
+        st.commit(cp).unwrap();
+        assert_eq!(st.snapshot(&pg, &e).unwrap(), None, "{name}");
+        let again = s.get(&layout::entity(&e)).unwrap().unwrap().len();
+        assert!(
+            again <= shared + 2,
+            "{name}: shared again after the split: {again}"
         );
-        assert_eq!(FORMAT_VERSION, 2);
         st.verify().unwrap();
     }
 }

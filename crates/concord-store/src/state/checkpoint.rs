@@ -3,21 +3,86 @@
 use super::*;
 
 /// Writes collected for one atomic, durable checkpoint.
+///
+/// Changes to an entity's entry (head, snapshots, native keys) are collected per entity and
+/// folded into its stored entry when the checkpoint is committed ([`StateStore::commit`]); every
+/// other write is a plain batch entry.
 #[derive(Debug, Default)]
 pub struct Checkpoint {
     pub(super) batch: Batch,
+    pub(super) entities: BTreeMap<EntityId, EntityOps>,
+    /// Entity changes collected (for [`Checkpoint::len`]).
+    entity_ops: usize,
+}
+
+/// What a checkpoint changes in one entity entry (`None`: left as stored).
+#[derive(Debug, Default)]
+pub(super) struct EntityOps {
+    pub head: Option<Vec<u8>>,
+    pub systems: BTreeMap<String, SysOps>,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct SysOps {
+    /// `Some(None)`: removed.
+    pub native: Option<Option<String>>,
+    /// `Some(None)`: removed.
+    pub snapshot: Option<Option<Vec<u8>>>,
+}
+
+impl EntityOps {
+    /// Applies these changes to a stored entry.
+    pub fn apply_to(self, entry: &mut EntityEntry) {
+        if let Some(h) = self.head {
+            entry.head = Some(h);
+        }
+        for (name, ops) in self.systems {
+            let s = entry.systems.entry(name).or_default();
+            if let Some(n) = ops.native {
+                s.native = n;
+            }
+            if let Some(v) = ops.snapshot {
+                s.snapshot = v;
+            }
+        }
+    }
+    /// Folds later changes in (they win).
+    fn extend(&mut self, later: EntityOps) {
+        if later.head.is_some() {
+            self.head = later.head;
+        }
+        for (name, ops) in later.systems {
+            let s = self.systems.entry(name).or_default();
+            if ops.native.is_some() {
+                s.native = ops.native;
+            }
+            if ops.snapshot.is_some() {
+                s.snapshot = ops.snapshot;
+            }
+        }
+    }
 }
 
 impl Checkpoint {
+    fn sys_ops(&mut self, e: &EntityId, sys: &SystemId) -> &mut SysOps {
+        self.entity_ops += 1;
+        let ops = self.entities.entry(*e).or_default();
+        if !ops.systems.contains_key(sys.as_str()) {
+            ops.systems
+                .insert(sys.as_str().to_string(), SysOps::default());
+        }
+        ops.systems.get_mut(sys.as_str()).expect("just inserted")
+    }
     pub fn put_head(&mut self, e: &EntityId, v: &Version) {
         let mut buf = Vec::with_capacity(128);
         encode_version(v, &mut buf);
-        self.batch.put(layout::head(e), buf);
+        self.entity_ops += 1;
+        self.entities.entry(*e).or_default().head = Some(buf);
     }
     pub fn put_snapshot(&mut self, sys: &SystemId, e: &EntityId, v: &Version) {
         let mut buf = Vec::with_capacity(128);
         encode_version_with(v, false, &mut buf);
-        self.batch.put(layout::snapshot(sys, e), buf);
+        self.sys_ops(e, sys).snapshot = Some(Some(buf));
     }
     /// Records the version about to be written to `sys` (write-ahead), so that a read after a
     /// lost confirmation recognises it.
@@ -30,20 +95,18 @@ impl Checkpoint {
         self.batch.delete(layout::pending(sys, e));
     }
     pub fn delete_snapshot(&mut self, sys: &SystemId, e: &EntityId) {
-        self.batch.delete(layout::snapshot(sys, e));
+        self.sys_ops(e, sys).snapshot = Some(None);
     }
-    /// Records both directions of the cross-reference.
+    /// Records both directions of the cross-reference (native key → entity in the xref tree,
+    /// entity → native key in the entity entry).
     pub fn put_xref(&mut self, sys: &SystemId, native: &Key, e: &EntityId) {
         self.batch
             .put(layout::xref(sys, native.as_str()), e.0.to_vec());
-        self.batch.put(
-            layout::xref_rev(e, sys),
-            native.as_str().as_bytes().to_vec(),
-        );
+        self.sys_ops(e, sys).native = Some(Some(native.as_str().to_string()));
     }
     pub fn delete_xref(&mut self, sys: &SystemId, native: &Key, e: &EntityId) {
         self.batch.delete(layout::xref(sys, native.as_str()));
-        self.batch.delete(layout::xref_rev(e, sys));
+        self.sys_ops(e, sys).native = Some(None);
     }
     /// Puts (or, with `None`, removes) a record waiting in `job` for a referenced record.
     pub fn put_waiting(
@@ -137,11 +200,21 @@ impl Checkpoint {
     /// Appends another checkpoint's writes (applied after this one's).
     pub fn extend(&mut self, other: Checkpoint) {
         self.batch.ops.extend(other.batch.ops);
+        self.entity_ops += other.entity_ops;
+        for (e, ops) in other.entities {
+            match self.entities.entry(e) {
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert(ops);
+                }
+                std::collections::btree_map::Entry::Occupied(mut o) => o.get_mut().extend(ops),
+            }
+        }
     }
+    /// The writes collected (entity changes counted one by one).
     pub fn len(&self) -> usize {
-        self.batch.len()
+        self.batch.len() + self.entity_ops
     }
     pub fn is_empty(&self) -> bool {
-        self.batch.is_empty()
+        self.batch.is_empty() && self.entities.is_empty()
     }
 }

@@ -14,6 +14,9 @@ pub(super) const F_ORIGIN: u8 = 4;
 /// Per-field origins follow the origin: varint count, then per field (name order) varint
 /// length + name, varint length + system.
 pub(super) const F_FIELD_ORIGINS: u8 = 8;
+/// Only in a snapshot inside an entity entry (format 3): the content is the head's, not
+/// repeated (the snapshot's hash equals the head's).
+pub(super) const F_SHARED: u8 = 16;
 
 pub(super) fn corrupt(key: &[u8], reason: impl Into<String>) -> StoreError {
     StoreError::Corrupt {
@@ -86,6 +89,17 @@ pub(super) fn decode_version_parts<'a>(
     key: &[u8],
     b: &'a [u8],
 ) -> Result<(VersionMeta, &'a [u8]), StoreError> {
+    let (meta, content, _) = split_version(key, b, false)?;
+    Ok((meta, content))
+}
+
+/// Splits a version entry into its decoded meta and its content bytes; with `allow_shared`, a
+/// snapshot whose content is its head's (F_SHARED, no content bytes) is accepted, and said.
+pub(super) fn split_version<'a>(
+    key: &[u8],
+    b: &'a [u8],
+    allow_shared: bool,
+) -> Result<(VersionMeta, &'a [u8], bool), StoreError> {
     let Some((&ver, rest)) = b.split_first() else {
         return Err(corrupt(key, "empty value"));
     };
@@ -95,8 +109,18 @@ pub(super) fn decode_version_parts<'a>(
     let Some((&flags, mut rest)) = rest.split_first() else {
         return Err(corrupt(key, "truncated flags"));
     };
-    if flags & !(F_TOMB | F_MODSTAMP | F_ORIGIN | F_FIELD_ORIGINS) != 0 {
+    let known = F_TOMB | F_MODSTAMP | F_ORIGIN | F_FIELD_ORIGINS;
+    let known = if allow_shared {
+        known | F_SHARED
+    } else {
+        known
+    };
+    if flags & !known != 0 {
         return Err(corrupt(key, format!("unknown flags 0x{flags:02x}")));
+    }
+    let shared = flags & F_SHARED != 0;
+    if shared && flags & F_TOMB != 0 {
+        return Err(corrupt(key, "a tombstone cannot share the head's content"));
     }
     let hash = if flags & F_TOMB == 0 {
         if rest.len() < 32 {
@@ -159,9 +183,14 @@ pub(super) fn decode_version_parts<'a>(
             field_origins.insert(std::sync::Arc::from(name), sys);
         }
     }
-    let content = &rest[pos..];
+    let content = rest
+        .get(pos..)
+        .ok_or_else(|| corrupt(key, "truncated version"))?;
     if hash.is_none() && !content.is_empty() {
         return Err(corrupt(key, "tombstone with content"));
+    }
+    if shared && !content.is_empty() {
+        return Err(corrupt(key, "a shared snapshot with content of its own"));
     }
     Ok((
         VersionMeta {
@@ -172,6 +201,7 @@ pub(super) fn decode_version_parts<'a>(
             field_origins,
         },
         content,
+        shared,
     ))
 }
 
@@ -190,6 +220,17 @@ pub(crate) fn decode_version_with(
     names: &mut canonical::NameCache,
 ) -> Result<Version, StoreError> {
     let (meta, content) = decode_version_parts(key, b)?;
+    version_from(key, meta, content, verify_hash, names)
+}
+
+/// A version from its meta and content bytes (see [`decode_version_with`]).
+pub(super) fn version_from(
+    key: &[u8],
+    meta: VersionMeta,
+    content: &[u8],
+    verify_hash: bool,
+    names: &mut canonical::NameCache,
+) -> Result<Version, StoreError> {
     let content = match meta.hash {
         None => None,
         Some(h) => {
@@ -269,9 +310,8 @@ pub(super) fn decode_dots(k: &[u8], b: &[u8]) -> Result<(Version, FieldDots), St
 pub fn decode_any_entry(k: &[u8], v: &[u8]) -> Result<(), StoreError> {
     match Tree::of_key(k) {
         None => Err(corrupt(k, "key outside every tree")),
-        Some(Tree::Head) | Some(Tree::Snapshot) | Some(Tree::Pending) | Some(Tree::History) => {
-            decode_version(k, v).map(|_| ())
-        }
+        Some(Tree::Pending) | Some(Tree::History) => decode_version(k, v).map(|_| ()),
+        Some(Tree::Entity) => super::entity::verify_entity(k, v),
         Some(Tree::Outbox) => decode_entry::<OutboxEntry>(k, v).map(|_| ()),
         Some(Tree::Conflict) => decode_entry::<ConflictEntry>(k, v).map(|_| ()),
         Some(Tree::RunLog) => decode_entry::<RunLogEntry>(k, v).map(|_| ()),
@@ -282,9 +322,6 @@ pub fn decode_any_entry(k: &[u8], v: &[u8]) -> Result<(), StoreError> {
         Some(Tree::Dots) => decode_dots(k, v).map(|_| ()),
         Some(Tree::MatchRev) if v.len() != 32 => Err(corrupt(k, "match hash is not 32 bytes")),
         Some(Tree::Xref) if v.len() != 16 => Err(corrupt(k, "entity id is not 16 bytes")),
-        Some(Tree::XrefRev) if std::str::from_utf8(v).is_err() => {
-            Err(corrupt(k, "native key not UTF-8"))
-        }
         Some(Tree::Cursor) if v.first() != Some(&ENTRY_V1) => {
             Err(corrupt(k, "unknown entry version"))
         }

@@ -6,7 +6,9 @@
 
 mod checkpoint;
 mod encoding;
+mod entity;
 mod entries;
+mod migrate;
 
 pub use checkpoint::Checkpoint;
 pub(crate) use encoding::decode_version_with;
@@ -21,14 +23,16 @@ use concord_model::model::{
     canonical, ContentHash, EntityId, InstanceId, Key, SystemId, Timestamp, VectorClock, Version,
 };
 use encoding::*;
+use entity::{EntityEntry, EntityView};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The store format this build reads and writes. Version 2 added per-field origins to version
-/// entries (flag bit 3); a version 1 store is upgraded on open (its entries are valid version 2
-/// entries, so only the marker changes). A store of a later version is refused.
-pub const FORMAT_VERSION: u32 = 2;
+/// entries (flag bit 3); version 3 folds an entity's head, snapshots and reverse
+/// cross-references into one entity entry, a snapshot equal to the head sharing its content.
+/// Older stores are migrated on open (see `migrate.rs`); a store of a later version is refused.
+pub const FORMAT_VERSION: u32 = 3;
 /// The oldest store format this build opens (and upgrades).
 pub const OLDEST_FORMAT: u32 = 1;
 /// concord's state in a [`Store`].
@@ -40,6 +44,9 @@ pub struct StateStore {
     /// commits them with the read's checkpoint or drops them with a read that failed. Shared by
     /// the clones of one state.
     staged: Arc<std::sync::Mutex<StagedWaiting>>,
+    /// Held while a checkpoint's entity changes are folded into the stored entries and
+    /// applied: two commits touching one entity never lose each other's changes.
+    commit_lock: Arc<std::sync::Mutex<()>>,
 }
 
 type StagedWaiting = BTreeMap<(String, SystemId), BTreeMap<Key, Option<WaitingEntry>>>;
@@ -78,12 +85,11 @@ impl StateStore {
                         expected: instance.to_string(),
                     });
                 }
-                if found < FORMAT_VERSION {
-                    // 1 → 2: nothing to rewrite; the marker says an older build must not open it
-                    // (it would refuse the new entries as corrupt).
-                    let mut b = Batch::new();
-                    b.put(fkey, FORMAT_VERSION.to_be_bytes().to_vec());
-                    store.commit(b)?;
+                // 1 → 2 changed no entry (version 1 entries are valid version 2 entries); 2 → 3
+                // folds heads, snapshots and reverse cross-references into entity entries, in
+                // batches, resuming where a run that stopped left off.
+                if found < FORMAT_VERSION || migrate::in_progress(store.as_ref())? {
+                    migrate::to_3(store.as_ref(), migrate::BATCH)?;
                     tracing::info!(from = found, to = FORMAT_VERSION, "store format upgraded");
                 }
             }
@@ -109,6 +115,7 @@ impl StateStore {
             store,
             instance,
             staged: Default::default(),
+            commit_lock: Default::default(),
         })
     }
 
@@ -126,35 +133,100 @@ impl StateStore {
 
     /// Applies the checkpoint atomically and flushes it to disk before returning.
     pub fn commit(&self, cp: Checkpoint) -> Result<(), StoreError> {
-        if cp.is_empty() {
-            return Ok(());
-        }
-        self.store.commit(cp.batch)
+        self.write(cp, true)
     }
 
     /// Applies without flushing (for non-critical entries, e.g. retry counters).
     pub fn apply(&self, cp: Checkpoint) -> Result<(), StoreError> {
-        self.store.apply(cp.batch)
+        self.write(cp, false)
     }
 
-    fn get_version(&self, key: Vec<u8>) -> Result<Option<Version>, StoreError> {
+    /// Folds the checkpoint's entity changes into the stored entity entries and applies the
+    /// whole as one batch. A stored entry that does not decode fails the commit, naming it, and
+    /// nothing is written.
+    fn write(&self, cp: Checkpoint, durable: bool) -> Result<(), StoreError> {
+        if cp.is_empty() {
+            return Ok(());
+        }
+        let _guard = self.commit_lock.lock().expect("commit lock");
+        let mut batch = cp.batch;
+        for (e, ops) in cp.entities {
+            let key = layout::entity(&e);
+            let mut entry = match self.store.get(&key)? {
+                Some(b) => EntityEntry::decode(&key, &b)?,
+                None => EntityEntry::default(),
+            };
+            ops.apply_to(&mut entry);
+            match entry.encode(&key)? {
+                Some(b) => batch.put(key, b),
+                None => batch.delete(key),
+            }
+        }
+        if durable {
+            self.store.commit(batch)
+        } else {
+            self.store.apply(batch)
+        }
+    }
+
+    /// Calls `f` with the entity's stored entry (`None`: the entity has none).
+    fn with_entity<T>(
+        &self,
+        e: &EntityId,
+        f: impl FnOnce(&[u8], Option<&EntityView>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let key = layout::entity(e);
         match self.store.get(&key)? {
-            None => Ok(None),
-            Some(b) => decode_version(&key, &b).map(Some),
+            None => f(&key, None),
+            Some(b) => {
+                let view = EntityView::parse(&key, &b)?;
+                f(&key, Some(&view))
+            }
         }
     }
 
     pub fn head(&self, e: &EntityId) -> Result<Option<Version>, StoreError> {
-        self.get_version(layout::head(e))
+        self.with_entity(e, |key, view| match view {
+            None => Ok(None),
+            Some(v) => v.head_version(key, true, &mut canonical::NameCache::new()),
+        })
     }
 
     pub fn snapshot(&self, sys: &SystemId, e: &EntityId) -> Result<Option<Version>, StoreError> {
-        self.get_version(layout::snapshot(sys, e))
+        self.with_entity(e, |key, view| match view {
+            None => Ok(None),
+            Some(v) => v.snapshot(key, sys.as_str(), true, &mut canonical::NameCache::new()),
+        })
+    }
+
+    /// Calls `f` for each entity entry, in entity order, until it returns false; an entry that
+    /// does not decode stops the scan and is the error.
+    fn scan_entities(
+        &self,
+        mut f: impl FnMut(&[u8], EntityId, &EntityView) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut failure = None;
+        scan_prefix(self.raw(), &[Tree::Entity.prefix()], &mut |k, v| {
+            let step =
+                entity_of(k).and_then(|e| EntityView::parse(k, v).and_then(|view| f(k, e, &view)));
+            match step {
+                Ok(go) => go,
+                Err(e) => {
+                    failure = Some(e);
+                    false
+                }
+            }
+        })?;
+        failure.map_or(Ok(()), Err)
     }
 
     /// The version last sent to `sys` whose success is not yet confirmed.
     pub fn pending(&self, sys: &SystemId, e: &EntityId) -> Result<Option<Version>, StoreError> {
-        self.get_version(layout::pending(sys, e))
+        let key = layout::pending(sys, e);
+        match self.store.get(&key)? {
+            None => Ok(None),
+            Some(b) => decode_version(&key, &b).map(Some),
+        }
     }
 
     pub fn entity_for(&self, sys: &SystemId, native: &Key) -> Result<Option<EntityId>, StoreError> {
@@ -172,13 +244,12 @@ impl StateStore {
     }
 
     pub fn native_key(&self, e: &EntityId, sys: &SystemId) -> Result<Option<Key>, StoreError> {
-        let key = layout::xref_rev(e, sys);
-        match self.store.get(&key)? {
-            None => Ok(None),
-            Some(b) => Ok(Some(Key::new(
-                String::from_utf8(b).map_err(|_| corrupt(&key, "native key not UTF-8"))?,
-            ))),
-        }
+        self.with_entity(e, |_, view| {
+            Ok(view
+                .and_then(|v| v.system(sys.as_str()))
+                .and_then(|s| s.native)
+                .map(Key::new))
+        })
     }
 
     pub fn cursor(&self, job: &str, sys: &SystemId) -> Result<Option<Vec<u8>>, StoreError> {
@@ -360,11 +431,12 @@ impl StateStore {
         f: &mut dyn FnMut(EntityId, Version) -> bool,
     ) -> Result<(), StoreError> {
         let mut names = canonical::NameCache::new();
-        self.scan_decoded(
-            &layout::system_prefix(Tree::Snapshot, sys),
-            |k, v| Ok((entity_of(k)?, decode_version_with(k, v, false, &mut names)?)),
-            |(e, ver)| f(e, ver),
-        )
+        self.scan_entities(|k, e, view| {
+            match view.snapshot(k, sys.as_str(), false, &mut names)? {
+                Some(v) => Ok(f(e, v)),
+                None => Ok(true),
+            }
+        })
     }
 
     /// Writes sent to `sys` without confirmation that created nothing concord knows of yet
@@ -412,11 +484,10 @@ impl StateStore {
         sys: &SystemId,
         f: &mut dyn FnMut(EntityId, VersionMeta) -> bool,
     ) -> Result<(), StoreError> {
-        self.scan_decoded(
-            &layout::system_prefix(Tree::Snapshot, sys),
-            |k, v| Ok((entity_of(k)?, decode_version_parts(k, v)?.0)),
-            |(e, m)| f(e, m),
-        )
+        self.scan_entities(|k, e, view| match view.snapshot_meta(k, sys.as_str())? {
+            Some(m) => Ok(f(e, m)),
+            None => Ok(true),
+        })
     }
 
     /// The version of `e` last exchanged with a peer and its field dots.
@@ -457,28 +528,28 @@ impl StateStore {
         sys: &SystemId,
         f: &mut dyn FnMut(EntityId, Option<ContentHash>) -> bool,
     ) -> Result<(), StoreError> {
-        self.scan_decoded(
-            &layout::system_prefix(Tree::Snapshot, sys),
-            |k, v| {
-                let e = entity_of(k)?;
-                match v {
+        self.scan_entities(
+            |k, e, view| match view.system(sys.as_str()).and_then(|s| s.snapshot) {
+                None => Ok(true),
+                Some(snap) => match snap {
                     [ENTRY_V1, flags, rest @ ..]
-                        if flags & !(F_TOMB | F_MODSTAMP | F_ORIGIN | F_FIELD_ORIGINS) == 0 =>
+                        if flags
+                            & !(F_TOMB | F_MODSTAMP | F_ORIGIN | F_FIELD_ORIGINS | F_SHARED)
+                            == 0 =>
                     {
                         if flags & F_TOMB != 0 {
-                            Ok((e, None))
+                            Ok(f(e, None))
                         } else {
                             let h: [u8; 32] = rest
                                 .get(..32)
                                 .and_then(|h| h.try_into().ok())
                                 .ok_or_else(|| corrupt(k, "truncated hash"))?;
-                            Ok((e, Some(ContentHash(h))))
+                            Ok(f(e, Some(ContentHash(h))))
                         }
                     }
                     _ => Err(corrupt(k, "bad version entry header")),
-                }
+                },
             },
-            |(e, h)| f(e, h),
         )
     }
 
@@ -488,10 +559,11 @@ impl StateStore {
         f: &mut dyn FnMut(EntityId, Version) -> bool,
     ) -> Result<(), StoreError> {
         let mut names = canonical::NameCache::new();
-        self.scan_decoded(
-            &[Tree::Head.prefix()],
-            |k, v| Ok((entity_of(k)?, decode_version_with(k, v, false, &mut names)?)),
-            |(e, ver)| f(e, ver),
+        self.scan_entities(
+            |k, e, view| match view.head_version(k, false, &mut names)? {
+                Some(v) => Ok(f(e, v)),
+                None => Ok(true),
+            },
         )
     }
 
@@ -525,29 +597,16 @@ impl StateStore {
 
     /// Every cross-reference of an entity: (system, native key).
     pub fn xrefs_of(&self, e: &EntityId) -> Result<Vec<(SystemId, Key)>, StoreError> {
-        let prefix = layout::xref_rev_prefix(e);
-        let mut out = Vec::new();
-        let mut bad = None;
-        self.store.scan(&prefix, None, &mut |k, v| {
-            if !k.starts_with(&prefix) {
-                return false;
-            }
-            let sys = std::str::from_utf8(&k[prefix.len()..])
-                .ok()
-                .and_then(|s| SystemId::new(s).ok());
-            match (sys, std::str::from_utf8(v)) {
-                (Some(s), Ok(n)) => out.push((s, Key::new(n))),
-                _ => {
-                    bad = Some(k.to_vec());
-                    return false;
+        self.with_entity(e, |key, view| {
+            let mut out = Vec::new();
+            for s in view.map_or(&[][..], |v| &v.systems[..]) {
+                if let Some(n) = s.native {
+                    let sys = SystemId::new(s.name).map_err(|e| corrupt(key, e.to_string()))?;
+                    out.push((sys, Key::new(n)));
                 }
             }
-            true
-        })?;
-        match bad {
-            Some(k) => Err(corrupt(&k, "bad cross-reference")),
-            None => Ok(out),
-        }
+            Ok(out)
+        })
     }
 
     pub fn conflicts(&self) -> Result<Vec<ConflictEntry>, StoreError> {
@@ -571,4 +630,19 @@ impl StateStore {
         })?;
         Ok(n)
     }
+}
+
+#[cfg(test)]
+pub(crate) fn encode_version_for_snapshot(v: &Version, out: &mut Vec<u8>) {
+    encode_version_with(v, false, out)
+}
+
+#[cfg(test)]
+pub(crate) fn encode_entry_for_test<T: Serialize>(v: &T) -> Vec<u8> {
+    encode_entry(v)
+}
+
+#[cfg(test)]
+pub(crate) fn migrate_to_3_for_test(store: &dyn Store, batch: usize) -> Result<(), StoreError> {
+    migrate::to_3(store, batch)
 }
