@@ -241,3 +241,141 @@ async fn deletes_met_mid_read_wait_for_the_delete_guard_at_the_end_of_the_read()
     assert_eq!(got.len(), 17, "{got:?}");
     assert!(!got.contains_key(&key(0)) && (10..18).all(|i| got[&key(i)] == 2));
 }
+
+/// A store that counts the outbox marks written through it.
+struct CountingStore {
+    inner: Arc<dyn concord::store::Store>,
+    outbox_puts: AtomicU64,
+}
+
+impl concord::store::Store for CountingStore {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, concord::store::StoreError> {
+        self.inner.get(key)
+    }
+    fn scan(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), concord::store::StoreError> {
+        self.inner.scan(start, end, f)
+    }
+    fn apply(&self, batch: concord::store::Batch) -> Result<(), concord::store::StoreError> {
+        let marks = batch
+            .ops()
+            .iter()
+            .filter(|(k, v)| k.first() == Some(&b'o') && v.is_some())
+            .count();
+        self.outbox_puts.fetch_add(marks as u64, Ordering::SeqCst);
+        self.inner.apply(batch)
+    }
+    fn flush(&self) -> Result<(), concord::store::StoreError> {
+        self.inner.flush()
+    }
+}
+
+fn engine_on(store: Arc<dyn concord::store::Store>) -> Engine {
+    Engine::new(
+        concord::store::StateStore::open(store, concord::model::InstanceId::new("n1").unwrap())
+            .unwrap(),
+    )
+}
+
+/// A chunk flush writes a write-only target straight from its plan: the chunk's records are
+/// written and committed with it, no outbox mark stored for them; only the last flush (where
+/// the delete guard must see the whole pass before anything goes out) queues its marks.
+#[tokio::test]
+async fn chunk_flushes_write_a_write_only_target_without_storing_outbox_marks() {
+    let src = Feed::new();
+    let dst = Arc::new(MemorySystem::new(SystemId::new("dst").unwrap()));
+    let store = Arc::new(CountingStore {
+        inner: Arc::new(concord::store::MemoryStore::new()),
+        outbox_puts: AtomicU64::new(0),
+    });
+    let e = engine_on(store.clone());
+    let j = job(&src, &dst, 4);
+    // 14 records in pages of 2: chunks flushed after 4, 8 and 12 records, the last 2 at the end.
+    src.script(pages(14, 2, 1), None);
+    let r = e.sync(&j, None).await.unwrap();
+    assert_eq!(values(&dst).len(), 14);
+    assert_eq!(r.written.get("dst"), Some(&14), "{r:?}");
+    assert_eq!(
+        store.outbox_puts.load(Ordering::SeqCst),
+        2,
+        "only the last flush's records were marked"
+    );
+    assert_eq!(e.state().outbox_len(dst.system()).unwrap(), 0);
+    for i in 0..14 {
+        let ent = e
+            .state()
+            .entity_for(src.system(), &Key::new(key(i)))
+            .unwrap()
+            .unwrap();
+        let snap = e.state().snapshot(dst.system(), &ent).unwrap().unwrap();
+        assert_eq!(snap.hash, e.state().head(&ent).unwrap().unwrap().hash);
+        assert!(e.state().native_key(&ent, dst.system()).unwrap().is_some());
+    }
+}
+
+/// A target that fails part-way through a chunk's direct writes: what it did not take keeps
+/// its outbox mark (committed with the chunk's plan), and the next pass delivers it.
+#[tokio::test]
+async fn a_direct_write_that_fails_keeps_the_marks_of_what_was_not_written() {
+    let src = Feed::new();
+    let dst = Arc::new(MemorySystem::new(SystemId::new("dst").unwrap()));
+    let e = engine();
+    let j = job(&src, &dst, 6);
+    // The first write call (3 records of the first chunk) goes through, the second fails.
+    dst.fail_calls_after(1, 1);
+    src.script(pages(12, 2, 1), None);
+    let err = e.sync(&j, None).await.unwrap_err();
+    assert!(err.to_string().contains("dst"), "{err}");
+    assert_eq!(values(&dst).len(), 3);
+    // The other 3 of the chunk are queued, with the chunk's plan committed.
+    assert_eq!(e.state().outbox_len(dst.system()).unwrap(), 3);
+    src.script(pages(12, 2, 1), None);
+    let r = e.sync(&j, None).await.unwrap();
+    assert_eq!(values(&dst).len(), 12, "{r:?}");
+    assert_eq!(e.state().outbox_len(dst.system()).unwrap(), 0);
+}
+
+/// The store dies at every one of its operations in turn during a chunked pass whose chunks
+/// are written directly; after a restart, the next pass leaves the target holding every
+/// record with its latest value and nothing queued.
+#[tokio::test]
+async fn a_crash_anywhere_in_a_directly_written_pass_loses_nothing() {
+    use concord::store::{FaultKind, FaultStore};
+    let probe_store = Arc::new(FaultStore::new());
+    let probe_src = Feed::new();
+    let probe_dst = Arc::new(MemorySystem::new(SystemId::new("dst").unwrap()));
+    let pe = engine_on(probe_store.clone());
+    let before = probe_store.ops();
+    probe_src.script(pages(10, 2, 1), None);
+    pe.sync(&job(&probe_src, &probe_dst, 4), None)
+        .await
+        .unwrap();
+    let total = probe_store.ops() - before;
+    assert!(total > 10, "{total}");
+    for at in 1..=total {
+        let store = Arc::new(FaultStore::new());
+        let src = Feed::new();
+        let dst = Arc::new(MemorySystem::new(SystemId::new("dst").unwrap()));
+        let e = engine_on(store.clone());
+        let j = job(&src, &dst, 4);
+        store.arm(at, FaultKind::Crash);
+        src.script(pages(10, 2, 1), None);
+        assert!(
+            e.sync(&j, None).await.is_err(),
+            "the crash at op {at} fired"
+        );
+        store.restart();
+        let e = engine_on(store.clone());
+        // The source moved on meanwhile: every record's value is now 2.
+        src.script(pages(10, 2, 2), None);
+        e.sync(&j, None).await.unwrap();
+        let got = values(&dst);
+        assert_eq!(got.len(), 10, "crash at op {at}: {got:?}");
+        assert!(got.values().all(|v| *v == 2), "crash at op {at}: {got:?}");
+        assert_eq!(e.state().outbox_len(dst.system()).unwrap(), 0, "op {at}");
+    }
+}

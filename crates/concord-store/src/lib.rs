@@ -18,8 +18,8 @@ pub use memory::MemoryStore;
 pub use sled_store::SledStore;
 pub use state::{
     decode_any_entry, decode_version, encode_version, Checkpoint, ConflictEntry, ConflictSideEntry,
-    DigestEntry, MatchEntry, OutboxEntry, PeerEntry, RunLogEntry, StateStore, VersionMeta,
-    WaitingEntry, FORMAT_VERSION,
+    DigestEntry, EntityParts, MatchEntry, OutboxEntry, PeerEntry, RunLogEntry, StateStore,
+    VersionMeta, WaitingEntry, FORMAT_VERSION,
 };
 
 /// A set of writes applied atomically: all or none.

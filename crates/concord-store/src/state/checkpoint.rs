@@ -197,6 +197,33 @@ impl Checkpoint {
         self.batch
             .put(layout::runlog(r.started_ms, &r.job), encode_entry(r));
     }
+    /// Takes the outbox marks this checkpoint puts for `sys` out of it: (entity, entry).
+    pub fn take_outbox(
+        &mut self,
+        sys: &SystemId,
+    ) -> Result<Vec<(EntityId, OutboxEntry)>, StoreError> {
+        let prefix = layout::system_prefix(Tree::Outbox, sys);
+        let mut taken = Vec::new();
+        let mut kept = Vec::with_capacity(self.batch.ops.len());
+        for (k, v) in std::mem::take(&mut self.batch.ops) {
+            match v {
+                Some(v) if k.starts_with(&prefix) => taken.push((k, v)),
+                v => kept.push((k, v)),
+            }
+        }
+        self.batch.ops = kept;
+        taken
+            .into_iter()
+            .map(|(k, v)| Ok((entity_of(&k)?, decode_entry::<OutboxEntry>(&k, &v)?)))
+            .collect()
+    }
+    /// Whether this checkpoint writes or removes an entry of `tree` (entity changes aside).
+    pub fn touches(&self, tree: Tree) -> bool {
+        self.batch
+            .ops
+            .iter()
+            .any(|(k, _)| k.first() == Some(&tree.prefix()))
+    }
     /// Appends another checkpoint's writes (applied after this one's).
     pub fn extend(&mut self, other: Checkpoint) {
         self.batch.ops.extend(other.batch.ops);

@@ -49,6 +49,14 @@ pub struct StateStore {
     commit_lock: Arc<std::sync::Mutex<()>>,
 }
 
+/// What [`StateStore::entity_parts`] reads of an entity for one system.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EntityParts {
+    pub head: Option<Version>,
+    pub snapshot: Option<Version>,
+    pub native: Option<Key>,
+}
+
 type StagedWaiting = BTreeMap<(String, SystemId), BTreeMap<Key, Option<WaitingEntry>>>;
 
 const META_FORMAT: &str = "format";
@@ -196,6 +204,53 @@ impl StateStore {
         self.with_entity(e, |key, view| match view {
             None => Ok(None),
             Some(v) => v.snapshot(key, sys.as_str(), true, &mut canonical::NameCache::new()),
+        })
+    }
+
+    /// An entity's head, its snapshot in `sys` and its native key there, in one read, as they
+    /// are once `cp` is committed (what `cp` changes of the entity wins over the store).
+    pub fn entity_parts(
+        &self,
+        cp: Option<&Checkpoint>,
+        e: &EntityId,
+        sys: &SystemId,
+    ) -> Result<EntityParts, StoreError> {
+        let ops = cp.and_then(|cp| cp.entities.get(e));
+        let sys_ops = ops.and_then(|o| o.systems.get(sys.as_str()));
+        let key = layout::entity(e);
+        let mut names = canonical::NameCache::new();
+        let stored = self.store.get(&key)?;
+        let view = stored
+            .as_deref()
+            .map(|b| EntityView::parse(&key, b))
+            .transpose()?;
+        let head = match ops.and_then(|o| o.head.as_deref()) {
+            Some(h) => Some(decode_version_with(&key, h, false, &mut names)?),
+            None => match &view {
+                Some(v) => v.head_version(&key, true, &mut names)?,
+                None => None,
+            },
+        };
+        let snapshot = match sys_ops.and_then(|s| s.snapshot.as_ref()) {
+            Some(Some(b)) => Some(decode_version_with(&key, b, false, &mut names)?),
+            Some(None) => None,
+            None => match &view {
+                Some(v) => v.snapshot(&key, sys.as_str(), true, &mut names)?,
+                None => None,
+            },
+        };
+        let native = match sys_ops.and_then(|s| s.native.as_ref()) {
+            Some(n) => n.clone().map(Key::new),
+            None => view
+                .as_ref()
+                .and_then(|v| v.system(sys.as_str()))
+                .and_then(|s| s.native)
+                .map(Key::new),
+        };
+        Ok(EntityParts {
+            head,
+            snapshot,
+            native,
         })
     }
 

@@ -5,20 +5,23 @@ use super::*;
 
 impl Engine {
     /// Writes the outboxes of the active systems the job writes (only `only`'s entities when
-    /// given), skipping systems that failed in this pass — and, at a chunk boundary, the
-    /// system being read, and every delete (see [`Flush`]); returns, per system, the entities
+    /// given), skipping systems that failed in this pass, those `written` directly by this
+    /// flush ([`Engine::write_direct`]) — and, at a chunk boundary, the system being read, and
+    /// every delete (see [`Flush`]); returns, per system, the entities
     /// whose conditional update found them changed since they were read.
     pub(super) async fn write_systems(
         &self,
         pass: &mut Pass<'_>,
         only: Option<&BTreeSet<EntityId>>,
         flush: Flush<'_>,
+        written: &BTreeSet<SystemId>,
     ) -> Result<BTreeMap<SystemId, Vec<EntityId>>, EngineError> {
         let job = pass.job;
         let mut stale = BTreeMap::new();
         let hold_deletes = flush != Flush::Last;
         for conn in pass.active.iter().filter(|c| job.role(c.system()).write) {
             if pass.failed.contains(conn.system())
+                || written.contains(conn.system())
                 || matches!(flush, Flush::Chunk { reading } if reading == conn.system())
             {
                 continue;
@@ -92,6 +95,95 @@ impl Engine {
         Ok(observed)
     }
 
+    /// What one outbox mark of `entity` asks of `sys`, from the entity's head and what `sys`
+    /// holds (`parts`).
+    fn owed(
+        &self,
+        job: &SyncJob,
+        sys: &SystemId,
+        hold_deletes: bool,
+        entity: &EntityId,
+        parts: EntityParts,
+    ) -> Result<Owed, EngineError> {
+        // A system the job reads gets conditional, partial updates (what changed since its
+        // snapshot, if it still holds the snapshot there); a write-only target is kept equal to
+        // the head in every mapped field.
+        let conditional = job.role(sys).read;
+        let EntityParts {
+            head,
+            snapshot: snap,
+            native,
+        } = parts;
+        let Some(head) = head else {
+            return Ok(Owed::Settled);
+        };
+        let parked = self.parked(entity)?;
+        if parked.held {
+            // A record-level conflict waits for resolution: nothing goes out.
+            return Ok(Owed::Settled);
+        }
+        // What this system should hold: the head, minus parked fields (it keeps its own).
+        let keep = with_identity(&parked.fields, job.identity(sys));
+        let (content, hash) = target_for(&head, snap.as_ref(), &keep);
+        // Its modification time there is unknown until the system is read again (the head's
+        // is another system's clock: no precondition may be built on it).
+        let target = Version {
+            content,
+            hash,
+            clock: head.clock.clone(),
+            modstamp: None,
+            origin: head.origin.clone(),
+            field_origins: head.field_origins.clone(),
+        };
+        if snap.as_ref().and_then(|s| s.hash) == target.hash {
+            return Ok(Owed::Settled); // already holds it
+        }
+        // A system whose snapshot is a tombstone (or absent) has no record to update: writing
+        // there is a (re-)create.
+        let exists = snap.as_ref().is_some_and(|s| !s.is_tombstone());
+        let key = if exists { native } else { None };
+        if job.options.correlate && key.is_none() && target.content.is_some() {
+            // Correlate never creates a record in a system.
+            return Ok(Owed::Settled);
+        }
+        let base = snap
+            .as_ref()
+            .filter(|_| conditional)
+            .and_then(|s| s.content.clone().map(|c| (c, s.modstamp)));
+        let op = match (&target.content, key) {
+            (Some(f), key) => {
+                let fields = match &job.options.provenance_field {
+                    Some(pf) => Self::with_provenance(&head, f, pf),
+                    None => f.clone(),
+                };
+                match (key, base) {
+                    (Some(key), Some((b, modstamp))) => WriteOp::Update {
+                        entity: *entity,
+                        key,
+                        fields,
+                        base: WriteBase {
+                            fields: b,
+                            modstamp,
+                        },
+                    },
+                    (key, _) => WriteOp::Upsert {
+                        entity: *entity,
+                        key,
+                        fields,
+                    },
+                }
+            }
+            (None, Some(_)) if hold_deletes => return Ok(Owed::Held),
+            (None, Some(key)) => WriteOp::Delete {
+                entity: *entity,
+                key,
+            },
+            // Never existed there: nothing to delete.
+            (None, None) => return Ok(Owed::Tombstone(target)),
+        };
+        Ok(Owed::Write(op, target))
+    }
+
     /// Writes `conn`'s outbox (only `only`'s entities when given; deletes left marked with
     /// `hold_deletes`). Returns the entities whose conditional update found the record
     /// changed since it was read (left in the outbox).
@@ -108,9 +200,6 @@ impl Engine {
         if let Some(only) = only {
             pending.retain(|(e, _)| only.contains(e));
         }
-        // A system the job reads gets conditional, partial updates (what changed since its
-        // snapshot, if it still holds the snapshot there); a write-only target is kept equal to
-        // the head in every mapped field.
         let conditional = job.role(&sys).read;
         let mut stale = Vec::new();
         for chunk in pending.chunks(job.batch_size.max(1)) {
@@ -118,89 +207,19 @@ impl Engine {
             let mut ops = Vec::new();
             let mut heads = Vec::new();
             for (entity, entry) in chunk {
-                let head = self.state.head(entity)?;
-                let snap = self.state.snapshot(&sys, entity)?;
-                let Some(head) = head else {
-                    cp.outbox_remove(&sys, entity);
-                    continue;
-                };
-                let parked = self.parked(entity)?;
-                if parked.held {
-                    // A record-level conflict waits for resolution: nothing goes out.
-                    cp.outbox_remove(&sys, entity);
-                    continue;
-                }
-                // What this system should hold: the head, minus parked fields (it keeps its own).
-                let keep = with_identity(&parked.fields, job.identity(&sys));
-                let (content, hash) = target_for(&head, snap.as_ref(), &keep);
-                // Its modification time there is unknown until the system is read again (the
-                // head's is another system's clock: no precondition may be built on it).
-                let target = Version {
-                    content,
-                    hash,
-                    clock: head.clock.clone(),
-                    modstamp: None,
-                    origin: head.origin.clone(),
-                    field_origins: head.field_origins.clone(),
-                };
-                if snap.as_ref().and_then(|s| s.hash) == target.hash {
-                    cp.outbox_remove(&sys, entity); // already holds it
-                    continue;
-                }
-                // A system whose snapshot is a tombstone (or absent) has no record to update:
-                // writing there is a (re-)create.
-                let exists = snap.as_ref().is_some_and(|s| !s.is_tombstone());
-                let key = if exists {
-                    self.state.native_key(entity, &sys)?
-                } else {
-                    None
-                };
-                if job.options.correlate && key.is_none() && target.content.is_some() {
-                    // Correlate never creates a record in a system.
-                    cp.outbox_remove(&sys, entity);
-                    continue;
-                }
-                let base = snap
-                    .as_ref()
-                    .filter(|_| conditional)
-                    .and_then(|s| s.content.clone().map(|c| (c, s.modstamp)));
-                let op = match (&target.content, key) {
-                    (Some(f), key) => {
-                        let fields = match &job.options.provenance_field {
-                            Some(pf) => Self::with_provenance(&head, f, pf),
-                            None => f.clone(),
-                        };
-                        match (key, base) {
-                            (Some(key), Some((b, modstamp))) => WriteOp::Update {
-                                entity: *entity,
-                                key,
-                                fields,
-                                base: WriteBase {
-                                    fields: b,
-                                    modstamp,
-                                },
-                            },
-                            (key, _) => WriteOp::Upsert {
-                                entity: *entity,
-                                key,
-                                fields,
-                            },
-                        }
-                    }
-                    (None, Some(_)) if hold_deletes => continue, // the mark waits
-                    (None, Some(key)) => WriteOp::Delete {
-                        entity: *entity,
-                        key,
-                    },
-                    (None, None) => {
-                        // Never existed there: nothing to delete.
+                let parts = self.state.entity_parts(None, entity, &sys)?;
+                match self.owed(job, &sys, hold_deletes, entity, parts)? {
+                    Owed::Settled => cp.outbox_remove(&sys, entity),
+                    Owed::Held => {} // the mark waits
+                    Owed::Tombstone(target) => {
                         cp.put_snapshot(&sys, entity, &target);
                         cp.outbox_remove(&sys, entity);
-                        continue;
                     }
-                };
-                ops.push(op);
-                heads.push((*entity, target, entry.clone()));
+                    Owed::Write(op, target) => {
+                        ops.push(op);
+                        heads.push((*entity, target, entry.clone()));
+                    }
+                }
             }
             if !ops.is_empty() {
                 // Write-ahead: record what is about to be sent, durably, before sending it —
@@ -217,76 +236,188 @@ impl Engine {
                     self.state.commit(ahead)?;
                 }
                 let results = conn.write(ops).await?;
-                if results.len() != heads.len() {
-                    return Err(EngineError::Config {
-                        job: job.name.clone(),
-                        message: format!(
-                            "system '{sys}' answered {} results for {} writes",
-                            results.len(),
-                            heads.len()
-                        ),
-                    });
-                }
+                check_results(job, &sys, results.len(), heads.len())?;
+                let how = Settle {
+                    write_ahead,
+                    marked: true,
+                };
                 for ((entity, head, entry), res) in heads.into_iter().zip(results) {
-                    match res {
-                        WriteResult::Ok { key } => {
-                            cp.put_xref(&sys, &key, &entity);
-                            cp.put_snapshot(&sys, &entity, &head);
-                            if write_ahead {
-                                cp.delete_pending(&sys, &entity);
-                            }
-                            cp.outbox_remove(&sys, &entity);
-                            *report.written.entry(sys.to_string()).or_default() += 1;
-                        }
-                        WriteResult::Err {
-                            kind: WriteErrorKind::NotFound,
-                            ..
-                        } => {
-                            // Deleted behind our back: the next read reports the delete, and
-                            // the delete rule decides. Nothing to retry.
-                            cp.outbox_remove(&sys, &entity);
-                        }
-                        WriteResult::Err {
-                            kind: WriteErrorKind::Stale,
-                            message,
-                        } => {
-                            // Changed since it was read: nothing was written; it is read again
-                            // and merged (the entry stays until then).
-                            tracing::info!(system = %sys, entity = %entity, %message, "record changed since it was read; reading it again to merge");
-                            cp.delete_pending(&sys, &entity);
-                            cp.outbox_put(
-                                &sys,
-                                &entity,
-                                &OutboxEntry {
-                                    last_error: Some(message),
-                                    ..entry
-                                },
-                            );
-                            stale.push(entity);
-                        }
-                        WriteResult::Err { kind, message } => {
-                            report.failed += 1;
-                            tracing::warn!(system = %sys, entity = %entity, ?kind, %message, "write failed; kept in the outbox");
-                            if matches!(kind, WriteErrorKind::Rejected | WriteErrorKind::NotApplied)
-                            {
-                                // Certainly not written: no create to look for.
-                                cp.delete_pending(&sys, &entity);
-                            }
-                            cp.outbox_put(
-                                &sys,
-                                &entity,
-                                &OutboxEntry {
-                                    enqueued_ms: entry.enqueued_ms,
-                                    attempts: entry.attempts.saturating_add(1),
-                                    last_error: Some(message),
-                                },
-                            );
-                        }
+                    if let Some(e) = how.settle(&mut cp, &sys, entity, &head, entry, res, report) {
+                        stale.push(e);
                     }
                 }
             }
             self.state.commit(cp)?;
         }
         Ok(stale)
+    }
+
+    /// Writes what the plan in `cp` marked for `conn` straight from `cp`, whose commit then
+    /// records the plan and the outcome at once: no outbox mark is stored for a record written
+    /// here, and one store write carries its entity. Only for a chunk flush (its deletes are
+    /// held: their marks stay in `cp`), and for a write-only target whose creates are
+    /// idempotent with nothing queued in its outbox: a crash before `cp` commits loses the
+    /// chunk's plan with it, and the next pass reads the chunk again from the old cursor and
+    /// sends the same writes again. A write that failed keeps its mark in `cp`. On an error,
+    /// every mark not settled is back in `cp`, which the caller commits.
+    pub(super) async fn write_direct(
+        &self,
+        job: &SyncJob,
+        conn: &dyn Connector,
+        cp: &mut Checkpoint,
+        report: &mut SyncReport,
+    ) -> Result<(), EngineError> {
+        let sys = conn.system().clone();
+        let mut queue = Vec::new();
+        for (entity, entry) in cp.take_outbox(&sys)? {
+            let parts = self.state.entity_parts(Some(cp), &entity, &sys)?;
+            match self.owed(job, &sys, true, &entity, parts)? {
+                Owed::Settled => {}
+                Owed::Held => cp.outbox_put(&sys, &entity, &entry),
+                Owed::Tombstone(target) => cp.put_snapshot(&sys, &entity, &target),
+                Owed::Write(op, target) => queue.push((op, (entity, target, entry))),
+            }
+        }
+        let how = Settle {
+            write_ahead: false,
+            marked: false,
+        };
+        let mut queue = queue.into_iter();
+        loop {
+            let (ops, heads): (Vec<_>, Vec<_>) = queue.by_ref().take(job.batch_size.max(1)).unzip();
+            if ops.is_empty() {
+                return Ok(());
+            }
+            let results = match conn.write(ops).await {
+                Ok(r) => check_results(job, &sys, r.len(), heads.len()).map(|()| r),
+                Err(e) => Err(e.into()),
+            };
+            let results = match results {
+                Ok(r) => r,
+                Err(e) => {
+                    // Nothing of this batch or after it is known written: the marks stay.
+                    for (entity, _, entry) in heads.into_iter().chain(queue.map(|(_, h)| h)) {
+                        cp.outbox_put(&sys, &entity, &entry);
+                    }
+                    return Err(e);
+                }
+            };
+            for ((entity, head, entry), res) in heads.into_iter().zip(results) {
+                // (A write-only target's writes are not conditional: never stale.)
+                let _ = how.settle(cp, &sys, entity, &head, entry, res, report);
+            }
+        }
+    }
+}
+
+/// What one outbox mark asks of a system (see [`Engine::owed`]).
+enum Owed {
+    /// Nothing to send: the mark goes.
+    Settled,
+    /// A delete held until the pass's last flush: the mark stays.
+    Held,
+    /// Nothing existed there to delete: the snapshot records the tombstone, the mark goes.
+    Tombstone(Version),
+    /// This write, and the version the system holds once it succeeds.
+    Write(WriteOp, Version),
+}
+
+fn check_results(
+    job: &SyncJob,
+    sys: &SystemId,
+    got: usize,
+    sent: usize,
+) -> Result<(), EngineError> {
+    if got == sent {
+        return Ok(());
+    }
+    Err(EngineError::Config {
+        job: job.name.clone(),
+        message: format!("system '{sys}' answered {got} results for {sent} writes"),
+    })
+}
+
+/// How a write's outcome is recorded: whether a write-ahead `pending` entry was stored, and
+/// whether the record's outbox mark is in the store (else only in the checkpoint).
+struct Settle {
+    write_ahead: bool,
+    marked: bool,
+}
+
+impl Settle {
+    /// Records one write's outcome in `cp`; returns the entity when the system answered that
+    /// the record changed since it was read (its mark stays, to be read again and merged).
+    #[allow(clippy::too_many_arguments)]
+    fn settle(
+        &self,
+        cp: &mut Checkpoint,
+        sys: &SystemId,
+        entity: EntityId,
+        head: &Version,
+        entry: OutboxEntry,
+        res: WriteResult,
+        report: &mut SyncReport,
+    ) -> Option<EntityId> {
+        match res {
+            WriteResult::Ok { key } => {
+                cp.put_xref(sys, &key, &entity);
+                cp.put_snapshot(sys, &entity, head);
+                if self.write_ahead {
+                    cp.delete_pending(sys, &entity);
+                }
+                if self.marked {
+                    cp.outbox_remove(sys, &entity);
+                }
+                *report.written.entry(sys.to_string()).or_default() += 1;
+                None
+            }
+            WriteResult::Err {
+                kind: WriteErrorKind::NotFound,
+                ..
+            } => {
+                // Deleted behind our back: the next read reports the delete, and the delete
+                // rule decides. Nothing to retry.
+                if self.marked {
+                    cp.outbox_remove(sys, &entity);
+                }
+                None
+            }
+            WriteResult::Err {
+                kind: WriteErrorKind::Stale,
+                message,
+            } => {
+                // Changed since it was read: nothing was written; it is read again and merged
+                // (the entry stays until then).
+                tracing::info!(system = %sys, entity = %entity, %message, "record changed since it was read; reading it again to merge");
+                cp.delete_pending(sys, &entity);
+                cp.outbox_put(
+                    sys,
+                    &entity,
+                    &OutboxEntry {
+                        last_error: Some(message),
+                        ..entry
+                    },
+                );
+                Some(entity)
+            }
+            WriteResult::Err { kind, message } => {
+                report.failed += 1;
+                tracing::warn!(system = %sys, entity = %entity, ?kind, %message, "write failed; kept in the outbox");
+                if matches!(kind, WriteErrorKind::Rejected | WriteErrorKind::NotApplied) {
+                    // Certainly not written: no create to look for.
+                    cp.delete_pending(sys, &entity);
+                }
+                cp.outbox_put(
+                    sys,
+                    &entity,
+                    &OutboxEntry {
+                        enqueued_ms: entry.enqueued_ms,
+                        attempts: entry.attempts.saturating_add(1),
+                        last_error: Some(message),
+                    },
+                );
+                None
+            }
+        }
     }
 }

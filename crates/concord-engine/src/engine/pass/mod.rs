@@ -28,7 +28,8 @@ use concord_model::model::{
 };
 use concord_model::model::{Fields, Key, Value};
 use concord_store::{
-    Checkpoint, ConflictEntry, ConflictSideEntry, MatchEntry, OutboxEntry, RunLogEntry, StateStore,
+    Checkpoint, ConflictEntry, ConflictSideEntry, EntityParts, MatchEntry, OutboxEntry,
+    RunLogEntry, StateStore, Tree,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc as StdArc;
@@ -422,8 +423,22 @@ impl Engine {
         let last = flush == Flush::Last;
         // 2. Plan each touched entity.
         let observed = std::mem::take(&mut pass.observed);
-        let marks =
-            self.plan_observed(job, &pass.all, &observed, &mut pass.cp, &mut pass.report)?;
+        // Targets this chunk's writes go to straight from its plan (see `write_direct`): its
+        // plan is then committed whole, with their outcome.
+        let direct = if last || job.options.dry_run {
+            Vec::new()
+        } else {
+            self.direct_targets(pass)?
+        };
+        let slice = direct.is_empty();
+        let marks = self.plan_observed(
+            job,
+            &pass.all,
+            &observed,
+            &mut pass.cp,
+            &mut pass.report,
+            slice,
+        )?;
         drop(observed);
         for (sys, m) in marks {
             pass.marks.entry(sys).or_default().add(m);
@@ -451,6 +466,39 @@ impl Engine {
         let mut cp = std::mem::take(&mut pass.cp);
         if last {
             cp.extend(std::mem::take(&mut pass.cursors));
+        }
+        // A plan that parks or settles a conflict goes the usual way: the writes must see the
+        // conflict in the store.
+        let mut written = BTreeSet::new();
+        if !direct.is_empty() && !cp.touches(Tree::Conflict) {
+            if !pass.linked {
+                self.link_lost_creates_unread(pass).await?;
+                pass.linked = true;
+            }
+            for conn in direct {
+                if pass.failed.contains(conn.system()) {
+                    continue;
+                }
+                match self
+                    .write_direct(job, conn.as_ref(), &mut cp, &mut pass.report)
+                    .await
+                {
+                    Ok(()) => {
+                        written.insert(conn.system().clone());
+                    }
+                    Err(EngineError::Connector(e)) if job.options.isolate_failures => {
+                        tracing::warn!(system = %conn.system(), error = %e, "writes failed; kept in the outbox, the other systems go on");
+                        pass.failed.insert(conn.system().clone());
+                        pass.report
+                            .errors
+                            .insert(conn.system().to_string(), e.to_string());
+                    }
+                    Err(e) => {
+                        self.state.commit(cp)?;
+                        return Err(e);
+                    }
+                }
+            }
         }
         self.state.commit(cp)?;
 
@@ -480,7 +528,7 @@ impl Engine {
             self.link_lost_creates_unread(pass).await?;
             pass.linked = true;
         }
-        let mut stale = self.write_systems(pass, None, flush).await?;
+        let mut stale = self.write_systems(pass, None, flush, &written).await?;
 
         // 6. Records that changed in a system between its read and the write (the write found
         //    them `Stale` and left them alone) are read again, merged with what the pass
@@ -492,10 +540,12 @@ impl Engine {
             let observed = self.reread(pass, &stale).await?;
             let mut cp = self.state.checkpoint();
             // (A re-read finds at most the records that went stale: the guard was passed.)
-            self.plan_observed(job, &pass.all, &observed, &mut cp, &mut pass.report)?;
+            self.plan_observed(job, &pass.all, &observed, &mut cp, &mut pass.report, true)?;
             self.state.commit(cp)?;
             let touched: BTreeSet<EntityId> = observed.keys().copied().collect();
-            stale = self.write_systems(pass, Some(&touched), flush).await?;
+            stale = self
+                .write_systems(pass, Some(&touched), flush, &BTreeSet::new())
+                .await?;
         }
         for (sys, entities) in &stale {
             tracing::warn!(system = %sys, records = entities.len(), "records kept changing under the writes; left in the outbox for the next pass");
@@ -552,6 +602,33 @@ impl Engine {
 
     /// A system written but not read in this pass that may hold records from creates whose
     /// answer was lost is looked through first, so they are linked instead of created twice.
+    /// The systems a chunk flush writes straight from its plan ([`Engine::write_direct`]):
+    /// write-only targets whose creates are idempotent, that did not fail in this pass, with
+    /// nothing queued in their outbox (no earlier mark the direct writes would have to clear).
+    fn direct_targets<'j>(
+        &self,
+        pass: &Pass<'j>,
+    ) -> Result<Vec<&'j Arc<dyn Connector>>, EngineError> {
+        let job = pass.job;
+        let mut out = Vec::new();
+        for conn in &pass.active {
+            let sys = conn.system();
+            let role = job.role(sys);
+            if !role.write
+                || role.read
+                || !conn.creates_idempotent()
+                || pass.failed.contains(sys)
+                || pass.report.errors.contains_key(sys.as_str())
+            {
+                continue;
+            }
+            if self.state.outbox(sys, 1)?.is_empty() {
+                out.push(*conn);
+            }
+        }
+        Ok(out)
+    }
+
     async fn link_lost_creates_unread(&self, pass: &mut Pass<'_>) -> Result<(), EngineError> {
         let job = pass.job;
         for conn in pass.active.iter().filter(|c| job.role(c.system()).write) {

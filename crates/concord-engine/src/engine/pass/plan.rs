@@ -5,8 +5,8 @@
 use super::*;
 
 impl Engine {
-    /// Plans every observed entity into `cp` (committing it as it grows); a dry run counts the
-    /// writes instead.
+    /// Plans every observed entity into `cp` (with `slice`, committing it as it grows); a dry
+    /// run counts the writes instead.
     pub(super) fn plan_observed(
         &self,
         job: &SyncJob,
@@ -14,6 +14,7 @@ impl Engine {
         observed: &BTreeMap<EntityId, BTreeMap<SystemId, Observation>>,
         cp: &mut Checkpoint,
         report: &mut SyncReport,
+        slice: bool,
     ) -> Result<BTreeMap<SystemId, Marks>, EngineError> {
         let mut marks: BTreeMap<SystemId, Marks> = BTreeMap::new();
         let dry = job.options.dry_run;
@@ -129,7 +130,7 @@ impl Engine {
                     },
                 );
             }
-            if cp.len() >= job.batch_size.max(1) * 4 {
+            if slice && cp.len() >= job.batch_size.max(1) * 4 {
                 self.state.commit(std::mem::take(cp))?;
             }
         }
