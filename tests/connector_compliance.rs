@@ -104,6 +104,10 @@ macro_rules! sql_suite {
                 composite_keys($kind).await
             }
             #[tokio::test]
+            async fn large_batches_of_updates_and_deletes() {
+                compliance::large_batches_of_updates_and_deletes($kind).await
+            }
+            #[tokio::test]
             async fn every_type_round_trips() {
                 types_round_trip($kind).await
             }

@@ -1047,3 +1047,119 @@ pub async fn composite_keys(kind: Kind) {
         .unwrap();
     s.drop().await;
 }
+
+/// Updates by key and deletes in batches larger than one statement holds (1 203 rows, a
+/// composite key): every row updated, a key updated twice in one batch keeps the later value,
+/// keys that do not exist answer `NotFound` and create nothing, deletes remove exactly theirs.
+pub async fn large_batches_of_updates_and_deletes(kind: Kind) {
+    let Some(s) = Table::new(kind, "bulkupd").await else {
+        return;
+    };
+    let t = format!("{}_lines", s.table);
+    let ddl = match kind {
+        Kind::Postgres => format!("CREATE TABLE {t} (order_id int4, line int2, sku varchar(20), qty int4 NOT NULL, PRIMARY KEY (order_id, line))"),
+        Kind::MariaDb => format!("CREATE TABLE {t} (order_id INT, line SMALLINT, sku VARCHAR(20), qty INT NOT NULL, PRIMARY KEY (order_id, line))"),
+        _ => format!("CREATE TABLE {t} (order_id INTEGER, line INTEGER, sku TEXT, qty INTEGER NOT NULL, PRIMARY KEY (order_id, line))"),
+    };
+    s.pool().execute(&ddl, &[]).await.unwrap();
+    let mut cfg = s.config(CaptureMode::Scan, 500);
+    cfg.table = t.clone();
+    cfg.key = vec!["order_id".into(), "line".into()];
+    let sys = SystemId::new("erp").unwrap();
+    let c = SqlConnector::connect(sys.clone(), cfg).await.unwrap();
+    let line = |i: i64, q: i64| {
+        Fields::new()
+            .with("order_id", 10_000 + i / 7)
+            .with("line", i % 7)
+            .with("sku", format!("S{i}"))
+            .with("qty", q)
+    };
+    let key = |i: i64| Key::composite(&[&(10_000 + i / 7).to_string(), &(i % 7).to_string()]);
+    let n = 1_203;
+    let creates: Vec<WriteOp> = (0..n)
+        .map(|i| WriteOp::Upsert {
+            entity: EntityId::derive(&sys, &i.to_string()),
+            key: None,
+            fields: line(i, 1),
+        })
+        .collect();
+    let res = c.write(creates).await.unwrap();
+    assert!(
+        res.iter().all(|r| matches!(r, WriteResult::Ok { .. })),
+        "{kind:?}"
+    );
+    let mut ops: Vec<WriteOp> = (0..n)
+        .map(|i| WriteOp::Upsert {
+            entity: EntityId::derive(&sys, &i.to_string()),
+            key: Some(key(i)),
+            fields: line(i, i + 2),
+        })
+        .collect();
+    // The same row twice: the later op wins.
+    ops.push(WriteOp::Upsert {
+        entity: EntityId::derive(&sys, "5"),
+        key: Some(key(5)),
+        fields: line(5, 555),
+    });
+    for ghost in [n + 10, n + 11] {
+        ops.push(WriteOp::Upsert {
+            entity: EntityId::derive(&sys, &ghost.to_string()),
+            key: Some(key(ghost)),
+            fields: line(ghost, 9),
+        });
+    }
+    let res = c.write(ops).await.unwrap();
+    assert_eq!(res.len(), n as usize + 3);
+    assert!(
+        res[..n as usize + 1]
+            .iter()
+            .all(|r| matches!(r, WriteResult::Ok { .. })),
+        "{kind:?}"
+    );
+    for r in &res[n as usize + 1..] {
+        assert!(
+            matches!(
+                r,
+                WriteResult::Err {
+                    kind: concord::connector::WriteErrorKind::NotFound,
+                    ..
+                }
+            ),
+            "{kind:?}: {r:?}"
+        );
+    }
+    let rows = read_all(&c).await;
+    assert_eq!(
+        rows.len(),
+        n as usize,
+        "{kind:?}: the NotFound updates created nothing"
+    );
+    let qty: std::collections::BTreeMap<Key, Value> = rows
+        .iter()
+        .map(|(k, f)| (k.clone(), f.get("qty").cloned().unwrap()))
+        .collect();
+    for i in 0..n {
+        let want = if i == 5 { 555 } else { i + 2 };
+        assert_eq!(qty[&key(i)], Value::Int(want), "{kind:?}: row {i}");
+    }
+    let dels: Vec<WriteOp> = (0..700)
+        .chain([n + 20])
+        .map(|i| WriteOp::Delete {
+            entity: EntityId::derive(&sys, &i.to_string()),
+            key: key(i),
+        })
+        .collect();
+    let res = c.write(dels).await.unwrap();
+    assert!(
+        res.iter().all(|r| matches!(r, WriteResult::Ok { .. })),
+        "{kind:?}"
+    );
+    let rows = read_all(&c).await;
+    assert_eq!(rows.len(), n as usize - 700, "{kind:?}");
+    assert!(rows.iter().all(|(k, _)| (700..n).any(|i| key(i) == *k)));
+    s.pool()
+        .execute(&format!("DROP TABLE IF EXISTS {t}"), &[])
+        .await
+        .unwrap();
+    s.drop().await;
+}

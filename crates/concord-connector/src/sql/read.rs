@@ -278,9 +278,25 @@ impl SqlConnector {
         suffix: &str,
     ) -> Result<(String, Vec<client::Param>, Vec<concord_model::model::Key>), ConnectorError> {
         let d = self.dialect();
-        let kc: Vec<&Column> = self.key.iter().collect();
         let mut list: Vec<String> = self.columns.iter().map(|c| select_expr(d, c)).collect();
         list.extend(extra.iter().map(|(e, _)| e.clone()));
+        let (cond, params, wanted) = self.key_condition(keys)?;
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {cond}{suffix}",
+            list.join(", "),
+            self.table_ref(),
+        );
+        Ok((sql, params, wanted))
+    }
+
+    /// `(key = … AND …) OR …` for these keys (as key-part strings), its parameters, and the
+    /// keys as rows carry them.
+    pub(crate) fn key_condition(
+        &self,
+        keys: &[Vec<String>],
+    ) -> Result<(String, Vec<client::Param>, Vec<concord_model::model::Key>), ConnectorError> {
+        let d = self.dialect();
+        let kc: Vec<&Column> = self.key.iter().collect();
         let mut params = Vec::new();
         let mut ors = Vec::new();
         let mut wanted = Vec::new();
@@ -303,13 +319,7 @@ impl SqlConnector {
             wanted.push(row_key(&f, &kc).map_err(|e| self.bad(e))?);
             ors.push(format!("({})", ands.join(" AND ")));
         }
-        let sql = format!(
-            "SELECT {} FROM {} WHERE {}{suffix}",
-            list.join(", "),
-            self.table_ref(),
-            ors.join(" OR ")
-        );
-        Ok((sql, params, wanted))
+        Ok((ors.join(" OR "), params, wanted))
     }
 
     pub(super) async fn read_column(&self, cursor: Cursor) -> Result<ReadPage, ConnectorError> {

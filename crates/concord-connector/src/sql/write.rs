@@ -1,5 +1,8 @@
 //! Writing: batched idempotent creates (INSERT … ON CONFLICT / ON DUPLICATE KEY), updates that
 //! report a vanished row, and deletes; one transaction per batch, every value a bound parameter.
+//! Creates, whole-row updates and deletes go out as multi-row statements (no round trip per
+//! record on a server database); conditional partial updates are checked in one locking read
+//! and written row by row (each row its own set of columns).
 
 use super::client::{Column, Dialect, Param};
 use super::decode::{param_for, placeholder, row_key};
@@ -233,6 +236,78 @@ impl From<sqlx::Error> for BatchError {
     }
 }
 
+/// Whole-row updates of rows that must exist (`Upsert` with a key), on a server database: the
+/// rows are looked up and locked in one read per slice (`FOR UPDATE`: no delete can slip in
+/// before the write), a key not found answers `NotFound`, and the rows found are written in
+/// multi-row `INSERT … ON CONFLICT DO UPDATE` / `ON DUPLICATE KEY UPDATE` statements — which,
+/// for a row that exists and is locked, is an update of every mapped column.
+async fn update_rows(
+    conn: &SqlConnector,
+    tx: &mut super::client::Tx,
+    updates: Vec<(usize, Key, Vec<Param>)>,
+    results: &mut [Option<WriteResult>],
+) -> Result<(), BatchError> {
+    let d = conn.dialect();
+    let table = conn.table_ref();
+    let cols = conn.columns();
+    let key_names: Vec<String> = conn.key_cols().iter().map(|c| c.name.clone()).collect();
+    let key_cols: Vec<&Column> = conn.key_cols().iter().collect();
+    let per_stmt = (d.max_params() / cols.len().max(1)).clamp(1, 1000);
+    let per_select = conn.keys_per_select().min(per_stmt);
+    for chunk in updates.chunks(per_select) {
+        let parts: Vec<Vec<String>> = chunk.iter().map(|(_, k, _)| k.parts()).collect();
+        let (cond, ps, _) = conn.key_condition(&parts).map_err(BatchError::Other)?;
+        let names: Vec<String> = key_cols
+            .iter()
+            .map(|c| super::decode::select_expr(d, c))
+            .collect();
+        let sql = format!(
+            "SELECT {} FROM {table} WHERE {cond} FOR UPDATE",
+            names.join(", ")
+        );
+        let rows = tx.fetch(&sql, &ps).await?;
+        let key_only: Vec<Column> = key_cols.iter().map(|c| (*c).clone()).collect();
+        let found = super::decode::decode(&rows, &key_only, conn.offset())
+            .map_err(|e| BatchError::Other(conn.bad(e)))?;
+        let mut present = HashSet::new();
+        for f in found {
+            present.insert(row_key(&f, &key_cols).map_err(|e| BatchError::Other(conn.bad(e)))?);
+        }
+        // Rows found, in groups that hold each key once (a statement may not touch a row twice;
+        // a later op on the same key goes in a later statement, so it wins).
+        let mut groups: Vec<Vec<&(usize, Key, Vec<Param>)>> = Vec::new();
+        let mut group_keys: Vec<HashSet<&Key>> = Vec::new();
+        for u in chunk {
+            if !present.contains(&u.1) {
+                results[u.0] = Some(WriteResult::Err {
+                    kind: WriteErrorKind::NotFound,
+                    message: format!("row {} not found in {table}", u.1),
+                });
+                continue;
+            }
+            let g = group_keys
+                .iter()
+                .rposition(|ks| ks.contains(&u.1))
+                .map_or(0, |g| g + 1);
+            if g == groups.len() {
+                groups.push(Vec::new());
+                group_keys.push(HashSet::new());
+            }
+            group_keys[g].insert(&u.1);
+            groups[g].push(u);
+        }
+        for group in groups {
+            let sql = upsert_sql(d, &table, cols, &key_names, group.len());
+            let ps: Vec<Param> = group.iter().flat_map(|u| u.2.iter().cloned()).collect();
+            tx.execute(&sql, &ps).await?;
+            for u in group {
+                results[u.0] = Some(WriteResult::Ok { key: u.1.clone() });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A conditional partial update, ready for the database: the op's index, the row's key, the
 /// target and base rows with the key columns filled in.
 struct Conditional {
@@ -407,8 +482,15 @@ async fn apply_batch(
                 Err(e) => results[i] = Some(rejected(e)),
             },
             WriteOp::Upsert { key: Some(_), .. } => {
-                let mut ordered = non_key.clone();
-                ordered.extend(key_cols.iter().copied());
+                // SQLite (in-process, no round trip) updates row by row; a server database
+                // gets whole rows in multi-row statements (see below).
+                let ordered: Vec<&Column> = if d == Dialect::Sqlite {
+                    let mut o = non_key.clone();
+                    o.extend(key_cols.iter().copied());
+                    o
+                } else {
+                    all.clone()
+                };
                 match params(conn, &ordered, &f) {
                     Ok(p) => updates.push((i, k, p)),
                     Err(e) => results[i] = Some(rejected(e)),
@@ -438,7 +520,9 @@ async fn apply_batch(
             }
         }
     }
-    if !updates.is_empty() {
+    if !updates.is_empty() && d != Dialect::Sqlite {
+        update_rows(conn, &mut tx, updates, &mut results).await?;
+    } else if !updates.is_empty() {
         let sql = update_sql(d, &table, cols, &key_names);
         let exists = exists_sql(d, &table, cols, &key_names);
         let nk = non_key.len();
@@ -461,13 +545,19 @@ async fn apply_batch(
     }
     apply_conditional(conn, &mut tx, conditional, &mut results).await?;
     if !deletes.is_empty() {
-        let sql = delete_sql(d, &table, cols, &key_names);
+        // One statement per slice of keys: `DELETE … WHERE (key = …) OR …`.
         let mut seen = BTreeSet::new();
-        for (i, k, p) in deletes {
+        let mut unique = Vec::new();
+        for (i, k, _) in deletes {
             if seen.insert(k.clone()) {
-                tx.execute(&sql, &p).await?;
+                unique.push(k.parts());
             }
             results[i] = Some(WriteResult::Ok { key: k });
+        }
+        for chunk in unique.chunks(conn.keys_per_select()) {
+            let (cond, ps, _) = conn.key_condition(chunk).map_err(BatchError::Other)?;
+            tx.execute(&format!("DELETE FROM {table} WHERE {cond}"), &ps)
+                .await?;
         }
     }
     conn.mark_writer(&mut tx, false).await?;
