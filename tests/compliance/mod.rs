@@ -1142,6 +1142,71 @@ pub async fn large_batches_of_updates_and_deletes(kind: Kind) {
         let want = if i == 5 { 555 } else { i + 2 };
         assert_eq!(qty[&key(i)], Value::Int(want), "{kind:?}: row {i}");
     }
+    // Conditional partial updates of every row: two sets of changed columns (qty; sku and
+    // qty), a row changed since its base (Stale, left alone), a missing row (NotFound).
+    let mut ops: Vec<WriteOp> = (0..n)
+        .map(|i| {
+            let now = if i == 5 { 555 } else { i + 2 };
+            let base = line(i, now);
+            let target = if i % 2 == 0 {
+                line(i, now + 1)
+            } else {
+                line(i, now + 1).with("sku", format!("T{i}"))
+            };
+            let base = if i == 8 {
+                line(i, 12345) // not what the row holds
+            } else {
+                base
+            };
+            WriteOp::Update {
+                entity: EntityId::derive(&sys, &i.to_string()),
+                key: key(i),
+                fields: target,
+                base: concord::connector::WriteBase {
+                    fields: base,
+                    modstamp: None,
+                },
+            }
+        })
+        .collect();
+    ops.push(WriteOp::Update {
+        entity: EntityId::derive(&sys, "ghost"),
+        key: key(n + 30),
+        fields: line(n + 30, 1),
+        base: concord::connector::WriteBase {
+            fields: line(n + 30, 0),
+            modstamp: None,
+        },
+    });
+    let res = c.write(ops).await.unwrap();
+    for (i, r) in res.iter().enumerate() {
+        let want_ok = i < n as usize && i != 8;
+        match r {
+            WriteResult::Ok { .. } => assert!(want_ok, "{kind:?}: op {i}: {r:?}"),
+            WriteResult::Err {
+                kind: concord::connector::WriteErrorKind::Stale,
+                ..
+            } => assert_eq!(i, 8, "{kind:?}: {r:?}"),
+            WriteResult::Err {
+                kind: concord::connector::WriteErrorKind::NotFound,
+                ..
+            } => assert_eq!(i, n as usize, "{kind:?}: {r:?}"),
+            other => panic!("{kind:?}: op {i}: {other:?}"),
+        }
+    }
+    let rows = read_all(&c).await;
+    let by_key: std::collections::BTreeMap<Key, Fields> = rows.into_iter().collect();
+    for i in 0..n {
+        let f = &by_key[&key(i)];
+        let now = if i == 5 { 555 } else { i + 2 };
+        let (q, sku) = match i {
+            8 => (now, format!("S{i}")),
+            i if i % 2 == 0 => (now + 1, format!("S{i}")),
+            _ => (now + 1, format!("T{i}")),
+        };
+        assert_eq!(f.get("qty"), Some(&Value::Int(q)), "{kind:?}: row {i}");
+        assert_eq!(f.get("sku"), Some(&Value::text(sku)), "{kind:?}: row {i}");
+    }
     let dels: Vec<WriteOp> = (0..700)
         .chain([n + 20])
         .map(|i| WriteOp::Delete {

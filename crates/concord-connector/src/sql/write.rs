@@ -335,6 +335,9 @@ async fn apply_conditional(
         Dialect::Sqlite => "",
         _ => " FOR UPDATE",
     };
+    // PostgreSQL: the rows of a slice that change the same columns, written together.
+    let mut same_set: Vec<SameSet> = Vec::new();
+    let mut grouped: HashSet<Key> = HashSet::new();
     for chunk in updates.chunks(conn.keys_per_select()) {
         let parts: Vec<Vec<String>> = chunk.iter().map(|u| u.key.parts()).collect();
         let (sql, select_params, _) = conn
@@ -393,14 +396,111 @@ async fn apply_conditional(
                 }
             };
             let sets: Vec<Column> = set.iter().map(|c| (*c).clone()).collect();
+            if d == Dialect::Postgres {
+                // Rows that change the same columns go out together (below).
+                if !grouped.insert(u.key.clone()) {
+                    write_same_sets(tx, &table, &key_cols, &mut same_set, &mut grouped, results)
+                        .await?;
+                    grouped.insert(u.key.clone());
+                }
+                let names: Vec<String> = sets.iter().map(|c| c.name.clone()).collect();
+                let g = match same_set.iter().position(|(n, _, _)| *n == names) {
+                    Some(g) => g,
+                    None => {
+                        same_set.push((names, sets, Vec::new()));
+                        same_set.len() - 1
+                    }
+                };
+                same_set[g].2.push((u.index, u.key.clone(), p));
+                continue;
+            }
             let mut cols = sets.clone();
             cols.extend(key_cols.iter().map(|c| (*c).clone()));
             tx.execute(&update_sql(d, &table, &cols, &key_names), &p)
                 .await?;
             results[u.index] = Some(WriteResult::Ok { key: u.key.clone() });
         }
+        write_same_sets(tx, &table, &key_cols, &mut same_set, &mut grouped, results).await?;
     }
     Ok(())
+}
+
+/// PostgreSQL: one `UPDATE … FROM (VALUES …)` per set of changed columns. Every row there
+/// exists, is locked and holds its base, and appears once (`grouped`: a key met again is
+/// written after what was grouped before it).
+async fn write_same_sets(
+    tx: &mut super::client::Tx,
+    table: &str,
+    key_cols: &[&Column],
+    same_set: &mut Vec<SameSet>,
+    grouped: &mut HashSet<Key>,
+    results: &mut [Option<WriteResult>],
+) -> Result<(), BatchError> {
+    let d = Dialect::Postgres;
+    for (_, sets, rows) in std::mem::take(same_set) {
+        let mut cols = sets.clone();
+        cols.extend(key_cols.iter().map(|c| (*c).clone()));
+        let per_stmt = (d.max_params() / cols.len().max(1)).clamp(1, 1000);
+        for slice in rows.chunks(per_stmt) {
+            let sql = update_from_values_sql(table, &sets, key_cols, slice.len());
+            let ps: Vec<Param> = slice.iter().flat_map(|r| r.2.iter().cloned()).collect();
+            tx.execute(&sql, &ps).await?;
+            for (i, k, _) in slice {
+                results[*i] = Some(WriteResult::Ok { key: k.clone() });
+            }
+        }
+    }
+    grouped.clear();
+    Ok(())
+}
+
+/// Rows of a slice that change the same columns: (their names, the columns, per row the op's
+/// index, the key and the parameters — set columns, then key columns).
+type SameSet = (Vec<String>, Vec<Column>, Vec<(usize, Key, Vec<Param>)>);
+
+/// PostgreSQL: `UPDATE t AS t SET c = v.c, … FROM (VALUES ($1::ty, …), …) AS v(c, …, key…)
+/// WHERE t.key = v.key AND …` for `rows` rows; parameters per row: the set columns, then the
+/// key columns.
+pub fn update_from_values_sql(
+    table: &str,
+    sets: &[Column],
+    key_cols: &[&Column],
+    rows: usize,
+) -> String {
+    let d = Dialect::Postgres;
+    let cols: Vec<&Column> = sets.iter().chain(key_cols.iter().copied()).collect();
+    let mut values = Vec::with_capacity(rows);
+    let mut n = 1;
+    for _ in 0..rows {
+        let ph: Vec<String> = cols
+            .iter()
+            .map(|c| {
+                let p = placeholder(d, n, c);
+                n += 1;
+                p
+            })
+            .collect();
+        values.push(format!("({})", ph.join(", ")));
+    }
+    // The VALUES list's columns are named v0, v1, … (a mapped column may be named anything).
+    let names: Vec<String> = (0..cols.len()).map(|i| format!("v{i}")).collect();
+    let set: Vec<String> = sets
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("{} = v.v{i}", d.quote(&c.name)))
+        .collect();
+    let wheres: Vec<String> = key_cols
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("t.{} = v.v{}", d.quote(&c.name), sets.len() + i))
+        .collect();
+    format!(
+        "UPDATE {table} AS t SET {} FROM (VALUES {}) AS v({}) WHERE {}",
+        set.join(", "),
+        values.join(", "),
+        names.join(", "),
+        wheres.join(" AND ")
+    )
 }
 
 async fn apply_batch(
