@@ -1,8 +1,8 @@
 //! Writing: batched idempotent creates (INSERT … ON CONFLICT / ON DUPLICATE KEY), updates that
 //! report a vanished row, and deletes; one transaction per batch, every value a bound parameter.
-//! Creates, whole-row updates and deletes go out as multi-row statements (no round trip per
-//! record on a server database); conditional partial updates are checked in one locking read
-//! and written row by row (each row its own set of columns).
+//! Creates, whole-row updates, conditional partial updates (grouped by the columns they change,
+//! after one locking read) and deletes go out as multi-row statements: no round trip per record
+//! on a server database. SQLite, in-process, updates row by row with prepared statements.
 
 use super::client::{Column, Dialect, Param};
 use super::decode::{param_for, placeholder, row_key};
@@ -396,14 +396,27 @@ async fn apply_conditional(
                 }
             };
             let sets: Vec<Column> = set.iter().map(|c| (*c).clone()).collect();
-            if d == Dialect::Postgres {
+            if d != Dialect::Sqlite {
                 // Rows that change the same columns go out together (below).
                 if !grouped.insert(u.key.clone()) {
-                    write_same_sets(tx, &table, &key_cols, &mut same_set, &mut grouped, results)
-                        .await?;
+                    write_same_sets(
+                        d,
+                        tx,
+                        &table,
+                        &key_cols,
+                        &mut same_set,
+                        &mut grouped,
+                        results,
+                    )
+                    .await?;
                     grouped.insert(u.key.clone());
                 }
-                let names: Vec<String> = sets.iter().map(|c| c.name.clone()).collect();
+                let mut names: Vec<String> = sets.iter().map(|c| c.name.clone()).collect();
+                if d == Dialect::MySql {
+                    // MariaDB types a derived table's column from every row's value: rows are
+                    // grouped by their values' kinds too, so each column has one type.
+                    names.push(p.iter().map(param_kind).collect());
+                }
                 let g = match same_set.iter().position(|(n, _, _)| *n == names) {
                     Some(g) => g,
                     None => {
@@ -420,15 +433,37 @@ async fn apply_conditional(
                 .await?;
             results[u.index] = Some(WriteResult::Ok { key: u.key.clone() });
         }
-        write_same_sets(tx, &table, &key_cols, &mut same_set, &mut grouped, results).await?;
+        write_same_sets(
+            d,
+            tx,
+            &table,
+            &key_cols,
+            &mut same_set,
+            &mut grouped,
+            results,
+        )
+        .await?;
     }
     Ok(())
 }
 
-/// PostgreSQL: one `UPDATE … FROM (VALUES …)` per set of changed columns. Every row there
-/// exists, is locked and holds its base, and appears once (`grouped`: a key met again is
-/// written after what was grouped before it).
+/// One letter per kind of parameter (see the MariaDB grouping above).
+fn param_kind(p: &Param) -> char {
+    match p {
+        Param::Null => 'n',
+        Param::Int(_) => 'i',
+        Param::Float(_) => 'f',
+        Param::Text(_) => 't',
+        Param::Bytes(_) => 'b',
+    }
+}
+
+/// One multi-row update per set of changed columns (PostgreSQL `UPDATE … FROM (VALUES …)`,
+/// MariaDB `UPDATE … JOIN (SELECT … UNION ALL …)`). Every row there exists, is locked and holds
+/// its base, and appears once (`grouped`: a key met again is written after what was grouped
+/// before it).
 async fn write_same_sets(
+    d: Dialect,
     tx: &mut super::client::Tx,
     table: &str,
     key_cols: &[&Column],
@@ -436,13 +471,15 @@ async fn write_same_sets(
     grouped: &mut HashSet<Key>,
     results: &mut [Option<WriteResult>],
 ) -> Result<(), BatchError> {
-    let d = Dialect::Postgres;
     for (_, sets, rows) in std::mem::take(same_set) {
         let mut cols = sets.clone();
         cols.extend(key_cols.iter().map(|c| (*c).clone()));
         let per_stmt = (d.max_params() / cols.len().max(1)).clamp(1, 1000);
         for slice in rows.chunks(per_stmt) {
-            let sql = update_from_values_sql(table, &sets, key_cols, slice.len());
+            let sql = match d {
+                Dialect::MySql => update_join_sql(table, &sets, key_cols, slice.len()),
+                _ => update_from_values_sql(table, &sets, key_cols, slice.len()),
+            };
             let ps: Vec<Param> = slice.iter().flat_map(|r| r.2.iter().cloned()).collect();
             tx.execute(&sql, &ps).await?;
             for (i, k, _) in slice {
@@ -457,6 +494,43 @@ async fn write_same_sets(
 /// Rows of a slice that change the same columns: (their names, the columns, per row the op's
 /// index, the key and the parameters — set columns, then key columns).
 type SameSet = (Vec<String>, Vec<Column>, Vec<(usize, Key, Vec<Param>)>);
+
+/// MariaDB/MySQL: `UPDATE t AS t JOIN (SELECT ? AS v0, … UNION ALL SELECT ?, …) AS v ON
+/// t.key = v.vK AND … SET t.c = v.v0, …` for `rows` rows; parameters per row: the set columns,
+/// then the key columns.
+pub fn update_join_sql(table: &str, sets: &[Column], key_cols: &[&Column], rows: usize) -> String {
+    let d = Dialect::MySql;
+    let width = sets.len() + key_cols.len();
+    let mut selects = Vec::with_capacity(rows);
+    for r in 0..rows {
+        let cells: Vec<String> = (0..width)
+            .map(|i| {
+                if r == 0 {
+                    format!("? AS v{i}")
+                } else {
+                    "?".to_string()
+                }
+            })
+            .collect();
+        selects.push(format!("SELECT {}", cells.join(", ")));
+    }
+    let on: Vec<String> = key_cols
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("t.{} = v.v{}", d.quote(&c.name), sets.len() + i))
+        .collect();
+    let set: Vec<String> = sets
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("t.{} = v.v{i}", d.quote(&c.name)))
+        .collect();
+    format!(
+        "UPDATE {table} AS t JOIN ({}) AS v ON {} SET {}",
+        selects.join(" UNION ALL "),
+        on.join(" AND "),
+        set.join(", ")
+    )
+}
 
 /// PostgreSQL: `UPDATE t AS t SET c = v.c, … FROM (VALUES ($1::ty, …), …) AS v(c, …, key…)
 /// WHERE t.key = v.key AND …` for `rows` rows; parameters per row: the set columns, then the
