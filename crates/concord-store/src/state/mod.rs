@@ -207,6 +207,26 @@ impl StateStore {
         })
     }
 
+    /// An entity's head and its snapshot in each of `systems` (in that order), in one read.
+    pub fn head_and_snapshots(
+        &self,
+        e: &EntityId,
+        systems: &[SystemId],
+    ) -> Result<(Option<Version>, Vec<Option<Version>>), StoreError> {
+        self.with_entity(e, |key, view| match view {
+            None => Ok((None, vec![None; systems.len()])),
+            Some(v) => {
+                let mut names = canonical::NameCache::new();
+                let head = v.head_version(key, true, &mut names)?;
+                let snaps = systems
+                    .iter()
+                    .map(|s| v.snapshot(key, s.as_str(), true, &mut names))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok((head, snaps))
+            }
+        })
+    }
+
     /// An entity's head, its snapshot in `sys` and its native key there, in one read, as they
     /// are once `cp` is committed (what `cp` changes of the entity wins over the store).
     pub fn entity_parts(

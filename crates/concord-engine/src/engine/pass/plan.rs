@@ -28,15 +28,15 @@ impl Engine {
         });
         let now = Timestamp::now().millis();
         for (entity, obs) in observed {
-            let head = self.state.head(entity)?;
+            let (head, stored) = self.state.head_and_snapshots(entity, all)?;
             let mut snaps: Vec<(Option<Version>, Option<Version>)> = Vec::with_capacity(all.len());
-            for sys in all {
+            for (sys, snap) in all.iter().zip(stored) {
                 let pending = if obs.contains_key(sys) {
                     self.state.pending(sys, entity)?
                 } else {
                     None
                 };
-                snaps.push((self.state.snapshot(sys, entity)?, pending));
+                snaps.push((snap, pending));
             }
             let states: Vec<SystemState<'_>> = all
                 .iter()
