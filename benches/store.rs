@@ -1,5 +1,7 @@
-//! Store throughput on sled: batch write of snapshots (10 000 per checkpoint, flushed), point
-//! read, full scan of one system's snapshots (decoded). `cargo bench --bench store`.
+//! Store throughput on sled: batch write of snapshots (10 000 per checkpoint, flushed), batch
+//! write of migrated records (what a chunk flush commits for a record copied from one system
+//! to another: head, both snapshots, both cross-references; 10 000 per checkpoint), point read,
+//! full scan of one system's snapshots (decoded). `cargo bench --bench store`.
 
 use concord::model::{
     ActorId, EntityId, Fields, InstanceId, SystemId, Timestamp, VectorClock, Version,
@@ -41,6 +43,24 @@ fn fill(st: &StateStore, sys: &SystemId, n: u64, ents: &[EntityId], versions: &[
     }
 }
 
+/// What a chunk flush of a migrate commits per record: the head, the source's and the
+/// target's snapshots (equal to the head) and both cross-references.
+fn fill_migrated(st: &StateStore, n: u64, ents: &[EntityId], versions: &[Version]) {
+    let (src, dst) = (SystemId::new("src").unwrap(), SystemId::new("dst").unwrap());
+    for chunk in (0..n as usize).collect::<Vec<_>>().chunks(10_000) {
+        let mut cp = st.checkpoint();
+        for &i in chunk {
+            let key = concord::model::Key::new(i.to_string());
+            cp.put_head(&ents[i], &versions[i]);
+            cp.put_snapshot(&src, &ents[i], &versions[i]);
+            cp.put_xref(&src, &key, &ents[i]);
+            cp.put_snapshot(&dst, &ents[i], &versions[i]);
+            cp.put_xref(&dst, &key, &ents[i]);
+        }
+        st.commit(cp).unwrap();
+    }
+}
+
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("store_sled");
     g.sample_size(10)
@@ -66,6 +86,24 @@ fn bench(c: &mut Criterion) {
                     .unwrap();
                     let t = Instant::now();
                     fill(&st, &sys, n, &ents, &versions);
+                    total += t.elapsed();
+                }
+                total
+            })
+        });
+
+        g.bench_function(format!("migrated_records_10k_per_checkpoint/{n}"), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let dir = tempfile::tempdir().unwrap();
+                    let st = StateStore::open(
+                        Arc::new(SledStore::open(dir.path()).unwrap()) as Arc<dyn Store>,
+                        InstanceId::new("bench").unwrap(),
+                    )
+                    .unwrap();
+                    let t = Instant::now();
+                    fill_migrated(&st, n, &ents, &versions);
                     total += t.elapsed();
                 }
                 total

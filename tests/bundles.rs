@@ -282,18 +282,21 @@ async fn two_offline_sites_converge_through_bundles() {
         a.import(old);
     }
     assert_eq!(a.sync().await + b.sync().await, 0);
+    // Entity entries (heads, snapshots, native keys: format 3's entity tree).
+    let entity = concord::store::Tree::Entity.prefix();
     let heads = |s: &Site| {
         s.dump()
             .into_iter()
-            .filter(|(k, _)| k[0] == b'h')
+            .filter(|(k, _)| k[0] == entity)
             .collect::<Vec<_>>()
     };
+    assert!(!heads(&a).is_empty() && !heads(&b).is_empty());
     assert_eq!(
         heads(&a),
         before
             .0
             .into_iter()
-            .filter(|(k, _)| k[0] == b'h')
+            .filter(|(k, _)| k[0] == entity)
             .collect::<Vec<_>>()
     );
     assert_eq!(
@@ -301,7 +304,7 @@ async fn two_offline_sites_converge_through_bundles() {
         before
             .1
             .into_iter()
-            .filter(|(k, _)| k[0] == b'h')
+            .filter(|(k, _)| k[0] == entity)
             .collect::<Vec<_>>()
     );
 }
