@@ -108,6 +108,10 @@ macro_rules! sql_suite {
                 compliance::large_batches_of_updates_and_deletes($kind).await
             }
             #[tokio::test]
+            async fn bulk_creates_round_trip() {
+                compliance::bulk_creates_round_trip($kind).await
+            }
+            #[tokio::test]
             async fn every_type_round_trips() {
                 types_round_trip($kind).await
             }

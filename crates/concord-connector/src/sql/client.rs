@@ -397,6 +397,19 @@ impl Pool {
     }
 }
 
+/// COPY's text format: backslash, newline, carriage return and tab escaped.
+fn copy_escape(s: &[u8], out: &mut Vec<u8>) {
+    for &b in s {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            _ => out.push(b),
+        }
+    }
+}
+
 /// A transaction on one of the dialects.
 pub enum Tx {
     Pg(Transaction<'static, Postgres>),
@@ -431,6 +444,49 @@ macro_rules! bind_all {
 }
 
 impl Tx {
+    /// PostgreSQL only: `COPY table (columns) FROM STDIN` in text format, the rows' parameters
+    /// as the text a `$n::type` cast would read (NULL as `\N`, bytes as bytea hex); returns the
+    /// rows copied. Other dialects: an error (callers check the dialect first).
+    pub async fn copy_in(
+        &mut self,
+        table: &str,
+        columns: &[String],
+        rows: &[&[Param]],
+    ) -> Result<u64, sqlx::Error> {
+        let Tx::Pg(t) = self else {
+            return Err(sqlx::Error::Protocol("COPY is PostgreSQL's".into()));
+        };
+        let mut buf = Vec::with_capacity(rows.len() * 128);
+        for row in rows {
+            for (i, p) in row.iter().enumerate() {
+                if i > 0 {
+                    buf.push(b'\t');
+                }
+                match p {
+                    Param::Null => buf.extend_from_slice(b"\\N"),
+                    Param::Int(n) => buf.extend_from_slice(n.to_string().as_bytes()),
+                    Param::Float(f) => buf.extend_from_slice(f.to_string().as_bytes()),
+                    Param::Text(s) => copy_escape(s.as_bytes(), &mut buf),
+                    Param::Bytes(b) => {
+                        // bytea's hex input form, its backslash escaped for COPY.
+                        buf.extend_from_slice(b"\\\\x");
+                        for byte in b {
+                            buf.extend_from_slice(format!("{byte:02x}").as_bytes());
+                        }
+                    }
+                }
+            }
+            buf.push(b'\n');
+        }
+        let sql = format!("COPY {table} ({}) FROM STDIN", columns.join(", "));
+        let mut copy = t.copy_in_raw(&sql).await?;
+        if let Err(e) = copy.send(buf).await {
+            let _ = copy.abort("concord: sending the rows failed").await;
+            return Err(e);
+        }
+        copy.finish().await
+    }
+
     /// Runs a statement; returns the rows it affected.
     pub async fn execute(&mut self, sql: &str, params: &[Param]) -> Result<u64, sqlx::Error> {
         Ok(match self {

@@ -32,6 +32,24 @@ pub fn upsert_sql(d: Dialect, table: &str, cols: &[Column], key: &[String], rows
         sql.push_str(&ph.join(", "));
         sql.push(')');
     }
+    sql.push_str(&conflict_clause(d, cols, key));
+    sql
+}
+
+/// PostgreSQL: `INSERT INTO table (…) SELECT … FROM stage ON CONFLICT (key) DO UPDATE …`.
+pub fn upsert_from_stage_sql(table: &str, stage: &str, cols: &[Column], key: &[String]) -> String {
+    let d = Dialect::Postgres;
+    let names: Vec<String> = cols.iter().map(|c| d.quote(&c.name)).collect();
+    format!(
+        "INSERT INTO {table} ({0}) SELECT {0} FROM {stage}{1}",
+        names.join(", "),
+        conflict_clause(d, cols, key)
+    )
+}
+
+/// What a create meets when the key exists: every non-key column takes the new value.
+fn conflict_clause(d: Dialect, cols: &[Column], key: &[String]) -> String {
+    let mut sql = String::new();
     let non_key: Vec<&Column> = cols.iter().filter(|c| !key.contains(&c.name)).collect();
     let keys: Vec<String> = key.iter().map(|k| d.quote(k)).collect();
     match d {
@@ -68,6 +86,19 @@ pub fn upsert_sql(d: Dialect, table: &str, cols: &[Column], key: &[String], rows
         }
     }
     sql
+}
+
+/// Creates of one batch from which PostgreSQL gets them by `COPY` into a staging table and one
+/// `INSERT … SELECT … ON CONFLICT` (fewer rows go as multi-row `INSERT … VALUES`).
+const COPY_MIN_ROWS: usize = 64;
+
+/// The session's staging table for `table` (a temporary table shaped like it, emptied at every
+/// commit).
+fn stage_name(table: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    table.hash(&mut h);
+    format!("concord_stage_{:016x}", h.finish())
 }
 
 /// `UPDATE … SET … WHERE key = …`; parameters: non-key columns, then key columns.
@@ -681,6 +712,30 @@ async fn apply_batch(
     let mut tx = conn.pool().begin().await?;
     conn.mark_writer(&mut tx, true).await?;
     let per_stmt = (d.max_params() / cols.len().max(1)).clamp(1, 1000);
+    if d == Dialect::Postgres && creates.len() == 1 && creates[0].len() >= COPY_MIN_ROWS {
+        // One group (no key twice): COPY into the staging table, then one upsert from it.
+        let group = creates.pop().expect("one group");
+        let stage = stage_name(&table);
+        tx.execute(
+            &format!(
+                "CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {table} INCLUDING DEFAULTS) \
+                 ON COMMIT DELETE ROWS"
+            ),
+            &[],
+        )
+        .await?;
+        let names: Vec<String> = cols.iter().map(|c| d.quote(&c.name)).collect();
+        let rows: Vec<&[Param]> = group.iter().map(|(_, _, p)| p.as_slice()).collect();
+        tx.copy_in(&stage, &names, &rows).await?;
+        tx.execute(
+            &upsert_from_stage_sql(&table, &stage, cols, &key_names),
+            &[],
+        )
+        .await?;
+        for (i, k, _) in group {
+            results[i] = Some(WriteResult::Ok { key: k });
+        }
+    }
     for group in creates {
         for chunk in group.chunks(per_stmt) {
             let sql = upsert_sql(d, &table, cols, &key_names, chunk.len());
