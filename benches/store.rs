@@ -61,6 +61,23 @@ fn fill_migrated(st: &StateStore, n: u64, ents: &[EntityId], versions: &[Version
     }
 }
 
+/// The time `f` takes on `iters` fresh sled stores (opening them not counted).
+fn timed_on_fresh_stores(iters: u64, f: impl Fn(&StateStore)) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let dir = tempfile::tempdir().unwrap();
+        let st = StateStore::open(
+            Arc::new(SledStore::open(dir.path()).unwrap()) as Arc<dyn Store>,
+            InstanceId::new("bench").unwrap(),
+        )
+        .unwrap();
+        let t = Instant::now();
+        f(&st);
+        total += t.elapsed();
+    }
+    total
+}
+
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("store_sled");
     g.sample_size(10)
@@ -76,37 +93,13 @@ fn bench(c: &mut Criterion) {
 
         g.bench_function(format!("batch_write_10k_per_checkpoint/{n}"), |b| {
             b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let dir = tempfile::tempdir().unwrap();
-                    let st = StateStore::open(
-                        Arc::new(SledStore::open(dir.path()).unwrap()) as Arc<dyn Store>,
-                        InstanceId::new("bench").unwrap(),
-                    )
-                    .unwrap();
-                    let t = Instant::now();
-                    fill(&st, &sys, n, &ents, &versions);
-                    total += t.elapsed();
-                }
-                total
+                timed_on_fresh_stores(iters, |st| fill(st, &sys, n, &ents, &versions))
             })
         });
 
         g.bench_function(format!("migrated_records_10k_per_checkpoint/{n}"), |b| {
             b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let dir = tempfile::tempdir().unwrap();
-                    let st = StateStore::open(
-                        Arc::new(SledStore::open(dir.path()).unwrap()) as Arc<dyn Store>,
-                        InstanceId::new("bench").unwrap(),
-                    )
-                    .unwrap();
-                    let t = Instant::now();
-                    fill_migrated(&st, n, &ents, &versions);
-                    total += t.elapsed();
-                }
-                total
+                timed_on_fresh_stores(iters, |st| fill_migrated(st, n, &ents, &versions))
             })
         });
 

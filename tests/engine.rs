@@ -213,38 +213,6 @@ async fn a_read_that_fails_part_way_is_not_used() {
     assert_eq!(b.rows().len(), 5);
 }
 
-/// A store that fails reads of one key while armed.
-struct FailingKey {
-    inner: MemoryStore,
-    key: Vec<u8>,
-    armed: std::sync::atomic::AtomicBool,
-}
-
-impl Store for FailingKey {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, concord::store::StoreError> {
-        if self.armed.load(std::sync::atomic::Ordering::SeqCst) && key == self.key {
-            return Err(concord::store::StoreError::Io(
-                "disk read failed (injected)".into(),
-            ));
-        }
-        self.inner.get(key)
-    }
-    fn scan(
-        &self,
-        start: &[u8],
-        end: Option<&[u8]>,
-        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-    ) -> Result<(), concord::store::StoreError> {
-        self.inner.scan(start, end, f)
-    }
-    fn apply(&self, batch: concord::store::Batch) -> Result<(), concord::store::StoreError> {
-        self.inner.apply(batch)
-    }
-    fn flush(&self) -> Result<(), concord::store::StoreError> {
-        self.inner.flush()
-    }
-}
-
 /// Customers and their orders, JSONL files `src` → `dst` under `d`: an order refers to its
 /// customer (`customer_id`), so it waits until the customer is synced.
 fn orders_config(d: &std::path::Path) -> concord::config::Config {
@@ -316,10 +284,21 @@ async fn a_store_failure_in_a_reference_look_up_fails_the_read() {
     .unwrap();
     let cfg = orders_config(d);
     // The cross-reference of customer c1 in `src`: tree 'x', system, 0x00, native key.
-    let store = Arc::new(FailingKey {
-        inner: MemoryStore::new(),
-        key: b"xsrc.customers.jsonl\x00c1".to_vec(),
-        armed: false.into(),
+    // A store that fails reads of that key while armed.
+    let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let on = armed.clone();
+    let store = Arc::new(crate::common::Intercepted {
+        inner: Arc::new(MemoryStore::new()),
+        on_get: Box::new(move |key| {
+            if on.load(std::sync::atomic::Ordering::SeqCst) && key == b"xsrc.customers.jsonl\x00c1"
+            {
+                return Err(concord::store::StoreError::Io(
+                    "disk read failed (injected)".into(),
+                ));
+            }
+            Ok(())
+        }),
+        on_apply: Box::new(|_| {}),
     });
     let state = StateStore::open(store.clone(), InstanceId::new("main").unwrap()).unwrap();
     let engine = Engine::new(state.clone());
@@ -344,7 +323,7 @@ async fn a_store_failure_in_a_reference_look_up_fails_the_read() {
         "{\"id\":\"o1\",\"item\":\"Chai tea\",\"customer_id\":\"c1\"}\n",
     )
     .unwrap();
-    store.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    armed.store(true, std::sync::atomic::Ordering::SeqCst);
     let j = concord::engine::build::build_job(&cfg, "orders", &state, false)
         .await
         .unwrap();
@@ -352,9 +331,7 @@ async fn a_store_failure_in_a_reference_look_up_fails_the_read() {
         Err(e) => e.to_string(),
         Ok(r) => format!("{:?}", r.errors),
     };
-    store
-        .armed
-        .store(false, std::sync::atomic::Ordering::SeqCst);
+    armed.store(false, std::sync::atomic::Ordering::SeqCst);
     assert!(
         failed.contains("disk read failed"),
         "the pass did not fail: {failed}"

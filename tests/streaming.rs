@@ -242,38 +242,6 @@ async fn deletes_met_mid_read_wait_for_the_delete_guard_at_the_end_of_the_read()
     assert!(!got.contains_key(&key(0)) && (10..18).all(|i| got[&key(i)] == 2));
 }
 
-/// A store that counts the outbox marks written through it.
-struct CountingStore {
-    inner: Arc<dyn concord::store::Store>,
-    outbox_puts: AtomicU64,
-}
-
-impl concord::store::Store for CountingStore {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, concord::store::StoreError> {
-        self.inner.get(key)
-    }
-    fn scan(
-        &self,
-        start: &[u8],
-        end: Option<&[u8]>,
-        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-    ) -> Result<(), concord::store::StoreError> {
-        self.inner.scan(start, end, f)
-    }
-    fn apply(&self, batch: concord::store::Batch) -> Result<(), concord::store::StoreError> {
-        let marks = batch
-            .ops()
-            .iter()
-            .filter(|(k, v)| k.first() == Some(&b'o') && v.is_some())
-            .count();
-        self.outbox_puts.fetch_add(marks as u64, Ordering::SeqCst);
-        self.inner.apply(batch)
-    }
-    fn flush(&self) -> Result<(), concord::store::StoreError> {
-        self.inner.flush()
-    }
-}
-
 fn engine_on(store: Arc<dyn concord::store::Store>) -> Engine {
     Engine::new(
         concord::store::StateStore::open(store, concord::model::InstanceId::new("n1").unwrap())
@@ -288,9 +256,20 @@ fn engine_on(store: Arc<dyn concord::store::Store>) -> Engine {
 async fn chunk_flushes_write_a_write_only_target_without_storing_outbox_marks() {
     let src = Feed::new();
     let dst = Arc::new(MemorySystem::new(SystemId::new("dst").unwrap()));
-    let store = Arc::new(CountingStore {
+    // Counts the outbox marks written through the store.
+    let marks = Arc::new(AtomicU64::new(0));
+    let count = marks.clone();
+    let store = Arc::new(crate::common::Intercepted {
         inner: Arc::new(concord::store::MemoryStore::new()),
-        outbox_puts: AtomicU64::new(0),
+        on_get: Box::new(|_| Ok(())),
+        on_apply: Box::new(move |batch| {
+            let n = batch
+                .ops()
+                .iter()
+                .filter(|(k, v)| k.first() == Some(&b'o') && v.is_some())
+                .count();
+            count.fetch_add(n as u64, Ordering::SeqCst);
+        }),
     });
     let e = engine_on(store.clone());
     let j = job(&src, &dst, 4);
@@ -300,7 +279,7 @@ async fn chunk_flushes_write_a_write_only_target_without_storing_outbox_marks() 
     assert_eq!(values(&dst).len(), 14);
     assert_eq!(r.written.get("dst"), Some(&14), "{r:?}");
     assert_eq!(
-        store.outbox_puts.load(Ordering::SeqCst),
+        marks.load(Ordering::SeqCst),
         2,
         "only the last flush's records were marked"
     );

@@ -61,3 +61,36 @@ pub fn rsa_pair(dir: &Path, name: &str) -> (Vec<u8>, Vec<u8>) {
     assert!(ok, "openssl made the key pair");
     (std::fs::read(key).unwrap(), std::fs::read(public).unwrap())
 }
+
+/// Called before each read of a key; an error fails the read.
+pub type OnGet = Box<dyn Fn(&[u8]) -> Result<(), concord::store::StoreError> + Send + Sync>;
+
+/// A store in front of another that lets a test fail reads and look at batches.
+pub struct Intercepted {
+    pub inner: Arc<dyn concord::store::Store>,
+    pub on_get: OnGet,
+    /// Called with each batch before it is applied.
+    pub on_apply: Box<dyn Fn(&concord::store::Batch) + Send + Sync>,
+}
+
+impl concord::store::Store for Intercepted {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, concord::store::StoreError> {
+        (self.on_get)(key)?;
+        self.inner.get(key)
+    }
+    fn scan(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), concord::store::StoreError> {
+        self.inner.scan(start, end, f)
+    }
+    fn apply(&self, batch: concord::store::Batch) -> Result<(), concord::store::StoreError> {
+        (self.on_apply)(&batch);
+        self.inner.apply(batch)
+    }
+    fn flush(&self) -> Result<(), concord::store::StoreError> {
+        self.inner.flush()
+    }
+}

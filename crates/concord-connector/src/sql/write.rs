@@ -14,12 +14,21 @@ use std::collections::{BTreeSet, HashSet};
 /// `INSERT … VALUES (…), (…) ON CONFLICT (key) DO UPDATE …` for `rows` rows.
 pub fn upsert_sql(d: Dialect, table: &str, cols: &[Column], key: &[String], rows: usize) -> String {
     let names: Vec<String> = cols.iter().map(|c| d.quote(&c.name)).collect();
-    let mut sql = format!("INSERT INTO {table} ({}) VALUES ", names.join(", "));
+    let cols_ref: Vec<&Column> = cols.iter().collect();
+    let mut sql = format!(
+        "INSERT INTO {table} ({}) VALUES {}",
+        names.join(", "),
+        value_rows(d, &cols_ref, rows)
+    );
+    sql.push_str(&conflict_clause(d, cols, key));
+    sql
+}
+
+/// `(…), (…)`: `rows` rows of placeholders for `cols`, numbered from 1.
+fn value_rows(d: Dialect, cols: &[&Column], rows: usize) -> String {
     let mut n = 1;
-    for r in 0..rows {
-        if r > 0 {
-            sql.push_str(", ");
-        }
+    let mut out = Vec::with_capacity(rows);
+    for _ in 0..rows {
         let ph: Vec<String> = cols
             .iter()
             .map(|c| {
@@ -28,12 +37,9 @@ pub fn upsert_sql(d: Dialect, table: &str, cols: &[Column], key: &[String], rows
                 p
             })
             .collect();
-        sql.push('(');
-        sql.push_str(&ph.join(", "));
-        sql.push(')');
+        out.push(format!("({})", ph.join(", ")));
     }
-    sql.push_str(&conflict_clause(d, cols, key));
-    sql
+    out.join(", ")
 }
 
 /// PostgreSQL: `INSERT INTO table (…) SELECT … FROM stage ON CONFLICT (key) DO UPDATE …`.
@@ -369,6 +375,11 @@ async fn apply_conditional(
     // PostgreSQL: the rows of a slice that change the same columns, written together.
     let mut same_set: Vec<SameSet> = Vec::new();
     let mut grouped: HashSet<Key> = HashSet::new();
+    let target = Target {
+        d,
+        table: &table,
+        key_cols: &key_cols,
+    };
     for chunk in updates.chunks(conn.keys_per_select()) {
         let parts: Vec<Vec<String>> = chunk.iter().map(|u| u.key.parts()).collect();
         let (sql, select_params, _) = conn
@@ -430,16 +441,7 @@ async fn apply_conditional(
             if d != Dialect::Sqlite {
                 // Rows that change the same columns go out together (below).
                 if !grouped.insert(u.key.clone()) {
-                    write_same_sets(
-                        d,
-                        tx,
-                        &table,
-                        &key_cols,
-                        &mut same_set,
-                        &mut grouped,
-                        results,
-                    )
-                    .await?;
+                    write_same_sets(tx, &mut same_set, &mut grouped, &target, results).await?;
                     grouped.insert(u.key.clone());
                 }
                 let mut names: Vec<String> = sets.iter().map(|c| c.name.clone()).collect();
@@ -464,18 +466,16 @@ async fn apply_conditional(
                 .await?;
             results[u.index] = Some(WriteResult::Ok { key: u.key.clone() });
         }
-        write_same_sets(
-            d,
-            tx,
-            &table,
-            &key_cols,
-            &mut same_set,
-            &mut grouped,
-            results,
-        )
-        .await?;
+        write_same_sets(tx, &mut same_set, &mut grouped, &target, results).await?;
     }
     Ok(())
+}
+
+/// Where grouped updates go: the dialect, the table and its key columns.
+struct Target<'a> {
+    d: Dialect,
+    table: &'a str,
+    key_cols: &'a [&'a Column],
 }
 
 /// One letter per kind of parameter (see the MariaDB grouping above).
@@ -494,14 +494,13 @@ fn param_kind(p: &Param) -> char {
 /// its base, and appears once (`grouped`: a key met again is written after what was grouped
 /// before it).
 async fn write_same_sets(
-    d: Dialect,
     tx: &mut super::client::Tx,
-    table: &str,
-    key_cols: &[&Column],
     same_set: &mut Vec<SameSet>,
     grouped: &mut HashSet<Key>,
+    target: &Target<'_>,
     results: &mut [Option<WriteResult>],
 ) -> Result<(), BatchError> {
+    let Target { d, table, key_cols } = *target;
     for (_, sets, rows) in std::mem::take(same_set) {
         let mut cols = sets.clone();
         cols.extend(key_cols.iter().map(|c| (*c).clone()));
@@ -574,19 +573,6 @@ pub fn update_from_values_sql(
 ) -> String {
     let d = Dialect::Postgres;
     let cols: Vec<&Column> = sets.iter().chain(key_cols.iter().copied()).collect();
-    let mut values = Vec::with_capacity(rows);
-    let mut n = 1;
-    for _ in 0..rows {
-        let ph: Vec<String> = cols
-            .iter()
-            .map(|c| {
-                let p = placeholder(d, n, c);
-                n += 1;
-                p
-            })
-            .collect();
-        values.push(format!("({})", ph.join(", ")));
-    }
     // The VALUES list's columns are named v0, v1, … (a mapped column may be named anything).
     let names: Vec<String> = (0..cols.len()).map(|i| format!("v{i}")).collect();
     let set: Vec<String> = sets
@@ -602,7 +588,7 @@ pub fn update_from_values_sql(
     format!(
         "UPDATE {table} AS t SET {} FROM (VALUES {}) AS v({}) WHERE {}",
         set.join(", "),
-        values.join(", "),
+        value_rows(d, &cols, rows),
         names.join(", "),
         wheres.join(" AND ")
     )

@@ -19,7 +19,13 @@ impl Engine {
         let job = pass.job;
         let mut stale = BTreeMap::new();
         let hold_deletes = flush != Flush::Last;
-        for conn in pass.active.iter().filter(|c| job.role(c.system()).write) {
+        let targets: Vec<&Arc<dyn Connector>> = pass
+            .active
+            .iter()
+            .copied()
+            .filter(|c| job.role(c.system()).write)
+            .collect();
+        for conn in targets {
             if pass.failed.contains(conn.system())
                 || written.contains(conn.system())
                 || matches!(flush, Flush::Chunk { reading } if reading == conn.system())
@@ -36,11 +42,7 @@ impl Engine {
                     }
                 }
                 Err(EngineError::Connector(e)) if job.options.isolate_failures => {
-                    tracing::warn!(system = %conn.system(), error = %e, "writes failed; kept in the outbox, the other systems go on");
-                    pass.failed.insert(conn.system().clone());
-                    pass.report
-                        .errors
-                        .insert(conn.system().to_string(), e.to_string());
+                    pass.writes_failed(conn.system(), &e)
                 }
                 Err(e) => return Err(e),
             }

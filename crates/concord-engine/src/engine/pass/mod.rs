@@ -295,6 +295,16 @@ struct Pass<'j> {
     linked: bool,
 }
 
+impl Pass<'_> {
+    /// Writes to `sys` failed (with isolation): its writes wait in its outbox, nothing more is
+    /// written to it in this pass, and the report says why.
+    fn writes_failed(&mut self, sys: &SystemId, e: &concord_connector::ConnectorError) {
+        tracing::warn!(system = %sys, error = %e, "writes failed; kept in the outbox, the other systems go on");
+        self.failed.insert(sys.clone());
+        self.report.errors.insert(sys.to_string(), e.to_string());
+    }
+}
+
 /// What one system's read produced, kept apart until the read completes (or, at a chunk
 /// boundary, joins the pass with the pages read whole so far; its cursor only at the end).
 #[derive(Default)]
@@ -487,11 +497,7 @@ impl Engine {
                         written.insert(conn.system().clone());
                     }
                     Err(EngineError::Connector(e)) if job.options.isolate_failures => {
-                        tracing::warn!(system = %conn.system(), error = %e, "writes failed; kept in the outbox, the other systems go on");
-                        pass.failed.insert(conn.system().clone());
-                        pass.report
-                            .errors
-                            .insert(conn.system().to_string(), e.to_string());
+                        pass.writes_failed(conn.system(), &e)
                     }
                     Err(e) => {
                         self.state.commit(cp)?;
