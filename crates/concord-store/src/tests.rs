@@ -513,6 +513,18 @@ fn a_shared_snapshot_keeps_its_content_when_the_head_changes() {
         assert_eq!(st.head(&e).unwrap(), Some(version(2)), "{name}");
         assert_eq!(st.snapshot(&sf, &e).unwrap(), Some(version(2)), "{name}");
         assert_eq!(st.snapshot(&pg, &e).unwrap(), Some(version(1)), "{name}");
+        // The one-read forms agree (a shared snapshot takes the head's decoded fields).
+        assert_eq!(
+            st.head_and_snapshots(&e, &[sf.clone(), pg.clone()])
+                .unwrap(),
+            (Some(version(2)), vec![Some(version(2)), Some(version(1))]),
+            "{name}"
+        );
+        let parts = st.entity_parts(None, &e, &sf).unwrap();
+        assert_eq!(
+            (parts.head, parts.snapshot),
+            (Some(version(2)), Some(version(2)))
+        );
         let split = s.get(&layout::entity(&e)).unwrap().unwrap().len();
         assert!(split > shared + 150, "{name}: {shared} → {split}");
         // Deleting what is left removes the entry.

@@ -160,6 +160,34 @@ impl<'a> EntityView<'a> {
         version_from(key, meta, content, verify_hash, names).map(Some)
     }
 
+    /// Like [`EntityView::snapshot`], given the head as this entry decodes it: a shared
+    /// snapshot takes the head's fields instead of decoding (and hashing) them again.
+    pub fn snapshot_beside(
+        &self,
+        key: &[u8],
+        sys: &str,
+        head: Option<&Version>,
+        verify_hash: bool,
+        names: &mut canonical::NameCache,
+    ) -> Result<Option<Version>, StoreError> {
+        let Some(snap) = self.system(sys).and_then(|s| s.snapshot) else {
+            return Ok(None);
+        };
+        match (split_version(key, snap, true)?, head) {
+            ((meta, _, true), Some(h)) if h.hash.is_some() && h.hash == meta.hash => {
+                Ok(Some(Version {
+                    content: h.content.clone(),
+                    hash: meta.hash,
+                    clock: meta.clock,
+                    modstamp: meta.modstamp,
+                    origin: meta.origin,
+                    field_origins: meta.field_origins,
+                }))
+            }
+            _ => self.snapshot(key, sys, verify_hash, names),
+        }
+    }
+
     /// The snapshot of `sys` without its fields.
     pub fn snapshot_meta(&self, key: &[u8], sys: &str) -> Result<Option<VersionMeta>, StoreError> {
         match self.system(sys).and_then(|s| s.snapshot) {

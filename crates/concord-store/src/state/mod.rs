@@ -220,7 +220,7 @@ impl StateStore {
                 let head = v.head_version(key, true, &mut names)?;
                 let snaps = systems
                     .iter()
-                    .map(|s| v.snapshot(key, s.as_str(), true, &mut names))
+                    .map(|s| v.snapshot_beside(key, s.as_str(), head.as_ref(), true, &mut names))
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok((head, snaps))
             }
@@ -255,6 +255,11 @@ impl StateStore {
             Some(Some(b)) => Some(decode_version_with(&key, b, false, &mut names)?),
             Some(None) => None,
             None => match &view {
+                // The stored head, when the checkpoint does not replace it, is the one a
+                // shared snapshot shares.
+                Some(v) if ops.and_then(|o| o.head.as_ref()).is_none() => {
+                    v.snapshot_beside(&key, sys.as_str(), head.as_ref(), true, &mut names)?
+                }
                 Some(v) => v.snapshot(&key, sys.as_str(), true, &mut names)?,
                 None => None,
             },
