@@ -1,8 +1,9 @@
 //! Migration of a format 1 or 2 store to format 3: an entity's head ('h'), snapshots ('s') and
 //! reverse cross-references ('e') are folded into its entity entry ('i').
 //!
-//! 1. Every legacy entry is decoded first: a corrupt one is reported (tree, key, reason) and the
-//!    store is left exactly as it was, still readable by the build that wrote it.
+//! 1. Every legacy entry is decoded first (on a resumed run too): a corrupt one is reported
+//!    (tree, key, reason) and nothing is written — a store not yet started is left exactly as
+//!    it was, still readable by the build that wrote it.
 //! 2. The format marker becomes 3 and a `migrating` marker is set, in one commit: from here an
 //!    older build refuses the store instead of misreading it.
 //! 3. Legacy entries move in batches; each batch writes the entity entries and deletes the
@@ -79,20 +80,22 @@ fn check(tree: u8, name: &str, k: &[u8], v: &[u8]) -> Result<(), StoreError> {
 }
 
 pub(super) fn to_3(store: &dyn Store, batch: usize) -> Result<(), StoreError> {
-    if !in_progress(store)? {
-        for (tree, name) in TREES {
-            let mut failure = None;
-            scan_prefix(store, &[tree], &mut |k, v| match check(tree, name, k, v) {
-                Ok(()) => true,
-                Err(e) => {
-                    failure = Some(e);
-                    false
-                }
-            })?;
-            if let Some(e) = failure {
-                return Err(e);
+    // Every legacy entry still to move is checked first, on a resumed run too: the batches
+    // below only parse keys.
+    for (tree, name) in TREES {
+        let mut failure = None;
+        scan_prefix(store, &[tree], &mut |k, v| match check(tree, name, k, v) {
+            Ok(()) => true,
+            Err(e) => {
+                failure = Some(e);
+                false
             }
+        })?;
+        if let Some(e) = failure {
+            return Err(e);
         }
+    }
+    if !in_progress(store)? {
         let mut b = Batch::new();
         b.put(layout::meta(META_FORMAT), 3u32.to_be_bytes().to_vec());
         b.put(layout::meta(META_MIGRATING), b"2".to_vec());
@@ -112,7 +115,6 @@ pub(super) fn to_3(store: &dyn Store, batch: usize) -> Result<(), StoreError> {
             let mut entries: BTreeMap<EntityId, EntityEntry> = BTreeMap::new();
             let mut b = Batch::new();
             for (k, v) in old {
-                check(tree, name, &k, &v)?;
                 let (e, sys) = parse(tree, name, &k)?;
                 let entry = match entries.entry(e) {
                     std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),

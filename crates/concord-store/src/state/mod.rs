@@ -237,45 +237,40 @@ impl StateStore {
     ) -> Result<EntityParts, StoreError> {
         let ops = cp.and_then(|cp| cp.entities.get(e));
         let sys_ops = ops.and_then(|o| o.systems.get(sys.as_str()));
-        let key = layout::entity(e);
-        let mut names = canonical::NameCache::new();
-        let stored = self.store.get(&key)?;
-        let view = stored
-            .as_deref()
-            .map(|b| EntityView::parse(&key, b))
-            .transpose()?;
-        let head = match ops.and_then(|o| o.head.as_deref()) {
-            Some(h) => Some(decode_version_with(&key, h, false, &mut names)?),
-            None => match &view {
-                Some(v) => v.head_version(&key, true, &mut names)?,
-                None => None,
-            },
-        };
-        let snapshot = match sys_ops.and_then(|s| s.snapshot.as_ref()) {
-            Some(Some(b)) => Some(decode_version_with(&key, b, false, &mut names)?),
-            Some(None) => None,
-            None => match &view {
-                // The stored head, when the checkpoint does not replace it, is the one a
-                // shared snapshot shares.
-                Some(v) if ops.and_then(|o| o.head.as_ref()).is_none() => {
-                    v.snapshot_beside(&key, sys.as_str(), head.as_ref(), true, &mut names)?
-                }
-                Some(v) => v.snapshot(&key, sys.as_str(), true, &mut names)?,
-                None => None,
-            },
-        };
-        let native = match sys_ops.and_then(|s| s.native.as_ref()) {
-            Some(n) => n.clone().map(Key::new),
-            None => view
-                .as_ref()
-                .and_then(|v| v.system(sys.as_str()))
-                .and_then(|s| s.native)
-                .map(Key::new),
-        };
-        Ok(EntityParts {
-            head,
-            snapshot,
-            native,
+        self.with_entity(e, |key, view| {
+            let mut names = canonical::NameCache::new();
+            let head = match ops.and_then(|o| o.head.as_deref()) {
+                Some(h) => Some(decode_version_with(key, h, false, &mut names)?),
+                None => match view {
+                    Some(v) => v.head_version(key, true, &mut names)?,
+                    None => None,
+                },
+            };
+            let snapshot = match sys_ops.and_then(|s| s.snapshot.as_ref()) {
+                Some(Some(b)) => Some(decode_version_with(key, b, false, &mut names)?),
+                Some(None) => None,
+                None => match view {
+                    // The stored head, when the checkpoint does not replace it, is the one a
+                    // shared snapshot shares.
+                    Some(v) if ops.and_then(|o| o.head.as_ref()).is_none() => {
+                        v.snapshot_beside(key, sys.as_str(), head.as_ref(), true, &mut names)?
+                    }
+                    Some(v) => v.snapshot(key, sys.as_str(), true, &mut names)?,
+                    None => None,
+                },
+            };
+            let native = match sys_ops.and_then(|s| s.native.as_ref()) {
+                Some(n) => n.clone().map(Key::new),
+                None => view
+                    .and_then(|v| v.system(sys.as_str()))
+                    .and_then(|s| s.native)
+                    .map(Key::new),
+            };
+            Ok(EntityParts {
+                head,
+                snapshot,
+                native,
+            })
         })
     }
 
