@@ -425,6 +425,31 @@ async fn ingest_relationship_columns_failures_and_state_errors() {
     assert_eq!(info["state"], "JobComplete");
     assert_eq!(info["numberRecordsProcessed"], 1);
 
+    // An empty upload completes the job with no record (an org does not fail it), whether the
+    // body has no bytes or only a line ending; its result files are headers only.
+    for empty in ["", "\n"] {
+        let (id, info) = run_job(
+            &c,
+            &api,
+            json!({"object": "Account", "operation": "insert"}),
+            empty,
+        )
+        .await;
+        assert_eq!(info["state"], "JobComplete", "{empty:?}: {info}");
+        assert_eq!(info["numberRecordsProcessed"], 0);
+        assert_eq!(info["numberRecordsFailed"], 0);
+        let ok = rows(&text(&c, &format!("{api}/jobs/ingest/{id}/successfulResults/")).await);
+        assert_eq!(
+            ok,
+            vec![vec!["sf__Id".to_string(), "sf__Created".to_string()]]
+        );
+        let failed = rows(&text(&c, &format!("{api}/jobs/ingest/{id}/failedResults/")).await);
+        assert_eq!(
+            failed,
+            vec![vec!["sf__Id".to_string(), "sf__Error".to_string()]]
+        );
+    }
+
     // Job creation errors.
     let (s, e) = json_call(
         &c,
