@@ -414,6 +414,58 @@ async fn sobject_collections_with_all_or_none() {
         (r[0]["created"].clone(), r[1]["created"].clone()),
         (json!(false), json!(true))
     );
+    // A failed upsert is still an UpsertResult: `created` false, id null.
+    let bad = json!({"allOrNone": false, "records": [
+        {"attributes": {"type": "Account"}, "Erp_Id__c": "X10"},
+        {"attributes": {"type": "Account"}, "Name": "no key"},
+    ]});
+    let r: J = c
+        .patch(format!("{api}/composite/sobjects/Account/Erp_Id__c"))
+        .bearer_auth(TOKEN)
+        .json(&bad)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for (i, code) in [(0, "REQUIRED_FIELD_MISSING"), (1, "MISSING_ARGUMENT")] {
+        assert_eq!(r[i]["success"], false, "{r}");
+        assert_eq!(r[i]["created"], false, "{r}");
+        assert_eq!(r[i]["id"], J::Null, "{r}");
+        assert_eq!(r[i]["errors"][0]["statusCode"], code, "{r}");
+    }
+    // Update by collection with the documented lowercase `id` (and `Id`, and any case).
+    let upd = json!({"allOrNone": true, "records": [
+        {"attributes": {"type": "Account"}, "id": &ids[0], "Phone": "555-0001"},
+        {"attributes": {"type": "Account"}, "Id": &ids[1], "Phone": "555-0002"},
+    ]});
+    let r: J = c
+        .patch(format!("{api}/composite/sobjects"))
+        .bearer_auth(TOKEN)
+        .json(&upd)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        r.as_array().unwrap().iter().all(|x| x["success"] == true),
+        "{r}"
+    );
+    for (id, phone) in [(&ids[0], "555-0001"), (&ids[1], "555-0002")] {
+        let rec: J = c
+            .get(format!("{api}/sobjects/Account/{id}"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(rec["Phone"], phone, "{rec}");
+    }
     // Delete collection, including an already deleted id.
     let r: J = c
         .delete(format!("{api}/composite/sobjects"))

@@ -66,6 +66,12 @@ async function main() {
   assert.strictEqual(mixed[0].success, true);
   assert.strictEqual(mixed[1].success, false);
   assert.strictEqual(mixed[1].errors[0].statusCode, 'REQUIRED_FIELD_MISSING');
+  // An array update goes through composite/sobjects with the lowercase `id` jsforce sends.
+  const updMany = await acc.update(res.slice(0, 3).map((r) => ({ Id: r.id, Phone: '555-0300' })));
+  assert.strictEqual(updMany.length, 3);
+  assert.ok(updMany.every((r) => r.success), JSON.stringify(updMany));
+  const back = await acc.retrieve(res[0].id);
+  assert.strictEqual(back.Phone, '555-0300');
   step('collections');
 
   // Query paging: one page, then queryMore, then autoFetch of everything.

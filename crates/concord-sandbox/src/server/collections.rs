@@ -7,9 +7,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value as J};
 
-/// One collection result in Salesforce's form.
-pub(crate) fn collection_result(r: Result<(String, Option<bool>), SfError>) -> J {
-    match r {
+/// One collection result in Salesforce's form: a SaveResult, or for an upsert an UpsertResult,
+/// which carries `created` whether it succeeded or not (`false` when it failed).
+pub(crate) fn collection_result(r: Result<(String, Option<bool>), SfError>, upsert: bool) -> J {
+    let mut j = match r {
         Ok((id, created)) => {
             let mut j = json!({"id": id, "success": true, "errors": []});
             if let Some(c) = created {
@@ -22,7 +23,21 @@ pub(crate) fn collection_result(r: Result<(String, Option<bool>), SfError>) -> J
             "success": false,
             "errors": [{"statusCode": e.code, "message": e.message, "fields": e.fields}],
         }),
+    };
+    if upsert && j.get("created").is_none() {
+        j["created"] = json!(false);
     }
+    j
+}
+
+/// Takes the record id out of a collection record: field names are case-insensitive, and the
+/// documented form of an sObject Collections update is the lowercase `id` (jsforce sends it).
+fn take_id(fields: &mut serde_json::Map<String, J>) -> Option<J> {
+    let name = fields
+        .keys()
+        .find(|k| k.eq_ignore_ascii_case("Id"))?
+        .clone();
+    fields.remove(&name)
 }
 
 #[derive(serde::Deserialize)]
@@ -39,6 +54,7 @@ pub(crate) const ROLLED_BACK: &str = "Record rolled back because not all records
 pub(crate) fn collection(
     sb: &Sandbox,
     all_or_none: bool,
+    upsert: bool,
     n: usize,
     mut f: impl FnMut(&mut Org, usize) -> Result<(String, Option<bool>), SfError>,
 ) -> Response {
@@ -59,16 +75,22 @@ pub(crate) fn collection(
         results
             .into_iter()
             .map(|r| match r {
-                Ok(_) => collection_result(Err(SfError::new(
-                    400,
-                    "ALL_OR_NONE_OPERATION_ROLLED_BACK",
-                    ROLLED_BACK,
-                ))),
-                Err(e) => collection_result(Err(e)),
+                Ok(_) => collection_result(
+                    Err(SfError::new(
+                        400,
+                        "ALL_OR_NONE_OPERATION_ROLLED_BACK",
+                        ROLLED_BACK,
+                    )),
+                    upsert,
+                ),
+                Err(e) => collection_result(Err(e), upsert),
             })
             .collect()
     } else {
-        results.into_iter().map(collection_result).collect()
+        results
+            .into_iter()
+            .map(|r| collection_result(r, upsert))
+            .collect()
     };
     Json(J::Array(out)).into_response()
 }
@@ -97,10 +119,10 @@ pub(crate) async fn collection_create(
     }
     sb.count("composite.sobjects.create");
     let recs = body.records;
-    collection(&sb, body.all_or_none, recs.len(), |org, i| {
+    collection(&sb, body.all_or_none, false, recs.len(), |org, i| {
         let ty = record_type(&recs[i])?;
         let fields = recs[i].as_object().cloned().unwrap_or_default();
-        if fields.contains_key("Id") {
+        if fields.keys().any(|k| k.eq_ignore_ascii_case("Id")) {
             return Err(SfError::new(
                 400,
                 "INVALID_FIELD",
@@ -121,11 +143,10 @@ pub(crate) async fn collection_update(
     }
     sb.count("composite.sobjects.update");
     let recs = body.records;
-    collection(&sb, body.all_or_none, recs.len(), |org, i| {
+    collection(&sb, body.all_or_none, false, recs.len(), |org, i| {
         let ty = record_type(&recs[i])?;
         let mut fields = recs[i].as_object().cloned().unwrap_or_default();
-        let id = fields
-            .remove("Id")
+        let id = take_id(&mut fields)
             .and_then(|j| j.as_str().map(str::to_string))
             .ok_or_else(|| {
                 SfError::new(
@@ -149,7 +170,7 @@ pub(crate) async fn collection_upsert(
     }
     sb.count("composite.sobjects.upsert");
     let recs = body.records;
-    collection(&sb, body.all_or_none, recs.len(), |org, i| {
+    collection(&sb, body.all_or_none, true, recs.len(), |org, i| {
         let mut fields = recs[i].as_object().cloned().unwrap_or_default();
         let key = match fields.remove(&field) {
             Some(J::String(k)) => k,
@@ -193,7 +214,7 @@ pub(crate) async fn collection_delete(
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
         .collect();
-    collection(&sb, p.all_or_none, ids.len(), |org, i| {
+    collection(&sb, p.all_or_none, false, ids.len(), |org, i| {
         let prefix = crate::ids::prefix(&ids[i]).unwrap_or("");
         let object = org
             .objects()
