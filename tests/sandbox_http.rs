@@ -304,6 +304,113 @@ async fn rest_crud_query_paging_limits_and_errors() {
 }
 
 #[tokio::test]
+async fn records_by_external_id_get_and_delete() {
+    let (base, _sb) = start(10_000).await;
+    let c = reqwest::Client::new();
+    let api = format!("{base}/services/data/v59.0");
+    let auth = |rb: reqwest::RequestBuilder| rb.bearer_auth(TOKEN);
+    for (name, ext) in [("Alpha", "E1"), ("Beta", "DUP"), ("Gamma", "DUP")] {
+        let r = auth(c.post(format!("{api}/sobjects/Account")))
+            .json(&json!({"Name": name, "Erp_Id__c": ext, "Phone": "5"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+
+    // GET by external id: the whole record, as retrieve by Id answers it; `fields` narrows it.
+    let r = auth(c.get(format!("{api}/sobjects/Account/Erp_Id__c/E1")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let rec: J = r.json().await.unwrap();
+    assert_eq!(rec["Name"], "Alpha");
+    assert_eq!(rec["attributes"]["type"], "Account");
+    let id = rec["Id"].as_str().unwrap().to_string();
+    let by_id: J = auth(c.get(format!("{api}/sobjects/Account/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rec, by_id);
+    let narrow: J = auth(c.get(format!("{api}/sobjects/Account/Erp_Id__c/e1")))
+        .query(&[("fields", "Name,Phone")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        narrow["Name"], "Alpha",
+        "external ids compare case-insensitively"
+    );
+    assert_eq!(narrow["Phone"], "5");
+    assert!(narrow.get("Erp_Id__c").is_none(), "{narrow}");
+
+    // None: 404 with the error array; a field that is no external id: 400.
+    let r = auth(c.get(format!("{api}/sobjects/Account/Erp_Id__c/NOPE")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let e: J = r.json().await.unwrap();
+    assert_eq!(e[0]["errorCode"], "NOT_FOUND");
+    let r = auth(c.get(format!("{api}/sobjects/Account/Name/Alpha")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    // Two records share it: 300 with both URLs, for GET and DELETE; nothing deleted.
+    for m in [reqwest::Method::GET, reqwest::Method::DELETE] {
+        let r = auth(c.request(m, format!("{api}/sobjects/Account/Erp_Id__c/DUP")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 300);
+        let urls: Vec<String> = r.json().await.unwrap();
+        assert_eq!(urls.len(), 2);
+        assert!(urls
+            .iter()
+            .all(|u| u.starts_with("/services/data/v59.0/sobjects/Account/001")));
+    }
+    let q: J = auth(
+        c.get(format!("{api}/query"))
+            .query(&[("q", "SELECT Id FROM Account WHERE Erp_Id__c = 'DUP'")]),
+    )
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(q["totalSize"], 2);
+
+    // DELETE by external id: 204, then the record is gone (404 by either path).
+    let r = auth(c.delete(format!("{api}/sobjects/Account/Erp_Id__c/E1")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    for url in [
+        format!("{api}/sobjects/Account/Erp_Id__c/E1"),
+        format!("{api}/sobjects/Account/{id}"),
+    ] {
+        let r = auth(c.get(url)).send().await.unwrap();
+        assert_eq!(r.status(), 404);
+    }
+    let r = auth(c.delete(format!("{api}/sobjects/Account/Erp_Id__c/E1")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
 async fn daily_limit_gives_request_limit_exceeded() {
     let (base, _sb) = start(3).await;
     let c = reqwest::Client::new();

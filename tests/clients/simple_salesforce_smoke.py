@@ -54,6 +54,13 @@ steps.append("crud")
 
 assert sf.Account.upsert("Erp_Id__c/PY-1", {"Name": "Upserted"}) == 201
 assert sf.Account.upsert("Erp_Id__c/PY-1", {"Name": "Upserted again"}) in (200, 204)
+assert sf.Account.get_by_custom_id("Erp_Id__c", "PY-1")["Name"] == "Upserted again"
+assert sf.Account.delete("Erp_Id__c/PY-1") == 204
+try:
+    sf.Account.get_by_custom_id("Erp_Id__c", "PY-1")
+    raise AssertionError("a record deleted by external id is gone")
+except SalesforceResourceNotFound as e:
+    assert e.content[0]["errorCode"] == "NOT_FOUND", e.content
 steps.append("upsert")
 
 recs = [{"attributes": {"type": "Account"}, "Name": f"Coll {i:03}"} for i in range(200)]

@@ -220,15 +220,17 @@ impl Org {
         Ok(&self.records[&o.name][&id18])
     }
 
-    /// Upsert by external id: creates, updates, or 300 when several records match.
-    pub fn upsert(
-        &mut self,
+    /// The live records of `object` whose external id field `ext_field` (or `Id`) equals
+    /// `value` (case-insensitively, as an org compares external ids), with the field's
+    /// canonical name. An unknown field is NOT_FOUND, a field not marked external id
+    /// INVALID_FIELD, as an org answers.
+    pub fn find_by_external_id(
+        &self,
         object: &str,
         ext_field: &str,
         value: &str,
-        input: &Map<String, J>,
-    ) -> Result<Upserted, SfError> {
-        let o = self.object(object)?.clone();
+    ) -> Result<(String, Vec<String>), SfError> {
+        let o = self.object(object)?;
         let f = o.field(ext_field).ok_or_else(|| {
             SfError::new(
                 404,
@@ -261,25 +263,62 @@ impl Org {
                 })
                 .unwrap_or_default(),
         };
+        Ok((f.name.clone(), matches))
+    }
+
+    /// The one live record of `object` whose external id `ext_field` is `value`: NOT_FOUND
+    /// when there is none, MULTIPLE_CHOICES (status 300, the ids in `fields`) when several.
+    pub fn one_by_external_id(
+        &self,
+        object: &str,
+        ext_field: &str,
+        value: &str,
+    ) -> Result<String, SfError> {
+        let (field, matches) = self.find_by_external_id(object, ext_field, value)?;
+        match matches.len() {
+            0 => Err(SfError::new(
+                404,
+                "NOT_FOUND",
+                "The requested resource does not exist",
+            )),
+            1 => Ok(matches.into_iter().next().expect("one")),
+            _ => Err(multiple(&field, value, matches)),
+        }
+    }
+
+    /// Upsert by external id: creates, updates, or 300 when several records match.
+    pub fn upsert(
+        &mut self,
+        object: &str,
+        ext_field: &str,
+        value: &str,
+        input: &Map<String, J>,
+    ) -> Result<Upserted, SfError> {
+        let (field, matches) = self.find_by_external_id(object, ext_field, value)?;
+        let object = self.object(object)?.name.clone();
         match matches.len() {
             0 => {
                 let mut with_key = input.clone();
-                with_key.insert(f.name.clone(), key);
-                self.create(&o.name, &with_key).map(Upserted::Created)
+                with_key.insert(field, J::String(value.to_string()));
+                self.create(&object, &with_key).map(Upserted::Created)
             }
             1 => {
-                self.update(&o.name, &matches[0], input)?;
+                self.update(&object, &matches[0], input)?;
                 Ok(Upserted::Updated(matches[0].clone()))
             }
-            _ => {
-                let mut e = SfError::new(
-                    300,
-                    "MULTIPLE_CHOICES",
-                    format!("Multiple records found for {} = {value}", f.name),
-                );
-                e.fields = matches;
-                Err(e)
-            }
+            _ => Err(multiple(&field, value, matches)),
         }
     }
+}
+
+/// MULTIPLE_CHOICES for an external id several records share (status 300, their ids in
+/// `fields`).
+fn multiple(field: &str, value: &str, ids: Vec<String>) -> SfError {
+    let mut e = SfError::new(
+        300,
+        "MULTIPLE_CHOICES",
+        format!("Multiple records found for {field} = {value}"),
+    );
+    e.fields = ids;
+    e
 }

@@ -53,7 +53,9 @@ pub fn router(sb: St) -> Router {
         )
         .route(
             "/services/data/{v}/sobjects/{s}/{field}/{value}",
-            axum::routing::patch(upsert),
+            get(retrieve_by_external_id)
+                .patch(upsert)
+                .delete(destroy_by_external_id),
         )
         .route(
             "/services/data/{v}/composite/sobjects",

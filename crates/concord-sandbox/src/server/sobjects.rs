@@ -84,12 +84,74 @@ pub(crate) async fn retrieve(
         Err(e) => return err(e),
     };
     sb.count("sobject.retrieve");
+    record_response(&sb, &v, &s, &id, p)
+}
+
+/// `GET /sobjects/{S}/{extIdField}/{value}`: the record whose external id is `value`, as
+/// retrieve answers it (`fields` too); several records sharing it answer 300 with their URLs.
+pub(crate) async fn retrieve_by_external_id(
+    State(sb): State<St>,
+    Path((v, s, field, value)): Path<(String, String, String, String)>,
+    Q(p): Q<FieldsParam>,
+) -> Response {
+    let v = match version_ok(&v) {
+        Ok(v) => v,
+        Err(e) => return err(e),
+    };
+    sb.count("sobject.retrieve");
+    let found = sb
+        .org
+        .lock()
+        .expect("lock")
+        .one_by_external_id(&s, &field, &value);
+    match found {
+        Ok(id) => record_response(&sb, &v, &s, &id, p),
+        Err(e) => external_id_error(&v, &s, e),
+    }
+}
+
+/// `DELETE /sobjects/{S}/{extIdField}/{value}`: deletes the record whose external id is
+/// `value` (204); several records sharing it answer 300 and nothing is deleted.
+pub(crate) async fn destroy_by_external_id(
+    State(sb): State<St>,
+    Path((v, s, field, value)): Path<(String, String, String, String)>,
+) -> Response {
+    let v = match version_ok(&v) {
+        Ok(v) => v,
+        Err(e) => return err(e),
+    };
+    sb.count("sobject.delete");
+    let mut org = sb.org.lock().expect("lock");
+    match org
+        .one_by_external_id(&s, &field, &value)
+        .and_then(|id| org.delete(&s, &id))
+    {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => external_id_error(&v, &s, e),
+    }
+}
+
+/// An external id lookup's error: MULTIPLE_CHOICES is a 300 listing the records' URLs.
+fn external_id_error(v: &str, s: &str, e: SfError) -> Response {
+    if e.status != 300 {
+        return err(e);
+    }
+    let urls: Vec<String> = e
+        .fields
+        .iter()
+        .map(|id| format!("/services/data/v{v}/sobjects/{s}/{id}"))
+        .collect();
+    (StatusCode::MULTIPLE_CHOICES, Json(json!(urls))).into_response()
+}
+
+/// The record `id` of `s` as retrieve answers it: every field, or those `p` lists.
+fn record_response(sb: &Sandbox, v: &str, s: &str, id: &str, p: FieldsParam) -> Response {
     let org = sb.org.lock().expect("lock");
-    let o = match org.object(&s) {
+    let o = match org.object(s) {
         Ok(o) => o.clone(),
         Err(e) => return err(e),
     };
-    let rec = match org.get(&s, &id) {
+    let rec = match org.get(s, id) {
         Ok(r) => r,
         Err(e) => return err(e),
     };
@@ -214,9 +276,10 @@ pub(crate) async fn upsert(
     Path((v, s, field, value)): Path<(String, String, String, String)>,
     Json(body): Json<J>,
 ) -> Response {
-    if let Err(e) = version_ok(&v) {
-        return err(e);
-    }
+    let v = match version_ok(&v) {
+        Ok(v) => v,
+        Err(e) => return err(e),
+    };
     sb.count("sobject.upsert");
     let Some(fields) = body.as_object() else {
         return err(SfError::new(
@@ -241,14 +304,6 @@ pub(crate) async fn upsert(
             Json(json!({"id": id, "success": true, "errors": [], "created": false})),
         )
             .into_response(),
-        Err(e) if e.status == 300 => {
-            let urls: Vec<String> = e
-                .fields
-                .iter()
-                .map(|id| format!("/services/data/v{v}/sobjects/{s}/{id}"))
-                .collect();
-            (StatusCode::MULTIPLE_CHOICES, Json(json!(urls))).into_response()
-        }
-        Err(e) => err(e),
+        Err(e) => external_id_error(&v, &s, e),
     }
 }
