@@ -411,6 +411,149 @@ async fn records_by_external_id_get_and_delete() {
 }
 
 #[tokio::test]
+async fn api_versions_served_retired_and_per_resource() {
+    let (base, _sb) = start(10_000).await;
+    let c = reqwest::Client::new();
+    let get = |path: String| c.get(format!("{base}{path}")).bearer_auth(TOKEN).send();
+
+    // The org's range, 31.0 to the current version, each with its release's label.
+    let v: Vec<J> = get("/services/data".into())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listed: Vec<&str> = v.iter().map(|x| x["version"].as_str().unwrap()).collect();
+    let want: Vec<String> = (31..=concord::sandbox::server::CURRENT_API_VERSION)
+        .map(|n| format!("{n}.0"))
+        .collect();
+    assert_eq!(listed, want);
+    let label = |ver: &str| {
+        v.iter().find(|x| x["version"] == ver).unwrap()["label"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(label("31.0"), "Summer '14");
+    assert_eq!(label("50.0"), "Winter '21");
+    assert_eq!(label("62.0"), "Winter '25");
+    assert_eq!(label("66.0"), "Spring '26");
+    assert_eq!(v[0]["url"], "/services/data/v31.0");
+
+    // Every served version answers alike: jsforce's default 50.0, the oldest, the newest.
+    for ver in ["31.0", "50.0", "59.0", &want[want.len() - 1]] {
+        let r = get(format!("/services/data/v{ver}/sobjects/Account/describe"))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "v{ver}");
+        let r = get(format!(
+            "/services/data/v{ver}/query?q=SELECT+Id+FROM+Account"
+        ))
+        .await
+        .unwrap();
+        assert_eq!(r.status(), 200, "v{ver}");
+    }
+    // Retired versions are gone (410, the error array); versions not yet released, and
+    // malformed ones, are not found.
+    for ver in ["30.0", "21.0", "7.0"] {
+        let r = get(format!("/services/data/v{ver}/sobjects"))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 410, "v{ver}");
+        let e: J = r.json().await.unwrap();
+        assert_eq!(e[0]["errorCode"], "GONE");
+    }
+    let next = concord::sandbox::server::CURRENT_API_VERSION + 1;
+    for ver in [
+        format!("{next}.0"),
+        "62.5".into(),
+        "62".into(),
+        "abc".into(),
+    ] {
+        let r = get(format!("/services/data/v{ver}/sobjects"))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "v{ver}");
+        let e: J = r.json().await.unwrap();
+        assert_eq!(e[0]["errorCode"], "NOT_FOUND");
+    }
+    // A resource newer than the version is not there: Bulk API 2.0 ingest came with 41.0, its
+    // query with 47.0, sObject Collections with 42.0 and their upsert with 46.0.
+    for (path, since) in [
+        ("jobs/ingest", 41),
+        ("jobs/query", 47),
+        ("composite/sobjects?ids=001000000000000AAA", 42),
+    ] {
+        let r = get(format!("/services/data/v{}.0/{path}", since - 1))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{path} before {since}.0");
+        let r = get(format!("/services/data/v{since}.0/{path}"))
+            .await
+            .unwrap();
+        assert_ne!(r.status(), 404, "{path} in {since}.0");
+    }
+    let r = c
+        .patch(format!(
+            "{base}/services/data/v45.0/composite/sobjects/Account/Erp_Id__c"
+        ))
+        .bearer_auth(TOKEN)
+        .json(&json!({"allOrNone": false, "records": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn api_versions_are_a_setting() {
+    let (base, _sb) = crate::sf_common::serve_in_process(
+        "",
+        Settings {
+            token: TOKEN.into(),
+            versions: "41.0-55.0".parse().unwrap(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let c = reqwest::Client::new();
+    let v: Vec<J> = c
+        .get(format!("{base}/services/data"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v.len(), 15);
+    assert_eq!(v[0]["version"], "41.0");
+    assert_eq!(v[14]["version"], "55.0");
+    for (ver, status) in [("40.0", 410), ("41.0", 200), ("55.0", 200), ("56.0", 404)] {
+        let r = c
+            .get(format!("{base}/services/data/v{ver}/limits"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "v{ver}");
+    }
+    for bad in ["55.0-41.0", "x-55.0", "41.5-55.0", ""] {
+        assert!(
+            bad.parse::<concord::sandbox::server::ApiVersions>()
+                .is_err(),
+            "{bad:?}"
+        );
+    }
+    assert_eq!(
+        "31-67"
+            .parse::<concord::sandbox::server::ApiVersions>()
+            .unwrap()
+            .to_string(),
+        "31.0-67.0"
+    );
+}
+
+#[tokio::test]
 async fn daily_limit_gives_request_limit_exceeded() {
     let (base, _sb) = start(3).await;
     let c = reqwest::Client::new();

@@ -185,6 +185,10 @@ pub(crate) enum Command {
         /// Seed of the fault generator (same seed, same faults in the same order).
         #[arg(long, default_value_t = 0)]
         fault_seed: u64,
+        /// The REST API versions served, OLDEST-NEWEST: older ones answer 410 GONE as retired
+        /// versions do, newer ones 404 (default: an org's range).
+        #[arg(long, value_name = "OLDEST-NEWEST", default_value_t = concord::sandbox::server::ApiVersions::default())]
+        api_versions: concord::sandbox::server::ApiVersions,
     },
     /// Remove exactly what `setup` installed for a table.
     Teardown {

@@ -136,6 +136,7 @@ pub fn dispatch(cli: Cli, rt: &tokio::runtime::Runtime) -> Result<i32> {
             fault_slow_ms,
             fault_limit_exceeded,
             fault_seed,
+            api_versions,
         } => {
             let faults = concord::sandbox::server::Faults {
                 rate_503: fault_503,
@@ -156,8 +157,14 @@ pub fn dispatch(cli: Cli, rt: &tokio::runtime::Runtime) -> Result<i32> {
                 cert_dir: None,
                 faults,
             };
-            rt.block_on(sandbox::sandbox(opts, token, daily_limit, jwt_public_key))
-                .map(|_| 0)
+            rt.block_on(sandbox::sandbox(
+                opts,
+                token,
+                daily_limit,
+                jwt_public_key,
+                api_versions,
+            ))
+            .map(|_| 0)
         }
         Command::Teardown { table } => rt.block_on(async {
             let c = table.connect().await?;

@@ -9,6 +9,7 @@ pub(crate) async fn sandbox(
     token: Option<String>,
     daily_limit: u64,
     jwt_public_key: Option<PathBuf>,
+    api_versions: concord::sandbox::server::ApiVersions,
 ) -> Result<()> {
     use concord::sandbox::{launch, server};
     for (name, rate) in [
@@ -54,6 +55,8 @@ pub(crate) async fn sandbox(
             std::fs::read(p).with_context(|| format!("reading JWT public key {}", p.display()))?,
         );
     }
+    settings.versions = api_versions;
+    let versions = settings.versions;
     let client_id = settings.client_id.clone();
     let username = settings.username.clone();
     let token = settings.token.clone();
@@ -77,8 +80,7 @@ pub(crate) async fn sandbox(
     }
     println!(
         "concord sandbox listening on {} (API versions {})",
-        l.base_url,
-        server::VERSIONS.join(", ")
+        l.base_url, versions
     );
     l.server.await??;
     Ok(())

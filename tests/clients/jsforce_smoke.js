@@ -15,9 +15,10 @@ const env = (k) => {
 async function main() {
   const url = env('SANDBOX_URL');
   const conn = new jsforce.Connection({
+    // jsforce's default API version (50.0 in jsforce 3): an org serves 31.0 to the current one.
     oauth2: { loginUrl: url, clientId: env('CLIENT_ID'), clientSecret: env('CLIENT_SECRET') },
-    version: '62.0',
   });
+  assert.strictEqual(conn.version, '50.0', 'jsforce 3 defaults to API 50.0');
   const done = [];
   const step = (name) => { done.push(name); };
 

@@ -30,7 +30,9 @@ tok = session.post(
     },
 ).json()
 assert tok["instance_url"] == url, tok
-sf = Salesforce(instance_url=tok["instance_url"], session_id=tok["access_token"], version="62.0", session=session)
+# simple-salesforce's default API version (59.0 in 1.12).
+sf = Salesforce(instance_url=tok["instance_url"], session_id=tok["access_token"], session=session)
+assert sf.sf_version == "59.0", sf.sf_version
 steps = []
 
 d = sf.Account.describe()

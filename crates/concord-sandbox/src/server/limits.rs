@@ -14,6 +14,14 @@ use serde_json::json;
 
 /// Bearer-token check, daily limit, usage counting and the `Sforce-Limit-Info` header.
 pub(crate) async fn api_guard(State(sb): State<St>, req: Request, next: Next) -> Response {
+    // `/services/data/{v}/{rest}`: a retired version, one not served or a resource newer than
+    // the version answers before anything else (composite subrequests included).
+    if let Some(tail) = req.uri().path().strip_prefix("/services/data/") {
+        let (v, rest) = tail.split_once('/').unwrap_or((tail, ""));
+        if let Err(e) = sb.settings.versions.check(v, rest) {
+            return err(e);
+        }
+    }
     let ok = req
         .headers()
         .get("authorization")

@@ -12,7 +12,10 @@ mod sobjects;
 pub(crate) mod state;
 
 pub(crate) use state::St;
-pub use state::{trim_trailing_slash, Faults, Sandbox, Settings, VERSIONS};
+pub use state::{
+    trim_trailing_slash, ApiVersions, Faults, Sandbox, Settings, CURRENT_API_VERSION,
+    OLDEST_API_VERSION,
+};
 
 use crate::bulk;
 use admin::*;
@@ -32,11 +35,32 @@ use sobjects::*;
 pub(crate) async fn versions(State(sb): State<St>) -> Json<J> {
     sb.count("versions");
     Json(J::Array(
-        VERSIONS
+        sb.settings
+            .versions
+            .list()
             .iter()
-            .map(|v| json!({"label": format!("API {v}"), "url": format!("/services/data/v{v}"), "version": v}))
+            .map(|v| json!({"label": release_label(v), "url": format!("/services/data/v{v}"), "version": v}))
             .collect(),
     ))
+}
+
+/// The release a version came with, as `/services/data` labels it ("Winter '25" for 62.0):
+/// three releases a year, Spring '14 being 30.0.
+fn release_label(v: &str) -> String {
+    let n: i64 = v
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    // 30.0 is Spring '14; each version is the next of Spring, Summer, Winter (Winter is
+    // named after the year it precedes).
+    let k = n - 30;
+    let year = 14 + (k + 1).div_euclid(3);
+    match k.rem_euclid(3) {
+        0 => format!("Spring '{year:02}"),
+        1 => format!("Summer '{year:02}"),
+        _ => format!("Winter '{year:02}"),
+    }
 }
 
 /// The router.

@@ -9,8 +9,108 @@ use serde_json::Value as J;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-/// API versions the sandbox answers.
-pub const VERSIONS: [&str; 5] = ["58.0", "59.0", "60.0", "61.0", "62.0"];
+/// The newest REST API version an org serves (Summer '26), the default newest of
+/// [`ApiVersions`].
+pub const CURRENT_API_VERSION: u32 = 67;
+/// The oldest version an org serves: 7.0 – 30.0 are retired (21.0 – 30.0 since Summer '25) and
+/// answer 410 GONE.
+pub const OLDEST_API_VERSION: u32 = 31;
+
+/// The REST API versions the sandbox serves, `oldest.0` to `newest.0`: older ones answer as
+/// retired versions do (410 GONE), newer ones as unknown resources (404 NOT_FOUND). Behaviour is
+/// the same in every version but for the resources that came later (see [`resource_since`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ApiVersions {
+    pub oldest: u32,
+    pub newest: u32,
+}
+
+impl Default for ApiVersions {
+    fn default() -> Self {
+        ApiVersions {
+            oldest: OLDEST_API_VERSION,
+            newest: CURRENT_API_VERSION,
+        }
+    }
+}
+
+impl std::str::FromStr for ApiVersions {
+    type Err = String;
+    /// `31.0-67.0` (or `31-67`); one version alone serves only it.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, b) = s.split_once('-').unwrap_or((s, s));
+        let one = |x: &str| {
+            let x = x.trim();
+            version_number(x)
+                .or_else(|| x.parse::<u32>().ok().filter(|n| *n > 0))
+                .ok_or_else(|| format!("`{x}` is not an API version (such as 62.0)"))
+        };
+        let (oldest, newest) = (one(a)?, one(b)?);
+        if oldest > newest {
+            return Err(format!("{oldest}.0 is newer than {newest}.0"));
+        }
+        Ok(ApiVersions { oldest, newest })
+    }
+}
+
+impl std::fmt::Display for ApiVersions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.0-{}.0", self.oldest, self.newest)
+    }
+}
+
+impl ApiVersions {
+    /// Every version served, oldest first ("31.0", …).
+    pub fn list(&self) -> Vec<String> {
+        (self.oldest..=self.newest)
+            .map(|n| format!("{n}.0"))
+            .collect()
+    }
+
+    /// Whether a request to `/services/data/{v}/{rest}` reaches a resource: a retired version
+    /// is 410 GONE, a version not (yet) served or a resource newer than the version 404.
+    pub(crate) fn check(&self, v: &str, rest: &str) -> Result<(), SfError> {
+        let not_found = || SfError::new(404, "NOT_FOUND", "The requested resource does not exist");
+        let n = v
+            .strip_prefix('v')
+            .and_then(version_number)
+            .ok_or_else(not_found)?;
+        if n < self.oldest {
+            return Err(SfError::new(
+                410,
+                "GONE",
+                format!("API version {n}.0 has been retired and is no longer available"),
+            ));
+        }
+        if n > self.newest || n < resource_since(rest) {
+            return Err(not_found());
+        }
+        Ok(())
+    }
+}
+
+/// `62.0` → 62 (API versions are whole: "NN.0").
+fn version_number(v: &str) -> Option<u32> {
+    let (major, minor) = v.split_once('.')?;
+    let n = major.parse::<u32>().ok().filter(|n| *n > 0)?;
+    (minor == "0" && !major.starts_with('+')).then_some(n)
+}
+
+/// The version a REST resource (the path after `/services/data/vNN.N/`) first appeared in, as
+/// the REST API Developer Guide gives it: sObject Collections 42.0 (their upsert 46.0), Bulk
+/// API 2.0 ingest 41.0 and query 47.0, composite 38.0; every other resource the sandbox serves
+/// predates 31.0.
+pub(crate) fn resource_since(rest: &str) -> u32 {
+    let mut parts = rest.split('/');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some("composite"), Some("sobjects"), Some(_)) => 46,
+        (Some("composite"), Some("sobjects"), None) => 42,
+        (Some("composite"), _, _) => 38,
+        (Some("jobs"), Some("query"), _) => 47,
+        (Some("jobs"), _, _) => 41,
+        _ => 0,
+    }
+}
 
 /// Sandbox settings.
 #[derive(Clone)]
@@ -32,6 +132,8 @@ pub struct Settings {
     /// PEM public key (or certificate) that verifies JWT bearer assertions (RS256); none: the
     /// JWT bearer grant is refused.
     pub jwt_public_key: Option<Vec<u8>>,
+    /// The API versions served (the org's range by default).
+    pub versions: ApiVersions,
 }
 
 impl std::fmt::Debug for Settings {
@@ -42,6 +144,7 @@ impl std::fmt::Debug for Settings {
             .field("client_id", &self.client_id)
             .field("username", &self.username)
             .field("jwt", &self.jwt_public_key.is_some())
+            .field("versions", &self.versions)
             .finish_non_exhaustive()
     }
 }
@@ -58,6 +161,7 @@ impl Default for Settings {
             password: "concord-sandbox-password".into(),
             refresh_token: "5Aep861concordSandboxRefreshToken".into(),
             jwt_public_key: None,
+            versions: ApiVersions::default(),
         }
     }
 }
@@ -224,16 +328,17 @@ pub(crate) fn err(e: SfError) -> Response {
     (status, Json(e.body())).into_response()
 }
 
+/// The version of a `/services/data/{v}/…` path (`v62.0` → `62.0`). The range and the
+/// resource's own version were checked by the API guard ([`ApiVersions::check`]) before any
+/// handler runs.
 pub(crate) fn version_ok(v: &str) -> Result<&str, SfError> {
-    let v = v.strip_prefix('v').unwrap_or(v);
-    if VERSIONS.contains(&v) {
-        Ok(v)
-    } else {
-        Err(SfError::new(
+    match v.strip_prefix('v') {
+        Some(n) if version_number(n).is_some() => Ok(n),
+        _ => Err(SfError::new(
             404,
             "NOT_FOUND",
             "The requested resource does not exist",
-        ))
+        )),
     }
 }
 
