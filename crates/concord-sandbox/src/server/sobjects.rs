@@ -84,7 +84,7 @@ pub(crate) async fn retrieve(
         Err(e) => return err(e),
     };
     sb.count("sobject.retrieve");
-    record_response(&sb, &v, &s, &id, p)
+    record_response(&sb, v, &s, &id, p)
 }
 
 /// `GET /sobjects/{S}/{extIdField}/{value}`: the record whose external id is `value`, as
@@ -105,8 +105,8 @@ pub(crate) async fn retrieve_by_external_id(
         .expect("lock")
         .one_by_external_id(&s, &field, &value);
     match found {
-        Ok(id) => record_response(&sb, &v, &s, &id, p),
-        Err(e) => external_id_error(&v, &s, e),
+        Ok(id) => record_response(&sb, v, &s, &id, p),
+        Err(e) => external_id_error(v, &s, e),
     }
 }
 
@@ -127,7 +127,7 @@ pub(crate) async fn destroy_by_external_id(
         .and_then(|id| org.delete(&s, &id))
     {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => external_id_error(&v, &s, e),
+        Err(e) => external_id_error(v, &s, e),
     }
 }
 
@@ -304,6 +304,6 @@ pub(crate) async fn upsert(
             Json(json!({"id": id, "success": true, "errors": [], "created": false})),
         )
             .into_response(),
-        Err(e) => external_id_error(&v, &s, e),
+        Err(e) => external_id_error(v, &s, e),
     }
 }
