@@ -234,3 +234,132 @@ async fn unreachable_system_and_bad_credentials_give_clear_errors() {
     .unwrap();
     assert!(e.to_string().contains("SF_TEST_UNSET_URL"), "{e}");
 }
+
+#[tokio::test]
+async fn fetch_by_id_goes_through_collections_retrieve() {
+    let (sb, cfg) = sandbox().await;
+    let sys = SystemId::new("erp").unwrap();
+    let c = SalesforceConnector::connect(SystemId::new("sf").unwrap(), cfg.clone())
+        .await
+        .unwrap();
+    let res = c.write(creates(2300, &sys)).await.unwrap();
+    let mut keys: Vec<concord::model::Key> = res
+        .iter()
+        .map(|r| match r {
+            WriteResult::Ok { key, .. } => key.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    // 100 of them deleted, and 100 ids that never existed: 2 400 asked.
+    let gone: Vec<WriteOp> = (0..100)
+        .map(|i| WriteOp::Delete {
+            entity: EntityId::derive(&sys, &i.to_string()),
+            key: keys[i].clone(),
+        })
+        .collect();
+    c.write(gone).await.unwrap();
+    for i in 0..100 {
+        keys.push(concord::model::Key::new(format!(
+            "001{:012}AAA",
+            900_000 + i
+        )));
+    }
+    let before = sb.counters();
+    let got = c.fetch(&keys).await.unwrap();
+    let after = sb.counters();
+    let delta = |k: &str| after.get(k).copied().unwrap_or(0) - before.get(k).copied().unwrap_or(0);
+    assert_eq!(
+        delta("composite.sobjects.retrieve"),
+        2,
+        "ceil(2400/2000) calls"
+    );
+    assert_eq!(delta("query"), 0);
+    assert_eq!(got.len(), keys.len());
+    for (i, (k, ch)) in keys.iter().zip(&got).enumerate() {
+        assert_eq!(&ch.key, k, "in order");
+        if (100..2300).contains(&i) {
+            let f = ch
+                .fields
+                .as_ref()
+                .unwrap_or_else(|| panic!("record {i} missing"));
+            assert_eq!(f.get("Name"), Some(&Value::Text(format!("Acct {i:04}"))));
+            assert_eq!(f.get("AnnualRevenue"), Some(&Value::Int(1000 + i as i64)));
+            assert_eq!(ch.entity_hint, Some(EntityId::derive(&sys, &i.to_string())));
+            assert!(ch.modstamp.is_some());
+        } else {
+            assert!(
+                ch.fields.is_none(),
+                "record {i} is no longer there: a delete"
+            );
+        }
+    }
+
+    // Before API 42.0 (no sObject Collections) the same through queries, 200 ids a call.
+    let mut old = cfg;
+    old.api_version = "41.0".into();
+    let c = SalesforceConnector::connect(SystemId::new("sf").unwrap(), old)
+        .await
+        .unwrap();
+    let before = sb.counters();
+    let again = c.fetch(&keys).await.unwrap();
+    let after = sb.counters();
+    let delta = |k: &str| after.get(k).copied().unwrap_or(0) - before.get(k).copied().unwrap_or(0);
+    assert_eq!(delta("query"), 12, "ceil(2400/200) queries");
+    assert_eq!(delta("composite.sobjects.retrieve"), 0);
+    assert_eq!(
+        again.iter().map(|c| c.fields.is_some()).collect::<Vec<_>>(),
+        got.iter().map(|c| c.fields.is_some()).collect::<Vec<_>>()
+    );
+}
+
+/// An sObject Collections retrieve answered with fewer records than ids asked (a proxy
+/// dropping the last one) is a read cut short: the fetch fails, no record is taken as deleted.
+#[tokio::test]
+async fn a_retrieve_answer_cut_short_is_an_error_not_deletes() {
+    let (sb, cfg) = sandbox().await;
+    let sys = SystemId::new("erp").unwrap();
+    let c = SalesforceConnector::connect(SystemId::new("sf").unwrap(), cfg.clone())
+        .await
+        .unwrap();
+    let res = c.write(creates(5, &sys)).await.unwrap();
+    let keys: Vec<concord::model::Key> = res
+        .iter()
+        .map(|r| match r {
+            WriteResult::Ok { key, .. } => key.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let short = |req: axum::extract::Request, next: axum::middleware::Next| async move {
+        let retrieve = req.method() == axum::http::Method::POST
+            && req.uri().path().ends_with("/composite/sobjects/Account");
+        let resp = next.run(req).await;
+        if !retrieve {
+            return resp;
+        }
+        let (mut parts, body) = resp.into_parts();
+        let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+        let mut recs: Vec<serde_json::Value> = serde_json::from_slice(&bytes).unwrap();
+        recs.pop();
+        let out = serde_json::to_vec(&recs).unwrap();
+        parts.headers.remove("content-length");
+        axum::response::Response::from_parts(parts, axum::body::Body::from(out))
+    };
+    let app = concord::sandbox::server::router(sb.clone()).layer(axum::middleware::from_fn(short));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = sf_common::env_var(
+        "SF_SHORT_URL",
+        &format!("http://{}", listener.local_addr().unwrap()),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let mut short_cfg = cfg;
+    short_cfg.instance_url_env = url;
+    let c = SalesforceConnector::connect(SystemId::new("sf").unwrap(), short_cfg)
+        .await
+        .unwrap();
+    let e = c.fetch(&keys).await.unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("answered something else than 5 records"),
+        "{e}"
+    );
+}

@@ -482,7 +482,10 @@ async fn api_versions_served_retired_and_per_resource() {
     for (path, since) in [
         ("jobs/ingest", 41),
         ("jobs/query", 47),
-        ("composite/sobjects?ids=001000000000000AAA", 42),
+        (
+            "composite/sobjects/Account?ids=001000000000000AAA&fields=Id",
+            42,
+        ),
     ] {
         let r = get(format!("/services/data/v{}.0/{path}", since - 1))
             .await
@@ -551,6 +554,129 @@ async fn api_versions_are_a_setting() {
             .to_string(),
         "31.0-67.0"
     );
+}
+
+#[tokio::test]
+async fn sobject_collections_retrieve_get_and_post() {
+    let (base, sb) = start(10_000).await;
+    let c = reqwest::Client::new();
+    let api = format!("{base}/services/data/v59.0");
+    let auth = |rb: reqwest::RequestBuilder| rb.bearer_auth(TOKEN);
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let r: J = auth(c.post(format!("{api}/sobjects/Account")))
+            .json(&json!({"Name": format!("R{i}"), "Phone": format!("{i}")}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ids.push(r["id"].as_str().unwrap().to_string());
+    }
+    let r = auth(c.delete(format!("{api}/sobjects/Account/{}", ids[4])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let contact: J = auth(c.post(format!("{api}/sobjects/Contact")))
+        .json(&json!({"LastName": "C"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let before = sb.counters().get("composite.sobjects.retrieve").copied();
+
+    // GET: in the order of the ids, 15-character ids too, field names case-insensitive; null
+    // for a deleted record, an unknown id, another object's id and a malformed id.
+    let asked = [
+        ids[2].clone(),
+        ids[0][..15].to_string(),
+        ids[4].clone(),
+        "001000000000000AAA".into(),
+        contact["id"].as_str().unwrap().to_string(),
+        "nonsense".into(),
+    ];
+    let r = auth(c.get(format!("{api}/composite/sobjects/Account")))
+        .query(&[("ids", asked.join(",")), ("fields", "id,name,PHONE".into())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let got: Vec<J> = r.json().await.unwrap();
+    assert_eq!(got.len(), 6);
+    assert_eq!(got[0]["Id"], ids[2].as_str());
+    assert_eq!(got[0]["Name"], "R2");
+    assert_eq!(got[0]["Phone"], "2");
+    assert_eq!(
+        got[0]["attributes"],
+        json!({"type": "Account", "url": format!("/services/data/v59.0/sobjects/Account/{}", ids[2])})
+    );
+    assert_eq!(keys(&got[0]), ["Id", "Name", "Phone", "attributes"]);
+    assert_eq!(
+        got[1]["Id"],
+        ids[0].as_str(),
+        "a 15-character id finds its record"
+    );
+    assert!(got[2..].iter().all(J::is_null), "{got:?}");
+    assert_eq!(
+        sb.counters().get("composite.sobjects.retrieve").copied(),
+        Some(before.unwrap_or(0) + 1),
+        "one API call"
+    );
+
+    // POST: the same with a body, for more ids than a URL holds.
+    let got: Vec<J> = auth(c.post(format!("{api}/composite/sobjects/Account")))
+        .json(&json!({"ids": [ids[1], ids[3]], "fields": ["Name"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got[0]["Name"], "R1");
+    assert_eq!(got[1]["Name"], "R3");
+    assert!(got[1].get("Phone").is_none());
+
+    // An unknown field fails the call (400 INVALID_FIELD), found records or not; ids and fields
+    // are required; more than 2 000 ids is EXCEEDED_ID_LIMIT; an unknown object NOT_FOUND.
+    for ask in [&ids[0], "001000000000000AAA"] {
+        let r = auth(c.get(format!("{api}/composite/sobjects/Account")))
+            .query(&[("ids", ask), ("fields", "Name,Nope__c")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        let e: J = r.json().await.unwrap();
+        assert_eq!(e[0]["errorCode"], "INVALID_FIELD");
+    }
+    for q in [vec![("ids", ids[0].as_str())], vec![("fields", "Name")]] {
+        let r = auth(c.get(format!("{api}/composite/sobjects/Account")))
+            .query(&q)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        let e: J = r.json().await.unwrap();
+        assert_eq!(e[0]["errorCode"], "MISSING_ARGUMENT");
+    }
+    let too_many: Vec<String> = (0..2001).map(|_| ids[0].clone()).collect();
+    let r = auth(c.post(format!("{api}/composite/sobjects/Account")))
+        .json(&json!({"ids": too_many, "fields": ["Name"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let e: J = r.json().await.unwrap();
+    assert_eq!(e[0]["errorCode"], "EXCEEDED_ID_LIMIT");
+    let r = auth(c.get(format!("{api}/composite/sobjects/Nope__c")))
+        .query(&[("ids", ids[0].as_str()), ("fields", "Name")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
 }
 
 #[tokio::test]

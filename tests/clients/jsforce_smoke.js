@@ -73,6 +73,18 @@ async function main() {
   assert.ok(updMany.every((r) => r.success), JSON.stringify(updMany));
   const back = await acc.retrieve(res[0].id);
   assert.strictEqual(back.Phone, '555-0300');
+  // An array retrieve goes through composite/sobjects/Account (POST, ids and fields; every
+  // field from describe when none are given); an unknown id comes back null, in its place.
+  const ids = res.slice(0, 3).map((r) => r.id);
+  const got3 = await acc.retrieve([ids[0], '001000000000000AAA', ids[2]]);
+  assert.strictEqual(got3.length, 3);
+  assert.strictEqual(got3[0].Id, ids[0]);
+  assert.strictEqual(got3[0].Phone, '555-0300');
+  assert.strictEqual(got3[1], null);
+  assert.strictEqual(got3[2].Name, 'Coll 002');
+  assert.ok('AnnualRevenue' in got3[2], 'every field when none are given');
+  const narrow = await acc.retrieve(ids, { fields: ['Name'] });
+  assert.deepStrictEqual(Object.keys(narrow[1]).sort(), ['Name', 'attributes']);
   step('collections');
 
   // Query paging: one page, then queryMore, then autoFetch of everything.

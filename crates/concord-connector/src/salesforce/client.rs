@@ -318,7 +318,7 @@ impl Client {
             format!("{}{path}", self.base)
         };
         // Repeating the call cannot duplicate anything (see the module documentation).
-        let idempotent = method != reqwest::Method::POST || path.contains("/jobs/");
+        let idempotent = idempotent(&method, path);
         let mut reauthed = false;
         let mut attempt = 0;
         loop {
@@ -477,6 +477,49 @@ impl Client {
                 locator,
                 date,
             });
+        }
+    }
+}
+
+/// Whether repeating a call whose answer was lost cannot duplicate anything: every method but
+/// POST; of POSTs, Bulk API job calls (a job's state moves only forward) and sObject
+/// Collections retrieve (`POST …/composite/sobjects/{S}`, a read), not creates.
+fn idempotent(method: &reqwest::Method, path: &str) -> bool {
+    if method != reqwest::Method::POST || path.contains("/jobs/") {
+        return true;
+    }
+    let path = path.split('?').next().unwrap_or(path);
+    path.split_once("/composite/sobjects/")
+        .is_some_and(|(_, object)| !object.is_empty() && !object.contains('/'))
+}
+
+#[cfg(test)]
+mod idempotence {
+    use super::idempotent;
+    use reqwest::Method;
+
+    #[test]
+    fn only_reads_and_job_calls_are_repeated() {
+        let v = "/services/data/v59.0";
+        for (m, p, want) in [
+            (Method::GET, format!("{v}/query?q=x"), true),
+            (
+                Method::PATCH,
+                format!("{v}/composite/sobjects/Account/Ext__c"),
+                true,
+            ),
+            (
+                Method::POST,
+                format!("{v}/composite/sobjects/Account"),
+                true,
+            ),
+            (Method::POST, format!("{v}/jobs/ingest"), true),
+            (Method::POST, format!("{v}/composite/sobjects"), false),
+            (Method::POST, format!("{v}/composite/sobjects?x=1"), false),
+            (Method::POST, format!("{v}/sobjects/Account"), false),
+            (Method::POST, format!("{v}/composite"), false),
+        ] {
+            assert_eq!(idempotent(&m, &p), want, "{m} {p}");
         }
     }
 }

@@ -226,3 +226,105 @@ pub(crate) async fn collection_delete(
             .map(|_| (crate::ids::to18(&ids[i]).unwrap_or_default(), None))
     })
 }
+
+/// The most records one sObject Collections retrieve returns (the POST form's documented
+/// limit; the GET form meets the URL length first, at about 800 ids).
+const RETRIEVE_LIMIT: usize = 2000;
+
+#[derive(serde::Deserialize)]
+pub(crate) struct RetrieveParams {
+    ids: Option<String>,
+    fields: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RetrieveBody {
+    ids: Vec<String>,
+    fields: Vec<String>,
+}
+
+/// `GET …/composite/sobjects/{S}?ids=&fields=`: the records of `S`, in the order of `ids`.
+pub(crate) async fn collection_retrieve(
+    State(sb): State<St>,
+    Path((v, s)): Path<(String, String)>,
+    Q(p): Q<RetrieveParams>,
+) -> Response {
+    let list = |x: &Option<String>| -> Vec<String> {
+        x.as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    };
+    retrieve_many(&sb, &v, &s, &list(&p.ids), &list(&p.fields))
+}
+
+/// `POST …/composite/sobjects/{S}` with `{"ids": [...], "fields": [...]}`: as the GET form,
+/// for more ids than a URL holds.
+pub(crate) async fn collection_retrieve_post(
+    State(sb): State<St>,
+    Path((v, s)): Path<(String, String)>,
+    Json(body): Json<RetrieveBody>,
+) -> Response {
+    retrieve_many(&sb, &v, &s, &body.ids, &body.fields)
+}
+
+/// One record per id, in order: `null` where the id is malformed, of another object, unknown or
+/// deleted (as an org answers ids the user cannot see); an unknown field fails the whole call
+/// (400 INVALID_FIELD). Counts as one API call.
+fn retrieve_many(sb: &Sandbox, v: &str, s: &str, ids: &[String], fields: &[String]) -> Response {
+    let v = match version_ok(v) {
+        Ok(v) => v,
+        Err(e) => return err(e),
+    };
+    sb.count("composite.sobjects.retrieve");
+    for (what, list) in [("ids", ids), ("fields", fields)] {
+        if list.iter().all(|x| x.trim().is_empty()) {
+            return err(SfError::new(
+                400,
+                "MISSING_ARGUMENT",
+                format!("{what} is required: a list of one or more {what}"),
+            ));
+        }
+    }
+    if ids.len() > RETRIEVE_LIMIT {
+        return err(SfError::new(
+            400,
+            "EXCEEDED_ID_LIMIT",
+            format!("Maximum number of ids exceeded: {RETRIEVE_LIMIT}"),
+        ));
+    }
+    let org = sb.org.lock().expect("lock");
+    let o = match org.object(s) {
+        Ok(o) => o,
+        Err(e) => return err(e),
+    };
+    let names: Vec<&str> = fields.iter().map(String::as_str).collect();
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        match org.get(&o.name, id.trim()) {
+            Ok(rec) => match super::sobjects::render_record(o, rec, v, Some(&names)) {
+                Ok(j) => out.push(j),
+                Err(e) => return err(e),
+            },
+            Err(_) => out.push(J::Null),
+        }
+    }
+    if out.iter().all(J::is_null) {
+        // The fields are still checked when no record was found.
+        if let Some(bad) = names
+            .iter()
+            .map(|n| n.trim())
+            .find(|n| !n.is_empty() && o.field(n).is_none())
+        {
+            return err(SfError::new(
+                400,
+                "INVALID_FIELD",
+                format!("No such column '{bad}' on sobject of type {}", o.name),
+            ));
+        }
+    }
+    Json(J::Array(out)).into_response()
+}

@@ -88,6 +88,10 @@ pub fn router(sb: St) -> Router {
                 .delete(collection_delete),
         )
         .route(
+            "/services/data/{v}/composite/sobjects/{s}",
+            get(collection_retrieve).post(collection_retrieve_post),
+        )
+        .route(
             "/services/data/{v}/composite/sobjects/{s}/{field}",
             axum::routing::patch(collection_upsert),
         )

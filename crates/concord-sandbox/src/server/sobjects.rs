@@ -148,48 +148,55 @@ fn external_id_error(v: &str, s: &str, e: SfError) -> Response {
 fn record_response(sb: &Sandbox, v: &str, s: &str, id: &str, p: FieldsParam) -> Response {
     let org = sb.org.lock().expect("lock");
     let o = match org.object(s) {
-        Ok(o) => o.clone(),
+        Ok(o) => o,
         Err(e) => return err(e),
     };
     let rec = match org.get(s, id) {
         Ok(r) => r,
         Err(e) => return err(e),
     };
+    let names: Option<Vec<&str>> = p.fields.as_deref().map(|l| l.split(',').collect());
+    match render_record(o, rec, v, names.as_deref()) {
+        Ok(j) => Json(j).into_response(),
+        Err(e) => err(e),
+    }
+}
+
+/// A record as the REST API answers it: `attributes` then every field of `o`, or only the
+/// `fields` named (case-insensitively, in their order; blanks skipped; an unknown one is
+/// INVALID_FIELD).
+pub(crate) fn render_record(
+    o: &crate::schema::ObjectDef,
+    rec: &crate::org::Rec,
+    v: &str,
+    fields: Option<&[&str]>,
+) -> Result<J, SfError> {
     let mut out = Map::new();
     out.insert(
         "attributes".into(),
         json!({"type": o.name, "url": format!("/services/data/v{v}/sobjects/{}/{}", o.name, rec.fields["Id"].as_str().unwrap_or(""))}),
     );
-    match p.fields {
+    let value = |name: &str| rec.fields.get(name).cloned().unwrap_or(J::Null);
+    match fields {
         Some(list) => {
-            for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-                match o.field(name) {
-                    Some(f) => {
-                        out.insert(
-                            f.name.clone(),
-                            rec.fields.get(&f.name).cloned().unwrap_or(J::Null),
-                        );
-                    }
-                    None => {
-                        return err(SfError::new(
-                            400,
-                            "INVALID_FIELD",
-                            format!("No such column '{name}' on sobject of type {}", o.name),
-                        ))
-                    }
-                }
+            for name in list.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
+                let f = o.field(name).ok_or_else(|| {
+                    SfError::new(
+                        400,
+                        "INVALID_FIELD",
+                        format!("No such column '{name}' on sobject of type {}", o.name),
+                    )
+                })?;
+                out.insert(f.name.clone(), value(&f.name));
             }
         }
         None => {
             for f in &o.fields {
-                out.insert(
-                    f.name.clone(),
-                    rec.fields.get(&f.name).cloned().unwrap_or(J::Null),
-                );
+                out.insert(f.name.clone(), value(&f.name));
             }
         }
     }
-    Json(J::Object(out)).into_response()
+    Ok(J::Object(out))
 }
 
 /// `If-Unmodified-Since` (an HTTP date, second precision): the record's LastModifiedDate, to

@@ -9,9 +9,9 @@ use serde_json::Value as J;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-/// The newest REST API version an org serves (Summer '26), the default newest of
+/// The newest REST API version an org serves (Winter '27), the default newest of
 /// [`ApiVersions`].
-pub const CURRENT_API_VERSION: u32 = 67;
+pub const CURRENT_API_VERSION: u32 = 68;
 /// The oldest version an org serves: 7.0 – 30.0 are retired (21.0 – 30.0 since Summer '25) and
 /// answer 410 GONE.
 pub const OLDEST_API_VERSION: u32 = 31;
@@ -102,12 +102,12 @@ fn version_number(v: &str) -> Option<u32> {
 /// predates 31.0.
 pub(crate) fn resource_since(rest: &str) -> u32 {
     let mut parts = rest.split('/');
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some("composite"), Some("sobjects"), Some(_)) => 46,
-        (Some("composite"), Some("sobjects"), None) => 42,
-        (Some("composite"), _, _) => 38,
-        (Some("jobs"), Some("query"), _) => 47,
-        (Some("jobs"), _, _) => 41,
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("composite"), Some("sobjects"), Some(_), Some(_)) => 46,
+        (Some("composite"), Some("sobjects"), _, _) => 42,
+        (Some("composite"), _, _, _) => 38,
+        (Some("jobs"), Some("query"), _, _) => 47,
+        (Some("jobs"), _, _, _) => 41,
         _ => 0,
     }
 }
