@@ -680,6 +680,290 @@ async fn sobject_collections_retrieve_get_and_post() {
 }
 
 #[tokio::test]
+async fn resources_identity_revoke_limits_and_error_bodies() {
+    let (base, _sb) = start(10_000).await;
+    let c = reqwest::Client::new();
+    let api = format!("{base}/services/data/v59.0");
+    let auth = |rb: reqwest::RequestBuilder| rb.bearer_auth(TOKEN);
+    let json = |r: reqwest::Response| async move { r.json::<J>().await.unwrap() };
+
+    // The version root lists the resources served, the identity URL among them.
+    let root = json(auth(c.get(&api)).send().await.unwrap()).await;
+    for k in [
+        "sobjects",
+        "query",
+        "queryAll",
+        "composite",
+        "limits",
+        "recent",
+        "jobs",
+    ] {
+        assert_eq!(root[k], format!("/services/data/v59.0/{k}"), "{root}");
+    }
+    let id_url = root["identity"].as_str().unwrap().to_string();
+    assert!(id_url.starts_with(&format!("{base}/id/00D")), "{id_url}");
+    let old = json(
+        auth(c.get(format!("{base}/services/data/v40.0")))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(
+        old.get("jobs").is_none(),
+        "Bulk API 2.0 came with 41.0: {old}"
+    );
+    assert_eq!(c.get(&api).send().await.unwrap().status(), 401);
+
+    // Basic information: the describeGlobal entry and the recent items, newest first.
+    let mut made = Vec::new();
+    for name in ["First", "Second", "Third"] {
+        let r = json(
+            auth(c.post(format!("{api}/sobjects/Account")))
+                .json(&json!({"Name": name}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        made.push(r["id"].as_str().unwrap().to_string());
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let info = json(
+        auth(c.get(format!("{api}/sobjects/Account")))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let global = json(auth(c.get(format!("{api}/sobjects"))).send().await.unwrap()).await;
+    let entry = global["sobjects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == "Account")
+        .unwrap()
+        .clone();
+    assert_eq!(info["objectDescribe"], entry);
+    let recent = info["recentItems"].as_array().unwrap();
+    assert_eq!(recent[0]["Id"], made[2].as_str());
+    assert_eq!(recent[0]["Name"], "Third");
+    assert_eq!(recent[2]["Name"], "First");
+    assert_eq!(recent[0]["attributes"]["type"], "Account");
+    assert_eq!(
+        keys(&recent[0]),
+        keys(&fixture("restforce/sobject/recent_success_response.json")[0])
+    );
+    let across = json(
+        auth(c.get(format!("{api}/recent?limit=2")))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(across.as_array().unwrap().len(), 2);
+    assert_eq!(across[0]["Id"], made[2].as_str());
+
+    // Unknown resources, methods a resource does not take, bodies that do not parse: the
+    // error array, never an empty body.
+    let r = auth(c.get(format!("{api}/nope/thing")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(json(r).await[0]["errorCode"], "NOT_FOUND");
+    let r = auth(c.put(format!("{api}/sobjects/Account/{}", made[0])))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    let allow = r.headers()["allow"].to_str().unwrap().to_string();
+    assert!(
+        allow.contains("PATCH") && allow.contains("DELETE"),
+        "{allow}"
+    );
+    let e = json(r).await;
+    assert_eq!(e[0]["errorCode"], "METHOD_NOT_ALLOWED");
+    assert!(e[0]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("HTTP Method 'PUT' not allowed"));
+    let r = auth(c.post(format!("{api}/sobjects/Account")))
+        .header("content-type", "application/json")
+        .body("{\"Name\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(json(r).await[0]["errorCode"], "JSON_PARSER_ERROR");
+    let r = auth(c.post(format!("{api}/composite/sobjects")))
+        .json(&json!({"allOrNone": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "a body missing `records`");
+    assert_eq!(json(r).await[0]["errorCode"], "JSON_PARSER_ERROR");
+    let r = auth(c.post(format!("{api}/sobjects/Account")))
+        .body("Name=x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+    assert_eq!(json(r).await[0]["errorCode"], "UNSUPPORTED_MEDIA_TYPE");
+
+    // Limits: every key an org reports, each with Max and Remaining; usage tracked.
+    let lim = json(auth(c.get(format!("{api}/limits"))).send().await.unwrap()).await;
+    let org_keys = keys(&fixture("apache-camel/limits.json"));
+    for k in org_keys.iter().chain(
+        [
+            "DailyBulkV2QueryJobs",
+            "DailyBulkApiBatches",
+            "DataStorageMB",
+        ]
+        .map(String::from)
+        .iter(),
+    ) {
+        let l = &lim[k];
+        assert!(l["Max"].is_u64() && l["Remaining"].is_u64(), "{k}: {l}");
+    }
+    assert!(
+        lim.as_object().unwrap().len() >= 40,
+        "{}",
+        lim.as_object().unwrap().len()
+    );
+    let job = json(
+        auth(c.post(format!("{api}/jobs/query")))
+            .json(&json!({"operation": "query", "query": "SELECT Id FROM Account"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(job["id"].is_string(), "{job}");
+    let lim2 = json(auth(c.get(format!("{api}/limits"))).send().await.unwrap()).await;
+    assert_eq!(
+        lim2["DailyBulkV2QueryJobs"]["Remaining"].as_u64().unwrap() + 1,
+        lim["DailyBulkV2QueryJobs"]["Remaining"].as_u64().unwrap()
+    );
+    assert!(
+        lim2["DailyApiRequests"]["Remaining"].as_u64().unwrap()
+            < lim["DailyApiRequests"]["Remaining"].as_u64().unwrap()
+    );
+
+    // OAuth: a password grant's token, its identity URL and userinfo, then revocation.
+    let tok = json(
+        c.post(format!("{base}/services/oauth2/token"))
+            .form(&[
+                ("grant_type", "password"),
+                ("client_id", "concord-sandbox"),
+                ("client_secret", "concord-sandbox-secret"),
+                ("username", "admin@sandbox.concord"),
+                ("password", "concord-sandbox-password"),
+            ])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let access = tok["access_token"].as_str().unwrap().to_string();
+    assert_eq!(tok["id"], id_url.as_str());
+    let me = json(c.get(&id_url).bearer_auth(&access).send().await.unwrap()).await;
+    assert_eq!(me["id"], id_url.as_str());
+    assert_eq!(me["username"], "admin@sandbox.concord");
+    assert!(me["user_id"].as_str().unwrap().starts_with("005"));
+    assert!(me["organization_id"].as_str().unwrap().starts_with("00D"));
+    assert_eq!(
+        me["urls"]["rest"],
+        format!("{base}/services/data/v{{version}}/")
+    );
+    let me = json(
+        c.get(&id_url)
+            .query(&[
+                ("format", "json"),
+                ("version", "59.0"),
+                ("oauth_token", &access),
+            ])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(me["urls"]["rest"], format!("{base}/services/data/v59.0/"));
+    let r = c.get(&id_url).bearer_auth("nope").send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    let ui = json(
+        c.get(format!("{base}/services/oauth2/userinfo"))
+            .bearer_auth(&access)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(ui["sub"], id_url.as_str());
+    assert_eq!(ui["preferred_username"], "admin@sandbox.concord");
+
+    let revoke = |t: String| {
+        c.post(format!("{base}/services/oauth2/revoke"))
+            .form(&[("token", t)])
+            .send()
+    };
+    assert_eq!(revoke(access.clone()).await.unwrap().status(), 200);
+    let r = c.get(&api).bearer_auth(&access).send().await.unwrap();
+    assert_eq!(r.status(), 401, "a revoked token is no session");
+    let r = revoke(access.clone()).await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(json(r).await["error"], "unsupported_token_type");
+
+    // Revoking the refresh token ends it and the sessions it issued.
+    let refresh = || async {
+        c.post(format!("{base}/services/oauth2/token"))
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("client_id", "concord-sandbox"),
+                ("refresh_token", "5Aep861concordSandboxRefreshToken"),
+            ])
+            .send()
+            .await
+            .unwrap()
+    };
+    let from_refresh = json(refresh().await).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        c.get(&api)
+            .bearer_auth(&from_refresh)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let r = c
+        .get(format!("{base}/services/oauth2/revoke"))
+        .query(&[("token", "5Aep861concordSandboxRefreshToken")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        c.get(&api)
+            .bearer_auth(&from_refresh)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let r = refresh().await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(json(r).await["error"], "invalid_grant");
+    // The configured token is untouched by all this.
+    assert_eq!(auth(c.get(&api)).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
 async fn daily_limit_gives_request_limit_exceeded() {
     let (base, _sb) = start(3).await;
     let c = reqwest::Client::new();

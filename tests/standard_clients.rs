@@ -145,8 +145,10 @@ async fn jsforce_over_http() {
             "composite",
             "replication",
             "limits",
+            "identity",
             "bulk",
             "errors",
+            "logout",
         ],
     );
     let c = l.sandbox.counters();
@@ -238,6 +240,7 @@ async fn simple_salesforce_over_tls() {
             "bulk query",
             "replication",
             "limits",
+            "resources",
             "errors",
         ],
     );

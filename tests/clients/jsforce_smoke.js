@@ -133,7 +133,20 @@ async function main() {
   // Limits.
   const limits = await conn.limits();
   assert.ok(limits.DailyApiRequests.Max > 0);
+  assert.ok(limits.DailyBulkV2QueryJobs.Max > 0 && limits.DataStorageMB.Max > 0);
   step('limits');
+
+  // Identity (the id URL from the login, jsforce passing the token as oauth_token), recently
+  // modified records through the object's basic information and /recent.
+  const me = await conn.identity();
+  assert.strictEqual(me.user_id, info.id);
+  assert.strictEqual(me.organization_id, info.organizationId);
+  assert.ok(me.username, JSON.stringify(me));
+  const recentAcc = await acc.recent();
+  assert.ok(recentAcc.length > 0 && recentAcc[0].Id.startsWith('001'), JSON.stringify(recentAcc[0]));
+  const recentAll = await conn.recent(5);
+  assert.strictEqual(recentAll.length, 5);
+  step('identity');
 
   // Bulk API 2.0 ingest and query.
   conn.bulk2.pollInterval = 100;
@@ -163,7 +176,19 @@ async function main() {
   // Errors in Salesforce's shape reach jsforce's error objects.
   await assert.rejects(conn.query('SELECT Nope__c FROM Account'), (e) => e.errorCode === 'INVALID_FIELD');
   await assert.rejects(conn.query('SELEC Id FROM Account'), (e) => e.errorCode === 'MALFORMED_QUERY');
+  // An unknown resource and a method it does not take come back as Salesforce errors.
+  await assert.rejects(conn.request('/services/data/v50.0/nothing/here'), (e) => e.errorCode === 'NOT_FOUND');
+  await assert.rejects(
+    conn.request({ method: 'PUT', url: '/services/data/v50.0/sobjects/Account/describe', body: '{}' }),
+    (e) => e.errorCode === 'METHOD_NOT_ALLOWED');
   step('errors');
+
+  // Logout revokes the session (POST /services/oauth2/revoke); the old token is refused.
+  const oldToken = conn.accessToken;
+  await conn.logout();
+  const after = new jsforce.Connection({ instanceUrl: url, accessToken: oldToken });
+  await assert.rejects(after.query('SELECT Id FROM Account LIMIT 1'), (e) => e.errorCode === 'INVALID_SESSION_ID' || /expired|invalid/i.test(String(e.message)));
+  step('logout');
 
   console.log(JSON.stringify({ ok: true, steps: done }));
 }

@@ -114,7 +114,16 @@ assert any(x["id"] == acc_id for x in dele["deletedRecords"]), dele
 steps.append("replication")
 
 assert sf.limits()["DailyApiRequests"]["Max"] > 0
+assert sf.limits()["DailyBulkV2QueryJobs"]["Remaining"] < sf.limits()["DailyBulkV2QueryJobs"]["Max"]
 steps.append("limits")
+
+# Basic information (GET sobjects/Account/) and the version root.
+meta = sf.Account.metadata()
+assert meta["objectDescribe"]["name"] == "Account", meta
+assert meta["recentItems"] and meta["recentItems"][0]["Id"].startswith("001"), meta["recentItems"][:1]
+root = sf.restful("")
+assert root["sobjects"] == "/services/data/v59.0/sobjects" and "identity" in root, root
+steps.append("resources")
 
 try:
     sf.query("SELECT Nope__c FROM Account")

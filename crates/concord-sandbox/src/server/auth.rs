@@ -144,18 +144,30 @@ pub(crate) async fn token(
     let s = &sb.settings;
     let now = Timestamp::now().millis();
     let user = sb.org.lock().expect("lock").user_id.clone();
+    if form.get("grant_type").map(String::as_str) == Some("refresh_token")
+        && sb.refreshed.lock().expect("lock").1
+    {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "expired access/refresh token",
+        );
+    }
     let access = sb.new_session();
+    if form.get("grant_type").map(String::as_str) == Some("refresh_token") {
+        sb.refreshed.lock().expect("lock").0.insert(access.clone());
+    }
     let signature = {
         let mac = blake3::keyed_hash(
             blake3::hash(s.client_secret.as_bytes()).as_bytes(),
-            format!("{}/id/00D000000000001AAA/{user}{now}", s.base_url).as_bytes(),
+            format!("{}/id/{ORG_ID}/{user}{now}", s.base_url).as_bytes(),
         );
         base64::Engine::encode(&base64::engine::general_purpose::STANDARD, mac.as_bytes())
     };
     Json(json!({
         "access_token": access,
         "instance_url": s.base_url,
-        "id": format!("{}/id/00D000000000001AAA/{user}", s.base_url),
+        "id": format!("{}/id/{ORG_ID}/{user}", s.base_url),
         "token_type": "Bearer",
         "issued_at": now.to_string(),
         "signature": signature,

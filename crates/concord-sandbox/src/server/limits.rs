@@ -10,7 +10,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use concord_model::model::Timestamp;
-use serde_json::json;
+use serde_json::{json, Value as J};
 
 /// Bearer-token check, daily limit, usage counting and the `Sforce-Limit-Info` header.
 pub(crate) async fn api_guard(State(sb): State<St>, req: Request, next: Next) -> Response {
@@ -159,6 +159,12 @@ pub(crate) fn limit_header(h: &mut HeaderMap, used: u64, max: u64) {
     }
 }
 
+/// `GET /limits`: the org's limits as an Enterprise Edition org reports them, every one with
+/// `Max` and `Remaining`. Tracked: `DailyApiRequests` (the daily limit and this day's calls),
+/// `DailyBulkV2QueryJobs` (Bulk 2.0 query jobs created), `DailyBulkApiBatches` (Bulk ingest jobs
+/// created: each job's data is one batch here; also as `DailyBulkApiRequests`, its older name) and `DataStorageMB` (2 KB a record, as an org
+/// counts most records, recycle bin included). The others report their edition's maximum as
+/// remaining: the sandbox does not consume them.
 pub(crate) async fn limits(State(sb): State<St>, Path(v): Path<String>) -> Response {
     if let Err(e) = version_ok(&v) {
         return err(e);
@@ -166,10 +172,91 @@ pub(crate) async fn limits(State(sb): State<St>, Path(v): Path<String>) -> Respo
     sb.count("limits");
     let used = *sb.usage.lock().expect("lock");
     let max = sb.settings.daily_limit;
-    Json(json!({
-        "DailyApiRequests": {"Max": max, "Remaining": max.saturating_sub(used)},
-        "DailyBulkV2QueryJobs": {"Max": 10000, "Remaining": 10000},
-        "DailyBulkApiBatches": {"Max": 15000, "Remaining": 15000},
-    }))
-    .into_response()
+    let counters = sb.counters();
+    let count = |k: &str| counters.get(k).copied().unwrap_or(0);
+    let records = sb.org.lock().expect("lock").record_count() as u64;
+    let storage_max: u64 = 1024;
+    let storage_used = (records * 2).div_ceil(1024);
+    let mut out = serde_json::Map::new();
+    let mut put = |k: &str, max: u64, remaining: u64| {
+        out.insert(
+            k.into(),
+            json!({"Max": max, "Remaining": remaining.min(max)}),
+        );
+    };
+    put("DailyApiRequests", max, max.saturating_sub(used));
+    put(
+        "DailyBulkV2QueryJobs",
+        10_000,
+        10_000u64.saturating_sub(count("bulk.query.create")),
+    );
+    put("DailyBulkV2QueryFileStorageMB", 976_562, 976_562);
+    // Older orgs name the Bulk API's daily batches DailyBulkApiRequests: both are reported.
+    for k in ["DailyBulkApiBatches", "DailyBulkApiRequests"] {
+        put(
+            k,
+            15_000,
+            15_000u64.saturating_sub(count("bulk.ingest.create")),
+        );
+    }
+    put(
+        "DataStorageMB",
+        storage_max,
+        storage_max.saturating_sub(storage_used),
+    );
+    for (k, m) in UNTRACKED {
+        put(k, *m, *m);
+    }
+    Json(J::Object(out)).into_response()
 }
+
+/// Limits the sandbox reports but does not consume, with an Enterprise Edition org's maximum.
+const UNTRACKED: &[(&str, u64)] = &[
+    ("ActiveScratchOrgs", 3),
+    ("AnalyticsExternalDataSizeMB", 40_960),
+    ("ConcurrentAsyncGetReportInstances", 200),
+    ("ConcurrentEinsteinDataInsightsStoryCreation", 5),
+    ("ConcurrentEinsteinDiscoveryStoryCreation", 2),
+    ("ConcurrentSyncReportRuns", 20),
+    ("DailyAnalyticsDataflowJobExecutions", 60),
+    ("DailyAnalyticsUploadedFilesSizeMB", 51_200),
+    ("DailyAsyncApexExecutions", 250_000),
+    ("DailyAsyncApexTests", 500),
+    ("DailyDeliveredPlatformEvents", 50_000),
+    ("DailyDurableGenericStreamingApiEvents", 10_000),
+    ("DailyDurableStreamingApiEvents", 10_000),
+    ("DailyEinsteinDataInsightsStoryCreation", 1_000),
+    ("DailyEinsteinDiscoveryPredictAPICalls", 50_000),
+    ("DailyEinsteinDiscoveryPredictionsByCDC", 500_000),
+    ("DailyEinsteinDiscoveryStoryCreation", 100),
+    ("DailyFunctionsApiCallLimit", 235_000),
+    ("DailyGenericStreamingApiEvents", 10_000),
+    ("DailyScratchOrgs", 6),
+    ("DailyStandardVolumePlatformEvents", 10_000),
+    ("DailyStreamingApiEvents", 10_000),
+    ("DailyWorkflowEmails", 2_000),
+    ("DurableStreamingApiConcurrentClients", 20),
+    ("FileStorageMB", 10_240),
+    ("HourlyAsyncReportRuns", 1_200),
+    ("HourlyDashboardRefreshes", 200),
+    ("HourlyDashboardResults", 5_000),
+    ("HourlyDashboardStatuses", 999_999_999),
+    ("HourlyLongTermIdMapping", 100_000),
+    ("HourlyManagedContentPublicRequests", 50_000),
+    ("HourlyODataCallout", 10_000),
+    ("HourlyPublishedPlatformEvents", 50_000),
+    ("HourlyPublishedStandardVolumePlatformEvents", 1_000),
+    ("HourlyShortTermIdMapping", 100_000),
+    ("HourlySyncReportRuns", 500),
+    ("HourlyTimeBasedWorkflow", 50),
+    ("MassEmail", 10),
+    ("MonthlyEinsteinDiscoveryStoryCreation", 500),
+    ("MonthlyPlatformEventsUsageEntitlement", 0),
+    ("Package2VersionCreates", 6),
+    ("Package2VersionCreatesWithoutValidation", 500),
+    ("PermissionSets", 1_500),
+    ("PrivateConnectOutboundCalloutHourlyLimitMB", 0),
+    ("PublishCallbackUsageInApex", 5_000_000),
+    ("SingleEmail", 15),
+    ("StreamingApiConcurrentClients", 20),
+];

@@ -5,6 +5,7 @@ mod admin;
 mod auth;
 mod collections;
 mod composite;
+mod identity;
 mod limits;
 mod query;
 mod replication;
@@ -26,6 +27,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use collections::*;
 use composite::*;
+use identity::*;
 use limits::*;
 use query::*;
 use replication::*;
@@ -66,8 +68,12 @@ fn release_label(v: &str) -> String {
 /// The router.
 pub fn router(sb: St) -> Router {
     let api = Router::new()
+        .route("/services/data/{v}", get(version_root))
         .route("/services/data/{v}/sobjects", get(sobjects))
-        .route("/services/data/{v}/sobjects/{s}", post(create))
+        .route(
+            "/services/data/{v}/sobjects/{s}",
+            get(basic_info).post(create),
+        )
         .route("/services/data/{v}/sobjects/{s}/describe", get(describe))
         .route("/services/data/{v}/sobjects/{s}/updated", get(updated))
         .route("/services/data/{v}/sobjects/{s}/deleted", get(deleted))
@@ -132,10 +138,14 @@ pub fn router(sb: St) -> Router {
         .route("/services/data/{v}/query/{locator}", get(query_more))
         .route("/services/data/{v}/queryAll", get(query_all))
         .route("/services/data/{v}/limits", get(limits))
+        .route("/services/data/{v}/recent", get(recent))
         .route_layer(middleware::from_fn_with_state(sb.clone(), api_guard));
     let router = Router::new()
         .route("/services/data", get(versions))
         .route("/services/oauth2/token", post(token))
+        .route("/services/oauth2/revoke", post(revoke_post).get(revoke_get))
+        .route("/services/oauth2/userinfo", get(userinfo).post(userinfo))
+        .route("/id/{org}/{user}", get(identity))
         .route("/admin/counters", get(admin_counters))
         .route("/admin/reset", post(admin_reset))
         .route("/admin/faults", post(admin_faults))
@@ -143,6 +153,7 @@ pub fn router(sb: St) -> Router {
         .route("/admin/expire-sessions", post(admin_expire_sessions))
         .route("/admin/empty-recycle-bin", post(admin_empty_recycle_bin))
         .merge(api)
+        .layer(middleware::from_fn(state::error_bodies))
         .with_state(sb.clone());
     *sb.router.lock().expect("lock") = Some(router.clone());
     router

@@ -41,6 +41,98 @@ pub(crate) async fn describe(
     }
 }
 
+/// `GET /sobjects/{S}` (basic information): the object's describeGlobal entry as
+/// `objectDescribe` and `recentItems`, the object's most recently modified live records (an org
+/// lists those the user viewed or referenced last; the sandbox does not track views), newest
+/// first, up to 25, with their Id and Name.
+pub(crate) async fn basic_info(
+    State(sb): State<St>,
+    Path((v, s)): Path<(String, String)>,
+) -> Response {
+    let v = match version_ok(&v) {
+        Ok(v) => v,
+        Err(e) => return err(e),
+    };
+    sb.count("sobject.basic");
+    let org = sb.org.lock().expect("lock");
+    let o = match org.object(&s) {
+        Ok(o) => o,
+        Err(e) => return err(e),
+    };
+    let named = o.field("Name").is_some();
+    let soql = format!(
+        "SELECT Id{} FROM {} ORDER BY LastModifiedDate DESC, Id DESC LIMIT 25",
+        if named { ", Name" } else { "" },
+        o.name
+    );
+    let recent = crate::soql::parse(&soql)
+        .map_err(|e| SfError::new(500, "UNKNOWN_EXCEPTION", e.to_string()))
+        .and_then(|q| org.query(&q, false, v));
+    match recent {
+        Ok(crate::org::QueryResult::Rows(rows)) => Json(json!({
+            "objectDescribe": crate::schema::global_entry(o, v),
+            "recentItems": rows,
+        }))
+        .into_response(),
+        Ok(crate::org::QueryResult::Count(_)) => err(SfError::new(
+            500,
+            "UNKNOWN_EXCEPTION",
+            "recent items query answered a count",
+        )),
+        Err(e) => err(e),
+    }
+}
+
+#[derive(serde::Deserialize)]
+pub(crate) struct RecentParams {
+    limit: Option<usize>,
+}
+
+/// `GET /recent[?limit=]`: the most recently modified live records of every object (an org
+/// lists those the user viewed last), newest first, up to `limit` (at most 200, the default).
+pub(crate) async fn recent(
+    State(sb): State<St>,
+    Path(v): Path<String>,
+    Q(p): Q<RecentParams>,
+) -> Response {
+    let v = match version_ok(&v) {
+        Ok(v) => v,
+        Err(e) => return err(e),
+    };
+    sb.count("recent");
+    let limit = p.limit.unwrap_or(200).min(200);
+    let org = sb.org.lock().expect("lock");
+    let mut all: Vec<(String, J)> = Vec::new();
+    for o in org.objects() {
+        let named = o.field("Name").is_some();
+        let soql = format!(
+            "SELECT Id, LastModifiedDate{} FROM {} ORDER BY LastModifiedDate DESC LIMIT {limit}",
+            if named { ", Name" } else { "" },
+            o.name
+        );
+        let Ok(q) = crate::soql::parse(&soql) else {
+            continue;
+        };
+        if let Ok(crate::org::QueryResult::Rows(rows)) = org.query(&q, false, v) {
+            for mut r in rows {
+                let stamp = r
+                    .as_object_mut()
+                    .and_then(|m| m.remove("LastModifiedDate"))
+                    .and_then(|s| s.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                all.push((stamp, r));
+            }
+        }
+    }
+    // ISO stamps of one format sort as text; newest first, ties by id.
+    all.sort_by(|a, b| {
+        b.0.cmp(&a.0)
+            .then_with(|| b.1["Id"].as_str().cmp(&a.1["Id"].as_str()))
+    });
+    all.truncate(limit);
+    Json(J::Array(all.into_iter().map(|(_, r)| r).collect())).into_response()
+}
+
 pub(crate) async fn create(
     State(sb): State<St>,
     Path((v, s)): Path<(String, String)>,

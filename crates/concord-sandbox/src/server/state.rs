@@ -9,6 +9,9 @@ use serde_json::Value as J;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
+/// The org's id (18 characters, key prefix 00D).
+pub const ORG_ID: &str = "00D000000000001AAA";
+
 /// The newest REST API version an org serves (Winter '27), the default newest of
 /// [`ApiVersions`].
 pub const CURRENT_API_VERSION: u32 = 68;
@@ -209,6 +212,9 @@ pub struct Sandbox {
     pub(crate) router: Mutex<Option<Router>>,
     /// Valid access tokens (the configured one and every one an OAuth grant issued).
     pub(crate) sessions: Mutex<std::collections::HashSet<String>>,
+    /// Access tokens the refresh token grant issued (revoking the refresh token ends them),
+    /// and whether the refresh token was revoked (`/services/oauth2/revoke`).
+    pub(crate) refreshed: Mutex<(std::collections::HashSet<String>, bool)>,
     /// `--data`: the org's persistent copy.
     pub(crate) store: Mutex<Option<crate::persist::Persist>>,
 }
@@ -230,6 +236,7 @@ impl Sandbox {
             .to_string(),
             router: Mutex::new(None),
             sessions: Mutex::new([settings.token.clone()].into_iter().collect()),
+            refreshed: Mutex::new(Default::default()),
             store: Mutex::new(None),
             bulk: Mutex::new(crate::bulk::jobs::Jobs::default()),
         })
@@ -361,4 +368,75 @@ pub fn trim_trailing_slash<B>(mut req: axum::http::Request<B>) -> axum::http::Re
         }
     }
     req
+}
+
+/// Gives the answers the router and the request extractors make on their own (an unknown
+/// resource, a method the resource does not take, a body or query string that does not parse)
+/// Salesforce's error array instead of an empty or plain-text body: 404 `NOT_FOUND`, 405
+/// `METHOD_NOT_ALLOWED` (the `Allow` header kept), 415 `UNSUPPORTED_MEDIA_TYPE`, a malformed
+/// JSON body 400 `JSON_PARSER_ERROR`, a malformed query string 400 `MALFORMED_QUERY`. Answers
+/// that already are JSON, and everything outside the REST API, pass unchanged.
+pub(crate) async fn error_bodies(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    let content_type = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16();
+    let json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/json"));
+    if json || !path.starts_with("/services/data") || !matches!(status, 400 | 404 | 405 | 415 | 422)
+    {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let e = match status {
+        404 => SfError::new(404, "NOT_FOUND", "The requested resource does not exist"),
+        405 => {
+            let allowed = parts
+                .headers
+                .get(axum::http::header::ALLOW)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .replace(' ', "");
+            let mut r = err(SfError::new(
+                405,
+                "METHOD_NOT_ALLOWED",
+                format!("HTTP Method '{method}' not allowed. Allowed are {allowed}"),
+            ));
+            if let Some(a) = parts.headers.get(axum::http::header::ALLOW) {
+                r.headers_mut().insert(axum::http::header::ALLOW, a.clone());
+            }
+            return r;
+        }
+        415 => SfError::new(
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+            format!(
+                "Content-Type header specified in HTTP request is not supported: {}",
+                if content_type.is_empty() {
+                    "none"
+                } else {
+                    &content_type
+                }
+            ),
+        ),
+        _ if text.contains("query string") => SfError::new(400, "MALFORMED_QUERY", text),
+        _ => SfError::new(400, "JSON_PARSER_ERROR", text),
+    };
+    err(e)
 }
