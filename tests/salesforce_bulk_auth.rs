@@ -125,7 +125,11 @@ async fn large_reads_continue_as_a_bulk_query_with_identical_values() {
         .unwrap();
     let before = rest.calls();
     let (a, _) = read_all(&rest, None).await;
-    assert_eq!(rest.calls() - before, 13, "ceil(2500/200) pages");
+    assert_eq!(
+        rest.calls() - before,
+        14,
+        "getUpdated (the server's bound), then ceil(2500/200) pages"
+    );
     // First page by REST, the rest as one Bulk API query job.
     cfg.bulk_read_threshold = 1000;
     let bulk = SalesforceConnector::connect(sf(), cfg).await.unwrap();
@@ -144,8 +148,8 @@ async fn large_reads_continue_as_a_bulk_query_with_identical_values() {
         "REST and Bulk give the same values, byte for byte"
     );
     assert!(
-        calls <= 5,
-        "one page, job create, poll(s), one result page: {calls}"
+        calls <= 6,
+        "getUpdated, one page, job create, poll(s), one result page: {calls}"
     );
     assert_eq!(sb.counters()["bulk.query.create"], 1);
     assert!(b.iter().all(|ch| ch.entity_hint.is_some()));

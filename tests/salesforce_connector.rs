@@ -35,8 +35,8 @@ async fn writes_and_reads_at_the_api_call_floor() {
     assert_eq!(all.len(), 450);
     assert_eq!(
         c.calls() - before,
-        3,
-        "ceil(450/200) query pages at batchSize 200"
+        4,
+        "getUpdated (the server's bound for late commits), then ceil(450/200) query pages at batchSize 200"
     );
     assert!(
         all[0].entity_hint.is_some(),
@@ -161,12 +161,20 @@ async fn a_change_committed_late_behind_the_watermark_is_found() {
         .await
         .unwrap();
     c.write(creates(5, &sys)).await.unwrap();
+    // A transaction that began 2 minutes ago is still running while the first read runs (the
+    // org's replication calls say so: their latestDateCovered stays at its start) ...
+    let began = concord::model::Timestamp::now().millis() - 120_000;
+    sb.org.lock().unwrap().open_transaction_since = Some(began);
     let (_, cursor) = read_all(&c, None).await;
-    // A record whose SystemModstamp is 2 minutes older than the newest one already read (a
-    // transaction that committed late): inside the 5-minute overlap.
-    sb.org.lock().unwrap().clock_offset_ms = -120_000;
+    // ... and commits after it: a record whose SystemModstamp is 2 minutes older than the
+    // newest one already read.
+    {
+        let mut org = sb.org.lock().unwrap();
+        org.clock_offset_ms = -120_000;
+    }
     let late: Vec<WriteOp> = creates(6, &sys).into_iter().skip(5).collect();
     c.write(late).await.unwrap();
+    sb.org.lock().unwrap().open_transaction_since = None;
     let (next, _) = read_all(&c, cursor).await;
     assert!(
         next.iter()
@@ -361,5 +369,57 @@ async fn a_retrieve_answer_cut_short_is_an_error_not_deletes() {
         e.to_string()
             .contains("answered something else than 5 records"),
         "{e}"
+    );
+}
+
+/// 5 000 Accounts loaded in one second ten minutes ago, then 3 000 of them updated: the next
+/// read takes the 3 000 in 2 query pages and one getDeleted. The 2 000 unchanged ones sharing
+/// the load's SystemModstamp are not read again (the server's latestDateCovered, asked before
+/// the full read, shows nothing can still commit in that second); ties inside the window are
+/// still re-read (records_sharing_one_modstamp_and_deletes_are_not_lost).
+#[tokio::test]
+async fn an_incremental_read_does_not_reread_a_settled_second() {
+    let (sb, mut cfg) = sandbox().await;
+    cfg.page_size = 2000;
+    let loaded = concord::model::Timestamp::now().millis() / 1000 * 1000 - 600_000;
+    sb.org.lock().unwrap().frozen_ms = Some(loaded);
+    let c = SalesforceConnector::connect(SystemId::new("sf").unwrap(), cfg)
+        .await
+        .unwrap();
+    let res = c
+        .write(creates(5000, &SystemId::new("erp").unwrap()))
+        .await
+        .unwrap();
+    sb.org.lock().unwrap().frozen_ms = None;
+    let (all, cursor) = read_all(&c, None).await;
+    assert_eq!(all.len(), 5000);
+    {
+        let mut org = sb.org.lock().unwrap();
+        for r in &res[..3000] {
+            let WriteResult::Ok { key, .. } = r else {
+                panic!("{r:?}")
+            };
+            let mut f = serde_json::Map::new();
+            f.insert("Phone".into(), json!("555-0199"));
+            org.update("Account", key.as_str(), &f).unwrap();
+        }
+    }
+    let before = sb.counters();
+    let (next, _) = read_all(&c, cursor).await;
+    let after = sb.counters();
+    let delta = |k: &str| after.get(k).copied().unwrap_or(0) - before.get(k).copied().unwrap_or(0);
+    assert_eq!(next.len(), 3000, "only the updated records");
+    assert!(next
+        .iter()
+        .all(|ch| ch.fields.as_ref().unwrap().get("Phone") == Some(&Value::text("555-0199"))));
+    assert_eq!(
+        delta("query") + delta("query.more"),
+        2,
+        "ceil(3000/2000) pages"
+    );
+    assert_eq!(delta("getDeleted"), 1);
+    assert_eq!(
+        after.values().sum::<u64>() - before.values().sum::<u64>(),
+        3
     );
 }

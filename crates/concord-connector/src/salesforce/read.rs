@@ -1,5 +1,7 @@
-//! Reads: a query ordered by (SystemModstamp, Id) paged by `nextRecordsUrl`, starting
-//! `overlap_secs` before the newest SystemModstamp seen — so records sharing a timestamp or
+//! Reads: a query ordered by (SystemModstamp, Id) paged by `nextRecordsUrl`. The next read
+//! starts strictly after the newest second seen when the server's `latestDateCovered` (asked
+//! before the read's query) shows nothing can still commit there; otherwise at the later of that
+//! bound and `overlap_secs` before the newest stamp — so records sharing a timestamp or
 //! committing late are found, and the engine recognises re-read ones by hash. When the first
 //! page reports at least `bulk_read_threshold` records, the rest of the read continues as one
 //! Bulk API 2.0 query job (CSV pages of up to 50 000 records). An incremental read ends with the
@@ -38,6 +40,15 @@ struct Cursor {
     /// the time spent answering) when the read's first query was answered.
     #[serde(default)]
     read_started: Option<i64>,
+    /// `since` is exclusive: the read takes records stamped after its second (every record
+    /// of that second and before was read and none can still commit there).
+    #[serde(default)]
+    strict: bool,
+    /// The server's `latestDateCovered` (floored to the minute) of the last replication call
+    /// made before this read's first query: every change stamped before it had committed by
+    /// then, so the query sees it. Later stamps may belong to transactions still running.
+    #[serde(default)]
+    bound: Option<i64>,
 }
 
 /// Where the next read starts: `overlap` before the newest stamp seen, so records committed
@@ -50,6 +61,37 @@ fn next_since(newest: i64, read_started: Option<i64>, overlap: i64) -> i64 {
         Some(now) => newest.min(now - overlap).max(newest - overlap),
         None => newest - overlap,
     }
+}
+
+/// Where the next read starts after a read whose newest record is stamped `newest`, given the
+/// read's server bound (see [`Cursor::bound`]): strictly after the newest second when that
+/// second lies wholly before the bound (nothing stamped there can still commit: its records
+/// are not read again, however many share it). Otherwise the later of the overlap start
+/// ([`next_since`]) and the bound: what was stamped since may still be joined by late commits
+/// and is read again (deduplicated by hash), over no more than the overlap and no earlier than
+/// the server says is needed. `(since, strict)`.
+fn next_position(
+    newest: i64,
+    bound: Option<i64>,
+    read_started: Option<i64>,
+    overlap: i64,
+) -> (i64, bool) {
+    let second = newest.div_euclid(1000) * 1000;
+    let window = next_since(newest, read_started, overlap);
+    match bound {
+        Some(b) if second + 1000 <= b => (second, true),
+        Some(b) => (window.max(b.min(newest)), false),
+        None => (window, false),
+    }
+}
+
+/// A replication answer's `latestDateCovered`, floored to the minute (an org's replication
+/// calls work in whole minutes).
+fn covered_of(body: &J) -> Option<i64> {
+    body.get("latestDateCovered")
+        .and_then(J::as_str)
+        .and_then(|s| Timestamp::parse(s).ok())
+        .map(|t| t.millis().div_euclid(60_000) * 60_000)
 }
 
 /// Records per Bulk API query result page.
@@ -133,9 +175,13 @@ fn end_of_records(
 ) -> ReadPage {
     let overlap = c.cfg.overlap_secs as i64 * 1000;
     if cur.since.is_none() {
+        let pos = newest.map(|n| next_position(n, cur.bound, cur.read_started, overlap));
         let next = Cursor {
-            since: newest.map(|n| next_since(n, cur.read_started, overlap)),
+            since: pos.map(|p| p.0),
+            strict: pos.is_some_and(|p| p.1),
             del_since: newest.map(|n| n - c.cfg.overlap_secs as i64 * 1000),
+            // The full read's own bound stays valid for the next read (its call came first).
+            bound: cur.bound,
             ..Cursor::default()
         };
         return ReadPage {
@@ -149,6 +195,8 @@ fn end_of_records(
         changes,
         cursor: encode(&Cursor {
             since: cur.since,
+            strict: cur.strict,
+            bound: cur.bound,
             newest,
             deletes_pending: true,
             del_since: cur.del_since,
@@ -164,6 +212,7 @@ fn end_of_records(
 fn record_query(
     c: &SalesforceConnector,
     since: Option<i64>,
+    strict: bool,
     after: Option<i64>,
     ordered: bool,
 ) -> String {
@@ -173,7 +222,8 @@ fn record_query(
     let mut q = format!("SELECT {} FROM {}", names.join(", "), c.cfg.object);
     let mut conds = Vec::new();
     if let Some(s) = since {
-        conds.push(format!("SystemModstamp >= {}", soql_datetime(s)));
+        let op = if strict { ">" } else { ">=" };
+        conds.push(format!("SystemModstamp {op} {}", soql_datetime(s)));
     }
     if let Some(a) = after {
         conds.push(format!("SystemModstamp >= {}", soql_datetime(a)));
@@ -204,11 +254,19 @@ pub(super) async fn page(
     }
     let v = &c.cfg.api_version;
     let first = cur.next.is_none();
+    let cur = if first && cur.since.is_none() {
+        Cursor {
+            bound: server_bound(c).await?,
+            ..cur
+        }
+    } else {
+        cur
+    };
     let url = match &cur.next {
         Some(n) => n.clone(),
         None => format!(
             "/services/data/v{v}/query?q={}",
-            urlencode(&record_query(c, cur.since, None, true))
+            urlencode(&record_query(c, cur.since, cur.strict, None, true))
         ),
     };
     let r = c
@@ -243,7 +301,7 @@ pub(super) async fn page(
         Some(_) if first && total >= c.cfg.bulk_read_threshold => {
             // A large set: the rest through one Bulk API query job (records of the last
             // second seen are read again; the engine knows them by hash).
-            let q = record_query(c, cur.since, newest, false);
+            let q = record_query(c, cur.since, cur.strict, newest, false);
             let job = c
                 .client
                 .call(
@@ -269,6 +327,8 @@ pub(super) async fn page(
                 changes,
                 cursor: encode(&Cursor {
                     since: cur.since,
+                    strict: cur.strict,
+                    bound: cur.bound,
                     newest,
                     del_since: cur.del_since,
                     bulk_job: Some(id.to_string()),
@@ -284,6 +344,8 @@ pub(super) async fn page(
             changes,
             cursor: encode(&Cursor {
                 since: cur.since,
+                strict: cur.strict,
+                bound: cur.bound,
                 next: Some(n.to_string()),
                 newest,
                 del_since: cur.del_since,
@@ -395,7 +457,7 @@ async fn fetch_by_query(
             .iter()
             .map(|k| super::soql::quote(k.as_str()))
             .collect();
-        let mut q = record_query(c, None, None, false);
+        let mut q = record_query(c, None, false, None, false);
         q.push_str(&format!(" WHERE Id IN ({})", ids.join(", ")));
         let mut url = format!("/services/data/v{v}/query?q={}", urlencode(&q));
         loop {
@@ -552,6 +614,28 @@ async fn bulk_page(c: &SalesforceConnector, cur: Cursor) -> Result<ReadPage, Con
     }
 }
 
+/// The server's bound for a full read, asked before its first query: getUpdated over the last
+/// minute, for its `latestDateCovered` (one call; the ids are not used). None when the object
+/// does not support replication: the next read then falls back to the overlap.
+async fn server_bound(c: &SalesforceConnector) -> Result<Option<i64>, ConnectorError> {
+    let v = &c.cfg.api_version;
+    let now = Timestamp::now().millis();
+    let url = format!(
+        "/services/data/v{v}/sobjects/{}/updated/?start={}&end={}",
+        c.cfg.object,
+        urlencode(&soql_datetime(now - 60_000)),
+        urlencode(&soql_datetime(now + 999))
+    );
+    match c.client.call(reqwest::Method::GET, &url, None, None).await {
+        Ok(r) => Ok(covered_of(&r.body)),
+        Err(e) if e.retryable => Err(e),
+        Err(e) => {
+            tracing::info!(object = %c.cfg.object, "getUpdated refused ({e}): reads fall back to the overlap window");
+            Ok(None)
+        }
+    }
+}
+
 /// The deletes since the read's start: getDeleted, or queryAll beyond getDeleted's window.
 async fn deletes(c: &SalesforceConnector, cur: Cursor) -> Result<ReadPage, ConnectorError> {
     let v = &c.cfg.api_version;
@@ -562,6 +646,9 @@ async fn deletes(c: &SalesforceConnector, cur: Cursor) -> Result<ReadPage, Conne
     let now = Timestamp::now().millis();
     let mut changes = Vec::new();
     let mut covered = None;
+    // The next read's bound: this call's, made before that read's query (a queryAll fallback
+    // gives none: the bound this read had stays).
+    let mut bound = None;
     if since > now - GET_DELETED_DAYS * 86_400_000 + 3_600_000 {
         let url = format!(
             "/services/data/v{v}/sobjects/{}/deleted/?start={}&end={}",
@@ -596,6 +683,7 @@ async fn deletes(c: &SalesforceConnector, cur: Cursor) -> Result<ReadPage, Conne
                     .and_then(J::as_str)
                     .and_then(|s| Timestamp::parse(s).ok())
                     .map(|t| t.millis());
+                bound = covered_of(&r.body);
             }
             Err(e) if e.message.contains("INVALID_REPLICATION_DATE") => {}
             Err(e) => return Err(e),
@@ -642,12 +730,14 @@ async fn deletes(c: &SalesforceConnector, cur: Cursor) -> Result<ReadPage, Conne
             .or(cur.newest);
     }
     let overlap = c.cfg.overlap_secs as i64 * 1000;
+    let pos = cur
+        .newest
+        .map(|n| next_position(n, cur.bound, cur.read_started, overlap));
     let next = Cursor {
-        since: cur
-            .newest
-            .map(|n| next_since(n, cur.read_started, overlap))
-            .or(cur.since),
+        since: pos.map(|p| p.0).or(cur.since),
+        strict: pos.map_or(cur.strict, |p| p.1),
         del_since: covered.map(|t| t - overlap).or(Some(since)),
+        bound: bound.or(cur.bound),
         ..Cursor::default()
     };
     Ok(ReadPage {

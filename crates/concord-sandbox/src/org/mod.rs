@@ -78,6 +78,10 @@ pub struct Org {
     /// When set, every write gets exactly this modification time (tests of records sharing one
     /// SystemModstamp).
     pub frozen_ms: Option<i64>,
+    /// A long-running transaction in flight since this time (ms): replication calls report no
+    /// `latestDateCovered` past its start, as an org does until it completes (tests of late
+    /// commits: a write stamped back to then may still come).
+    pub open_transaction_since: Option<i64>,
     last_stamp: i64,
     /// Records removed for good (hard delete, emptied recycle bin): object → id → deletion
     /// time. `getDeleted` still reports them; `queryAll` and retrieve no longer see them.
@@ -145,6 +149,7 @@ impl Org {
             user_id: String::new(),
             clock_offset_ms: 0,
             frozen_ms: None,
+            open_transaction_since: None,
             last_stamp: 0,
             delete_log: BTreeMap::new(),
             dirty: BTreeSet::new(),
@@ -180,6 +185,15 @@ impl Org {
         org.dirty.insert(("User".into(), uid.clone()));
         org.user_id = uid;
         org
+    }
+
+    /// How far changes are known complete (ms): the org's clock, held back to the start of a
+    /// long-running transaction in flight, and to the frozen time while stamps are frozen
+    /// (any write may still get it). Replication calls cover no later.
+    pub fn covered_until(&self) -> i64 {
+        let now = Timestamp::now().millis() + self.clock_offset_ms;
+        let now = self.frozen_ms.map_or(now, |f| f.min(now));
+        self.open_transaction_since.map_or(now, |t| t.min(now))
     }
 
     /// Strictly increasing modification stamps (two writes never share a SystemModstamp unless

@@ -26,12 +26,17 @@ pub(crate) struct ClockBody {
     frozen_ms: Option<i64>,
     #[serde(default)]
     offset_ms: i64,
+    /// A long-running transaction in flight since this time (ms since the epoch): replication
+    /// calls cover no later until it is cleared (null).
+    #[serde(default)]
+    open_transaction_since_ms: Option<i64>,
 }
 
 pub(crate) async fn admin_clock(State(sb): State<St>, Json(c): Json<ClockBody>) -> StatusCode {
     let mut org = sb.org.lock().expect("lock");
     org.frozen_ms = c.frozen_ms;
     org.clock_offset_ms = c.offset_ms;
+    org.open_transaction_since = c.open_transaction_since_ms;
     StatusCode::NO_CONTENT
 }
 

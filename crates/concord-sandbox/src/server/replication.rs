@@ -68,8 +68,9 @@ pub(crate) fn replication(
         ));
     }
     let list = org.changed_between(s, start, end, deleted)?;
-    // Covered up to the end asked for, but never past this moment.
-    let end = Timestamp(end.millis().min(now));
+    // Covered up to the end asked for, but never past what is known complete (a long-running
+    // transaction's start, the frozen time).
+    let end = Timestamp(end.millis().min(org.covered_until()));
     Ok((list, start, end))
 }
 
