@@ -295,7 +295,8 @@ fn sandbox_flags_tls_data_faults_and_credentials() {
         "3",
     ]);
     assert!(
-        lines.iter().any(|l| l.starts_with("restored 2 records")),
+        // The admin user, the standard price book and the account.
+        lines.iter().any(|l| l.starts_with("restored 3 records")),
         "{lines:?}"
     );
     let base = base_of(&lines);

@@ -334,8 +334,8 @@ async fn data_persists_across_a_restart() {
     let l = start(opts, None).await;
     assert_eq!(
         l.restored,
-        Some(3),
-        "the admin user and two accounts (the purged one is gone)"
+        Some(4),
+        "the admin user, the standard price book and two accounts (the purged one is gone)"
     );
     let api = format!("{}/services/data/v62.0", l.base_url);
     let after: J = c.get(format!("{api}/queryAll?q=SELECT+Id,Name,Phone,IsDeleted,SystemModstamp+FROM+Account+ORDER+BY+Id")).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();

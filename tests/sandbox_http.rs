@@ -964,6 +964,351 @@ async fn resources_identity_revoke_limits_and_error_bodies() {
 }
 
 #[tokio::test]
+async fn standard_schema_compound_fields_auto_numbers_and_child_relationships() {
+    let (base, _sb) = crate::sf_common::serve_in_process(
+        "[[objects]]\nname = \"Property__c\"\nlabel = \"Property\"\n[[objects.fields]]\nname = \"Account__c\"\ntype = \"reference\"\nreference_to = [\"Account\"]\n[[objects.fields]]\nname = \"Owner_Contact__c\"\ntype = \"reference\"\nreference_to = [\"Contact\"]\nchild_relationship_name = \"Homes__r\"\n[[objects.fields]]\nname = \"Invoice_No__c\"\ntype = \"string\"\nauto_number = \"INV-{0000}\"\n",
+        Settings {
+            token: TOKEN.into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let c = &client;
+    let api = format!("{base}/services/data/v62.0");
+    let auth = |rb: reqwest::RequestBuilder| rb.bearer_auth(TOKEN);
+    let get = move |url: String| async move {
+        auth(c.get(url))
+            .send()
+            .await
+            .unwrap()
+            .json::<J>()
+            .await
+            .unwrap()
+    };
+    let post = move |url: String, body: J| async move {
+        let r = auth(c.post(url)).json(&body).send().await.unwrap();
+        (r.status().as_u16(), r.json::<J>().await.unwrap())
+    };
+
+    // The standard objects an org has, and Account's common fields.
+    let global = get(format!("{api}/sobjects")).await;
+    let names: Vec<&str> = global["sobjects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    for o in [
+        "Task",
+        "Event",
+        "Case",
+        "Campaign",
+        "Pricebook2",
+        "PricebookEntry",
+        "OpportunityLineItem",
+    ] {
+        assert!(names.contains(&o), "{o} missing: {names:?}");
+    }
+    let d = get(format!("{api}/sobjects/Account/describe")).await;
+    let field = |d: &J, n: &str| {
+        d["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == n)
+            .unwrap_or_else(|| panic!("{n} missing"))
+            .clone()
+    };
+    for n in [
+        "Sic",
+        "SicDesc",
+        "Ownership",
+        "TickerSymbol",
+        "Site",
+        "AccountSource",
+        "LastActivityDate",
+        "Jigsaw",
+        "BillingLatitude",
+        "BillingGeocodeAccuracy",
+    ] {
+        field(&d, n);
+    }
+    let addr = field(&d, "BillingAddress");
+    assert_eq!(addr["type"], "address");
+    assert_eq!(addr["createable"], false);
+    assert_eq!(addr["filterable"], false);
+    assert_eq!(
+        field(&d, "BillingCity")["compoundFieldName"],
+        "BillingAddress"
+    );
+    assert_eq!(field(&d, "Sic")["compoundFieldName"], J::Null);
+    assert_eq!(field(&d, "LastActivityDate")["updateable"], false);
+
+    // childRelationships: the standard names, a custom reference's default and own names.
+    let rels: Vec<(String, String, J)> = d["childRelationships"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["childSObject"].as_str().unwrap().to_string(),
+                r["field"].as_str().unwrap().to_string(),
+                r["relationshipName"].clone(),
+            )
+        })
+        .collect();
+    for (child, f, rel) in [
+        ("Contact", "AccountId", "Contacts"),
+        ("Opportunity", "AccountId", "Opportunities"),
+        ("Case", "AccountId", "Cases"),
+        ("Account", "ParentId", "ChildAccounts"),
+        ("Task", "WhatId", "Tasks"),
+        ("Event", "WhatId", "Events"),
+        ("Property__c", "Account__c", "Properties__r"),
+    ] {
+        assert!(
+            rels.contains(&(child.into(), f.into(), json!(rel))),
+            "{child}.{f} → {rel}: {rels:?}"
+        );
+    }
+    let cd = get(format!("{api}/sobjects/Contact/describe")).await;
+    assert!(cd["childRelationships"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["relationshipName"] == "Homes__r"));
+
+    // A compound address: the components as one read-only value, null when all are.
+    let (st, a) = post(
+        format!("{api}/sobjects/Account"),
+        json!({"Name": "Acme", "BillingCity": "Lyon", "BillingCountry": "France", "Sic": "3571", "Ownership": "Private"}),
+    )
+    .await;
+    assert_eq!(st, 201, "{a}");
+    let acc = a["id"].as_str().unwrap().to_string();
+    let rec = get(format!("{api}/sobjects/Account/{acc}")).await;
+    assert_eq!(rec["BillingAddress"]["city"], "Lyon");
+    assert_eq!(rec["BillingAddress"]["country"], "France");
+    assert_eq!(rec["BillingAddress"]["street"], J::Null);
+    assert_eq!(rec["ShippingAddress"], J::Null);
+    assert_eq!(rec["Sic"], "3571");
+    let q = get(format!(
+        "{api}/query?q=SELECT+BillingAddress,BillingCity+FROM+Account+WHERE+Id='{acc}'"
+    ))
+    .await;
+    assert_eq!(q["records"][0]["BillingAddress"]["city"], "Lyon", "{q}");
+    let r = auth(c.patch(format!("{api}/sobjects/Account/{acc}")))
+        .json(&json!({"BillingAddress": {"city": "Paris"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "the compound field is read-only");
+    let r = auth(c.patch(format!("{api}/sobjects/Account/{acc}")))
+        .json(&json!({"BillingCity": "Paris"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let rec = get(format!("{api}/sobjects/Account/{acc}")).await;
+    assert_eq!(rec["BillingAddress"]["city"], "Paris");
+
+    // Case: an AutoNumber, read-only; closing sets IsClosed and ClosedDate.
+    let (_, c1) = post(
+        format!("{api}/sobjects/Case"),
+        json!({"Subject": "One", "AccountId": acc}),
+    )
+    .await;
+    let (_, c2) = post(format!("{api}/sobjects/Case"), json!({"Subject": "Two"})).await;
+    let c1 = get(format!(
+        "{api}/sobjects/Case/{}",
+        c1["id"].as_str().unwrap()
+    ))
+    .await;
+    let c2 = get(format!(
+        "{api}/sobjects/Case/{}",
+        c2["id"].as_str().unwrap()
+    ))
+    .await;
+    assert_eq!(c1["CaseNumber"], "00000001");
+    assert_eq!(c2["CaseNumber"], "00000002");
+    assert_eq!(c1["Status"], "New");
+    assert_eq!(c1["IsClosed"], false);
+    let (st, e) = post(format!("{api}/sobjects/Case"), json!({"CaseNumber": "X"})).await;
+    assert_eq!(st, 400);
+    assert_eq!(e[0]["errorCode"], "INVALID_FIELD_FOR_INSERT_UPDATE");
+    let id1 = c1["Id"].as_str().unwrap();
+    auth(c.patch(format!("{api}/sobjects/Case/{id1}")))
+        .json(&json!({"Status": "Closed"}))
+        .send()
+        .await
+        .unwrap();
+    let c1 = get(format!("{api}/sobjects/Case/{id1}")).await;
+    assert_eq!(c1["IsClosed"], true);
+    assert!(c1["ClosedDate"].is_string());
+
+    // A custom AutoNumber from the schema file.
+    for n in ["INV-0001", "INV-0002"] {
+        let (st, p) = post(format!("{api}/sobjects/Property__c"), json!({"Name": "P"})).await;
+        assert_eq!(st, 201, "{p}");
+        let p = get(format!(
+            "{api}/sobjects/Property__c/{}",
+            p["id"].as_str().unwrap()
+        ))
+        .await;
+        assert_eq!(p["Invoice_No__c"], n);
+    }
+    let (st, _) = post(
+        format!("{api}/sobjects/Property__c"),
+        json!({"Name": "P", "Invoice_No__c": "X"}),
+    )
+    .await;
+    assert_eq!(st, 400, "an AutoNumber is read-only");
+
+    // Task: defaults, closed flag, the account of its WhatId / WhoId.
+    let (_, ct) = post(
+        format!("{api}/sobjects/Contact"),
+        json!({"LastName": "Doe", "AccountId": acc}),
+    )
+    .await;
+    let (st, t) = post(
+        format!("{api}/sobjects/Task"),
+        json!({"Subject": "Call", "WhoId": ct["id"], "Status": "Completed"}),
+    )
+    .await;
+    assert_eq!(st, 201, "{t}");
+    let t = get(format!("{api}/sobjects/Task/{}", t["id"].as_str().unwrap())).await;
+    assert_eq!(t["Priority"], "Normal");
+    assert_eq!(t["IsClosed"], true);
+    assert_eq!(t["AccountId"], acc.as_str(), "the contact's account");
+    let (st, ev) = post(
+        format!("{api}/sobjects/Event"),
+        json!({"Subject": "Visit", "WhatId": acc, "StartDateTime": "2026-12-01T10:00:00.000+0000", "DurationInMinutes": 90}),
+    )
+    .await;
+    assert_eq!(st, 201, "{ev}");
+    let ev = get(format!(
+        "{api}/sobjects/Event/{}",
+        ev["id"].as_str().unwrap()
+    ))
+    .await;
+    assert_eq!(ev["EndDateTime"], "2026-12-01T11:30:00.000+0000");
+    assert_eq!(ev["AccountId"], acc.as_str());
+
+    // Price books: the standard one exists; a custom price needs the standard price first;
+    // an opportunity product takes its prices from the entry.
+    let pb = get(format!(
+        "{api}/query?q=SELECT+Id+FROM+Pricebook2+WHERE+IsStandard=true"
+    ))
+    .await;
+    assert_eq!(pb["totalSize"], 1);
+    let std_pb = pb["records"][0]["Id"].as_str().unwrap().to_string();
+    let (_, prod) = post(
+        format!("{api}/sobjects/Product2"),
+        json!({"Name": "Widget", "ProductCode": "W-1"}),
+    )
+    .await;
+    let (_, custom) = post(
+        format!("{api}/sobjects/Pricebook2"),
+        json!({"Name": "Partners", "IsActive": true}),
+    )
+    .await;
+    let (st, e) = post(
+        format!("{api}/sobjects/PricebookEntry"),
+        json!({"Pricebook2Id": custom["id"], "Product2Id": prod["id"], "UnitPrice": 8}),
+    )
+    .await;
+    assert_eq!(st, 400);
+    assert_eq!(e[0]["errorCode"], "STANDARD_PRICE_NOT_DEFINED");
+    let (st, pbe) = post(
+        format!("{api}/sobjects/PricebookEntry"),
+        json!({"Pricebook2Id": std_pb, "Product2Id": prod["id"], "UnitPrice": 10, "IsActive": true}),
+    )
+    .await;
+    assert_eq!(st, 201, "{pbe}");
+    let (st, e) = post(
+        format!("{api}/sobjects/PricebookEntry"),
+        json!({"Pricebook2Id": std_pb, "Product2Id": prod["id"], "UnitPrice": 11}),
+    )
+    .await;
+    assert_eq!(
+        (st, e[0]["errorCode"].clone()),
+        (400, json!("DUPLICATE_VALUE"))
+    );
+    let pbe_rec = get(format!(
+        "{api}/sobjects/PricebookEntry/{}",
+        pbe["id"].as_str().unwrap()
+    ))
+    .await;
+    assert_eq!(pbe_rec["Name"], "Widget");
+    assert_eq!(pbe_rec["ProductCode"], "W-1");
+    let r = auth(c.patch(format!(
+        "{api}/sobjects/PricebookEntry/{}",
+        pbe["id"].as_str().unwrap()
+    )))
+    .json(&json!({"Pricebook2Id": custom["id"]}))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 400, "Pricebook2Id is set on create only");
+    let (_, opp) = post(
+        format!("{api}/sobjects/Opportunity"),
+        json!({"Name": "Deal", "StageName": "Prospecting", "CloseDate": "2026-08-15", "AccountId": acc, "Amount": 1000, "Probability": 25}),
+    )
+    .await;
+    let o = get(format!(
+        "{api}/sobjects/Opportunity/{}",
+        opp["id"].as_str().unwrap()
+    ))
+    .await;
+    assert_eq!(
+        (o["FiscalYear"].clone(), o["FiscalQuarter"].clone()),
+        (json!(2026), json!(3))
+    );
+    assert_eq!(o["ExpectedRevenue"], 250.0);
+    let (st, li) = post(
+        format!("{api}/sobjects/OpportunityLineItem"),
+        json!({"OpportunityId": opp["id"], "PricebookEntryId": pbe["id"], "Quantity": 3}),
+    )
+    .await;
+    assert_eq!(st, 201, "{li}");
+    let li = get(format!(
+        "{api}/sobjects/OpportunityLineItem/{}",
+        li["id"].as_str().unwrap()
+    ))
+    .await;
+    assert_eq!(li["UnitPrice"], 10.0);
+    assert_eq!(li["ListPrice"], 10.0);
+    assert_eq!(li["TotalPrice"], 30.0);
+    assert_eq!(li["Product2Id"], prod["id"]);
+    assert_eq!(li["Name"], "Deal Widget");
+    let (st, e) = post(
+        format!("{api}/sobjects/OpportunityLineItem"),
+        json!({"OpportunityId": opp["id"], "PricebookEntryId": pbe["id"], "Quantity": 2, "UnitPrice": 9, "TotalPrice": 18}),
+    )
+    .await;
+    assert_eq!(
+        (st, e[0]["errorCode"].clone()),
+        (400, json!("FIELD_INTEGRITY_EXCEPTION"))
+    );
+    let (st, li2) = post(
+        format!("{api}/sobjects/OpportunityLineItem"),
+        json!({"OpportunityId": opp["id"], "Product2Id": prod["id"], "Quantity": 4, "TotalPrice": 36}),
+    )
+    .await;
+    assert_eq!(
+        st, 201,
+        "the product's entry in the opportunity's (standard) price book: {li2}"
+    );
+    let li2 = get(format!(
+        "{api}/sobjects/OpportunityLineItem/{}",
+        li2["id"].as_str().unwrap()
+    ))
+    .await;
+    assert_eq!(li2["UnitPrice"], 9.0);
+}
+
+#[tokio::test]
 async fn daily_limit_gives_request_limit_exceeded() {
     let (base, _sb) = start(3).await;
     let c = reqwest::Client::new();

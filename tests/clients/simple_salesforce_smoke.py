@@ -38,6 +38,11 @@ steps = []
 d = sf.Account.describe()
 assert any(f["name"] == "Erp_Id__c" and f["externalId"] for f in d["fields"])
 assert any(o["name"] == "Contact" for o in sf.describe()["sobjects"])
+assert any(r["relationshipName"] == "Contacts" and r["childSObject"] == "Contact" for r in d["childRelationships"])
+assert any(f["name"] == "BillingAddress" and f["type"] == "address" for f in d["fields"])
+case = sf.Case.create({"Subject": "Broken widget", "Origin": "Web"})
+got = sf.Case.get(case["id"])
+assert got["CaseNumber"].isdigit() and got["Status"] == "New" and got["IsClosed"] is False, got
 steps.append("describe")
 
 r = sf.Account.create({"Name": "simple Acme", "Phone": "555-0100"})

@@ -10,6 +10,9 @@
 //! data ([`seed`]), the HTTP server ([`server`], [`bulk`]) and start-up ([`launch`]). It
 //! depends on concord's model only: no connector depends on it.
 
+// describe_field's json! object has more keys than the default limit expands.
+#![recursion_limit = "256"]
+
 pub mod bulk;
 pub mod ids;
 pub mod launch;

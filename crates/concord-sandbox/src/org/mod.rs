@@ -6,6 +6,7 @@
 //! values, required and unique fields), `records` (create, update, delete, upsert, look-ups),
 //! `query` (SOQL execution, relationship paths, the replication feeds).
 
+mod derive;
 mod query;
 mod records;
 #[cfg(test)]
@@ -91,6 +92,8 @@ pub struct Org {
     /// Live records by the value of each unique or External ID field: object → field →
     /// value key → ids (duplicate checks and upserts without scanning).
     index: HashMap<String, HashMap<String, HashMap<String, BTreeSet<String>>>>,
+    /// The last number each AutoNumber field (`Object.Field`) gave.
+    auto_numbers: BTreeMap<String, u64>,
 }
 
 /// What the org holds for one (object, id), for persistence.
@@ -107,6 +110,8 @@ pub struct OrgMeta {
     pub next: u64,
     pub user_id: String,
     pub last_stamp: i64,
+    #[serde(default)]
+    pub auto_numbers: BTreeMap<String, u64>,
 }
 
 /// The compound `Name` of people objects (Contact, Lead, User): FirstName and LastName, kept by
@@ -132,6 +137,41 @@ fn compound_name(o: &ObjectDef, fields: &mut Map<String, J>) {
     );
 }
 
+/// Compound address fields (BillingAddress, MailingAddress, a Lead's Address): an object of
+/// their components, or null when every component is.
+fn compound_addresses(o: &ObjectDef, fields: &mut Map<String, J>) {
+    for f in o.fields.iter().filter(|f| f.ty == FieldType::Address) {
+        let prefix = f.name.strip_suffix("Address").unwrap_or("");
+        let mut v = Map::new();
+        for (key, suffix) in crate::schema::ADDRESS_PARTS {
+            v.insert(
+                key.into(),
+                fields
+                    .get(&format!("{prefix}{suffix}"))
+                    .cloned()
+                    .unwrap_or(J::Null),
+            );
+        }
+        let value = if v.values().all(J::is_null) {
+            J::Null
+        } else {
+            J::Object(v)
+        };
+        fields.insert(f.name.clone(), value);
+    }
+}
+
+/// An AutoNumber's display format applied to `n`: `{0000}` is `n` zero-padded to 4 digits.
+pub(crate) fn auto_number_text(format: &str, n: u64) -> String {
+    match (format.find('{'), format.find('}')) {
+        (Some(a), Some(b)) if b > a => {
+            let width = format[a + 1..b].chars().filter(|c| *c == '0').count();
+            format!("{}{n:0width$}{}", &format[..a], &format[b + 1..])
+        }
+        _ => format!("{format}{n}"),
+    }
+}
+
 /// Salesforce's datetime format: `2024-05-01T08:00:00.000+0000`.
 pub fn sf_datetime(t: Timestamp) -> String {
     match t.to_chrono() {
@@ -154,6 +194,7 @@ impl Org {
             delete_log: BTreeMap::new(),
             dirty: BTreeSet::new(),
             index: HashMap::new(),
+            auto_numbers: BTreeMap::new(),
         };
         let uid = ids::mint("005", 1);
         org.next = 2;
@@ -184,6 +225,21 @@ impl Org {
         );
         org.dirty.insert(("User".into(), uid.clone()));
         org.user_id = uid;
+        // Every org has its standard price book.
+        if org.object("Pricebook2").is_ok() {
+            let mut pb = Map::new();
+            pb.insert("Name".into(), json!("Standard Price Book"));
+            pb.insert("IsActive".into(), json!(true));
+            if let Ok(id) = org.create("Pricebook2", &pb) {
+                if let Some(r) = org
+                    .records
+                    .get_mut("Pricebook2")
+                    .and_then(|m| m.get_mut(&id))
+                {
+                    r.fields.insert("IsStandard".into(), json!(true));
+                }
+            }
+        }
         org
     }
 
@@ -309,6 +365,7 @@ impl Org {
             next: self.next,
             user_id: self.user_id.clone(),
             last_stamp: self.last_stamp,
+            auto_numbers: self.auto_numbers.clone(),
         }
     }
 
@@ -323,6 +380,11 @@ impl Org {
         org.next = meta.next;
         org.user_id = meta.user_id;
         org.last_stamp = meta.last_stamp;
+        org.auto_numbers = meta.auto_numbers;
+        // Objects and fields added to the standard schema since the store was written.
+        for def in crate::schema::standard_objects() {
+            org.extend_schema(def);
+        }
         for (o, id, r) in records {
             org.records.entry(o).or_default().insert(id, r);
         }
@@ -331,7 +393,29 @@ impl Org {
         }
         org.dirty.clear();
         org.reindex();
+        // A store written before price books were known gets the standard one.
+        if org.object("Pricebook2").is_ok() && org.standard_price_book_id().is_none() {
+            let mut pb = Map::new();
+            pb.insert("Name".into(), json!("Standard Price Book"));
+            pb.insert("IsActive".into(), json!(true));
+            if let Ok(id) = org.create("Pricebook2", &pb) {
+                if let Some(r) = org
+                    .records
+                    .get_mut("Pricebook2")
+                    .and_then(|m| m.get_mut(&id))
+                {
+                    r.fields.insert("IsStandard".into(), json!(true));
+                }
+            }
+        }
         org
+    }
+
+    /// The standard price book's id, when the org has one.
+    pub fn standard_price_book_id(&self) -> Option<String> {
+        self.records.get("Pricebook2")?.iter().find_map(|(id, r)| {
+            (!r.deleted && r.fields.get("IsStandard") == Some(&J::Bool(true))).then(|| id.clone())
+        })
     }
 
     /// Number of records held (live and in the recycle bin).

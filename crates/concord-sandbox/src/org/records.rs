@@ -18,6 +18,17 @@ impl Org {
             });
         }
         compound_name(&o, &mut fields);
+        self.derive(&o, &mut fields, None, &now)?;
+        for f in &o.fields {
+            if let Some(format) = &f.auto_number {
+                let n = self
+                    .auto_numbers
+                    .entry(format!("{}.{}", o.name, f.name))
+                    .or_insert(0);
+                *n += 1;
+                fields.insert(f.name.clone(), json!(auto_number_text(format, *n)));
+            }
+        }
         fields.insert("Id".into(), json!(id));
         fields.insert("IsDeleted".into(), J::Bool(false));
         for k in ["CreatedDate", "LastModifiedDate", "SystemModstamp"] {
@@ -80,7 +91,14 @@ impl Org {
                 .field(&f.name));
             }
         }
+        let stored = self.records[&o.name][&id18].fields.clone();
+        let mut merged = stored.clone();
+        for (k, v) in fields {
+            merged.insert(k, v);
+        }
+        compound_name(&o, &mut merged);
         let now = self.now();
+        self.derive(&o, &mut merged, Some(&stored), &now)?;
         let uid = self.user_id.clone();
         self.index_record(&o.name, &id18, false);
         let rec = self
@@ -88,10 +106,7 @@ impl Org {
             .get_mut(&o.name)
             .and_then(|m| m.get_mut(&id18))
             .expect("found above");
-        for (k, v) in fields {
-            rec.fields.insert(k, v);
-        }
-        compound_name(&o, &mut rec.fields);
+        rec.fields = merged;
         rec.fields.insert("LastModifiedDate".into(), json!(now));
         rec.fields.insert("SystemModstamp".into(), json!(now));
         rec.fields.insert("LastModifiedById".into(), json!(uid));

@@ -96,7 +96,7 @@ fn people_have_a_compound_read_only_name() {
         .update("Contact", &id, &m(json!({"Name": "Someone"})))
         .unwrap_err();
     assert_eq!(e.code, "INVALID_FIELD_FOR_INSERT_UPDATE");
-    let d = crate::schema::describe(org.object("Contact").unwrap(), "62.0");
+    let d = crate::schema::describe(org.object("Contact").unwrap(), "62.0", org.objects());
     let name = d["fields"]
         .as_array()
         .unwrap()

@@ -142,6 +142,14 @@ impl Org {
                 )
                 .field(&f.name));
             }
+            if f.create_only && !creating {
+                return Err(SfError::new(
+                    400,
+                    "INVALID_FIELD_FOR_INSERT_UPDATE",
+                    format!("Unable to create/update fields: {}. Please check the security settings of this field and verify that it is read/write for your profile or permission set.", f.name),
+                )
+                .field(&f.name));
+            }
             out.insert(f.name.clone(), self.coerce(f, v)?);
         }
         if creating {

@@ -36,7 +36,7 @@ pub(crate) async fn describe(
     sb.count("describe");
     let org = sb.org.lock().expect("lock");
     match org.object(&s) {
-        Ok(o) => Json(crate::schema::describe(o, v)).into_response(),
+        Ok(o) => Json(crate::schema::describe(o, v, org.objects())).into_response(),
         Err(e) => err(e),
     }
 }
