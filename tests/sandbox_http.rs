@@ -1309,6 +1309,255 @@ async fn standard_schema_compound_fields_auto_numbers_and_child_relationships() 
 }
 
 #[tokio::test]
+async fn soql_subqueries_aggregates_dates_explain_and_sosl() {
+    let (base_url, _sb) = start(10_000).await;
+    let base = base_url.as_str();
+    let client = reqwest::Client::new();
+    let c = &client;
+    let api = format!("{base}/services/data/v62.0");
+    let q = move |soql: String| async move {
+        let r = c
+            .get(format!("{base}/services/data/v62.0/query"))
+            .query(&[("q", soql)])
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json::<J>().await.unwrap())
+    };
+    let post = move |url: String, body: J| async move {
+        c.post(url)
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json::<J>()
+            .await
+            .unwrap()
+    };
+    let mut accounts = Vec::new();
+    for (name, industry) in [
+        ("Acme Corp", "Energy"),
+        ("Globex", "Energy"),
+        ("Initech", "Banking"),
+    ] {
+        let a = post(
+            format!("{api}/sobjects/Account"),
+            json!({"Name": name, "Industry": industry}),
+        )
+        .await;
+        accounts.push(a["id"].as_str().unwrap().to_string());
+    }
+    for (i, last) in ["Ada", "Bob", "Cy"].iter().enumerate() {
+        post(
+            format!("{api}/sobjects/Contact"),
+            json!({"LastName": last, "AccountId": accounts[0], "Email": format!("{}@acme.test", last.to_lowercase()), "Phone": format!("555-010{i}")}),
+        )
+        .await;
+    }
+    let today = chrono::Utc::now().date_naive();
+    let fmt = |d: chrono::NaiveDate| d.format("%Y-%m-%d").to_string();
+    for (amount, stage, close) in [
+        (100, "Prospecting", today),
+        (250, "Prospecting", today - chrono::Duration::days(3)),
+        (400, "Closed Won", today - chrono::Duration::days(400)),
+    ] {
+        post(
+            format!("{api}/sobjects/Opportunity"),
+            json!({"Name": format!("Deal {amount}"), "StageName": stage, "CloseDate": fmt(close), "Amount": amount, "AccountId": accounts[0]}),
+        )
+        .await;
+    }
+
+    // Parent-to-child subqueries: nested results, filtered and ordered; null without children.
+    let (st, r) = q("SELECT Name, (SELECT LastName FROM Contacts WHERE LastName != 'Cy' ORDER BY LastName DESC) FROM Account ORDER BY Name".into()).await;
+    assert_eq!(st, 200, "{r}");
+    let acme = &r["records"][0];
+    assert_eq!(acme["Name"], "Acme Corp");
+    assert_eq!(acme["Contacts"]["totalSize"], 2);
+    assert_eq!(acme["Contacts"]["done"], true);
+    assert_eq!(acme["Contacts"]["records"][0]["LastName"], "Bob");
+    assert_eq!(
+        acme["Contacts"]["records"][0]["attributes"]["type"],
+        "Contact"
+    );
+    assert_eq!(r["records"][1]["Contacts"], J::Null);
+    let (st, e) = q("SELECT Id, (SELECT Id FROM Nope) FROM Account".into()).await;
+    assert_eq!(
+        (st, e[0]["errorCode"].clone()),
+        (400, json!("INVALID_TYPE"))
+    );
+
+    // FOR VIEW / FOR REFERENCE / FOR UPDATE are accepted.
+    for f in ["VIEW", "REFERENCE", "UPDATE"] {
+        let (st, r) = q(format!("SELECT Id FROM Account LIMIT 1 FOR {f}")).await;
+        assert_eq!((st, r["totalSize"].clone()), (200, json!(1)), "FOR {f}");
+    }
+
+    // Date literals and functions.
+    let count = |r: &J| r["totalSize"].as_u64().unwrap();
+    let (_, r) = q("SELECT Id FROM Opportunity WHERE CloseDate = TODAY".into()).await;
+    assert_eq!(count(&r), 1);
+    let (_, r) = q("SELECT Id FROM Opportunity WHERE CloseDate = LAST_N_DAYS:7".into()).await;
+    assert_eq!(count(&r), 2);
+    let (_, r) = q("SELECT Id FROM Opportunity WHERE CloseDate < LAST_N_DAYS:7".into()).await;
+    assert_eq!(count(&r), 1);
+    let (_, r) =
+        q("SELECT Id FROM Opportunity WHERE CreatedDate = TODAY AND CloseDate > LAST_YEAR".into())
+            .await;
+    assert!(count(&r) >= 2, "{r}");
+    let (_, r) = q(format!(
+        "SELECT Id FROM Opportunity WHERE CALENDAR_YEAR(CloseDate) = {}",
+        chrono::Datelike::year(&today)
+    ))
+    .await;
+    assert!(count(&r) >= 2, "{r}");
+    let (st, e) = q("SELECT Id FROM Opportunity WHERE CloseDate = LAST_N_DAYS".into()).await;
+    assert_eq!(
+        (st, e[0]["errorCode"].clone()),
+        (400, json!("MALFORMED_QUERY"))
+    );
+
+    // GROUP BY with aggregates: AggregateResult rows, exprN names and aliases.
+    let (st, r) = q("SELECT StageName, SUM(Amount), COUNT(Id) n, MAX(Amount) FROM Opportunity GROUP BY StageName ORDER BY StageName".into()).await;
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["totalSize"], 2);
+    let won = &r["records"][0];
+    assert_eq!(won["attributes"], json!({"type": "AggregateResult"}));
+    assert_eq!(won["StageName"], "Closed Won");
+    assert_eq!(won["expr0"], 400.0);
+    assert_eq!(won["n"], 1);
+    assert_eq!(r["records"][1]["expr0"], 350.0);
+    assert_eq!(r["records"][1]["n"], 2);
+    assert_eq!(r["records"][1]["expr1"], 250.0);
+    assert_eq!(
+        keys(&r["records"][0]).len(),
+        keys(&fixture("restforce/sobject/query_aggregate_success_response.json")["records"][0])
+            .len()
+            + 2
+    );
+    let (_, r) =
+        q("SELECT COUNT(Id), AVG(Amount) avg, COUNT_DISTINCT(StageName) FROM Opportunity".into())
+            .await;
+    assert_eq!(r["records"][0]["expr0"], 3);
+    assert!((r["records"][0]["avg"].as_f64().unwrap() - 250.0).abs() < 1e-9);
+    assert_eq!(r["records"][0]["expr1"], 2);
+    let (_, r) = q(
+        "SELECT Industry, COUNT(Id) FROM Account GROUP BY Industry ORDER BY Industry DESC".into(),
+    )
+    .await;
+    assert_eq!(r["records"][0]["Industry"], "Energy");
+    assert_eq!(r["records"][0]["expr0"], 2);
+    let (_, r) = q("SELECT CALENDAR_YEAR(CloseDate) y, SUM(Amount) FROM Opportunity GROUP BY CALENDAR_YEAR(CloseDate) ORDER BY y".into()).await;
+    assert_eq!(r["totalSize"], 2, "{r}");
+    let (st, e) =
+        q("SELECT StageName, Name, COUNT(Id) FROM Opportunity GROUP BY StageName".into()).await;
+    assert_eq!(
+        (st, e[0]["errorCode"].clone()),
+        (400, json!("MALFORMED_QUERY"))
+    );
+
+    // ?explain=: an index for an indexed filter, a table scan otherwise.
+    let plan = |soql: &str| {
+        let soql = soql.to_string();
+        async move {
+            c.get(format!("{base}/services/data/v62.0/query"))
+                .query(&[("explain", soql)])
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .unwrap()
+                .json::<J>()
+                .await
+                .unwrap()
+        }
+    };
+    let p = plan(&format!(
+        "SELECT Id FROM Account WHERE Id = '{}'",
+        accounts[1]
+    ))
+    .await;
+    assert_eq!(p["plans"][0]["leadingOperationType"], "Index", "{p}");
+    assert_eq!(p["plans"][0]["cardinality"], 1);
+    assert_eq!(p["plans"][0]["sobjectCardinality"], 3);
+    assert_eq!(p["plans"][0]["sobjectType"], "Account");
+    let p = plan("SELECT Id FROM Account WHERE Industry = 'Energy'").await;
+    assert_eq!(p["plans"][0]["leadingOperationType"], "TableScan");
+    assert_eq!(p["plans"][0]["cardinality"], 2);
+
+    // SOSL: words in any text field, scopes, RETURNING with fields, WHERE and LIMIT.
+    let search = move |sosl: &str| {
+        let sosl = sosl.to_string();
+        async move {
+            let r = c
+                .get(format!("{base}/services/data/v62.0/search"))
+                .query(&[("q", sosl)])
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<J>().await.unwrap())
+        }
+    };
+    let (st, r) =
+        search("FIND {Acme} RETURNING Account(Id, Name), Contact(LastName ORDER BY LastName)")
+            .await;
+    assert_eq!(st, 200, "{r}");
+    let recs = r["searchRecords"].as_array().unwrap();
+    assert_eq!(recs[0]["Name"], "Acme Corp");
+    assert_eq!(recs[0]["attributes"]["type"], "Account");
+    assert_eq!(
+        recs.len(),
+        4,
+        "the account and the three contacts whose email holds acme: {r}"
+    );
+    assert_eq!(recs[1]["LastName"], "Ada");
+    let (_, r) =
+        search("FIND {acme} IN NAME FIELDS RETURNING Account(Name), Contact(LastName)").await;
+    assert_eq!(r["searchRecords"].as_array().unwrap().len(), 1);
+    let (_, r) = search("FIND {Glob*} RETURNING Account(Name)").await;
+    assert_eq!(r["searchRecords"][0]["Name"], "Globex");
+    let (_, r) =
+        search("FIND {Initech OR Globex} RETURNING Account(Name WHERE Industry = 'Energy')").await;
+    assert_eq!(r["searchRecords"].as_array().unwrap().len(), 1);
+    let (_, r) = search("FIND {5550101} IN PHONE FIELDS RETURNING Contact(LastName)").await;
+    assert_eq!(r["searchRecords"][0]["LastName"], "Bob");
+    let (_, r) = search("FIND {acme} RETURNING Contact(LastName LIMIT 2)").await;
+    assert_eq!(r["searchRecords"].as_array().unwrap().len(), 2);
+    let (_, r) = search("FIND {acme}").await;
+    assert_eq!(
+        r["searchRecords"].as_array().unwrap().len(),
+        4,
+        "every object, ids only"
+    );
+    for bad in ["FIND {a}", "SEARCH {x}", "FIND {acme} RETURNING"] {
+        let (st, e) = search(bad).await;
+        assert_eq!(
+            (st, e[0]["errorCode"].clone()),
+            (400, json!("MALFORMED_SEARCH")),
+            "{bad}"
+        );
+    }
+
+    // Bulk API 2.0 refuses what it cannot serialise.
+    for soql in [
+        "SELECT StageName, COUNT(Id) FROM Opportunity GROUP BY StageName",
+        "SELECT Id, (SELECT Id FROM Contacts) FROM Account",
+        "SELECT BillingAddress FROM Account",
+    ] {
+        let r = c
+            .post(format!("{api}/jobs/query"))
+            .bearer_auth(TOKEN)
+            .json(&json!({"operation": "query", "query": soql}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{soql}");
+    }
+}
+
+#[tokio::test]
 async fn daily_limit_gives_request_limit_exceeded() {
     let (base, _sb) = start(3).await;
     let c = reqwest::Client::new();

@@ -105,6 +105,13 @@ async function main() {
   assert.strictEqual(all.length, 450);
   const cnt = await conn.query('SELECT COUNT() FROM Account');
   assert.ok(cnt.totalSize >= 452);
+  const nested = await conn.query("SELECT Name, (SELECT Id FROM Contacts) FROM Account WHERE Name = 'Coll 001'");
+  assert.strictEqual(nested.records[0].Contacts, null);
+  const grouped = await conn.query("SELECT COUNT(Id) n FROM Account WHERE Name LIKE 'Coll %'");
+  assert.strictEqual(grouped.records[0].n, 450);
+  const found = await conn.search("FIND {Coll 00*} RETURNING Account(Id, Name ORDER BY Name LIMIT 3)");
+  assert.strictEqual(found.searchRecords.length, 3, JSON.stringify(found));
+  assert.strictEqual(found.searchRecords[0].Name, 'Coll 000');
   step('query');
 
   // Composite with references.

@@ -103,6 +103,13 @@ steps.append("bulk ingest")
 page = sf.query("SELECT Id FROM Account WHERE Name LIKE 'Bulk %'")
 assert page["totalSize"] == 2500 and not page["done"] and len(page["records"]) == 2000
 assert len(sf.query_all("SELECT Id, Name FROM Account WHERE Name LIKE 'Bulk %'")["records"]) == 2500
+sub = sf.query("SELECT Name, (SELECT LastName FROM Contacts) FROM Account WHERE Name LIKE 'Bulk 1%' LIMIT 1")
+assert sub["records"][0]["Contacts"] is None, sub
+agg = sf.query("SELECT COUNT(Id) n FROM Account WHERE Name LIKE 'Bulk %'")
+assert agg["records"][0]["n"] == 2500, agg
+found = sf.search("FIND {PYB-7} RETURNING Account(Name, Erp_Id__c)")
+assert any(r["Erp_Id__c"] == "PYB-7" for r in found["searchRecords"]), found
+assert sf.quick_search("Bulk")["searchRecords"], "quick_search wraps FIND {…}"
 steps.append("query")
 
 got = 0

@@ -493,6 +493,33 @@ pub(super) async fn query_create(
             "COUNT() is not supported by Bulk API query",
         ));
     }
+    // What Bulk API 2.0 query does not take: aggregates and GROUP BY, child subqueries,
+    // OFFSET, compound fields (their components are).
+    let unsupported = if parsed.is_aggregate() {
+        Some("Aggregate queries (GROUP BY, aggregate and date functions) are not supported by Bulk API query")
+    } else if parsed
+        .select
+        .iter()
+        .any(|s| matches!(s, soql::SelectItem::Subquery(_)))
+    {
+        Some("Aggregate Relationships not supported in Bulk Query")
+    } else if parsed.offset.is_some() {
+        Some("OFFSET is not supported by Bulk API query")
+    } else {
+        let org = sb.org.lock().expect("lock");
+        org.object(&parsed.object).ok().and_then(|o| {
+            parsed.select.iter().find_map(|s| match s {
+                soql::SelectItem::Field(p) if p.len() == 1 => o
+                    .field(&p[0])
+                    .filter(|f| f.ty == crate::schema::FieldType::Address)
+                    .map(|_| "Selecting compound data not supported in Bulk Query"),
+                _ => None,
+            })
+        })
+    };
+    if let Some(why) = unsupported {
+        return err(SfError::new(400, "API_ERROR", why));
+    }
     let rows = match sb
         .org
         .lock()
@@ -508,7 +535,7 @@ pub(super) async fn query_create(
         .iter()
         .filter_map(|s| match s {
             soql::SelectItem::Field(p) => Some(p.join(".")),
-            soql::SelectItem::Count => None,
+            _ => None,
         })
         .collect();
     let id = {

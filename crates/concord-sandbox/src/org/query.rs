@@ -30,16 +30,51 @@ impl Org {
         J::Null
     }
 
+    /// The child object and its reference field behind the child relationship `rel` of `parent`
+    /// (`Contacts` of Account → Contact.AccountId).
+    pub(super) fn child_relation(
+        &self,
+        parent: &ObjectDef,
+        rel: &str,
+    ) -> Option<(&ObjectDef, &FieldDef)> {
+        self.objects.iter().find_map(|child| {
+            let f = child.fields.iter().find(|f| {
+                f.ty == FieldType::Reference
+                    && f.reference_to.iter().any(|t| t == &parent.name)
+                    && crate::schema::child_relationship(child, f)
+                        .is_some_and(|n| n.eq_ignore_ascii_case(rel))
+            })?;
+            Some((child, f))
+        })
+    }
+
     pub(super) fn check_paths(&self, o: &ObjectDef, q: &Query) -> Result<(), SfError> {
-        let mut paths: Vec<&Vec<String>> = q
-            .select
-            .iter()
-            .filter_map(|s| match s {
-                SelectItem::Field(p) => Some(p),
-                SelectItem::Count => None,
-            })
-            .collect();
-        paths.extend(q.order.iter().map(|o| &o.field));
+        let mut paths: Vec<&Vec<String>> = Vec::new();
+        for s in &q.select {
+            match s {
+                SelectItem::Field(p)
+                | SelectItem::Agg { field: p, .. }
+                | SelectItem::DateFn { field: p, .. } => paths.push(p),
+                SelectItem::Count => {}
+                SelectItem::Subquery(sq) => {
+                    let (child, _) = self.child_relation(o, &sq.object).ok_or_else(|| {
+                        SfError::new(
+                            400,
+                            "INVALID_TYPE",
+                            format!(
+                                "Didn't understand relationship '{}' in FROM part of query call. If you are attempting to use a custom relationship, be sure to append the '__r' after the custom relationship name.",
+                                sq.object
+                            ),
+                        )
+                    })?;
+                    self.check_paths(child, sq)?;
+                }
+            }
+        }
+        paths.extend(q.group_by.iter().map(|g| &g.field));
+        if !q.is_aggregate() {
+            paths.extend(q.order.iter().map(|o| &o.field));
+        }
         fn cond_paths<'a>(c: &'a Cond, out: &mut Vec<&'a Vec<String>>) {
             match c {
                 Cond::And(a, b) | Cond::Or(a, b) => {
@@ -93,6 +128,7 @@ impl Org {
             )
         })?;
         self.check_paths(o, q)?;
+        let q = &q.resolve_dates(Timestamp(Timestamp::now().millis() + self.clock_offset_ms));
         let empty = BTreeMap::new();
         let recs = self.records.get(&o.name).unwrap_or(&empty);
         let mut hits: Vec<&Rec> = recs
@@ -105,6 +141,9 @@ impl Org {
             .collect();
         if q.is_count() {
             return Ok(QueryResult::Count(hits.len() as u64));
+        }
+        if q.is_aggregate() {
+            return Ok(QueryResult::Rows(self.aggregate(o, hits, q)));
         }
         soql::sort(&mut hits, &q.order, &|r: &&Rec, p: &[String]| {
             json_to_value(&self.resolve(o, r, p))
@@ -131,10 +170,208 @@ impl Org {
             Self::attributes(o, r.fields.get("Id").unwrap_or(&J::Null), version),
         );
         for s in &q.select {
-            let SelectItem::Field(path) = s else { continue };
-            self.render_path(o, r, path, &mut out, version);
+            match s {
+                SelectItem::Field(path) => self.render_path(o, r, path, &mut out, version),
+                SelectItem::Subquery(sq) => {
+                    if let Some((name, v)) = self.children(o, r, sq, version) {
+                        out.insert(name, v);
+                    }
+                }
+                _ => {}
+            }
         }
         J::Object(out)
+    }
+
+    /// A subquery's answer for one parent record: the relationship's name and its live
+    /// children matching the subquery (filtered, ordered, limited) as a nested query result,
+    /// or null when there are none.
+    fn children(&self, o: &ObjectDef, r: &Rec, sq: &Query, version: &str) -> Option<(String, J)> {
+        let (child, f) = self.child_relation(o, &sq.object)?;
+        let name = crate::schema::child_relationship(child, f)?;
+        let id = r.fields.get("Id")?;
+        let mut kids: Vec<&Rec> = self
+            .records
+            .get(&child.name)
+            .into_iter()
+            .flat_map(|m| m.values())
+            .filter(|k| !k.deleted && k.fields.get(&f.name) == Some(id))
+            .filter(|k| match &sq.filter {
+                None => true,
+                Some(c) => soql::eval(c, &|p: &[String]| json_to_value(&self.resolve(child, k, p))),
+            })
+            .collect();
+        soql::sort(&mut kids, &sq.order, &|k: &&Rec, p: &[String]| {
+            json_to_value(&self.resolve(child, k, p))
+        });
+        let rows: Vec<J> = kids
+            .into_iter()
+            .skip(sq.offset.unwrap_or(0) as usize)
+            .take(sq.limit.map_or(usize::MAX, |l| l as usize))
+            .map(|k| self.render(child, k, sq, version))
+            .collect();
+        if rows.is_empty() {
+            return Some((name, J::Null));
+        }
+        Some((
+            name,
+            json!({"totalSize": rows.len(), "done": true, "records": rows}),
+        ))
+    }
+
+    /// An aggregate query's AggregateResult rows: one per group (one for the whole set without
+    /// GROUP BY), grouped fields under their names, aggregates and date functions under their
+    /// aliases or `expr0`, `expr1`, … in select order; ORDER BY, OFFSET and LIMIT over the rows.
+    fn aggregate(&self, o: &ObjectDef, hits: Vec<&Rec>, q: &Query) -> Vec<J> {
+        let key_of = |r: &Rec| -> Vec<Value> {
+            q.group_by
+                .iter()
+                .map(|g| {
+                    let v = json_to_value(&self.resolve(o, r, &g.field));
+                    g.func.map_or(v.clone(), |f| f.apply(&v))
+                })
+                .collect()
+        };
+        let mut groups: Vec<(Vec<Value>, Vec<&Rec>)> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        for r in hits {
+            let key = key_of(r);
+            let text = format!("{:?}", key.iter().map(soql_key).collect::<Vec<_>>());
+            match index.get(&text) {
+                Some(&i) => groups[i].1.push(r),
+                None => {
+                    index.insert(text, groups.len());
+                    groups.push((key, vec![r]));
+                }
+            }
+        }
+        if groups.is_empty() && q.group_by.is_empty() {
+            groups.push((Vec::new(), Vec::new()));
+        }
+        let mut rows: Vec<Map<String, J>> = Vec::new();
+        for (key, recs) in &groups {
+            let mut row = Map::new();
+            row.insert("attributes".into(), json!({"type": "AggregateResult"}));
+            let mut expr = 0;
+            let mut name_of = |alias: &Option<String>| match alias {
+                Some(a) => a.clone(),
+                None => {
+                    expr += 1;
+                    format!("expr{}", expr - 1)
+                }
+            };
+            for s in &q.select {
+                match s {
+                    SelectItem::Field(p) => {
+                        let v = recs
+                            .first()
+                            .map(|r| self.resolve(o, r, p))
+                            .unwrap_or(J::Null);
+                        let name = p
+                            .last()
+                            .and_then(|n| {
+                                if p.len() == 1 {
+                                    o.field(n).map(|f| f.name.clone())
+                                } else {
+                                    Some(n.clone())
+                                }
+                            })
+                            .unwrap_or_default();
+                        row.insert(name, v);
+                    }
+                    SelectItem::DateFn { func, field, alias } => {
+                        let at = q
+                            .group_by
+                            .iter()
+                            .position(|g| g.func == Some(*func) && &g.field == field);
+                        let v = match at.and_then(|i| key.get(i)) {
+                            Some(v) => value_json(v),
+                            None => recs
+                                .first()
+                                .map(|r| {
+                                    value_json(
+                                        &func.apply(&json_to_value(&self.resolve(o, r, field))),
+                                    )
+                                })
+                                .unwrap_or(J::Null),
+                        };
+                        row.insert(name_of(alias), v);
+                    }
+                    SelectItem::Agg { func, field, alias } => {
+                        let vals: Vec<(J, Value)> = recs
+                            .iter()
+                            .map(|r| {
+                                let j = self.resolve(o, r, field);
+                                let v = json_to_value(&j);
+                                (j, v)
+                            })
+                            .filter(|(_, v)| !v.is_null())
+                            .collect();
+                        let num = |v: &Value| v.to_string().trim_matches('"').parse::<f64>().ok();
+                        let v = match func {
+                            soql::AggFn::Count => json!(vals.len()),
+                            soql::AggFn::CountDistinct => {
+                                let mut seen: Vec<String> =
+                                    vals.iter().map(|(_, v)| soql_key(v)).collect();
+                                seen.sort();
+                                seen.dedup();
+                                json!(seen.len())
+                            }
+                            soql::AggFn::Sum | soql::AggFn::Avg => {
+                                let ns: Vec<f64> =
+                                    vals.iter().filter_map(|(_, v)| num(v)).collect();
+                                if ns.is_empty() {
+                                    J::Null
+                                } else {
+                                    let sum: f64 = ns.iter().sum();
+                                    if *func == soql::AggFn::Sum {
+                                        json!(sum)
+                                    } else {
+                                        json!(sum / ns.len() as f64)
+                                    }
+                                }
+                            }
+                            soql::AggFn::Min | soql::AggFn::Max => {
+                                let pick = vals.iter().reduce(|a, b| {
+                                    let o = soql::compare(&a.1, &b.1)
+                                        .unwrap_or(std::cmp::Ordering::Equal);
+                                    let keep_a = if *func == soql::AggFn::Min {
+                                        o != std::cmp::Ordering::Greater
+                                    } else {
+                                        o != std::cmp::Ordering::Less
+                                    };
+                                    if keep_a {
+                                        a
+                                    } else {
+                                        b
+                                    }
+                                });
+                                pick.map(|(j, _)| j.clone()).unwrap_or(J::Null)
+                            }
+                        };
+                        row.insert(name_of(alias), v);
+                    }
+                    _ => {}
+                }
+            }
+            rows.push(row);
+        }
+        soql::sort(
+            &mut rows,
+            &q.order,
+            &|row: &Map<String, J>, p: &[String]| {
+                let name = p.last().map(String::as_str).unwrap_or("");
+                row.iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| json_to_value(v))
+                    .unwrap_or(Value::Null)
+            },
+        );
+        rows.into_iter()
+            .skip(q.offset.unwrap_or(0) as usize)
+            .take(q.limit.map_or(usize::MAX, |l| l as usize))
+            .map(J::Object)
+            .collect()
     }
 
     pub(super) fn render_path(
@@ -260,5 +497,24 @@ pub fn json_to_value(j: &J) -> Value {
             Value::text(s.as_str())
         }
         other => Value::Json(other.clone()),
+    }
+}
+
+/// A value's grouping key (text case-insensitive, as SOQL groups).
+fn soql_key(v: &Value) -> String {
+    match v {
+        Value::Text(t) => format!("t:{}", t.to_lowercase()),
+        other => format!("{other:?}"),
+    }
+}
+
+/// A date function's or grouped value as JSON.
+fn value_json(v: &Value) -> J {
+    match v {
+        Value::Null => J::Null,
+        Value::Int(i) => json!(i),
+        Value::Date(d) => json!(d.format("%Y-%m-%d").to_string()),
+        Value::Text(t) => json!(t.to_string()),
+        other => json!(other.to_string()),
     }
 }

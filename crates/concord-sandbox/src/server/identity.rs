@@ -29,6 +29,7 @@ pub(crate) async fn version_root(State(sb): State<St>, Path(v): Path<String>) ->
         "sobjects",
         "query",
         "queryAll",
+        "search",
         "composite",
         "limits",
         "recent",

@@ -9,6 +9,7 @@ mod identity;
 mod limits;
 mod query;
 mod replication;
+mod search;
 mod sobjects;
 pub(crate) mod state;
 
@@ -31,6 +32,7 @@ use identity::*;
 use limits::*;
 use query::*;
 use replication::*;
+use search::*;
 use serde_json::{json, Value as J};
 use sobjects::*;
 
@@ -139,6 +141,7 @@ pub fn router(sb: St) -> Router {
         .route("/services/data/{v}/queryAll", get(query_all))
         .route("/services/data/{v}/limits", get(limits))
         .route("/services/data/{v}/recent", get(recent))
+        .route("/services/data/{v}/search", get(search))
         .route_layer(middleware::from_fn_with_state(sb.clone(), api_guard));
     let router = Router::new()
         .route("/services/data", get(versions))

@@ -12,6 +12,8 @@ use serde_json::{json, Value as J};
 #[derive(serde::Deserialize)]
 pub(crate) struct QParam {
     q: Option<String>,
+    /// `?explain=`: the query plan instead of the rows.
+    explain: Option<String>,
 }
 
 pub(crate) fn batch_size(h: &HeaderMap) -> usize {
@@ -106,8 +108,118 @@ pub(crate) async fn query(
         Ok(v) => v.to_string(),
         Err(e) => return err(e),
     };
+    if let Some(text) = p.explain {
+        sb.count("query.explain");
+        return explain(&sb, &text);
+    }
     sb.count("query");
     run_query(&sb, &v, p.q, false, &headers).await
+}
+
+/// `GET /query?explain=`: the plan an org would choose, as its Query Plan tool shows it: an
+/// index when the filter (or one AND branch of it) compares an indexed field — Id, Name,
+/// OwnerId, CreatedDate, SystemModstamp, a lookup, an External ID or unique field — by `=` or
+/// IN; a table scan otherwise. Cardinality is the number of matching records, counted.
+fn explain(sb: &Sandbox, text: &str) -> Response {
+    let parsed = match soql::parse(text) {
+        Ok(p) => p,
+        Err(e) => return err(SfError::new(400, "MALFORMED_QUERY", e.message)),
+    };
+    let org = sb.org.lock().expect("lock");
+    let o = match org.object(&parsed.object) {
+        Ok(o) => o.clone(),
+        Err(_) => {
+            return err(SfError::new(
+                400,
+                "INVALID_TYPE",
+                format!("sObject type '{}' is not supported.", parsed.object),
+            ))
+        }
+    };
+    let total = match org.query(
+        &crate::soql::parse(&format!("SELECT COUNT() FROM {}", o.name)).expect("count query"),
+        false,
+        "62.0",
+    ) {
+        Ok(QueryResult::Count(n)) => n,
+        _ => 0,
+    };
+    let mut counted = parsed.clone();
+    counted.select = vec![soql::SelectItem::Count];
+    counted.group_by.clear();
+    counted.order.clear();
+    let matching = match org.query(&counted, false, "62.0") {
+        Ok(QueryResult::Count(n)) => n,
+        Ok(_) => 0,
+        Err(e) => return err(e),
+    };
+    let indexed = |name: &str| {
+        o.field(name).is_some_and(|f| {
+            matches!(
+                f.name.as_str(),
+                "Id" | "Name" | "OwnerId" | "CreatedDate" | "SystemModstamp"
+            ) || f.external_id
+                || f.unique
+                || f.ty == crate::schema::FieldType::Reference
+        })
+    };
+    fn leading<'a>(c: &'a soql::Cond, out: &mut Vec<&'a str>) {
+        match c {
+            soql::Cond::And(a, b) => {
+                leading(a, out);
+                leading(b, out);
+            }
+            soql::Cond::Cmp {
+                field,
+                func: None,
+                op: soql::CmpOp::Eq,
+                ..
+            }
+            | soql::Cond::In {
+                field,
+                negated: false,
+                ..
+            } if field.len() == 1 => out.push(&field[0]),
+            _ => {}
+        }
+    }
+    let mut candidates = Vec::new();
+    if let Some(c) = &parsed.filter {
+        leading(c, &mut candidates);
+    }
+    let used: Vec<String> = candidates
+        .into_iter()
+        .filter(|f| indexed(f))
+        .filter_map(|f| o.field(f).map(|d| d.name.clone()))
+        .collect();
+    let index = !used.is_empty();
+    let cost = if total == 0 {
+        0.0
+    } else if index {
+        (matching as f64 / total as f64) * 0.1
+    } else {
+        0.66 + (matching as f64 / total as f64) * 0.34
+    };
+    let notes: Vec<J> = if index || parsed.filter.is_none() {
+        Vec::new()
+    } else {
+        vec![
+            json!({"description": "Not considering filter for optimization because unindexed", "fields": [], "tableEnumOrId": o.name}),
+        ]
+    };
+    Json(json!({
+        "plans": [{
+            "cardinality": matching,
+            "fields": used,
+            "leadingOperationType": if index { "Index" } else { "TableScan" },
+            "notes": notes,
+            "relativeCost": cost,
+            "sobjectCardinality": total,
+            "sobjectType": o.name,
+        }],
+        "sourceQuery": text,
+    }))
+    .into_response()
 }
 
 pub(crate) async fn query_all(

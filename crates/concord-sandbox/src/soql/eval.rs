@@ -70,8 +70,37 @@ pub fn eval(c: &Cond, get: &dyn Fn(&[String]) -> Value) -> bool {
         Cond::And(a, b) => eval(a, get) && eval(b, get),
         Cond::Or(a, b) => eval(a, get) || eval(b, get),
         Cond::Not(a) => !eval(a, get),
-        Cond::Cmp { field, op, value } => {
+        Cond::Cmp {
+            field,
+            func,
+            op,
+            value,
+        } => {
             let v = get(field);
+            let v = match func {
+                Some(f) => f.apply(&v),
+                None => v,
+            };
+            if let Literal::Range(start, end) = value {
+                // A relative date: `=` inside [start, end), `<` before it, `>` after it.
+                let t = match &v {
+                    Value::DateTime(t) => *t,
+                    Value::Date(d) => match d.and_hms_opt(0, 0, 0) {
+                        Some(x) => Timestamp::from_chrono(&x.and_utc()),
+                        None => return false,
+                    },
+                    _ => return matches!(op, CmpOp::Ne) && !v.is_null(),
+                };
+                let inside = t >= *start && t < *end;
+                return match op {
+                    CmpOp::Eq => inside,
+                    CmpOp::Ne => !inside,
+                    CmpOp::Lt => t < *start,
+                    CmpOp::Le => t < *end,
+                    CmpOp::Gt => t >= *end,
+                    CmpOp::Ge => t >= *start,
+                };
+            }
             let lit = value.to_value();
             match (op, v.is_null(), lit.is_null()) {
                 (CmpOp::Eq, true, true) => true,

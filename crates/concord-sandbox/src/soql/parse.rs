@@ -117,6 +117,7 @@ fn lex(q: &str) -> Result<Vec<(Tok, usize)>, SoqlError> {
             '(' => "(",
             ')' => ")",
             ',' => ",",
+            ':' => ":",
             _ => return Err(err(i, format!("unexpected character '{c}'"))),
         };
         out.push((Tok::Sym(one), start));
@@ -208,6 +209,24 @@ impl Parser {
             Some(Tok::Ident(s)) if s.eq_ignore_ascii_case("null") => Literal::Null,
             Some(Tok::Ident(s)) if s.eq_ignore_ascii_case("true") => Literal::Bool(true),
             Some(Tok::Ident(s)) if s.eq_ignore_ascii_case("false") => Literal::Bool(false),
+            Some(Tok::Ident(s)) => {
+                let upper = s.to_ascii_uppercase();
+                let Some(name) = RELATIVE_DATES
+                    .iter()
+                    .find(|d| d.trim_end_matches(":n") == upper)
+                else {
+                    return self.unexpected();
+                };
+                self.pos += 1;
+                let mut n = 1;
+                if name.ends_with(":n") {
+                    if !self.eat_sym(":") {
+                        return self.fail(format!("{upper} needs a number: {upper}:n"));
+                    }
+                    n = self.number()? as i64;
+                }
+                return Ok(Literal::Relative(RelativeDate { name, n }));
+            }
             Some(Tok::Num(n)) => {
                 if let Ok(d) = Decimal::from_str(&n) {
                     Literal::Number(d)
@@ -251,7 +270,13 @@ impl Parser {
             }
             return Ok(c);
         }
-        let field = self.field()?;
+        let (field, func) = self.field_or_date_fn()?;
+        if func.is_some() {
+            // Only comparisons take a date function.
+            if matches!(self.peek(), Some(Tok::Ident(_))) {
+                return self.unexpected();
+            }
+        }
         let negated = self.eat_keyword("NOT");
         if self.eat_keyword("LIKE") {
             return match self.peek().cloned() {
@@ -297,14 +322,217 @@ impl Parser {
         };
         self.pos += 1;
         let value = self.literal()?;
-        Ok(Cond::Cmp { field, op, value })
+        Ok(Cond::Cmp {
+            field,
+            func,
+            op,
+            value,
+        })
+    }
+
+    /// A field, or a date function of one (`CALENDAR_YEAR(CloseDate)`).
+    fn field_or_date_fn(&mut self) -> Result<(Vec<String>, Option<DateFn>), SoqlError> {
+        if let (Some(Tok::Ident(name)), Some((Tok::Sym("("), _))) =
+            (self.peek().cloned(), self.toks.get(self.pos + 1))
+        {
+            let Some(func) = DateFn::from_name(&name) else {
+                return self.fail(format!("unknown function {name}"));
+            };
+            self.pos += 2;
+            let field = self.field()?;
+            if !self.eat_sym(")") {
+                return self.unexpected();
+            }
+            return Ok((field, Some(func)));
+        }
+        Ok((self.field()?, None))
+    }
+
+    /// An alias after an aggregate or date function (an identifier that is no keyword).
+    fn alias(&mut self) -> Option<String> {
+        match self.peek().cloned() {
+            Some(Tok::Ident(a)) if !is_reserved(&a) && !a.contains('.') => {
+                self.pos += 1;
+                Some(a)
+            }
+            _ => None,
+        }
+    }
+
+    /// One SELECT item.
+    fn select_item(&mut self, inner: bool) -> Result<SelectItem, SoqlError> {
+        if self.eat_sym("(") {
+            if inner {
+                return self.fail("a subquery cannot hold a subquery");
+            }
+            let q = self.query(true)?;
+            if !self.eat_sym(")") {
+                return self.unexpected();
+            }
+            return Ok(SelectItem::Subquery(Box::new(q)));
+        }
+        let name = match self.peek().cloned() {
+            Some(Tok::Ident(n)) => n,
+            _ => return self.unexpected(),
+        };
+        if !matches!(self.toks.get(self.pos + 1), Some((Tok::Sym("("), _))) {
+            return Ok(SelectItem::Field(self.field()?));
+        }
+        if name.eq_ignore_ascii_case("COUNT")
+            && matches!(self.toks.get(self.pos + 2), Some((Tok::Sym(")"), _)))
+        {
+            self.pos += 3;
+            return Ok(SelectItem::Count);
+        }
+        if let Some(func) = AggFn::from_name(&name) {
+            self.pos += 2;
+            let field = self.field()?;
+            if !self.eat_sym(")") {
+                return self.unexpected();
+            }
+            let alias = self.alias();
+            return Ok(SelectItem::Agg { func, field, alias });
+        }
+        if let Some(func) = DateFn::from_name(&name) {
+            self.pos += 2;
+            let field = self.field()?;
+            if !self.eat_sym(")") {
+                return self.unexpected();
+            }
+            let alias = self.alias();
+            return Ok(SelectItem::DateFn { func, field, alias });
+        }
+        self.fail(format!("unknown function {name}"))
+    }
+
+    /// A query (`inner`: a subquery, which ends at its closing parenthesis).
+    fn query(&mut self, inner: bool) -> Result<Query, SoqlError> {
+        self.expect_keyword("SELECT")?;
+        let mut select = Vec::new();
+        loop {
+            select.push(self.select_item(inner)?);
+            if !self.eat_sym(",") {
+                break;
+            }
+        }
+        if select.contains(&SelectItem::Count) && select.len() > 1 {
+            return self.fail("COUNT() cannot be combined with fields");
+        }
+        self.expect_keyword("FROM")?;
+        let object = match self.field()? {
+            path if path.len() == 1 => path.into_iter().next().expect("one"),
+            _ => return self.fail("invalid object name"),
+        };
+        let filter = if self.eat_keyword("WHERE") {
+            Some(self.cond()?)
+        } else {
+            None
+        };
+        let mut group_by = Vec::new();
+        if !inner && self.eat_keyword("GROUP") {
+            self.expect_keyword("BY")?;
+            loop {
+                let (field, func) = self.field_or_date_fn()?;
+                group_by.push(GroupItem { field, func });
+                if !self.eat_sym(",") {
+                    break;
+                }
+            }
+        }
+        if self.keyword("HAVING") {
+            return self.fail("HAVING is not supported by the sandbox");
+        }
+        let mut order = Vec::new();
+        if self.eat_keyword("ORDER") {
+            self.expect_keyword("BY")?;
+            loop {
+                let field = self.field()?;
+                let descending = if self.eat_keyword("DESC") {
+                    true
+                } else {
+                    self.eat_keyword("ASC");
+                    false
+                };
+                let mut nulls_first = !descending;
+                if self.eat_keyword("NULLS") {
+                    nulls_first = if self.eat_keyword("FIRST") {
+                        true
+                    } else {
+                        self.expect_keyword("LAST")?;
+                        false
+                    };
+                }
+                order.push(OrderItem {
+                    field,
+                    descending,
+                    nulls_first,
+                });
+                if !self.eat_sym(",") {
+                    break;
+                }
+            }
+        }
+        let limit = if self.eat_keyword("LIMIT") {
+            Some(self.number()?)
+        } else {
+            None
+        };
+        let offset = if self.eat_keyword("OFFSET") {
+            Some(self.number()?)
+        } else {
+            None
+        };
+        let for_clause = if !inner && self.eat_keyword("FOR") {
+            Some(if self.eat_keyword("VIEW") {
+                ForClause::View
+            } else if self.eat_keyword("REFERENCE") {
+                ForClause::Reference
+            } else {
+                self.expect_keyword("UPDATE")?;
+                ForClause::Update
+            })
+        } else {
+            None
+        };
+        let aggregate = select
+            .iter()
+            .any(|s| matches!(s, SelectItem::Agg { .. } | SelectItem::DateFn { .. }));
+        if aggregate || !group_by.is_empty() {
+            // Every plain field of an aggregate query must be grouped.
+            for s in &select {
+                match s {
+                    SelectItem::Field(f)
+                        if !group_by.iter().any(|g| g.func.is_none() && &g.field == f) =>
+                    {
+                        return self.fail(format!(
+                            "Field must be grouped or aggregated: {}",
+                            f.join(".")
+                        ));
+                    }
+                    SelectItem::Subquery(_) | SelectItem::Count => {
+                        return self.fail("an aggregate query takes no subquery or COUNT()");
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(Query {
+            select,
+            object,
+            filter,
+            group_by,
+            order,
+            limit,
+            offset,
+            for_clause,
+        })
     }
 }
 
 fn is_reserved(s: &str) -> bool {
     [
         "SELECT", "FROM", "WHERE", "AND", "OR", "NOT", "LIKE", "IN", "ORDER", "BY", "LIMIT",
-        "OFFSET", "NULL", "TRUE", "FALSE",
+        "OFFSET", "NULL", "TRUE", "FALSE", "GROUP", "HAVING", "FOR", "ASC", "DESC", "NULLS",
     ]
     .iter()
     .any(|k| s.eq_ignore_ascii_case(k))
@@ -318,84 +546,9 @@ pub fn parse(q: &str) -> Result<Query, SoqlError> {
         pos: 0,
         len: q.chars().count(),
     };
-    p.expect_keyword("SELECT")?;
-    let mut select = Vec::new();
-    loop {
-        if p.keyword("COUNT") {
-            p.pos += 1;
-            if !(p.eat_sym("(") && p.eat_sym(")")) {
-                return p.fail("only COUNT() is supported");
-            }
-            select.push(SelectItem::Count);
-        } else {
-            select.push(SelectItem::Field(p.field()?));
-        }
-        if !p.eat_sym(",") {
-            break;
-        }
-    }
-    if select.contains(&SelectItem::Count) && select.len() > 1 {
-        return p.fail("COUNT() cannot be combined with fields");
-    }
-    p.expect_keyword("FROM")?;
-    let object = match p.field()? {
-        path if path.len() == 1 => path.into_iter().next().expect("one"),
-        _ => return p.fail("invalid object name"),
-    };
-    let filter = if p.eat_keyword("WHERE") {
-        Some(p.cond()?)
-    } else {
-        None
-    };
-    let mut order = Vec::new();
-    if p.eat_keyword("ORDER") {
-        p.expect_keyword("BY")?;
-        loop {
-            let field = p.field()?;
-            let descending = if p.eat_keyword("DESC") {
-                true
-            } else {
-                p.eat_keyword("ASC");
-                false
-            };
-            let mut nulls_first = !descending;
-            if p.eat_keyword("NULLS") {
-                nulls_first = if p.eat_keyword("FIRST") {
-                    true
-                } else {
-                    p.expect_keyword("LAST")?;
-                    false
-                };
-            }
-            order.push(OrderItem {
-                field,
-                descending,
-                nulls_first,
-            });
-            if !p.eat_sym(",") {
-                break;
-            }
-        }
-    }
-    let limit = if p.eat_keyword("LIMIT") {
-        Some(p.number()?)
-    } else {
-        None
-    };
-    let offset = if p.eat_keyword("OFFSET") {
-        Some(p.number()?)
-    } else {
-        None
-    };
+    let q = p.query(false)?;
     if p.peek().is_some() {
         return p.unexpected();
     }
-    Ok(Query {
-        select,
-        object,
-        filter,
-        order,
-        limit,
-        offset,
-    })
+    Ok(q)
 }
