@@ -226,20 +226,7 @@ impl Org {
         org.dirty.insert(("User".into(), uid.clone()));
         org.user_id = uid;
         // Every org has its standard price book.
-        if org.object("Pricebook2").is_ok() {
-            let mut pb = Map::new();
-            pb.insert("Name".into(), json!("Standard Price Book"));
-            pb.insert("IsActive".into(), json!(true));
-            if let Ok(id) = org.create("Pricebook2", &pb) {
-                if let Some(r) = org
-                    .records
-                    .get_mut("Pricebook2")
-                    .and_then(|m| m.get_mut(&id))
-                {
-                    r.fields.insert("IsStandard".into(), json!(true));
-                }
-            }
-        }
+        org.ensure_standard_price_book();
         org
     }
 
@@ -394,21 +381,27 @@ impl Org {
         org.dirty.clear();
         org.reindex();
         // A store written before price books were known gets the standard one.
-        if org.object("Pricebook2").is_ok() && org.standard_price_book_id().is_none() {
-            let mut pb = Map::new();
-            pb.insert("Name".into(), json!("Standard Price Book"));
-            pb.insert("IsActive".into(), json!(true));
-            if let Ok(id) = org.create("Pricebook2", &pb) {
-                if let Some(r) = org
-                    .records
-                    .get_mut("Pricebook2")
-                    .and_then(|m| m.get_mut(&id))
-                {
-                    r.fields.insert("IsStandard".into(), json!(true));
-                }
+        org.ensure_standard_price_book();
+        org
+    }
+
+    /// Creates the standard price book unless the org has one (or knows no price books).
+    fn ensure_standard_price_book(&mut self) {
+        if self.object("Pricebook2").is_err() || self.standard_price_book_id().is_some() {
+            return;
+        }
+        let mut pb = Map::new();
+        pb.insert("Name".into(), json!("Standard Price Book"));
+        pb.insert("IsActive".into(), json!(true));
+        if let Ok(id) = self.create("Pricebook2", &pb) {
+            if let Some(r) = self
+                .records
+                .get_mut("Pricebook2")
+                .and_then(|m| m.get_mut(&id))
+            {
+                r.fields.insert("IsStandard".into(), json!(true));
             }
         }
-        org
     }
 
     /// The standard price book's id, when the org has one.
