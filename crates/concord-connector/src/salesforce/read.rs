@@ -208,6 +208,14 @@ fn end_of_records(
     }
 }
 
+/// The fields a read asks for: the configured ones, Id and SystemModstamp.
+fn read_fields(c: &SalesforceConnector) -> Vec<&str> {
+    let mut names: Vec<&str> = c.fields.iter().map(|f| f.name.as_str()).collect();
+    names.extend(["Id", "SystemModstamp"]);
+    names.dedup();
+    names
+}
+
 /// The record query of a read (`after`: continue strictly after this stamp's second).
 fn record_query(
     c: &SalesforceConnector,
@@ -216,9 +224,7 @@ fn record_query(
     after: Option<i64>,
     ordered: bool,
 ) -> String {
-    let mut names: Vec<&str> = c.fields.iter().map(|f| f.name.as_str()).collect();
-    names.extend(["Id", "SystemModstamp"]);
-    names.dedup();
+    let names = read_fields(c);
     let mut q = format!("SELECT {} FROM {}", names.join(", "), c.cfg.object);
     let mut conds = Vec::new();
     if let Some(s) = since {
@@ -377,9 +383,7 @@ pub(super) async fn fetch(
         return fetch_by_query(c, keys).await;
     }
     let v = &c.cfg.api_version;
-    let mut names: Vec<&str> = c.fields.iter().map(|f| f.name.as_str()).collect();
-    names.extend(["Id", "SystemModstamp"]);
-    names.dedup();
+    let names = read_fields(c);
     let url = format!("/services/data/v{v}/composite/sobjects/{}", c.cfg.object);
     let mut out = Vec::with_capacity(keys.len());
     for chunk in keys.chunks(2000) {

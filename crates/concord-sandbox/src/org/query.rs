@@ -128,7 +128,14 @@ impl Org {
             )
         })?;
         self.check_paths(o, q)?;
-        let q = &q.resolve_dates(Timestamp(Timestamp::now().millis() + self.clock_offset_ms));
+        // Relative date literals resolve on the org's clock (a copy only when there are any).
+        let resolved;
+        let q = if q.has_relative_dates() {
+            resolved = q.resolve_dates(Timestamp(Timestamp::now().millis() + self.clock_offset_ms));
+            &resolved
+        } else {
+            q
+        };
         let empty = BTreeMap::new();
         let recs = self.records.get(&o.name).unwrap_or(&empty);
         let mut hits: Vec<&Rec> = recs

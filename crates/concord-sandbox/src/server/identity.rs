@@ -47,26 +47,16 @@ pub(crate) async fn version_root(State(sb): State<St>, Path(v): Path<String>) ->
     Json(J::Object(out)).into_response()
 }
 
-/// The bearer token of a request, when it is a live session.
-fn session(sb: &Sandbox, h: &HeaderMap) -> Option<String> {
-    let t = h
-        .get("authorization")?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .or_else(|| {
-            h.get("authorization")?
-                .to_str()
-                .ok()?
-                .strip_prefix("OAuth ")
-        })?
-        .to_string();
-    sb.sessions.lock().expect("lock").contains(&t).then_some(t)
-}
-
 /// What an org answers an identity or userinfo request without a live session.
 fn bad_token() -> Response {
     (StatusCode::FORBIDDEN, "Bad_OAuth_Token").into_response()
+}
+
+/// The org's user record's fields.
+fn user_record(org: &crate::org::Org) -> Map<String, J> {
+    org.get("User", &org.user_id)
+        .map(|r| r.fields.clone())
+        .unwrap_or_default()
 }
 
 /// The org's user record's text field `f`.
@@ -107,11 +97,8 @@ pub(crate) async fn identity(
     Q(p): Q<IdParams>,
     h: HeaderMap,
 ) -> Response {
-    let by_param = p
-        .oauth_token
-        .as_ref()
-        .is_some_and(|t| sb.sessions.lock().expect("lock").contains(t));
-    if !by_param && session(&sb, &h).is_none() {
+    let by_param = p.oauth_token.as_ref().is_some_and(|t| sb.is_session(t));
+    if !by_param && sb.session_of(&h).is_none() {
         return bad_token();
     }
     sb.count("identity");
@@ -120,10 +107,7 @@ pub(crate) async fn identity(
         return (StatusCode::NOT_FOUND, "Bad_Id").into_response();
     }
     let base = &sb.settings.base_url;
-    let u = org
-        .get("User", &org.user_id)
-        .map(|r| r.fields.clone())
-        .unwrap_or_default();
+    let u = user_record(&org);
     let mut urls = urls(base, &org.user_id);
     if let Some(v) = p.version.as_deref() {
         let text = urls.to_string().replace("{version}", v);
@@ -161,16 +145,13 @@ pub(crate) async fn identity(
 
 /// `GET /services/oauth2/userinfo` (OpenID Connect): the session's user.
 pub(crate) async fn userinfo(State(sb): State<St>, h: HeaderMap) -> Response {
-    if session(&sb, &h).is_none() {
+    if sb.session_of(&h).is_none() {
         return bad_token();
     }
     sb.count("oauth.userinfo");
     let org = sb.org.lock().expect("lock");
     let base = &sb.settings.base_url;
-    let u = org
-        .get("User", &org.user_id)
-        .map(|r| r.fields.clone())
-        .unwrap_or_default();
+    let u = user_record(&org);
     Json(json!({
         "sub": format!("{base}/id/{ORG_ID}/{}", org.user_id),
         "user_id": org.user_id,

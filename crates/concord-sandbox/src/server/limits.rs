@@ -22,16 +22,7 @@ pub(crate) async fn api_guard(State(sb): State<St>, req: Request, next: Next) ->
             return err(e);
         }
     }
-    let ok = req
-        .headers()
-        .get("authorization")
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| {
-            h.strip_prefix("Bearer ")
-                .or_else(|| h.strip_prefix("OAuth "))
-        })
-        .is_some_and(|t| sb.sessions.lock().expect("lock").contains(t));
-    if !ok {
+    if sb.session_of(req.headers()).is_none() {
         return (
             StatusCode::UNAUTHORIZED,
             Json(json!([{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}])),

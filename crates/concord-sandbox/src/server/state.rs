@@ -291,6 +291,21 @@ impl Sandbox {
         t
     }
 
+    /// The access token of a request's `Authorization: Bearer …` (or `OAuth …`) header, when
+    /// it is a live session.
+    pub(crate) fn session_of(&self, h: &axum::http::HeaderMap) -> Option<String> {
+        let v = h.get("authorization")?.to_str().ok()?;
+        let t = v
+            .strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("OAuth "))?;
+        self.is_session(t).then(|| t.to_string())
+    }
+
+    /// Whether `token` is a live session.
+    pub(crate) fn is_session(&self, token: &str) -> bool {
+        self.sessions.lock().expect("lock").contains(token)
+    }
+
     /// Ends every session: all access tokens become invalid (`POST /admin/expire-sessions`).
     pub fn expire_sessions(&self) {
         self.sessions.lock().expect("lock").clear();

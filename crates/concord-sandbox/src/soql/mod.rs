@@ -404,6 +404,23 @@ impl Query {
                 .any(|s| matches!(s, SelectItem::Agg { .. } | SelectItem::DateFn { .. }))
     }
 
+    /// Whether a condition (subqueries included) holds a relative date literal.
+    pub fn has_relative_dates(&self) -> bool {
+        fn cond(c: &Cond) -> bool {
+            match c {
+                Cond::And(a, b) | Cond::Or(a, b) => cond(a) || cond(b),
+                Cond::Not(a) => cond(a),
+                Cond::Cmp { value, .. } => matches!(value, Literal::Relative(_)),
+                _ => false,
+            }
+        }
+        self.filter.as_ref().is_some_and(cond)
+            || self
+                .select
+                .iter()
+                .any(|s| matches!(s, SelectItem::Subquery(sq) if sq.has_relative_dates()))
+    }
+
     /// The query with its relative date literals resolved on `now` (subqueries included).
     pub fn resolve_dates(&self, now: Timestamp) -> Query {
         fn cond(c: &Cond, now: Timestamp) -> Cond {
