@@ -147,6 +147,7 @@ async fn jsforce_over_http() {
             "limits",
             "identity",
             "bulk",
+            "bulk1",
             "errors",
             "logout",
         ],
@@ -164,6 +165,12 @@ async fn jsforce_over_http() {
         "bulk.ingest.successfulResults",
         "bulk.query.results",
         "sobject.upsert",
+        "bulk.v1.job.create",
+        "bulk.v1.batch.create",
+        "bulk.v1.batch.info",
+        "bulk.v1.batch.result",
+        "bulk.v1.query.result",
+        "bulk.v1.job.state",
     ] {
         assert!(
             c.get(k).copied().unwrap_or(0) > 0,
@@ -238,6 +245,7 @@ async fn simple_salesforce_over_tls() {
             "bulk ingest",
             "query",
             "bulk query",
+            "bulk v1",
             "replication",
             "limits",
             "resources",
@@ -252,6 +260,10 @@ async fn simple_salesforce_over_tls() {
         "bulk.ingest.create",
         "bulk.query.results",
         "getDeleted",
+        "bulk.v1.job.create",
+        "bulk.v1.batch.create",
+        "bulk.v1.query.result",
+        "bulk.v1.job.state",
     ] {
         assert!(
             c.get(k).copied().unwrap_or(0) > 0,

@@ -27,6 +27,7 @@ mod salesforce_connector;
 mod salesforce_fixtures;
 mod sandbox_auth_tls_data;
 mod sandbox_bulk;
+mod sandbox_bulk_v1;
 mod sandbox_http;
 mod sled_crash;
 mod standard_clients;

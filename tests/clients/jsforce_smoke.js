@@ -1,6 +1,7 @@
 // Drives `concord sandbox` with jsforce (unmodified, from npm) over plain HTTP: OAuth2 password
 // login, describe, CRUD, upsert, query paging (query + queryMore and autoFetch), sObject
-// Collections, composite, getUpdated / getDeleted, limits, Bulk API 2.0 ingest and query.
+// Collections, composite, getUpdated / getDeleted, limits, Bulk API 2.0 ingest and query, Bulk
+// API 1.0 (conn.bulk) load and query.
 // Run by tests/standard_clients.rs with SANDBOX_URL, CLIENT_ID, CLIENT_SECRET, USERNAME, PASSWORD.
 'use strict';
 const assert = require('assert');
@@ -179,6 +180,32 @@ async function main() {
   assert.strictEqual(bulkRows.length, 1201);
   assert.ok(bulkRows.some((r) => r.Name === 'Bulk one' && r.Erp_Id__c === 'B-1'));
   step('bulk');
+
+  // Bulk API 1.0 (conn.bulk: XML jobs, CSV batches, result CSVs), jsforce's default polling.
+  const v1rows = [];
+  for (let i = 0; i < 300; i++) v1rows.push({ Name: `V1 ${i}`, Erp_Id__c: `V1-${i}` });
+  v1rows.push({ Name: '', Erp_Id__c: 'V1-bad' }); // no Name: fails alone
+  const v1 = await conn.bulk.load('Account', 'insert', v1rows);
+  assert.strictEqual(v1.length, 301);
+  assert.strictEqual(v1.filter((r) => r.success).length, 300);
+  assert.ok(v1[0].id.startsWith('001') && v1[0].created === true, JSON.stringify(v1[0]));
+  assert.ok(!v1[300].success && v1[300].errors[0].startsWith('REQUIRED_FIELD_MISSING'), JSON.stringify(v1[300]));
+  const v1up = await conn.bulk.load('Account', 'upsert', { extIdField: 'Erp_Id__c' },
+    [{ Erp_Id__c: 'V1-1', Name: 'V1 one' }, { Erp_Id__c: 'V1-new', Name: 'V1 new' }]);
+  assert.deepStrictEqual(v1up.map((r) => [r.success, r.created]), [[true, false], [true, true]]);
+  const v1del = await conn.bulk.load('Account', 'delete', [{ Id: v1[0].id }]);
+  assert.ok(v1del[0].success, JSON.stringify(v1del[0]));
+  const v1q = await conn.bulk.query("SELECT Id, Name, Erp_Id__c FROM Account WHERE Name LIKE 'V1 %'");
+  const v1Rows = [];
+  await new Promise((resolve, reject) => {
+    v1q.on('record', (r) => v1Rows.push(r)).on('end', resolve).on('error', reject);
+  });
+  assert.strictEqual(v1Rows.length, 300); // 300 inserted, 1 new, 1 deleted
+  assert.ok(v1Rows.some((r) => r.Name === 'V1 one' && r.Erp_Id__c === 'V1-1'));
+  assert.ok(!v1Rows.some((r) => r.Id === v1[0].id));
+  // A job on an object the org does not have fails with Bulk API 1.0's error.
+  await assert.rejects(async () => { await conn.bulk.load('Nope__c', 'insert', [{ Name: 'x' }]); }, (e) => e.errorCode === 'InvalidJob' && /Unable to find object: Nope__c/.test(e.message));
+  step('bulk1');
 
   // Errors in Salesforce's shape reach jsforce's error objects.
   await assert.rejects(conn.query('SELECT Nope__c FROM Account'), (e) => e.errorCode === 'INVALID_FIELD');

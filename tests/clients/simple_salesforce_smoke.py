@@ -1,7 +1,7 @@
 """Drives `concord sandbox --tls` with simple-salesforce (unmodified, from PyPI) over HTTPS,
 trusting the sandbox's generated certificate authority: describe, CRUD, upsert, query paging,
 sObject Collections and composite (through `restful`), getUpdated / getDeleted, limits, Bulk API
-2.0 ingest and query. simple-salesforce's login helpers only know *.salesforce.com hosts, so the
+2.0 ingest and query, Bulk API 1.0 (sf.bulk) insert, upsert, delete and query. simple-salesforce's login helpers only know *.salesforce.com hosts, so the
 session comes from the sandbox's OAuth client_credentials grant, as a user with a token would.
 Run by tests/standard_clients.rs with SANDBOX_URL, CA_FILE, CLIENT_ID, CLIENT_SECRET."""
 
@@ -117,6 +117,26 @@ for chunk in sf.bulk2.Account.query("SELECT Id, Name FROM Account WHERE Name LIK
     got += len(list(csv.DictReader(io.StringIO(chunk))))
 assert got == 2500, got
 steps.append("bulk query")
+
+# Bulk API 1.0 (sf.bulk: JSON jobs, three batches of at most 100, results per record).
+rows = [{"Name": f"SV1 {i}", "Erp_Id__c": f"SV1-{i}"} for i in range(250)]
+rows.append({"Name": "", "Erp_Id__c": "SV1-bad"})
+res = sf.bulk.Account.insert(rows, batch_size=100)
+assert len(res) == 251, len(res)
+assert sum(1 for r in res if r["success"]) == 250, res[-1]
+bad = [r for r in res if not r["success"]]
+assert bad[0]["errors"][0]["statusCode"] == "REQUIRED_FIELD_MISSING", bad
+assert all(r["created"] and r["id"].startswith("001") for r in res if r["success"])
+up = sf.bulk.Account.upsert([{"Erp_Id__c": "SV1-3", "Name": "SV1 three"}, {"Erp_Id__c": "SV1-new", "Name": "SV1 new"}], "Erp_Id__c")
+assert [(r["success"], r["created"]) for r in up] == [(True, False), (True, True)], up
+gone = sf.bulk.Account.delete([{"Id": res[0]["id"]}])
+assert gone[0]["success"], gone
+found = sf.bulk.Account.query("SELECT Id, Name, CreatedDate FROM Account WHERE Name LIKE 'SV1 %'")
+assert len(found) == 250, len(found)
+assert any(r["Name"] == "SV1 three" for r in found)
+# Bulk API 1.0 JSON results carry date-times as epoch milliseconds, as an org's do.
+assert isinstance(found[0]["CreatedDate"], int), found[0]
+steps.append("bulk v1")
 
 now = datetime.datetime.now(datetime.timezone.utc)
 upd = sf.Account.updated(now - datetime.timedelta(hours=1), now + datetime.timedelta(minutes=1))

@@ -1,5 +1,5 @@
 //! Bulk API 2.0 job records: ingest and query jobs, their state machine, and how an ingest
-//! job's CSV is applied to the org.
+//! job's CSV is applied to the org; how one uploaded record is applied, for both Bulk APIs.
 
 use crate::org::{Org, SfError, Upserted};
 use serde_json::{json, Map, Value as J};
@@ -12,6 +12,8 @@ pub struct Jobs {
     pub(crate) ingest: HashMap<String, IngestJob>,
     /// Creation order, for the job lists.
     pub(crate) order: Vec<String>,
+    /// Bulk API 1.0 jobs and batches.
+    pub(crate) v1: super::v1::Store,
 }
 
 /// A query job: the sandbox runs the query when the job is created.
@@ -153,45 +155,13 @@ impl IngestJob {
                     .into(),
             );
         }
-        let mut rdr = csv::ReaderBuilder::new()
-            .delimiter(self.delimiter)
-            .has_headers(true)
-            .flexible(false)
-            .from_reader(data);
-        let header: Vec<String> = rdr
-            .headers()
-            .map_err(|e| format!("InvalidBatch : Failed to parse CSV header: {e}"))?
-            .iter()
-            .map(str::to_string)
-            .collect();
-        if header.is_empty() || header.iter().all(String::is_empty) {
-            return Err("InvalidBatch : Failed to parse CSV header: empty".into());
-        }
-        let mut rows = Vec::new();
-        for (n, r) in rdr.records().enumerate() {
-            match r {
-                Ok(r) => rows.push(r.iter().map(str::to_string).collect::<Vec<_>>()),
-                Err(e) => {
-                    return Err(format!(
-                        "ClientInputError : CSV error at data row {}: {e}",
-                        n + 1
-                    ))
-                }
-            }
-        }
+        let (header, rows) = read_csv(data, self.delimiter)?;
         self.header = header.clone();
         // Column checks first: an unknown column fails the whole job, as in Salesforce.
         let o = org.object(&self.object).map_err(|e| e.message)?.clone();
         let needs_id = matches!(self.operation.as_str(), "update" | "delete" | "hardDelete");
         for h in &header {
-            let known = match h.split_once('.') {
-                Some((rel, field)) => o
-                    .relationship(rel)
-                    .and_then(|f| f.reference_to.first())
-                    .and_then(|t| org.object(t).ok())
-                    .is_some_and(|t| t.field(field).is_some()),
-                None => o.field(h).is_some(),
-            };
+            let known = known_column(org, &o, h);
             if !known {
                 return Err(format!("InvalidBatch : Field name not found : {h}"));
             }
@@ -231,86 +201,226 @@ impl IngestJob {
         header: &[String],
         row: &[String],
     ) -> Result<(String, bool), SfError> {
-        let o = org.object(object)?.clone();
-        let mut fields = Map::new();
-        let mut id = None;
+        let rec = InRecord::from_csv(header, row);
+        apply_record(
+            org,
+            object,
+            &self.operation,
+            self.external_id.as_deref(),
+            rec,
+        )
+    }
+}
+
+/// A CSV upload read whole: its header and rows. A missing header or a row with the wrong
+/// number of cells is an error naming the row.
+pub(crate) fn read_csv(
+    data: &[u8],
+    delimiter: u8,
+) -> Result<(Vec<String>, Vec<Vec<String>>), String> {
+    let mut rdr = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .has_headers(true)
+        .flexible(false)
+        .from_reader(data);
+    let header: Vec<String> = rdr
+        .headers()
+        .map_err(|e| format!("InvalidBatch : Failed to parse CSV header: {e}"))?
+        .iter()
+        .map(str::to_string)
+        .collect();
+    if header.is_empty() || header.iter().all(String::is_empty) {
+        return Err("InvalidBatch : Failed to parse CSV header: empty".into());
+    }
+    let mut rows = Vec::new();
+    for (n, r) in rdr.records().enumerate() {
+        let r =
+            r.map_err(|e| format!("ClientInputError : CSV error at data row {}: {e}", n + 1))?;
+        rows.push(r.iter().map(str::to_string).collect());
+    }
+    Ok((header, rows))
+}
+
+/// A CSV writer as the Bulk APIs write results: LF line ends, every cell quoted.
+pub(crate) fn csv_writer() -> csv::Writer<Vec<u8>> {
+    csv::WriterBuilder::new()
+        .terminator(csv::Terminator::Any(b'\n'))
+        .quote_style(csv::QuoteStyle::Always)
+        .from_writer(Vec::new())
+}
+
+/// One record of a bulk upload, whatever its format (a CSV row, a JSON object, an XML
+/// `sObject`): its Id, its field values as given (names as the client spelled them; JSON null
+/// or `#N/A` or `xsi:nil` for null) and its lookups by a parent's external id
+/// (`Parent.Ext__c` column, nested object or element).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct InRecord {
+    pub(crate) id: Option<String>,
+    pub(crate) fields: Map<String, J>,
+    pub(crate) refs: Vec<ExtRef>,
+}
+
+/// A lookup set by the parent's external id: `relationship.field = value` (`Account.Erp_Id__c`),
+/// with the parent's type when the upload names it (polymorphic lookups).
+#[derive(Debug, Clone)]
+pub(crate) struct ExtRef {
+    pub(crate) relationship: String,
+    pub(crate) object: Option<String>,
+    pub(crate) field: String,
+    pub(crate) value: String,
+}
+
+impl InRecord {
+    /// A CSV row: an empty cell leaves the field as it is, `#N/A` sets it to null, an `Id`
+    /// column is the record's Id, `Rel.Field` columns are lookups by external id.
+    pub(crate) fn from_csv(header: &[String], row: &[String]) -> InRecord {
+        let mut rec = InRecord::default();
         for (h, cell) in header.iter().zip(row) {
             if h.eq_ignore_ascii_case("Id") {
                 if !cell.is_empty() {
-                    id = Some(cell.clone());
+                    rec.id = Some(cell.clone());
                 }
                 continue;
             }
             if cell.is_empty() {
-                continue; // Bulk API: an empty cell leaves the field unchanged
-            }
-            if let Some((rel, ext)) = h.split_once('.') {
-                let f = o.relationship(rel).expect("checked with the header");
-                let target = f.reference_to.first().cloned().unwrap_or_default();
-                let parent = org.find_by(&target, ext, cell)?;
-                fields.insert(f.name.clone(), J::String(parent));
                 continue;
             }
-            let name = o.field(h).map(|f| f.name.clone()).unwrap_or(h.clone());
+            if let Some((rel, field)) = h.split_once('.') {
+                rec.refs.push(ExtRef {
+                    relationship: rel.to_string(),
+                    object: None,
+                    field: field.to_string(),
+                    value: cell.clone(),
+                });
+                continue;
+            }
             let v = if cell == "#N/A" {
                 J::Null
             } else {
                 J::String(cell.clone())
             };
-            fields.insert(name, v);
+            rec.fields.insert(h.clone(), v);
         }
-        let need_id = || {
-            id.clone().ok_or_else(|| {
-                SfError::new(
-                    400,
-                    "MISSING_ARGUMENT",
-                    "Id not specified in an update call",
-                )
-            })
+        rec
+    }
+
+    /// The column names the record uses (`Rel.Field` for lookups), for the upload's field check.
+    pub(crate) fn columns(&self) -> impl Iterator<Item = String> + '_ {
+        self.fields.keys().cloned().chain(
+            self.refs
+                .iter()
+                .map(|r| format!("{}.{}", r.relationship, r.field)),
+        )
+    }
+}
+
+/// Whether `column` (`Name`, `Account.Erp_Id__c`) names a field of `object` or a field of the
+/// parent a relationship points at.
+pub(crate) fn known_column(org: &Org, o: &crate::schema::ObjectDef, column: &str) -> bool {
+    match column.split_once('.') {
+        Some((rel, field)) => o.relationship(rel).is_some_and(|f| {
+            f.reference_to
+                .iter()
+                .filter_map(|t| org.object(t).ok())
+                .any(|t| t.field(field).is_some())
+        }),
+        None => column.eq_ignore_ascii_case("Id") || o.field(column).is_some(),
+    }
+}
+
+/// Applies one uploaded record with `operation` (`insert`, `update`, `upsert` by
+/// `external_id`, `delete`, `hardDelete`), with the REST API's validation. Returns the record's
+/// 18-character Id and whether it was created.
+pub(crate) fn apply_record(
+    org: &mut Org,
+    object: &str,
+    operation: &str,
+    external_id: Option<&str>,
+    rec: InRecord,
+) -> Result<(String, bool), SfError> {
+    let o = org.object(object)?.clone();
+    let mut fields = Map::new();
+    for (name, v) in rec.fields {
+        let name = o.field(&name).map(|f| f.name.clone()).unwrap_or(name);
+        fields.insert(name, v);
+    }
+    for r in rec.refs {
+        let f = o.relationship(&r.relationship).ok_or_else(|| {
+            SfError::new(
+                400,
+                "INVALID_FIELD",
+                format!("No such relationship: {}", r.relationship),
+            )
+        })?;
+        let target = match &r.object {
+            Some(t) => t.clone(),
+            None => f
+                .reference_to
+                .iter()
+                .find(|t| org.object(t).is_ok_and(|d| d.field(&r.field).is_some()))
+                .cloned()
+                .unwrap_or_default(),
         };
-        match self.operation.as_str() {
-            "insert" => org.create(object, &fields).map(|i| (i, true)),
-            "update" => {
-                let id = need_id()?;
-                org.update(object, &id, &fields)?;
-                Ok((crate::ids::to18(&id).unwrap_or(id), false))
-            }
-            "delete" => {
-                let id = need_id()?;
-                org.delete(object, &id)?;
-                Ok((crate::ids::to18(&id).unwrap_or(id), false))
-            }
-            "hardDelete" => {
-                let id = need_id()?;
-                org.hard_delete(object, &id)?;
-                Ok((crate::ids::to18(&id).unwrap_or(id), false))
-            }
-            _ => {
-                let ext = self.external_id.clone().unwrap_or_default();
-                if ext.eq_ignore_ascii_case("Id") {
-                    return match id {
-                        Some(id) => {
-                            org.update(object, &id, &fields)?;
-                            Ok((crate::ids::to18(&id).unwrap_or(id), false))
-                        }
-                        None => org.create(object, &fields).map(|i| (i, true)),
-                    };
-                }
-                let key = o
-                    .field(&ext)
-                    .and_then(|f| fields.remove(&f.name))
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .ok_or_else(|| {
-                        SfError::new(400, "MISSING_ARGUMENT", format!("{ext} not specified"))
-                    })?;
-                match org.upsert(object, &ext, &key, &fields) {
-                    Ok(Upserted::Created(i)) => Ok((i, true)),
-                    Ok(Upserted::Updated(i)) => Ok((i, false)),
-                    Err(e) if e.status == 300 => {
-                        Err(SfError::new(300, "DUPLICATE_EXTERNAL_ID", e.message))
+        let parent = org.find_by(&target, &r.field, &r.value)?;
+        fields.insert(f.name.clone(), J::String(parent));
+    }
+    let id = rec.id;
+    let need_id = || {
+        id.clone().ok_or_else(|| {
+            SfError::new(
+                400,
+                "MISSING_ARGUMENT",
+                "Id not specified in an update call",
+            )
+        })
+    };
+    let long = |id: String| crate::ids::to18(&id).unwrap_or(id);
+    match operation {
+        "insert" => org.create(object, &fields).map(|i| (i, true)),
+        "update" => {
+            let id = need_id()?;
+            org.update(object, &id, &fields)?;
+            Ok((long(id), false))
+        }
+        "delete" => {
+            let id = need_id()?;
+            org.delete(object, &id)?;
+            Ok((long(id), false))
+        }
+        "hardDelete" => {
+            let id = need_id()?;
+            org.hard_delete(object, &id)?;
+            Ok((long(id), false))
+        }
+        _ => {
+            let ext = external_id.unwrap_or_default();
+            if ext.eq_ignore_ascii_case("Id") {
+                return match id {
+                    Some(id) => {
+                        org.update(object, &id, &fields)?;
+                        Ok((long(id), false))
                     }
-                    Err(e) => Err(e),
+                    None => org.create(object, &fields).map(|i| (i, true)),
+                };
+            }
+            let key = o
+                .field(ext)
+                .and_then(|f| fields.remove(&f.name))
+                .and_then(|v| match v {
+                    J::String(s) => Some(s),
+                    J::Number(n) => Some(n.to_string()),
+                    _ => None,
+                })
+                .ok_or_else(|| {
+                    SfError::new(400, "MISSING_ARGUMENT", format!("{ext} not specified"))
+                })?;
+            match org.upsert(object, ext, &key, &fields) {
+                Ok(Upserted::Created(i)) => Ok((i, true)),
+                Ok(Upserted::Updated(i)) => Ok((i, false)),
+                Err(e) if e.status == 300 => {
+                    Err(SfError::new(300, "DUPLICATE_EXTERNAL_ID", e.message))
                 }
+                Err(e) => Err(e),
             }
         }
     }

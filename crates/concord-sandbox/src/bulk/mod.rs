@@ -19,6 +19,7 @@ use concord_model::model::Timestamp;
 use serde_json::{json, Value as J};
 
 pub(crate) mod jobs;
+pub(crate) mod v1;
 
 use jobs::*;
 pub use jobs::{Jobs, MAX_UPLOAD};
@@ -45,10 +46,7 @@ fn invalid_job(msg: impl Into<String>) -> Response {
 }
 
 fn csv_body(header: Vec<String>, rows: impl Iterator<Item = Vec<String>>) -> Response {
-    let mut w = csv::WriterBuilder::new()
-        .terminator(csv::Terminator::Any(b'\n'))
-        .quote_style(csv::QuoteStyle::Always)
-        .from_writer(Vec::new());
+    let mut w = csv_writer();
     let _ = w.write_record(&header);
     for r in rows {
         let _ = w.write_record(&r);
@@ -74,7 +72,7 @@ pub(super) struct IngestBody {
     _assignment_rule_id: Option<String>,
 }
 
-fn next_id(sb: &St, prefix: &str) -> String {
+pub(crate) fn next_id(sb: &St, prefix: &str) -> String {
     let mut n = sb.next_cursor.lock().expect("lock");
     *n += 1;
     crate::ids::mint(prefix, *n)
@@ -440,6 +438,34 @@ pub(super) async fn query_patch(
     ))
 }
 
+/// What Bulk API queries (1.0 and 2.0) do not take: aggregates and GROUP BY, child subqueries,
+/// OFFSET, compound fields (their components are).
+pub(crate) fn query_refusal(parsed: &soql::Query, org: &crate::org::Org) -> Option<&'static str> {
+    if parsed.is_count() {
+        Some("COUNT() is not supported by Bulk API query")
+    } else if parsed.is_aggregate() {
+        Some("Aggregate queries (GROUP BY, aggregate and date functions) are not supported by Bulk API query")
+    } else if parsed
+        .select
+        .iter()
+        .any(|s| matches!(s, soql::SelectItem::Subquery(_)))
+    {
+        Some("Aggregate Relationships not supported in Bulk Query")
+    } else if parsed.offset.is_some() {
+        Some("OFFSET is not supported by Bulk API query")
+    } else {
+        org.object(&parsed.object).ok().and_then(|o| {
+            parsed.select.iter().find_map(|s| match s {
+                soql::SelectItem::Field(p) if p.len() == 1 => o
+                    .field(&p[0])
+                    .filter(|f| f.ty == crate::schema::FieldType::Address)
+                    .map(|_| "Selecting compound data not supported in Bulk Query"),
+                _ => None,
+            })
+        })
+    }
+}
+
 #[derive(serde::Deserialize)]
 pub(super) struct BulkQueryBody {
     operation: String,
@@ -455,6 +481,35 @@ fn path_value<'a>(row: &'a J, path: &[String]) -> Option<&'a J> {
         cur = cur.get(p.as_str())?;
     }
     Some(cur)
+}
+
+/// A query row's CSV cell at a field path: empty for null or absent, text as is, other
+/// values in JSON form.
+pub(crate) fn csv_cell(row: &J, path: &[String]) -> String {
+    match path_value(row, path) {
+        None | Some(J::Null) => String::new(),
+        Some(J::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// `Account.Name` → `["Account", "Name"]`, for each column.
+pub(crate) fn column_paths(columns: &[String]) -> Vec<Vec<String>> {
+    columns
+        .iter()
+        .map(|c| c.split('.').map(str::to_string).collect())
+        .collect()
+}
+
+/// The select list's field paths (`Account.Name`): a bulk query's CSV columns.
+pub(crate) fn select_columns(q: &soql::Query) -> Vec<String> {
+    q.select
+        .iter()
+        .filter_map(|s| match s {
+            soql::SelectItem::Field(p) => Some(p.join(".")),
+            _ => None,
+        })
+        .collect()
 }
 
 pub(super) async fn query_create(
@@ -493,30 +548,7 @@ pub(super) async fn query_create(
             "COUNT() is not supported by Bulk API query",
         ));
     }
-    // What Bulk API 2.0 query does not take: aggregates and GROUP BY, child subqueries,
-    // OFFSET, compound fields (their components are).
-    let unsupported = if parsed.is_aggregate() {
-        Some("Aggregate queries (GROUP BY, aggregate and date functions) are not supported by Bulk API query")
-    } else if parsed
-        .select
-        .iter()
-        .any(|s| matches!(s, soql::SelectItem::Subquery(_)))
-    {
-        Some("Aggregate Relationships not supported in Bulk Query")
-    } else if parsed.offset.is_some() {
-        Some("OFFSET is not supported by Bulk API query")
-    } else {
-        let org = sb.org.lock().expect("lock");
-        org.object(&parsed.object).ok().and_then(|o| {
-            parsed.select.iter().find_map(|s| match s {
-                soql::SelectItem::Field(p) if p.len() == 1 => o
-                    .field(&p[0])
-                    .filter(|f| f.ty == crate::schema::FieldType::Address)
-                    .map(|_| "Selecting compound data not supported in Bulk Query"),
-                _ => None,
-            })
-        })
-    };
+    let unsupported = query_refusal(&parsed, &sb.org.lock().expect("lock"));
     if let Some(why) = unsupported {
         return err(SfError::new(400, "API_ERROR", why));
     }
@@ -530,14 +562,7 @@ pub(super) async fn query_create(
         Ok(QueryResult::Count(_)) => Vec::new(),
         Err(e) => return err(e),
     };
-    let columns: Vec<String> = parsed
-        .select
-        .iter()
-        .filter_map(|s| match s {
-            soql::SelectItem::Field(p) => Some(p.join(".")),
-            _ => None,
-        })
-        .collect();
+    let columns = select_columns(&parsed);
     let id = {
         let mut n = sb.next_cursor.lock().expect("lock");
         *n += 1;
@@ -613,21 +638,9 @@ pub(super) async fn query_results(
         .terminator(csv::Terminator::Any(b'\n'))
         .from_writer(Vec::new());
     let _ = w.write_record(&job.columns);
-    let paths: Vec<Vec<String>> = job
-        .columns
-        .iter()
-        .map(|c| c.split('.').map(str::to_string).collect())
-        .collect();
+    let paths = column_paths(&job.columns);
     for row in &job.rows[start.min(end)..end] {
-        let cells: Vec<String> = paths
-            .iter()
-            .map(|p| match path_value(row, p) {
-                None | Some(J::Null) => String::new(),
-                Some(J::String(s)) => s.clone(),
-                Some(other) => other.to_string(),
-            })
-            .collect();
-        let _ = w.write_record(&cells);
+        let _ = w.write_record(paths.iter().map(|p| csv_cell(row, p)));
     }
     let body = w.into_inner().unwrap_or_default();
     let locator = if end < job.rows.len() {

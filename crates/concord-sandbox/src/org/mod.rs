@@ -416,6 +416,15 @@ impl Org {
         self.records.values().map(BTreeMap::len).sum()
     }
 
+    /// Every Id of an object's records (deleted ones included), in Id order: the ranges Bulk
+    /// API 1.0's PK chunking splits a query by.
+    pub fn ids(&self, object: &str) -> Vec<String> {
+        self.records
+            .get(object)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
     pub fn objects(&self) -> &[ObjectDef] {
         &self.objects
     }

@@ -134,6 +134,31 @@ fn crud_with_salesforce_errors() {
     let e = o.create("Account", &m(json!({"Phone": "1"}))).unwrap_err();
     assert_eq!((e.status, e.code), (400, "REQUIRED_FIELD_MISSING"));
     assert_eq!(e.fields, vec!["Name"]);
+    // An empty string is null to Salesforce: a required field given "" is missing, and ""
+    // clears a value.
+    let e = o
+        .create("Account", &m(json!({"Name": "", "Phone": "1"})))
+        .unwrap_err();
+    assert_eq!(
+        (e.code, e.fields.clone()),
+        ("REQUIRED_FIELD_MISSING", vec!["Name".to_string()])
+    );
+    let e = o
+        .update("Account", &id, &m(json!({"Name": ""})))
+        .unwrap_err();
+    assert_eq!(e.code, "REQUIRED_FIELD_MISSING");
+    o.update(
+        "Account",
+        &id,
+        &m(json!({"Phone": "5", "AnnualRevenue": ""})),
+    )
+    .unwrap();
+    o.update("Account", &id, &m(json!({"Phone": ""}))).unwrap();
+    let r = o.get("Account", &id).unwrap();
+    assert_eq!(
+        (&r.fields["Phone"], &r.fields["AnnualRevenue"]),
+        (&J::Null, &J::Null)
+    );
     let e = o
         .create("Account", &m(json!({"Name": "x", "Nope__c": 1})))
         .unwrap_err();

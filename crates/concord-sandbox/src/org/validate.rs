@@ -13,7 +13,9 @@ impl Org {
             )
             .field(&f.name)
         };
-        if v.is_null() {
+        // Salesforce keeps no empty strings: "" is null (so a required field given "" is
+        // missing), for every type but checkboxes.
+        if v.is_null() || (f.ty != FieldType::Boolean && v.as_str() == Some("")) {
             return Ok(J::Null);
         }
         Ok(match f.ty {

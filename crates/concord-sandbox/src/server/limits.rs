@@ -3,6 +3,7 @@
 //! `GET /limits`.
 
 use super::state::*;
+use crate::bulk::v1;
 use crate::org::SfError;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -14,6 +15,20 @@ use serde_json::{json, Value as J};
 
 /// Bearer-token check, daily limit, usage counting and the `Sforce-Limit-Info` header.
 pub(crate) async fn api_guard(State(sb): State<St>, req: Request, next: Next) -> Response {
+    // Bulk API 1.0 (`/services/async/{v}/…`) answers refusals in its own form, XML or JSON.
+    let bulk_v1 = req.uri().path().starts_with("/services/async/");
+    let json = bulk_v1 && v1::wants_json(req.headers());
+    let refuse = |e: SfError| {
+        if !bulk_v1 {
+            return err(e);
+        }
+        let code = match e.code {
+            "REQUEST_LIMIT_EXCEEDED" => "ExceededQuota",
+            "SERVER_UNAVAILABLE" => "ServerUnavailable",
+            other => other,
+        };
+        v1::refusal(e.status, code, &e.message, json)
+    };
     // `/services/data/{v}/{rest}`: a retired version, one not served or a resource newer than
     // the version answers before anything else (composite subrequests included).
     if let Some(tail) = req.uri().path().strip_prefix("/services/data/") {
@@ -22,7 +37,29 @@ pub(crate) async fn api_guard(State(sb): State<St>, req: Request, next: Next) ->
             return err(e);
         }
     }
-    if sb.session_of(req.headers()).is_none() {
+    // Bulk API 1.0 names its version without the `v` and refuses one it does not serve (a
+    // retired one included) with 400 InvalidVersion.
+    if let Some(tail) = req.uri().path().strip_prefix("/services/async/") {
+        let v = tail.split('/').next().unwrap_or("");
+        if sb.settings.versions.check(&format!("v{v}"), "").is_err() {
+            return v1::refusal(
+                400,
+                "InvalidVersion",
+                &format!("Invalid Api version specified on URL: {v}"),
+                json,
+            );
+        }
+    }
+    let session = if bulk_v1 {
+        sb.bulk_session_of(req.headers())
+    } else {
+        sb.session_of(req.headers())
+    };
+    if session.is_none() {
+        if bulk_v1 {
+            // What jsforce's Bulk client takes as an expired session (it then refreshes).
+            return v1::refusal(400, "InvalidSessionId", "Invalid session id", json);
+        }
         return (
             StatusCode::UNAUTHORIZED,
             Json(json!([{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}])),
@@ -46,7 +83,7 @@ pub(crate) async fn api_guard(State(sb): State<St>, req: Request, next: Next) ->
     }
     if faults.limit_exceeded {
         sb.count("fault.limit_exceeded");
-        return err(SfError::new(
+        return refuse(SfError::new(
             403,
             "REQUEST_LIMIT_EXCEEDED",
             "TotalRequests Limit exceeded.",
@@ -54,16 +91,30 @@ pub(crate) async fn api_guard(State(sb): State<St>, req: Request, next: Next) ->
     }
     if faults.rate_503 > 0.0 && sb.draw() < faults.rate_503 {
         sb.count("fault.503");
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [("retry-after", "1")],
-            Json(json!([{"message": "Service Unavailable", "errorCode": "SERVER_UNAVAILABLE"}])),
-        )
-            .into_response();
+        let mut r = if bulk_v1 {
+            refuse(SfError::new(
+                503,
+                "SERVER_UNAVAILABLE",
+                "Service Unavailable",
+            ))
+        } else {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(
+                    json!([{"message": "Service Unavailable", "errorCode": "SERVER_UNAVAILABLE"}]),
+                ),
+            )
+                .into_response()
+        };
+        r.headers_mut()
+            .insert("retry-after", HeaderValue::from_static("1"));
+        return r;
     }
     let write = matches!(req.method().as_str(), "POST" | "PATCH" | "DELETE");
     let req_is_put = req.method() == axum::http::Method::PUT;
-    if write && faults.rate_lock > 0.0 && sb.draw() < faults.rate_lock {
+    // A row lock fails a REST write whole; Bulk API 1.0 meets locks record by record inside a
+    // batch, so the fault does not apply to its calls.
+    if write && !bulk_v1 && faults.rate_lock > 0.0 && sb.draw() < faults.rate_lock {
         sb.count("fault.lock");
         return err(SfError::new(
             400,
@@ -81,7 +132,7 @@ pub(crate) async fn api_guard(State(sb): State<St>, req: Request, next: Next) ->
         }
     };
     let Some(used) = used else {
-        let mut r = err(SfError::new(
+        let mut r = refuse(SfError::new(
             403,
             "REQUEST_LIMIT_EXCEEDED",
             "TotalRequests Limit exceeded.",
@@ -152,8 +203,8 @@ pub(crate) fn limit_header(h: &mut HeaderMap, used: u64, max: u64) {
 
 /// `GET /limits`: the org's limits as an Enterprise Edition org reports them, every one with
 /// `Max` and `Remaining`. Tracked: `DailyApiRequests` (the daily limit and this day's calls),
-/// `DailyBulkV2QueryJobs` (Bulk 2.0 query jobs created), `DailyBulkApiBatches` (Bulk ingest jobs
-/// created: each job's data is one batch here; also as `DailyBulkApiRequests`, its older name) and `DataStorageMB` (2 KB a record, as an org
+/// `DailyBulkV2QueryJobs` (Bulk 2.0 query jobs created), `DailyBulkApiBatches` (Bulk API 1.0 batches,
+/// PK chunks included, and Bulk API 2.0 ingest jobs: each job's data is one batch here; also as `DailyBulkApiRequests`, its older name) and `DataStorageMB` (2 KB a record, as an org
 /// counts most records, recycle bin included). The others report their edition's maximum as
 /// remaining: the sandbox does not consume them.
 pub(crate) async fn limits(State(sb): State<St>, Path(v): Path<String>) -> Response {
@@ -187,7 +238,7 @@ pub(crate) async fn limits(State(sb): State<St>, Path(v): Path<String>) -> Respo
         put(
             k,
             15_000,
-            15_000u64.saturating_sub(count("bulk.ingest.create")),
+            15_000u64.saturating_sub(count("bulk.ingest.create") + count("bulk.v1.batch")),
         );
     }
     put(

@@ -20,6 +20,7 @@ pub use state::{
 };
 
 use crate::bulk;
+use crate::bulk::v1;
 use admin::*;
 use auth::*;
 use axum::extract::{Request, State};
@@ -142,6 +143,31 @@ pub fn router(sb: St) -> Router {
         .route("/services/data/{v}/limits", get(limits))
         .route("/services/data/{v}/recent", get(recent))
         .route("/services/data/{v}/search", get(search))
+        .route("/services/async/{v}/job", post(v1::job_create))
+        .route(
+            "/services/async/{v}/job/{job}",
+            get(v1::job_get).post(v1::job_state),
+        )
+        .route(
+            "/services/async/{v}/job/{job}/batch",
+            post(v1::batch_create).get(v1::batch_list),
+        )
+        .route(
+            "/services/async/{v}/job/{job}/batch/{batch}",
+            get(v1::batch_get),
+        )
+        .route(
+            "/services/async/{v}/job/{job}/batch/{batch}/request",
+            get(v1::batch_request),
+        )
+        .route(
+            "/services/async/{v}/job/{job}/batch/{batch}/result",
+            get(v1::batch_result),
+        )
+        .route(
+            "/services/async/{v}/job/{job}/batch/{batch}/result/{result}",
+            get(v1::query_result),
+        )
         .route_layer(middleware::from_fn_with_state(sb.clone(), api_guard));
     let router = Router::new()
         .route("/services/data", get(versions))

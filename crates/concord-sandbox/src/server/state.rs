@@ -301,6 +301,15 @@ impl Sandbox {
         self.is_session(t).then(|| t.to_string())
     }
 
+    /// The session of a Bulk API 1.0 call: `X-SFDC-Session` (what its clients send), else a
+    /// bearer `Authorization` header.
+    pub(crate) fn bulk_session_of(&self, h: &axum::http::HeaderMap) -> Option<String> {
+        match h.get("x-sfdc-session").and_then(|v| v.to_str().ok()) {
+            Some(t) => self.is_session(t.trim()).then(|| t.trim().to_string()),
+            None => self.session_of(h),
+        }
+    }
+
     /// Whether `token` is a live session.
     pub(crate) fn is_session(&self, token: &str) -> bool {
         self.sessions.lock().expect("lock").contains(token)
@@ -390,7 +399,8 @@ pub fn trim_trailing_slash<B>(mut req: axum::http::Request<B>) -> axum::http::Re
 /// Salesforce's error array instead of an empty or plain-text body: 404 `NOT_FOUND`, 405
 /// `METHOD_NOT_ALLOWED` (the `Allow` header kept), 415 `UNSUPPORTED_MEDIA_TYPE`, a malformed
 /// JSON body 400 `JSON_PARSER_ERROR`, a malformed query string 400 `MALFORMED_QUERY`. Answers
-/// that already are JSON, and everything outside the REST API, pass unchanged.
+/// that already are JSON, and everything outside the REST API, pass unchanged. Under Bulk API
+/// 1.0's `/services/async`, a 404 or 405 is its `InvalidUrl` error (XML, or JSON when asked).
 pub(crate) async fn error_bodies(
     req: axum::extract::Request,
     next: axum::middleware::Next,
@@ -403,8 +413,18 @@ pub(crate) async fn error_bodies(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
+    let bulk_json = crate::bulk::v1::wants_json(req.headers());
     let resp = next.run(req).await;
     let status = resp.status().as_u16();
+    if path.starts_with("/services/async/")
+        && matches!(status, 404 | 405)
+        && resp
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .is_none()
+    {
+        return crate::bulk::v1::unknown_url(status, bulk_json);
+    }
     let json = resp
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
