@@ -23,6 +23,7 @@ mod properties;
 mod reconcile;
 mod safety;
 mod salesforce_bulk_auth;
+mod salesforce_children;
 mod salesforce_connector;
 mod salesforce_fixtures;
 mod sandbox_auth_tls_data;

@@ -61,6 +61,21 @@ pub struct SalesforceSide {
     pub bulk_threshold: usize,
     #[serde(default = "default_bulk")]
     pub bulk_read_threshold: usize,
+    /// Child records read with each record (parent-to-child subqueries): each is the native
+    /// field named after its relationship (`Contacts`), a list. Read only.
+    #[serde(default)]
+    pub children: Vec<SalesforceChild>,
+}
+
+/// `[[…children]]`: a child relationship of the object (describe's `childRelationships`
+/// `relationshipName`, such as `Contacts` on Account) and the child fields each record carries
+/// (its `Id` always). A record's value is the list of its children, ordered by Id, as JSON
+/// objects (`[{"Id": …, "LastName": …}]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SalesforceChild {
+    pub relationship: String,
+    pub fields: Vec<String>,
 }
 
 /// How the connector of one sObject runs.
@@ -118,6 +133,8 @@ pub struct SalesforceConfig {
     pub request_timeout_secs: u64,
     /// Give up on a bulk job that has not finished after this many seconds.
     pub bulk_timeout_secs: u64,
+    /// Child relationships read with each record (see [`SalesforceChild`]).
+    pub children: Vec<SalesforceChild>,
 }
 
 fn default_version() -> String {
@@ -183,8 +200,15 @@ impl SalesforceConfig {
             page_size,
             bulk_threshold,
             bulk_read_threshold,
+            children,
         } = side.clone();
         let mut fields = fields;
+        // A child relationship is a native field of the mapping, not a field of the object.
+        fields.retain(|f| {
+            !children
+                .iter()
+                .any(|c| c.relationship.eq_ignore_ascii_case(f))
+        });
         if let Some(e) = &entity_id_field {
             if !fields.contains(e) {
                 fields.push(e.clone());
@@ -214,6 +238,7 @@ impl SalesforceConfig {
             bulk_read_threshold,
             request_timeout_secs,
             bulk_timeout_secs,
+            children,
         }
     }
 
@@ -241,6 +266,7 @@ impl SalesforceConfig {
             bulk_read_threshold: default_bulk(),
             request_timeout_secs: default_timeout(),
             bulk_timeout_secs: default_bulk_timeout(),
+            children: Vec::new(),
         }
     }
 }

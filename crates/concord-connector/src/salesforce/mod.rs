@@ -5,7 +5,8 @@
 //! per-record results) or Bulk ingest jobs at `bulk_threshold`, single-record updates
 //! conditional on `If-Unmodified-Since`; creates idempotent through an External ID field holding
 //! concord's entity id; OAuth client_credentials, refresh_token and JWT bearer; retries that
-//! cannot duplicate; a daily-limit guard.
+//! cannot duplicate; a daily-limit guard; child records read with their parent through
+//! parent-to-child subqueries (`children`).
 //!
 //! Files: `config` (the file schema and the runtime config), `client` (HTTP, auth, retries,
 //! limits), `read`, `write`, `soql` (literal escaping).
@@ -16,7 +17,7 @@ pub mod read;
 pub mod soql;
 pub mod write;
 
-pub use config::{SalesforceConfig, SalesforceSide, SalesforceSystem};
+pub use config::{SalesforceChild, SalesforceConfig, SalesforceSide, SalesforceSystem};
 
 use crate::{Binding, Connector, ConnectorError, ReadPage, WriteOp, WriteResult};
 use async_trait::async_trait;
@@ -32,12 +33,23 @@ pub struct SfField {
     pub updateable: bool,
 }
 
+/// A child relationship read with each record: its name (the native field), the child
+/// sObject, the child's lookup to the parent and the child fields carried.
+#[derive(Debug, Clone)]
+pub struct ChildRel {
+    pub name: String,
+    pub object: String,
+    pub parent_field: String,
+    pub fields: Vec<SfField>,
+}
+
 /// One sObject.
 pub struct SalesforceConnector {
     system: SystemId,
     cfg: SalesforceConfig,
     client: client::Client,
     fields: Vec<SfField>,
+    children: Vec<ChildRel>,
 }
 
 const SYSTEM_FIELDS: [&str; 7] = [
@@ -115,24 +127,72 @@ impl SalesforceConnector {
             )
             .await?;
         let all = parse_describe(&d.body);
+        let refuse = |message: String| ConnectorError {
+            system: system.to_string(),
+            object: cfg.object.clone(),
+            message,
+            retryable: false,
+        };
+        let pick = |all: &[SfField], names: &[String], object: &str| {
+            names
+                .iter()
+                .map(|n| {
+                    all.iter()
+                        .find(|f| f.name.eq_ignore_ascii_case(n))
+                        .cloned()
+                        .ok_or_else(|| {
+                            refuse(format!("field {n} not found in describe of {object}"))
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let mut children = Vec::new();
+        for ch in &cfg.children {
+            let rel = d
+                .body
+                .get("childRelationships")
+                .and_then(J::as_array)
+                .into_iter()
+                .flatten()
+                .find(|r| {
+                    r.get("relationshipName")
+                        .and_then(J::as_str)
+                        .is_some_and(|n| n.eq_ignore_ascii_case(&ch.relationship))
+                })
+                .ok_or_else(|| {
+                    refuse(format!(
+                        "child relationship {} not found in describe of {} (childRelationships)",
+                        ch.relationship, cfg.object
+                    ))
+                })?;
+            let text = |k: &str| rel.get(k).and_then(J::as_str).unwrap_or("").to_string();
+            let object = text("childSObject");
+            let cd = client
+                .call(
+                    reqwest::Method::GET,
+                    &format!(
+                        "/services/data/v{}/sobjects/{object}/describe",
+                        cfg.api_version
+                    ),
+                    None,
+                    None,
+                )
+                .await?;
+            let wanted: Vec<String> = ch
+                .fields
+                .iter()
+                .filter(|f| !f.eq_ignore_ascii_case("Id"))
+                .cloned()
+                .collect();
+            children.push(ChildRel {
+                name: text("relationshipName"),
+                fields: pick(&parse_describe(&cd.body), &wanted, &object)?,
+                object,
+                parent_field: text("field"),
+            });
+        }
         let fields = match &cfg.fields {
-            Some(names) => {
-                let mut out = Vec::new();
-                for n in names {
-                    out.push(
-                        all.iter()
-                            .find(|f| f.name.eq_ignore_ascii_case(n))
-                            .cloned()
-                            .ok_or_else(|| ConnectorError {
-                                system: system.to_string(),
-                                object: cfg.object.clone(),
-                                message: format!("field {n} not found in describe"),
-                                retryable: false,
-                            })?,
-                    );
-                }
-                out
-            }
+            Some(names) => pick(&all, names, &cfg.object)?,
             None => all
                 .into_iter()
                 .filter(|f| {
@@ -145,11 +205,17 @@ impl SalesforceConnector {
             cfg,
             client,
             fields,
+            children,
         })
     }
 
     pub fn fields(&self) -> &[SfField] {
         &self.fields
+    }
+
+    /// The child relationships each record is read with.
+    pub fn children(&self) -> &[ChildRel] {
+        &self.children
     }
 
     /// HTTP calls made so far (retries and re-authentication included).

@@ -6,7 +6,10 @@
 //! page reports at least `bulk_read_threshold` records, the rest of the read continues as one
 //! Bulk API 2.0 query job (CSV pages of up to 50 000 records). An incremental read ends with the
 //! deletes since its start: `getDeleted` (which also reports hard-deleted records), or, when
-//! that start is beyond getDeleted's window, `queryAll` for `IsDeleted = true` rows.
+//! that start is beyond getDeleted's window, `queryAll` for `IsDeleted = true` rows. With
+//! `children`, each record carries its child lists (parent-to-child subqueries, followed to the
+//! end when paged), an incremental read also fetches again the parents whose children changed,
+//! and reads stay on the REST API.
 
 use super::client::Payload;
 use super::SalesforceConnector;
@@ -153,12 +156,93 @@ fn change_of(c: &SalesforceConnector, rec: &J) -> Option<Change> {
             fields.set(f.name.as_str(), v);
         }
     }
+    for ch in &c.children {
+        fields.set(ch.name.as_str(), Value::Json(J::Array(child_list(ch, rec))));
+    }
     Some(Change {
         key: Key::new(id),
         entity_hint: hint,
         fields: Some(fields),
         modstamp: stamp_of(rec),
     })
+}
+
+/// A record's children of one relationship as the native value: its Id and the configured
+/// fields of each child, ordered by Id (none: an empty list).
+fn child_list(ch: &super::ChildRel, rec: &J) -> Vec<J> {
+    let mut out: Vec<J> = rec
+        .get(&ch.name)
+        .and_then(|r| r.get("records"))
+        .and_then(J::as_array)
+        .into_iter()
+        .flatten()
+        .map(|k| {
+            let mut m = serde_json::Map::new();
+            m.insert("Id".into(), k.get("Id").cloned().unwrap_or(J::Null));
+            for f in &ch.fields {
+                m.insert(f.name.clone(), k.get(&f.name).cloned().unwrap_or(J::Null));
+            }
+            J::Object(m)
+        })
+        .collect();
+    out.sort_by(|a, b| a["Id"].as_str().cmp(&b["Id"].as_str()));
+    out
+}
+
+/// Follows every child result a record holds only in part (`done: false`) to its end, so a
+/// record is never taken with part of its children; a result without the rest's URL is an
+/// error.
+async fn complete_children(
+    c: &SalesforceConnector,
+    records: &mut [J],
+) -> Result<(), ConnectorError> {
+    for rec in records.iter_mut() {
+        for ch in &c.children {
+            let Some(result) = rec.get_mut(&ch.name).filter(|r| r.is_object()) else {
+                continue;
+            };
+            while result.get("done").and_then(J::as_bool) == Some(false) {
+                let url = result
+                    .get("nextRecordsUrl")
+                    .and_then(J::as_str)
+                    .ok_or_else(|| {
+                        c.client_error(&format!(
+                            "a {} result is not done and has no nextRecordsUrl",
+                            ch.name
+                        ))
+                    })?
+                    .to_string();
+                let more = c
+                    .client
+                    .call(reqwest::Method::GET, &url, None, None)
+                    .await?
+                    .body;
+                let rows = more
+                    .get("records")
+                    .and_then(J::as_array)
+                    .cloned()
+                    .ok_or_else(|| c.client_error("a child result page without records"))?;
+                if let Some(J::Array(have)) = result.get_mut("records") {
+                    have.extend(rows);
+                }
+                result["done"] = more.get("done").cloned().unwrap_or(J::Bool(true));
+                result["nextRecordsUrl"] = more.get("nextRecordsUrl").cloned().unwrap_or(J::Null);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The parent-to-child subqueries of a read: `(SELECT Id, … FROM Contacts ORDER BY Id)`.
+fn subqueries(c: &SalesforceConnector) -> Vec<String> {
+    c.children
+        .iter()
+        .map(|ch| {
+            let mut f = vec!["Id"];
+            f.extend(ch.fields.iter().map(|x| x.name.as_str()));
+            format!("(SELECT {} FROM {} ORDER BY Id)", f.join(", "), ch.name)
+        })
+        .collect()
 }
 
 fn encode(c: &Cursor) -> Option<Vec<u8>> {
@@ -224,7 +308,8 @@ fn record_query(
     after: Option<i64>,
     ordered: bool,
 ) -> String {
-    let names = read_fields(c);
+    let mut names: Vec<String> = read_fields(c).into_iter().map(str::to_string).collect();
+    names.extend(subqueries(c));
     let mut q = format!("SELECT {} FROM {}", names.join(", "), c.cfg.object);
     let mut conds = Vec::new();
     if let Some(s) = since {
@@ -289,13 +374,14 @@ pub(super) async fn page(
         },
         ..cur
     };
-    for rec in r
+    let mut records = r
         .body
         .get("records")
         .and_then(J::as_array)
-        .into_iter()
-        .flatten()
-    {
+        .cloned()
+        .unwrap_or_default();
+    complete_children(c, &mut records).await?;
+    for rec in &records {
         if let Some(t) = stamp_of(rec) {
             newest = Some(newest.map_or(t.millis(), |n: i64| n.max(t.millis())));
         }
@@ -304,7 +390,8 @@ pub(super) async fn page(
     let full = cur.since.is_none();
     let total = r.body.get("totalSize").and_then(J::as_u64).unwrap_or(0) as usize;
     match r.body.get("nextRecordsUrl").and_then(J::as_str) {
-        Some(_) if first && total >= c.cfg.bulk_read_threshold => {
+        // (Bulk API queries take no subqueries: a read with children stays on the REST API.)
+        Some(_) if first && total >= c.cfg.bulk_read_threshold && c.children.is_empty() => {
             // A large set: the rest through one Bulk API query job (records of the last
             // second seen are read again; the engine knows them by hash).
             let q = record_query(c, cur.since, cur.strict, newest, false);
@@ -379,7 +466,9 @@ pub(super) async fn fetch(
         .next()
         .and_then(|m| m.parse::<u32>().ok())
         .unwrap_or(0);
-    if major < 42 {
+    // Collections retrieve takes fields, not subqueries: records with children are fetched
+    // by a query.
+    if major < 42 || !c.children.is_empty() {
         return fetch_by_query(c, keys).await;
     }
     let v = &c.cfg.api_version;
@@ -469,13 +558,14 @@ async fn fetch_by_query(
                 .client
                 .call(reqwest::Method::GET, &url, None, None)
                 .await?;
-            for rec in r
+            let mut records = r
                 .body
                 .get("records")
                 .and_then(J::as_array)
-                .into_iter()
-                .flatten()
-            {
+                .cloned()
+                .unwrap_or_default();
+            complete_children(c, &mut records).await?;
+            for rec in &records {
                 if let Some(ch) = change_of(c, rec) {
                     found.insert(ch.key.as_str().to_string(), ch);
                 }
@@ -640,6 +730,70 @@ async fn server_bound(c: &SalesforceConnector) -> Result<Option<i64>, ConnectorE
     }
 }
 
+/// Every row of a `queryAll` (deleted rows included), page by page, to `each`.
+async fn query_all(
+    c: &SalesforceConnector,
+    q: &str,
+    mut each: impl FnMut(&J),
+) -> Result<(), ConnectorError> {
+    let v = &c.cfg.api_version;
+    let mut url = format!("/services/data/v{v}/queryAll?q={}", urlencode(q));
+    loop {
+        let r = c
+            .client
+            .call(reqwest::Method::GET, &url, None, Some(c.cfg.page_size))
+            .await?;
+        for rec in r
+            .body
+            .get("records")
+            .and_then(J::as_array)
+            .into_iter()
+            .flatten()
+        {
+            each(rec);
+        }
+        match r.body.get("nextRecordsUrl").and_then(J::as_str) {
+            Some(n) => url = n.to_string(),
+            None => return Ok(()),
+        }
+    }
+}
+
+/// The parents whose children changed within an incremental read's window (a child's edit
+/// does not touch its parent's SystemModstamp): queryAll over each child object — deleted and
+/// undeleted children change their parent's list too — then the parents fetched again with
+/// their children. Also the newest child stamp seen, which the next read starts from.
+async fn child_changes(
+    c: &SalesforceConnector,
+    cur: &Cursor,
+) -> Result<(Vec<Change>, Option<i64>), ConnectorError> {
+    let Some(since) = cur.since.filter(|_| !c.children.is_empty()) else {
+        return Ok((Vec::new(), None));
+    };
+    let op = if cur.strict { ">" } else { ">=" };
+    let mut parents = std::collections::BTreeSet::new();
+    let mut newest: Option<i64> = None;
+    for ch in &c.children {
+        let q = format!(
+            "SELECT {}, SystemModstamp FROM {} WHERE SystemModstamp {op} {}",
+            ch.parent_field,
+            ch.object,
+            soql_datetime(since)
+        );
+        query_all(c, &q, |rec| {
+            if let Some(p) = rec.get(&ch.parent_field).and_then(J::as_str) {
+                parents.insert(p.to_string());
+            }
+            if let Some(t) = stamp_of(rec) {
+                newest = Some(newest.map_or(t.millis(), |n| n.max(t.millis())));
+            }
+        })
+        .await?;
+    }
+    let keys: Vec<Key> = parents.into_iter().map(Key::new).collect();
+    Ok((fetch_by_query(c, &keys).await?, newest))
+}
+
 /// The deletes since the read's start: getDeleted, or queryAll beyond getDeleted's window.
 async fn deletes(c: &SalesforceConnector, cur: Cursor) -> Result<ReadPage, ConnectorError> {
     let v = &c.cfg.api_version;
@@ -648,7 +802,7 @@ async fn deletes(c: &SalesforceConnector, cur: Cursor) -> Result<ReadPage, Conne
         (d, s) => d.or(s).unwrap_or(0),
     };
     let now = Timestamp::now().millis();
-    let mut changes = Vec::new();
+    let (mut changes, child_newest) = child_changes(c, &cur).await?;
     let mut covered = None;
     // The next read's bound: this call's, made before that read's query (a queryAll fallback
     // gives none: the bound this read had stays).
@@ -700,33 +854,17 @@ async fn deletes(c: &SalesforceConnector, cur: Cursor) -> Result<ReadPage, Conne
             c.cfg.object,
             soql_datetime(since)
         );
-        let mut url = format!("/services/data/v{v}/queryAll?q={}", urlencode(&q));
-        loop {
-            let r = c
-                .client
-                .call(reqwest::Method::GET, &url, None, Some(c.cfg.page_size))
-                .await?;
-            for rec in r
-                .body
-                .get("records")
-                .and_then(J::as_array)
-                .into_iter()
-                .flatten()
-            {
-                if let Some(id) = rec.get("Id").and_then(J::as_str) {
-                    changes.push(Change {
-                        key: Key::new(id),
-                        entity_hint: None,
-                        fields: None,
-                        modstamp: stamp_of(rec),
-                    });
-                }
+        query_all(c, &q, |rec| {
+            if let Some(id) = rec.get("Id").and_then(J::as_str) {
+                changes.push(Change {
+                    key: Key::new(id),
+                    entity_hint: None,
+                    fields: None,
+                    modstamp: stamp_of(rec),
+                });
             }
-            match r.body.get("nextRecordsUrl").and_then(J::as_str) {
-                Some(n) => url = n.to_string(),
-                None => break,
-            }
-        }
+        })
+        .await?;
         covered = changes
             .iter()
             .filter_map(|ch| ch.modstamp.map(|t| t.millis()))
@@ -734,9 +872,11 @@ async fn deletes(c: &SalesforceConnector, cur: Cursor) -> Result<ReadPage, Conne
             .or(cur.newest);
     }
     let overlap = c.cfg.overlap_secs as i64 * 1000;
-    let pos = cur
-        .newest
-        .map(|n| next_position(n, cur.bound, cur.read_started, overlap));
+    let newest = match (cur.newest, child_newest) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    };
+    let pos = newest.map(|n| next_position(n, cur.bound, cur.read_started, overlap));
     let next = Cursor {
         since: pos.map(|p| p.0).or(cur.since),
         strict: pos.map_or(cur.strict, |p| p.1),

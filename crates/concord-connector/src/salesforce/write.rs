@@ -384,6 +384,33 @@ fn result(r: &J) -> WriteResult {
     }
 }
 
+/// Child relationships are read with their parent, never written through it: an op that
+/// would set or change one is refused (rejected, nothing written) rather than written without
+/// it. Their records are written by a job of their own object.
+fn writes_children(c: &SalesforceConnector, op: &WriteOp) -> Option<WriteResult> {
+    let empty = |v: Option<&Value>| match v {
+        None | Some(Value::Null) => true,
+        Some(Value::Json(J::Array(a))) => a.is_empty(),
+        _ => false,
+    };
+    let name = c
+        .children()
+        .iter()
+        .map(|ch| ch.name.as_str())
+        .find(|n| match op {
+            WriteOp::Upsert { fields, .. } => !empty(fields.get(n)),
+            WriteOp::Update { fields, base, .. } => fields.get(n) != base.fields.get(n),
+            WriteOp::Delete { .. } => false,
+        })?;
+    Some(WriteResult::Err {
+        kind: WriteErrorKind::Rejected,
+        message: format!(
+            "{name} are child records of {}, read with it and not written through it: write them with a job of their own object",
+            c.cfg.object
+        ),
+    })
+}
+
 pub(super) async fn apply(
     c: &SalesforceConnector,
     ops: Vec<WriteOp>,
@@ -397,6 +424,10 @@ pub(super) async fn apply(
     let mut since: std::collections::HashMap<usize, Option<concord_model::model::Timestamp>> =
         std::collections::HashMap::new();
     for (i, op) in ops.iter().enumerate() {
+        if let Some(refused) = writes_children(c, op) {
+            out[i] = Some(refused);
+            continue;
+        }
         match op {
             WriteOp::Upsert {
                 entity,

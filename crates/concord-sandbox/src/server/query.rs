@@ -27,10 +27,17 @@ pub(crate) fn batch_size(h: &HeaderMap) -> usize {
         .map_or(2000, |n| n.clamp(200, 2000))
 }
 
+/// Children a subquery answers per parent in one response; the rest wait behind the child
+/// result's own `nextRecordsUrl`, as an org pages a large subquery result.
+pub const CHILD_BATCH: usize = 200;
+
 pub(crate) fn page(sb: &Sandbox, v: &str, locator: Option<String>, mut cur: Cursor) -> J {
     let take = cur.batch.min(cur.rows.len());
     let rest = cur.rows.split_off(take);
-    let records = std::mem::replace(&mut cur.rows, rest);
+    let records: Vec<J> = std::mem::replace(&mut cur.rows, rest)
+        .into_iter()
+        .map(|r| page_children(sb, v, r))
+        .collect();
     let done = cur.rows.is_empty();
     let mut body = json!({"totalSize": cur.total, "done": done, "records": records});
     if !done {
@@ -45,6 +52,39 @@ pub(crate) fn page(sb: &Sandbox, v: &str, locator: Option<String>, mut cur: Curs
         sb.cursors.lock().expect("lock").insert(name, cur);
     }
     body
+}
+
+/// A record whose subquery results hold more than [`CHILD_BATCH`] children: each such result
+/// keeps the first ones, `done: false` and a `nextRecordsUrl` for the rest.
+fn page_children(sb: &Sandbox, v: &str, mut rec: J) -> J {
+    if let J::Object(m) = &mut rec {
+        for val in m.values_mut() {
+            let long = val.get("totalSize").is_some()
+                && val
+                    .get("records")
+                    .and_then(J::as_array)
+                    .is_some_and(|r| r.len() > CHILD_BATCH);
+            if !long {
+                continue;
+            }
+            let rows = match val.get_mut("records").map(J::take) {
+                Some(J::Array(rows)) => rows,
+                _ => continue,
+            };
+            let total = rows.len();
+            *val = page(
+                sb,
+                v,
+                None,
+                Cursor {
+                    rows,
+                    total,
+                    batch: CHILD_BATCH,
+                },
+            );
+        }
+    }
+    rec
 }
 
 pub(crate) async fn run_query(
