@@ -7,6 +7,7 @@
 //!   and the typed, versioned layout on top.
 //! - [`connector`]: one folder per kind of system.
 //! - [`engine`]: the only place that joins store, core and connectors.
+//! - [`serve`]: service mode over the engine (schedules, HTTP API, metrics).
 //!
 //! ```
 //! use concord::core::{merge, DeleteRule, FieldPolicy, Policy, Side};
@@ -39,4 +40,6 @@ pub use concord_engine::{bundle, config, engine, exchange};
 pub use concord_model::{core, model};
 /// The Salesforce stand-in, re-exported for the binary and the tests (no connector uses it).
 pub use concord_sandbox as sandbox;
+/// Service mode (`concord serve`): scheduler, HTTP API, metrics.
+pub use concord_serve as serve;
 pub use concord_store as store;

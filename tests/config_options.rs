@@ -150,6 +150,10 @@ fn sample(kind: &str, key: &str) -> Option<Sample> {
         | "page_size"
         | "bulk_threshold"
         | "bulk_read_threshold" => s("300", "400"),
+        "children" => s(
+            "[{ relationship = \"Contacts\", fields = [\"LastName\"] }]",
+            "[{ relationship = \"Contacts\", fields = [\"Email\"] }]",
+        ),
         k if k.ends_with("_env") => s("\"A\"", "\"B\""),
         "object" | "table" | "file" | "schema" | "entity_id_field" | "stream" => {
             s("\"Aa\"", "\"Bb\"")

@@ -30,6 +30,7 @@ mod sandbox_auth_tls_data;
 mod sandbox_bulk;
 mod sandbox_bulk_v1;
 mod sandbox_http;
+mod serve;
 mod sled_crash;
 mod standard_clients;
 mod streaming;

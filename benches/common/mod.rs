@@ -14,7 +14,7 @@ pub fn record(i: u64) -> Fields {
         .with("Name", format!("Opportunity number {i} for Acme"))
         .with("Amount", Value::Decimal(Decimal::new((i as i64 % 1_000_000) * 100 + 25, 2)))
         .with("Quantity", (i % 500) as i64)
-        .with("IsClosed", i % 3 == 0)
+        .with("IsClosed", i.is_multiple_of(3))
         .with("CloseDate", Value::Date(day))
         .with("LastModifiedDate", Value::DateTime(Timestamp(1_700_000_000_000 + i as i64 * 1000)))
         .with("Email", format!("buyer{i}@example.com"))
@@ -37,7 +37,7 @@ pub fn thousands(v: u64) -> String {
     let s = v.to_string();
     let mut out = String::new();
     for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(' ');
         }
         out.push(ch);

@@ -65,6 +65,17 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run as a service: jobs on their schedule (interval or cron) and on request over the HTTP
+    /// API (docs/api.md), `/metrics`, `/healthz`, `/readyz`; one per store. SIGTERM or Ctrl-C
+    /// stops it gracefully: the running pass stops after its chunk's checkpoint.
+    Serve {
+        /// Where the API listens (loopback by default; port 0 picks a free one).
+        #[arg(long, default_value = "127.0.0.1:8686")]
+        listen: std::net::SocketAddr,
+        /// The variable holding the API's bearer token (at least 16 characters).
+        #[arg(long, default_value = "CONCORD_API_TOKEN")]
+        token_env: String,
+    },
     /// Compare each system of JOB with the store by a complete scan: records missing, extra or
     /// different (changed behind every change feed). Exit 4 when drift is found.
     Reconcile {

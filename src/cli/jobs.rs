@@ -3,10 +3,11 @@
 use anyhow::{bail, Context, Result};
 use concord::config::Config;
 use concord::engine::build::{build_job, job_order};
-use concord::engine::conflicts::{conflict_id, side_value, Choice};
-use concord::engine::{Engine, SyncJob, SyncReport};
-use concord::model::{ContentHash, EntityId, InstanceId, Value};
+use concord::engine::conflicts::Choice;
+use concord::engine::{Engine, SyncReport};
+use concord::model::InstanceId;
 use concord::store::{SledStore, StateStore};
+use concord_serve::ops;
 use serde_json::{json, Value as J};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -58,27 +59,6 @@ pub fn open_state(cfg: &Config) -> Result<StateStore> {
         Arc::new(store),
         InstanceId::new(cfg.store.instance.as_str())?,
     )?)
-}
-
-fn report_json(job: &str, r: &SyncReport, secs: f64) -> J {
-    json!({
-        "job": job,
-        "seconds": (secs * 1000.0).round() / 1000.0,
-        "read": r.read,
-        "written": r.written,
-        "changed": r.changed,
-        "echoes": r.echoes,
-        "conflicts_resolved": r.conflicts_resolved,
-        "conflicts_parked": r.conflicts_parked,
-        "failed_writes": r.failed,
-        "duplicates_ignored": r.duplicates_ignored,
-        "matched": r.matched,
-        "unmatched": r.unmatched,
-        "golden_created": r.golden_created,
-        "system_errors": r.errors,
-        "held_deletes": r.held_deletes.iter().map(|(s, h)| (s.clone(), json!({"deletes": h.deletes, "synced": h.synced}))).collect::<BTreeMap<_, _>>(),
-        "planned": r.planned.iter().map(|(s, p)| (s.clone(), json!({"creates": p.creates, "updates": p.updates, "deletes": p.deletes, "queued": p.queued}))).collect::<BTreeMap<_, _>>(),
-    })
 }
 
 fn report_human(job: &str, r: &SyncReport, secs: f64, dry: bool, aggregate: bool) -> String {
@@ -182,44 +162,6 @@ fn spinner(msg: String) -> indicatif::ProgressBar {
 }
 
 /// Migrate `--verify`: every in-scope source record is in each target with the same content.
-async fn verify(job: &SyncJob, state: &StateStore) -> Result<(bool, J)> {
-    let mut sides: Vec<(String, BTreeMap<EntityId, ContentHash>)> = Vec::new();
-    for c in &job.systems {
-        let mut hashes = BTreeMap::new();
-        let mut cursor: Option<Vec<u8>> = None;
-        loop {
-            let p = c.read(cursor.as_deref()).await?;
-            for ch in p.changes {
-                let (Some(mut f), Some(e)) = (ch.fields, state.entity_for(c.system(), &ch.key)?)
-                else {
-                    continue;
-                };
-                f.apply_options(&job.normalize);
-                hashes.insert(e, f.content_hash());
-            }
-            if !p.more {
-                break;
-            }
-            cursor = p.cursor;
-        }
-        sides.push((c.system().to_string(), hashes));
-    }
-    let (src_name, src) = &sides[0];
-    let mut ok = true;
-    let mut out = Vec::new();
-    for (name, t) in &sides[1..] {
-        let missing = src.keys().filter(|e| !t.contains_key(e)).count();
-        let different = src
-            .iter()
-            .filter(|(e, h)| t.get(e).is_some_and(|x| x != *h))
-            .count();
-        let extra = t.keys().filter(|e| !src.contains_key(e)).count();
-        ok &= missing == 0 && different == 0;
-        out.push(json!({"source": src_name, "target": name, "source_records": src.len(), "target_records": t.len(), "missing": missing, "different": different, "not_from_source": extra}));
-    }
-    Ok((ok, J::Array(out)))
-}
-
 /// How `concord run` / `concord plan` runs.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RunOptions {
@@ -302,10 +244,10 @@ pub async fn run(cfg: &Config, jobs: &[String], o: RunOptions) -> Result<i32> {
                 // A dry run says the same: `plan` in a script stops where `run` would.
                 code = code.max(EXIT_DELETE_GUARD);
             }
-            let mut j = report_json(&job.name, &r, secs);
+            let mut j = ops::report_json(&job.name, &r, secs);
             let mut human = report_human(&job.name, &r, secs, dry, job.is_aggregate());
             if check && !dry {
-                let (ok, v) = verify(job, &state).await?;
+                let (ok, v) = ops::verify(job, &state).await?;
                 if !ok {
                     code = code.max(EXIT_VERIFY);
                 }
@@ -341,37 +283,44 @@ pub async fn run(cfg: &Config, jobs: &[String], o: RunOptions) -> Result<i32> {
     }
 }
 
+/// `concord serve`: until SIGTERM or Ctrl-C, then a graceful stop.
+pub async fn serve(cfg: Config, listen: std::net::SocketAddr, token_env: String) -> Result<i32> {
+    let state = open_state(&cfg)?;
+    let jobs = cfg.jobs.len();
+    let started = concord_serve::start(
+        cfg,
+        state,
+        concord_serve::ServeOptions { listen, token_env },
+    )
+    .await?;
+    // The first line says where (a caller that asked for port 0 reads it).
+    println!(
+        "concord serve: listening on http://{} ({jobs} jobs); SIGTERM or Ctrl-C stops",
+        started.addr
+    );
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await?;
+    println!("concord serve: stopping (a running pass stops after its chunk's checkpoint)");
+    let _ = std::io::stdout().flush();
+    started.stop().await;
+    println!("concord serve: stopped");
+    Ok(0)
+}
+
 /// `concord status`.
 pub fn status(cfg: &Config, as_json: bool) -> Result<()> {
     let state = open_state(cfg)?;
-    let runs = state.run_log()?;
-    let conflicts = state.conflicts()?;
-    let mut out = Vec::new();
-    for (name, j) in &cfg.jobs {
-        let mut sides = Vec::new();
-        for s in &j.systems {
-            let id = concord::engine::build::side_system(s, &j.sides[s])?;
-            sides.push(json!({
-                "system": s,
-                "id": id.as_str(),
-                "cursor": state.cursor(name, &id)?.is_some(),
-                "outbox": state.outbox_len(&id)?,
-                "waiting": state.waiting(name, &id)?.len(),
-            }));
-        }
-        let last = runs
-            .iter()
-            .filter(|r| r.job == *name)
-            .max_by_key(|r| r.started_ms);
-        out.push(json!({
-            "job": name,
-            "pattern": format!("{:?}", j.pattern).to_lowercase(),
-            "systems": sides,
-            "runs": runs.iter().filter(|r| r.job == *name).count(),
-            "last_run": last.map(|r| json!({"started_ms": r.started_ms, "finished_ms": r.finished_ms, "status": r.status, "message": r.message, "counts": r.counts.iter().cloned().collect::<BTreeMap<_, _>>()})),
-            "open_conflicts": conflicts.iter().filter(|c| c.job == *name).count(),
-        }));
-    }
+    let out = ops::status_json(cfg, &state)?;
     if as_json {
         println!("{}", serde_json::to_string_pretty(&J::Array(out))?);
         return Ok(());
@@ -409,47 +358,13 @@ pub fn status(cfg: &Config, as_json: bool) -> Result<()> {
     Ok(())
 }
 
-fn show_value(v: Option<Result<Option<Value>, concord::model::canonical::DecodeError>>) -> String {
-    match v {
-        None => "-".into(),
-        Some(Ok(None)) => "(none)".into(),
-        Some(Ok(Some(v))) => v.to_string(),
-        Some(Err(e)) => format!("<unreadable: {e}>"),
-    }
-}
-
 /// `concord conflicts list|show`.
 pub fn conflicts(cfg: &Config, job: Option<&str>, id: Option<&str>, as_json: bool) -> Result<()> {
     let state = open_state(cfg)?;
-    let all: Vec<_> = state
-        .conflicts()?
-        .into_iter()
-        .filter(|c| job.is_none_or(|j| c.job == j))
-        .filter(|c| id.is_none_or(|i| conflict_id(&EntityId(c.entity), c.field.as_deref()) == i))
-        .collect();
-    if id.is_some() && all.is_empty() {
+    let rows = ops::conflicts_json(&state, job, id)?;
+    if id.is_some() && rows.is_empty() {
         bail!("no open conflict {}", id.unwrap_or_default());
     }
-    let rows: Vec<J> = all
-        .iter()
-        .map(|c| {
-            let e = EntityId(c.entity);
-            let base = if c.base.is_empty() {
-                "(none)".to_string()
-            } else {
-                concord::model::canonical::value_from_bytes(&c.base).map(|v| v.to_string()).unwrap_or_else(|e| format!("<{e}>"))
-            };
-            json!({
-                "id": conflict_id(&e, c.field.as_deref()),
-                "job": c.job,
-                "entity": e.to_hex(),
-                "field": c.field,
-                "base": base,
-                "sides": c.sides.iter().map(|s| json!({"system": s.system, "value": show_value(side_value(c, &s.system)), "modstamp": s.modstamp})).collect::<Vec<_>>(),
-                "detected_ms": c.detected_ms,
-            })
-        })
-        .collect();
     if as_json {
         println!("{}", serde_json::to_string_pretty(&J::Array(rows))?);
         return Ok(());
@@ -487,35 +402,20 @@ pub async fn resolve(
     value: Option<String>,
 ) -> Result<()> {
     let state = open_state(cfg)?;
-    let c = state
-        .conflicts()?
-        .into_iter()
-        .find(|c| conflict_id(&EntityId(c.entity), c.field.as_deref()) == id)
-        .with_context(|| format!("no open conflict {id} (see `concord conflicts list`)"))?;
     let choice = match (take, value) {
         (Some(t), None) => Choice::Take(t),
-        (None, Some(v)) => {
-            let j: J = serde_json::from_str(&v).unwrap_or(J::String(v.clone()));
-            Choice::Value(match j {
-                J::String(s) => Value::text(s),
-                J::Bool(b) => Value::Bool(b),
-                J::Number(n) => match n.as_i64() {
-                    Some(i) => Value::Int(i),
-                    None => Value::decimal_str(&n.to_string())?,
-                },
-                J::Null => Value::Null,
-                other => Value::Json(other),
-            })
-        }
+        (None, Some(v)) => Choice::Value(ops::typed_value(&v)?),
         _ => bail!("give exactly one of --take SYSTEM or --value VALUE"),
     };
-    let job = build_job(cfg, &c.job, &state, false).await?;
-    let engine = Engine::new(state);
-    engine.resolve_conflict(&job, &EntityId(c.entity), c.field.as_deref(), &choice)?;
-    println!(
-        "resolved {id}; run `concord run {}` to write it to every system",
-        c.job
-    );
+    let job = ops::resolve(cfg, &state, id, &choice)
+        .await
+        .map_err(|e| match e {
+            concord_serve::Error::NotFound(m) => {
+                anyhow::anyhow!("{m} (see `concord conflicts list`)")
+            }
+            e => e.into(),
+        })?;
+    println!("resolved {id}; run `concord run {job}` to write it to every system");
     Ok(())
 }
 
@@ -633,28 +533,12 @@ pub async fn reconcile(cfg: &Config, name: &str, o: ReconcileOptions) -> Result<
     let engine = Engine::new(state);
     job.options.full_read = full;
     job.options.allow_deletes = allow_deletes;
-    let before = engine.drift(&job).await?;
-    let mut held = BTreeMap::new();
-    let mut out = json!({"job": name, "checks": before.checks, "unchecked": before.unchecked,
-        "drift": before.drift});
-    if repair && !before.drift.is_empty() {
-        // Targets the job never reads get the head queued again; the pass below sends it.
-        let requeued = engine.requeue_unread_targets(&job, &before.drift)?;
-        out["requeued"] = json!(requeued);
-        // The drift found, and nothing else, goes through the job as ordinary changes.
-        let repair = engine.repair_job(&job, &before.drift);
-        let t = std::time::Instant::now();
-        let r = engine.sync(&repair, None).await?;
-        out["repair"] = report_json(name, &r, t.elapsed().as_secs_f64());
-        held = r.held_deletes.clone();
-        job.options.full_read = false;
-        let after = engine.drift(&job).await?;
-        out["drift_after_repair"] = json!(after.drift);
-    }
-    let left = match out.get("drift_after_repair") {
-        Some(d) => d.as_array().map_or(0, Vec::len),
-        None => before.drift.len(),
-    };
+    let ops::Reconciled {
+        report: out,
+        held,
+        left,
+        before,
+    } = ops::reconcile(&engine, &mut job, repair).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {

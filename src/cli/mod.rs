@@ -46,6 +46,10 @@ pub fn dispatch(cli: Cli, rt: &tokio::runtime::Runtime) -> Result<i32> {
             };
             jobs::run(&cfg, &jobs, o).await
         }),
+        Command::Serve { listen, token_env } => rt.block_on(async {
+            let cfg = jobs::load(&config)?;
+            jobs::serve(cfg, listen, token_env).await
+        }),
         Command::Status { json } => jobs::load(&config)
             .and_then(|cfg| jobs::status(&cfg, json))
             .map(|_| 0),

@@ -211,9 +211,15 @@ pub struct JobConfig {
     /// as one chunk and reads on: what a pass holds in memory (default 20 000).
     #[serde(default = "default_chunk")]
     pub chunk_size: usize,
-    /// `--watch`: seconds between passes (default 60).
+    /// `--watch`, and `concord serve` without `schedule`: seconds between passes (default 60).
     #[serde(default = "default_interval")]
     pub interval_secs: u64,
+    /// `concord serve`: when passes run. A cron expression (`*/5 * * * *`: five fields,
+    /// minute to weekday, UTC; six with seconds first), or `manual` (only on request or push).
+    /// Default: every `interval_secs`, but `manual` for migrate jobs (a migration runs on
+    /// command).
+    #[serde(default)]
+    pub schedule: Option<String>,
     /// Aggregate: the field that records, per field, the source it came from.
     #[serde(default)]
     pub provenance_field: Option<String>,

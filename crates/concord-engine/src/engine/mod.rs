@@ -25,4 +25,9 @@ pub enum EngineError {
     Connector(#[from] ConnectorError),
     #[error("job '{job}': {message}")]
     Config { job: String, message: String },
+    /// The caller asked the pass to stop ([`JobOptions::stop`]); it stopped after a checkpoint.
+    #[error(
+        "job '{job}': stopped on request after a checkpoint; the next pass goes on from there"
+    )]
+    Stopped { job: String },
 }

@@ -250,6 +250,13 @@ impl Engine {
                 }
             }
             self.state.commit(cp)?;
+            if job.options.stopping() {
+                // Asked to stop: this batch is settled and committed; the rest stays in the
+                // outbox, durable, for the next pass.
+                return Err(EngineError::Stopped {
+                    job: job.name.clone(),
+                });
+            }
         }
         Ok(stale)
     }

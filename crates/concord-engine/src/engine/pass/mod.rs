@@ -101,6 +101,21 @@ pub struct JobOptions {
     /// rewritten by an update (each system keeps its own values there; a create takes the
     /// head's).
     pub identity: BTreeMap<SystemId, BTreeSet<String>>,
+    /// Set by the caller to stop a pass early (a service shutting down): the pass stops at its
+    /// next chunk boundary (after that chunk's checkpoint and writes) or after the write batch
+    /// under way, with [`EngineError::Stopped`]. What it committed stays: a read cut short
+    /// keeps its old cursor (the next pass reads again; what was flushed compares equal), and
+    /// writes not sent stay in the outbox for the next pass.
+    pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+}
+
+impl JobOptions {
+    /// Whether the caller asked the pass to stop.
+    pub fn stopping(&self) -> bool {
+        self.stop
+            .as_ref()
+            .is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst))
+    }
 }
 
 /// Records per chunk of a pass unless the job says otherwise: what a pass holds in memory.
@@ -373,6 +388,7 @@ impl Engine {
         }
         let (status, message, counts) = match &res {
             Ok(r) => ("ok", None, r.counts()),
+            Err(e @ EngineError::Stopped { .. }) => ("stopped", Some(e.to_string()), Vec::new()),
             Err(e) => ("failed", Some(e.to_string()), Vec::new()),
         };
         let mut cp = self.state.checkpoint();
@@ -419,6 +435,11 @@ impl Engine {
             linked: false,
         };
 
+        if job.options.stopping() {
+            return Err(EngineError::Stopped {
+                job: job.name.clone(),
+            });
+        }
         // 1. Read, flushing a chunk (2–6 below) whenever the observations reach its size.
         self.read_all(&mut pass).await?;
         // 2–6 for what is left, with the cursors, the delete guard and every write.

@@ -79,6 +79,12 @@ impl Engine {
                     fetch(next)
                 );
                 flushed.map_err(ReadFailure::Flush)?;
+                if job.options.stopping() {
+                    // Asked to stop: this chunk is checkpointed and written; the cursor stays.
+                    return Err(ReadFailure::Flush(EngineError::Stopped {
+                        job: job.name.clone(),
+                    }));
+                }
                 page = got.map_err(read_err)?;
             } else {
                 page = fetch(next).await.map_err(read_err)?;

@@ -1,0 +1,522 @@
+//! `concord serve`: jobs run on request over the HTTP API and on their schedule, the bearer
+//! token on every route but health, run reports, status, metrics, the conflict queue resolved
+//! over the API, one service per store, and a SIGTERM in the middle of a pass that loses
+//! nothing (the binary, against the sandbox).
+
+use concord::config::Config;
+use concord::model::InstanceId;
+use concord::serve::ServeOptions;
+use concord::store::{SledStore, StateStore};
+use serde_json::{json, Value as J};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+const TOKEN: &str = "serve-test-token-0123456789";
+
+fn token_env() -> String {
+    crate::sf_common::env_var("CONCORD_TEST_API_TOKEN", TOKEN)
+}
+
+fn write_jsonl(path: &Path, rows: &[J]) {
+    let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
+    std::fs::write(path, text).unwrap();
+}
+
+fn read_jsonl(path: &Path) -> Vec<J> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// A configuration in `dir` (config text given), its state store.
+fn setup(dir: &Path, text: &str) -> (Config, StateStore) {
+    let path = dir.join("concord.toml");
+    std::fs::write(&path, text).unwrap();
+    let cfg = Config::parse(text, &path).unwrap();
+    let store = SledStore::open(dir.join("state")).unwrap();
+    let state = StateStore::open(Arc::new(store), InstanceId::new("main").unwrap()).unwrap();
+    (cfg, state)
+}
+
+struct Api {
+    base: String,
+    c: reqwest::Client,
+}
+
+impl Api {
+    async fn call(&self, m: reqwest::Method, path: &str, body: Option<J>) -> (u16, J) {
+        let mut rb = self
+            .c
+            .request(m, format!("{}{path}", self.base))
+            .bearer_auth(TOKEN);
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let r = rb.send().await.unwrap();
+        let s = r.status().as_u16();
+        let t = r.text().await.unwrap();
+        (s, serde_json::from_str(&t).unwrap_or(J::String(t)))
+    }
+    async fn get(&self, path: &str) -> (u16, J) {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+    async fn post(&self, path: &str, body: J) -> (u16, J) {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+    /// Polls a run until it has finished; its final state.
+    async fn finished(&self, id: &str) -> J {
+        for _ in 0..300 {
+            let (s, r) = self.get(&format!("/runs/{id}")).await;
+            assert_eq!(s, 200, "{r}");
+            if !matches!(r["state"].as_str(), Some("queued" | "running")) {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("run {id} did not finish");
+    }
+}
+
+/// The service on the configuration `text` in `dir`, on a free port, and its API.
+async fn serve(dir: &Path, text: &str) -> (concord::serve::Started, Api) {
+    let (cfg, state) = setup(dir, text);
+    let started = concord::serve::start(
+        cfg,
+        state,
+        ServeOptions {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            token_env: token_env(),
+        },
+    )
+    .await
+    .unwrap();
+    let api = Api {
+        base: format!("http://{}", started.addr),
+        c: reqwest::Client::new(),
+    };
+    (started, api)
+}
+
+const BROADCAST: &str = r#"
+[store]
+dir = "state"
+
+[systems.src]
+type = "jsonl"
+dir = "src"
+
+[systems.dst]
+type = "jsonl"
+dir = "dst"
+
+[jobs.customers]
+pattern = "broadcast"
+systems = ["src", "dst"]
+schedule = "manual"
+
+[jobs.customers.sides.src]
+file = "customers.jsonl"
+key = ["id"]
+fields = { id = "id", name = "name" }
+
+[jobs.customers.sides.dst]
+file = "customers.jsonl"
+key = ["id"]
+fields = { id = "id", name = "name" }
+"#;
+
+#[tokio::test]
+async fn jobs_run_on_request_and_the_api_reports_them() {
+    let dir = tempfile::tempdir().unwrap();
+    for d in ["src", "dst"] {
+        std::fs::create_dir_all(dir.path().join(d)).unwrap();
+    }
+    let rows: Vec<J> = (0..25)
+        .map(|i| json!({"id": i, "name": format!("C{i}")}))
+        .collect();
+    write_jsonl(&dir.path().join("src/customers.jsonl"), &rows);
+    let (cfg, state) = setup(dir.path(), BROADCAST);
+    let opts = ServeOptions {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        token_env: token_env(),
+    };
+    let started = concord::serve::start(cfg.clone(), state.clone(), opts.clone())
+        .await
+        .unwrap();
+    let api = Api {
+        base: format!("http://{}", started.addr),
+        c: reqwest::Client::new(),
+    };
+    // Health without a token; everything else asks for it.
+    let h = api
+        .c
+        .get(format!("{}/healthz", api.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(h.status(), 200);
+    for path in [
+        "/status",
+        "/jobs",
+        "/metrics",
+        "/runs",
+        "/conflicts",
+        "/readyz",
+    ] {
+        let r = api
+            .c
+            .get(format!("{}{path}", api.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{path} without a token");
+        let r = api
+            .c
+            .get(format!("{}{path}", api.base))
+            .bearer_auth("serve-test-token-0123456788")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{path} with a wrong token");
+    }
+    assert_eq!(api.get("/readyz").await.0, 200);
+
+    // A dry run plans and writes nothing; a run writes; the report says what.
+    let (s, r) = api
+        .post("/jobs/customers/runs", json!({"dry_run": true}))
+        .await;
+    assert_eq!(s, 202, "{r}");
+    let dry = api.finished(r["id"].as_str().unwrap()).await;
+    assert_eq!(dry["state"], "succeeded", "{dry}");
+    assert_eq!(
+        dry["report"]["planned"]["dst.customers.jsonl"]["creates"],
+        25
+    );
+    assert!(read_jsonl(&dir.path().join("dst/customers.jsonl")).is_empty());
+    let (s, r) = api.post("/jobs/customers/runs", json!({})).await;
+    assert_eq!(s, 202, "{r}");
+    let done = api.finished(r["id"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["trigger"], "request");
+    assert_eq!(done["report"]["written"]["dst.customers.jsonl"], 25);
+    assert_eq!(
+        read_jsonl(&dir.path().join("dst/customers.jsonl")).len(),
+        25
+    );
+    // Unknown job, bad body.
+    assert_eq!(api.post("/jobs/nope/runs", json!({})).await.0, 404);
+    assert_eq!(
+        api.post("/jobs/customers/runs", json!({"dryrun": true}))
+            .await
+            .0,
+        400
+    );
+    assert_eq!(api.get("/runs/run-999").await.0, 404);
+
+    // Jobs, status, metrics.
+    let (_, jobs) = api.get("/jobs").await;
+    assert_eq!(jobs[0]["job"], "customers");
+    assert_eq!(jobs[0]["schedule"], "manual");
+    assert_eq!(jobs[0]["next_run_in_secs"], J::Null);
+    assert_eq!(jobs[0]["runs"].as_array().unwrap().len(), 2);
+    let (_, status) = api.get("/status").await;
+    assert_eq!(status[0]["last_run"]["status"], "ok", "{status}");
+    let m = api
+        .c
+        .get(format!("{}/metrics", api.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains(
+            "concord_records_written_total{job=\"customers\",system=\"dst.customers.jsonl\"} 25"
+        ),
+        "{m}"
+    );
+    assert!(
+        m.contains("concord_runs_total{job=\"customers\",outcome=\"succeeded\"} 2"),
+        "{m}"
+    );
+    assert!(
+        m.contains("concord_outbox_depth{system=\"dst.customers.jsonl\"} 0"),
+        "{m}"
+    );
+
+    // One service per store.
+    let second = concord::serve::start(cfg, state, opts).await.err().unwrap();
+    assert!(second.to_string().contains("already served"), "{second}");
+
+    started.stop().await;
+    assert!(api
+        .c
+        .get(format!("{}/healthz", api.base))
+        .send()
+        .await
+        .is_err());
+}
+
+#[tokio::test]
+async fn a_scheduled_job_runs_on_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    for d in ["src", "dst"] {
+        std::fs::create_dir_all(dir.path().join(d)).unwrap();
+    }
+    write_jsonl(
+        &dir.path().join("src/customers.jsonl"),
+        &[json!({"id": 1, "name": "A"})],
+    );
+    let text = BROADCAST.replace("schedule = \"manual\"", "interval_secs = 1");
+    let (started, api) = serve(dir.path(), &text).await;
+    let mut runs = J::Null;
+    for _ in 0..60 {
+        runs = api.get("/runs?job=customers").await.1;
+        if runs
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["state"] == "succeeded" && r["trigger"] == "schedule")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        runs.as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["trigger"] == "schedule" && r["state"] == "succeeded"),
+        "{runs}"
+    );
+    assert_eq!(read_jsonl(&dir.path().join("dst/customers.jsonl")).len(), 1);
+    started.stop().await;
+}
+
+#[tokio::test]
+async fn a_parked_conflict_is_resolved_over_the_api_and_written() {
+    let dir = tempfile::tempdir().unwrap();
+    for d in ["a", "b"] {
+        std::fs::create_dir_all(dir.path().join(d)).unwrap();
+    }
+    let text = r#"
+[store]
+dir = "state"
+[systems.a]
+type = "jsonl"
+dir = "a"
+[systems.b]
+type = "jsonl"
+dir = "b"
+[jobs.people]
+pattern = "bidirectional"
+systems = ["a", "b"]
+schedule = "manual"
+[jobs.people.conflict]
+default = "manual"
+[jobs.people.sides.a]
+file = "people.jsonl"
+key = ["id"]
+fields = { id = "id", city = "city" }
+[jobs.people.sides.b]
+file = "people.jsonl"
+key = ["id"]
+fields = { id = "id", city = "city" }
+"#;
+    write_jsonl(
+        &dir.path().join("a/people.jsonl"),
+        &[json!({"id": 1, "city": "Paris"})],
+    );
+    let (started, api) = serve(dir.path(), text).await;
+    let api = &api;
+    let run = || async move {
+        let (_, r) = api.post("/jobs/people/runs", json!({})).await;
+        api.finished(r["id"].as_str().unwrap()).await
+    };
+    run().await;
+    assert_eq!(read_jsonl(&dir.path().join("b/people.jsonl")).len(), 1);
+    // Both sides change the city: the conflict is parked.
+    write_jsonl(
+        &dir.path().join("a/people.jsonl"),
+        &[json!({"id": 1, "city": "Lyon"})],
+    );
+    write_jsonl(
+        &dir.path().join("b/people.jsonl"),
+        &[json!({"id": 1, "city": "Nice"})],
+    );
+    let r = run().await;
+    assert_eq!(r["report"]["conflicts_parked"], 1, "{r}");
+    let (_, list) = api.get("/conflicts").await;
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    let c = &list[0];
+    assert_eq!(c["field"], "city");
+    let sides: Vec<&str> = c["sides"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["value"].as_str().unwrap())
+        .collect();
+    assert!(
+        sides.contains(&"\"Lyon\"") || sides.contains(&"Lyon"),
+        "{c}"
+    );
+    let id = c["id"].as_str().unwrap().to_string();
+    let (entity, field) = id.split_once('/').unwrap();
+    // A bad choice is refused; taking b's value queues the run that writes it.
+    let (s, _) = api
+        .post(&format!("/conflicts/{entity}/{field}/resolve"), json!({}))
+        .await;
+    assert_eq!(s, 400);
+    let (s, r) = api
+        .post(
+            &format!("/conflicts/{entity}/{field}/resolve"),
+            json!({"take": "b"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    let done = api.finished(r["run"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(
+        read_jsonl(&dir.path().join("a/people.jsonl"))[0]["city"],
+        "Nice"
+    );
+    assert_eq!(
+        read_jsonl(&dir.path().join("b/people.jsonl"))[0]["city"],
+        "Nice"
+    );
+    assert!(api.get("/conflicts").await.1.as_array().unwrap().is_empty());
+    // The id in one segment (percent-encoded) works as well; an unknown one is 404.
+    let (s, _) = api
+        .post("/conflicts/00ff%2Fcity/resolve", json!({"take": "a"}))
+        .await;
+    assert_eq!(s, 404);
+    // Reconcile over the API: no drift.
+    let (s, r) = api.post("/jobs/people/reconcile", json!({})).await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["drift_left"], 0, "{r}");
+    started.stop().await;
+}
+
+/// The binary under SIGTERM in the middle of a pass: it stops after a chunk's checkpoint,
+/// exits 0, and the next run writes the rest: every record once, none lost.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_pass_stops_after_a_checkpoint_and_loses_nothing() {
+    use concord::sandbox::server::Faults;
+    let (sb, sf) = crate::sf_common::sandbox().await;
+    let (sf_url, sf_tok) = (sf.instance_url_env.clone(), sf.token_env.clone().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("src")).unwrap();
+    const N: usize = 3000;
+    let rows: Vec<J> = (0..N)
+        .map(|i| json!({"id": i, "name": format!("Acct {i:05}")}))
+        .collect();
+    write_jsonl(&dir.path().join("src/accounts.jsonl"), &rows);
+    let text = format!(
+        r#"
+[store]
+dir = "state"
+[systems.src]
+type = "jsonl"
+dir = "src"
+[systems.crm]
+type = "salesforce"
+instance_url_env = "{sf_url}"
+token_env = "{sf_tok}"
+[jobs.accounts]
+pattern = "migrate"
+systems = ["src", "crm"]
+chunk_size = 300
+batch_size = 100
+[jobs.accounts.sides.src]
+file = "accounts.jsonl"
+key = ["id"]
+fields = {{ name = "name" }}
+[jobs.accounts.sides.crm]
+object = "Account"
+entity_id_field = "Concord_Id__c"
+fields = {{ name = "Name" }}
+"#
+    );
+    std::fs::write(dir.path().join("concord.toml"), &text).unwrap();
+    // Every call takes 40 ms: the pass takes over a second.
+    sb.set_faults(Faults {
+        latency_ms: 40,
+        ..Faults::default()
+    });
+    let tok = token_env();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_concord"))
+        .arg("--config")
+        .arg(dir.path().join("concord.toml"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--token-env", &tok])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    tokio::io::AsyncBufReadExt::read_line(&mut out, &mut line)
+        .await
+        .unwrap();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    let api = Api {
+        base: format!("http://{addr}"),
+        c: reqwest::Client::new(),
+    };
+    let (s, r) = api.post("/jobs/accounts/runs", json!({})).await;
+    assert_eq!(s, 202, "{r}");
+    // Once some records are in Salesforce (a chunk or more), and well before all.
+    let mut seen = 0;
+    for _ in 0..400 {
+        seen = crate::sf_common::count(&sb, "Account") as usize;
+        if seen >= 300 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(seen > 0 && seen < N, "{seen}");
+    let pid = child.id().unwrap() as i32;
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .expect("stops")
+        .unwrap();
+    let mut rest = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut out, &mut rest)
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}\n{rest}");
+    assert!(rest.contains("concord serve: stopped"), "{rest}");
+    let at_stop = crate::sf_common::count(&sb, "Account") as usize;
+    assert!(at_stop < N, "the pass was stopped early ({at_stop} of {N})");
+    // The next run (the CLI) writes the rest: every record exactly once.
+    sb.set_faults(Faults::default());
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_concord"))
+        .arg("--config")
+        .arg(dir.path().join("concord.toml"))
+        .args(["run", "accounts", "--verify"])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let names = crate::sf_common::soql(&sb, "SELECT Name FROM Account");
+    let distinct: std::collections::BTreeSet<&str> =
+        names.iter().map(|r| r["Name"].as_str().unwrap()).collect();
+    assert_eq!((names.len(), distinct.len()), (N, N));
+}
