@@ -454,9 +454,13 @@ fields = {{ name = "Name" }}
         .arg("--config")
         .arg(dir.path().join("concord.toml"))
         .args(["serve", "--listen", "127.0.0.1:0", "--token-env", &tok])
+        .env("CONCORD_LOG", "info")
+        .env("CONCORD_LOG_FORMAT", "json")
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    let mut err = child.stderr.take().unwrap();
     let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     tokio::io::AsyncBufReadExt::read_line(&mut out, &mut line)
@@ -497,8 +501,23 @@ fields = {{ name = "Name" }}
     tokio::io::AsyncReadExt::read_to_string(&mut out, &mut rest)
         .await
         .unwrap();
-    assert!(status.success(), "{status:?}\n{rest}");
+    let mut logs = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut err, &mut logs)
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}\n{rest}\n{logs}");
     assert!(rest.contains("concord serve: stopped"), "{rest}");
+    // CONCORD_LOG_FORMAT=json: every log line is a JSON object.
+    let lines: Vec<J> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "concord serve: listening" && l["level"] == "INFO"),
+        "{logs}"
+    );
     let at_stop = crate::sf_common::count(&sb, "Account") as usize;
     assert!(at_stop < N, "the pass was stopped early ({at_stop} of {N})");
     // The next run (the CLI) writes the rest: every record exactly once.
@@ -519,4 +538,157 @@ fields = {{ name = "Name" }}
     let distinct: std::collections::BTreeSet<&str> =
         names.iter().map(|r| r["Name"].as_str().unwrap()).collect();
     assert_eq!((names.len(), distinct.len()), (N, N));
+}
+
+/// PostgreSQL in trigger mode announces its changes (`NOTIFY`): a manual-schedule job runs a
+/// pass on the announcement alone, and the change reaches the destination.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_change_pushes_a_pass() {
+    const PG: &str = "postgres://postgres@127.0.0.1:5432/test";
+    let pg = match sqlx::PgPool::connect(PG).await {
+        Ok(p) => p,
+        Err(e) => {
+            assert!(
+                std::env::var("CONCORD_REQUIRE_SERVICES").as_deref() != Ok("1"),
+                "PostgreSQL unreachable: {e}"
+            );
+            eprintln!("skipped: PostgreSQL unreachable ({e})");
+            return;
+        }
+    };
+    let table = format!("serve_push_{}", std::process::id());
+    for s in [
+        format!("DROP TABLE IF EXISTS {table}"),
+        format!("CREATE TABLE {table} (id integer primary key, name text)"),
+        format!("INSERT INTO {table} VALUES (1, 'first')"),
+    ] {
+        sqlx::raw_sql(&s).execute(&pg).await.unwrap();
+    }
+    let url = crate::sf_common::env_var("SERVE_PUSH_PG", PG);
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_concord"))
+        .args(["setup", "--url-env", &url, "--table", &table, "--key", "id"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("dst")).unwrap();
+    let text = format!(
+        r#"
+[store]
+dir = "state"
+[systems.erp]
+type = "postgres"
+url_env = "{url}"
+[systems.dst]
+type = "jsonl"
+dir = "dst"
+[jobs.feed]
+pattern = "broadcast"
+systems = ["erp", "dst"]
+schedule = "manual"
+[jobs.feed.sides.erp]
+table = "{table}"
+key = ["id"]
+mode = "trigger"
+fields = {{ id = "id", name = "name" }}
+[jobs.feed.sides.dst]
+file = "out.jsonl"
+key = ["id"]
+fields = {{ id = "id", name = "name" }}
+"#
+    );
+    let (started, api) = serve(dir.path(), &text).await;
+    let (_, r) = api.post("/jobs/feed/runs", json!({})).await;
+    assert_eq!(
+        api.finished(r["id"].as_str().unwrap()).await["state"],
+        "succeeded"
+    );
+    assert_eq!(read_jsonl(&dir.path().join("dst/out.jsonl")).len(), 1);
+    // Give the listener its connection, then change the table: nobody asks for a run.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sqlx::raw_sql(&format!("INSERT INTO {table} VALUES (2, 'pushed')"))
+        .execute(&pg)
+        .await
+        .unwrap();
+    let mut rows = Vec::new();
+    for _ in 0..100 {
+        rows = read_jsonl(&dir.path().join("dst/out.jsonl"));
+        if rows.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, runs) = api.get("/runs?job=feed").await;
+    assert_eq!(rows.len(), 2, "{rows:?} {runs}");
+    assert!(
+        runs.as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["trigger"] == "push" && r["state"] == "succeeded"),
+        "{runs}"
+    );
+    started.stop().await;
+    sqlx::raw_sql(&format!("DROP TABLE IF EXISTS {table}"))
+        .execute(&pg)
+        .await
+        .unwrap();
+}
+
+/// A system that calls out: `POST /hooks/{job}` signed with the job's secret queues a pass;
+/// a wrong or missing signature, or a job without a secret, queues nothing.
+#[tokio::test]
+async fn a_signed_webhook_runs_the_job() {
+    let dir = tempfile::tempdir().unwrap();
+    for d in ["src", "dst"] {
+        std::fs::create_dir_all(dir.path().join(d)).unwrap();
+    }
+    write_jsonl(
+        &dir.path().join("src/customers.jsonl"),
+        &[json!({"id": 1, "name": "A"})],
+    );
+    let secret = "webhook-secret-0123456789";
+    let var = crate::sf_common::env_var("SERVE_HOOK_SECRET", secret);
+    let text = BROADCAST.replace(
+        "schedule = \"manual\"",
+        &format!("schedule = \"manual\"\nwebhook_secret_env = \"{var}\""),
+    );
+    let (started, api) = serve(dir.path(), &text).await;
+    let body = br#"{"event": "customer.updated", "id": 1}"#;
+    let post = |sig: Option<String>, job: &'static str| {
+        let mut rb = api
+            .c
+            .post(format!("{}/hooks/{job}", api.base))
+            .body(body.to_vec());
+        if let Some(s) = sig {
+            rb = rb.header("X-Concord-Signature", s);
+        }
+        rb.send()
+    };
+    assert_eq!(post(None, "customers").await.unwrap().status(), 401);
+    let wrong = concord::serve::api::sign(b"another-secret-0123456789", body);
+    assert_eq!(post(Some(wrong), "customers").await.unwrap().status(), 401);
+    assert_eq!(
+        post(Some("sha256=zz".into()), "customers")
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(post(Some("x".into()), "nope").await.unwrap().status(), 404);
+    assert!(
+        api.get("/runs").await.1.as_array().unwrap().is_empty(),
+        "nothing queued"
+    );
+    let good = concord::serve::api::sign(secret.as_bytes(), body);
+    let r = post(Some(good), "customers").await.unwrap();
+    assert_eq!(r.status(), 202);
+    let r: J = r.json().await.unwrap();
+    let run = api.finished(r["run"].as_str().unwrap()).await;
+    assert_eq!(
+        (run["trigger"].as_str(), run["state"].as_str()),
+        (Some("webhook"), Some("succeeded")),
+        "{run}"
+    );
+    assert_eq!(read_jsonl(&dir.path().join("dst/customers.jsonl")).len(), 1);
+    started.stop().await;
 }

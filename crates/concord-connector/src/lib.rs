@@ -266,6 +266,16 @@ pub trait Connector: Send + Sync {
     /// Writes a batch; one result per op, in order.
     async fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteResult>, ConnectorError>;
 
+    /// A feed of the system's own change announcements (PostgreSQL trigger mode's
+    /// `NOTIFY`), for a service that runs a pass when something changed instead of polling.
+    /// `None`: the system announces nothing (poll it). A message is only a hint that a read
+    /// would find something (never what changed: the read says); one also comes when the feed
+    /// may have missed announcements (its connection was lost and made again). The feed ends
+    /// when it can no longer listen: the caller falls back to polling and may subscribe again.
+    async fn subscribe(&self) -> Result<Option<ChangeFeed>, ConnectorError> {
+        Ok(None)
+    }
+
     /// The current content of the records with these keys (a point read, used when a record
     /// read earlier must be looked at again: correlate's late matches). One change per key, in
     /// order; a key without a record comes back as a delete.
@@ -279,6 +289,9 @@ pub trait Connector: Send + Sync {
         })
     }
 }
+
+/// Announcements of changes (see [`Connector::subscribe`]).
+pub type ChangeFeed = tokio::sync::mpsc::Receiver<()>;
 
 pub use concord_model::core::tree::{bucket_of, BucketSum, RowDigest};
 

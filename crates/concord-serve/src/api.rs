@@ -68,6 +68,8 @@ pub fn router(s: St) -> Router {
         .route_layer(middleware::from_fn_with_state(s.clone(), auth));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        // Signed by the caller instead of carrying the token (see `hook`).
+        .route("/hooks/{job}", post(hook))
         .merge(guarded)
         .fallback(|| async {
             (
@@ -289,4 +291,73 @@ async fn reconcile(
         Ok(v) => Json(v).into_response(),
         Err(e) => fail(e),
     }
+}
+
+/// The signature a sender puts on `body`: `sha256=` and the hex HMAC-SHA256 under `secret`.
+pub fn sign(secret: &[u8], body: &[u8]) -> String {
+    use hmac::Mac;
+    let mut mac =
+        hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Whether `signature` (`sha256=HEX`, as GitHub and most senders write it) is the HMAC-SHA256
+/// of `body` under `secret` (checked in constant time).
+pub fn signed(secret: &[u8], body: &[u8], signature: &str) -> bool {
+    use hmac::Mac;
+    let Some(hex_sig) = signature.trim().strip_prefix("sha256=") else {
+        return false;
+    };
+    let Ok(sig) = hex::decode(hex_sig) else {
+        return false;
+    };
+    let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret) else {
+        return false;
+    };
+    mac.update(body);
+    mac.verify_slice(&sig).is_ok()
+}
+
+/// `POST /hooks/{job}`: a system that calls out says something changed. The body is the
+/// sender's (not read, only signed): `X-Concord-Signature: sha256=HEX` (or GitHub's
+/// `X-Hub-Signature-256`) must be its HMAC-SHA256 under the job's `webhook_secret_env`. A run
+/// of the job is queued unless one from a webhook is still waiting.
+async fn hook(
+    State(s): State<St>,
+    Path(job): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(j) = s.cfg.jobs.get(&job) else {
+        return fail(Error::NotFound(format!("no job named `{job}`")));
+    };
+    let Some(var) = j.webhook_secret_env.as_deref() else {
+        return fail(Error::NotFound(format!(
+            "job `{job}` takes no webhook (set webhook_secret_env)"
+        )));
+    };
+    let secret = std::env::var(var).unwrap_or_default();
+    if secret.len() < 16 {
+        return fail(Error::Setup(format!(
+            "job `{job}`: {var} holds no webhook secret (at least 16 characters)"
+        )));
+    }
+    let sig = headers
+        .get("x-concord-signature")
+        .or_else(|| headers.get("x-hub-signature-256"))
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !signed(secret.as_bytes(), &body, sig) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "the signature does not match the body (X-Concord-Signature: sha256=HMAC)"})),
+        )
+            .into_response();
+    }
+    if s.stopping() {
+        return fail(Error::Busy("the service is stopping".into()));
+    }
+    let run = s.push(&job, Trigger::Webhook);
+    (StatusCode::ACCEPTED, Json(json!({"job": job, "run": run}))).into_response()
 }

@@ -133,6 +133,14 @@ pub async fn start(cfg: Config, state: StateStore, opts: ServeOptions) -> Result
         let w = watch_rx.clone();
         tasks.push(tokio::spawn(async move { s.worker(&name, rx, w).await }));
     }
+    for name in service.cfg.jobs.keys() {
+        if service.may_push(name) {
+            let s = service.clone();
+            let w = watch_rx.clone();
+            let name = name.clone();
+            tasks.push(tokio::spawn(async move { s.watch_pushes(&name, w).await }));
+        }
+    }
     let app = crate::api::router(service.clone());
     let mut w = watch_rx.clone();
     tasks.push(tokio::spawn(async move {
@@ -238,6 +246,83 @@ impl Service {
                 r.error = Some("the service stopped before this run started".into());
                 r.finished_ms = Some(Timestamp::now().millis());
             });
+        }
+    }
+
+    /// Whether a system the job reads can announce its changes (PostgreSQL in trigger mode).
+    fn may_push(&self, name: &str) -> bool {
+        let j = &self.cfg.jobs[name];
+        j.systems.iter().any(|s| {
+            matches!(
+                self.cfg.systems.get(s),
+                Some(concord_engine::config::SystemConfig::Postgres(_))
+            ) && j.sides[s].sql_mode() == Some(concord_connector::sql::CaptureMode::Trigger)
+        })
+    }
+
+    /// A push: a run of the job, unless one started by a push is still waiting.
+    pub fn push(&self, name: &str, trigger: Trigger) -> Option<String> {
+        if self.runs.lock().expect("runs").waiting(name, trigger) {
+            return None;
+        }
+        self.request_run(name, trigger, false, false).ok()
+    }
+
+    /// Listens to the change feeds of the job's systems (their own connections, apart from
+    /// the passes'), and runs a pass on every announcement. A feed that cannot be had or ends
+    /// is asked for again after a pause; meanwhile the schedule polls.
+    async fn watch_pushes(self: Arc<Self>, name: &str, shutdown: watch::Receiver<bool>) {
+        let job = loop {
+            match build_job(&self.cfg, name, &self.state, false).await {
+                Ok(j) => break j,
+                Err(e) => {
+                    tracing::warn!(job = name, error = %e, "push: cannot connect the job's systems; retrying in 5 s (the schedule polls meanwhile)");
+                    let mut w = shutdown.clone();
+                    tokio::select! {
+                        _ = w.wait_for(|s| *s) => return,
+                        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    }
+                }
+            }
+        };
+        let mut feeds = Vec::new();
+        for conn in job.systems.iter().filter(|c| job.role(c.system()).read) {
+            let conn = conn.clone();
+            let s = self.clone();
+            let mut w = shutdown.clone();
+            let name = name.to_string();
+            feeds.push(tokio::spawn(async move {
+                loop {
+                    match conn.subscribe().await {
+                        Ok(None) => return,
+                        Ok(Some(mut rx)) => {
+                            tracing::info!(job = %name, system = %conn.system(), "push: listening");
+                            loop {
+                                tokio::select! {
+                                    _ = w.wait_for(|s| *s) => return,
+                                    got = rx.recv() => match got {
+                                        Some(()) => { s.push(&name, Trigger::Push); }
+                                        None => break,
+                                    }
+                                }
+                            }
+                            tracing::warn!(job = %name, system = %conn.system(), "push: the change feed ended; polling until it is back");
+                        }
+                        Err(e) => {
+                            tracing::warn!(job = %name, system = %conn.system(), error = %e, "push: cannot listen; polling until it is back");
+                        }
+                    }
+                    // Whatever was announced while the feed was down: a pass looks.
+                    tokio::select! {
+                        _ = w.wait_for(|s| *s) => return,
+                        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    }
+                    s.push(&name, Trigger::Push);
+                }
+            }));
+        }
+        for f in feeds {
+            let _ = f.await;
         }
     }
 

@@ -249,6 +249,14 @@ impl Connector for SqlConnector {
         write::apply(self, ops).await
     }
 
+    /// PostgreSQL in trigger mode: the triggers' `NOTIFY concord_changes` for this table.
+    async fn subscribe(&self) -> Result<Option<crate::ChangeFeed>, ConnectorError> {
+        if self.cfg.mode != CaptureMode::Trigger {
+            return Ok(None);
+        }
+        self.change_feed().await
+    }
+
     /// With an updated-at column (column mode), each record's modification time comes with it,
     /// as a read gives it (a re-read record competes under `newest` with its real time).
     async fn fetch(

@@ -318,9 +318,24 @@ impl SqlConnector {
         &self,
         timeout: std::time::Duration,
     ) -> Result<bool, ConnectorError> {
-        let super::client::Pool::Pg(pool) = self.pool() else {
+        let Some(mut feed) = self.change_feed().await? else {
             tokio::time::sleep(timeout).await;
             return Ok(false);
+        };
+        Ok(matches!(
+            tokio::time::timeout(timeout, feed.recv()).await,
+            Ok(Some(()))
+        ))
+    }
+
+    /// The announcements of this table's changes on PostgreSQL (`LISTEN concord_changes`,
+    /// payload: the table), forwarded by a task that owns the listener; `None` on other
+    /// databases. When the connection is lost the listener makes it again and the feed sends
+    /// one message (announcements made meanwhile are lost: a pass then looks); it ends when
+    /// listening fails or the receiver is dropped.
+    pub(crate) async fn change_feed(&self) -> Result<Option<crate::ChangeFeed>, ConnectorError> {
+        let super::client::Pool::Pg(pool) = self.pool() else {
+            return Ok(None);
         };
         let mut listener = sqlx::postgres::PgListener::connect_with(pool)
             .await
@@ -329,16 +344,33 @@ impl SqlConnector {
             .listen("concord_changes")
             .await
             .map_err(|e| self.error(&e))?;
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match tokio::time::timeout(left, listener.recv()).await {
-                Err(_) => return Ok(false),
-                Ok(Err(e)) => return Err(self.error(&e)),
-                Ok(Ok(n)) if n.payload() == self.config().table => return Ok(true),
-                Ok(Ok(_)) => {} // another table's change
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let table = self.config().table.clone();
+        tokio::spawn(async move {
+            loop {
+                let got = tokio::select! {
+                    _ = tx.closed() => return,
+                    got = listener.try_recv() => got,
+                };
+                let hint = match got {
+                    Ok(Some(n)) => n.payload() == table,
+                    // The connection was lost; the next call connects again.
+                    Ok(None) => true,
+                    Err(e) => {
+                        tracing::warn!(table = %table, error = %e, "change feed: listening failed; back to polling");
+                        return;
+                    }
+                };
+                if hint {
+                    match tx.try_send(()) {
+                        // A full channel already says "look": one message is enough.
+                        Ok(()) | Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {}
+                        Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return,
+                    }
+                }
             }
-        }
+        });
+        Ok(Some(rx))
     }
 
     /// Marks the write transaction as concord's, so the triggers do not log it.

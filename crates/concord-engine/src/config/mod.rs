@@ -220,6 +220,10 @@ pub struct JobConfig {
     /// command).
     #[serde(default)]
     pub schedule: Option<String>,
+    /// `concord serve`: the variable holding the secret that signs calls to
+    /// `POST /hooks/{job}` (HMAC-SHA256 of the body); without it the job takes no webhook.
+    #[serde(default)]
+    pub webhook_secret_env: Option<String>,
     /// Aggregate: the field that records, per field, the source it came from.
     #[serde(default)]
     pub provenance_field: Option<String>,

@@ -241,6 +241,11 @@ impl Connector for MappedConnector {
         self.inner.creates_idempotent()
     }
 
+    /// The system's own announcements (a hint only: what changed is read through the mapping).
+    async fn subscribe(&self) -> Result<Option<concord_connector::ChangeFeed>, ConnectorError> {
+        self.inner.subscribe().await
+    }
+
     async fn read(&self, cursor: Option<&[u8]>) -> Result<ReadPage, ConnectorError> {
         let page = self.inner.read(cursor).await?;
         self.mapped_page(page)
