@@ -2019,3 +2019,201 @@ async fn bulk_query_results_in_csv_pages_with_locator() {
     assert_eq!(rows[0][1], "L00");
     assert_eq!(rows[24][2], "Parent, \"Quoted\"", "CSV quoting round-trips");
 }
+
+/// The Streaming API's Bayeux protocol over HTTP: handshake, the first connect answered at
+/// once, subscriptions with replay ids (-1, -2, N; an invalid one refused), change events for
+/// creates, updates and deletes with their ChangeEventHeader, the `…/meta/{type}` URL form,
+/// unknown clients and channels, and the session check.
+#[tokio::test]
+async fn streaming_api_delivers_change_events_with_replay_ids() {
+    let (base, sb) = start(10_000).await;
+    let c = reqwest::Client::new();
+    let cometd = format!("{base}/cometd/59.0");
+    let post = |url: String, body: J| {
+        let c = c.clone();
+        async move {
+            let r = c
+                .post(url)
+                .bearer_auth(TOKEN)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<J>().await.unwrap()
+        }
+    };
+    let hs = post(
+        format!("{cometd}/meta/handshake"),
+        json!([{"channel": "/meta/handshake", "version": "1.0", "supportedConnectionTypes": ["long-polling"], "id": "1"}]),
+    )
+    .await;
+    assert_eq!(hs[0]["successful"], true, "{hs}");
+    assert_eq!(hs[0]["id"], "1");
+    assert_eq!(hs[0]["ext"]["replay"], true);
+    let cid = hs[0]["clientId"].as_str().unwrap().to_string();
+    let first = post(
+        cometd.clone(),
+        json!({"channel": "/meta/connect", "clientId": cid, "connectionType": "long-polling"}),
+    )
+    .await;
+    assert_eq!(first[0]["successful"], true, "answered at once: {first}");
+
+    // Two accounts before any subscription, one after.
+    let a1 = sb
+        .org
+        .lock()
+        .unwrap()
+        .create("Account", json!({"Name": "Before"}).as_object().unwrap())
+        .unwrap();
+    let sub = |replay: i64, channel: &str| {
+        json!([{"channel": "/meta/subscribe", "clientId": cid, "subscription": channel,
+                "ext": {"replay": {channel: replay}}}])
+    };
+    let r = post(cometd.clone(), sub(-1, "/data/AccountChangeEvent")).await;
+    assert_eq!(r[0]["successful"], true, "{r}");
+    let r = post(cometd.clone(), sub(-1, "/data/NopeChangeEvent")).await;
+    assert_eq!(r[0]["successful"], false);
+    assert!(r[0]["error"].as_str().unwrap().starts_with("400::"), "{r}");
+    let r = post(cometd.clone(), sub(999, "/data/ContactChangeEvent")).await;
+    assert!(
+        r[0]["error"].as_str().unwrap().contains("replayId {999}"),
+        "{r}"
+    );
+    {
+        let mut org = sb.org.lock().unwrap();
+        let a2 = org
+            .create(
+                "Account",
+                json!({"Name": "After", "Phone": "1"}).as_object().unwrap(),
+            )
+            .unwrap();
+        org.update("Account", &a2, json!({"Phone": null}).as_object().unwrap())
+            .unwrap();
+        org.delete("Account", &a1).unwrap();
+    }
+    let got = post(
+        format!("{cometd}/meta/connect"),
+        json!([{"channel": "/meta/connect", "clientId": cid, "connectionType": "long-polling"}]),
+    )
+    .await;
+    let events: Vec<&J> = got
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["channel"] == "/data/AccountChangeEvent")
+        .collect();
+    let types: Vec<&str> = events
+        .iter()
+        .map(|e| {
+            e["data"]["payload"]["ChangeEventHeader"]["changeType"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        types,
+        ["CREATE", "UPDATE", "DELETE"],
+        "-1: only new events: {got}"
+    );
+    let upd = &events[1]["data"]["payload"];
+    assert_eq!(upd["ChangeEventHeader"]["nulledFields"], json!(["Phone"]));
+    assert!(upd["ChangeEventHeader"]["changedFields"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("Phone")));
+    assert_eq!(
+        events[2]["data"]["payload"]["ChangeEventHeader"]["recordIds"],
+        json!([a1])
+    );
+    assert_eq!(
+        got.as_array().unwrap().last().unwrap()["channel"],
+        "/meta/connect"
+    );
+    let ids: Vec<u64> = events
+        .iter()
+        .map(|e| e["data"]["event"]["replayId"].as_u64().unwrap())
+        .collect();
+
+    // A second client replays from the first event on (N), and everything (-2).
+    let hs = post(
+        cometd.clone(),
+        json!([{"channel": "/meta/handshake", "version": "1.0"}]),
+    )
+    .await;
+    let c2 = hs[0]["clientId"].as_str().unwrap().to_string();
+    post(
+        cometd.clone(),
+        json!([{"channel": "/meta/connect", "clientId": c2}]),
+    )
+    .await;
+    let r = post(
+        cometd.clone(),
+        json!([{"channel": "/meta/subscribe", "clientId": c2, "subscription": "/data/ChangeEvents",
+                "ext": {"replay": {"/data/ChangeEvents": ids[0]}}}]),
+    )
+    .await;
+    assert_eq!(r[0]["successful"], true, "{r}");
+    let again = post(
+        cometd.clone(),
+        json!([{"channel": "/meta/connect", "clientId": c2}]),
+    )
+    .await;
+    let replayed: Vec<u64> = again
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["data"]["event"]["replayId"].as_u64())
+        .collect();
+    assert_eq!(replayed, ids[1..], "after N");
+
+    // Unknown client, no session, a retired version.
+    let r = post(
+        cometd.clone(),
+        json!([{"channel": "/meta/connect", "clientId": "nope"}]),
+    )
+    .await;
+    assert_eq!(r[0]["error"], "403::Unknown client");
+    assert_eq!(r[0]["advice"]["reconnect"], "handshake");
+    let r = c.post(&cometd).json(&json!([])).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = c
+        .post(format!("{base}/cometd/30.0"))
+        .bearer_auth(TOKEN)
+        .json(&json!([]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 410);
+    // Long polls are not API requests: between the two limits calls only the second counts.
+    let limits_url = format!("{base}/services/data/v59.0/limits");
+    let remaining = |c: reqwest::Client| {
+        let url = limits_url.clone();
+        async move {
+            let l: J = c
+                .get(url)
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            l["DailyApiRequests"]["Remaining"].as_u64().unwrap()
+        }
+    };
+    let before = remaining(c.clone()).await;
+    post(
+        cometd.clone(),
+        json!([{"channel": "/meta/disconnect", "clientId": c2}]),
+    )
+    .await;
+    let r = post(
+        cometd.clone(),
+        json!([{"channel": "/meta/connect", "clientId": c2}]),
+    )
+    .await;
+    assert_eq!(r[0]["error"], "403::Unknown client", "disconnected");
+    assert_eq!(before - remaining(c.clone()).await, 1);
+    assert!(sb.counters()["streaming"] >= 8);
+}

@@ -148,6 +148,7 @@ async fn jsforce_over_http() {
             "identity",
             "bulk",
             "bulk1",
+            "streaming",
             "errors",
             "logout",
         ],

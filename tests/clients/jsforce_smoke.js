@@ -1,7 +1,7 @@
 // Drives `concord sandbox` with jsforce (unmodified, from npm) over plain HTTP: OAuth2 password
 // login, describe, CRUD, upsert, query paging (query + queryMore and autoFetch), sObject
 // Collections, composite, getUpdated / getDeleted, limits, Bulk API 2.0 ingest and query, Bulk
-// API 1.0 (conn.bulk) load and query.
+// API 1.0 (conn.bulk) load and query, Streaming API (Change Data Capture over CometD).
 // Run by tests/standard_clients.rs with SANDBOX_URL, CLIENT_ID, CLIENT_SECRET, USERNAME, PASSWORD.
 'use strict';
 const assert = require('assert');
@@ -207,6 +207,40 @@ async function main() {
   await assert.rejects(async () => { await conn.bulk.load('Nope__c', 'insert', [{ Name: 'x' }]); }, (e) => e.errorCode === 'InvalidJob' && /Unable to find object: Nope__c/.test(e.message));
   step('bulk1');
 
+  // Streaming API: Change Data Capture through jsforce's streaming client (Faye, long-polling,
+  // unmodified), then the same events again from a new client replaying every retained one.
+  const events = [];
+  const sub = conn.streaming.topic('/data/AccountChangeEvent').subscribe((m) => events.push(m));
+  await sub; // subscribed
+  const streamed = await conn.sobject('Account').create({ Name: 'Streamed' });
+  await conn.sobject('Account').update({ Id: streamed.id, Phone: '555-0100' });
+  await conn.sobject('Account').destroy(streamed.id);
+  const mine = (list) => list.filter((e) => e.payload.ChangeEventHeader.recordIds.includes(streamed.id));
+  const waitFor = async (list, n) => {
+    const deadline = Date.now() + 15000;
+    while (mine(list).length < n && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    return mine(list);
+  };
+  const cdc = await waitFor(events, 3);
+  assert.deepStrictEqual(cdc.map((e) => e.payload.ChangeEventHeader.changeType), ['CREATE', 'UPDATE', 'DELETE'], JSON.stringify(cdc));
+  assert.strictEqual(cdc[0].payload.Name, 'Streamed');
+  assert.strictEqual(cdc[0].payload.ChangeEventHeader.entityName, 'Account');
+  assert.ok(cdc[1].payload.ChangeEventHeader.changedFields.includes('Phone'), JSON.stringify(cdc[1]));
+  assert.strictEqual(cdc[1].payload.Phone, '555-0100');
+  assert.ok(cdc[0].event.replayId < cdc[1].event.replayId && cdc[1].event.replayId < cdc[2].event.replayId);
+  sub.cancel();
+  const { StreamingExtension } = require('jsforce/lib/api/streaming');
+  const replay = new StreamingExtension.Replay('/data/AccountChangeEvent', -2);
+  const client = conn.streaming.createClient([replay]);
+  const again = [];
+  const sub2 = client.subscribe('/data/AccountChangeEvent', (m) => again.push(m));
+  await sub2;
+  const replayed = await waitFor(again, 3);
+  assert.deepStrictEqual(replayed.map((e) => e.event.replayId), cdc.map((e) => e.event.replayId));
+  sub2.cancel();
+  client.disconnect();
+  step('streaming');
+
   // Errors in Salesforce's shape reach jsforce's error objects.
   await assert.rejects(conn.query('SELECT Nope__c FROM Account'), (e) => e.errorCode === 'INVALID_FIELD');
   await assert.rejects(conn.query('SELEC Id FROM Account'), (e) => e.errorCode === 'MALFORMED_QUERY');
@@ -225,6 +259,8 @@ async function main() {
   step('logout');
 
   console.log(JSON.stringify({ ok: true, steps: done }));
+  // The streaming client's long poll would keep the process for its timeout.
+  process.exit(0);
 }
 
 main().catch((e) => {

@@ -7,6 +7,7 @@
 //! `query` (SOQL execution, relationship paths, the replication feeds).
 
 mod derive;
+pub mod events;
 mod query;
 mod records;
 #[cfg(test)]
@@ -94,6 +95,8 @@ pub struct Org {
     index: HashMap<String, HashMap<String, HashMap<String, BTreeSet<String>>>>,
     /// The last number each AutoNumber field (`Object.Field`) gave.
     auto_numbers: BTreeMap<String, u64>,
+    /// Change Data Capture events (the Streaming API's), in memory only.
+    pub events: events::EventLog,
 }
 
 /// What the org holds for one (object, id), for persistence.
@@ -195,6 +198,7 @@ impl Org {
             dirty: BTreeSet::new(),
             index: HashMap::new(),
             auto_numbers: BTreeMap::new(),
+            events: events::EventLog::default(),
         };
         let uid = ids::mint("005", 1);
         org.next = 2;

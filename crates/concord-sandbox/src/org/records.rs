@@ -49,7 +49,23 @@ impl Org {
             },
         );
         self.index_record(&o.name, &id, true);
+        let sent: Map<String, J> = self.records[&o.name][&id]
+            .fields
+            .iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        self.emit_change(&o.name, &id, "CREATE", sent);
         Ok(id)
+    }
+
+    /// A change event for the Streaming API (Change Data Capture).
+    fn emit_change(&mut self, object: &str, id: &str, change_type: &str, fields: Map<String, J>) {
+        let at = self
+            .frozen_ms
+            .unwrap_or_else(|| Timestamp::now().millis() + self.clock_offset_ms);
+        let user = self.user_id.clone();
+        self.events.emit(object, id, change_type, fields, &user, at);
     }
 
     pub(super) fn find_live(&self, o: &ObjectDef, id: &str) -> Result<String, SfError> {
@@ -110,7 +126,14 @@ impl Org {
         rec.fields.insert("LastModifiedDate".into(), json!(now));
         rec.fields.insert("SystemModstamp".into(), json!(now));
         rec.fields.insert("LastModifiedById".into(), json!(uid));
+        let changed: Map<String, J> = rec
+            .fields
+            .iter()
+            .filter(|(k, v)| stored.get(*k) != Some(*v) && k.as_str() != "SystemModstamp")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         self.index_record(&o.name, &id18, true);
+        self.emit_change(&o.name, &id18, "UPDATE", changed);
         self.dirty.insert((o.name, id18));
         Ok(())
     }
@@ -129,6 +152,7 @@ impl Org {
         rec.deleted = true;
         rec.fields.insert("IsDeleted".into(), J::Bool(true));
         rec.fields.insert("SystemModstamp".into(), json!(now));
+        self.emit_change(&o.name, &id18, "DELETE", Map::new());
         self.dirty.insert((o.name, id18));
         Ok(())
     }
@@ -141,13 +165,13 @@ impl Org {
             .filter(|i| ids::prefix(i) == Some(o.prefix()))
             .ok_or_else(|| SfError::new(400, "MALFORMED_ID", format!("malformed id {id}")))?;
         self.index_record(&o.name, &id18, false);
-        if self
-            .records
-            .get_mut(&o.name)
-            .and_then(|m| m.remove(&id18))
-            .is_none()
-        {
+        let Some(gone) = self.records.get_mut(&o.name).and_then(|m| m.remove(&id18)) else {
             return Err(SfError::new(404, "ENTITY_IS_DELETED", "entity is deleted"));
+        };
+        if !gone.deleted {
+            // A live record's hard delete is its delete event (one purged from the recycle
+            // bin had its event when it was deleted).
+            self.emit_change(&o.name, &id18, "DELETE", Map::new());
         }
         let now = self.now();
         let t = Timestamp::parse(&now).unwrap_or(Timestamp(0));

@@ -50,6 +50,22 @@ pub(crate) async fn api_guard(State(sb): State<St>, req: Request, next: Next) ->
             );
         }
     }
+    // The Streaming API (`/cometd/{v}`): its version is a REST one; its long polls do not count
+    // as API requests (an org counts streaming apart), and faults do not apply.
+    if let Some(tail) = req.uri().path().strip_prefix("/cometd/") {
+        let v = tail.split('/').next().unwrap_or("");
+        if let Err(e) = sb.settings.versions.check(&format!("v{v}"), "") {
+            return err(e);
+        }
+        if sb.session_of(req.headers()).is_none() {
+            return (
+                StatusCode::UNAUTHORIZED,
+                Json(json!([{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}])),
+            )
+                .into_response();
+        }
+        return next.run(req).await;
+    }
     let session = if bulk_v1 {
         sb.bulk_session_of(req.headers())
     } else {

@@ -12,6 +12,7 @@ mod replication;
 mod search;
 mod sobjects;
 pub(crate) mod state;
+pub(crate) mod streaming;
 
 pub(crate) use state::St;
 pub use state::{
@@ -143,6 +144,8 @@ pub fn router(sb: St) -> Router {
         .route("/services/data/{v}/limits", get(limits))
         .route("/services/data/{v}/recent", get(recent))
         .route("/services/data/{v}/search", get(search))
+        .route("/cometd/{v}", post(streaming::cometd))
+        .route("/cometd/{v}/{*rest}", post(streaming::cometd))
         .route("/services/async/{v}/job", post(v1::job_create))
         .route(
             "/services/async/{v}/job/{job}",

@@ -137,6 +137,8 @@ pub struct Settings {
     pub jwt_public_key: Option<Vec<u8>>,
     /// The API versions served (the org's range by default).
     pub versions: ApiVersions,
+    /// How long a Streaming API `/meta/connect` waits for events (ms; 110 000 as an org).
+    pub streaming_timeout_ms: u64,
 }
 
 impl std::fmt::Debug for Settings {
@@ -165,6 +167,7 @@ impl Default for Settings {
             refresh_token: "5Aep861concordSandboxRefreshToken".into(),
             jwt_public_key: None,
             versions: ApiVersions::default(),
+            streaming_timeout_ms: super::streaming::CONNECT_TIMEOUT_MS,
         }
     }
 }
@@ -217,6 +220,8 @@ pub struct Sandbox {
     pub(crate) refreshed: Mutex<(std::collections::HashSet<String>, bool)>,
     /// `--data`: the org's persistent copy.
     pub(crate) store: Mutex<Option<crate::persist::Persist>>,
+    /// Streaming API clients and their subscriptions.
+    pub(crate) bayeux: Mutex<super::streaming::Bayeux>,
 }
 
 impl Sandbox {
@@ -239,6 +244,7 @@ impl Sandbox {
             refreshed: Mutex::new(Default::default()),
             store: Mutex::new(None),
             bulk: Mutex::new(crate::bulk::jobs::Jobs::default()),
+            bayeux: Mutex::new(Default::default()),
         })
     }
 
