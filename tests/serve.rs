@@ -692,3 +692,70 @@ async fn a_signed_webhook_runs_the_job() {
     assert_eq!(read_jsonl(&dir.path().join("dst/customers.jsonl")).len(), 1);
     started.stop().await;
 }
+
+/// Salesforce announces its changes through Change Data Capture over the Streaming API: a
+/// manual-schedule job runs a pass on a create in the org alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_salesforce_change_pushes_a_pass() {
+    let (sb, sf) = crate::sf_common::sandbox().await;
+    let (sf_url, sf_tok) = (sf.instance_url_env.clone(), sf.token_env.clone().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("dst")).unwrap();
+    let text = format!(
+        r#"
+[store]
+dir = "state"
+[systems.crm]
+type = "salesforce"
+instance_url_env = "{sf_url}"
+token_env = "{sf_tok}"
+[systems.dst]
+type = "jsonl"
+dir = "dst"
+[jobs.accounts]
+pattern = "broadcast"
+systems = ["crm", "dst"]
+schedule = "manual"
+[jobs.accounts.sides.crm]
+object = "Account"
+fields = {{ name = "Name" }}
+[jobs.accounts.sides.dst]
+file = "accounts.jsonl"
+key = ["id"]
+fields = {{ name = "name" }}
+"#
+    );
+    let (started, api) = serve(dir.path(), &text).await;
+    // Until the feed has subscribed (its first handshake), nothing is announced.
+    for _ in 0..200 {
+        if sb.counters().get("streaming").copied().unwrap_or(0) >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sb.org
+        .lock()
+        .unwrap()
+        .create("Account", json!({"Name": "Pushed"}).as_object().unwrap())
+        .unwrap();
+    let file = dir.path().join("dst/accounts.jsonl");
+    let mut rows = Vec::new();
+    for _ in 0..200 {
+        rows = read_jsonl(&file);
+        if !rows.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let (_, runs) = api.get("/runs?job=accounts").await;
+    assert_eq!(rows.len(), 1, "{runs}");
+    assert_eq!(rows[0]["name"], "Pushed");
+    assert!(
+        runs.as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["trigger"] == "push"),
+        "{runs}"
+    );
+    started.stop().await;
+}

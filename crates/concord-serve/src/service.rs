@@ -249,14 +249,17 @@ impl Service {
         }
     }
 
-    /// Whether a system the job reads can announce its changes (PostgreSQL in trigger mode).
+    /// Whether a system the job reads can announce its changes: PostgreSQL in trigger mode,
+    /// Salesforce (Change Data Capture over the Streaming API).
     fn may_push(&self, name: &str) -> bool {
+        use concord_engine::config::SystemConfig;
         let j = &self.cfg.jobs[name];
-        j.systems.iter().any(|s| {
-            matches!(
-                self.cfg.systems.get(s),
-                Some(concord_engine::config::SystemConfig::Postgres(_))
-            ) && j.sides[s].sql_mode() == Some(concord_connector::sql::CaptureMode::Trigger)
+        j.systems.iter().any(|s| match self.cfg.systems.get(s) {
+            Some(SystemConfig::Postgres(_)) => {
+                j.sides[s].sql_mode() == Some(concord_connector::sql::CaptureMode::Trigger)
+            }
+            Some(SystemConfig::Salesforce(_)) => true,
+            _ => false,
         })
     }
 

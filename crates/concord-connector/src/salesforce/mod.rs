@@ -6,15 +6,17 @@
 //! conditional on `If-Unmodified-Since`; creates idempotent through an External ID field holding
 //! concord's entity id; OAuth client_credentials, refresh_token and JWT bearer; retries that
 //! cannot duplicate; a daily-limit guard; child records read with their parent through
-//! parent-to-child subqueries (`children`).
+//! parent-to-child subqueries (`children`); a change feed from Change Data Capture over the
+//! Streaming API (`stream`) for a service that runs passes on push.
 //!
 //! Files: `config` (the file schema and the runtime config), `client` (HTTP, auth, retries,
-//! limits), `read`, `write`, `soql` (literal escaping).
+//! limits), `read`, `write`, `stream` (CometD), `soql` (literal escaping).
 
 pub mod client;
 pub mod config;
 pub mod read;
 pub mod soql;
+pub mod stream;
 pub mod write;
 
 pub use config::{SalesforceChild, SalesforceConfig, SalesforceSide, SalesforceSystem};
@@ -47,7 +49,8 @@ pub struct ChildRel {
 pub struct SalesforceConnector {
     system: SystemId,
     cfg: SalesforceConfig,
-    client: client::Client,
+    /// Shared with the change feed's task (`stream`).
+    client: std::sync::Arc<client::Client>,
     fields: Vec<SfField>,
     children: Vec<ChildRel>,
 }
@@ -114,7 +117,8 @@ impl SalesforceConnector {
     }
 
     pub async fn connect(system: SystemId, cfg: SalesforceConfig) -> Result<Self, ConnectorError> {
-        let client = client::Client::connect(system.as_str(), cfg.clone()).await?;
+        let client =
+            std::sync::Arc::new(client::Client::connect(system.as_str(), cfg.clone()).await?);
         let d = client
             .call(
                 reqwest::Method::GET,
@@ -248,5 +252,10 @@ impl Connector for SalesforceConnector {
         keys: &[concord_model::model::Key],
     ) -> Result<Vec<crate::Change>, ConnectorError> {
         read::fetch(self, keys).await
+    }
+
+    /// Change Data Capture over the Streaming API (the object's channel and its children's).
+    async fn subscribe(&self) -> Result<Option<crate::ChangeFeed>, ConnectorError> {
+        stream::subscribe(self).await.map(Some)
     }
 }
