@@ -254,6 +254,9 @@ impl Service {
     fn may_push(&self, name: &str) -> bool {
         use concord_engine::config::SystemConfig;
         let j = &self.cfg.jobs[name];
+        if j.push == Some(false) {
+            return false;
+        }
         j.systems.iter().any(|s| match self.cfg.systems.get(s) {
             Some(SystemConfig::Postgres(_)) => {
                 j.sides[s].sql_mode() == Some(concord_connector::sql::CaptureMode::Trigger)

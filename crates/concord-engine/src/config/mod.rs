@@ -224,6 +224,10 @@ pub struct JobConfig {
     /// `POST /hooks/{job}` (HMAC-SHA256 of the body); without it the job takes no webhook.
     #[serde(default)]
     pub webhook_secret_env: Option<String>,
+    /// `concord serve`: run a pass when a system the job reads announces a change (PostgreSQL
+    /// trigger mode, Salesforce Change Data Capture); `false`: the schedule alone (default true).
+    #[serde(default)]
+    pub push: Option<bool>,
     /// Aggregate: the field that records, per field, the source it came from.
     #[serde(default)]
     pub provenance_field: Option<String>,
