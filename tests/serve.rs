@@ -759,3 +759,102 @@ fields = {{ name = "name" }}
     );
     started.stop().await;
 }
+
+/// `GET /jobs/{job}/records/{match-key}` on an aggregate job: the golden record with each
+/// field's source, from the store (as of the last pass) or read through (a pass first).
+#[tokio::test]
+async fn the_golden_record_of_a_match_key_with_its_provenance() {
+    let dir = tempfile::tempdir().unwrap();
+    for d in ["erp", "crm", "out"] {
+        std::fs::create_dir_all(dir.path().join(d)).unwrap();
+    }
+    write_jsonl(
+        &dir.path().join("erp/customers.jsonl"),
+        &[json!({"id": 1, "company": "Acme  Corp", "phone": "555"})],
+    );
+    write_jsonl(
+        &dir.path().join("crm/accounts.jsonl"),
+        &[json!({"id": "a", "company": "acme corp", "phone": "999", "city": "Paris"})],
+    );
+    let text = r#"
+[store]
+dir = "state"
+[systems.erp]
+type = "jsonl"
+dir = "erp"
+[systems.crm]
+type = "jsonl"
+dir = "crm"
+[systems.out]
+type = "jsonl"
+dir = "out"
+[jobs.golden]
+pattern = "aggregate"
+systems = ["erp", "crm", "out"]
+schedule = "manual"
+[jobs.golden.conflict]
+default = "priority:erp,crm"
+[jobs.golden.match]
+fields = [{ field = "company", normalize = "whitespace" }]
+[jobs.golden.sides.erp]
+file = "customers.jsonl"
+key = ["id"]
+fields = { company = "company", phone = "phone" }
+[jobs.golden.sides.crm]
+file = "accounts.jsonl"
+key = ["id"]
+fields = { company = "company", phone = "phone", city = "city" }
+[jobs.golden.sides.out]
+file = "golden.jsonl"
+key = ["id"]
+fields = { company = "company", phone = "phone", city = "city" }
+"#;
+    let (started, api) = serve(dir.path(), text).await;
+    let (_, r) = api.post("/jobs/golden/runs", json!({})).await;
+    assert_eq!(
+        api.finished(r["id"].as_str().unwrap()).await["state"],
+        "succeeded"
+    );
+    let (s, g) = api.get("/jobs/golden/records/ACME%20corp").await;
+    assert_eq!(s, 200, "{g}");
+    assert_eq!(g["record"]["phone"], "555", "the ERP first: {g}");
+    assert_eq!(g["record"]["city"], "Paris");
+    assert_eq!(g["provenance"]["phone"], "erp.customers.jsonl");
+    assert_eq!(g["provenance"]["city"], "crm.accounts.jsonl");
+    assert_eq!(g["freshness"], "store");
+    assert!(g["as_of_ms"].is_i64(), "{g}");
+    // A source changes: the store answers what the last pass saw; read through, the new value.
+    write_jsonl(
+        &dir.path().join("crm/accounts.jsonl"),
+        &[json!({"id": "a", "company": "acme corp", "phone": "999", "city": "Lyon"})],
+    );
+    assert_eq!(
+        api.get("/jobs/golden/records/acme%20corp").await.1["record"]["city"],
+        "Paris"
+    );
+    let (_, g) = api
+        .get("/jobs/golden/records/acme%20corp?freshness=read_through")
+        .await;
+    assert_eq!(
+        (g["record"]["city"].as_str(), g["freshness"].as_str()),
+        (Some("Lyon"), Some("read_through")),
+        "{g}"
+    );
+    assert_eq!(api.get("/jobs/golden/records/initech").await.0, 404);
+    assert_eq!(
+        api.get("/jobs/golden/records/acme?freshness=live").await.0,
+        400
+    );
+    assert_eq!(
+        api.get("/jobs/golden/records/a%7Cb").await.0,
+        400,
+        "one match field"
+    );
+    // A source that cannot be read: read through refuses instead of answering stale.
+    std::fs::write(dir.path().join("crm/accounts.jsonl"), "{not json\n").unwrap();
+    let (s, e) = api
+        .get("/jobs/golden/records/acme%20corp?freshness=read_through")
+        .await;
+    assert_eq!(s, 502, "{e}");
+    started.stop().await;
+}

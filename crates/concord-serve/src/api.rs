@@ -24,6 +24,7 @@ fn fail(e: Error) -> Response {
         Error::NotFound(_) => StatusCode::NOT_FOUND,
         Error::Request(_) => StatusCode::BAD_REQUEST,
         Error::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+        Error::Upstream(_) => StatusCode::BAD_GATEWAY,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     (status, Json(json!({"error": e.to_string()}))).into_response()
@@ -60,6 +61,7 @@ pub fn router(s: St) -> Router {
         .route("/jobs", get(jobs))
         .route("/jobs/{job}/runs", post(run_job).get(job_runs))
         .route("/jobs/{job}/reconcile", post(reconcile))
+        .route("/jobs/{job}/records/{key}", get(golden))
         .route("/runs", get(all_runs))
         .route("/runs/{id}", get(run))
         .route("/conflicts", get(conflicts))
@@ -360,4 +362,37 @@ async fn hook(
     }
     let run = s.push(&job, Trigger::Webhook);
     (StatusCode::ACCEPTED, Json(json!({"job": job, "run": run}))).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Freshness {
+    /// `store` (default: as of the last pass) or `read_through` (a pass first).
+    freshness: Option<String>,
+}
+
+/// `GET /jobs/{job}/records/{match-key}` (aggregate jobs): the golden record with its per-field
+/// provenance; a composite key's values separated by `|`.
+async fn golden(
+    State(s): State<St>,
+    Path((job, key)): Path<(String, String)>,
+    Query(q): Query<Freshness>,
+) -> Response {
+    let read_through = match q.freshness.as_deref() {
+        None | Some("store") => false,
+        Some("read_through") => true,
+        Some(other) => {
+            return fail(Error::Request(format!(
+                "freshness is `store` or `read_through`, not `{other}`"
+            )))
+        }
+    };
+    let values: Vec<&str> = key.split('|').collect();
+    match s.golden(&job, &values, read_through).await {
+        Ok(Some(v)) => Json(v).into_response(),
+        Ok(None) => fail(Error::NotFound(format!(
+            "no golden record of job `{job}` has the match key `{key}`"
+        ))),
+        Err(e) => fail(e),
+    }
 }

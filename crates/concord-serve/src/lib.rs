@@ -39,6 +39,9 @@ pub enum Error {
     /// The configuration does not suit the service (a bad schedule, no API token).
     #[error("{0}")]
     Setup(String),
+    /// A system the answer needs could not be read.
+    #[error("{0}")]
+    Upstream(String),
     /// The store is served by another process.
     #[error("{0}")]
     Busy(String),

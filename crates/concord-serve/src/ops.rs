@@ -239,3 +239,89 @@ pub async fn reconcile(
         before,
     })
 }
+
+/// A value as JSON for the API: text, booleans and integers as themselves, a decimal as a number
+/// when a JSON number holds it exactly (else its text), dates and times as ISO text, nested
+/// data as it is, bytes as hex.
+pub fn value_json(v: &Value) -> J {
+    match v {
+        Value::Null => J::Null,
+        Value::Bool(b) => J::Bool(*b),
+        Value::Int(i) => json!(i),
+        Value::Decimal(d) => {
+            let text = d.to_string();
+            match text
+                .parse::<f64>()
+                .ok()
+                .and_then(|f| Value::from_f64(f).ok().map(|b| (f, b)))
+            {
+                Some((f, back)) if back == *v => json!(f),
+                _ => J::String(text),
+            }
+        }
+        Value::Json(j) => j.clone(),
+        Value::Bytes(b) => J::String(b.iter().map(|x| format!("{x:02x}")).collect()),
+        other => J::String(other.plain_text()),
+    }
+}
+
+/// An aggregate job's golden record for a match key (`values`: one per match field, in the
+/// job's order), as the store holds it after the last pass: the fields and, per field, the
+/// system its value came from. `None`: no golden record has that key.
+pub fn golden_record(
+    job: &SyncJob,
+    state: &StateStore,
+    values: &[&str],
+) -> Result<Option<J>, Error> {
+    let spec = job
+        .options
+        .matching
+        .as_ref()
+        .filter(|_| job.is_aggregate())
+        .ok_or_else(|| Error::Request(format!("job `{}` is not an aggregate job", job.name)))?;
+    if values.len() != spec.fields.len() {
+        return Err(Error::Request(format!(
+            "job `{}` matches on {} field(s) ({}): give one value each, separated by `|`",
+            job.name,
+            spec.fields.len(),
+            spec.fields
+                .iter()
+                .map(|f| f.field.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let mut key = concord_model::model::Fields::new();
+    for (f, v) in spec.fields.iter().zip(values) {
+        key.set(f.field.as_str(), Value::text(*v));
+    }
+    let Some(hash) = spec.hash(&key) else {
+        return Err(Error::Request("an empty match key matches nothing".into()));
+    };
+    let Some(entity) = state.match_entry(&job.name, &hash)?.and_then(|m| m.entity) else {
+        return Ok(None);
+    };
+    let entity = EntityId(entity);
+    let Some(head) = state.head(&entity)? else {
+        return Ok(None);
+    };
+    let Some(content) = head.content.as_ref() else {
+        return Ok(None); // deleted: no source holds it any more
+    };
+    let mut record = serde_json::Map::new();
+    let mut provenance = serde_json::Map::new();
+    for (name, v) in content.iter() {
+        record.insert(name.to_string(), value_json(v));
+        if let Some(s) = head.origin_of(name) {
+            provenance.insert(name.to_string(), J::String(s.to_string()));
+        }
+    }
+    Ok(Some(json!({
+        "job": job.name,
+        "match_key": values,
+        "entity": entity.to_hex(),
+        "record": record,
+        "provenance": provenance,
+        "modified_ms": head.modstamp.map(|t| t.millis()),
+    })))
+}
