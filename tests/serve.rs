@@ -757,6 +757,33 @@ fields = {{ name = "name" }}
             .all(|r| r["trigger"] == "push"),
         "{runs}"
     );
+    // The write's end-to-end lag (Salesforce keeps modification times) and the org's API
+    // usage share are in the metrics.
+    let m = api
+        .c
+        .get(format!("{}/metrics", api.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("concord_lag_writes_total{job=\"accounts\",system=\"dst.accounts.jsonl\"} 1"),
+        "{m}"
+    );
+    let lag: f64 = m
+        .lines()
+        .find(|l| l.starts_with("concord_lag_max_seconds{job=\"accounts\""))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{m}"));
+    assert!((0.0..5.0).contains(&lag), "{lag}");
+    assert!(
+        m.contains("concord_api_usage_ratio{system=\"crm.Account\"}"),
+        "{m}"
+    );
     started.stop().await;
 }
 

@@ -276,6 +276,13 @@ pub trait Connector: Send + Sync {
         Ok(None)
     }
 
+    /// The system's own API budget as it last reported it: (used, limit) — Salesforce's daily
+    /// API requests (`Sforce-Limit-Info`). `None`: the system has no such limit, or has not
+    /// said yet.
+    fn api_usage(&self) -> Option<(u64, u64)> {
+        None
+    }
+
     /// The current content of the records with these keys (a point read, used when a record
     /// read earlier must be looked at again: correlate's late matches). One change per key, in
     /// order; a key without a record comes back as a delete.

@@ -49,6 +49,10 @@ pub struct Metrics {
     pub delete_guard_stops: Family<JobLabel, Counter>,
     pub conflicts_open: Family<JobLabel, Gauge>,
     pub outbox: Family<SystemLabel, Gauge>,
+    pub lag_seconds: Family<JobSystem, Counter<f64, std::sync::atomic::AtomicU64>>,
+    pub lag_writes: Family<JobSystem, Counter>,
+    pub lag_max: Family<JobSystem, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub api_usage: Family<SystemLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
 
 impl Default for Metrics {
@@ -69,6 +73,10 @@ impl Metrics {
             delete_guard_stops: Family::default(),
             conflicts_open: Family::default(),
             outbox: Family::default(),
+            lag_seconds: Family::default(),
+            lag_writes: Family::default(),
+            lag_max: Family::default(),
+            api_usage: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -111,6 +119,26 @@ impl Metrics {
             "Writes waiting in a system's outbox",
             m.outbox.clone(),
         );
+        registry.register(
+            "lag_seconds",
+            "End-to-end lag of writes, summed: from the change's modification time at its source to the write's acknowledgement (rate of this over the rate of lag_writes is the mean lag)",
+            m.lag_seconds.clone(),
+        );
+        registry.register(
+            "lag_writes",
+            "Writes whose end-to-end lag was measured (their source keeps modification times)",
+            m.lag_writes.clone(),
+        );
+        registry.register(
+            "lag_max_seconds",
+            "The largest end-to-end lag of the last pass that wrote to the system",
+            m.lag_max.clone(),
+        );
+        registry.register(
+            "api_usage_ratio",
+            "Share of the system's own daily API limit used, as it last reported it (Salesforce Sforce-Limit-Info)",
+            m.api_usage.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -125,6 +153,15 @@ impl Metrics {
         }
         for (s, n) in &r.written {
             self.written.get_or_create(&js(s)).inc_by(*n);
+        }
+        for (s, l) in &r.lag {
+            self.lag_seconds
+                .get_or_create(&js(s))
+                .inc_by(l.sum_ms as f64 / 1000.0);
+            self.lag_writes.get_or_create(&js(s)).inc_by(l.count);
+            self.lag_max
+                .get_or_create(&js(s))
+                .set(l.max_ms as f64 / 1000.0);
         }
         let j = JobLabel {
             job: job.to_string(),
@@ -163,6 +200,22 @@ mod tests {
         let mut r = SyncReport::default();
         r.read.insert("erp.customers".into(), 3);
         r.written.insert("crm.Account".into(), 2);
+        r.lag.insert(
+            "crm.Account".into(),
+            concord_engine::engine::Lag {
+                count: 2,
+                sum_ms: 3000,
+                max_ms: 2500,
+            },
+        );
+        r.lag.insert(
+            "crm.Account".into(),
+            concord_engine::engine::Lag {
+                count: 2,
+                sum_ms: 3000,
+                max_ms: 2500,
+            },
+        );
         m.pass("customers", &r, 0.5);
         m.outcome("customers", "succeeded");
         m.outbox
@@ -191,5 +244,12 @@ mod tests {
             t.contains("concord_outbox_depth{system=\"crm.Account\"} 4"),
             "{t}"
         );
+        for want in [
+            "concord_lag_seconds_total{job=\"customers\",system=\"crm.Account\"} 3.0",
+            "concord_lag_writes_total{job=\"customers\",system=\"crm.Account\"} 2",
+            "concord_lag_max_seconds{job=\"customers\",system=\"crm.Account\"} 2.5",
+        ] {
+            assert!(t.contains(want), "{want} in {t}");
+        }
     }
 }

@@ -418,6 +418,16 @@ impl Service {
         if !dry {
             self.metrics.pass(name, &r, secs);
         }
+        for c in &job.systems {
+            if let Some((used, max)) = c.api_usage().filter(|(_, m)| *m > 0) {
+                self.metrics
+                    .api_usage
+                    .get_or_create(&SystemLabel {
+                        system: c.system().to_string(),
+                    })
+                    .set(used as f64 / max as f64);
+            }
+        }
         let mut report = ops::report_json(name, &r, secs);
         let mut state = if !r.held_deletes.is_empty() {
             RunState::Held

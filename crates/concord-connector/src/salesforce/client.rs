@@ -24,6 +24,8 @@ pub struct Client {
     system: String,
     /// API calls this client made (every HTTP request, retries and token requests included).
     pub calls: AtomicU64,
+    /// The org's daily API usage as its last answer gave it (`Sforce-Limit-Info`): used, max.
+    pub usage: Mutex<Option<(u64, u64)>>,
     jitter: AtomicU64,
 }
 
@@ -114,6 +116,7 @@ impl Client {
             cfg: cfg.clone(),
             system: system.into(),
             calls: AtomicU64::new(0),
+            usage: Mutex::new(None),
             jitter: AtomicU64::new(0x2545_F491_4F6C_DD1D),
         };
         match cfg.token_env.as_deref().and_then(env) {
@@ -446,6 +449,7 @@ impl Client {
                     Some((u.trim().parse::<u64>().ok()?, m.trim().parse::<u64>().ok()?))
                 });
             if let Some((used, max)) = usage {
+                *self.usage.lock().expect("usage") = Some((used, max));
                 if max > 0 && used as f64 >= self.cfg.max_limit_share * max as f64 {
                     return Err(self.err(
                         format!(

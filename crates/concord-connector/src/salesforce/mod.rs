@@ -254,6 +254,10 @@ impl Connector for SalesforceConnector {
         read::fetch(self, keys).await
     }
 
+    fn api_usage(&self) -> Option<(u64, u64)> {
+        *self.client.usage.lock().expect("usage")
+    }
+
     /// Change Data Capture over the Streaming API (the object's channel and its children's).
     async fn subscribe(&self) -> Result<Option<crate::ChangeFeed>, ConnectorError> {
         stream::subscribe(self).await.map(Some)

@@ -241,6 +241,10 @@ impl Connector for MappedConnector {
         self.inner.creates_idempotent()
     }
 
+    fn api_usage(&self) -> Option<(u64, u64)> {
+        self.inner.api_usage()
+    }
+
     /// The system's own announcements (a hint only: what changed is read through the mapping).
     async fn subscribe(&self) -> Result<Option<concord_connector::ChangeFeed>, ConnectorError> {
         self.inner.subscribe().await

@@ -9,7 +9,8 @@ mod pass;
 mod repair;
 
 pub use pass::{
-    DeleteGuard, Engine, HeldDeletes, JobOptions, Planned, Role, SyncJob, SyncReport, DEFAULT_CHUNK,
+    DeleteGuard, Engine, HeldDeletes, JobOptions, Lag, Planned, Role, SyncJob, SyncReport,
+    DEFAULT_CHUNK,
 };
 
 use concord_connector::ConnectorError;

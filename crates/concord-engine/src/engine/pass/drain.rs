@@ -183,7 +183,7 @@ impl Engine {
             // Never existed there: nothing to delete.
             (None, None) => return Ok(Owed::Tombstone(target)),
         };
-        Ok(Owed::Write(op, target))
+        Ok(Owed::Write(op, target, head.modstamp))
     }
 
     /// Writes `conn`'s outbox (only `only`'s entities when given; deletes left marked with
@@ -204,6 +204,7 @@ impl Engine {
         }
         let conditional = job.role(&sys).read;
         let mut stale = Vec::new();
+        let mut sources = std::collections::HashMap::new();
         for chunk in pending.chunks(job.batch_size.max(1)) {
             let mut cp = self.state.checkpoint();
             let mut ops = Vec::new();
@@ -217,8 +218,9 @@ impl Engine {
                         cp.put_snapshot(&sys, entity, &target);
                         cp.outbox_remove(&sys, entity);
                     }
-                    Owed::Write(op, target) => {
+                    Owed::Write(op, target, source) => {
                         ops.push(op);
+                        sources.insert(*entity, source);
                         heads.push((*entity, target, entry.clone()));
                     }
                 }
@@ -244,7 +246,10 @@ impl Engine {
                     marked: true,
                 };
                 for ((entity, head, entry), res) in heads.into_iter().zip(results) {
-                    if let Some(e) = how.settle(&mut cp, &sys, entity, &head, entry, res, report) {
+                    let source = sources.remove(&entity).flatten();
+                    if let Some(e) =
+                        how.settle(&mut cp, &sys, entity, &head, entry, res, report, source)
+                    {
                         stale.push(e);
                     }
                 }
@@ -278,13 +283,17 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let sys = conn.system().clone();
         let mut queue = Vec::new();
+        let mut sources = std::collections::HashMap::new();
         for (entity, entry) in cp.take_outbox(&sys)? {
             let parts = self.state.entity_parts(Some(cp), &entity, &sys)?;
             match self.owed(job, &sys, true, &entity, parts)? {
                 Owed::Settled => {}
                 Owed::Held => cp.outbox_put(&sys, &entity, &entry),
                 Owed::Tombstone(target) => cp.put_snapshot(&sys, &entity, &target),
-                Owed::Write(op, target) => queue.push((op, (entity, target, entry))),
+                Owed::Write(op, target, source) => {
+                    sources.insert(entity, source);
+                    queue.push((op, (entity, target, entry)));
+                }
             }
         }
         let how = Settle {
@@ -313,7 +322,8 @@ impl Engine {
             };
             for ((entity, head, entry), res) in heads.into_iter().zip(results) {
                 // (A write-only target's writes are not conditional: never stale.)
-                let _ = how.settle(cp, &sys, entity, &head, entry, res, report);
+                let source = sources.remove(&entity).flatten();
+                let _ = how.settle(cp, &sys, entity, &head, entry, res, report, source);
             }
         }
     }
@@ -328,7 +338,7 @@ enum Owed {
     /// Nothing existed there to delete: the snapshot records the tombstone, the mark goes.
     Tombstone(Version),
     /// This write, and the version the system holds once it succeeds.
-    Write(WriteOp, Version),
+    Write(WriteOp, Version, Option<Timestamp>),
 }
 
 fn check_results(
@@ -366,6 +376,7 @@ impl Settle {
         entry: OutboxEntry,
         res: WriteResult,
         report: &mut SyncReport,
+        source: Option<Timestamp>,
     ) -> Option<EntityId> {
         match res {
             WriteResult::Ok { key } => {
@@ -378,6 +389,10 @@ impl Settle {
                     cp.outbox_remove(sys, &entity);
                 }
                 *report.written.entry(sys.to_string()).or_default() += 1;
+                if let Some(t) = source {
+                    let ms = (Timestamp::now().millis() - t.millis()).max(0) as u64;
+                    report.lag.entry(sys.to_string()).or_default().add(ms);
+                }
                 None
             }
             WriteResult::Err {

@@ -138,6 +138,24 @@ impl Default for DeleteGuard {
     }
 }
 
+/// End-to-end lag of the writes to one system: from the change's modification time in the
+/// system it came from (its clock) to the write's acknowledgement here. Writes of versions
+/// without a modification time (files, SQL scan mode) are not counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Lag {
+    pub count: u64,
+    pub sum_ms: u64,
+    pub max_ms: u64,
+}
+
+impl Lag {
+    pub fn add(&mut self, ms: u64) {
+        self.count += 1;
+        self.sum_ms += ms;
+        self.max_ms = self.max_ms.max(ms);
+    }
+}
+
 /// Deletes the guard held back in one system.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HeldDeletes {
@@ -215,6 +233,8 @@ pub struct SyncReport {
     /// The delete guard stopped the pass before it wrote anything (a dry run: would stop), per
     /// system whose deletes exceed the limits; the deletes stay queued.
     pub held_deletes: BTreeMap<String, HeldDeletes>,
+    /// Per system written: the end-to-end lag of its writes.
+    pub lag: BTreeMap<String, Lag>,
 }
 
 impl SyncReport {
