@@ -63,6 +63,17 @@ impl Api {
     async fn get(&self, path: &str) -> (u16, J) {
         self.call(reqwest::Method::GET, path, None).await
     }
+    async fn metrics(&self) -> String {
+        self.c
+            .get(format!("{}/metrics", self.base))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
     async fn post(&self, path: &str, body: J) -> (u16, J) {
         self.call(reqwest::Method::POST, path, Some(body)).await
     }
@@ -224,16 +235,7 @@ async fn jobs_run_on_request_and_the_api_reports_them() {
     assert_eq!(jobs[0]["runs"].as_array().unwrap().len(), 2);
     let (_, status) = api.get("/status").await;
     assert_eq!(status[0]["last_run"]["status"], "ok", "{status}");
-    let m = api
-        .c
-        .get(format!("{}/metrics", api.base))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = api.metrics().await;
     assert!(
         m.contains(
             "concord_records_written_total{job=\"customers\",system=\"dst.customers.jsonl\"} 25"
@@ -759,16 +761,7 @@ fields = {{ name = "name" }}
     );
     // The write's end-to-end lag (Salesforce keeps modification times) and the org's API
     // usage share are in the metrics.
-    let m = api
-        .c
-        .get(format!("{}/metrics", api.base))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = api.metrics().await;
     assert!(
         m.contains("concord_lag_writes_total{job=\"accounts\",system=\"dst.accounts.jsonl\"} 1"),
         "{m}"
