@@ -111,6 +111,46 @@ async fn serve(dir: &Path, text: &str) -> (concord::serve::Started, Api) {
     (started, api)
 }
 
+/// A bidirectional job between two JSONL files whose field conflicts wait for a person.
+const PEOPLE: &str = r#"
+[store]
+dir = "state"
+[systems.a]
+type = "jsonl"
+dir = "a"
+[systems.b]
+type = "jsonl"
+dir = "b"
+[jobs.people]
+pattern = "bidirectional"
+systems = ["a", "b"]
+schedule = "manual"
+[jobs.people.conflict]
+default = "manual"
+[jobs.people.sides.a]
+file = "people.jsonl"
+key = ["id"]
+fields = { id = "id", city = "city" }
+[jobs.people.sides.b]
+file = "people.jsonl"
+key = ["id"]
+fields = { id = "id", city = "city" }
+"#;
+
+/// The service on [`PEOPLE`], file `a` holding one person in Paris.
+async fn people() -> (tempfile::TempDir, concord::serve::Started, Api) {
+    let dir = tempfile::tempdir().unwrap();
+    for d in ["a", "b"] {
+        std::fs::create_dir_all(dir.path().join(d)).unwrap();
+    }
+    write_jsonl(
+        &dir.path().join("a/people.jsonl"),
+        &[json!({"id": 1, "city": "Paris"})],
+    );
+    let (started, api) = serve(dir.path(), PEOPLE).await;
+    (dir, started, api)
+}
+
 const BROADCAST: &str = r#"
 [store]
 dir = "state"
@@ -302,39 +342,7 @@ async fn a_scheduled_job_runs_on_its_own() {
 
 #[tokio::test]
 async fn a_parked_conflict_is_resolved_over_the_api_and_written() {
-    let dir = tempfile::tempdir().unwrap();
-    for d in ["a", "b"] {
-        std::fs::create_dir_all(dir.path().join(d)).unwrap();
-    }
-    let text = r#"
-[store]
-dir = "state"
-[systems.a]
-type = "jsonl"
-dir = "a"
-[systems.b]
-type = "jsonl"
-dir = "b"
-[jobs.people]
-pattern = "bidirectional"
-systems = ["a", "b"]
-schedule = "manual"
-[jobs.people.conflict]
-default = "manual"
-[jobs.people.sides.a]
-file = "people.jsonl"
-key = ["id"]
-fields = { id = "id", city = "city" }
-[jobs.people.sides.b]
-file = "people.jsonl"
-key = ["id"]
-fields = { id = "id", city = "city" }
-"#;
-    write_jsonl(
-        &dir.path().join("a/people.jsonl"),
-        &[json!({"id": 1, "city": "Paris"})],
-    );
-    let (started, api) = serve(dir.path(), text).await;
+    let (dir, started, api) = people().await;
     let api = &api;
     let run = || async move {
         let (_, r) = api.post("/jobs/people/runs", json!({})).await;
@@ -876,5 +884,139 @@ fields = { company = "company", phone = "phone", city = "city" }
         .get("/jobs/golden/records/acme%20corp?freshness=read_through")
         .await;
     assert_eq!(s, 502, "{e}");
+    started.stop().await;
+}
+
+/// The web console over HTTP: sign-in with the API token (a session cookie), the dashboard, a
+/// parked conflict shown escaped and resolved by its form (the CSRF token checked), the run
+/// that writes it, its report page.
+#[tokio::test]
+async fn the_console_shows_jobs_and_resolves_a_conflict_with_csrf() {
+    let (dir, started, api) = people().await;
+    let c = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let base = api.base.clone();
+    // Not signed in: to the sign-in page; a wrong token is refused.
+    let r = c.get(format!("{base}/console")).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/console/login");
+    let r = c
+        .post(format!("{base}/console/login"))
+        .form(&[("token", "nope")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = c
+        .post(format!("{base}/console/login"))
+        .form(&[("token", TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let cookie = cookie.split(';').next().unwrap().to_string();
+    let page = |path: &'static str| {
+        let (c, base, cookie) = (c.clone(), base.clone(), cookie.clone());
+        async move {
+            let r = c
+                .get(format!("{base}{path}"))
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{path}");
+            r.text().await.unwrap()
+        }
+    };
+    let html = page("/console").await;
+    assert!(
+        html.contains("id=\"job-people\"") && html.contains("Run now") && html.contains("manual"),
+        "{html}"
+    );
+
+    // A conflict, one side's value with markup in it.
+    api.post("/jobs/people/runs", json!({})).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    write_jsonl(
+        &dir.path().join("a/people.jsonl"),
+        &[json!({"id": 1, "city": "Lyon"})],
+    );
+    write_jsonl(
+        &dir.path().join("b/people.jsonl"),
+        &[json!({"id": 1, "city": "<b>Nice</b>"})],
+    );
+    let (_, r) = api.post("/jobs/people/runs", json!({})).await;
+    assert_eq!(
+        api.finished(r["id"].as_str().unwrap()).await["report"]["conflicts_parked"],
+        1
+    );
+    let html = page("/console/conflicts").await;
+    assert!(
+        html.contains("&lt;b&gt;Nice&lt;&#x2f;b&gt;") && !html.contains("<b>Nice</b>"),
+        "escaped: {html}"
+    );
+    let field = |name: &str| {
+        let pattern = format!("name=\"{name}\" value=\"");
+        let at = html.find(&pattern).unwrap() + pattern.len();
+        // As a browser reads the attribute: entities decoded.
+        html[at..].split('"').next().unwrap().replace("&#x2f;", "/")
+    };
+    let (csrf, id) = (field("csrf"), field("id"));
+    let resolve = |csrf: String| {
+        let (c, base, cookie, id) = (c.clone(), base.clone(), cookie.clone(), id.clone());
+        async move {
+            c.post(format!("{base}/console/conflicts/resolve"))
+                .header("cookie", cookie)
+                .form(&[("csrf", csrf.as_str()), ("id", id.as_str()), ("take", "a")])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(resolve("forged".into()).await.status(), 403);
+    let r = c
+        .post(format!("{base}/console/conflicts/resolve"))
+        .form(&[("csrf", csrf.as_str()), ("id", id.as_str()), ("take", "a")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "no session: to sign-in");
+    assert_eq!(r.headers()["location"], "/console/login");
+    let r = resolve(csrf.clone()).await;
+    assert_eq!(r.status(), 303);
+    // The run it queued writes a's value everywhere.
+    let mut done = false;
+    for _ in 0..100 {
+        let b = read_jsonl(&dir.path().join("b/people.jsonl"));
+        if b[0]["city"] == "Lyon" {
+            done = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    assert!(done, "resolution written");
+    assert!(page("/console/conflicts")
+        .await
+        .contains("id=\"no-conflicts\""));
+    let (_, runs) = api.get("/runs?job=people").await;
+    let last = runs[0]["id"].as_str().unwrap().to_string();
+    let r = c
+        .get(format!("{base}/console/runs/{last}"))
+        .header("cookie", cookie.clone())
+        .send()
+        .await
+        .unwrap();
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains("id=\"run-state\"") && html.contains("b.people.jsonl"),
+        "{html}"
+    );
     started.stop().await;
 }

@@ -31,7 +31,7 @@ fn fail(e: Error) -> Response {
 }
 
 /// Equal without an early exit (a token is not guessed byte by byte from answer times).
-fn same(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -73,6 +73,8 @@ pub fn router(s: St) -> Router {
         // Signed by the caller instead of carrying the token (see `hook`).
         .route("/hooks/{job}", post(hook))
         .merge(guarded)
+        // The console signs in with the token and keeps a session cookie (see `console`).
+        .merge(crate::console::router())
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,

@@ -5,9 +5,11 @@
 //!
 //! Files: `ops` (what the CLI prints and the API answers: run reports, verification, status,
 //! conflicts, reconcile), `lock` (one service per store), `schedule`, `runs` (the run
-//! registry), `metrics`, `service` (workers, triggers, shutdown), `api` (routes and auth).
+//! registry), `metrics`, `service` (workers, triggers, shutdown), `api` (routes and auth),
+//! `console` (the web console: HTML templates in `console/`).
 
 pub mod api;
+pub mod console;
 pub mod lock;
 pub mod metrics;
 pub mod ops;

@@ -59,6 +59,10 @@ pub struct Service {
     pass: tokio::sync::Mutex<()>,
     stop: Arc<AtomicBool>,
     pub(crate) token: String,
+    /// Console sessions: id → CSRF token.
+    pub(crate) console_sessions: Mutex<BTreeMap<String, String>>,
+    /// The last reconcile of each job (the console shows its drift).
+    pub(crate) last_reconcile: Mutex<BTreeMap<String, serde_json::Value>>,
     _lock: ServeLock,
 }
 
@@ -123,6 +127,8 @@ pub async fn start(cfg: Config, state: StateStore, opts: ServeOptions) -> Result
         pass: tokio::sync::Mutex::new(()),
         stop: Arc::new(AtomicBool::new(false)),
         token,
+        console_sessions: Mutex::new(BTreeMap::new()),
+        last_reconcile: Mutex::new(BTreeMap::new()),
         _lock: lock,
     });
     service.refresh_gauges();
@@ -164,6 +170,24 @@ impl Service {
     /// passes, such as resolving a conflict.
     pub async fn pass_guard(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.pass.lock().await
+    }
+
+    /// A new console session: its id (the cookie) and CSRF token, both unguessable (keyed by
+    /// the API token, a counter and the time).
+    pub(crate) fn new_console_session(&self) -> (String, String) {
+        let mut sessions = self.console_sessions.lock().expect("sessions");
+        let n = sessions.len() as u64;
+        let seed = format!(
+            "{}/{n}/{:?}/{}",
+            self.token,
+            std::time::SystemTime::now(),
+            std::process::id()
+        );
+        let id = blake3::derive_key("concord console session", seed.as_bytes());
+        let csrf = blake3::derive_key("concord console csrf", seed.as_bytes());
+        let (id, csrf) = (hex(&id), hex(&csrf));
+        sessions.insert(id.clone(), csrf.clone());
+        (id, csrf)
     }
 
     /// Whether the service is stopping (no run starts any more).
@@ -515,6 +539,10 @@ impl Service {
         self.refresh_gauges();
         let mut out = r.report;
         out["drift_left"] = serde_json::json!(r.left);
+        self.last_reconcile
+            .lock()
+            .expect("reconcile")
+            .insert(name.to_string(), out.clone());
         out["held_deletes"] = serde_json::json!(r
             .held
             .iter()
@@ -552,4 +580,8 @@ impl Service {
                 .set(open as i64);
         }
     }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
