@@ -12,13 +12,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-const TOKEN: &str = "serve-test-token-0123456789";
+pub(crate) const TOKEN: &str = "serve-test-token-0123456789";
 
 fn token_env() -> String {
     crate::sf_common::env_var("CONCORD_TEST_API_TOKEN", TOKEN)
 }
 
-fn write_jsonl(path: &Path, rows: &[J]) {
+pub(crate) fn write_jsonl(path: &Path, rows: &[J]) {
     let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
     std::fs::write(path, text).unwrap();
 }
@@ -41,8 +41,8 @@ fn setup(dir: &Path, text: &str) -> (Config, StateStore) {
     (cfg, state)
 }
 
-struct Api {
-    base: String,
+pub(crate) struct Api {
+    pub(crate) base: String,
     c: reqwest::Client,
 }
 
@@ -60,7 +60,7 @@ impl Api {
         let t = r.text().await.unwrap();
         (s, serde_json::from_str(&t).unwrap_or(J::String(t)))
     }
-    async fn get(&self, path: &str) -> (u16, J) {
+    pub(crate) async fn get(&self, path: &str) -> (u16, J) {
         self.call(reqwest::Method::GET, path, None).await
     }
     async fn metrics(&self) -> String {
@@ -74,11 +74,11 @@ impl Api {
             .await
             .unwrap()
     }
-    async fn post(&self, path: &str, body: J) -> (u16, J) {
+    pub(crate) async fn post(&self, path: &str, body: J) -> (u16, J) {
         self.call(reqwest::Method::POST, path, Some(body)).await
     }
     /// Polls a run until it has finished; its final state.
-    async fn finished(&self, id: &str) -> J {
+    pub(crate) async fn finished(&self, id: &str) -> J {
         for _ in 0..300 {
             let (s, r) = self.get(&format!("/runs/{id}")).await;
             assert_eq!(s, 200, "{r}");
@@ -138,7 +138,7 @@ fields = { id = "id", city = "city" }
 "#;
 
 /// The service on [`PEOPLE`], file `a` holding one person in Paris.
-async fn people() -> (tempfile::TempDir, concord::serve::Started, Api) {
+pub(crate) async fn people() -> (tempfile::TempDir, concord::serve::Started, Api) {
     let dir = tempfile::tempdir().unwrap();
     for d in ["a", "b"] {
         std::fs::create_dir_all(dir.path().join(d)).unwrap();

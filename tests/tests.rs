@@ -10,6 +10,7 @@ mod bundles_cli;
 mod cli;
 mod config_options;
 mod connector_compliance;
+mod console_browser;
 mod crash_patterns;
 mod engine;
 mod files_connector;
