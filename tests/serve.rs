@@ -1020,3 +1020,98 @@ async fn the_console_shows_jobs_and_resolves_a_conflict_with_csrf() {
     );
     started.stop().await;
 }
+
+/// MariaDB under the service: no announcements there (column mode), so the job's schedule
+/// polls; a row inserted in MariaDB reaches the sandbox's Account on the next scheduled pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mariadb_job_runs_on_its_schedule_into_salesforce() {
+    const MY: &str = "mysql://root@127.0.0.1:3306/test";
+    let my = match sqlx::MySqlPool::connect(MY).await {
+        Ok(p) => p,
+        Err(e) => {
+            assert!(
+                std::env::var("CONCORD_REQUIRE_SERVICES").as_deref() != Ok("1"),
+                "MariaDB unreachable: {e}"
+            );
+            eprintln!("skipped: MariaDB unreachable ({e})");
+            return;
+        }
+    };
+    let table = format!("serve_my_{}", std::process::id());
+    for s in [
+        format!("DROP TABLE IF EXISTS {table}"),
+        format!("CREATE TABLE {table} (id int primary key, name varchar(80), updated_at timestamp(3) not null default current_timestamp(3) on update current_timestamp(3))"),
+        format!("INSERT INTO {table} (id, name) VALUES (1, 'First Co')"),
+    ] {
+        sqlx::raw_sql(&s).execute(&my).await.unwrap();
+    }
+    let (sb, sf) = crate::sf_common::sandbox().await;
+    let (sf_url, sf_tok) = (sf.instance_url_env.clone(), sf.token_env.clone().unwrap());
+    let url = crate::sf_common::env_var("SERVE_MY_URL", MY);
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        r#"
+[store]
+dir = "state"
+[systems.erp]
+type = "mysql"
+url_env = "{url}"
+[systems.crm]
+type = "salesforce"
+instance_url_env = "{sf_url}"
+token_env = "{sf_tok}"
+[jobs.accounts]
+pattern = "broadcast"
+systems = ["erp", "crm"]
+interval_secs = 1
+[jobs.accounts.sides.erp]
+table = "{table}"
+key = ["id"]
+mode = "column"
+updated_column = "updated_at"
+fields = {{ name = "name" }}
+[jobs.accounts.sides.crm]
+object = "Account"
+entity_id_field = "Concord_Id__c"
+fields = {{ name = "Name" }}
+"#
+    );
+    let (started, api) = serve(dir.path(), &text).await;
+    let names = || -> Vec<String> {
+        crate::sf_common::soql(&sb, "SELECT Name FROM Account ORDER BY Name")
+            .iter()
+            .map(|r| r["Name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let wait = |want: usize| async move {
+        for _ in 0..200 {
+            if names().len() >= want {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    };
+    wait(1).await;
+    assert_eq!(names(), ["First Co"]);
+    sqlx::raw_sql(&format!(
+        "INSERT INTO {table} (id, name) VALUES (2, 'Second Co')"
+    ))
+    .execute(&my)
+    .await
+    .unwrap();
+    wait(2).await;
+    assert_eq!(names(), ["First Co", "Second Co"]);
+    let (_, runs) = api.get("/runs?job=accounts").await;
+    assert!(
+        runs.as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["trigger"] == "schedule"),
+        "no push from MariaDB: {runs}"
+    );
+    started.stop().await;
+    sqlx::raw_sql(&format!("DROP TABLE IF EXISTS {table}"))
+        .execute(&my)
+        .await
+        .unwrap();
+}

@@ -43,7 +43,7 @@ pub struct Metrics {
     registry: Registry,
     pub read: Family<JobSystem, Counter>,
     pub written: Family<JobSystem, Counter>,
-    pub failed: Family<JobLabel, Counter>,
+    pub failed: Family<JobSystem, Counter>,
     pub pass_seconds: Family<JobLabel, Histogram, Buckets>,
     pub runs: Family<JobOutcome, Counter>,
     pub delete_guard_stops: Family<JobLabel, Counter>,
@@ -91,7 +91,7 @@ impl Metrics {
         );
         registry.register(
             "records_failed",
-            "Writes that failed and stay in the outbox, per job",
+            "Writes that failed and stay in the outbox, per job and system",
             m.failed.clone(),
         );
         registry.register(
@@ -166,7 +166,9 @@ impl Metrics {
         let j = JobLabel {
             job: job.to_string(),
         };
-        self.failed.get_or_create(&j).inc_by(r.failed);
+        for (s, n) in &r.failed_in {
+            self.failed.get_or_create(&js(s)).inc_by(*n);
+        }
         self.pass_seconds.get_or_create(&j).observe(seconds);
         if !r.held_deletes.is_empty() {
             self.delete_guard_stops.get_or_create(&j).inc();
@@ -200,6 +202,7 @@ mod tests {
         let mut r = SyncReport::default();
         r.read.insert("erp.customers".into(), 3);
         r.written.insert("crm.Account".into(), 2);
+        r.failed_in.insert("crm.Account".into(), 1);
         r.lag.insert(
             "crm.Account".into(),
             concord_engine::engine::Lag {
@@ -248,6 +251,7 @@ mod tests {
             "concord_lag_seconds_total{job=\"customers\",system=\"crm.Account\"} 3.0",
             "concord_lag_writes_total{job=\"customers\",system=\"crm.Account\"} 2",
             "concord_lag_max_seconds{job=\"customers\",system=\"crm.Account\"} 2.5",
+            "concord_records_failed_total{job=\"customers\",system=\"crm.Account\"} 1",
         ] {
             assert!(t.contains(want), "{want} in {t}");
         }

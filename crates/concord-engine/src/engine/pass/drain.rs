@@ -426,6 +426,7 @@ impl Settle {
             }
             WriteResult::Err { kind, message } => {
                 report.failed += 1;
+                *report.failed_in.entry(sys.to_string()).or_default() += 1;
                 tracing::warn!(system = %sys, entity = %entity, ?kind, %message, "write failed; kept in the outbox");
                 if matches!(kind, WriteErrorKind::Rejected | WriteErrorKind::NotApplied) {
                     // Certainly not written: no create to look for.

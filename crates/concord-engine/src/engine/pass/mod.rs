@@ -210,6 +210,8 @@ pub struct SyncReport {
     pub written: BTreeMap<String, u64>,
     /// Writes that failed and stay in the outbox.
     pub failed: u64,
+    /// The same, per system written.
+    pub failed_in: BTreeMap<String, u64>,
     /// Reads that matched what concord had written (no new version, nothing written back).
     pub echoes: u64,
     /// Conflicts decided by the policy.
