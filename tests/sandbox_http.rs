@@ -2167,6 +2167,38 @@ async fn streaming_api_delivers_change_events_with_replay_ids() {
         .collect();
     assert_eq!(replayed, ids[1..], "after N");
 
+    // Restored from the recycle bin: an UNDELETE event with the record's fields.
+    let r = c
+        .post(format!("{base}/admin/undelete"))
+        .json(&json!({"object": "Account", "id": a1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let got = post(
+        cometd.clone(),
+        json!([{"channel": "/meta/connect", "clientId": c2}]),
+    )
+    .await;
+    let undel = got
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["data"]["payload"]["ChangeEventHeader"]["changeType"] == "UNDELETE")
+        .unwrap_or_else(|| panic!("{got}"));
+    assert_eq!(undel["data"]["payload"]["Name"], "Before");
+    assert_eq!(
+        undel["data"]["payload"]["ChangeEventHeader"]["recordIds"],
+        json!([a1])
+    );
+    let r = c
+        .post(format!("{base}/admin/undelete"))
+        .json(&json!({"object": "Account", "id": a1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "not in the recycle bin any more");
+
     // Unknown client, no session, a retired version.
     let r = post(
         cometd.clone(),

@@ -157,6 +157,52 @@ impl Org {
         Ok(())
     }
 
+    /// Restores a record from the recycle bin (what a user does in the org's Recycle Bin, or
+    /// Apex `undelete`; the REST API has no such call): live again, stamped now, announced as
+    /// an `UNDELETE` change event with its fields.
+    pub fn undelete(&mut self, object: &str, id: &str) -> Result<String, SfError> {
+        let o = self.object(object)?.clone();
+        let id18 = ids::to18(id)
+            .filter(|i| ids::prefix(i) == Some(o.prefix()))
+            .ok_or_else(|| SfError::new(400, "MALFORMED_ID", format!("malformed id {id}")))?;
+        match self.records.get(&o.name).and_then(|m| m.get(&id18)) {
+            Some(r) if r.deleted => {}
+            Some(_) => {
+                return Err(SfError::new(
+                    400,
+                    "UNDELETE_FAILED",
+                    "Entity is not in the recycle bin",
+                ))
+            }
+            None => {
+                return Err(SfError::new(
+                    404,
+                    "NOT_FOUND",
+                    "The requested resource does not exist",
+                ))
+            }
+        }
+        let now = self.now();
+        let rec = self
+            .records
+            .get_mut(&o.name)
+            .and_then(|m| m.get_mut(&id18))
+            .expect("found above");
+        rec.deleted = false;
+        rec.fields.insert("IsDeleted".into(), J::Bool(false));
+        rec.fields.insert("SystemModstamp".into(), json!(now));
+        let sent: Map<String, J> = rec
+            .fields
+            .iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        self.index_record(&o.name, &id18, true);
+        self.emit_change(&o.name, &id18, "UNDELETE", sent);
+        self.dirty.insert((o.name, id18.clone()));
+        Ok(id18)
+    }
+
     /// Hard delete (Bulk API `hardDelete`): the record bypasses the recycle bin and is gone for
     /// good; only `getDeleted` still reports it. Works on live and recycle-bin records.
     pub fn hard_delete(&mut self, object: &str, id: &str) -> Result<(), SfError> {

@@ -1,5 +1,5 @@
 //! The admin API (not Salesforce's): call counters, faults, the clock, expiring sessions,
-//! emptying the recycle bin, reset.
+//! emptying the recycle bin, restoring a record from it, reset.
 
 use super::state::*;
 use crate::org::SfError;
@@ -51,6 +51,27 @@ pub(crate) async fn admin_empty_recycle_bin(State(sb): State<St>) -> Response {
         return err(SfError::new(500, "UNKNOWN_EXCEPTION", e.to_string()));
     }
     Json(json!({"purged": n})).into_response()
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UndeleteBody {
+    object: String,
+    id: String,
+}
+
+/// `POST /admin/undelete`: a user restores a record from the Recycle Bin (no REST call does).
+pub(crate) async fn admin_undelete(State(sb): State<St>, Json(b): Json<UndeleteBody>) -> Response {
+    let r = sb.org.lock().expect("lock").undelete(&b.object, &b.id);
+    match r {
+        Ok(id) => {
+            if let Err(e) = sb.persist() {
+                return err(SfError::new(500, "UNKNOWN_EXCEPTION", e.to_string()));
+            }
+            Json(json!({"id": id, "success": true})).into_response()
+        }
+        Err(e) => err(e),
+    }
 }
 
 pub(crate) async fn admin_reset(State(sb): State<St>) -> StatusCode {

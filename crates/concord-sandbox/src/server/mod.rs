@@ -184,6 +184,7 @@ pub fn router(sb: St) -> Router {
         .route("/admin/clock", post(admin_clock))
         .route("/admin/expire-sessions", post(admin_expire_sessions))
         .route("/admin/empty-recycle-bin", post(admin_empty_recycle_bin))
+        .route("/admin/undelete", post(admin_undelete))
         .merge(api)
         .layer(middleware::from_fn(state::error_bodies))
         .with_state(sb.clone());
