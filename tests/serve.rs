@@ -557,14 +557,7 @@ async fn a_postgres_change_pushes_a_pass() {
     const PG: &str = "postgres://postgres@127.0.0.1:5432/test";
     let pg = match sqlx::PgPool::connect(PG).await {
         Ok(p) => p,
-        Err(e) => {
-            assert!(
-                std::env::var("CONCORD_REQUIRE_SERVICES").as_deref() != Ok("1"),
-                "PostgreSQL unreachable: {e}"
-            );
-            eprintln!("skipped: PostgreSQL unreachable ({e})");
-            return;
-        }
+        Err(e) => return crate::common::skip_unreachable("PostgreSQL", e),
     };
     let table = format!("serve_push_{}", std::process::id());
     for s in [
@@ -1028,14 +1021,7 @@ async fn a_mariadb_job_runs_on_its_schedule_into_salesforce() {
     const MY: &str = "mysql://root@127.0.0.1:3306/test";
     let my = match sqlx::MySqlPool::connect(MY).await {
         Ok(p) => p,
-        Err(e) => {
-            assert!(
-                std::env::var("CONCORD_REQUIRE_SERVICES").as_deref() != Ok("1"),
-                "MariaDB unreachable: {e}"
-            );
-            eprintln!("skipped: MariaDB unreachable ({e})");
-            return;
-        }
+        Err(e) => return crate::common::skip_unreachable("MariaDB", e),
     };
     let table = format!("serve_my_{}", std::process::id());
     for s in [

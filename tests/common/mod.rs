@@ -94,3 +94,13 @@ impl concord::store::Store for Intercepted {
         self.inner.flush()
     }
 }
+
+/// A test that needs a server which is unreachable: skips with the reason printed, or fails
+/// under CONCORD_REQUIRE_SERVICES=1.
+pub fn skip_unreachable(what: &str, e: impl std::fmt::Display) {
+    assert!(
+        std::env::var("CONCORD_REQUIRE_SERVICES").as_deref() != Ok("1"),
+        "{what} unreachable: {e}"
+    );
+    eprintln!("skipped: {what} unreachable ({e})");
+}

@@ -219,8 +219,8 @@ struct ResolveBody {
     run: Option<bool>,
 }
 
-async fn resolve_id(s: &St, id: &str, headers_body: axum::body::Bytes) -> Response {
-    let b: ResolveBody = match body_of(&headers_body) {
+async fn resolve_id(s: &St, id: &str, body: axum::body::Bytes) -> Response {
+    let b: ResolveBody = match body_of(&body) {
         Ok(b) => b,
         Err(e) => return fail(e),
     };
@@ -258,12 +258,7 @@ async fn resolve_id(s: &St, id: &str, headers_body: axum::body::Bytes) -> Respon
     Json(json!({"resolved": id, "job": job, "run": run})).into_response()
 }
 
-async fn resolve(
-    State(s): State<St>,
-    Path(id): Path<String>,
-    _h: HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
+async fn resolve(State(s): State<St>, Path(id): Path<String>, body: axum::body::Bytes) -> Response {
     resolve_id(&s, &id, body).await
 }
 
