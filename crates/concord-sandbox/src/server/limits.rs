@@ -13,6 +13,15 @@ use axum::Json;
 use concord_model::model::Timestamp;
 use serde_json::{json, Value as J};
 
+/// A REST call without a live session: 401 with Salesforce's body.
+fn invalid_session() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        Json(json!([{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}])),
+    )
+        .into_response()
+}
+
 /// Bearer-token check, daily limit, usage counting and the `Sforce-Limit-Info` header.
 pub(crate) async fn api_guard(State(sb): State<St>, req: Request, next: Next) -> Response {
     // Bulk API 1.0 (`/services/async/{v}/…`) answers refusals in its own form, XML or JSON.
@@ -58,11 +67,7 @@ pub(crate) async fn api_guard(State(sb): State<St>, req: Request, next: Next) ->
             return err(e);
         }
         if sb.session_of(req.headers()).is_none() {
-            return (
-                StatusCode::UNAUTHORIZED,
-                Json(json!([{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}])),
-            )
-                .into_response();
+            return invalid_session();
         }
         return next.run(req).await;
     }
@@ -76,11 +81,7 @@ pub(crate) async fn api_guard(State(sb): State<St>, req: Request, next: Next) ->
             // What jsforce's Bulk client takes as an expired session (it then refreshes).
             return v1::refusal(400, "InvalidSessionId", "Invalid session id", json);
         }
-        return (
-            StatusCode::UNAUTHORIZED,
-            Json(json!([{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}])),
-        )
-            .into_response();
+        return invalid_session();
     }
     if req
         .headers()
