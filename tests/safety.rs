@@ -985,7 +985,7 @@ fields = {{ email = "email", phone = "phone" }}
     }
 }
 
-/// A system whose `n`-th write call (from 1) reaches the system but whose answer is lost: the
+/// A system whose `n`-th write call (from 1; 0: every one) reaches the system but whose answer is lost: the
 /// records are written, concord is told the call failed (as after a dropped connection, or a
 /// crash between the write and its checkpoint).
 struct LoseAnswer {
@@ -1020,7 +1020,7 @@ impl concord::connector::Connector for LoseAnswer {
     ) -> Result<Vec<concord::connector::WriteResult>, concord::connector::ConnectorError> {
         let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         let r = self.inner.write(ops).await?;
-        if n == self.nth {
+        if self.nth == 0 || n == self.nth {
             return Err(concord::connector::ConnectorError {
                 system: self.system().to_string(),
                 object: "Account".into(),
@@ -1933,4 +1933,67 @@ async fn a_csv_destination_gains_a_newly_mapped_column() {
     assert_eq!(lines.next(), Some("customer_id,name,city"), "{out}\n{text}");
     assert!(lines.any(|l| l == "1,Customer 1,City 1"), "{text}");
     assert_eq!(text.lines().count(), 11, "{text}");
+}
+
+/// Bug 11 (found by the model-based test): a create whose answer was lost stays unconfirmed
+/// (`pending`); the user then edits the record it made. In the next pass, a chunk flush of
+/// another system's read wrote the head to that system before reading it — an unconditional
+/// upsert by entity id (the system holds no confirmed snapshot), which replaced the record and
+/// lost the user's edit. Now a write that could replace a record of an unconfirmed create waits
+/// until that system has been read in the pass (its read settles the unconfirmed write).
+#[tokio::test]
+async fn an_edit_after_a_lost_create_answer_survives_a_chunked_pass() {
+    let a = Arc::new(MemorySystem::new(SystemId::new("a").unwrap()).with_page_size(1));
+    let b = Arc::new(MemorySystem::new(SystemId::new("b").unwrap()).with_page_size(1));
+    for i in 0..3 {
+        a.user_create(Fields::new().with("n", format!("r{i}").as_str()));
+    }
+    let job = |b: Arc<dyn Connector>, isolate_failures: bool| SyncJob {
+        name: "lost".into(),
+        systems: vec![a.clone() as Arc<dyn Connector>, b],
+        policy: Policy::new(FieldPolicy::Newest, DeleteRule::UpdateWins),
+        normalize: NormalizeOptions::default(),
+        batch_size: 10,
+        options: JobOptions {
+            chunk_size: Some(1),
+            isolate_failures,
+            ..Default::default()
+        },
+    };
+    let state = concord::store::StateStore::open(
+        Arc::new(concord::store::MemoryStore::new()),
+        InstanceId::new("n1").unwrap(),
+    )
+    .unwrap();
+    let engine = Engine::new(state);
+    // The first write to b lands, its answer is lost: the pass stops there, before b is read.
+    let lossy = Arc::new(LoseAnswer {
+        inner: b.clone(),
+        nth: 1,
+        calls: Default::default(),
+    });
+    let e = engine.sync(&job(lossy, false), None).await.unwrap_err();
+    assert!(e.to_string().contains("answer was lost"), "{e}");
+    let made = b.rows();
+    assert_eq!(made.len(), 1, "the first create landed: {made:?}");
+    // The user edits that record in b.
+    let (k, row) = made.into_iter().next().unwrap();
+    let edited = row.fields.get("n").cloned();
+    b.user_update(&k, row.fields.clone().with("phone", "edited in b"));
+    let r = engine.sync(&job(b.clone(), true), None).await.unwrap();
+    assert!(r.errors.is_empty(), "{r:?}");
+    for s in [&a, &b] {
+        let rows = s.rows();
+        assert_eq!(rows.len(), 3, "{rows:?}");
+        let row = rows
+            .values()
+            .find(|r| r.fields.get("n") == edited.as_ref())
+            .unwrap();
+        assert_eq!(
+            row.fields.get("phone"),
+            Some(&concord::model::Value::Text("edited in b".into())),
+            "{}: the edit made in b after the lost answer was lost: {rows:?} ({r:?})",
+            s.system()
+        );
+    }
 }

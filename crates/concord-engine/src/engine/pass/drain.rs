@@ -18,7 +18,7 @@ impl Engine {
     ) -> Result<BTreeMap<SystemId, Vec<EntityId>>, EngineError> {
         let job = pass.job;
         let mut stale = BTreeMap::new();
-        let hold_deletes = flush != Flush::Last;
+        let mid_read = flush != Flush::Last;
         let targets: Vec<&Arc<dyn Connector>> = pass
             .active
             .iter()
@@ -33,7 +33,7 @@ impl Engine {
                 continue;
             }
             match self
-                .drain_outbox(job, conn.as_ref(), only, hold_deletes, &mut pass.report)
+                .drain_outbox(job, conn.as_ref(), only, mid_read, &mut pass.report)
                 .await
             {
                 Ok(s) => {
@@ -98,12 +98,14 @@ impl Engine {
     }
 
     /// What one outbox mark of `entity` asks of `sys`, from the entity's head and what `sys`
-    /// holds (`parts`).
+    /// holds (`parts`). `mid_read`: a chunk flush, the pass still reads — deletes wait for the
+    /// last flush (the delete guard needs the whole pass), and so does a write that could
+    /// replace a record the system may hold unseen (below).
     fn owed(
         &self,
         job: &SyncJob,
         sys: &SystemId,
-        hold_deletes: bool,
+        mid_read: bool,
         entity: &EntityId,
         parts: EntityParts,
     ) -> Result<Owed, EngineError> {
@@ -168,14 +170,25 @@ impl Engine {
                             modstamp,
                         },
                     },
-                    (key, _) => WriteOp::Upsert {
-                        entity: *entity,
-                        key,
-                        fields,
-                    },
+                    (key, _) => {
+                        // An unconditional write: no confirmed version there to make it
+                        // conditional on. Where an earlier write to this system is unconfirmed
+                        // (its answer was lost), the record it made may be there, edited since;
+                        // an upsert by entity id would replace it whole. Until the system has
+                        // been read in this pass (its read settles the unconfirmed write and
+                        // merges the edit), the write waits.
+                        if mid_read && conditional && self.state.pending(sys, entity)?.is_some() {
+                            return Ok(Owed::Held);
+                        }
+                        WriteOp::Upsert {
+                            entity: *entity,
+                            key,
+                            fields,
+                        }
+                    }
                 }
             }
-            (None, Some(_)) if hold_deletes => return Ok(Owed::Held),
+            (None, Some(_)) if mid_read => return Ok(Owed::Held),
             (None, Some(key)) => WriteOp::Delete {
                 entity: *entity,
                 key,
@@ -187,14 +200,14 @@ impl Engine {
     }
 
     /// Writes `conn`'s outbox (only `only`'s entities when given; deletes left marked with
-    /// `hold_deletes`). Returns the entities whose conditional update found the record
+    /// `mid_read`, see [`Engine::owed`]). Returns the entities whose conditional update found the record
     /// changed since it was read (left in the outbox).
     pub(super) async fn drain_outbox(
         &self,
         job: &SyncJob,
         conn: &dyn Connector,
         only: Option<&BTreeSet<EntityId>>,
-        hold_deletes: bool,
+        mid_read: bool,
         report: &mut SyncReport,
     ) -> Result<Vec<EntityId>, EngineError> {
         let sys = conn.system().clone();
@@ -211,7 +224,7 @@ impl Engine {
             let mut heads = Vec::new();
             for (entity, entry) in chunk {
                 let parts = self.state.entity_parts(None, entity, &sys)?;
-                match self.owed(job, &sys, hold_deletes, entity, parts)? {
+                match self.owed(job, &sys, mid_read, entity, parts)? {
                     Owed::Settled => cp.outbox_remove(&sys, entity),
                     Owed::Held => {} // the mark waits
                     Owed::Tombstone(target) => {
