@@ -1997,3 +1997,71 @@ async fn an_edit_after_a_lost_create_answer_survives_a_chunked_pass() {
         );
     }
 }
+
+/// Bug 12 (found by the model-based test): an update whose answer was lost stays unconfirmed
+/// (`pending`: the version sent). In the next pass a chunk flush wrote a newer change to that
+/// system before reading it; the update's precondition (the last confirmed version) failed,
+/// since the system held the version sent, and the failed write dropped the record of that
+/// version — so the read after it took the system's copy of concord's own write for an edit
+/// made there, and merged it over the newer change (here: a field set again in `a` ended
+/// cleared everywhere). Now nothing more is written to a system with an unconfirmed write
+/// until a read has settled it.
+#[tokio::test]
+async fn an_unconfirmed_update_is_not_taken_for_an_edit() {
+    let a = Arc::new(MemorySystem::new(SystemId::new("a").unwrap()).with_page_size(1));
+    let b = Arc::new(MemorySystem::new(SystemId::new("b").unwrap()).with_page_size(1));
+    let k0 = a.user_create(Fields::new().with("n", "r0").with("x", "1"));
+    a.user_create(Fields::new().with("n", "r1"));
+    let job = |b: Arc<dyn Connector>, isolate_failures: bool| SyncJob {
+        name: "lost".into(),
+        systems: vec![a.clone() as Arc<dyn Connector>, b],
+        // A conflict goes b's way: a misread edit in b would win.
+        policy: Policy::new(
+            FieldPolicy::Prefer(SystemId::new("b").unwrap()),
+            DeleteRule::UpdateWins,
+        ),
+        normalize: NormalizeOptions::default(),
+        batch_size: 10,
+        options: JobOptions {
+            chunk_size: Some(1),
+            isolate_failures,
+            ..Default::default()
+        },
+    };
+    let state = concord::store::StateStore::open(
+        Arc::new(concord::store::MemoryStore::new()),
+        InstanceId::new("n1").unwrap(),
+    )
+    .unwrap();
+    let engine = Engine::new(state);
+    engine.sync(&job(b.clone(), true), None).await.unwrap();
+    assert_eq!(b.rows().len(), 2);
+    // a clears x; the update reaches b, its answer is lost (the pass stops there).
+    a.user_update(&k0, Fields::new().with("n", "r0"));
+    let lossy = Arc::new(LoseAnswer {
+        inner: b.clone(),
+        nth: 1,
+        calls: Default::default(),
+    });
+    let e = engine.sync(&job(lossy, false), None).await.unwrap_err();
+    assert!(e.to_string().contains("answer was lost"), "{e}");
+    let x_in_b = |b: &MemorySystem| {
+        b.rows()
+            .values()
+            .find(|r| r.fields.get("n") == Some(&concord::model::Value::Text("r0".into())))
+            .and_then(|r| r.fields.get("x").cloned())
+    };
+    assert_eq!(x_in_b(&b), None, "the update landed");
+    // a sets x again.
+    a.user_update(&k0, Fields::new().with("n", "r0").with("x", "2"));
+    let r = engine.sync(&job(b.clone(), true), None).await.unwrap();
+    let want = Some(concord::model::Value::Text("2".into()));
+    assert_eq!(x_in_b(&b), want, "b: {:?} ({r:?})", b.rows());
+    assert_eq!(
+        a.rows()[&k0].fields.get("x").cloned(),
+        want,
+        "a: {:?} ({r:?})",
+        a.rows()
+    );
+    assert_eq!(r.conflicts_resolved, 0, "no conflict: b never edited: {r:?}");
+}

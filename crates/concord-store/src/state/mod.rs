@@ -304,6 +304,30 @@ impl StateStore {
         }
     }
 
+    /// The entities with a version sent to `sys` whose success is not yet confirmed.
+    pub fn pending_entities(
+        &self,
+        sys: &SystemId,
+    ) -> Result<std::collections::BTreeSet<EntityId>, StoreError> {
+        let mut out = std::collections::BTreeSet::new();
+        let mut bad = None;
+        scan_prefix(
+            self.raw(),
+            &layout::system_prefix(Tree::Pending, sys),
+            &mut |k, _| match entity_of(k) {
+                Ok(e) => {
+                    out.insert(e);
+                    true
+                }
+                Err(e) => {
+                    bad = Some(e);
+                    false
+                }
+            },
+        )?;
+        bad.map_or(Ok(out), Err)
+    }
+
     pub fn entity_for(&self, sys: &SystemId, native: &Key) -> Result<Option<EntityId>, StoreError> {
         let key = layout::xref(sys, native.as_str());
         match self.store.get(&key)? {

@@ -99,13 +99,14 @@ impl Engine {
 
     /// What one outbox mark of `entity` asks of `sys`, from the entity's head and what `sys`
     /// holds (`parts`). `mid_read`: a chunk flush, the pass still reads — deletes wait for the
-    /// last flush (the delete guard needs the whole pass), and so does a write that could
-    /// replace a record the system may hold unseen (below).
+    /// last flush (the delete guard needs the whole pass). `unconfirmed`: an earlier write of
+    /// this entity to `sys` is unconfirmed (see below).
     fn owed(
         &self,
         job: &SyncJob,
         sys: &SystemId,
         mid_read: bool,
+        unconfirmed: bool,
         entity: &EntityId,
         parts: EntityParts,
     ) -> Result<Owed, EngineError> {
@@ -142,6 +143,23 @@ impl Engine {
         if snap.as_ref().and_then(|s| s.hash) == target.hash {
             return Ok(Owed::Settled); // already holds it
         }
+        if unconfirmed && conditional {
+            // An earlier write here is unconfirmed (its answer was lost): the system may hold
+            // what it sent, edited since. Only a read tells what the system holds then (the
+            // plan recognises the version sent, and merges an edit made on it): a write sent
+            // before — an upsert by entity id, or an update whose failed precondition drops the
+            // record of that earlier write — could lose the edit. So nothing more is sent until
+            // a read has settled it: at a chunk flush the pass's read of the system will; at
+            // the last, the read did not meet the record, so it is looked at by its key.
+            if mid_read {
+                return Ok(Owed::Held);
+            }
+            if native.is_some() {
+                return Ok(Owed::Reread);
+            }
+            // No record of it known there, and the system's read did not find one: the create
+            // did not land. Sent again.
+        }
         // A system whose snapshot is a tombstone (or absent) has no record to update: writing
         // there is a (re-)create.
         let exists = snap.as_ref().is_some_and(|s| !s.is_tombstone());
@@ -170,22 +188,11 @@ impl Engine {
                             modstamp,
                         },
                     },
-                    (key, _) => {
-                        // An unconditional write: no confirmed version there to make it
-                        // conditional on. Where an earlier write to this system is unconfirmed
-                        // (its answer was lost), the record it made may be there, edited since;
-                        // an upsert by entity id would replace it whole. Until the system has
-                        // been read in this pass (its read settles the unconfirmed write and
-                        // merges the edit), the write waits.
-                        if mid_read && conditional && self.state.pending(sys, entity)?.is_some() {
-                            return Ok(Owed::Held);
-                        }
-                        WriteOp::Upsert {
-                            entity: *entity,
-                            key,
-                            fields,
-                        }
-                    }
+                    (key, _) => WriteOp::Upsert {
+                        entity: *entity,
+                        key,
+                        fields,
+                    },
                 }
             }
             (None, Some(_)) if mid_read => return Ok(Owed::Held),
@@ -216,6 +223,12 @@ impl Engine {
             pending.retain(|(e, _)| only.contains(e));
         }
         let conditional = job.role(&sys).read;
+        // Writes sent earlier whose outcome is unknown (see `owed`).
+        let unconfirmed = if conditional {
+            self.state.pending_entities(&sys)?
+        } else {
+            BTreeSet::new()
+        };
         let mut stale = Vec::new();
         let mut sources = std::collections::HashMap::new();
         for chunk in pending.chunks(job.batch_size.max(1)) {
@@ -224,9 +237,11 @@ impl Engine {
             let mut heads = Vec::new();
             for (entity, entry) in chunk {
                 let parts = self.state.entity_parts(None, entity, &sys)?;
-                match self.owed(job, &sys, mid_read, entity, parts)? {
+                let earlier = unconfirmed.contains(entity);
+                match self.owed(job, &sys, mid_read, earlier, entity, parts)? {
                     Owed::Settled => cp.outbox_remove(&sys, entity),
                     Owed::Held => {} // the mark waits
+                    Owed::Reread => stale.push(*entity), // read again, then written
                     Owed::Tombstone(target) => {
                         cp.put_snapshot(&sys, entity, &target);
                         cp.outbox_remove(&sys, entity);
@@ -299,9 +314,10 @@ impl Engine {
         let mut sources = std::collections::HashMap::new();
         for (entity, entry) in cp.take_outbox(&sys)? {
             let parts = self.state.entity_parts(Some(cp), &entity, &sys)?;
-            match self.owed(job, &sys, true, &entity, parts)? {
+            // (A write-only target: no write to it is conditional, `owed` ignores `unconfirmed`.)
+            match self.owed(job, &sys, true, false, &entity, parts)? {
                 Owed::Settled => {}
-                Owed::Held => cp.outbox_put(&sys, &entity, &entry),
+                Owed::Held | Owed::Reread => cp.outbox_put(&sys, &entity, &entry),
                 Owed::Tombstone(target) => cp.put_snapshot(&sys, &entity, &target),
                 Owed::Write(op, target, source) => {
                     sources.insert(entity, source);
@@ -346,8 +362,12 @@ impl Engine {
 enum Owed {
     /// Nothing to send: the mark goes.
     Settled,
-    /// A delete held until the pass's last flush: the mark stays.
+    /// A delete held until the pass's last flush, or a write waiting for the system's read
+    /// to settle an unconfirmed one: the mark stays.
     Held,
+    /// A write waiting for a point read of the record to settle an unconfirmed one: the mark
+    /// stays, the record is read again (as one a conditional write found changed).
+    Reread,
     /// Nothing existed there to delete: the snapshot records the tombstone, the mark goes.
     Tombstone(Version),
     /// This write, and the version the system holds once it succeeds.
