@@ -2063,5 +2063,8 @@ async fn an_unconfirmed_update_is_not_taken_for_an_edit() {
         "a: {:?} ({r:?})",
         a.rows()
     );
-    assert_eq!(r.conflicts_resolved, 0, "no conflict: b never edited: {r:?}");
+    assert_eq!(
+        r.conflicts_resolved, 0,
+        "no conflict: b never edited: {r:?}"
+    );
 }

@@ -631,6 +631,22 @@ fields = {{ id = "id", name = "name" }}
         "{runs}"
     );
     started.stop().await;
+    // A change made while the service is stopped (PostgreSQL keeps no NOTIFY for a listener
+    // that is gone): the service started again looks at once, push only as the job is.
+    sqlx::raw_sql(&format!("INSERT INTO {table} VALUES (3, 'while stopped')"))
+        .execute(&pg)
+        .await
+        .unwrap();
+    let (started, _api) = serve(dir.path(), &text).await;
+    for _ in 0..100 {
+        rows = read_jsonl(&dir.path().join("dst/out.jsonl"));
+        if rows.len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    started.stop().await;
     sqlx::raw_sql(&format!("DROP TABLE IF EXISTS {table}"))
         .execute(&pg)
         .await
@@ -778,6 +794,161 @@ fields = {{ name = "name" }}
         m.contains("concord_api_usage_ratio{system=\"crm.Account\"}"),
         "{m}"
     );
+    started.stop().await;
+}
+
+/// The Salesforce feed's position (replay ids) is stored with the cursor of each pass: a
+/// change made while the service was stopped is announced again when it starts (a job run on
+/// push only picks it up at once), and a stored replay id the org no longer holds makes a pass
+/// look instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_salesforce_change_made_while_stopped_is_replayed_on_start() {
+    let (sb, sf) = crate::sf_common::sandbox().await;
+    let (sf_url, sf_tok) = (sf.instance_url_env.clone(), sf.token_env.clone().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("dst")).unwrap();
+    let text = format!(
+        r#"
+[store]
+dir = "state"
+[systems.crm]
+type = "salesforce"
+instance_url_env = "{sf_url}"
+token_env = "{sf_tok}"
+[systems.dst]
+type = "jsonl"
+dir = "dst"
+[jobs.accounts]
+pattern = "broadcast"
+systems = ["crm", "dst"]
+schedule = "manual"
+[jobs.accounts.sides.crm]
+object = "Account"
+fields = {{ name = "Name" }}
+[jobs.accounts.sides.dst]
+file = "accounts.jsonl"
+key = ["id"]
+fields = {{ name = "name" }}
+"#
+    );
+    let file = dir.path().join("dst/accounts.jsonl");
+    let create = |name: &str| {
+        sb.org
+            .lock()
+            .unwrap()
+            .create("Account", json!({ "Name": name }).as_object().unwrap())
+            .unwrap();
+    };
+    let listening = |n: u64| {
+        let sb = sb.clone();
+        async move {
+            for _ in 0..200 {
+                if sb.counters().get("streaming").copied().unwrap_or(0) >= n {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            panic!("the feed did not subscribe");
+        }
+    };
+    let rows_reach = |n: usize| {
+        let file = file.clone();
+        async move {
+            for _ in 0..200 {
+                if read_jsonl(&file).len() >= n {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            let mut names: Vec<String> = read_jsonl(&file)
+                .iter()
+                .map(|r| r["name"].as_str().unwrap().to_string())
+                .collect();
+            names.sort();
+            names
+        }
+    };
+    let crm = concord::model::SystemId::new("crm.Account").unwrap();
+    let stored = |state: &StateStore| -> Option<J> {
+        state
+            .feed_position("accounts", &crm)
+            .unwrap()
+            .map(|p| serde_json::from_slice(&p).unwrap())
+    };
+    let streaming = || sb.counters().get("streaming").copied().unwrap_or(0);
+
+    // 1. Running: a change is pushed; the pass stores the feed's position with its cursor.
+    let (started, api) = serve(dir.path(), &text).await;
+    listening(streaming() + 4).await;
+    create("First");
+    assert_eq!(rows_reach(1).await, ["First"]);
+    for _ in 0..100 {
+        let (_, runs) = api.get("/runs?job=accounts").await;
+        if runs
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["state"] == "succeeded")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let state = started.service.state.clone();
+    let pos = stored(&state).expect("a feed position stored with the cursor");
+    assert!(
+        pos["/data/AccountChangeEvent"]
+            .as_i64()
+            .is_some_and(|r| r > 0),
+        "{pos}"
+    );
+    started.stop().await;
+    drop(state);
+
+    // 2. Stopped: a change nobody hears. Started again (push only, no schedule), the feed
+    //    subscribes from the stored replay id, the change is announced again and synced.
+    create("Second");
+    let before = streaming();
+    let (started, api) = serve(dir.path(), &text).await;
+    listening(before + 4).await;
+    assert_eq!(rows_reach(2).await, ["First", "Second"]);
+    let (_, runs) = api.get("/runs?job=accounts").await;
+    assert!(
+        runs.as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["trigger"] == "push"),
+        "{runs}"
+    );
+    let state = started.service.state.clone();
+    for _ in 0..100 {
+        if stored(&state) != Some(pos.clone()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let newer = stored(&state).unwrap();
+    assert!(
+        newer["/data/AccountChangeEvent"].as_i64() > pos["/data/AccountChangeEvent"].as_i64(),
+        "{pos} then {newer}"
+    );
+    started.stop().await;
+
+    // 3. A stored replay id the org does not hold (its events are gone): the feed goes on from
+    //    new events and a pass looks at once.
+    let mut cp = state.checkpoint();
+    cp.put_feed_position(
+        "accounts",
+        &crm,
+        json!({"/data/AccountChangeEvent": 987_654_321})
+            .to_string()
+            .as_bytes(),
+    );
+    state.commit(cp).unwrap();
+    drop(state);
+    create("Third");
+    let (started, _api) = serve(dir.path(), &text).await;
+    assert_eq!(rows_reach(3).await, ["First", "Second", "Third"]);
     started.stop().await;
 }
 

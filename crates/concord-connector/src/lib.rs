@@ -267,12 +267,20 @@ pub trait Connector: Send + Sync {
     async fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteResult>, ConnectorError>;
 
     /// A feed of the system's own change announcements (PostgreSQL trigger mode's
-    /// `NOTIFY`), for a service that runs a pass when something changed instead of polling.
-    /// `None`: the system announces nothing (poll it). A message is only a hint that a read
-    /// would find something (never what changed: the read says); one also comes when the feed
-    /// may have missed announcements (its connection was lost and made again). The feed ends
-    /// when it can no longer listen: the caller falls back to polling and may subscribe again.
-    async fn subscribe(&self) -> Result<Option<ChangeFeed>, ConnectorError> {
+    /// `NOTIFY`, Salesforce Change Data Capture), for a service that runs a pass when something
+    /// changed instead of polling. `None`: the system announces nothing (poll it). A message is
+    /// only a hint that a read would find something (never what changed: the read says); one
+    /// also comes when the feed may have missed announcements (its connection was lost and
+    /// made again). The feed ends when it can no longer listen: the caller falls back to
+    /// polling and may subscribe again.
+    ///
+    /// A feed whose system keeps its announcements (Salesforce's replay ids) has a
+    /// [`ChangeFeed::position`]: the caller stores it with the read cursor of a pass that
+    /// started after it, and passes it back as `from` when it subscribes again (after a
+    /// restart), so the announcements made meanwhile come again. A position the system no
+    /// longer holds is answered by a hint (a pass looks) and the feed goes on from now.
+    async fn subscribe(&self, from: Option<&[u8]>) -> Result<Option<ChangeFeed>, ConnectorError> {
+        let _ = from;
         Ok(None)
     }
 
@@ -298,7 +306,51 @@ pub trait Connector: Send + Sync {
 }
 
 /// Announcements of changes (see [`Connector::subscribe`]).
-pub type ChangeFeed = tokio::sync::mpsc::Receiver<()>;
+pub struct ChangeFeed {
+    hints: tokio::sync::mpsc::Receiver<()>,
+    position: Option<std::sync::Arc<std::sync::Mutex<Option<Vec<u8>>>>>,
+}
+
+impl ChangeFeed {
+    /// A feed of hints without positions (announcements the system does not keep).
+    pub fn new(hints: tokio::sync::mpsc::Receiver<()>) -> Self {
+        ChangeFeed {
+            hints,
+            position: None,
+        }
+    }
+
+    /// A feed whose task sets `position` (the newest announcement received) before it sends
+    /// the hint for it.
+    pub fn with_position(
+        hints: tokio::sync::mpsc::Receiver<()>,
+        position: std::sync::Arc<std::sync::Mutex<Option<Vec<u8>>>>,
+    ) -> Self {
+        ChangeFeed {
+            hints,
+            position: Some(position),
+        }
+    }
+
+    /// The next hint; `None` when the feed ended.
+    pub async fn recv(&mut self) -> Option<()> {
+        self.hints.recv().await
+    }
+
+    /// Where the feed stands: every change announced up to here is committed in the system,
+    /// so a read that starts after this call finds it. `None`: nothing received yet (or the
+    /// system keeps no announcements).
+    pub fn position(&self) -> Option<Vec<u8>> {
+        self.position
+            .as_ref()
+            .and_then(|p| p.lock().expect("feed position").clone())
+    }
+
+    /// A handle on the position that outlives the feed's receiver (read before each pass).
+    pub fn position_handle(&self) -> Option<std::sync::Arc<std::sync::Mutex<Option<Vec<u8>>>>> {
+        self.position.clone()
+    }
+}
 
 pub use concord_model::core::tree::{bucket_of, BucketSum, RowDigest};
 

@@ -11,7 +11,7 @@ use crate::Error;
 use concord_engine::config::Config;
 use concord_engine::engine::build::{build_job, side_system};
 use concord_engine::engine::{Engine, EngineError, SyncJob};
-use concord_model::model::Timestamp;
+use concord_model::model::{SystemId, Timestamp};
 use concord_store::StateStore;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -45,7 +45,12 @@ struct JobSlot {
     /// The job as built for ordinary runs, kept between passes (its connectors stay
     /// connected); dropped after a failed pass, so the next one connects again.
     built: tokio::sync::Mutex<Option<SyncJob>>,
+    /// Per system the job reads, its change feed's position (see `ChangeFeed::position`):
+    /// taken when a pass begins and committed with that system's cursor.
+    feeds: Mutex<BTreeMap<SystemId, FeedPosition>>,
 }
+
+type FeedPosition = Arc<Mutex<Option<Vec<u8>>>>;
 
 /// A running service.
 pub struct Service {
@@ -108,6 +113,7 @@ pub async fn start(cfg: Config, state: StateStore, opts: ServeOptions) -> Result
                 schedule: Schedule::of(name, j)?,
                 queue: tx,
                 built: tokio::sync::Mutex::new(None),
+                feeds: Mutex::new(BTreeMap::new()),
             },
         );
     }
@@ -322,11 +328,33 @@ impl Service {
             let mut w = shutdown.clone();
             let name = name.to_string();
             feeds.push(tokio::spawn(async move {
+                let sys = conn.system().clone();
+                let mut first = true;
                 loop {
-                    match conn.subscribe().await {
+                    // From where the last feed stood in this process, else from the position
+                    // stored with the cursor (the events made since come again).
+                    let held = s.jobs[&name].feeds.lock().expect("feeds").get(&sys).cloned();
+                    let from = match held.and_then(|p| p.lock().expect("feed position").clone()) {
+                        Some(p) => Some(p),
+                        None => s.state.feed_position(&name, &sys).unwrap_or_else(|e| {
+                            tracing::warn!(job = %name, system = %sys, error = %e, "push: the stored feed position cannot be read; listening from now");
+                            None
+                        }),
+                    };
+                    match conn.subscribe(from.as_deref()).await {
                         Ok(None) => return,
                         Ok(Some(mut rx)) => {
+                            let replays = rx.position_handle();
+                            if let Some(p) = &replays {
+                                s.jobs[&name].feeds.lock().expect("feeds").insert(sys.clone(), p.clone());
+                            }
                             tracing::info!(job = %name, system = %conn.system(), "push: listening");
+                            if std::mem::take(&mut first) && (replays.is_none() || from.is_none()) {
+                                // The service starts, and nothing announced while it was stopped
+                                // comes again (PostgreSQL keeps no NOTIFY; no replay id stored
+                                // yet): a pass looks.
+                                s.push(&name, Trigger::Push);
+                            }
                             loop {
                                 tokio::select! {
                                     _ = w.wait_for(|s| *s) => return,
@@ -428,6 +456,14 @@ impl Service {
             kept.as_mut().expect("built")
         };
         job.options.stop = Some(self.stop.clone());
+        // Where the change feeds stand now: the pass's reads cover what they announced so far.
+        job.options.feed_positions = slot
+            .feeds
+            .lock()
+            .expect("feeds")
+            .iter()
+            .filter_map(|(sys, p)| Some((sys.clone(), p.lock().expect("feed position").clone()?)))
+            .collect();
         let t = Instant::now();
         let r = match self.engine.sync(job, None).await {
             Ok(r) => r,

@@ -8,6 +8,7 @@
 //!                                                              snapshot (state/entity.rs)
 //! xref       'x'     system 0x00 native-key (UTF-8)            entity(16)
 //! cursor     'k'     job 0x00 system                           entry v1 + connector bytes
+//!                    job 0x00 system 0x00 "feed"              entry v1 + change feed position
 //! outbox     'o'     system 0x00 entity(16)                    entry v1 + bincode(OutboxEntry)
 //! pending    'p'     system 0x00 entity(16)                    version entry (write in flight)
 //! conflict   'c'     entity(16) 0x00 | 0x01 field              entry v1 + bincode(ConflictEntry)
@@ -164,6 +165,15 @@ pub fn cursor(job: &str, sys: &SystemId) -> Vec<u8> {
     k.extend_from_slice(job.as_bytes());
     k.push(0);
     k.extend_from_slice(sys.as_str().as_bytes());
+    k
+}
+
+/// Beside a cursor: the position of the system's change feed that the read ending at that
+/// cursor covers (committed with it).
+pub fn feed(job: &str, sys: &SystemId) -> Vec<u8> {
+    let mut k = cursor(job, sys);
+    k.push(0);
+    k.extend_from_slice(b"feed");
     k
 }
 

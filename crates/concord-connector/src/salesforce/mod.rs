@@ -259,7 +259,10 @@ impl Connector for SalesforceConnector {
     }
 
     /// Change Data Capture over the Streaming API (the object's channel and its children's).
-    async fn subscribe(&self) -> Result<Option<crate::ChangeFeed>, ConnectorError> {
-        stream::subscribe(self).await.map(Some)
+    async fn subscribe(
+        &self,
+        from: Option<&[u8]>,
+    ) -> Result<Option<crate::ChangeFeed>, ConnectorError> {
+        stream::subscribe(self, from).await.map(Some)
     }
 }

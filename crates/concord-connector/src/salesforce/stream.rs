@@ -1,14 +1,18 @@
 //! The change feed of an sObject: Change Data Capture over the Streaming API (Bayeux /
 //! CometD long-polling at `/cometd/NN.N`), on the object's channel and its children's. An event
-//! is a hint that a read would find something: the pass reads from its cursor as any pass does
-//! (so an event missed while the feed was down loses nothing — the read finds the change).
-//! The feed also sends one hint whenever it had to handshake again (events may have been
-//! missed), and ends when the server cannot be reached: the caller polls and subscribes again.
+//! is a hint that a read would find something: the pass reads from its cursor as any pass does.
+//! The feed's position is the newest replay id received per channel; stored with the cursor of
+//! a pass that started after it, it is where a feed subscribes again after a restart, so the
+//! events made while the service was down come again (and start a pass). The feed also sends
+//! one hint whenever events may have been missed (it had to handshake again, or the org no
+//! longer holds the stored replay id), and ends when the server cannot be reached: the caller
+//! polls and subscribes again.
 
 use super::SalesforceConnector;
 use crate::{ChangeFeed, ConnectorError};
 use serde_json::{json, Value as J};
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 /// The CDC channel of an object: `/data/AccountChangeEvent`, `/data/Invoice__ChangeEvent`.
 pub fn channel_of(object: &str) -> String {
@@ -24,6 +28,19 @@ struct Session {
     channels: Vec<String>,
     system: String,
     object: String,
+}
+
+/// Per channel, the replay id of the newest event received (the feed's position).
+type Replay = BTreeMap<String, i64>;
+
+/// What an `ext.replay` subscription asked for was refused because the org no longer holds
+/// (or never had) that replay id.
+fn replay_refused(answer: &[J]) -> bool {
+    answer.iter().any(|m| {
+        m["channel"] == "/meta/subscribe"
+            && m["successful"] == false
+            && m["error"].as_str().is_some_and(|e| e.contains("replayId"))
+    })
 }
 
 impl Session {
@@ -49,9 +66,19 @@ impl Session {
         Ok(r.body.as_array().cloned().unwrap_or_default())
     }
 
-    /// Handshake, the first connect, and a subscription (new events only) to every channel:
-    /// the client id.
-    async fn open(&self) -> Result<String, ConnectorError> {
+    async fn subscribe(&self, cid: &str, ch: &str, replay: i64) -> Result<Vec<J>, ConnectorError> {
+        self.post(
+            json!({"channel": "/meta/subscribe", "clientId": cid, "subscription": ch,
+            "ext": {"replay": {ch: replay}}}),
+        )
+        .await
+    }
+
+    /// Handshake, the first connect, and a subscription to every channel: from the replay id
+    /// `from` holds for it (the events after it come again), else new events only. The client
+    /// id, and whether a replay id was refused (the org no longer holds it: that channel goes
+    /// on from now, and events may have been missed).
+    async fn open(&self, from: &Replay) -> Result<(String, bool), ConnectorError> {
         let hs = self
             .post(json!({"channel": "/meta/handshake", "version": "1.0",
                 "supportedConnectionTypes": ["long-polling"], "ext": {"replay": true}}))
@@ -66,13 +93,15 @@ impl Session {
             json!({"channel": "/meta/connect", "clientId": cid, "connectionType": "long-polling"}),
         )
         .await?;
+        let mut gap = false;
         for ch in &self.channels {
-            let r = self
-                .post(
-                    json!({"channel": "/meta/subscribe", "clientId": cid, "subscription": ch,
-                    "ext": {"replay": {ch.as_str(): -1}}}),
-                )
-                .await?;
+            let asked = from.get(ch).copied().unwrap_or(-1);
+            let mut r = self.subscribe(&cid, ch, asked).await?;
+            if asked >= 0 && replay_refused(&r) {
+                tracing::warn!(object = %self.object, channel = %ch, replay_id = asked, "change feed: the org no longer holds the stored replay id; going on from new events (a pass looks)");
+                gap = true;
+                r = self.subscribe(&cid, ch, -1).await?;
+            }
             if !r
                 .iter()
                 .any(|m| m["channel"] == "/meta/subscribe" && m["successful"] == true)
@@ -80,12 +109,31 @@ impl Session {
                 return Err(self.refused(&format!("subscription to {ch}"), &J::Array(r)));
             }
         }
-        Ok(cid)
+        Ok((cid, gap))
     }
 }
 
-/// Subscribes to the object's changes (and its children's): a feed of hints.
-pub(super) async fn subscribe(c: &SalesforceConnector) -> Result<ChangeFeed, ConnectorError> {
+/// The feed position stored with a cursor: `{"<channel>": <replay id>, …}`. One that does not
+/// parse is not used (every channel from new events, and a pass looks).
+fn parse_position(from: Option<&[u8]>, object: &str) -> (Replay, bool) {
+    let Some(b) = from else {
+        return (Replay::new(), false);
+    };
+    match serde_json::from_slice::<Replay>(b) {
+        Ok(r) => (r, false),
+        Err(e) => {
+            tracing::warn!(object = %object, error = %e, "change feed: the stored position does not parse; going on from new events (a pass looks)");
+            (Replay::new(), true)
+        }
+    }
+}
+
+/// Subscribes to the object's changes (and its children's) from `from` (a position this feed
+/// gave earlier, see [`ChangeFeed::position`]): a feed of hints, positioned by replay ids.
+pub(super) async fn subscribe(
+    c: &SalesforceConnector,
+    from: Option<&[u8]>,
+) -> Result<ChangeFeed, ConnectorError> {
     let mut channels = vec![channel_of(&c.cfg.object)];
     for ch in &c.children {
         let name = channel_of(&ch.object);
@@ -100,8 +148,16 @@ pub(super) async fn subscribe(c: &SalesforceConnector) -> Result<ChangeFeed, Con
         system: c.system.to_string(),
         object: c.cfg.object.clone(),
     };
-    let mut cid = s.open().await?;
+    let (mut replay, bad) = parse_position(from, &s.object);
+    let (mut cid, gap) = s.open(&replay).await?;
+    let position = Arc::new(Mutex::new(
+        (!replay.is_empty()).then(|| serde_json::to_vec(&replay).expect("json")),
+    ));
     let (tx, rx) = tokio::sync::mpsc::channel(1);
+    if bad || gap {
+        let _ = tx.try_send(());
+    }
+    let at = position.clone();
     tokio::spawn(async move {
         let hint = |tx: &tokio::sync::mpsc::Sender<()>| match tx.try_send(()) {
             Ok(()) | Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => true,
@@ -119,21 +175,34 @@ pub(super) async fn subscribe(c: &SalesforceConnector) -> Result<ChangeFeed, Con
                     return;
                 }
             };
-            if msgs
-                .iter()
-                .any(|m| s.channels.iter().any(|ch| m["channel"] == ch.as_str()))
-                && !hint(&tx)
-            {
-                return;
+            let mut events = false;
+            for m in &msgs {
+                let Some(ch) = s.channels.iter().find(|ch| m["channel"] == ch.as_str()) else {
+                    continue;
+                };
+                events = true;
+                if let Some(id) = m["data"]["event"]["replayId"].as_i64() {
+                    let r = replay.entry(ch.clone()).or_insert(id);
+                    *r = (*r).max(id);
+                }
+            }
+            if events {
+                // The position first: a pass started after the hint covers these events.
+                *at.lock().expect("feed position") =
+                    Some(serde_json::to_vec(&replay).expect("json"));
+                if !hint(&tx) {
+                    return;
+                }
             }
             let connect_ok = msgs
                 .iter()
                 .any(|m| m["channel"] == "/meta/connect" && m["successful"] == true);
             if !connect_ok {
-                // The server forgot the client (a restart, a timeout): handshake again; events
-                // may have been missed meanwhile, so a pass looks.
-                match s.open().await {
-                    Ok(id) => cid = id,
+                // The server forgot the client (a restart, a timeout): handshake again and
+                // subscribe from the events received so far (the org sends those made
+                // meanwhile again, or, where it no longer holds them, a pass looks).
+                match s.open(&replay).await {
+                    Ok((id, _)) => cid = id,
                     Err(e) => {
                         tracing::warn!(object = %s.object, error = %e, "change feed: cannot subscribe again; back to polling");
                         return;
@@ -145,7 +214,7 @@ pub(super) async fn subscribe(c: &SalesforceConnector) -> Result<ChangeFeed, Con
             }
         }
     });
-    Ok(rx)
+    Ok(ChangeFeed::with_position(rx, position))
 }
 
 #[cfg(test)]

@@ -250,7 +250,10 @@ impl Connector for SqlConnector {
     }
 
     /// PostgreSQL in trigger mode: the triggers' `NOTIFY concord_changes` for this table.
-    async fn subscribe(&self) -> Result<Option<crate::ChangeFeed>, ConnectorError> {
+    async fn subscribe(
+        &self,
+        _from: Option<&[u8]>,
+    ) -> Result<Option<crate::ChangeFeed>, ConnectorError> {
         if self.cfg.mode != CaptureMode::Trigger {
             return Ok(None);
         }

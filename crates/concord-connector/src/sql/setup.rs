@@ -370,7 +370,7 @@ impl SqlConnector {
                 }
             }
         });
-        Ok(Some(rx))
+        Ok(Some(crate::ChangeFeed::new(rx)))
     }
 
     /// Marks the write transaction as concord's, so the triggers do not log it.

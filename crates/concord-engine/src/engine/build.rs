@@ -396,6 +396,7 @@ pub async fn build_job(
         allow_deletes: false,
         chunk_size: Some(j.chunk_size),
         stop: None,
+        feed_positions: BTreeMap::new(),
     };
     let policy = policy_of(cfg, name, j, &ids)?;
     let newest = std::iter::once(&policy.default)

@@ -246,8 +246,11 @@ impl Connector for MappedConnector {
     }
 
     /// The system's own announcements (a hint only: what changed is read through the mapping).
-    async fn subscribe(&self) -> Result<Option<concord_connector::ChangeFeed>, ConnectorError> {
-        self.inner.subscribe().await
+    async fn subscribe(
+        &self,
+        from: Option<&[u8]>,
+    ) -> Result<Option<concord_connector::ChangeFeed>, ConnectorError> {
+        self.inner.subscribe(from).await
     }
 
     async fn read(&self, cursor: Option<&[u8]>) -> Result<ReadPage, ConnectorError> {

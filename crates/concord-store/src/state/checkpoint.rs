@@ -127,6 +127,12 @@ impl Checkpoint {
         v.extend_from_slice(cursor);
         self.batch.put(layout::cursor(job, sys), v);
     }
+    /// The change feed position a completed read covers (see [`layout::feed`]).
+    pub fn put_feed_position(&mut self, job: &str, sys: &SystemId, position: &[u8]) {
+        let mut v = vec![ENTRY_V1];
+        v.extend_from_slice(position);
+        self.batch.put(layout::feed(job, sys), v);
+    }
     pub fn outbox_put(&mut self, sys: &SystemId, e: &EntityId, entry: &OutboxEntry) {
         self.batch.put(layout::outbox(sys, e), encode_entry(entry));
     }

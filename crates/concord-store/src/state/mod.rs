@@ -352,7 +352,16 @@ impl StateStore {
     }
 
     pub fn cursor(&self, job: &str, sys: &SystemId) -> Result<Option<Vec<u8>>, StoreError> {
-        let key = layout::cursor(job, sys);
+        self.cursor_entry(layout::cursor(job, sys))
+    }
+
+    /// The change feed position stored with `job`'s cursor of `sys` (see
+    /// [`Checkpoint::put_feed_position`]).
+    pub fn feed_position(&self, job: &str, sys: &SystemId) -> Result<Option<Vec<u8>>, StoreError> {
+        self.cursor_entry(layout::feed(job, sys))
+    }
+
+    fn cursor_entry(&self, key: Vec<u8>) -> Result<Option<Vec<u8>>, StoreError> {
         match self.store.get(&key)? {
             None => Ok(None),
             Some(b) => match b.split_first() {

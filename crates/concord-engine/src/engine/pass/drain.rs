@@ -240,7 +240,7 @@ impl Engine {
                 let earlier = unconfirmed.contains(entity);
                 match self.owed(job, &sys, mid_read, earlier, entity, parts)? {
                     Owed::Settled => cp.outbox_remove(&sys, entity),
-                    Owed::Held => {} // the mark waits
+                    Owed::Held => {}                     // the mark waits
                     Owed::Reread => stale.push(*entity), // read again, then written
                     Owed::Tombstone(target) => {
                         cp.put_snapshot(&sys, entity, &target);

@@ -107,6 +107,11 @@ pub struct JobOptions {
     /// keeps its old cursor (the next pass reads again; what was flushed compares equal), and
     /// writes not sent stay in the outbox for the next pass.
     pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// Per system, where its change feed stood when the pass began (see
+    /// `Connector::subscribe`): committed with the system's cursor when its read completes
+    /// (a read that started after the feed's announcements finds their changes), so a feed
+    /// subscribing again after a restart goes on from there.
+    pub feed_positions: BTreeMap<SystemId, Vec<u8>>,
 }
 
 impl JobOptions {

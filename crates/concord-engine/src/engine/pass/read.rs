@@ -60,6 +60,10 @@ impl Engine {
                 if let Some(c) = page.cursor.as_ref().filter(|_| !full) {
                     read.cursors.put_cursor(&job.name, &sys, c);
                 }
+                // (A complete scan covers the feed as well as a read from the cursor does.)
+                if let Some(p) = job.options.feed_positions.get(&sys) {
+                    read.cursors.put_feed_position(&job.name, &sys, p);
+                }
                 break;
             }
             let next = page.cursor.take();
