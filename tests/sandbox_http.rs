@@ -2249,3 +2249,219 @@ async fn streaming_api_delivers_change_events_with_replay_ids() {
     assert_eq!(before - remaining(c.clone()).await, 1);
     assert!(sb.counters()["streaming"] >= 8);
 }
+
+/// PushTopics: a `PushTopic` record's query decides which changes of its object notify on
+/// `/topic/{Name}` (creates, updates, deletes, undeletes; `NotifyForFields`; the WHERE clause
+/// evaluated on the record as changed), with replay ids; queries Salesforce refuses are
+/// refused with its `INVALID_FIELD` messages.
+#[tokio::test]
+async fn pushtopic_notifications_follow_the_query() {
+    let (base, sb) = start(10_000).await;
+    let c = reqwest::Client::new();
+    let cometd = format!("{base}/cometd/59.0");
+    let post = |url: String, body: J| {
+        let c = c.clone();
+        async move {
+            let r = c
+                .post(url)
+                .bearer_auth(TOKEN)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let s = r.status().as_u16();
+            (s, r.json::<J>().await.unwrap())
+        }
+    };
+    let topics = format!("{base}/services/data/v59.0/sobjects/PushTopic");
+    let topic = |name: &str, query: &str| json!({"Name": name, "Query": query, "ApiVersion": 59.0});
+    for (query, says) in [
+        ("SELECT Name FROM Account", "Id field must be selected"),
+        (
+            "SELECT Id, Name FROM Account ORDER BY Name",
+            "'ORDER BY' clause is not allowed",
+        ),
+        (
+            "SELECT Id, Name FROM Account LIMIT 10",
+            "'LIMIT' is not allowed",
+        ),
+        (
+            "SELECT Id, Account.Name FROM Contact",
+            "relationships are not supported",
+        ),
+        (
+            "SELECT Id FROM Account WHERE NOT Name = 'x'",
+            "'NOT' is not supported",
+        ),
+        (
+            "SELECT COUNT() FROM Account",
+            "Aggregate queries are not supported",
+        ),
+        ("SELECT Id FROM Account", "other than Id"),
+        ("SELECT Id, Nope FROM Account", "No such column 'Nope'"),
+    ] {
+        let (s, r) = post(topics.clone(), topic("Bad", query)).await;
+        assert_eq!(s, 400, "{query}: {r}");
+        assert_eq!(r[0]["errorCode"], "INVALID_FIELD", "{query}: {r}");
+        assert!(
+            r[0]["message"].as_str().unwrap().contains(says),
+            "{query}: {r}"
+        );
+    }
+    let (s, r) = post(
+        topics.clone(),
+        topic(
+            "OsloAccounts",
+            "SELECT Id, Name, Phone FROM Account WHERE BillingCity = 'Oslo'",
+        ),
+    )
+    .await;
+    assert_eq!(s, 201, "{r}");
+    let topic_id = r["id"].as_str().unwrap().to_string();
+    let (s, r) = post(
+        topics.clone(),
+        topic("OsloAccounts", "SELECT Id, Name FROM Account"),
+    )
+    .await;
+    assert_eq!(
+        (s, r[0]["errorCode"].as_str()),
+        (400, Some("DUPLICATE_VALUE")),
+        "{r}"
+    );
+
+    let (_, hs) = post(
+        cometd.clone(),
+        json!([{"channel": "/meta/handshake", "version": "1.0", "supportedConnectionTypes": ["long-polling"]}]),
+    )
+    .await;
+    let cid = hs[0]["clientId"].as_str().unwrap().to_string();
+    post(
+        cometd.clone(),
+        json!([{"channel": "/meta/connect", "clientId": cid}]),
+    )
+    .await;
+    let sub = |channel: &str, replay: i64| {
+        json!([{"channel": "/meta/subscribe", "clientId": cid, "subscription": channel,
+                "ext": {"replay": {channel: replay}}}])
+    };
+    let (_, r) = post(cometd.clone(), sub("/topic/Nope", -1)).await;
+    assert_eq!(r[0]["successful"], false, "{r}");
+    let (_, r) = post(cometd.clone(), sub("/topic/OsloAccounts", -1)).await;
+    assert_eq!(r[0]["successful"], true, "{r}");
+    let (a, b) = {
+        let mut org = sb.org.lock().unwrap();
+        let obj = |v: J| v.as_object().unwrap().clone();
+        let a = org
+            .create("Account", &obj(json!({"Name": "A", "BillingCity": "Oslo"})))
+            .unwrap();
+        let b = org
+            .create(
+                "Account",
+                &obj(json!({"Name": "B", "BillingCity": "Bergen"})),
+            )
+            .unwrap();
+        org.update("Account", &a, &obj(json!({"Phone": "1"})))
+            .unwrap(); // selected
+        org.update("Account", &a, &obj(json!({"Description": "x"})))
+            .unwrap(); // not referenced
+        org.update("Account", &b, &obj(json!({"Phone": "2"})))
+            .unwrap(); // does not match
+        org.update("Account", &b, &obj(json!({"BillingCity": "Oslo"})))
+            .unwrap(); // matches now
+        org.delete("Account", &a).unwrap();
+        org.undelete("Account", &a).unwrap();
+        (a, b)
+    };
+    let (_, got) = post(
+        cometd.clone(),
+        json!([{"channel": "/meta/connect", "clientId": cid}]),
+    )
+    .await;
+    let msgs: Vec<&J> = got
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["channel"] == "/topic/OsloAccounts")
+        .collect();
+    let seen: Vec<(&str, &str)> = msgs
+        .iter()
+        .map(|m| {
+            (
+                m["data"]["event"]["type"].as_str().unwrap(),
+                m["data"]["sobject"]["Id"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("created", a.as_str()),
+            ("updated", a.as_str()),
+            ("updated", b.as_str()),
+            ("deleted", a.as_str()),
+            ("undeleted", a.as_str())
+        ],
+        "{got}"
+    );
+    assert_eq!(
+        msgs[0]["data"]["sobject"],
+        json!({"Id": a, "Name": "A", "Phone": null})
+    );
+    assert_eq!(msgs[1]["data"]["sobject"]["Phone"], "1");
+    assert_eq!(
+        msgs[3]["data"]["sobject"],
+        json!({"Id": a}),
+        "a delete carries the Id"
+    );
+    let created = msgs[0]["data"]["event"]["createdDate"].as_str().unwrap();
+    assert!(created.ends_with('Z') && created.len() == 24, "{created}");
+    let ids: Vec<u64> = msgs
+        .iter()
+        .map(|m| m["data"]["event"]["replayId"].as_u64().unwrap())
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+
+    // Replay after the first notification, on a second client; then the topic deactivated:
+    // no subscription to it any more.
+    let (_, hs) = post(
+        cometd.clone(),
+        json!([{"channel": "/meta/handshake", "version": "1.0"}]),
+    )
+    .await;
+    let c2 = hs[0]["clientId"].as_str().unwrap().to_string();
+    post(
+        cometd.clone(),
+        json!([{"channel": "/meta/connect", "clientId": c2}]),
+    )
+    .await;
+    let (_, r) = post(
+        cometd.clone(),
+        json!([{"channel": "/meta/subscribe", "clientId": c2, "subscription": "/topic/OsloAccounts",
+                "ext": {"replay": {"/topic/OsloAccounts": ids[0]}}}]),
+    )
+    .await;
+    assert_eq!(r[0]["successful"], true, "{r}");
+    let (_, again) = post(
+        cometd.clone(),
+        json!([{"channel": "/meta/connect", "clientId": c2}]),
+    )
+    .await;
+    let replayed: Vec<u64> = again
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["data"]["event"]["replayId"].as_u64())
+        .collect();
+    assert_eq!(replayed, ids[1..]);
+    sb.org
+        .lock()
+        .unwrap()
+        .update(
+            "PushTopic",
+            &topic_id,
+            json!({"IsActive": false}).as_object().unwrap(),
+        )
+        .unwrap();
+    let (_, r) = post(cometd.clone(), sub("/topic/OsloAccounts", -1)).await;
+    assert_eq!(r[0]["successful"], false, "{r}");
+}

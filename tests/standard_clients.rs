@@ -149,6 +149,7 @@ async fn jsforce_over_http() {
             "bulk",
             "bulk1",
             "streaming",
+            "pushtopic",
             "errors",
             "logout",
         ],

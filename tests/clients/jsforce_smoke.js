@@ -241,6 +241,30 @@ async function main() {
   client.disconnect();
   step('streaming');
 
+  // A PushTopic as jsforce's documentation uses one: created as a record, subscribed by name
+  // (jsforce maps it to /topic/{Name}); only the records its WHERE clause selects notify.
+  await conn.sobject('PushTopic').create({
+    Name: 'JsforceOslo',
+    Query: "SELECT Id, Name FROM Account WHERE BillingCity = 'Oslo'",
+    ApiVersion: 59.0,
+    NotifyForFields: 'Referenced',
+  });
+  const notes = [];
+  const tsub = conn.streaming.topic('JsforceOslo').subscribe((m) => notes.push(m));
+  await tsub;
+  const oslo = await conn.sobject('Account').create({ Name: 'Topic Oslo', BillingCity: 'Oslo' });
+  await conn.sobject('Account').create({ Name: 'Topic Bergen', BillingCity: 'Bergen' });
+  await conn.sobject('Account').update({ Id: oslo.id, Name: 'Topic Oslo 2' });
+  const until = Date.now() + 15000;
+  while (notes.length < 2 && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+  await new Promise((r) => setTimeout(r, 200)); // nothing more should come
+  assert.deepStrictEqual(notes.map((m) => [m.event.type, m.sobject.Name]),
+    [['created', 'Topic Oslo'], ['updated', 'Topic Oslo 2']], JSON.stringify(notes));
+  assert.strictEqual(notes[0].sobject.Id, oslo.id);
+  assert.ok(notes[0].event.replayId < notes[1].event.replayId);
+  tsub.cancel();
+  step('pushtopic');
+
   // Errors in Salesforce's shape reach jsforce's error objects.
   await assert.rejects(conn.query('SELECT Nope__c FROM Account'), (e) => e.errorCode === 'INVALID_FIELD');
   await assert.rejects(conn.query('SELEC Id FROM Account'), (e) => e.errorCode === 'MALFORMED_QUERY');

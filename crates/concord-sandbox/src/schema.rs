@@ -409,8 +409,8 @@ fn activity_stamps() -> Vec<FieldDef> {
 }
 
 /// The standard objects the sandbox knows, with their common fields: Account, Contact,
-/// Opportunity, Lead, Product2, User, Task, Event, Case, Campaign, Pricebook2, PricebookEntry
-/// and OpportunityLineItem.
+/// Opportunity, Lead, Product2, User, Task, Event, Case, Campaign, Pricebook2, PricebookEntry,
+/// OpportunityLineItem and PushTopic.
 pub fn standard_objects() -> Vec<ObjectDef> {
     use FieldType::*;
     let owner = || FieldDef::new("OwnerId", Reference).reference("User", "Owner");
@@ -883,6 +883,24 @@ pub fn standard_objects() -> Vec<ObjectDef> {
         FieldDef::new("Description", String),
         FieldDef::new("SortOrder", Int),
     ];
+    // A Streaming API channel: `/topic/{Name}` notifies of the records its query selects.
+    let push_topic = vec![
+        FieldDef::new("Name", String).required().len(25),
+        FieldDef::new("Query", String).required().len(1300),
+        FieldDef::new("ApiVersion", Double).required(),
+        FieldDef::new("Description", String).len(400),
+        FieldDef::new("IsActive", Boolean),
+        FieldDef::new("NotifyForFields", Picklist).picklist(&[
+            "All",
+            "Referenced",
+            "Select",
+            "Where",
+        ]),
+        FieldDef::new("NotifyForOperationCreate", Boolean),
+        FieldDef::new("NotifyForOperationUpdate", Boolean),
+        FieldDef::new("NotifyForOperationDelete", Boolean),
+        FieldDef::new("NotifyForOperationUndelete", Boolean),
+    ];
     let labelled = |mut o: ObjectDef, label: &str| {
         o.label = Some(label.into());
         o
@@ -904,6 +922,7 @@ pub fn standard_objects() -> Vec<ObjectDef> {
             object("OpportunityLineItem", "00k", line),
             "Opportunity Product",
         ),
+        labelled(object("PushTopic", "0IF", push_topic), "Push Topic"),
     ]
 }
 

@@ -15,6 +15,9 @@ pub struct ChangeEvent {
     pub object: String,
     /// The event's payload: `ChangeEventHeader` and the changed fields.
     pub payload: J,
+    /// The record as it was after the change (a deleted one: as it was deleted), for the
+    /// PushTopics that evaluate it.
+    pub record: Map<String, J>,
 }
 
 impl ChangeEvent {
@@ -64,6 +67,12 @@ impl EventLog {
         self.events.front().map(|e| e.replay_id)
     }
 
+    /// Every event after `replay_id`, oldest first.
+    pub fn since(&self, replay_id: u64) -> impl Iterator<Item = &ChangeEvent> {
+        let start = self.events.partition_point(|e| e.replay_id <= replay_id);
+        self.events.iter().skip(start)
+    }
+
     /// Events after `replay_id` on `channel`, oldest first, at most `max`.
     pub fn after(&self, replay_id: u64, channel: &str, max: usize) -> Vec<ChangeEvent> {
         let start = self.events.partition_point(|e| e.replay_id <= replay_id);
@@ -86,6 +95,7 @@ impl EventLog {
         id: &str,
         change_type: &str,
         fields: Map<String, J>,
+        record: Map<String, J>,
         user: &str,
         at_ms: i64,
     ) {
@@ -135,6 +145,7 @@ impl EventLog {
             replay_id: self.last,
             object: object.to_string(),
             payload: J::Object(payload),
+            record,
         });
         while self.events.len() > RETAINED {
             self.events.pop_front();
@@ -159,6 +170,7 @@ mod tests {
             "001A",
             "CREATE",
             f("Name", json!("Acme")),
+            Map::new(),
             "005U",
             1,
         );
@@ -167,10 +179,19 @@ mod tests {
             "003A",
             "CREATE",
             f("LastName", json!("Doe")),
+            Map::new(),
             "005U",
             2,
         );
-        log.emit("Account", "001A", "UPDATE", f("Phone", J::Null), "005U", 3);
+        log.emit(
+            "Account",
+            "001A",
+            "UPDATE",
+            f("Phone", J::Null),
+            Map::new(),
+            "005U",
+            3,
+        );
         assert_eq!(log.last_replay_id(), 3);
         let acc = log.after(0, "/data/AccountChangeEvent", 10);
         assert_eq!(acc.iter().map(|e| e.replay_id).collect::<Vec<_>>(), [1, 3]);

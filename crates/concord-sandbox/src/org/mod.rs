@@ -8,6 +8,7 @@
 
 mod derive;
 pub mod events;
+pub mod pushtopic;
 mod query;
 mod records;
 #[cfg(test)]

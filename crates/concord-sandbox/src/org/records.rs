@@ -8,6 +8,9 @@ impl Org {
         let o = self.object(object)?.clone();
         let mut fields = self.prepare(&o, input, true)?;
         self.check_unique(&o, None, &fields)?;
+        if o.name == "PushTopic" {
+            self.check_push_topic(None, &mut fields, true)?;
+        }
         let id = ids::mint(o.prefix(), self.next);
         self.next += 1;
         let now = self.now();
@@ -65,7 +68,14 @@ impl Org {
             .frozen_ms
             .unwrap_or_else(|| Timestamp::now().millis() + self.clock_offset_ms);
         let user = self.user_id.clone();
-        self.events.emit(object, id, change_type, fields, &user, at);
+        let record = self
+            .records
+            .get(object)
+            .and_then(|m| m.get(id))
+            .map(|r| r.fields.clone())
+            .unwrap_or_default();
+        self.events
+            .emit(object, id, change_type, fields, record, &user, at);
     }
 
     pub(super) fn find_live(&self, o: &ObjectDef, id: &str) -> Result<String, SfError> {
@@ -111,6 +121,9 @@ impl Org {
         let mut merged = stored.clone();
         for (k, v) in fields {
             merged.insert(k, v);
+        }
+        if o.name == "PushTopic" {
+            self.check_push_topic(Some(&id18), &mut merged, false)?;
         }
         compound_name(&o, &mut merged);
         let now = self.now();

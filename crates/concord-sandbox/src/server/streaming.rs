@@ -1,8 +1,9 @@
 //! The Streaming API: Bayeux / CometD long-polling at `/cometd/NN.N` (`/meta/handshake`,
 //! `/meta/connect`, `/meta/subscribe`, `/meta/unsubscribe`, `/meta/disconnect`, each message
 //! posted alone or in a batch, to the endpoint or to `…/meta/{type}` style URLs), delivering
-//! Change Data Capture events on `/data/ChangeEvents` and `/data/{Object}ChangeEvent` with
-//! replay ids (`ext.replay`: -1 new events only, -2 every retained one, N those after N).
+//! Change Data Capture events on `/data/ChangeEvents` and `/data/{Object}ChangeEvent`, and
+//! PushTopic notifications on `/topic/{Name}`, with replay ids (`ext.replay`: -1 new events
+//! only, -2 every retained one, N those after N).
 
 use super::state::*;
 use crate::org::events::ChangeEvent;
@@ -64,6 +65,9 @@ fn known_channel(sb: &Sandbox, channel: &str) -> bool {
         return true;
     }
     let org = sb.org.lock().expect("lock");
+    if channel.starts_with("/topic/") {
+        return org.topic(channel).is_some();
+    }
     org.objects()
         .iter()
         .any(|o| ChangeEvent::channel_of(&o.name) == channel)
@@ -219,6 +223,25 @@ fn deliver(sb: &Sandbox, cid: &str) -> Vec<J> {
     let org = sb.org.lock().expect("lock");
     let mut out = Vec::new();
     for s in &mut client.subscriptions {
+        if s.channel.starts_with("/topic/") {
+            // A PushTopic as it is now (deactivated or deleted: nothing more comes); its
+            // notifications from the events of its object, the cursor past every event seen.
+            let Some(topic) = org.topic(&s.channel) else {
+                continue;
+            };
+            let mut sent = 0;
+            for e in org.events.since(s.cursor) {
+                if sent == BATCH {
+                    break;
+                }
+                s.cursor = e.replay_id;
+                if let Some(m) = topic.notification(&org, e, &s.channel) {
+                    out.push(m);
+                    sent += 1;
+                }
+            }
+            continue;
+        }
         for e in org.events.after(s.cursor, &s.channel, BATCH) {
             s.cursor = e.replay_id;
             out.push(e.message(&s.channel));
