@@ -797,6 +797,97 @@ fields = {{ name = "name" }}
     started.stop().await;
 }
 
+/// An org where the object is not selected for Change Data Capture: `push_topic` makes the
+/// feed listen to a PushTopic instead, created by the connector when the org has none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_topic_announces_the_changes() {
+    let (sb, sf) = crate::sf_common::sandbox().await;
+    let (sf_url, sf_tok) = (sf.instance_url_env.clone(), sf.token_env.clone().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("dst")).unwrap();
+    let text = format!(
+        r#"
+[store]
+dir = "state"
+[systems.crm]
+type = "salesforce"
+instance_url_env = "{sf_url}"
+token_env = "{sf_tok}"
+[systems.dst]
+type = "jsonl"
+dir = "dst"
+[jobs.accounts]
+pattern = "broadcast"
+systems = ["crm", "dst"]
+schedule = "manual"
+[jobs.accounts.sides.crm]
+object = "Account"
+fields = {{ name = "Name" }}
+push_topic = "ConcordAccounts"
+[jobs.accounts.sides.dst]
+file = "accounts.jsonl"
+key = ["id"]
+fields = {{ name = "name" }}
+"#
+    );
+    let (started, api) = serve(dir.path(), &text).await;
+    let topic = || {
+        let q = concord::sandbox::soql::parse(
+            "SELECT Id, Query, NotifyForFields FROM PushTopic WHERE Name = 'ConcordAccounts'",
+        )
+        .unwrap();
+        match sb.org.lock().unwrap().query(&q, false, "59.0").unwrap() {
+            concord::sandbox::org::QueryResult::Rows(r) => r,
+            _ => unreachable!(),
+        }
+    };
+    let mut found = Vec::new();
+    for _ in 0..200 {
+        found = topic();
+        if !found.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(found.len(), 1, "the connector created its PushTopic");
+    assert_eq!(found[0]["Query"], "SELECT Id FROM Account");
+    assert_eq!(found[0]["NotifyForFields"], "All");
+    // The first pass (nothing stored yet) has run; then a change announced on the topic.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sb.org
+        .lock()
+        .unwrap()
+        .create("Account", json!({"Name": "Via topic"}).as_object().unwrap())
+        .unwrap();
+    let file = dir.path().join("dst/accounts.jsonl");
+    let mut rows = Vec::new();
+    for _ in 0..200 {
+        rows = read_jsonl(&file);
+        if !rows.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let (_, runs) = api.get("/runs?job=accounts").await;
+    assert_eq!(rows.len(), 1, "{runs}");
+    assert_eq!(rows[0]["name"], "Via topic");
+    // The feed's position is the topic's replay id.
+    let state = started.service.state.clone();
+    let crm = concord::model::SystemId::new("crm.Account").unwrap();
+    let mut pos = None;
+    for _ in 0..100 {
+        pos = state.feed_position("accounts", &crm).unwrap();
+        if pos.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pos: J = serde_json::from_slice(&pos.expect("stored")).unwrap();
+    assert!(pos["/topic/ConcordAccounts"].as_i64().is_some(), "{pos}");
+    drop(state);
+    started.stop().await;
+}
+
 /// The Salesforce feed's position (replay ids) is stored with the cursor of each pass: a
 /// change made while the service was stopped is announced again when it starts (a job run on
 /// push only picks it up at once), and a stored replay id the org no longer holds makes a pass

@@ -65,6 +65,12 @@ pub struct SalesforceSide {
     /// field named after its relationship (`Contacts`), a list. Read only.
     #[serde(default)]
     pub children: Vec<SalesforceChild>,
+    /// `concord serve`: listen to the object's changes on this PushTopic (`/topic/{name}`)
+    /// instead of its Change Data Capture channel — for an org where the object is not
+    /// selected for CDC. Created (`SELECT Id FROM {object}`, NotifyForFields All) when the org
+    /// has none of that name; one that exists is used as it is.
+    #[serde(default)]
+    pub push_topic: Option<String>,
 }
 
 /// `[[…children]]`: a child relationship of the object (describe's `childRelationships`
@@ -135,6 +141,9 @@ pub struct SalesforceConfig {
     pub bulk_timeout_secs: u64,
     /// Child relationships read with each record (see [`SalesforceChild`]).
     pub children: Vec<SalesforceChild>,
+    /// The PushTopic the change feed listens to instead of Change Data Capture (see
+    /// [`SalesforceSide::push_topic`]).
+    pub push_topic: Option<String>,
 }
 
 fn default_version() -> String {
@@ -201,6 +210,7 @@ impl SalesforceConfig {
             bulk_threshold,
             bulk_read_threshold,
             children,
+            push_topic,
         } = side.clone();
         let mut fields = fields;
         // A child relationship is a native field of the mapping, not a field of the object.
@@ -239,6 +249,7 @@ impl SalesforceConfig {
             request_timeout_secs,
             bulk_timeout_secs,
             children,
+            push_topic,
         }
     }
 
@@ -267,6 +278,7 @@ impl SalesforceConfig {
             request_timeout_secs: default_timeout(),
             bulk_timeout_secs: default_bulk_timeout(),
             children: Vec::new(),
+            push_topic: None,
         }
     }
 }

@@ -113,6 +113,58 @@ impl Session {
     }
 }
 
+/// The channel of the PushTopic `name`, created for the object (every change of any record:
+/// `SELECT Id FROM {object}`, NotifyForFields All) when the org has none of that name. One
+/// that exists is used as it is (its query may narrow what announces a change: the schedule's
+/// passes still read everything); an inactive one is refused.
+async fn ensure_topic(c: &SalesforceConnector, name: &str) -> Result<String, ConnectorError> {
+    let v = &c.cfg.api_version;
+    let err = |message: String| ConnectorError {
+        system: c.system.to_string(),
+        object: c.cfg.object.clone(),
+        message,
+        retryable: false,
+    };
+    let q = format!(
+        "SELECT Id, IsActive, Query FROM PushTopic WHERE Name = {}",
+        super::soql::quote(name)
+    );
+    let url = format!("/services/data/v{v}/query?q={}", super::read::urlencode(&q));
+    let r = c
+        .client
+        .call(reqwest::Method::GET, &url, None, None)
+        .await?;
+    match r.body["records"].as_array().and_then(|a| a.first()) {
+        Some(t) if t["IsActive"] == false => {
+            return Err(err(format!(
+                "PushTopic {name} is inactive (activate it, or name another in push_topic)"
+            )))
+        }
+        Some(t) => {
+            tracing::info!(object = %c.cfg.object, topic = name, query = %t["Query"], "change feed: listening to an existing PushTopic");
+        }
+        None => {
+            let body = json!({
+                "Name": name,
+                "Query": format!("SELECT Id FROM {}", c.cfg.object),
+                "ApiVersion": v.parse::<f64>().unwrap_or(59.0),
+                "NotifyForFields": "All",
+                "Description": "concord: announces every change of the object to concord serve",
+            });
+            c.client
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/services/data/v{v}/sobjects/PushTopic"),
+                    Some(&body),
+                    None,
+                )
+                .await?;
+            tracing::info!(object = %c.cfg.object, topic = name, "change feed: PushTopic created");
+        }
+    }
+    Ok(format!("/topic/{name}"))
+}
+
 /// The feed position stored with a cursor: `{"<channel>": <replay id>, …}`. One that does not
 /// parse is not used (every channel from new events, and a pass looks).
 fn parse_position(from: Option<&[u8]>, object: &str) -> (Replay, bool) {
@@ -134,7 +186,10 @@ pub(super) async fn subscribe(
     c: &SalesforceConnector,
     from: Option<&[u8]>,
 ) -> Result<ChangeFeed, ConnectorError> {
-    let mut channels = vec![channel_of(&c.cfg.object)];
+    let mut channels = vec![match &c.cfg.push_topic {
+        Some(name) => ensure_topic(c, name).await?,
+        None => channel_of(&c.cfg.object),
+    }];
     for ch in &c.children {
         let name = channel_of(&ch.object);
         if !channels.contains(&name) {
