@@ -155,7 +155,7 @@ fn sample(kind: &str, key: &str) -> Option<Sample> {
             "[{ relationship = \"Contacts\", fields = [\"Email\"] }]",
         ),
         k if k.ends_with("_env") => s("\"A\"", "\"B\""),
-        "object" | "table" | "file" | "schema" | "entity_id_field" | "stream" => {
+        "object" | "table" | "file" | "schema" | "entity_id_field" | "stream" | "push_topic" => {
             s("\"Aa\"", "\"Bb\"")
         }
         _ => None,
