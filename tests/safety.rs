@@ -1935,23 +1935,18 @@ async fn a_csv_destination_gains_a_newly_mapped_column() {
     assert_eq!(text.lines().count(), 11, "{text}");
 }
 
-/// Bug 11 (found by the model-based test): a create whose answer was lost stays unconfirmed
-/// (`pending`); the user then edits the record it made. In the next pass, a chunk flush of
-/// another system's read wrote the head to that system before reading it — an unconditional
-/// upsert by entity id (the system holds no confirmed snapshot), which replaced the record and
-/// lost the user's edit. Now a write that could replace a record of an unconfirmed create waits
-/// until that system has been read in the pass (its read settles the unconfirmed write).
-#[tokio::test]
-async fn an_edit_after_a_lost_create_answer_survives_a_chunked_pass() {
-    let a = Arc::new(MemorySystem::new(SystemId::new("a").unwrap()).with_page_size(1));
-    let b = Arc::new(MemorySystem::new(SystemId::new("b").unwrap()).with_page_size(1));
-    for i in 0..3 {
-        a.user_create(Fields::new().with("n", format!("r{i}").as_str()));
-    }
-    let job = |b: Arc<dyn Connector>, isolate_failures: bool| SyncJob {
+/// A two-way job between `a` and `b` (wrapped or not) in chunks of one record: a chunk flush
+/// writes to `b` before `b` is read.
+fn chunked_pair(
+    a: &Arc<MemorySystem>,
+    b: Arc<dyn Connector>,
+    policy: &Policy,
+    isolate_failures: bool,
+) -> SyncJob {
+    SyncJob {
         name: "lost".into(),
         systems: vec![a.clone() as Arc<dyn Connector>, b],
-        policy: Policy::new(FieldPolicy::Newest, DeleteRule::UpdateWins),
+        policy: policy.clone(),
         normalize: NormalizeOptions::default(),
         batch_size: 10,
         options: JobOptions {
@@ -1959,13 +1954,35 @@ async fn an_edit_after_a_lost_create_answer_survives_a_chunked_pass() {
             isolate_failures,
             ..Default::default()
         },
-    };
-    let state = concord::store::StateStore::open(
-        Arc::new(concord::store::MemoryStore::new()),
-        InstanceId::new("n1").unwrap(),
+    }
+}
+
+fn memory_engine() -> Engine {
+    Engine::new(
+        concord::store::StateStore::open(
+            Arc::new(concord::store::MemoryStore::new()),
+            InstanceId::new("n1").unwrap(),
+        )
+        .unwrap(),
     )
-    .unwrap();
-    let engine = Engine::new(state);
+}
+
+/// Bug 11 (found by the model-based test): a create whose answer was lost stays unconfirmed
+/// (`pending`); the user then edits the record it made. In the next pass, a chunk flush of
+/// another system's read wrote the head to that system before reading it — an unconditional
+/// upsert by entity id (the system holds no confirmed snapshot), which replaced the record and
+/// lost the user's edit. Now nothing more is written to a system with an unconfirmed write
+/// until a read has settled it (see Bug 12).
+#[tokio::test]
+async fn an_edit_after_a_lost_create_answer_survives_a_chunked_pass() {
+    let a = Arc::new(MemorySystem::new(SystemId::new("a").unwrap()).with_page_size(1));
+    let b = Arc::new(MemorySystem::new(SystemId::new("b").unwrap()).with_page_size(1));
+    for i in 0..3 {
+        a.user_create(Fields::new().with("n", format!("r{i}").as_str()));
+    }
+    let policy = Policy::new(FieldPolicy::Newest, DeleteRule::UpdateWins);
+    let job = |b: Arc<dyn Connector>, isolate| chunked_pair(&a, b, &policy, isolate);
+    let engine = memory_engine();
     // The first write to b lands, its answer is lost: the pass stops there, before b is read.
     let lossy = Arc::new(LoseAnswer {
         inner: b.clone(),
@@ -2012,28 +2029,13 @@ async fn an_unconfirmed_update_is_not_taken_for_an_edit() {
     let b = Arc::new(MemorySystem::new(SystemId::new("b").unwrap()).with_page_size(1));
     let k0 = a.user_create(Fields::new().with("n", "r0").with("x", "1"));
     a.user_create(Fields::new().with("n", "r1"));
-    let job = |b: Arc<dyn Connector>, isolate_failures: bool| SyncJob {
-        name: "lost".into(),
-        systems: vec![a.clone() as Arc<dyn Connector>, b],
-        // A conflict goes b's way: a misread edit in b would win.
-        policy: Policy::new(
-            FieldPolicy::Prefer(SystemId::new("b").unwrap()),
-            DeleteRule::UpdateWins,
-        ),
-        normalize: NormalizeOptions::default(),
-        batch_size: 10,
-        options: JobOptions {
-            chunk_size: Some(1),
-            isolate_failures,
-            ..Default::default()
-        },
-    };
-    let state = concord::store::StateStore::open(
-        Arc::new(concord::store::MemoryStore::new()),
-        InstanceId::new("n1").unwrap(),
-    )
-    .unwrap();
-    let engine = Engine::new(state);
+    // A conflict goes b's way: a misread edit in b would win.
+    let policy = Policy::new(
+        FieldPolicy::Prefer(SystemId::new("b").unwrap()),
+        DeleteRule::UpdateWins,
+    );
+    let job = |b: Arc<dyn Connector>, isolate| chunked_pair(&a, b, &policy, isolate);
+    let engine = memory_engine();
     engine.sync(&job(b.clone(), true), None).await.unwrap();
     assert_eq!(b.rows().len(), 2);
     // a clears x; the update reaches b, its answer is lost (the pass stops there).

@@ -712,15 +712,11 @@ async fn a_signed_webhook_runs_the_job() {
     started.stop().await;
 }
 
-/// Salesforce announces its changes through Change Data Capture over the Streaming API: a
-/// manual-schedule job runs a pass on a create in the org alone.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_salesforce_change_pushes_a_pass() {
-    let (sb, sf) = crate::sf_common::sandbox().await;
-    let (sf_url, sf_tok) = (sf.instance_url_env.clone(), sf.token_env.clone().unwrap());
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("dst")).unwrap();
-    let text = format!(
+/// A broadcast of the sandbox's Accounts (their Name) into `dst/accounts.jsonl`, on push only
+/// (`schedule = "manual"`); `side` is added to the Salesforce side's table.
+fn accounts_on_push(sf: &concord::connector::salesforce::SalesforceConfig, side: &str) -> String {
+    let (sf_url, sf_tok) = (&sf.instance_url_env, sf.token_env.as_ref().unwrap());
+    format!(
         r#"
 [store]
 dir = "state"
@@ -738,12 +734,34 @@ schedule = "manual"
 [jobs.accounts.sides.crm]
 object = "Account"
 fields = {{ name = "Name" }}
-[jobs.accounts.sides.dst]
+{side}[jobs.accounts.sides.dst]
 file = "accounts.jsonl"
 key = ["id"]
 fields = {{ name = "name" }}
 "#
-    );
+    )
+}
+
+/// The rows of a JSONL file once it holds at least `n` (or after 5 s).
+async fn rows_reach(file: &Path, n: usize) -> Vec<J> {
+    for _ in 0..200 {
+        let rows = read_jsonl(file);
+        if rows.len() >= n {
+            return rows;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    read_jsonl(file)
+}
+
+/// Salesforce announces its changes through Change Data Capture over the Streaming API: a
+/// manual-schedule job runs a pass on a create in the org alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_salesforce_change_pushes_a_pass() {
+    let (sb, sf) = crate::sf_common::sandbox().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("dst")).unwrap();
+    let text = accounts_on_push(&sf, "");
     let (started, api) = serve(dir.path(), &text).await;
     // Until the feed has subscribed (its first handshake), nothing is announced.
     for _ in 0..200 {
@@ -757,15 +775,7 @@ fields = {{ name = "name" }}
         .unwrap()
         .create("Account", json!({"Name": "Pushed"}).as_object().unwrap())
         .unwrap();
-    let file = dir.path().join("dst/accounts.jsonl");
-    let mut rows = Vec::new();
-    for _ in 0..200 {
-        rows = read_jsonl(&file);
-        if !rows.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let rows = rows_reach(&dir.path().join("dst/accounts.jsonl"), 1).await;
     let (_, runs) = api.get("/runs?job=accounts").await;
     assert_eq!(rows.len(), 1, "{runs}");
     assert_eq!(rows[0]["name"], "Pushed");
@@ -802,34 +812,9 @@ fields = {{ name = "name" }}
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_topic_announces_the_changes() {
     let (sb, sf) = crate::sf_common::sandbox().await;
-    let (sf_url, sf_tok) = (sf.instance_url_env.clone(), sf.token_env.clone().unwrap());
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("dst")).unwrap();
-    let text = format!(
-        r#"
-[store]
-dir = "state"
-[systems.crm]
-type = "salesforce"
-instance_url_env = "{sf_url}"
-token_env = "{sf_tok}"
-[systems.dst]
-type = "jsonl"
-dir = "dst"
-[jobs.accounts]
-pattern = "broadcast"
-systems = ["crm", "dst"]
-schedule = "manual"
-[jobs.accounts.sides.crm]
-object = "Account"
-fields = {{ name = "Name" }}
-push_topic = "ConcordAccounts"
-[jobs.accounts.sides.dst]
-file = "accounts.jsonl"
-key = ["id"]
-fields = {{ name = "name" }}
-"#
-    );
+    let text = accounts_on_push(&sf, "push_topic = \"ConcordAccounts\"\n");
     let (started, api) = serve(dir.path(), &text).await;
     let topic = || {
         let q = concord::sandbox::soql::parse(
@@ -859,15 +844,7 @@ fields = {{ name = "name" }}
         .unwrap()
         .create("Account", json!({"Name": "Via topic"}).as_object().unwrap())
         .unwrap();
-    let file = dir.path().join("dst/accounts.jsonl");
-    let mut rows = Vec::new();
-    for _ in 0..200 {
-        rows = read_jsonl(&file);
-        if !rows.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let rows = rows_reach(&dir.path().join("dst/accounts.jsonl"), 1).await;
     let (_, runs) = api.get("/runs?job=accounts").await;
     assert_eq!(rows.len(), 1, "{runs}");
     assert_eq!(rows[0]["name"], "Via topic");
@@ -895,33 +872,9 @@ fields = {{ name = "name" }}
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_salesforce_change_made_while_stopped_is_replayed_on_start() {
     let (sb, sf) = crate::sf_common::sandbox().await;
-    let (sf_url, sf_tok) = (sf.instance_url_env.clone(), sf.token_env.clone().unwrap());
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("dst")).unwrap();
-    let text = format!(
-        r#"
-[store]
-dir = "state"
-[systems.crm]
-type = "salesforce"
-instance_url_env = "{sf_url}"
-token_env = "{sf_tok}"
-[systems.dst]
-type = "jsonl"
-dir = "dst"
-[jobs.accounts]
-pattern = "broadcast"
-systems = ["crm", "dst"]
-schedule = "manual"
-[jobs.accounts.sides.crm]
-object = "Account"
-fields = {{ name = "Name" }}
-[jobs.accounts.sides.dst]
-file = "accounts.jsonl"
-key = ["id"]
-fields = {{ name = "name" }}
-"#
-    );
+    let text = accounts_on_push(&sf, "");
     let file = dir.path().join("dst/accounts.jsonl");
     let create = |name: &str| {
         sb.org
@@ -942,16 +895,11 @@ fields = {{ name = "name" }}
             panic!("the feed did not subscribe");
         }
     };
-    let rows_reach = |n: usize| {
+    let names_reach = |n: usize| {
         let file = file.clone();
         async move {
-            for _ in 0..200 {
-                if read_jsonl(&file).len() >= n {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(25)).await;
-            }
-            let mut names: Vec<String> = read_jsonl(&file)
+            let mut names: Vec<String> = rows_reach(&file, n)
+                .await
                 .iter()
                 .map(|r| r["name"].as_str().unwrap().to_string())
                 .collect();
@@ -972,7 +920,7 @@ fields = {{ name = "name" }}
     let (started, api) = serve(dir.path(), &text).await;
     listening(streaming() + 4).await;
     create("First");
-    assert_eq!(rows_reach(1).await, ["First"]);
+    assert_eq!(names_reach(1).await, ["First"]);
     for _ in 0..100 {
         let (_, runs) = api.get("/runs?job=accounts").await;
         if runs
@@ -1002,7 +950,7 @@ fields = {{ name = "name" }}
     let before = streaming();
     let (started, api) = serve(dir.path(), &text).await;
     listening(before + 4).await;
-    assert_eq!(rows_reach(2).await, ["First", "Second"]);
+    assert_eq!(names_reach(2).await, ["First", "Second"]);
     let (_, runs) = api.get("/runs?job=accounts").await;
     assert!(
         runs.as_array()
@@ -1039,7 +987,7 @@ fields = {{ name = "name" }}
     drop(state);
     create("Third");
     let (started, _api) = serve(dir.path(), &text).await;
-    assert_eq!(rows_reach(3).await, ["First", "Second", "Third"]);
+    assert_eq!(names_reach(3).await, ["First", "Second", "Third"]);
     started.stop().await;
 }
 
