@@ -2020,6 +2020,39 @@ async fn bulk_query_results_in_csv_pages_with_locator() {
     assert_eq!(rows[24][2], "Parent, \"Quoted\"", "CSV quoting round-trips");
 }
 
+/// A POST with the test's token: the status and the JSON answer.
+async fn post_json(c: &reqwest::Client, url: String, body: J) -> (u16, J) {
+    let r = c
+        .post(url)
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json::<J>().await.unwrap())
+}
+
+/// A Bayeux client of the sandbox's Streaming API at `cometd`: handshaken and connected once
+/// (the first connect is answered at once); its client id.
+async fn bayeux_client(c: &reqwest::Client, cometd: &str) -> String {
+    let (_, hs) = post_json(
+        c,
+        cometd.to_string(),
+        json!([{"channel": "/meta/handshake", "version": "1.0", "supportedConnectionTypes": ["long-polling"]}]),
+    )
+    .await;
+    let cid = hs[0]["clientId"].as_str().unwrap().to_string();
+    let (_, first) = post_json(
+        c,
+        cometd.to_string(),
+        json!([{"channel": "/meta/connect", "clientId": cid}]),
+    )
+    .await;
+    assert_eq!(first[0]["successful"], true, "{first}");
+    cid
+}
+
 /// The Streaming API's Bayeux protocol over HTTP: handshake, the first connect answered at
 /// once, subscriptions with replay ids (-1, -2, N; an invalid one refused), change events for
 /// creates, updates and deletes with their ChangeEventHeader, the `…/meta/{type}` URL form,
@@ -2032,15 +2065,9 @@ async fn streaming_api_delivers_change_events_with_replay_ids() {
     let post = |url: String, body: J| {
         let c = c.clone();
         async move {
-            let r = c
-                .post(url)
-                .bearer_auth(TOKEN)
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 200);
-            r.json::<J>().await.unwrap()
+            let (status, answer) = post_json(&c, url, body).await;
+            assert_eq!(status, 200, "{answer}");
+            answer
         }
     };
     let hs = post(
@@ -2136,17 +2163,7 @@ async fn streaming_api_delivers_change_events_with_replay_ids() {
         .collect();
 
     // A second client replays from the first event on (N), and everything (-2).
-    let hs = post(
-        cometd.clone(),
-        json!([{"channel": "/meta/handshake", "version": "1.0"}]),
-    )
-    .await;
-    let c2 = hs[0]["clientId"].as_str().unwrap().to_string();
-    post(
-        cometd.clone(),
-        json!([{"channel": "/meta/connect", "clientId": c2}]),
-    )
-    .await;
+    let c2 = bayeux_client(&c, &cometd).await;
     let r = post(
         cometd.clone(),
         json!([{"channel": "/meta/subscribe", "clientId": c2, "subscription": "/data/ChangeEvents",
@@ -2261,17 +2278,7 @@ async fn pushtopic_notifications_follow_the_query() {
     let cometd = format!("{base}/cometd/59.0");
     let post = |url: String, body: J| {
         let c = c.clone();
-        async move {
-            let r = c
-                .post(url)
-                .bearer_auth(TOKEN)
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            let s = r.status().as_u16();
-            (s, r.json::<J>().await.unwrap())
-        }
+        async move { post_json(&c, url, body).await }
     };
     let topics = format!("{base}/services/data/v59.0/sobjects/PushTopic");
     let topic = |name: &str, query: &str| json!({"Name": name, "Query": query, "ApiVersion": 59.0});
@@ -2329,17 +2336,7 @@ async fn pushtopic_notifications_follow_the_query() {
         "{r}"
     );
 
-    let (_, hs) = post(
-        cometd.clone(),
-        json!([{"channel": "/meta/handshake", "version": "1.0", "supportedConnectionTypes": ["long-polling"]}]),
-    )
-    .await;
-    let cid = hs[0]["clientId"].as_str().unwrap().to_string();
-    post(
-        cometd.clone(),
-        json!([{"channel": "/meta/connect", "clientId": cid}]),
-    )
-    .await;
+    let cid = bayeux_client(&c, &cometd).await;
     let sub = |channel: &str, replay: i64| {
         json!([{"channel": "/meta/subscribe", "clientId": cid, "subscription": channel,
                 "ext": {"replay": {channel: replay}}}])
@@ -2423,17 +2420,7 @@ async fn pushtopic_notifications_follow_the_query() {
 
     // Replay after the first notification, on a second client; then the topic deactivated:
     // no subscription to it any more.
-    let (_, hs) = post(
-        cometd.clone(),
-        json!([{"channel": "/meta/handshake", "version": "1.0"}]),
-    )
-    .await;
-    let c2 = hs[0]["clientId"].as_str().unwrap().to_string();
-    post(
-        cometd.clone(),
-        json!([{"channel": "/meta/connect", "clientId": c2}]),
-    )
-    .await;
+    let c2 = bayeux_client(&c, &cometd).await;
     let (_, r) = post(
         cometd.clone(),
         json!([{"channel": "/meta/subscribe", "clientId": c2, "subscription": "/topic/OsloAccounts",
