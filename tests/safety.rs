@@ -1957,6 +1957,21 @@ fn chunked_pair(
     }
 }
 
+/// `b` with the answer of its first write call lost.
+fn lose_first(b: &Arc<MemorySystem>) -> Arc<dyn Connector> {
+    Arc::new(LoseAnswer {
+        inner: b.clone(),
+        nth: 1,
+        calls: Default::default(),
+    })
+}
+
+/// A pass (without isolation) that stops at its first write's lost answer.
+async fn lose_first_answer(engine: &Engine, job: &SyncJob) {
+    let e = engine.sync(job, None).await.unwrap_err();
+    assert!(e.to_string().contains("answer was lost"), "{e}");
+}
+
 fn memory_engine() -> Engine {
     Engine::new(
         concord::store::StateStore::open(
@@ -1984,13 +1999,7 @@ async fn an_edit_after_a_lost_create_answer_survives_a_chunked_pass() {
     let job = |b: Arc<dyn Connector>, isolate| chunked_pair(&a, b, &policy, isolate);
     let engine = memory_engine();
     // The first write to b lands, its answer is lost: the pass stops there, before b is read.
-    let lossy = Arc::new(LoseAnswer {
-        inner: b.clone(),
-        nth: 1,
-        calls: Default::default(),
-    });
-    let e = engine.sync(&job(lossy, false), None).await.unwrap_err();
-    assert!(e.to_string().contains("answer was lost"), "{e}");
+    lose_first_answer(&engine, &job(lose_first(&b), false)).await;
     let made = b.rows();
     assert_eq!(made.len(), 1, "the first create landed: {made:?}");
     // The user edits that record in b.
@@ -2040,13 +2049,7 @@ async fn an_unconfirmed_update_is_not_taken_for_an_edit() {
     assert_eq!(b.rows().len(), 2);
     // a clears x; the update reaches b, its answer is lost (the pass stops there).
     a.user_update(&k0, Fields::new().with("n", "r0"));
-    let lossy = Arc::new(LoseAnswer {
-        inner: b.clone(),
-        nth: 1,
-        calls: Default::default(),
-    });
-    let e = engine.sync(&job(lossy, false), None).await.unwrap_err();
-    assert!(e.to_string().contains("answer was lost"), "{e}");
+    lose_first_answer(&engine, &job(lose_first(&b), false)).await;
     let x_in_b = |b: &MemorySystem| {
         b.rows()
             .values()

@@ -2053,6 +2053,21 @@ async fn bayeux_client(c: &reqwest::Client, cometd: &str) -> String {
     cid
 }
 
+/// One connect of the Bayeux client `cid`: the replay ids of the events it delivers.
+async fn replay_ids(c: &reqwest::Client, cometd: &str, cid: &str) -> Vec<u64> {
+    let (_, got) = post_json(
+        c,
+        cometd.to_string(),
+        json!([{"channel": "/meta/connect", "clientId": cid}]),
+    )
+    .await;
+    got.as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["data"]["event"]["replayId"].as_u64())
+        .collect()
+}
+
 /// The Streaming API's Bayeux protocol over HTTP: handshake, the first connect answered at
 /// once, subscriptions with replay ids (-1, -2, N; an invalid one refused), change events for
 /// creates, updates and deletes with their ChangeEventHeader, the `…/meta/{type}` URL form,
@@ -2171,18 +2186,7 @@ async fn streaming_api_delivers_change_events_with_replay_ids() {
     )
     .await;
     assert_eq!(r[0]["successful"], true, "{r}");
-    let again = post(
-        cometd.clone(),
-        json!([{"channel": "/meta/connect", "clientId": c2}]),
-    )
-    .await;
-    let replayed: Vec<u64> = again
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|m| m["data"]["event"]["replayId"].as_u64())
-        .collect();
-    assert_eq!(replayed, ids[1..], "after N");
+    assert_eq!(replay_ids(&c, &cometd, &c2).await, ids[1..], "after N");
 
     // Restored from the recycle bin: an UNDELETE event with the record's fields.
     let r = c
@@ -2428,18 +2432,7 @@ async fn pushtopic_notifications_follow_the_query() {
     )
     .await;
     assert_eq!(r[0]["successful"], true, "{r}");
-    let (_, again) = post(
-        cometd.clone(),
-        json!([{"channel": "/meta/connect", "clientId": c2}]),
-    )
-    .await;
-    let replayed: Vec<u64> = again
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|m| m["data"]["event"]["replayId"].as_u64())
-        .collect();
-    assert_eq!(replayed, ids[1..]);
+    assert_eq!(replay_ids(&c, &cometd, &c2).await, ids[1..]);
     sb.org
         .lock()
         .unwrap()

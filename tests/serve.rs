@@ -742,6 +742,22 @@ fields = {{ name = "name" }}
     )
 }
 
+/// `f`'s first `Some`, asked every 20 ms, `tries` times at most.
+async fn eventually<T>(tries: usize, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    for _ in 0..tries {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+/// The Streaming API calls the sandbox has answered so far.
+fn streaming_calls(sb: &concord::sandbox::server::Sandbox) -> u64 {
+    sb.counters().get("streaming").copied().unwrap_or(0)
+}
+
 /// The rows of a JSONL file once it holds at least `n` (or after 5 s).
 async fn rows_reach(file: &Path, n: usize) -> Vec<J> {
     for _ in 0..200 {
@@ -764,12 +780,7 @@ async fn a_salesforce_change_pushes_a_pass() {
     let text = accounts_on_push(&sf, "");
     let (started, api) = serve(dir.path(), &text).await;
     // Until the feed has subscribed (its first handshake), nothing is announced.
-    for _ in 0..200 {
-        if sb.counters().get("streaming").copied().unwrap_or(0) >= 4 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(200, || (streaming_calls(&sb) >= 4).then_some(())).await;
     sb.org
         .lock()
         .unwrap()
@@ -826,14 +837,9 @@ async fn a_push_topic_announces_the_changes() {
             _ => unreachable!(),
         }
     };
-    let mut found = Vec::new();
-    for _ in 0..200 {
-        found = topic();
-        if !found.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let found = eventually(200, || Some(topic()).filter(|f| !f.is_empty()))
+        .await
+        .unwrap_or_default();
     assert_eq!(found.len(), 1, "the connector created its PushTopic");
     assert_eq!(found[0]["Query"], "SELECT Id FROM Account");
     assert_eq!(found[0]["NotifyForFields"], "All");
@@ -851,14 +857,7 @@ async fn a_push_topic_announces_the_changes() {
     // The feed's position is the topic's replay id.
     let state = started.service.state.clone();
     let crm = concord::model::SystemId::new("crm.Account").unwrap();
-    let mut pos = None;
-    for _ in 0..100 {
-        pos = state.feed_position("accounts", &crm).unwrap();
-        if pos.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let pos = eventually(100, || state.feed_position("accounts", &crm).unwrap()).await;
     let pos: J = serde_json::from_slice(&pos.expect("stored")).unwrap();
     assert!(pos["/topic/ConcordAccounts"].as_i64().is_some(), "{pos}");
     drop(state);
@@ -886,13 +885,9 @@ async fn a_salesforce_change_made_while_stopped_is_replayed_on_start() {
     let listening = |n: u64| {
         let sb = sb.clone();
         async move {
-            for _ in 0..200 {
-                if sb.counters().get("streaming").copied().unwrap_or(0) >= n {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            panic!("the feed did not subscribe");
+            eventually(200, || (streaming_calls(&sb) >= n).then_some(()))
+                .await
+                .expect("the feed did not subscribe");
         }
     };
     let names_reach = |n: usize| {
@@ -914,7 +909,7 @@ async fn a_salesforce_change_made_while_stopped_is_replayed_on_start() {
             .unwrap()
             .map(|p| serde_json::from_slice(&p).unwrap())
     };
-    let streaming = || sb.counters().get("streaming").copied().unwrap_or(0);
+    let streaming = || streaming_calls(&sb);
 
     // 1. Running: a change is pushed; the pass stores the feed's position with its cursor.
     let (started, api) = serve(dir.path(), &text).await;
@@ -960,13 +955,9 @@ async fn a_salesforce_change_made_while_stopped_is_replayed_on_start() {
         "{runs}"
     );
     let state = started.service.state.clone();
-    for _ in 0..100 {
-        if stored(&state) != Some(pos.clone()) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let newer = stored(&state).unwrap();
+    let newer = eventually(100, || stored(&state).filter(|p| *p != pos))
+        .await
+        .unwrap_or_else(|| stored(&state).unwrap());
     assert!(
         newer["/data/AccountChangeEvent"].as_i64() > pos["/data/AccountChangeEvent"].as_i64(),
         "{pos} then {newer}"

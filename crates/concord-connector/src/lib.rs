@@ -305,10 +305,14 @@ pub trait Connector: Send + Sync {
     }
 }
 
+/// Where a change feed stands (see [`ChangeFeed::position`]), shared between the feed's task,
+/// which sets it, and whoever reads it before a pass.
+pub type FeedPosition = std::sync::Arc<std::sync::Mutex<Option<Vec<u8>>>>;
+
 /// Announcements of changes (see [`Connector::subscribe`]).
 pub struct ChangeFeed {
     hints: tokio::sync::mpsc::Receiver<()>,
-    position: Option<std::sync::Arc<std::sync::Mutex<Option<Vec<u8>>>>>,
+    position: Option<FeedPosition>,
 }
 
 impl ChangeFeed {
@@ -322,10 +326,7 @@ impl ChangeFeed {
 
     /// A feed whose task sets `position` (the newest announcement received) before it sends
     /// the hint for it.
-    pub fn with_position(
-        hints: tokio::sync::mpsc::Receiver<()>,
-        position: std::sync::Arc<std::sync::Mutex<Option<Vec<u8>>>>,
-    ) -> Self {
+    pub fn with_position(hints: tokio::sync::mpsc::Receiver<()>, position: FeedPosition) -> Self {
         ChangeFeed {
             hints,
             position: Some(position),
@@ -337,17 +338,11 @@ impl ChangeFeed {
         self.hints.recv().await
     }
 
-    /// Where the feed stands: every change announced up to here is committed in the system,
-    /// so a read that starts after this call finds it. `None`: nothing received yet (or the
-    /// system keeps no announcements).
-    pub fn position(&self) -> Option<Vec<u8>> {
-        self.position
-            .as_ref()
-            .and_then(|p| p.lock().expect("feed position").clone())
-    }
-
-    /// A handle on the position that outlives the feed's receiver (read before each pass).
-    pub fn position_handle(&self) -> Option<std::sync::Arc<std::sync::Mutex<Option<Vec<u8>>>>> {
+    /// Where the feed stands, kept up to date by its task (it outlives the receiver): every
+    /// change announced up to the value read is committed in the system, so a read that
+    /// starts after reading it finds the change. Inside, `None` until something was received.
+    /// `None`: the system keeps no announcements.
+    pub fn position(&self) -> Option<FeedPosition> {
         self.position.clone()
     }
 }

@@ -47,10 +47,8 @@ struct JobSlot {
     built: tokio::sync::Mutex<Option<SyncJob>>,
     /// Per system the job reads, its change feed's position (see `ChangeFeed::position`):
     /// taken when a pass begins and committed with that system's cursor.
-    feeds: Mutex<BTreeMap<SystemId, FeedPosition>>,
+    feeds: Mutex<BTreeMap<SystemId, concord_connector::FeedPosition>>,
 }
-
-type FeedPosition = Arc<Mutex<Option<Vec<u8>>>>;
 
 /// A running service.
 pub struct Service {
@@ -344,7 +342,7 @@ impl Service {
                     match conn.subscribe(from.as_deref()).await {
                         Ok(None) => return,
                         Ok(Some(mut rx)) => {
-                            let replays = rx.position_handle();
+                            let replays = rx.position();
                             if let Some(p) = &replays {
                                 s.jobs[&name].feeds.lock().expect("feeds").insert(sys.clone(), p.clone());
                             }

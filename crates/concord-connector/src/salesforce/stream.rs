@@ -119,12 +119,6 @@ impl Session {
 /// passes still read everything); an inactive one is refused.
 async fn ensure_topic(c: &SalesforceConnector, name: &str) -> Result<String, ConnectorError> {
     let v = &c.cfg.api_version;
-    let err = |message: String| ConnectorError {
-        system: c.system.to_string(),
-        object: c.cfg.object.clone(),
-        message,
-        retryable: false,
-    };
     let q = format!(
         "SELECT Id, IsActive, Query FROM PushTopic WHERE Name = {}",
         super::soql::quote(name)
@@ -136,7 +130,7 @@ async fn ensure_topic(c: &SalesforceConnector, name: &str) -> Result<String, Con
         .await?;
     match r.body["records"].as_array().and_then(|a| a.first()) {
         Some(t) if t["IsActive"] == false => {
-            return Err(err(format!(
+            return Err(c.client_error(&format!(
                 "PushTopic {name} is inactive (activate it, or name another in push_topic)"
             )))
         }
@@ -205,7 +199,7 @@ pub(super) async fn subscribe(
     };
     let (mut replay, bad) = parse_position(from, &s.object);
     let (mut cid, gap) = s.open(&replay).await?;
-    let position = Arc::new(Mutex::new(
+    let position: crate::FeedPosition = Arc::new(Mutex::new(
         (!replay.is_empty()).then(|| serde_json::to_vec(&replay).expect("json")),
     ));
     let (tx, rx) = tokio::sync::mpsc::channel(1);

@@ -16,7 +16,7 @@ pub struct ChangeEvent {
     /// The event's payload: `ChangeEventHeader` and the changed fields.
     pub payload: J,
     /// The record as it was after the change (a deleted one: as it was deleted), for the
-    /// PushTopics that evaluate it.
+    /// PushTopics that evaluate it; empty while the org has no PushTopic.
     pub record: Map<String, J>,
 }
 

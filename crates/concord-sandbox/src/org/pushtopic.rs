@@ -160,7 +160,8 @@ impl Topic {
 
     /// The notification this topic gives for `e` on `channel`, if any.
     pub fn notification(&self, org: &Org, e: &ChangeEvent, channel: &str) -> Option<J> {
-        if !e.object.eq_ignore_ascii_case(&self.object) {
+        // (An event without its record was made before the org had any topic.)
+        if e.record.is_empty() || !e.object.eq_ignore_ascii_case(&self.object) {
             return None;
         }
         let header = &e.payload["ChangeEventHeader"];

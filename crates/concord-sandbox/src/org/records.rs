@@ -68,12 +68,16 @@ impl Org {
             .frozen_ms
             .unwrap_or_else(|| Timestamp::now().millis() + self.clock_offset_ms);
         let user = self.user_id.clone();
-        let record = self
+        // The record as changed, for the PushTopics to evaluate: kept only once the org has
+        // one (a topic notifies of changes made after it exists, as in Salesforce).
+        let topics = self
             .records
-            .get(object)
-            .and_then(|m| m.get(id))
-            .map(|r| r.fields.clone())
-            .unwrap_or_default();
+            .get("PushTopic")
+            .is_some_and(|m| m.values().any(|r| !r.deleted));
+        let record = match self.records.get(object).and_then(|m| m.get(id)) {
+            Some(r) if topics => r.fields.clone(),
+            _ => Map::new(),
+        };
         self.events
             .emit(object, id, change_type, fields, record, &user, at);
     }

@@ -226,6 +226,10 @@ fn deliver(sb: &Sandbox, cid: &str) -> Vec<J> {
         if s.channel.starts_with("/topic/") {
             // A PushTopic as it is now (deactivated or deleted: nothing more comes); its
             // notifications from the events of its object, the cursor past every event seen.
+            // (Looked up only when there are events to evaluate: a waiting connect asks often.)
+            if org.events.last_replay_id() <= s.cursor {
+                continue;
+            }
             let Some(topic) = org.topic(&s.channel) else {
                 continue;
             };
