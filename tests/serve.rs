@@ -977,8 +977,21 @@ async fn a_salesforce_change_made_while_stopped_is_replayed_on_start() {
     state.commit(cp).unwrap();
     drop(state);
     create("Third");
+    let before = streaming();
     let (started, _api) = serve(dir.path(), &text).await;
     assert_eq!(names_reach(3).await, ["First", "Second", "Third"]);
+    // The refused id is dropped: the next change is pushed and its replay id stored (review
+    // finding: the refused id stayed the feed's position, above every new one, for good).
+    listening(before + 4).await;
+    create("Fourth");
+    assert_eq!(names_reach(4).await, ["First", "Fourth", "Second", "Third"]);
+    let state = started.service.state.clone();
+    let fresh = eventually(100, || {
+        stored(&state).filter(|p| p["/data/AccountChangeEvent"].as_i64() < Some(987_654_321))
+    })
+    .await;
+    assert!(fresh.is_some(), "{:?}", stored(&state));
+    drop(state);
     started.stop().await;
 }
 

@@ -77,8 +77,8 @@ impl Session {
     /// Handshake, the first connect, and a subscription to every channel: from the replay id
     /// `from` holds for it (the events after it come again), else new events only. The client
     /// id, and whether a replay id was refused (the org no longer holds it: that channel goes
-    /// on from now, and events may have been missed).
-    async fn open(&self, from: &Replay) -> Result<(String, bool), ConnectorError> {
+    /// on from now, its id leaves `from`, and events may have been missed).
+    async fn open(&self, from: &mut Replay) -> Result<(String, bool), ConnectorError> {
         let hs = self
             .post(json!({"channel": "/meta/handshake", "version": "1.0",
                 "supportedConnectionTypes": ["long-polling"], "ext": {"replay": true}}))
@@ -100,6 +100,7 @@ impl Session {
             if asked >= 0 && replay_refused(&r) {
                 tracing::warn!(object = %self.object, channel = %ch, replay_id = asked, "change feed: the org no longer holds the stored replay id; going on from new events (a pass looks)");
                 gap = true;
+                from.remove(ch);
                 r = self.subscribe(&cid, ch, -1).await?;
             }
             if !r
@@ -198,7 +199,7 @@ pub(super) async fn subscribe(
         object: c.cfg.object.clone(),
     };
     let (mut replay, bad) = parse_position(from, &s.object);
-    let (mut cid, gap) = s.open(&replay).await?;
+    let (mut cid, gap) = s.open(&mut replay).await?;
     let position: crate::FeedPosition = Arc::new(Mutex::new(
         (!replay.is_empty()).then(|| serde_json::to_vec(&replay).expect("json")),
     ));
@@ -250,8 +251,13 @@ pub(super) async fn subscribe(
                 // The server forgot the client (a restart, a timeout): handshake again and
                 // subscribe from the events received so far (the org sends those made
                 // meanwhile again, or, where it no longer holds them, a pass looks).
-                match s.open(&replay).await {
-                    Ok((id, _)) => cid = id,
+                match s.open(&mut replay).await {
+                    Ok((id, _)) => {
+                        cid = id;
+                        // (A replay id refused here left `replay`.)
+                        *at.lock().expect("feed position") = (!replay.is_empty())
+                            .then(|| serde_json::to_vec(&replay).expect("json"));
+                    }
                     Err(e) => {
                         tracing::warn!(object = %s.object, error = %e, "change feed: cannot subscribe again; back to polling");
                         return;
