@@ -95,7 +95,13 @@ async fn trial() -> Trial {
     let bidi = std::fs::read_to_string(examples().join("bidirectional.toml")).unwrap();
     std::fs::write(
         dir.join("bidirectional-noid.toml"),
+        // A request the killed run sent can still land after the kill: creates whose answer
+        // was lost wait 2 s (not Salesforce's 10 minutes) before they are sent again.
         bidi.replace("entity_id_field = \"Concord_Id__c\"\n", "")
+            .replace(
+                "token_env = \"SF_TOKEN\"\n",
+                "token_env = \"SF_TOKEN\"\nin_flight_secs = 2\n",
+            )
             .replace(
                 "table = \"customers\"\n",
                 "table = \"customers\"\npage_size = 5\n",
@@ -147,8 +153,14 @@ impl Trial {
         c
     }
 
-    /// Runs to the end; returns the total records written.
+    /// Runs to the end; returns the exit code and the total records written.
     async fn run(&self, config: &str) -> (i32, u64) {
+        let (code, written, _) = self.run_waiting(config).await;
+        (code, written)
+    }
+
+    /// [`Trial::run`], and the creates that wait for a request in flight to land.
+    async fn run_waiting(&self, config: &str) -> (i32, u64, u64) {
         let mut c = self.cmd(config);
         let out = tokio::task::spawn_blocking(move || c.output())
             .await
@@ -156,25 +168,52 @@ impl Trial {
             .unwrap();
         let code = out.status.code().unwrap_or(-1);
         let r: J = serde_json::from_slice(&out.stdout).unwrap_or(J::Null);
-        let written = r
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|j| j["written"].as_object().cloned().unwrap_or_default())
-            .map(|(_, n)| n.as_u64().unwrap_or(0))
-            .sum();
-        (code, written)
+        let sum = |what: &str| -> u64 {
+            r.as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|j| j[what].as_object().cloned().unwrap_or_default())
+                .map(|(_, n)| n.as_u64().unwrap_or(0))
+                .sum()
+        };
+        (code, sum("written"), sum("in_flight"))
     }
 
     /// Runs until a pass writes nothing (a settled state); panics if it never settles.
     async fn settle(&self, config: &str) {
-        for _ in 0..6 {
-            let (code, written) = self.run(config).await;
-            if code == 0 && written == 0 {
+        let mut runs = Vec::new();
+        let mut waits = 0;
+        while runs.len() < 6 {
+            let (code, written, in_flight) = self.run_waiting(config).await;
+            if code == 0 && written == 0 && in_flight == 0 {
                 return;
             }
+            if code == 0 && written == 0 && waits < 10 {
+                // Creates wait for a request in flight to land (or its limit to pass).
+                waits += 1;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            runs.push((code, written));
         }
-        panic!("{config} does not settle in {}", self.dir.display());
+        // What the runs did, and what the last one wrote where, for the failure message.
+        let mut c = self.cmd(config);
+        let out = tokio::task::spawn_blocking(move || c.output())
+            .await
+            .unwrap()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(8).collect();
+        panic!(
+            "{config} does not settle in {}: (exit code, records written) per run {runs:?}; \
+             another run: {} / {}",
+            self.dir.display(),
+            String::from_utf8_lossy(&out.stdout)
+                .chars()
+                .take(1500)
+                .collect::<String>(),
+            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+        );
     }
 
     /// Starts a run and kills it (SIGKILL) after `after`; false when it had already finished.
@@ -276,14 +315,51 @@ fn trials() -> usize {
 }
 
 /// A deterministic pseudo-random kill time in [0, max) ms for trial `i`.
+/// (`CONCORD_CRASH_SEED` shifts the sequence, to try other moments.)
 fn kill_at(i: usize, max_ms: u64) -> Duration {
-    let mut z = (i as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let seed: u64 = std::env::var("CONCORD_CRASH_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut z = (i as u64)
+        .wrapping_add(seed.wrapping_mul(0x1_0000))
+        .wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     Duration::from_millis((z ^ (z >> 31)) % max_ms.max(1))
 }
 
 type Snapshot = Vec<Vec<String>>;
+
+/// Panics unless `got` is `want`, naming only the lines that differ (a whole snapshot is
+/// hundreds of lines: CI keeps the head and tail of its output, not the middle).
+fn same_state(got: &Snapshot, want: &Snapshot, what: &str) {
+    if got == want {
+        return;
+    }
+    let mut diff = String::new();
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let only = |a: &[String], b: &[String]| -> Vec<String> {
+            a.iter().filter(|l| !b.contains(l)).cloned().collect()
+        };
+        let (extra, missing) = (only(g, w), only(w, g));
+        if extra.is_empty() && missing.is_empty() && g.len() == w.len() {
+            continue;
+        }
+        diff.push_str(&format!(
+            "\n  part {i}: {} lines, {} expected",
+            g.len(),
+            w.len()
+        ));
+        for l in missing.iter().take(10) {
+            diff.push_str(&format!("\n    - {l}"));
+        }
+        for l in extra.iter().take(10) {
+            diff.push_str(&format!("\n    + {l}"));
+        }
+    }
+    panic!("{what}: the state differs from the uncrashed run's{diff}");
+}
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Scenario {
@@ -381,11 +457,13 @@ async fn harness(s: Scenario, n: usize) {
             window = (window * 3 / 4).max(10);
         }
         t.settle(s.config()).await;
-        assert_eq!(
-            s.state(&t).await,
-            reference,
-            "{s:?} trial {trials} (killed after {at:?}) in {}",
-            t.dir.display()
+        same_state(
+            &s.state(&t).await,
+            &reference,
+            &format!(
+                "{s:?} trial {trials} (killed after {at:?}) in {}",
+                t.dir.display()
+            ),
         );
         trials += 1;
     }
@@ -505,7 +583,11 @@ async fn bidirectional_converges_through_sandbox_faults() {
         }
         t.sb.sandbox.set_faults(Faults::default());
         t.settle(s.config()).await;
-        assert_eq!(s.state(&t).await, reference, "faults {i}: {f:?}");
+        same_state(
+            &s.state(&t).await,
+            &reference,
+            &format!("faults {i}: {f:?}"),
+        );
     }
 }
 
@@ -521,4 +603,70 @@ async fn every_pattern_survives_a_hundred_kills() {
     ] {
         harness(s, 100).await;
     }
+}
+
+/// A create the killed run sent can still be processed after the kill (Salesforce finishes a
+/// request whose client went away): the next run's complete read may not find its records
+/// yet. It must not take them for creates that did not land and make them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_still_in_flight_at_a_kill_is_not_made_twice() {
+    let s = Scenario::InitialWithoutEntityId;
+    let reference = {
+        let t = trial().await;
+        t.settle(s.config()).await;
+        s.state(&t).await
+    };
+    let t = trial().await;
+    // Every call takes 1 s more: the kill lands while a batch of creates is in flight.
+    t.sb.sandbox.set_faults(Faults {
+        rate_slow: 1.0,
+        slow_ms: 1000,
+        ..Faults::default()
+    });
+    let accounts = || t.soql("SELECT Id FROM Account").len();
+    let mut child = t.cmd(s.config()).spawn().unwrap();
+    let started = std::time::Instant::now();
+    while accounts() == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no create landed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The next batch is on its way (sent as the first one was answered).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = child.kill();
+    let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+    let at_kill = accounts();
+    t.sb.sandbox.set_faults(Faults::default());
+    // At once: the batch in flight has not landed yet.
+    let (code, _, in_flight) = t.run_waiting(s.config()).await;
+    assert_eq!(code, 0);
+    assert_eq!(in_flight, 5, "the batch in flight waits");
+    // The sandbox finishes the killed run's request (as Salesforce does): its five Accounts
+    // appear with no run going on.
+    let want = reference[0].len();
+    let started = std::time::Instant::now();
+    while accounts() < want {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{} Accounts of {want}: the request in flight did not land",
+            accounts()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    t.settle(s.config()).await;
+    let landed = accounts();
+    // Nothing is made twice later either.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    t.settle(s.config()).await;
+    assert_eq!(accounts(), landed);
+    same_state(
+        &s.state(&t).await,
+        &reference,
+        &format!(
+            "killed with {at_kill} Accounts made, in {}",
+            t.dir.display()
+        ),
+    );
 }

@@ -179,14 +179,15 @@ async fn rest_crud_query_paging_limits_and_errors() {
     assert_eq!(first["records"].as_array().unwrap().len(), 200);
     let mut next = first["nextRecordsUrl"].as_str().unwrap().to_string();
     let mut seen = 200;
+    let page = |next: String| {
+        let r = auth(c.get(format!("{base}{next}")));
+        async move { r.send().await.unwrap().json::<J>().await.unwrap() }
+    };
     loop {
-        let p: J = auth(c.get(format!("{base}{next}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let p = page(next.clone()).await;
+        // A page asked for again (a retry after a lost answer) is the same page, and the
+        // cursor goes on from it.
+        assert_eq!(page(next.clone()).await, p, "{next} again");
         seen += p["records"].as_array().unwrap().len();
         if p["done"] == true {
             assert!(p.get("nextRecordsUrl").is_none());
@@ -195,6 +196,13 @@ async fn rest_crud_query_paging_limits_and_errors() {
         next = p["nextRecordsUrl"].as_str().unwrap().to_string();
     }
     assert_eq!(seen, 450);
+    let bad = auth(c.get(format!("{api}/query/01g000000000999-200")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let body: J = bad.json().await.unwrap();
+    assert_eq!(body[0]["errorCode"], "INVALID_QUERY_LOCATOR");
 
     // Delete: gone from query, present in queryAll with IsDeleted.
     let r = auth(c.delete(format!("{api}/sobjects/Account/{id}")))
@@ -300,7 +308,7 @@ async fn rest_crud_query_paging_limits_and_errors() {
     // The admin counters count exactly.
     let counters = sb.counters();
     assert_eq!(counters["sobject.create"], 450);
-    assert_eq!(counters["query.more"], 2);
+    assert_eq!(counters["query.more"], 2 * 2 + 1); // each page twice, the bad locator
 }
 
 #[tokio::test]

@@ -118,6 +118,11 @@ fn report_human(job: &str, r: &SyncReport, secs: f64, dry: bool, aggregate: bool
     for (s, e) in &r.errors {
         out.push_str(&format!("  system {s} failed: {e}\n"));
     }
+    for (s, n) in &r.in_flight {
+        out.push_str(&format!(
+            "  {n} creates in {s} whose answer was lost wait: {s} may still make them (sent again once its in-flight limit has passed and a read has not found them)\n"
+        ));
+    }
     for (s, h) in &r.held_deletes {
         let share = if h.synced > 0 {
             format!(" ({:.0} %)", 100.0 * h.deletes as f64 / h.synced as f64)

@@ -263,6 +263,16 @@ pub trait Connector: Send + Sync {
         true
     }
 
+    /// How long after it was sent a write can still take effect in the system (a request the
+    /// system received goes on when its client is gone, within the system's own time limit).
+    /// Where creates are not idempotent, a create whose answer was lost and whose record a
+    /// read did not find is sent again only once this long has passed since it was sent: until
+    /// then its record may yet appear. Zero (the default): an answer lost means the system is
+    /// done with the request.
+    fn in_flight_limit(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+
     /// Writes a batch; one result per op, in order.
     async fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteResult>, ConnectorError>;
 

@@ -43,6 +43,8 @@ pub struct SalesforceSystem {
     pub request_timeout_secs: u64,
     #[serde(default = "default_bulk_timeout")]
     pub bulk_timeout_secs: u64,
+    #[serde(default = "default_in_flight")]
+    pub in_flight_secs: u64,
 }
 
 /// A job's side on a Salesforce system: the sObject and how it is read and written. The fields
@@ -139,6 +141,10 @@ pub struct SalesforceConfig {
     pub request_timeout_secs: u64,
     /// Give up on a bulk job that has not finished after this many seconds.
     pub bulk_timeout_secs: u64,
+    /// How long after it was sent a request can still take effect in the org: Salesforce
+    /// finishes a request whose client went away, within its API timeout (10 minutes for REST
+    /// calls). A create whose answer was lost is not sent again before this has passed.
+    pub in_flight_secs: u64,
     /// Child relationships read with each record (see [`SalesforceChild`]).
     pub children: Vec<SalesforceChild>,
     /// The PushTopic the change feed listens to instead of Change Data Capture (see
@@ -169,6 +175,9 @@ fn default_timeout() -> u64 {
 }
 fn default_bulk_timeout() -> u64 {
     1800
+}
+fn default_in_flight() -> u64 {
+    600
 }
 fn default_audience() -> String {
     "https://login.salesforce.com".into()
@@ -201,6 +210,7 @@ impl SalesforceConfig {
             max_retries,
             request_timeout_secs,
             bulk_timeout_secs,
+            in_flight_secs,
         } = system.clone();
         let SalesforceSide {
             object,
@@ -248,6 +258,7 @@ impl SalesforceConfig {
             bulk_read_threshold,
             request_timeout_secs,
             bulk_timeout_secs,
+            in_flight_secs,
             children,
             push_topic,
         }
@@ -277,6 +288,7 @@ impl SalesforceConfig {
             bulk_read_threshold: default_bulk(),
             request_timeout_secs: default_timeout(),
             bulk_timeout_secs: default_bulk_timeout(),
+            in_flight_secs: default_in_flight(),
             children: Vec::new(),
             push_topic: None,
         }

@@ -239,6 +239,11 @@ impl Connector for SalesforceConnector {
         self.cfg.entity_id_field.is_some()
     }
 
+    /// `in_flight_secs`: the REST API's time limit by default.
+    fn in_flight_limit(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.cfg.in_flight_secs)
+    }
+
     async fn read(&self, cursor: Option<&[u8]>) -> Result<ReadPage, ConnectorError> {
         read::page(self, cursor).await
     }

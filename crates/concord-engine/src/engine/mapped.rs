@@ -241,6 +241,10 @@ impl Connector for MappedConnector {
         self.inner.creates_idempotent()
     }
 
+    fn in_flight_limit(&self) -> std::time::Duration {
+        self.inner.in_flight_limit()
+    }
+
     fn api_usage(&self) -> Option<(u64, u64)> {
         self.inner.api_usage()
     }

@@ -165,6 +165,10 @@ impl Connector for DriftFeed {
         self.inner.creates_idempotent()
     }
 
+    fn in_flight_limit(&self) -> std::time::Duration {
+        self.inner.in_flight_limit()
+    }
+
     async fn write(&self, ops: Vec<WriteOp>) -> Result<Vec<WriteResult>, ConnectorError> {
         self.inner.write(ops).await
     }

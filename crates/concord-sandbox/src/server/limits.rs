@@ -22,6 +22,22 @@ fn invalid_session() -> Response {
         .into_response()
 }
 
+/// Salesforce finishes a request whose client went away (a killed process, a cut connection):
+/// a request received is processed to its end — its effects land — whether or not its answer
+/// can still be delivered. (Dropping the handler with the connection would make every lost
+/// answer one whose write did not happen, and hide what a client must cope with.) Streaming
+/// long polls are the exception: one left behind would take events its client then misses.
+pub(crate) async fn to_completion(req: Request, next: Next) -> Response {
+    if req.uri().path().starts_with("/cometd/") {
+        return next.run(req).await;
+    }
+    match tokio::spawn(next.run(req)).await {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    }
+}
+
 /// Bearer-token check, daily limit, usage counting and the `Sforce-Limit-Info` header.
 pub(crate) async fn api_guard(State(sb): State<St>, req: Request, next: Next) -> Response {
     // Bulk API 1.0 (`/services/async/{v}/…`) answers refusals in its own form, XML or JSON.

@@ -171,7 +171,8 @@ pub fn router(sb: St) -> Router {
             "/services/async/{v}/job/{job}/batch/{batch}/result/{result}",
             get(v1::query_result),
         )
-        .route_layer(middleware::from_fn_with_state(sb.clone(), api_guard));
+        .route_layer(middleware::from_fn_with_state(sb.clone(), api_guard))
+        .route_layer(middleware::from_fn(to_completion));
     let router = Router::new()
         .route("/services/data", get(versions))
         .route("/services/oauth2/token", post(token))

@@ -31,27 +31,60 @@ pub(crate) fn batch_size(h: &HeaderMap) -> usize {
 /// result's own `nextRecordsUrl`, as an org pages a large subquery result.
 pub const CHILD_BATCH: usize = 200;
 
-pub(crate) fn page(sb: &Sandbox, v: &str, locator: Option<String>, mut cur: Cursor) -> J {
-    let take = cur.batch.min(cur.rows.len());
-    let rest = cur.rows.split_off(take);
-    let records: Vec<J> = std::mem::replace(&mut cur.rows, rest)
-        .into_iter()
+/// The page of `cur` from row `pos`; a page that is not the last names the next one
+/// (`{locator}-{next row}`), opening the cursor under a new locator the first time.
+pub(crate) fn page(
+    sb: &Sandbox,
+    v: &str,
+    locator: Option<&str>,
+    cur: std::sync::Arc<Cursor>,
+    pos: usize,
+) -> J {
+    let total = cur.rows.len();
+    let end = pos.saturating_add(cur.batch.max(1)).min(total);
+    let records: Vec<J> = cur.rows[pos.min(end)..end]
+        .iter()
+        .cloned()
         .map(|r| page_children(sb, v, r))
         .collect();
-    let done = cur.rows.is_empty();
-    let mut body = json!({"totalSize": cur.total, "done": done, "records": records});
+    let done = end >= total;
+    let mut body = json!({"totalSize": total, "done": done, "records": records});
     if !done {
-        let loc = locator.unwrap_or_else(|| {
-            let mut n = sb.next_cursor.lock().expect("lock");
-            *n += 1;
-            format!("01g{:015}", *n)
-        });
-        let served = cur.total - cur.rows.len();
-        let name = format!("{}-{served}", loc.split('-').next().unwrap_or(&loc));
-        body["nextRecordsUrl"] = json!(format!("/services/data/v{v}/query/{name}"));
-        sb.cursors.lock().expect("lock").insert(name, cur);
+        let loc = match locator {
+            Some(l) => l.to_string(),
+            None => {
+                let loc = {
+                    let mut n = sb.next_cursor.lock().expect("lock");
+                    *n += 1;
+                    format!("01g{:015}", *n)
+                };
+                let mut open = sb.cursors.lock().expect("lock");
+                if open.len() >= OPEN_CURSORS {
+                    if let Some(oldest) = open
+                        .iter()
+                        .min_by_key(|(_, c)| c.opened)
+                        .map(|(k, _)| k.clone())
+                    {
+                        open.remove(&oldest);
+                    }
+                }
+                open.insert(loc.clone(), cur.clone());
+                loc
+            }
+        };
+        body["nextRecordsUrl"] = json!(format!("/services/data/v{v}/query/{loc}-{end}"));
     }
     body
+}
+
+/// A new cursor over `rows`, `batch` at a time.
+fn cursor(sb: &Sandbox, rows: Vec<J>, batch: usize) -> std::sync::Arc<Cursor> {
+    let opened = *sb.next_cursor.lock().expect("lock");
+    std::sync::Arc::new(Cursor {
+        rows,
+        batch,
+        opened,
+    })
 }
 
 /// A record whose subquery results hold more than [`CHILD_BATCH`] children: each such result
@@ -71,17 +104,7 @@ fn page_children(sb: &Sandbox, v: &str, mut rec: J) -> J {
                 Some(J::Array(rows)) => rows,
                 _ => continue,
             };
-            let total = rows.len();
-            *val = page(
-                sb,
-                v,
-                None,
-                Cursor {
-                    rows,
-                    total,
-                    batch: CHILD_BATCH,
-                },
-            );
+            *val = page(sb, v, None, cursor(sb, rows, CHILD_BATCH), 0);
         }
     }
     rec
@@ -121,18 +144,8 @@ pub(crate) async fn run_query(
             Json(json!({"totalSize": n, "done": true, "records": []})).into_response()
         }
         Ok(QueryResult::Rows(rows)) => {
-            let total = rows.len();
-            Json(page(
-                sb,
-                v,
-                None,
-                Cursor {
-                    rows,
-                    total,
-                    batch: batch_size(headers),
-                },
-            ))
-            .into_response()
+            let cur = cursor(sb, rows, batch_size(headers));
+            Json(page(sb, v, None, cur, 0)).into_response()
         }
         Err(e) => err(e),
     }
@@ -285,9 +298,14 @@ pub(crate) async fn query_more(
         Err(e) => return err(e),
     };
     sb.count("query.more");
-    let cur = sb.cursors.lock().expect("lock").remove(&locator);
-    match cur {
-        Some(c) => Json(page(&sb, &v, Some(locator), c)).into_response(),
+    // `{locator}-{row}`: the page of the open cursor from that row on.
+    let found = locator.rsplit_once('-').and_then(|(loc, pos)| {
+        let pos: usize = pos.parse().ok()?;
+        let cur = sb.cursors.lock().expect("lock").get(loc).cloned()?;
+        (pos <= cur.rows.len()).then(|| (loc.to_string(), cur, pos))
+    });
+    match found {
+        Some((loc, cur, pos)) => Json(page(&sb, &v, Some(&loc), cur, pos)).into_response(),
         None => err(SfError::new(
             400,
             "INVALID_QUERY_LOCATOR",

@@ -194,11 +194,18 @@ pub struct Faults {
     pub seed: u64,
 }
 
+/// An open query cursor: every row of the query, served `batch` at a time. A page can be
+/// asked for again (a client retrying a call whose answer it lost) while the cursor is open.
 pub(crate) struct Cursor {
     pub(crate) rows: Vec<J>,
-    pub(crate) total: usize,
     pub(crate) batch: usize,
+    /// The order it was opened in (the oldest is closed first, see [`OPEN_CURSORS`]).
+    pub(crate) opened: u64,
 }
+
+/// Query cursors kept open at once; opening another closes the oldest (an org keeps a limited
+/// number per user and closes the oldest likewise).
+pub(crate) const OPEN_CURSORS: usize = 50;
 
 /// Shared state.
 pub struct Sandbox {
@@ -206,7 +213,7 @@ pub struct Sandbox {
     pub settings: Settings,
     pub(crate) usage: Mutex<u64>,
     pub(crate) counters: Mutex<BTreeMap<String, u64>>,
-    pub(crate) cursors: Mutex<HashMap<String, Cursor>>,
+    pub(crate) cursors: Mutex<HashMap<String, std::sync::Arc<Cursor>>>,
     pub(crate) next_cursor: Mutex<u64>,
     pub(crate) faults: Mutex<(Faults, u64)>,
     pub(crate) bulk: Mutex<crate::bulk::jobs::Jobs>,

@@ -86,10 +86,10 @@ impl Checkpoint {
     }
     /// Records the version about to be written to `sys` (write-ahead), so that a read after a
     /// lost confirmation recognises it.
-    pub fn put_pending(&mut self, sys: &SystemId, e: &EntityId, v: &Version) {
-        let mut buf = Vec::with_capacity(128);
-        encode_version_with(v, false, &mut buf);
-        self.batch.put(layout::pending(sys, e), buf);
+    /// Records `v` as sent to `sys` at `sent_at` (local clock), its outcome not yet known.
+    pub fn put_pending(&mut self, sys: &SystemId, e: &EntityId, v: &Version, sent_at: Timestamp) {
+        self.batch
+            .put(layout::pending(sys, e), encode_pending(v, sent_at));
     }
     pub fn delete_pending(&mut self, sys: &SystemId, e: &EntityId) {
         self.batch.delete(layout::pending(sys, e));

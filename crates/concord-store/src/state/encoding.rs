@@ -306,11 +306,48 @@ pub(super) fn decode_dots(k: &[u8], b: &[u8]) -> Result<(Version, FieldDots), St
     Ok((v, dots))
 }
 
+/// A pending entry: the version sent, and when it was sent (local clock): `02`,
+/// varint(zigzag ms), then the version entry. An entry stored before this form is the bare
+/// version entry (`01 …`): when it was sent is unknown.
+pub(super) const PENDING_V2: u8 = 2;
+
+pub(super) fn encode_pending(v: &Version, sent_at: Timestamp) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(128);
+    buf.push(PENDING_V2);
+    varint::put_u64(&mut buf, varint::zigzag64(sent_at.millis()));
+    encode_version_with(v, false, &mut buf);
+    buf
+}
+
+/// When a pending entry was sent, and its version entry's bytes.
+pub(super) fn split_pending<'a>(
+    k: &[u8],
+    b: &'a [u8],
+) -> Result<(Option<Timestamp>, &'a [u8]), StoreError> {
+    match b.first() {
+        Some(&PENDING_V2) => {
+            let mut pos = 1;
+            let t = varint::get_u64(b, &mut pos).map_err(|_| corrupt(k, "bad sending time"))?;
+            Ok((Some(Timestamp(varint::unzigzag64(t))), &b[pos..]))
+        }
+        _ => Ok((None, b)),
+    }
+}
+
+pub(super) fn decode_pending(
+    k: &[u8],
+    b: &[u8],
+) -> Result<(Version, Option<Timestamp>), StoreError> {
+    let (sent_at, rest) = split_pending(k, b)?;
+    Ok((decode_version(k, rest)?, sent_at))
+}
+
 /// Decodes a raw store entry by its tree (fuzzing and `verify`): never panics.
 pub fn decode_any_entry(k: &[u8], v: &[u8]) -> Result<(), StoreError> {
     match Tree::of_key(k) {
         None => Err(corrupt(k, "key outside every tree")),
-        Some(Tree::Pending) | Some(Tree::History) => decode_version(k, v).map(|_| ()),
+        Some(Tree::Pending) => decode_pending(k, v).map(|_| ()),
+        Some(Tree::History) => decode_version(k, v).map(|_| ()),
         Some(Tree::Entity) => super::entity::verify_entity(k, v),
         Some(Tree::Outbox) => decode_entry::<OutboxEntry>(k, v).map(|_| ()),
         Some(Tree::Conflict) => decode_entry::<ConflictEntry>(k, v).map(|_| ()),

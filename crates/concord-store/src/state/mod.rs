@@ -300,23 +300,24 @@ impl StateStore {
         let key = layout::pending(sys, e);
         match self.store.get(&key)? {
             None => Ok(None),
-            Some(b) => decode_version(&key, &b).map(Some),
+            Some(b) => decode_pending(&key, &b).map(|(v, _)| Some(v)),
         }
     }
 
-    /// The entities with a version sent to `sys` whose success is not yet confirmed.
+    /// The entities with a version sent to `sys` whose success is not yet confirmed, and when
+    /// each was sent (local clock; `None` for an entry stored before that was recorded).
     pub fn pending_entities(
         &self,
         sys: &SystemId,
-    ) -> Result<std::collections::BTreeSet<EntityId>, StoreError> {
-        let mut out = std::collections::BTreeSet::new();
+    ) -> Result<BTreeMap<EntityId, Option<Timestamp>>, StoreError> {
+        let mut out = BTreeMap::new();
         let mut bad = None;
         scan_prefix(
             self.raw(),
             &layout::system_prefix(Tree::Pending, sys),
-            &mut |k, _| match entity_of(k) {
-                Ok(e) => {
-                    out.insert(e);
+            &mut |k, v| match entity_of(k).and_then(|e| Ok((e, split_pending(k, v)?.0))) {
+                Ok((e, sent_at)) => {
+                    out.insert(e, sent_at);
                     true
                 }
                 Err(e) => {
@@ -554,7 +555,7 @@ impl StateStore {
         let mut all = Vec::new();
         self.scan_decoded(
             &layout::system_prefix(Tree::Pending, sys),
-            |k, v| Ok((entity_of(k)?, decode_version(k, v)?)),
+            |k, v| Ok((entity_of(k)?, decode_pending(k, v)?.0)),
             |x| {
                 all.push(x);
                 true

@@ -33,7 +33,14 @@ impl Engine {
                 continue;
             }
             match self
-                .drain_outbox(job, conn.as_ref(), only, mid_read, &mut pass.report)
+                .drain_outbox(
+                    job,
+                    conn.as_ref(),
+                    only,
+                    mid_read,
+                    pass.started,
+                    &mut pass.report,
+                )
                 .await
             {
                 Ok(s) => {
@@ -99,14 +106,14 @@ impl Engine {
 
     /// What one outbox mark of `entity` asks of `sys`, from the entity's head and what `sys`
     /// holds (`parts`). `mid_read`: a chunk flush, the pass still reads — deletes wait for the
-    /// last flush (the delete guard needs the whole pass). `unconfirmed`: an earlier write of
-    /// this entity to `sys` is unconfirmed (see below).
+    /// last flush (the delete guard needs the whole pass). `unconfirmed`: whether an earlier
+    /// write of this entity to `sys` is unconfirmed (see below).
     fn owed(
         &self,
         job: &SyncJob,
         sys: &SystemId,
         mid_read: bool,
-        unconfirmed: bool,
+        unconfirmed: Unconfirmed,
         entity: &EntityId,
         parts: EntityParts,
     ) -> Result<Owed, EngineError> {
@@ -143,7 +150,7 @@ impl Engine {
         if snap.as_ref().and_then(|s| s.hash) == target.hash {
             return Ok(Owed::Settled); // already holds it
         }
-        if unconfirmed && conditional {
+        if unconfirmed != Unconfirmed::No && conditional {
             // An earlier write here is unconfirmed (its answer was lost): the system may hold
             // what it sent, edited since. Only a read tells what the system holds then (the
             // plan recognises the version sent, and merges an edit made on it): a write sent
@@ -157,9 +164,16 @@ impl Engine {
             if native.is_some() {
                 return Ok(Owed::Reread);
             }
-            // No record of it known there, and the system's read did not find one: the create
-            // did not land. Sent again.
         }
+        if unconfirmed == Unconfirmed::MayStillLand && native.is_none() {
+            // A create whose record no read has found — but the system may still be making
+            // it (a request outlives its client): sent again now, it could make the record
+            // twice. It waits until the system's in-flight limit has passed.
+            return Ok(Owed::InFlight);
+        }
+        // Otherwise no record of it known there, and the system's complete read (or, for a
+        // write-only target, the look for lost creates) did not find one, begun after the
+        // system was done with the request: the create did not land. Sent again.
         // A system whose snapshot is a tombstone (or absent) has no record to update: writing
         // there is a (re-)create.
         let exists = snap.as_ref().is_some_and(|s| !s.is_tombstone());
@@ -215,6 +229,7 @@ impl Engine {
         conn: &dyn Connector,
         only: Option<&BTreeSet<EntityId>>,
         mid_read: bool,
+        pass_started: Timestamp,
         report: &mut SyncReport,
     ) -> Result<Vec<EntityId>, EngineError> {
         let sys = conn.system().clone();
@@ -223,11 +238,23 @@ impl Engine {
             pending.retain(|(e, _)| only.contains(e));
         }
         let conditional = job.role(&sys).read;
-        // Writes sent earlier whose outcome is unknown (see `owed`).
-        let unconfirmed = if conditional {
+        // Writes sent earlier whose outcome is unknown, and when they were sent (see `owed`):
+        // where the system is read, or a create repeated could make a second record.
+        let unconfirmed = if conditional || !conn.creates_idempotent() {
             self.state.pending_entities(&sys)?
         } else {
-            BTreeSet::new()
+            BTreeMap::new()
+        };
+        let limit = conn.in_flight_limit().as_millis() as i64;
+        let how_unconfirmed = |e: &EntityId| match unconfirmed.get(e) {
+            None => Unconfirmed::No,
+            Some(_) if conn.creates_idempotent() || limit == 0 => Unconfirmed::Yes,
+            // (Sent before its time was recorded: long ago.)
+            Some(None) => Unconfirmed::Yes,
+            Some(Some(t)) if t.millis().saturating_add(limit) > pass_started.millis() => {
+                Unconfirmed::MayStillLand
+            }
+            Some(Some(_)) => Unconfirmed::Yes,
         };
         let mut stale = Vec::new();
         let mut sources = std::collections::HashMap::new();
@@ -237,10 +264,12 @@ impl Engine {
             let mut heads = Vec::new();
             for (entity, entry) in chunk {
                 let parts = self.state.entity_parts(None, entity, &sys)?;
-                let earlier = unconfirmed.contains(entity);
-                match self.owed(job, &sys, mid_read, earlier, entity, parts)? {
+                match self.owed(job, &sys, mid_read, how_unconfirmed(entity), entity, parts)? {
                     Owed::Settled => cp.outbox_remove(&sys, entity),
-                    Owed::Held => {}                     // the mark waits
+                    Owed::Held => {} // the mark waits
+                    Owed::InFlight => {
+                        *report.in_flight.entry(sys.to_string()).or_default() += 1;
+                    }
                     Owed::Reread => stale.push(*entity), // read again, then written
                     Owed::Tombstone(target) => {
                         cp.put_snapshot(&sys, entity, &target);
@@ -262,8 +291,9 @@ impl Engine {
                 let write_ahead = conditional || !conn.creates_idempotent();
                 if write_ahead {
                     let mut ahead = self.state.checkpoint();
+                    let now = Timestamp::now();
                     for (entity, head, _) in &heads {
-                        ahead.put_pending(&sys, entity, head);
+                        ahead.put_pending(&sys, entity, head, now);
                     }
                     self.state.commit(ahead)?;
                 }
@@ -315,9 +345,9 @@ impl Engine {
         for (entity, entry) in cp.take_outbox(&sys)? {
             let parts = self.state.entity_parts(Some(cp), &entity, &sys)?;
             // (A write-only target: no write to it is conditional, `owed` ignores `unconfirmed`.)
-            match self.owed(job, &sys, true, false, &entity, parts)? {
+            match self.owed(job, &sys, true, Unconfirmed::No, &entity, parts)? {
                 Owed::Settled => {}
-                Owed::Held | Owed::Reread => cp.outbox_put(&sys, &entity, &entry),
+                Owed::Held | Owed::Reread | Owed::InFlight => cp.outbox_put(&sys, &entity, &entry),
                 Owed::Tombstone(target) => cp.put_snapshot(&sys, &entity, &target),
                 Owed::Write(op, target, source) => {
                     sources.insert(entity, source);
@@ -368,10 +398,23 @@ enum Owed {
     /// A write waiting for a point read of the record to settle an unconfirmed one: the mark
     /// stays, the record is read again (as one a conditional write found changed).
     Reread,
+    /// A create whose answer was lost, which the system may still be making: the mark stays
+    /// until the system's in-flight limit has passed (and a read has not found the record).
+    InFlight,
     /// Nothing existed there to delete: the snapshot records the tombstone, the mark goes.
     Tombstone(Version),
     /// This write, and the version the system holds once it succeeds.
     Write(WriteOp, Version, Option<Timestamp>),
+}
+
+/// Whether an earlier write of an entity to a system is unconfirmed (its answer lost).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Unconfirmed {
+    No,
+    Yes,
+    /// And sent less than the system's in-flight limit before this pass began, to a system
+    /// where a create repeated can make a second record.
+    MayStillLand,
 }
 
 fn check_results(

@@ -242,6 +242,10 @@ pub struct SyncReport {
     pub held_deletes: BTreeMap<String, HeldDeletes>,
     /// Per system written: the end-to-end lag of its writes.
     pub lag: BTreeMap<String, Lag>,
+    /// Per system: creates whose answer was lost, whose record no read has found yet, sent
+    /// less than the system's in-flight limit before the pass began (see
+    /// [`Connector::in_flight_limit`]). Not sent again yet: the system may still make them.
+    pub in_flight: BTreeMap<String, u64>,
 }
 
 impl SyncReport {
@@ -282,6 +286,7 @@ impl SyncReport {
             "held_deletes".into(),
             self.held_deletes.values().map(|h| h.deletes).sum(),
         ));
+        c.push(("in_flight".into(), self.in_flight.values().sum()));
         c
     }
 }
@@ -335,6 +340,8 @@ struct Pass<'j> {
     marks: BTreeMap<SystemId, Marks>,
     /// Write-only targets were looked through for records of lost creates (once a pass).
     linked: bool,
+    /// When the pass began (local clock): every read in it began later.
+    started: Timestamp,
 }
 
 impl Pass<'_> {
@@ -460,6 +467,7 @@ impl Engine {
             failed: BTreeSet::new(),
             marks: BTreeMap::new(),
             linked: false,
+            started: Timestamp::now(),
         };
 
         if job.options.stopping() {
