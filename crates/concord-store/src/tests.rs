@@ -598,3 +598,57 @@ fn staged_waiting_records_count_for_reads_and_are_durable_only_when_committed() 
         assert!(s.take_staged_waiting("orders", &sys).is_empty());
     }
 }
+
+#[test]
+fn pending_entries_keep_when_they_were_sent_and_older_ones_still_read() {
+    for (name, store, _dir) in backends() {
+        let st = StateStore::open(store.clone(), inst()).unwrap();
+        let sf = SystemId::new("sf").unwrap();
+        let (e1, e2) = (
+            concord_model::model::EntityId::derive(&sf, "a"),
+            concord_model::model::EntityId::derive(&sf, "b"),
+        );
+        let mut cp = st.checkpoint();
+        cp.put_pending(&sf, &e1, &version(1), Timestamp(1_800_000_000_123));
+        st.commit(cp).unwrap();
+        // An entry as a build before the sending time was kept wrote it: the bare version.
+        let mut b = Batch::new();
+        let mut old = Vec::new();
+        state::encode_version_for_snapshot(&version(2), &mut old);
+        b.put(layout::pending(&sf, &e2), old);
+        store.apply(b).unwrap();
+        let sent = st.pending_entities(&sf).unwrap();
+        assert_eq!(
+            sent.get(&e1),
+            Some(&Some(Timestamp(1_800_000_000_123))),
+            "{name}"
+        );
+        assert_eq!(sent.get(&e2), Some(&None), "{name}");
+        assert_eq!(
+            st.pending(&sf, &e1).unwrap().unwrap().hash,
+            version(1).hash,
+            "{name}"
+        );
+        assert_eq!(
+            st.pending(&sf, &e2).unwrap().unwrap().hash,
+            version(2).hash,
+            "{name}"
+        );
+        assert_eq!(st.pending_creates(&sf).unwrap().len(), 2, "{name}");
+        for (k, v) in [
+            (
+                layout::pending(&sf, &e1),
+                st.raw().get(&layout::pending(&sf, &e1)).unwrap().unwrap(),
+            ),
+            (
+                layout::pending(&sf, &e2),
+                st.raw().get(&layout::pending(&sf, &e2)).unwrap().unwrap(),
+            ),
+        ] {
+            state::decode_any_entry(&k, &v).unwrap();
+        }
+        // A truncated sending time is named, not taken for a version.
+        let e = state::decode_any_entry(&layout::pending(&sf, &e1), &[2, 0x80]).unwrap_err();
+        assert!(e.to_string().contains("sending time"), "{name}: {e}");
+    }
+}
