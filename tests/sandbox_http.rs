@@ -1466,6 +1466,69 @@ async fn soql_subqueries_aggregates_dates_explain_and_sosl() {
         (400, json!("MALFORMED_QUERY"))
     );
 
+    // Long text areas are selected, never filtered, sorted or grouped; a short text area
+    // (BillingStreet, 255) is; describe says which.
+    for (soql, says) in [
+        (
+            "SELECT Id FROM Account WHERE Description = 'x'",
+            "field 'Description' can not be filtered in query call",
+        ),
+        (
+            "SELECT Id FROM Account ORDER BY Description",
+            "field 'Description' can not be sorted in a query call",
+        ),
+        (
+            "SELECT Description, COUNT(Id) FROM Account GROUP BY Description",
+            "field 'Description' can not be grouped in a query call",
+        ),
+        (
+            "SELECT Id FROM Account WHERE BillingAddress != null",
+            "field 'BillingAddress' can not be filtered in query call",
+        ),
+    ] {
+        let (st, e) = q(soql.into()).await;
+        assert_eq!(
+            (st, e[0]["errorCode"].clone()),
+            (400, json!("INVALID_FIELD")),
+            "{soql}: {e}"
+        );
+        assert_eq!(e[0]["message"], says, "{soql}");
+    }
+    let (st, r) = q(
+        "SELECT Id, Description FROM Account WHERE BillingStreet != null ORDER BY BillingStreet"
+            .into(),
+    )
+    .await;
+    assert_eq!(st, 200, "{r}");
+    let d: J = c
+        .get(format!("{api}/sobjects/Account/describe"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let field = |n: &str| {
+        d["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == n)
+            .unwrap()
+            .clone()
+    };
+    for (n, can) in [
+        ("Description", false),
+        ("BillingAddress", false),
+        ("BillingStreet", true),
+        ("Name", true),
+    ] {
+        for k in ["filterable", "sortable", "groupable"] {
+            assert_eq!(field(n)[k], can, "{n} {k}");
+        }
+    }
+
     // ?explain=: an index for an indexed filter, a table scan otherwise.
     let plan = |soql: &str| {
         let soql = soql.to_string();
@@ -2318,6 +2381,10 @@ async fn pushtopic_notifications_follow_the_query() {
         ),
         ("SELECT Id FROM Account", "other than Id"),
         ("SELECT Id, Nope FROM Account", "No such column 'Nope'"),
+        (
+            "SELECT Id, Name FROM Account WHERE Description = 'x'",
+            "field 'Description' can not be filtered",
+        ),
     ] {
         let (s, r) = post(topics.clone(), topic("Bad", query)).await;
         assert_eq!(s, 400, "{query}: {r}");

@@ -209,6 +209,23 @@ impl FieldDef {
     pub fn is_custom(&self) -> bool {
         self.name.ends_with("__c")
     }
+    /// A long or rich text area (a text area of more than 255 characters): selected and
+    /// searched, never filtered, sorted or grouped in SOQL.
+    pub fn is_long_text(&self) -> bool {
+        self.ty == FieldType::Textarea && self.text_length() > 255
+    }
+    /// Whether SOQL takes the field in WHERE (describe's `filterable`).
+    pub fn filterable(&self) -> bool {
+        self.ty != FieldType::Address && !self.is_long_text()
+    }
+    /// Whether SOQL takes the field in ORDER BY (describe's `sortable`).
+    pub fn sortable(&self) -> bool {
+        self.filterable()
+    }
+    /// Whether SOQL takes the field in GROUP BY (describe's `groupable`).
+    pub fn groupable(&self) -> bool {
+        self.filterable()
+    }
     pub fn text_length(&self) -> u32 {
         self.length.unwrap_or(match self.ty {
             FieldType::Id | FieldType::Reference => 18,
@@ -1006,9 +1023,8 @@ pub fn describe_field(f: &FieldDef) -> J {
     );
     let len = if f.ty.is_text() { f.text_length() } else { 0 };
     let createable = !f.system;
-    let compound = f.ty == FieldType::Address;
     json!({
-        "aggregatable": !compound && f.ty != FieldType::Textarea,
+        "aggregatable": f.groupable(),
         "autoNumber": f.auto_number.is_some(),
         "byteLength": len * 3,
         "calculated": false,
@@ -1025,8 +1041,8 @@ pub fn describe_field(f: &FieldDef) -> J {
         "deprecatedAndHidden": false,
         "digits": if f.ty == FieldType::Int { 9 } else { 0 },
         "externalId": f.external_id,
-        "filterable": !compound,
-        "groupable": !compound && f.ty != FieldType::Textarea,
+        "filterable": f.filterable(),
+        "groupable": f.groupable(),
         "htmlFormatted": false,
         "idLookup": f.ty == FieldType::Id || f.external_id,
         "inlineHelpText": null,
@@ -1047,7 +1063,7 @@ pub fn describe_field(f: &FieldDef) -> J {
         "restrictedPicklist": false,
         "scale": if number { f.scale.unwrap_or(if f.ty == FieldType::Currency { 2 } else { 0 }) } else { 0 },
         "soapType": f.ty.soap(),
-        "sortable": !compound && f.ty != FieldType::Textarea,
+        "sortable": f.sortable(),
         "type": f.ty.name(),
         "unique": f.unique,
         "updateable": createable && !f.create_only && f.name != "Id",

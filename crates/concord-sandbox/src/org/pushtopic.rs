@@ -119,11 +119,21 @@ impl Topic {
             return Err(invalid("relationships are not supported"));
         }
         for f in &where_fields {
-            if o.field(f).is_none() {
-                return Err(invalid(format!(
-                    "No such column '{f}' on entity '{}'",
-                    o.name
-                )));
+            match o.field(f) {
+                None => {
+                    return Err(invalid(format!(
+                        "No such column '{f}' on entity '{}'",
+                        o.name
+                    )))
+                }
+                // Values in text areas are not searched (nor compound fields filtered).
+                Some(d) if !d.filterable() => {
+                    return Err(invalid(format!(
+                        "field '{}' can not be filtered in query call",
+                        d.name
+                    )))
+                }
+                Some(_) => {}
             }
         }
         let notify_for = match fields

@@ -49,7 +49,16 @@ impl Org {
     }
 
     pub(super) fn check_paths(&self, o: &ObjectDef, q: &Query) -> Result<(), SfError> {
+        #[derive(Clone, Copy)]
+        enum Use {
+            Select,
+            Filter,
+            Sort,
+            Group,
+        }
         let mut paths: Vec<&Vec<String>> = Vec::new();
+        // The paths used beyond SELECT, and how (a field that cannot be used so is refused).
+        let mut used: Vec<(&Vec<String>, Use)> = Vec::new();
         for s in &q.select {
             match s {
                 SelectItem::Field(p)
@@ -71,11 +80,11 @@ impl Org {
                 }
             }
         }
-        paths.extend(q.group_by.iter().map(|g| &g.field));
+        used.extend(q.group_by.iter().map(|g| (&g.field, Use::Group)));
         if !q.is_aggregate() {
-            paths.extend(q.order.iter().map(|o| &o.field));
+            used.extend(q.order.iter().map(|o| (&o.field, Use::Sort)));
         }
-        fn cond_paths<'a>(c: &'a Cond, out: &mut Vec<&'a Vec<String>>) {
+        fn cond_paths<'a>(c: &'a Cond, out: &mut Vec<(&'a Vec<String>, Use)>) {
             match c {
                 Cond::And(a, b) | Cond::Or(a, b) => {
                     cond_paths(a, out);
@@ -83,23 +92,41 @@ impl Org {
                 }
                 Cond::Not(a) => cond_paths(a, out),
                 Cond::Cmp { field, .. } | Cond::Like { field, .. } | Cond::In { field, .. } => {
-                    out.push(field)
+                    out.push((field, Use::Filter))
                 }
             }
         }
         if let Some(c) = &q.filter {
-            cond_paths(c, &mut paths);
+            cond_paths(c, &mut used);
         }
-        for p in paths {
+        let all = paths.into_iter().map(|p| (p, Use::Select)).chain(used);
+        for (p, how) in all {
             let mut obj = o;
             for (i, part) in p.iter().enumerate() {
                 if i + 1 == p.len() {
-                    if obj.field(part).is_none() {
+                    let Some(f) = obj.field(part) else {
                         return Err(SfError::new(
                             400,
                             "INVALID_FIELD",
                             format!("No such column '{part}' on entity '{}'. If you are attempting to use a custom field, be sure to append the '__c' after the custom field name.", obj.name),
                         ));
+                    };
+                    // Long text areas and compound fields are selected, never filtered,
+                    // sorted or grouped (Salesforce's messages).
+                    let refused = match how {
+                        Use::Select => None,
+                        Use::Filter if !f.filterable() => Some("can not be filtered in query call"),
+                        Use::Sort if !f.sortable() => Some("can not be sorted in a query call"),
+                        Use::Group if !f.groupable() => Some("can not be grouped in a query call"),
+                        _ => None,
+                    };
+                    if let Some(what) = refused {
+                        return Err(SfError::new(
+                            400,
+                            "INVALID_FIELD",
+                            format!("field '{}' {what}", f.name),
+                        )
+                        .field(&f.name));
                     }
                 } else {
                     let rel = obj.relationship(part).ok_or_else(|| {
