@@ -1344,6 +1344,10 @@ async fn soql_subqueries_aggregates_dates_explain_and_sosl() {
             .await
             .unwrap()
     };
+    let get = move |url: String| async move {
+        let r = c.get(url).bearer_auth(TOKEN).send().await.unwrap();
+        r.json::<J>().await.unwrap()
+    };
     let mut accounts = Vec::new();
     for (name, industry) in [
         ("Acme Corp", "Energy"),
@@ -1500,15 +1504,7 @@ async fn soql_subqueries_aggregates_dates_explain_and_sosl() {
     )
     .await;
     assert_eq!(st, 200, "{r}");
-    let d: J = c
-        .get(format!("{api}/sobjects/Account/describe"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let d = get(format!("{api}/sobjects/Account/describe")).await;
     let field = |n: &str| {
         d["fields"]
             .as_array()
