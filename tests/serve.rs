@@ -712,11 +712,21 @@ async fn a_signed_webhook_runs_the_job() {
     started.stop().await;
 }
 
-/// A broadcast of the sandbox's Accounts (their Name) into `dst/accounts.jsonl`, on push only
-/// (`schedule = "manual"`); `side` is added to the Salesforce side's table.
-fn accounts_on_push(sf: &concord::connector::salesforce::SalesforceConfig, side: &str) -> String {
+/// A sandbox org, a folder holding `dst/`, and the configuration of a broadcast of the org's
+/// Accounts (their Name) into `dst/accounts.jsonl` on push only (`schedule = "manual"`);
+/// `side` is added to the Salesforce side's table.
+async fn accounts_on_push(
+    side: &str,
+) -> (
+    std::sync::Arc<concord::sandbox::server::Sandbox>,
+    tempfile::TempDir,
+    String,
+) {
+    let (sb, sf) = crate::sf_common::sandbox().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("dst")).unwrap();
     let (sf_url, sf_tok) = (&sf.instance_url_env, sf.token_env.as_ref().unwrap());
-    format!(
+    let text = format!(
         r#"
 [store]
 dir = "state"
@@ -739,7 +749,8 @@ file = "accounts.jsonl"
 key = ["id"]
 fields = {{ name = "name" }}
 "#
-    )
+    );
+    (sb, dir, text)
 }
 
 /// `f`'s first `Some`, asked every 20 ms, `tries` times at most.
@@ -774,10 +785,7 @@ async fn rows_reach(file: &Path, n: usize) -> Vec<J> {
 /// manual-schedule job runs a pass on a create in the org alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_salesforce_change_pushes_a_pass() {
-    let (sb, sf) = crate::sf_common::sandbox().await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("dst")).unwrap();
-    let text = accounts_on_push(&sf, "");
+    let (sb, dir, text) = accounts_on_push("").await;
     let (started, api) = serve(dir.path(), &text).await;
     // Until the feed has subscribed (its first handshake), nothing is announced.
     eventually(200, || (streaming_calls(&sb) >= 4).then_some(())).await;
@@ -822,10 +830,7 @@ async fn a_salesforce_change_pushes_a_pass() {
 /// feed listen to a PushTopic instead, created by the connector when the org has none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_topic_announces_the_changes() {
-    let (sb, sf) = crate::sf_common::sandbox().await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("dst")).unwrap();
-    let text = accounts_on_push(&sf, "push_topic = \"ConcordAccounts\"\n");
+    let (sb, dir, text) = accounts_on_push("push_topic = \"ConcordAccounts\"\n").await;
     let (started, api) = serve(dir.path(), &text).await;
     let topic = || {
         let q = concord::sandbox::soql::parse(
@@ -870,10 +875,7 @@ async fn a_push_topic_announces_the_changes() {
 /// look instead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_salesforce_change_made_while_stopped_is_replayed_on_start() {
-    let (sb, sf) = crate::sf_common::sandbox().await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("dst")).unwrap();
-    let text = accounts_on_push(&sf, "");
+    let (sb, dir, text) = accounts_on_push("").await;
     let file = dir.path().join("dst/accounts.jsonl");
     let create = |name: &str| {
         sb.org
