@@ -1317,3 +1317,102 @@ fields = {{ name = "Name" }}
         .await
         .unwrap();
 }
+
+/// Creates whose answer was lost and that the org may still be making wait for its in-flight
+/// limit; the service comes back for them once it has passed, with no trigger (a job run on
+/// request or push only might not run again for long).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creates_waiting_for_a_request_in_flight_go_out_when_its_limit_has_passed() {
+    let (sb, sf) = crate::sf_common::sandbox().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("src")).unwrap();
+    // Two records Salesforce takes, one it refuses (a Name over 255 characters).
+    let long = "x".repeat(300);
+    let source = dir.path().join("src/people.jsonl");
+    std::fs::write(&source, "").unwrap();
+    let records = format!(
+        "{{\"id\": 1, \"name\": \"Ada\"}}\n{{\"id\": 2, \"name\": \"Grace\"}}\n{{\"id\": 3, \"name\": \"{long}\"}}\n"
+    );
+    let (sf_url, sf_tok) = (&sf.instance_url_env, sf.token_env.as_ref().unwrap());
+    let text = format!(
+        r#"
+[store]
+dir = "state"
+[systems.src]
+type = "jsonl"
+dir = "src"
+[systems.crm]
+type = "salesforce"
+instance_url_env = "{sf_url}"
+token_env = "{sf_tok}"
+in_flight_secs = 1
+[jobs.people]
+pattern = "broadcast"
+systems = ["src", "crm"]
+schedule = "manual"
+push = false
+[jobs.people.sides.src]
+file = "people.jsonl"
+key = ["id"]
+fields = {{ name = "name" }}
+[jobs.people.sides.crm]
+object = "Account"
+fields = {{ name = "Name" }}
+"#
+    );
+    let (started, api) = serve(dir.path(), &text).await;
+    async fn run(api: &Api) -> J {
+        let (s, r) = api.post("/jobs/people/runs", json!({})).await;
+        assert_eq!(s, 202, "{r}");
+        api.finished(r["id"].as_str().unwrap()).await
+    }
+    // 0. A first run with nothing to do (the job meets the org).
+    assert_eq!(run(&api).await["state"], "succeeded");
+    // 1. Every answer is lost: the org makes two Accounts and refuses the third, unseen.
+    std::fs::write(&source, records).unwrap();
+    sb.set_faults(concord::sandbox::server::Faults {
+        rate_drop: 1.0,
+        ..Default::default()
+    });
+    let first = run(&api).await;
+    assert_eq!(first["state"], "partial", "{first}");
+    sb.set_faults(Default::default());
+    // 2. The two made are found and linked; the third is not found, but the org may still be
+    //    making it: it waits, and the report says until when.
+    let second = run(&api).await;
+    assert_eq!(second["report"]["in_flight"]["crm.Account"], 1, "{second}");
+    assert!(
+        second["report"]["in_flight_due_ms"].as_i64().is_some(),
+        "{second}"
+    );
+    assert_eq!(crate::sf_common::count(&sb, "Account"), 2);
+    // 3. With no request, the service runs again once the limit has passed: the create goes
+    //    out (and is refused); nothing is made twice.
+    let mut third = J::Null;
+    for _ in 0..150 {
+        let (_, runs) = api.get("/runs?job=people").await;
+        let runs = runs.as_array().unwrap().clone();
+        if let Some(r) = runs.iter().find(|r| {
+            r["trigger"] == "schedule" && !matches!(r["state"].as_str(), Some("queued" | "running"))
+        }) {
+            third = r.clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        third["trigger"], "schedule",
+        "no run came back for the waiting create"
+    );
+    let report = &third["report"];
+    assert_eq!(report["in_flight"], json!({}), "{third}");
+    assert_eq!(report["failed_writes"], 1, "refused: {third}");
+    let waited = third["started_ms"].as_i64().unwrap()
+        - second["report"]["in_flight_due_ms"].as_i64().unwrap();
+    assert!(
+        waited >= 0,
+        "it ran before the limit had passed: {waited} ms"
+    );
+    assert_eq!(crate::sf_common::count(&sb, "Account"), 2);
+    started.stop().await;
+}

@@ -30,6 +30,7 @@ pub fn report_json(job: &str, r: &SyncReport, secs: f64) -> J {
         "golden_created": r.golden_created,
         "system_errors": r.errors,
         "in_flight": r.in_flight,
+        "in_flight_due_ms": r.in_flight_due.map(|t| t.millis()),
         "held_deletes": r.held_deletes.iter().map(|(s, h)| (s.clone(), json!({"deletes": h.deletes, "synced": h.synced}))).collect::<BTreeMap<_, _>>(),
         "planned": r.planned.iter().map(|(s, p)| (s.clone(), json!({"creates": p.creates, "updates": p.updates, "deletes": p.deletes, "queued": p.queued}))).collect::<BTreeMap<_, _>>(),
         "lag": r.lag.iter().map(|(s, l)| (s.clone(), json!({"writes": l.count, "mean_ms": l.sum_ms.checked_div(l.count), "max_ms": l.max_ms}))).collect::<BTreeMap<_, _>>(),

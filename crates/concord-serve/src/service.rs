@@ -243,8 +243,18 @@ impl Service {
         mut shutdown: watch::Receiver<bool>,
     ) {
         let slot = &self.jobs[name];
+        // Creates whose answer was lost wait for their system's in-flight limit: the service
+        // comes back for them when it has passed, whatever the schedule (a push-only job
+        // might not run again for long).
+        let mut due: Option<i64> = None;
         loop {
-            let wait = slot.schedule.next_in(chrono::Utc::now());
+            let scheduled = slot.schedule.next_in(chrono::Utc::now());
+            let again =
+                due.map(|d| Duration::from_millis((d - Timestamp::now().millis()).max(200) as u64));
+            let wait = match (scheduled, again) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let tick = async {
                 match wait {
                     Some(d) => tokio::time::sleep(d).await,
@@ -265,7 +275,9 @@ impl Service {
                     self.runs.lock().expect("runs").queue(name, Trigger::Schedule, false, false)
                 }
             };
-            self.run(name, &id).await;
+            // (A run that did not get as far as the writes keeps the earlier due time.)
+            let now = Timestamp::now().millis();
+            due = self.run(name, &id).await.or(due.filter(|d| *d > now));
         }
         // Runs still queued never start.
         while let Ok(id) = rx.try_recv() {
@@ -383,10 +395,12 @@ impl Service {
     }
 
     /// Runs one queued run to its end.
-    async fn run(&self, name: &str, id: &str) {
+    /// Runs the queued run `id`; when creates it could not send yet may go out (its report's
+    /// `in_flight_due_ms`).
+    async fn run(&self, name: &str, id: &str) -> Option<i64> {
         let (dry, check) = match self.runs.lock().expect("runs").get(id) {
             Some(r) => (r.dry_run, r.verify),
-            None => return,
+            None => return None,
         };
         let _one = self.pass.lock().await;
         let now = || Timestamp::now().millis();
@@ -396,7 +410,7 @@ impl Service {
                 r.error = Some("the service stopped before this run started".into());
                 r.finished_ms = Some(now());
             });
-            return;
+            return None;
         }
         self.runs.lock().expect("runs").update(id, |r| {
             r.state = RunState::Running;
@@ -425,6 +439,10 @@ impl Service {
                 })
                 .observe(secs);
         }
+        let due = report
+            .as_ref()
+            .and_then(|r| r["in_flight_due_ms"].as_i64())
+            .filter(|_| !dry);
         self.runs.lock().expect("runs").update(id, |r| {
             r.state = state;
             r.report = report;
@@ -432,6 +450,7 @@ impl Service {
             r.finished_ms = Some(now());
         });
         self.refresh_gauges();
+        due
     }
 
     /// One pass of the job (built once and kept for ordinary runs); the report and outcome.

@@ -269,6 +269,11 @@ impl Engine {
                     Owed::Held => {} // the mark waits
                     Owed::InFlight => {
                         *report.in_flight.entry(sys.to_string()).or_default() += 1;
+                        if let Some(Some(sent)) = unconfirmed.get(entity) {
+                            let due = Timestamp(sent.millis().saturating_add(limit));
+                            report.in_flight_due =
+                                Some(report.in_flight_due.map_or(due, |d| d.min(due)));
+                        }
                     }
                     Owed::Reread => stale.push(*entity), // read again, then written
                     Owed::Tombstone(target) => {

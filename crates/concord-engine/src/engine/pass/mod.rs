@@ -246,6 +246,8 @@ pub struct SyncReport {
     /// less than the system's in-flight limit before the pass began (see
     /// [`Connector::in_flight_limit`]). Not sent again yet: the system may still make them.
     pub in_flight: BTreeMap<String, u64>,
+    /// When the first of those may be sent again (local clock).
+    pub in_flight_due: Option<Timestamp>,
 }
 
 impl SyncReport {
