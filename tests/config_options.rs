@@ -146,6 +146,7 @@ fn sample(kind: &str, key: &str) -> Option<Sample> {
         "max_retries"
         | "request_timeout_secs"
         | "bulk_timeout_secs"
+        | "in_flight_secs"
         | "overlap_secs"
         | "page_size"
         | "bulk_threshold"
