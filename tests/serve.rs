@@ -1386,6 +1386,9 @@ fields = {{ name = "Name" }}
         "{second}"
     );
     assert_eq!(crate::sf_common::count(&sb, "Account"), 2);
+    let waiting = "concord_creates_in_flight{job=\"people\",system=\"crm.Account\"}";
+    let m = api.metrics().await;
+    assert!(m.contains(&format!("{waiting} 1")), "{m}");
     // 3. With no request, the service runs again once the limit has passed: the create goes
     //    out (and is refused); nothing is made twice.
     let mut third = J::Null;
@@ -1414,5 +1417,7 @@ fields = {{ name = "Name" }}
         "it ran before the limit had passed: {waited} ms"
     );
     assert_eq!(crate::sf_common::count(&sb, "Account"), 2);
+    let m = api.metrics().await;
+    assert!(m.contains(&format!("{waiting} 0")), "{m}");
     started.stop().await;
 }

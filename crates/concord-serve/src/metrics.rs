@@ -52,6 +52,7 @@ pub struct Metrics {
     pub lag_seconds: Family<JobSystem, Counter<f64, std::sync::atomic::AtomicU64>>,
     pub lag_writes: Family<JobSystem, Counter>,
     pub lag_max: Family<JobSystem, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub in_flight: Family<JobSystem, Gauge>,
     pub api_usage: Family<SystemLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
 
@@ -76,6 +77,7 @@ impl Metrics {
             lag_seconds: Family::default(),
             lag_writes: Family::default(),
             lag_max: Family::default(),
+            in_flight: Family::default(),
             api_usage: Family::default(),
             registry: Registry::default(),
         };
@@ -135,11 +137,35 @@ impl Metrics {
             m.lag_max.clone(),
         );
         registry.register(
+            "creates_in_flight",
+            "Creates whose answer was lost that wait because the system may still be making them (as of the job's last pass)",
+            m.in_flight.clone(),
+        );
+        registry.register(
             "api_usage_ratio",
             "Share of the system's own daily API limit used, as it last reported it (Salesforce Sforce-Limit-Info)",
             m.api_usage.clone(),
         );
         Metrics { registry, ..m }
+    }
+
+    /// The creates waiting for a request in flight after a pass, for each of the job's
+    /// `systems` (zero where none wait).
+    pub fn in_flight<'a>(
+        &self,
+        job: &str,
+        systems: impl IntoIterator<Item = &'a str>,
+        r: &SyncReport,
+    ) {
+        for s in systems {
+            let n = r.in_flight.get(s).copied().unwrap_or(0);
+            self.in_flight
+                .get_or_create(&JobSystem {
+                    job: job.to_string(),
+                    system: s.to_string(),
+                })
+                .set(n as i64);
+        }
     }
 
     /// Counts a finished pass.

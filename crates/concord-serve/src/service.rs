@@ -494,6 +494,8 @@ impl Service {
         let secs = t.elapsed().as_secs_f64();
         if !dry {
             self.metrics.pass(name, &r, secs);
+            self.metrics
+                .in_flight(name, job.systems.iter().map(|c| c.system().as_str()), &r);
         }
         for c in &job.systems {
             if let Some((used, max)) = c.api_usage().filter(|(_, m)| *m > 0) {
