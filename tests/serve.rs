@@ -419,7 +419,6 @@ async fn a_parked_conflict_is_resolved_over_the_api_and_written() {
 async fn sigterm_mid_pass_stops_after_a_checkpoint_and_loses_nothing() {
     use concord::sandbox::server::Faults;
     let (sb, sf) = crate::sf_common::sandbox().await;
-    let (sf_url, sf_tok) = (sf.instance_url_env.clone(), sf.token_env.clone().unwrap());
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("src")).unwrap();
     const N: usize = 3000;
@@ -428,16 +427,7 @@ async fn sigterm_mid_pass_stops_after_a_checkpoint_and_loses_nothing() {
         .collect();
     write_jsonl(&dir.path().join("src/accounts.jsonl"), &rows);
     let text = format!(
-        r#"
-[store]
-dir = "state"
-[systems.src]
-type = "jsonl"
-dir = "src"
-[systems.crm]
-type = "salesforce"
-instance_url_env = "{sf_url}"
-token_env = "{sf_tok}"
+        r#"{}
 [jobs.accounts]
 pattern = "migrate"
 systems = ["src", "crm"]
@@ -451,7 +441,8 @@ fields = {{ name = "name" }}
 object = "Account"
 entity_id_field = "Concord_Id__c"
 fields = {{ name = "Name" }}
-"#
+"#,
+        jsonl_and_salesforce(&sf, "")
     );
     std::fs::write(dir.path().join("concord.toml"), &text).unwrap();
     // Every call takes 40 ms: the pass takes over a second.
@@ -751,6 +742,28 @@ fields = {{ name = "name" }}
 "#
     );
     (sb, dir, text)
+}
+
+/// A configuration's store, a JSONL system `src` (folder `src`) and the sandbox org as `crm`
+/// (`crm`: more keys for its system table).
+fn jsonl_and_salesforce(
+    sf: &concord::connector::salesforce::SalesforceConfig,
+    crm: &str,
+) -> String {
+    let (sf_url, sf_tok) = (&sf.instance_url_env, sf.token_env.as_ref().unwrap());
+    format!(
+        r#"
+[store]
+dir = "state"
+[systems.src]
+type = "jsonl"
+dir = "src"
+[systems.crm]
+type = "salesforce"
+instance_url_env = "{sf_url}"
+token_env = "{sf_tok}"
+{crm}"#
+    )
 }
 
 /// `f`'s first `Some`, asked every 20 ms, `tries` times at most.
@@ -1333,19 +1346,8 @@ async fn creates_waiting_for_a_request_in_flight_go_out_when_its_limit_has_passe
     let records = format!(
         "{{\"id\": 1, \"name\": \"Ada\"}}\n{{\"id\": 2, \"name\": \"Grace\"}}\n{{\"id\": 3, \"name\": \"{long}\"}}\n"
     );
-    let (sf_url, sf_tok) = (&sf.instance_url_env, sf.token_env.as_ref().unwrap());
     let text = format!(
-        r#"
-[store]
-dir = "state"
-[systems.src]
-type = "jsonl"
-dir = "src"
-[systems.crm]
-type = "salesforce"
-instance_url_env = "{sf_url}"
-token_env = "{sf_tok}"
-in_flight_secs = 1
+        r#"{}
 [jobs.people]
 pattern = "broadcast"
 systems = ["src", "crm"]
@@ -1358,7 +1360,8 @@ fields = {{ name = "name" }}
 [jobs.people.sides.crm]
 object = "Account"
 fields = {{ name = "Name" }}
-"#
+"#,
+        jsonl_and_salesforce(&sf, "in_flight_secs = 1\n")
     );
     let (started, api) = serve(dir.path(), &text).await;
     async fn run(api: &Api) -> J {
