@@ -766,6 +766,26 @@ token_env = "{sf_tok}"
     )
 }
 
+/// Makes an Account named `name` in the org and waits until it is the one row of
+/// `dst/accounts.jsonl`; the job's runs.
+async fn first_account_reaches_the_file(
+    sb: &concord::sandbox::server::Sandbox,
+    dir: &Path,
+    api: &Api,
+    name: &str,
+) -> J {
+    sb.org
+        .lock()
+        .unwrap()
+        .create("Account", json!({ "Name": name }).as_object().unwrap())
+        .unwrap();
+    let rows = rows_reach(&dir.join("dst/accounts.jsonl"), 1).await;
+    let (_, runs) = api.get("/runs?job=accounts").await;
+    assert_eq!(rows.len(), 1, "{runs}");
+    assert_eq!(rows[0]["name"], name);
+    runs
+}
+
 /// `f`'s first `Some`, asked every 20 ms, `tries` times at most.
 async fn eventually<T>(tries: usize, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     for _ in 0..tries {
@@ -802,15 +822,7 @@ async fn a_salesforce_change_pushes_a_pass() {
     let (started, api) = serve(dir.path(), &text).await;
     // Until the feed has subscribed (its first handshake), nothing is announced.
     eventually(200, || (streaming_calls(&sb) >= 4).then_some(())).await;
-    sb.org
-        .lock()
-        .unwrap()
-        .create("Account", json!({"Name": "Pushed"}).as_object().unwrap())
-        .unwrap();
-    let rows = rows_reach(&dir.path().join("dst/accounts.jsonl"), 1).await;
-    let (_, runs) = api.get("/runs?job=accounts").await;
-    assert_eq!(rows.len(), 1, "{runs}");
-    assert_eq!(rows[0]["name"], "Pushed");
+    let runs = first_account_reaches_the_file(&sb, dir.path(), &api, "Pushed").await;
     assert!(
         runs.as_array()
             .unwrap()
@@ -863,15 +875,7 @@ async fn a_push_topic_announces_the_changes() {
     assert_eq!(found[0]["NotifyForFields"], "All");
     // The first pass (nothing stored yet) has run; then a change announced on the topic.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    sb.org
-        .lock()
-        .unwrap()
-        .create("Account", json!({"Name": "Via topic"}).as_object().unwrap())
-        .unwrap();
-    let rows = rows_reach(&dir.path().join("dst/accounts.jsonl"), 1).await;
-    let (_, runs) = api.get("/runs?job=accounts").await;
-    assert_eq!(rows.len(), 1, "{runs}");
-    assert_eq!(rows[0]["name"], "Via topic");
+    first_account_reaches_the_file(&sb, dir.path(), &api, "Via topic").await;
     // The feed's position is the topic's replay id.
     let state = started.service.state.clone();
     let crm = concord::model::SystemId::new("crm.Account").unwrap();
