@@ -786,6 +786,14 @@ async fn first_account_reaches_the_file(
     runs
 }
 
+/// Whether every run in `runs` (a `GET /runs` answer) was started by `trigger`.
+fn every_run_by(runs: &J, trigger: &str) -> bool {
+    runs.as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["trigger"] == trigger)
+}
+
 /// `f`'s first `Some`, asked every 20 ms, `tries` times at most.
 async fn eventually<T>(tries: usize, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     for _ in 0..tries {
@@ -823,13 +831,7 @@ async fn a_salesforce_change_pushes_a_pass() {
     // Until the feed has subscribed (its first handshake), nothing is announced.
     eventually(200, || (streaming_calls(&sb) >= 4).then_some(())).await;
     let runs = first_account_reaches_the_file(&sb, dir.path(), &api, "Pushed").await;
-    assert!(
-        runs.as_array()
-            .unwrap()
-            .iter()
-            .all(|r| r["trigger"] == "push"),
-        "{runs}"
-    );
+    assert!(every_run_by(&runs, "push"), "{runs}");
     // The write's end-to-end lag (Salesforce keeps modification times) and the org's API
     // usage share are in the metrics.
     let m = api.metrics().await;
@@ -966,13 +968,7 @@ async fn a_salesforce_change_made_while_stopped_is_replayed_on_start() {
     listening(before + 4).await;
     assert_eq!(names_reach(2).await, ["First", "Second"]);
     let (_, runs) = api.get("/runs?job=accounts").await;
-    assert!(
-        runs.as_array()
-            .unwrap()
-            .iter()
-            .all(|r| r["trigger"] == "push"),
-        "{runs}"
-    );
+    assert!(every_run_by(&runs, "push"), "{runs}");
     let state = started.service.state.clone();
     let newer = eventually(100, || stored(&state).filter(|p| *p != pos))
         .await
@@ -1322,10 +1318,7 @@ fields = {{ name = "Name" }}
     assert_eq!(names(), ["First Co", "Second Co"]);
     let (_, runs) = api.get("/runs?job=accounts").await;
     assert!(
-        runs.as_array()
-            .unwrap()
-            .iter()
-            .all(|r| r["trigger"] == "schedule"),
+        every_run_by(&runs, "schedule"),
         "no push from MariaDB: {runs}"
     );
     started.stop().await;
